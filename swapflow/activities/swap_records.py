@@ -1,0 +1,251 @@
+"""Short database steps of a swap, run as local activities (one history event each): admit and reserve,
+record stages, take the returned pack into custody, finish. Each is idempotent: a retry after a crash
+finds its own earlier effect and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from swapflow.db.engine import Database
+from swapflow.db.models import (
+    Battery,
+    BatteryStatus,
+    Cabinet,
+    CabinetCapability,
+    City,
+    CustodianKind,
+    CustodyEvent,
+    DoorState,
+    Rider,
+    RiderStatus,
+    Slot,
+    Station,
+    SwapOrder,
+    SwapStage,
+    SwapStatus,
+    utcnow,
+)
+from swapflow.db.seed import slot_ref
+from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
+from swapflow.settings import Settings
+from swapflow.workflows.models import Admission, ReturnCheck, ReturnVerdict, StageUpdate, SwapFinish, SwapRequest
+
+SWAP_REJECTED = "SwapRejected"
+"""ApplicationError type of a swap refused before any money moved (reason in the message)."""
+
+
+def _reject(reason: str) -> ApplicationError:
+    return ApplicationError(reason, type=SWAP_REJECTED, non_retryable=True)
+
+
+async def transfer_custody(
+    session: AsyncSession,
+    battery: Battery,
+    *,
+    to_kind: CustodianKind,
+    to_ref: str,
+    reason: str,
+    key: str,
+    order_id: str | None,
+) -> None:
+    """Move a battery to a new custodian and record the change (brief, invariant 1). Idempotent by key."""
+    if await session.scalar(select(CustodyEvent.id).where(CustodyEvent.key == key)) is not None:
+        return
+    session.add(CustodyEvent(
+        key=key, battery_serial=battery.serial, from_kind=battery.custodian_kind,
+        from_ref=battery.custodian_ref, to_kind=to_kind, to_ref=to_ref, reason=reason, order_id=order_id,
+    ))
+    battery.custodian_kind = to_kind
+    battery.custodian_ref = to_ref
+
+
+def _append_step(order: SwapOrder, update: StageUpdate) -> None:
+    # A new list, so SQLAlchemy sees the JSON column change.
+    order.steps = [*order.steps, {"step": update.step, "outcome": update.outcome, "detail": update.detail,
+                                  "at": utcnow().isoformat()}]
+    order.stage = update.stage
+
+
+class SwapRecords:
+    """The swap's database steps; one instance per worker, holding the database."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def _order(self, session: AsyncSession, order_id: str) -> SwapOrder:
+        order = await session.get(SwapOrder, order_id)
+        if order is None:
+            raise ApplicationError(f"no swap order {order_id}", non_retryable=True)
+        return order
+
+    async def _reserve_first(self, session: AsyncSession, order_id: str, candidates: Sequence[Slot]) -> Slot:
+        """Claim the first candidate slot nobody else claimed meanwhile. The conditional UPDATE is the
+        lock: of two concurrent swaps only one sees its row count at 1."""
+        for slot in candidates:
+            if slot.reserved_order_id == order_id:
+                return slot
+            claimed = await session.execute(
+                update(Slot).where(Slot.id == slot.id, Slot.reserved_order_id.is_(None))
+                .values(reserved_order_id=order_id)
+            )
+            if claimed.rowcount == 1:
+                return slot
+        raise _reject("no_slot_available")
+
+    @activity.defn(name="admit_swap")
+    async def admit(self, request: SwapRequest) -> Admission:
+        """Validate the rider and the cabinet, reserve a charged pack and an empty slot, and price the swap."""
+        async with self.db.transaction() as session:
+            order = await self._order(session, request.order_id)
+            if order.return_slot_no is not None and order.charged_slot_no is not None:
+                return await self._admission_of(session, order)
+            rider = await session.get(Rider, request.rider_id)
+            if rider is None or rider.status != RiderStatus.ACTIVE:
+                raise _reject("rider_not_eligible")
+            rider_battery = await session.scalar(select(Battery).where(
+                Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider.id))
+            if rider_battery is None:
+                raise _reject("rider_holds_no_battery")
+            cabinet = await session.get(Cabinet, request.cabinet_id)
+            if cabinet is None:
+                raise _reject("unknown_cabinet")
+            if not cabinet.online:
+                raise _reject("cabinet_offline")
+            if cabinet.capability != CabinetCapability.REPORTING:
+                raise _reject("cabinet_cannot_confirm_swaps")
+            city = await session.scalar(
+                select(City).join(Station, Station.city_code == City.code).where(Station.id == cabinet.station_id))
+            assert city is not None
+
+            usable = and_(Slot.cabinet_id == cabinet.id, Slot.reserved_order_id.is_(None),
+                          Slot.locked.is_(False), Slot.fault.is_(None), Slot.door == DoorState.CLOSED)
+            charged = (await session.scalars(
+                select(Slot).join(Battery, Battery.serial == Slot.battery_serial)
+                .where(usable, Battery.status == BatteryStatus.IN_SERVICE,
+                       Battery.soc >= self.settings.ready_soc_threshold, Battery.soh >= self.settings.min_soh)
+                .order_by(Battery.soc.desc(), Slot.slot_no)
+            )).all()
+            empty = (await session.scalars(
+                select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no)
+            )).all()
+            if not charged:
+                raise _reject("no_charged_battery")
+            if not empty:
+                raise _reject("no_free_slot")
+            charged_slot = await self._reserve_first(session, order.id, charged)
+            return_slot = await self._reserve_first(session, order.id, empty)
+
+            order.return_slot_no = return_slot.slot_no
+            order.charged_slot_no = charged_slot.slot_no
+            order.issued_battery_serial = charged_slot.battery_serial
+            order.price_minor = city.swap_price_minor
+            order.currency = city.currency
+            _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RESERVED, step="admit",
+                                            detail=f"return slot {return_slot.slot_no}, "
+                                                   f"charged slot {charged_slot.slot_no}"))
+            return Admission(return_slot_no=return_slot.slot_no, charged_slot_no=charged_slot.slot_no,
+                             charged_battery_serial=charged_slot.battery_serial or "",
+                             rider_battery_serial=rider_battery.serial, price_minor=city.swap_price_minor,
+                             currency=city.currency)
+
+    async def _admission_of(self, session: AsyncSession, order: SwapOrder) -> Admission:
+        rider_battery = await session.scalar(select(Battery.serial).where(
+            Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id))
+        return Admission(return_slot_no=order.return_slot_no or 0, charged_slot_no=order.charged_slot_no or 0,
+                         charged_battery_serial=order.issued_battery_serial or "",
+                         rider_battery_serial=rider_battery or order.returned_battery_serial or "",
+                         price_minor=order.price_minor or 0, currency=order.currency or "")
+
+    @activity.defn(name="record_swap_stage")
+    async def record_stage(self, update: StageUpdate) -> None:
+        """Record where the swap is and how its last step went."""
+        async with self.db.transaction() as session:
+            order = await self._order(session, update.order_id)
+            if update.stage == SwapStage.RETURN_DOOR_OPEN and order.return_door_opened_at is None:
+                order.return_door_opened_at = utcnow()
+            _append_step(order, update)
+
+    @activity.defn(name="accept_returned_battery")
+    async def accept_return(self, check: ReturnCheck) -> ReturnVerdict:
+        """Authenticate the returned pack and take it into the slot's custody; a pack that is not ours
+        or not the rider's is held in quarantine in its slot, which is locked."""
+        reading = check.reading
+        async with self.db.transaction() as session:
+            order = await self._order(session, check.order_id)
+            slot = await session.scalar(select(Slot).where(
+                Slot.cabinet_id == check.cabinet_id, Slot.slot_no == check.slot_no))
+            assert slot is not None
+            battery = await session.get(Battery, reading.serial)
+            order.returned_battery_serial = reading.serial
+            reason: str | None = None
+            if battery is None:
+                reason = "returned_battery_not_registered"
+            elif reading.serial != check.expected_serial or battery.custodian_ref != check.rider_id:
+                reason = "returned_battery_not_riders"
+            if reason is not None:
+                slot.locked = True
+                slot.fault = reason
+                if battery is not None:
+                    slot.battery_serial = battery.serial
+                    battery.status = BatteryStatus.QUARANTINED
+                    await transfer_custody(session, battery, to_kind=CustodianKind.QUARANTINE,
+                                           to_ref=slot_ref(check.cabinet_id, check.slot_no), reason=reason,
+                                           key=f"swap:{check.order_id}:return", order_id=check.order_id)
+                _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_INSERTED,
+                                                step="verify_return", outcome="rejected", detail=reason))
+                return ReturnVerdict(accepted=False, reason=reason)
+
+            assert battery is not None
+            battery.soc, battery.soh, battery.voltage_v = reading.soc, reading.soh, reading.voltage_v
+            battery.temperature_c, battery.cycle_count = reading.temperature_c, reading.cycle_count
+            battery.reading_at = utcnow()
+            slot.battery_serial = battery.serial
+            await transfer_custody(session, battery, to_kind=CustodianKind.SLOT,
+                                   to_ref=slot_ref(check.cabinet_id, check.slot_no), reason="swap return",
+                                   key=f"swap:{check.order_id}:return", order_id=check.order_id)
+            _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_VERIFIED,
+                                            step="verify_return", detail=reading.serial))
+            return ReturnVerdict(accepted=True)
+
+    @activity.defn(name="finish_swap")
+    async def finish(self, finish: SwapFinish) -> None:
+        """End the swap: on completion hand the charged pack to the rider and recognise the revenue;
+        either way release every reservation the swap still holds."""
+        async with self.db.transaction() as session:
+            order = await self._order(session, finish.order_id)
+            if order.status != SwapStatus.IN_PROGRESS:
+                return
+            if finish.status == SwapStatus.COMPLETED:
+                await self._hand_over_charged(session, order)
+                _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.COMPLETED, step="finish"))
+            else:
+                order.failure_reason = finish.reason
+                _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.FAILED, step="finish",
+                                                outcome="failed", detail=finish.reason))
+            order.status = finish.status
+            order.finished_at = utcnow()
+            await session.execute(update(Slot).where(Slot.reserved_order_id == order.id)
+                                  .values(reserved_order_id=None))
+
+    async def _hand_over_charged(self, session: AsyncSession, order: SwapOrder) -> None:
+        slot = await session.scalar(select(Slot).where(
+            Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no))
+        battery = await session.get(Battery, order.issued_battery_serial)
+        assert slot is not None and battery is not None
+        slot.battery_serial = None
+        slot.charging = False
+        await transfer_custody(session, battery, to_kind=CustodianKind.RIDER, to_ref=order.rider_id,
+                               reason="swap issue", key=f"swap:{order.id}:issue", order_id=order.id)
+        if order.price_minor:
+            await post_transaction(
+                session, key=f"swap:{order.id}:revenue", kind="swap_revenue", currency=order.currency or "",
+                order_id=order.id, memo="swap completed: revenue recognised",
+                postings=[Posting(DEFERRED_REVENUE, order.price_minor), Posting(SWAP_REVENUE, -order.price_minor)],
+            )
+

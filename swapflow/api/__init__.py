@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): rider endpoints now, ops and finance later."""

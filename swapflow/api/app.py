@@ -1,0 +1,55 @@
+"""The FastAPI application: routers, problem details, and the per-process database and Temporal client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from swapflow.api.problems import install_problem_handlers
+from swapflow.api.routers import cabinets, network, riders, swaps
+from swapflow.db.engine import Database
+from swapflow.settings import Settings, get_settings
+from swapflow.temporal import connect_temporal
+
+
+def _lazy_temporal(settings: Settings) -> Callable[[], Awaitable[Client]]:
+    """Connect on first use, so the read endpoints serve even while Temporal is still starting."""
+    client: Client | None = None
+    lock = asyncio.Lock()
+
+    async def get() -> Client:
+        nonlocal client
+        async with lock:
+            if client is None:
+                client = await connect_temporal(settings)
+        return client
+
+    return get
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for the given settings (default: from the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.db = Database(settings.effective_database_url, pool_size=20)
+        app.state.temporal = _lazy_temporal(settings)
+        yield
+        await app.state.db.dispose()
+
+    app = FastAPI(
+        title="swapflow",
+        summary="Battery-swap network: riders, cabinets, swaps.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for module in (swaps, cabinets, riders, network):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,25 @@
+"""Rider endpoints: who they are and the battery they hold."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from swapflow.api.deps import SessionDep
+from swapflow.api.problems import Problem
+from swapflow.api.schemas import BatteryView, RiderView
+from swapflow.db.models import Battery, CustodianKind, Rider
+
+router = APIRouter(prefix="/v1/riders", tags=["riders"])
+
+
+@router.get("/{rider_id}", response_model=RiderView)
+async def get_rider(rider_id: str, session: SessionDep) -> RiderView:
+    """A rider and the pack in their hands (SoC, SoH, …)."""
+    rider = await session.get(Rider, rider_id)
+    if rider is None:
+        raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
+    battery = await session.scalar(select(Battery).where(
+        Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id))
+    return RiderView(id=rider.id, name=rider.name, city_code=rider.city_code, status=rider.status,
+                     battery=BatteryView.model_validate(battery) if battery else None)

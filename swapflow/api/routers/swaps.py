@@ -1,0 +1,105 @@
+"""Rider swap endpoints: start a swap (idempotently) and follow it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
+from swapflow.api.problems import Problem
+from swapflow.api.schemas import SwapCreate, SwapView
+from swapflow.db.models import Cabinet, Rider, SwapOrder, SwapStatus
+from swapflow.workflows.models import SwapRequest, swap_workflow_id
+from swapflow.workflows.swap import SwapWorkflow
+
+router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
+
+
+def swap_view(order: SwapOrder) -> SwapView:
+    """The API's view of an order."""
+    fields = {name: getattr(order, name) for name in SwapView.model_fields if name != "workflow_id"}
+    return SwapView(**fields, workflow_id=swap_workflow_id(order.id))
+
+
+async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[SwapOrder, bool]:
+    """The order this idempotency key names, created if new. Returns (order, created)."""
+    async with db.transaction() as session:
+        order = await session.scalar(
+            select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key))
+        if order is None:
+            if await session.get(Rider, body.rider_id) is None:
+                raise Problem(404, "Unknown rider", f"no rider {body.rider_id!r}")
+            if await session.get(Cabinet, body.cabinet_id) is None:
+                raise Problem(404, "Unknown cabinet", f"no cabinet {body.cabinet_id!r}")
+            order = SwapOrder(id=uuid.uuid4().hex, rider_id=body.rider_id, cabinet_id=body.cabinet_id,
+                              idempotency_key=key, steps=[])
+            session.add(order)
+            try:
+                await session.flush()
+            except IntegrityError:
+                order = None
+            else:
+                return order, True
+    if order is None:  # a concurrent request with the same key won the insert
+        async with db.sessions() as session:
+            order = await session.scalar(
+                select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key))
+        assert order is not None
+    if order.cabinet_id != body.cabinet_id:
+        raise Problem(409, "Idempotency-Key reused",
+                      f"Idempotency-Key {key!r} was used for a swap at cabinet {order.cabinet_id!r}")
+    return order, False
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SwapView,
+             responses={200: {"description": "The swap this Idempotency-Key already started"}})
+async def start_swap(
+    body: SwapCreate,
+    response: Response,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=100)],
+) -> SwapView:
+    """Start a swap and return once its return door is open (or it has failed). The same
+    Idempotency-Key returns the same swap."""
+    order, created = await _order_for_key(db, body, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    if order.status == SwapStatus.IN_PROGRESS:
+        request = SwapRequest(
+            order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
+            command_ack_timeout_s=settings.command_ack_timeout_s,
+            return_insert_timeout_s=settings.return_insert_timeout_s,
+            charged_take_timeout_s=settings.charged_take_timeout_s,
+        )
+        start = WithStartWorkflowOperation(
+            SwapWorkflow.run, request, id=swap_workflow_id(order.id), task_queue=settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A finished swap is never run again under the same id.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        try:
+            await temporal.execute_update_with_start_workflow(SwapWorkflow.admission, start_workflow_operation=start)
+        except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError):
+            pass  # already finished: the order row says how
+    async with db.sessions() as session:
+        fresh = await session.get(SwapOrder, order.id)
+    assert fresh is not None
+    return swap_view(fresh)
+
+
+@router.get("/{swap_id}", response_model=SwapView)
+async def get_swap(swap_id: str, session: SessionDep) -> SwapView:
+    """A swap's stage, each step's outcome and the reason for any failure."""
+    order = await session.get(SwapOrder, swap_id)
+    if order is None:
+        raise Problem(404, "Unknown swap", f"no swap {swap_id!r}")
+    return swap_view(order)

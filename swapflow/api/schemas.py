@@ -1,0 +1,116 @@
+"""Request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+
+
+class SwapCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rider_id: str = Field(min_length=1, max_length=40)
+    cabinet_id: str = Field(min_length=1, max_length=40)
+
+
+class SwapView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    rider_id: str
+    cabinet_id: str
+    status: SwapStatus
+    stage: SwapStage
+    failure_reason: str | None
+    return_slot_no: int | None
+    charged_slot_no: int | None
+    returned_battery_serial: str | None
+    issued_battery_serial: str | None
+    price_minor: int | None
+    currency: str | None
+    payment_ref: str | None
+    refund_ref: str | None
+    steps: list[dict[str, Any]]
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class CabinetSummary(BaseModel):
+    id: str
+    station_id: str
+    station_name: str
+    city_code: str
+    lat: float
+    lon: float
+    distance_km: float | None
+    online: bool
+    capability: CabinetCapability
+    ready_batteries: int
+    free_slots: int
+    slot_count: int
+    last_seen_at: datetime | None
+
+
+class BatteryView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    serial: str
+    model: str
+    chemistry: str
+    soc: float
+    soh: float
+    voltage_v: float
+    temperature_c: float
+    cycle_count: int
+    status: str
+    custodian_kind: str
+    custodian_ref: str
+
+
+class SlotView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    slot_no: int
+    door: str
+    battery_serial: str | None
+    charging: bool
+    locked: bool
+    fault: str | None
+    reserved: bool
+
+
+class CabinetDetail(CabinetSummary):
+    slots: list[SlotView]
+
+
+class RiderView(BaseModel):
+    id: str
+    name: str
+    city_code: str
+    status: str
+    battery: BatteryView | None
+
+
+class NetworkStats(BaseModel):
+    swaps_completed: int
+    swaps_failed: int
+    swaps_in_flight: int
+    cabinets_online: int
+    cabinets_total: int
+    dead_letters: int
+
+
+class DeadLetterView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    topic: str
+    payload: str
+    reason: str
+    received_at: datetime

@@ -1,0 +1,131 @@
+"""The `swapflow` command: `up` runs the whole stack; the other commands run one part each (the
+processes `up` starts, or what docker-compose runs in production)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from swapflow.settings import Settings, get_settings
+
+
+def _run_until_signal(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine; SIGINT/SIGTERM cancel it so it can clean up."""
+
+    async def runner() -> Any:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return 0
+
+    return asyncio.run(runner())
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Each poll and publish is logged at INFO by these libraries; too loud for a fleet.
+    for noisy in ("httpx", "amqtt", "transitions", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from swapflow.stack.supervisor import UpOptions, run_up
+
+    logging.basicConfig(level=logging.WARNING)
+    return int(_run_until_signal(run_up(settings, UpOptions(simulate=args.simulate, riders=args.riders))) or 0)
+
+
+def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from swapflow.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.worker import run_worker
+
+    _run_until_signal(run_worker(settings))
+    return 0
+
+
+def cmd_adapter(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.device_adapter.adapter import run_adapter
+
+    _run_until_signal(run_adapter(settings))
+    return 0
+
+
+def cmd_broker(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.stack.broker import run_broker
+
+    _run_until_signal(run_broker("127.0.0.1", settings.embedded_broker_port))
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from swapflow.simulator.fleet import run_fleet
+
+    _run_until_signal(run_fleet(settings, riders=args.riders))
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.db.migrate import upgrade
+
+    upgrade(settings.effective_database_url)
+    print(f"migrated {settings.effective_database_url}")
+    return 0
+
+
+def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.db.engine import create_sync_engine
+    from swapflow.db.migrate import upgrade
+    from swapflow.db.seed import seed_demo_network
+
+    upgrade(settings.effective_database_url)
+    seeded = seed_demo_network(create_sync_engine(settings.effective_database_url))
+    print("seeded the demo network" if seeded else "database already holds a network; nothing seeded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swapflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole stack (embedded defaults unless SWAPFLOW_* say otherwise)")
+    up.add_argument("--simulate", action="store_true", help="also run simulated cabinets and riders")
+    up.add_argument("--riders", type=int, default=20, help="simulated riders (with --simulate)")
+    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("worker", help="run the Temporal worker")
+    sub.add_parser("adapter", help="run the MQTT device adapter")
+    sub.add_parser("broker", help="run the embedded MQTT broker")
+    sim = sub.add_parser("simulate", help="run simulated cabinets and riders against a running stack")
+    sim.add_argument("--riders", type=int, default=20)
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("seed", help="migrate and seed the demo network into an empty database")
+    return parser
+
+
+COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
+            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `swapflow` command."""
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if args.command != "up":
+        _configure_logging(settings)
+    return COMMANDS[args.command](settings, args)

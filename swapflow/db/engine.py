@@ -1,0 +1,97 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL, from one URL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def _normalise(url: str, *, asynchronous: bool) -> str:
+    """Pick the driver: psycopg 3 for PostgreSQL, aiosqlite (async) or sqlite3 (sync) for SQLite."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite" if asynchronous else "sqlite")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL lets readers run beside the writer; IMMEDIATE transactions make concurrent writers in
+    several processes queue on busy_timeout instead of failing on a lock upgrade."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether the URL names a SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite file, so a fresh machine needs no set-up."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        from pathlib import Path
+
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A blocking engine, for migrations, seeding and scripts."""
+    ensure_sqlite_folder(url)
+    engine = create_engine(_normalise(url, asynchronous=False), pool_pre_ping=True)
+    if is_sqlite(url):
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def create_async_db_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The engine the API, worker and device adapter use."""
+    ensure_sqlite_folder(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if not is_sqlite(url):
+        kwargs |= {"pool_size": pool_size, "max_overflow": pool_size}
+    engine = create_async_engine(_normalise(url, asynchronous=True), **kwargs)
+    if is_sqlite(url):
+        _sqlite_pragmas(engine.sync_engine)
+    return engine
+
+
+class Database:
+    """An async engine and its session factory; one per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_async_db_engine(url, pool_size=pool_size)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,334 @@
+"""The database: the network (cities, stations, cabinets, slots, batteries), riders, swaps, custody,
+money and the device trail. SQLAlchemy 2 typed ORM; the schema is owned by the Alembic migrations
+beside this file, which run on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the database layer uses."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp as aware UTC (SQLite hands them back naive)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class CabinetCapability(StrEnum):
+    """Whether a cabinet reports doors and batteries, or only obeys commands (legacy)."""
+
+    REPORTING = "reporting"
+    COMMAND_ONLY = "command_only"
+
+
+class DoorState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    UNKNOWN = "unknown"
+
+
+class BatteryStatus(StrEnum):
+    """Lifecycle of a pack."""
+
+    COMMISSIONED = "commissioned"
+    IN_SERVICE = "in_service"
+    QUARANTINED = "quarantined"
+    IN_REPAIR = "in_repair"
+    SECOND_LIFE = "second_life"
+    RETIRED = "retired"
+
+
+class CustodianKind(StrEnum):
+    """Who holds a battery. Exactly one custodian at every moment (brief, invariant 1)."""
+
+    SLOT = "slot"
+    RIDER = "rider"
+    OPS = "ops"
+    QUARANTINE = "quarantine"
+    RETIRED = "retired"
+
+
+class SwapStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SwapStage(StrEnum):
+    """Where a swap is; the order a rider sees them in."""
+
+    CREATED = "created"
+    VALIDATED = "validated"
+    RESERVED = "reserved"
+    PAID = "paid"
+    RETURN_DOOR_OPEN = "return_door_open"
+    RETURN_INSERTED = "return_inserted"
+    RETURN_VERIFIED = "return_verified"
+    CHARGED_DOOR_OPEN = "charged_door_open"
+    CHARGED_TAKEN = "charged_taken"
+    COMPLETED = "completed"
+    COMPENSATING = "compensating"
+    FAILED = "failed"
+
+
+class RiderStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class City(Base):
+    __tablename__ = "cities"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    swap_price_minor: Mapped[int] = mapped_column(Integer, doc="Base price of one swap, in minor units.")
+
+    stations: Mapped[list[Station]] = relationship(back_populates="city")
+
+
+class Station(Base):
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    city_code: Mapped[str] = mapped_column(ForeignKey("cities.code"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+
+    city: Mapped[City] = relationship(back_populates="stations")
+    cabinets: Mapped[list[Cabinet]] = relationship(back_populates="station")
+
+
+class Cabinet(Base):
+    __tablename__ = "cabinets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="The device id it speaks MQTT as.")
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    model: Mapped[str] = mapped_column(String(40))
+    slot_count: Mapped[int] = mapped_column(Integer)
+    capability: Mapped[CabinetCapability] = mapped_column(String(16), default=CabinetCapability.REPORTING)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    firmware: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    station: Mapped[Station] = relationship(back_populates="cabinets")
+    slots: Mapped[list[Slot]] = relationship(back_populates="cabinet", order_by="Slot.slot_no")
+
+
+class Slot(Base):
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("cabinet_id", "slot_no"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"))
+    slot_no: Mapped[int] = mapped_column(Integer)
+    door: Mapped[DoorState] = mapped_column(String(8), default=DoorState.CLOSED)
+    battery_serial: Mapped[str | None] = mapped_column(
+        ForeignKey("batteries.serial"), nullable=True, unique=True
+    )
+    charging: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False, doc="Locked slots take no part in swaps.")
+    fault: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reserved_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+
+    cabinet: Mapped[Cabinet] = relationship(back_populates="slots")
+
+
+class Battery(Base):
+    __tablename__ = "batteries"
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(40))
+    chemistry: Mapped[str] = mapped_column(String(16))
+    rated_capacity_mah: Mapped[int] = mapped_column(Integer)
+    soc: Mapped[float] = mapped_column(Float, doc="State of charge, percent.")
+    soh: Mapped[float] = mapped_column(Float, doc="State of health, percent.")
+    voltage_v: Mapped[float] = mapped_column(Float)
+    temperature_c: Mapped[float] = mapped_column(Float)
+    cycle_count: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[BatteryStatus] = mapped_column(String(16), default=BatteryStatus.IN_SERVICE)
+    custodian_kind: Mapped[CustodianKind] = mapped_column(String(16))
+    custodian_ref: Mapped[str] = mapped_column(String(60), doc="slot: '<cabinet>/<slot>'; rider: rider id.")
+    reading_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (Index("ix_batteries_custodian", "custodian_kind", "custodian_ref"),)
+
+
+class Rider(Base):
+    __tablename__ = "riders"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    city_code: Mapped[str] = mapped_column(ForeignKey("cities.code"))
+    status: Mapped[RiderStatus] = mapped_column(String(16), default=RiderStatus.ACTIVE)
+
+
+class SwapOrder(Base):
+    __tablename__ = "swap_orders"
+    __table_args__ = (
+        UniqueConstraint("rider_id", "idempotency_key"),
+        Index("ix_swap_orders_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(100))
+    status: Mapped[SwapStatus] = mapped_column(String(16), default=SwapStatus.IN_PROGRESS)
+    stage: Mapped[SwapStage] = mapped_column(String(24), default=SwapStage.CREATED)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    return_slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    charged_slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    returned_battery_serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    issued_battery_serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    price_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    payment_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    refund_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, doc="Outcome of each step.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    return_door_opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class CustodyEvent(Base):
+    """One change of a battery's custodian. Append-only."""
+
+    __tablename__ = "custody_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="Business key; makes retries no-ops.")
+    battery_serial: Mapped[str] = mapped_column(ForeignKey("batteries.serial"), index=True)
+    from_kind: Mapped[CustodianKind] = mapped_column(String(16))
+    from_ref: Mapped[str] = mapped_column(String(60))
+    to_kind: Mapped[CustodianKind] = mapped_column(String(16))
+    to_ref: Mapped[str] = mapped_column(String(60))
+    reason: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LedgerTransaction(Base):
+    """A balanced set of postings: the postings' amounts sum to zero per currency. Immutable."""
+
+    __tablename__ = "ledger_transactions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="Business key, e.g. swap:<id>:charge.")
+    kind: Mapped[str] = mapped_column(String(40))
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    memo: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    postings: Mapped[list[LedgerPosting]] = relationship(back_populates="transaction")
+
+
+class LedgerPosting(Base):
+    __tablename__ = "ledger_postings"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    account: Mapped[str] = mapped_column(String(80), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, doc="Debit positive, credit negative.")
+    currency: Mapped[str] = mapped_column(String(3))
+
+    transaction: Mapped[LedgerTransaction] = relationship(back_populates="postings")
+
+
+class SandboxPayment(Base):
+    """State of the sandbox payment provider: what a real provider would keep on its side."""
+
+    __tablename__ = "sandbox_payments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), doc="captured | declined")
+    refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SandboxRefund(Base):
+    __tablename__ = "sandbox_refunds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("sandbox_payments.id"))
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), doc="succeeded")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceCommand(Base):
+    """A command sent to a cabinet, and its acknowledgement. Links a device message to its workflow."""
+
+    __tablename__ = "device_commands"
+
+    id: Mapped[str] = mapped_column(String(60), primary_key=True, doc="The command id on the wire.")
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"), index=True)
+    slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(24))
+    workflow_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime]
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class DeviceMessage(Base):
+    """Every accepted door/battery event and ack, once: the dedupe key and the trace of device messages."""
+
+    __tablename__ = "device_messages"
+    __table_args__ = (UniqueConstraint("cabinet_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(String(40), index=True)
+    message_id: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    workflow_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeadLetter(Base):
+    """A device message that could not be parsed or routed, kept with the reason for an operator."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[str] = mapped_column(Text, doc="Raw payload, UTF-8 with replacement.")
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

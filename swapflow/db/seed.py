@@ -1,0 +1,129 @@
+"""Seed a demo network: cities, stations, cabinets with slots, batteries in slots and riders' hands."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from swapflow.db.models import (
+    Battery,
+    BatteryStatus,
+    Cabinet,
+    CabinetCapability,
+    City,
+    CustodianKind,
+    CustodyEvent,
+    Rider,
+    Slot,
+    Station,
+)
+
+
+@dataclass(frozen=True)
+class DemoCity:
+    code: str
+    name: str
+    timezone: str
+    currency: str
+    swap_price_minor: int
+    lat: float
+    lon: float
+
+
+DEMO_CITIES = (
+    DemoCity("SH", "Shanghai", "Asia/Shanghai", "CNY", 600, 31.2304, 121.4737),
+    DemoCity("SZ", "Shenzhen", "Asia/Shanghai", "CNY", 550, 22.5431, 114.0579),
+    DemoCity("HZ", "Hangzhou", "Asia/Shanghai", "CNY", 500, 30.2741, 120.1551),
+    DemoCity("BER", "Berlin", "Europe/Berlin", "EUR", 299, 52.5200, 13.4050),
+)
+
+BATTERY_MODEL = "LFP-60V-32Ah"
+
+
+def slot_ref(cabinet_id: str, slot_no: int) -> str:
+    """The custodian reference of a cabinet slot."""
+    return f"{cabinet_id}/{slot_no}"
+
+
+def _battery(rng: random.Random, serial: str, soc: float, kind: CustodianKind, ref: str) -> Battery:
+    return Battery(
+        serial=serial,
+        model=BATTERY_MODEL,
+        chemistry="LFP",
+        rated_capacity_mah=32_000,
+        soc=soc,
+        soh=round(rng.uniform(82, 99), 1),
+        voltage_v=round(54.0 + 13.0 * soc / 100, 2),
+        temperature_c=round(rng.uniform(22, 30), 1),
+        cycle_count=rng.randint(10, 900),
+        status=BatteryStatus.IN_SERVICE,
+        custodian_kind=kind,
+        custodian_ref=ref,
+    )
+
+
+def seed_demo_network(
+    engine: Engine,
+    *,
+    stations_per_city: int = 8,
+    cabinets_per_station: int = 1,
+    slots_per_cabinet: int = 12,
+    empty_slots_per_cabinet: int = 3,
+    riders_per_city: int = 40,
+    command_only_share: float = 0.0,
+    seed: int = 7,
+) -> bool:
+    """Fill an empty database with the demo network. Returns False (and changes nothing) when the
+    database already holds cities, so `swapflow up` can call it on every start."""
+    rng = random.Random(seed)
+    with Session(engine) as session, session.begin():
+        if session.scalar(select(func.count()).select_from(City)):
+            return False
+        battery_no = 0
+        for c in DEMO_CITIES:
+            session.add(City(code=c.code, name=c.name, timezone=c.timezone, currency=c.currency,
+                             swap_price_minor=c.swap_price_minor))
+            for s in range(1, stations_per_city + 1):
+                station = Station(
+                    id=f"st-{c.code.lower()}-{s:03d}",
+                    city_code=c.code,
+                    name=f"{c.name} station {s}",
+                    lat=round(c.lat + rng.uniform(-0.08, 0.08), 6),
+                    lon=round(c.lon + rng.uniform(-0.08, 0.08), 6),
+                )
+                session.add(station)
+                for k in range(1, cabinets_per_station + 1):
+                    cabinet_id = f"cab-{c.code.lower()}-{s:03d}-{k}"
+                    command_only = rng.random() < command_only_share
+                    session.add(Cabinet(
+                        id=cabinet_id, station_id=station.id, model="SC-12", slot_count=slots_per_cabinet,
+                        capability=CabinetCapability.COMMAND_ONLY if command_only
+                        else CabinetCapability.REPORTING,
+                        online=False, firmware="1.4.2",
+                    ))
+                    for n in range(1, slots_per_cabinet + 1):
+                        serial = None
+                        if n <= slots_per_cabinet - empty_slots_per_cabinet:
+                            battery_no += 1
+                            serial = f"BAT{battery_no:07d}"
+                            soc = 100.0 if rng.random() < 0.75 else round(rng.uniform(30, 85), 1)
+                            session.add(_battery(rng, serial, soc, CustodianKind.SLOT, slot_ref(cabinet_id, n)))
+                        session.add(Slot(cabinet_id=cabinet_id, slot_no=n, battery_serial=serial,
+                                         charging=serial is not None))
+            for r in range(1, riders_per_city + 1):
+                rider_id = f"rider-{c.code.lower()}-{r:04d}"
+                session.add(Rider(id=rider_id, name=f"Rider {c.code}-{r}", city_code=c.code))
+                battery_no += 1
+                serial = f"BAT{battery_no:07d}"
+                session.add(_battery(rng, serial, round(rng.uniform(5, 35), 1), CustodianKind.RIDER, rider_id))
+        session.flush()
+        for battery in session.scalars(select(Battery)):
+            session.add(CustodyEvent(
+                key=f"commission:{battery.serial}", battery_serial=battery.serial,
+                from_kind=CustodianKind.OPS, from_ref="warehouse",
+                to_kind=battery.custodian_kind, to_ref=battery.custodian_ref, reason="commissioned",
+            ))
+    return True

@@ -1,0 +1,1 @@
+"""Payment providers. Every charge and refund carries an idempotency key derived from its business key."""

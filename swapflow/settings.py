@@ -1,0 +1,106 @@
+"""All configuration of swapflow, read from `SWAPFLOW_*` environment variables (or a `.env` file).
+
+Every unset back end falls back to its embedded default: a SQLite file in the data folder, a Temporal
+dev server started by `swapflow up`, and an embedded amqtt broker.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The one settings class. Field `foo_bar` is read from `SWAPFLOW_FOO_BAR`."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".swapflow"), description="Where the embedded stack keeps its state.")
+
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+
+    temporal_address: str | None = Field(
+        None, description="host:port of a Temporal frontend; default: `swapflow up` starts a dev server."
+    )
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "swapflow"
+    temporal_dev_port: int = 7233
+    temporal_ui_port: int = 8233
+
+    mqtt_url: str | None = Field(
+        None, description="mqtt://[user:pass@]host:port of the broker; default: embedded amqtt broker."
+    )
+    embedded_broker_port: int = Field(1884, description="Port of the embedded broker (1883 is often taken).")
+    mqtt_topic_prefix: str = "swapflow/v1"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = Field(None, description="Base URL simulated riders use; default from host/port.")
+
+    # Swap timing. Every wait in a swap is bounded; these are the bounds.
+    command_ack_timeout_s: float = Field(10.0, description="How long a cabinet has to acknowledge a command.")
+    return_insert_timeout_s: float = Field(120.0, description="How long a rider has to insert the flat pack.")
+    charged_take_timeout_s: float = Field(120.0, description="How long a rider has to take the charged pack.")
+
+    ready_soc_threshold: float = Field(90.0, description="A pack is 'ready' at or above this SoC (percent).")
+    min_soh: float = Field(70.0, description="Packs below this SoH are not issued to riders.")
+
+    sandbox_payment_latency_ms: int = 0
+
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'swapflow.db').resolve()}"
+
+    @property
+    def effective_temporal_address(self) -> str:
+        """Where workers and the API reach Temporal."""
+        return self.temporal_address or f"127.0.0.1:{self.temporal_dev_port}"
+
+    @property
+    def effective_mqtt_url(self) -> str:
+        """Where every MQTT client connects."""
+        return self.mqtt_url or f"mqtt://127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def effective_api_url(self) -> str:
+        """Base URL of the HTTP API."""
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def mqtt_endpoint(self) -> MqttEndpoint:
+        """The broker URL split into what an MQTT client needs."""
+        parts = urlsplit(self.effective_mqtt_url)
+        if parts.scheme not in ("mqtt", "tcp", "mqtts"):
+            raise ValueError(f"SWAPFLOW_MQTT_URL must be mqtt://host:port, got {self.effective_mqtt_url!r}")
+        return MqttEndpoint(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+            username=parts.username,
+            password=parts.password,
+            tls=parts.scheme == "mqtts",
+        )
+
+
+class MqttEndpoint(BaseModel):
+    """Connection parameters of the MQTT broker."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

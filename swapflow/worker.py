@@ -1,0 +1,62 @@
+"""The Temporal worker process: runs the workflows and their activities on the swapflow task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from swapflow.activities.device_commands import DeviceCommands
+from swapflow.activities.payments import PaymentActivities
+from swapflow.activities.swap_records import SwapRecords
+from swapflow.db.engine import Database
+from swapflow.device_adapter.commands import CommandPublisher
+from swapflow.payments.sandbox import SandboxProvider
+from swapflow.settings import Settings
+from swapflow.temporal import connect_temporal
+from swapflow.workflows.swap import SwapWorkflow
+
+log = logging.getLogger(__name__)
+
+WORKFLOWS: Sequence[type] = (SwapWorkflow,)
+
+
+def build_activities(settings: Settings, db: Database, publisher: CommandPublisher) -> list[Any]:
+    """Every activity the workflows call, bound to this process's database and broker connection."""
+    records = SwapRecords(db, settings)
+    payments = PaymentActivities(db, SandboxProvider(latency_ms=settings.sandbox_payment_latency_ms))
+    commands = DeviceCommands(db, publisher)
+    return [records.admit, records.record_stage, records.accept_return, records.finish,
+            payments.charge, payments.refund, commands.send]
+
+
+def build_worker(client: Client, settings: Settings, db: Database, publisher: CommandPublisher) -> Worker:
+    """A worker for the swapflow task queue."""
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(settings, db, publisher),
+        max_concurrent_activities=200,
+        max_concurrent_local_activities=200,
+        max_concurrent_workflow_tasks=200,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run the worker until cancelled."""
+    db = Database(settings.effective_database_url)
+    publisher = CommandPublisher(settings, name="swapflow-worker")
+    publisher_task = asyncio.create_task(publisher.run())
+    try:
+        client = await connect_temporal(settings)
+        worker = build_worker(client, settings, db, publisher)
+        log.info("worker polling %s on %s", settings.temporal_task_queue, settings.effective_temporal_address)
+        await worker.run()
+    finally:
+        publisher_task.cancel()
+        await db.dispose()

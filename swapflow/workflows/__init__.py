@@ -1,0 +1,1 @@
+"""Temporal workflows: deterministic orchestration of swaps (and later refunds, settlements, work orders)."""

@@ -1,0 +1,152 @@
+"""Pydantic models that cross the workflow boundary: workflow inputs and results, signals and
+activity arguments. Imported by the worker, the API and the device adapter; holds no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from swapflow.db.models import SwapStage, SwapStatus
+from swapflow.protocol.v1 import BatteryReading, CommandAction
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class DeviceSignalKind(StrEnum):
+    COMMAND_ACK = "command_ack"
+    DOOR_OPENED = "door_opened"
+    DOOR_CLOSED = "door_closed"
+    BATTERY_INSERTED = "battery_inserted"
+    BATTERY_REMOVED = "battery_removed"
+    FAULT = "fault"
+    CABINET_ONLINE = "cabinet_online"
+    CABINET_OFFLINE = "cabinet_offline"
+
+
+DEVICE_SIGNAL = "device_event"
+"""Name of the signal the device adapter sends to a waiting workflow."""
+
+
+class DeviceSignal(_Model):
+    """A device message routed to the workflow that waits for it. `message_id` is unique per cabinet
+    message; a workflow ignores one it has seen."""
+
+    message_id: str
+    kind: DeviceSignalKind
+    cabinet_id: str
+    at: datetime
+    slot_no: int | None = None
+    command_id: str | None = None
+    ok: bool | None = None
+    error: str | None = None
+    battery: BatteryReading | None = None
+    battery_serial: str | None = None
+    fault_code: str | None = None
+
+
+def swap_workflow_id(order_id: str) -> str:
+    """The workflow id of a swap: derived from its order, so a retry never starts a second one."""
+    return f"swap/{order_id}"
+
+
+class SwapRequest(_Model):
+    """Input of the swap workflow. The bounds of its waits travel with it, so they are in its history."""
+
+    order_id: str
+    rider_id: str
+    cabinet_id: str
+    command_ack_timeout_s: float = 10.0
+    return_insert_timeout_s: float = 120.0
+    charged_take_timeout_s: float = 120.0
+
+
+class SendCommandInput(_Model):
+    """Publish one command to a cabinet on behalf of a workflow."""
+
+    command_id: str
+    cabinet_id: str
+    action: CommandAction
+    slot_no: int | None
+    workflow_id: str
+    timeout_s: float
+
+
+class Admission(_Model):
+    """What admitting a swap reserved: the slot the flat pack goes into, the charged pack it gets, the price."""
+
+    return_slot_no: int
+    charged_slot_no: int
+    charged_battery_serial: str
+    rider_battery_serial: str
+    price_minor: int
+    currency: str
+
+
+class StageUpdate(_Model):
+    """One step's outcome, recorded on the order so the rider and ops see the swap live."""
+
+    order_id: str
+    stage: SwapStage
+    step: str
+    outcome: str = "ok"
+    detail: str | None = None
+
+
+class ChargeInput(_Model):
+    order_id: str
+    amount_minor: int
+    currency: str
+
+
+class PaymentResult(_Model):
+    payment_ref: str
+    amount_minor: int
+
+
+class RefundInput(_Model):
+    order_id: str
+    reason: str
+
+
+class RefundResult(_Model):
+    refund_ref: str | None
+    amount_minor: int
+
+
+class ReturnCheck(_Model):
+    """The returned pack as its BMS reported it, to be authenticated and taken into the cabinet."""
+
+    order_id: str
+    rider_id: str
+    cabinet_id: str
+    slot_no: int
+    expected_serial: str
+    reading: BatteryReading
+
+
+class ReturnVerdict(_Model):
+    accepted: bool
+    reason: str | None = None
+
+
+class SwapFinish(_Model):
+    """How a swap ends: completed, or failed with the reason."""
+
+    order_id: str
+    status: SwapStatus
+    reason: str | None = None
+
+
+class SwapProgress(_Model):
+    """What the API's update-with-start returns to the rider, and the swap's query result."""
+
+    order_id: str
+    status: SwapStatus
+    stage: SwapStage
+    return_slot_no: int | None = None
+    charged_slot_no: int | None = None
+    failure_reason: str | None = None

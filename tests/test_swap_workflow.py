@@ -1,0 +1,66 @@
+"""The swap workflow on the time-skipping server, with the real activities against a real database and
+broker. Cabinets are simulated MQTT clients; their messages reach the workflow through the real
+device adapter."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from swapflow.db.engine import Database
+from swapflow.db.models import (
+    LedgerPosting,
+    LedgerTransaction,
+    SandboxPayment,
+    Slot,
+    SwapOrder,
+    SwapStage,
+    SwapStatus,
+)
+from swapflow.settings import Settings
+from swapflow.workflows.models import SwapRequest, swap_workflow_id
+from swapflow.workflows.swap import SwapWorkflow
+from tests.swap_harness import new_order, running_worker, set_online
+
+CABINET = "cab-sh-001-1"
+RIDER = "rider-sh-0001"
+
+
+async def run_swap(temporal_env, settings: Settings, db: Database, order_id: str):
+    request = SwapRequest(order_id=order_id, rider_id=RIDER, cabinet_id=CABINET,
+                          command_ack_timeout_s=settings.command_ack_timeout_s,
+                          return_insert_timeout_s=settings.return_insert_timeout_s,
+                          charged_take_timeout_s=settings.charged_take_timeout_s)
+    return await temporal_env.client.execute_workflow(
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue)
+
+
+async def test_offline_cabinet_is_rejected_before_any_money_moves(temporal_env, settings, db):
+    await set_online(db, CABINET, False)
+    order_id = await new_order(db, RIDER, CABINET)
+    async with running_worker(temporal_env.client, settings, db):
+        result = await run_swap(temporal_env, settings, db, order_id)
+    assert result.status == SwapStatus.FAILED and result.failure_reason == "cabinet_offline"
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(SandboxPayment)) == 0
+        assert await session.scalar(select(func.count()).select_from(LedgerTransaction)) == 0
+
+
+async def test_door_that_never_acknowledges_refunds_the_rider_and_releases_the_slots(temporal_env, settings, db):
+    await set_online(db, CABINET, True)  # online in the database, but nobody answers its commands
+    order_id = await new_order(db, RIDER, CABINET)
+    async with running_worker(temporal_env.client, settings, db):
+        result = await run_swap(temporal_env, settings, db, order_id)
+    assert result.status == SwapStatus.FAILED
+    assert result.failure_reason == "open_door_not_acknowledged"
+    async with db.sessions() as session:
+        order = await session.get(SwapOrder, order_id)
+        assert order is not None and order.stage == SwapStage.FAILED
+        assert order.payment_ref and order.refund_ref
+        payment = await session.scalar(select(SandboxPayment))
+        assert payment is not None and payment.refunded_minor == payment.amount_minor == order.price_minor
+        balances = dict((await session.execute(
+            select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
+        )).tuples().all())
+        assert balances == {"provider_clearing:sandbox": 0, "deferred_revenue:swaps": 0}
+        assert await session.scalar(select(func.count()).select_from(Slot).where(
+            Slot.reserved_order_id == order_id)) == 0
