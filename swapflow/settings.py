@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         """Base URL of the HTTP API."""
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as SWAPFLOW_* variables, so child processes run with exactly them."""
+        return {f"SWAPFLOW_{name.upper()}": str(value) for name, value in self.model_dump().items()
+                if value is not None}
+
     @property
     def mqtt_endpoint(self) -> MqttEndpoint:
         """The broker URL split into what an MQTT client needs."""

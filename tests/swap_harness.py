@@ -13,8 +13,11 @@ from temporalio.worker import Worker
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
+from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.commands import CommandPublisher
 from swapflow.settings import Settings
+from swapflow.simulator.cabinet import SimulatedCabinet
+from swapflow.simulator.fleet import build_cabinets
 from swapflow.worker import build_worker
 
 
@@ -29,6 +32,29 @@ async def running_worker(client: Client, settings: Settings, db: Database) -> As
             yield worker
     finally:
         publisher_task.cancel()
+
+
+@asynccontextmanager
+async def running_cabinet(client: Client, settings: Settings, db: Database, cabinet_id: str
+                          ) -> AsyncIterator[SimulatedCabinet]:
+    """A simulated cabinet on the broker and the real device adapter that routes its messages to
+    workflows, both running for the test's duration."""
+    adapter = DeviceAdapter(settings, db, client)
+    cabinet = (await build_cabinets(settings, db, cabinet_ids=[cabinet_id], telemetry_interval_s=1.0))[cabinet_id]
+    tasks = [asyncio.create_task(adapter.run()), asyncio.create_task(cabinet.run())]
+    try:
+        await asyncio.wait_for(adapter.ready.wait(), 10)
+        await asyncio.wait_for(cabinet.ready.wait(), 10)
+        for _ in range(100):  # until the adapter has taken the birth message in
+            async with db.sessions() as session:
+                if await session.scalar(select(Cabinet.online).where(Cabinet.id == cabinet_id)):
+                    break
+            await asyncio.sleep(0.05)
+        yield cabinet
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def new_order(db: Database, rider_id: str, cabinet_id: str) -> str:

@@ -25,7 +25,7 @@ def _lazy_temporal(settings: Settings) -> Callable[[], Awaitable[Client]]:
         nonlocal client
         async with lock:
             if client is None:
-                client = await connect_temporal(settings)
+                client = await connect_temporal(settings, wait_s=5.0)
         return client
 
     return get

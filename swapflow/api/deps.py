@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,11 +27,15 @@ async def get_session(db: Annotated[Database, Depends(get_db)]) -> AsyncIterator
         yield session
 
 
-async def get_temporal(request: Request) -> Client:
-    return await request.app.state.temporal()
+TemporalConnector = Callable[[], Awaitable[Client]]
+
+
+def get_temporal(request: Request) -> TemporalConnector:
+    """The Temporal client, connected on first use: requests that fail validation never wait for it."""
+    return request.app.state.temporal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-TemporalDep = Annotated[Client, Depends(get_temporal)]
+TemporalDep = Annotated[TemporalConnector, Depends(get_temporal)]

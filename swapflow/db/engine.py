@@ -24,9 +24,10 @@ def _normalise(url: str, *, asynchronous: bool) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL lets readers run beside the writer; IMMEDIATE transactions make concurrent writers in
-    several processes queue on busy_timeout instead of failing on a lock upgrade."""
+def _sqlite_pragmas(engine: Engine, *, writes: bool = True) -> None:
+    """WAL lets readers run beside the writer. Writing transactions begin IMMEDIATE, so concurrent
+    writers in several processes queue on busy_timeout instead of failing on a lock upgrade; reading
+    transactions begin DEFERRED and never wait for a writer."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -40,7 +41,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 def is_sqlite(url: str) -> bool:
@@ -66,7 +67,7 @@ def create_sync_engine(url: str) -> Engine:
     return engine
 
 
-def create_async_db_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_async_db_engine(url: str, *, pool_size: int = 10, writes: bool = True) -> AsyncEngine:
     """The engine the API, worker and device adapter use."""
     ensure_sqlite_folder(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -74,24 +75,29 @@ def create_async_db_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs |= {"pool_size": pool_size, "max_overflow": pool_size}
     engine = create_async_engine(_normalise(url, asynchronous=True), **kwargs)
     if is_sqlite(url):
-        _sqlite_pragmas(engine.sync_engine)
+        _sqlite_pragmas(engine.sync_engine, writes=writes)
     return engine
 
 
 class Database:
-    """An async engine and its session factory; one per process."""
+    """Async engines and session factories; one per process. `transaction()` is for work that writes;
+    `sessions()` for reads (on SQLite they never queue behind writers; on PostgreSQL both are one pool)."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = create_async_db_engine(url, pool_size=pool_size)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = create_async_db_engine(url, pool_size=pool_size, writes=False) if is_sqlite(url) else None
+        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(self._read_engine or self.engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+        async with self._write_sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()

@@ -164,19 +164,20 @@ class SwapWorkflow:
         compensations.append(self._close_return_door_if_empty)
         await self._record(SwapStage.RETURN_DOOR_OPEN, "open_return_door", f"slot {admission.return_slot_no}")
 
-        await self._wait_for(DeviceSignalKind.BATTERY_INSERTED, admission.return_slot_no,
-                             request.return_insert_timeout_s, "battery_not_returned_in_time")
+        inserted = await self._wait_for(DeviceSignalKind.BATTERY_INSERTED, admission.return_slot_no,
+                                        request.return_insert_timeout_s, "battery_not_returned_in_time")
         await self._wait_for(DeviceSignalKind.DOOR_CLOSED, admission.return_slot_no,
                              request.return_insert_timeout_s, "return_door_not_closed")
         self._stage = SwapStage.RETURN_INSERTED
-        bms = await self._command(CommandAction.READ_BMS, admission.return_slot_no)
-        if bms.battery is None:
+        # The cabinet reads the pack's BMS as it goes in; ask for a reading only if it sent none.
+        reading = inserted.battery or (await self._command(CommandAction.READ_BMS, admission.return_slot_no)).battery
+        if reading is None:
             raise SwapFailed("returned_battery_unreadable")
         verdict = await workflow.execute_local_activity_method(
             SwapRecords.accept_return,
             ReturnCheck(order_id=request.order_id, rider_id=request.rider_id, cabinet_id=request.cabinet_id,
                         slot_no=admission.return_slot_no, expected_serial=admission.rider_battery_serial,
-                        reading=bms.battery),
+                        reading=reading),
             **DB_STEP,
         )
         if not verdict.accepted:
@@ -188,6 +189,7 @@ class SwapWorkflow:
         await self._wait_for(DeviceSignalKind.BATTERY_REMOVED, admission.charged_slot_no,
                              request.charged_take_timeout_s, "charged_battery_not_taken")
         self._stage = SwapStage.CHARGED_TAKEN
+        await self._door_closed_or_close(admission.charged_slot_no, request.charged_take_timeout_s)
 
         await self._finish(SwapFinish(order_id=request.order_id, status=SwapStatus.COMPLETED))
 
@@ -211,15 +213,29 @@ class SwapWorkflow:
             raise SwapFailed(f"{action.value}_refused: {ack.error or 'no reason given'}")
         return ack
 
-    def _has_event(self, kind: DeviceSignalKind, slot_no: int) -> bool:
-        return any(e.kind == kind and e.slot_no == slot_no for e in self._events)
+    def _event(self, kind: DeviceSignalKind, slot_no: int) -> DeviceSignal | None:
+        return next((e for e in self._events if e.kind == kind and e.slot_no == slot_no), None)
 
-    async def _wait_for(self, kind: DeviceSignalKind, slot_no: int, timeout_s: float, reason: str) -> None:
+    async def _wait_for(self, kind: DeviceSignalKind, slot_no: int, timeout_s: float, reason: str) -> DeviceSignal:
+        """The first `kind` event of the slot, waited for up to `timeout_s`; else the swap fails for `reason`."""
         try:
-            await workflow.wait_condition(lambda: self._has_event(kind, slot_no),
+            await workflow.wait_condition(lambda: self._event(kind, slot_no) is not None,
                                           timeout=timedelta(seconds=timeout_s))
         except TimeoutError:
             raise SwapFailed(reason) from None
+        event = self._event(kind, slot_no)
+        assert event is not None
+        return event
+
+    async def _door_closed_or_close(self, slot_no: int, timeout_s: float) -> None:
+        """The swap ends with the door shut: wait for the rider to close it, else close it by command."""
+        try:
+            await self._wait_for(DeviceSignalKind.DOOR_CLOSED, slot_no, timeout_s, "door_left_open")
+        except SwapFailed:
+            try:
+                await self._command(CommandAction.CLOSE_DOOR, slot_no)
+            except SwapFailed as failed:
+                workflow.logger.warning("door %s of %s not closed: %s", slot_no, self._request.order_id, failed.reason)
 
     async def _record(self, stage: SwapStage, step: str, detail: str) -> None:
         await workflow.execute_local_activity_method(
@@ -242,7 +258,7 @@ class SwapWorkflow:
     async def _close_return_door_if_empty(self, _reason: str) -> None:
         """A door left open with no pack in it is closed; best effort, the slot stays as the cabinet reports."""
         assert self._admission is not None
-        if self._has_event(DeviceSignalKind.BATTERY_INSERTED, self._admission.return_slot_no):
+        if self._event(DeviceSignalKind.BATTERY_INSERTED, self._admission.return_slot_no) is not None:
             return
         try:
             await self._command(CommandAction.CLOSE_DOOR, self._admission.return_slot_no)

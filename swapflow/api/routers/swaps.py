@@ -87,7 +87,12 @@ async def start_swap(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
         try:
-            await temporal.execute_update_with_start_workflow(SwapWorkflow.admission, start_workflow_operation=start)
+            client = await temporal()
+        except RuntimeError as exc:
+            # The order is kept: the same Idempotency-Key starts it once Temporal is back.
+            raise Problem(503, "Swaps unavailable", f"workflow service unreachable: {exc}") from exc
+        try:
+            await client.execute_update_with_start_workflow(SwapWorkflow.admission, start_workflow_operation=start)
         except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError):
             pass  # already finished: the order row says how
     async with db.sessions() as session:

@@ -1,0 +1,274 @@
+"""Swap throughput benchmark on the embedded stack.
+
+Starts the whole stack (as `swapflow up` does) in a temporary data folder on free ports, runs the
+demo network's cabinets as simulated MQTT cabinets, and drives swaps through the HTTP API at a rising
+rate for a bounded time. Prints, per rate step: completed swaps per second, and p50/p95/p99 from the
+API call to the return door's open acknowledgement (the POST returns exactly then); then the p99
+command round trip (publish → ack), the workflow history events per swap, and the rate of an empty
+workflow on the same Temporal server, so the ratio holds on a noisy machine.
+
+    ./dev bench                       # steps 2,5,10,15 swaps/s, 20 s each
+    ./dev bench --rates 5,10 --step-seconds 30
+
+Honours SWAPFLOW_DATABASE_URL / SWAPFLOW_MQTT_URL to measure other back ends. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from empty_workflow import EmptyWorkflow  # noqa: E402
+
+from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
+from swapflow.db.migrate import upgrade  # noqa: E402
+from swapflow.db.models import (  # noqa: E402
+    Battery,
+    Cabinet,
+    CustodianKind,
+    DeviceCommand,
+    Rider,
+    Station,
+    SwapOrder,
+    SwapStatus,
+)
+from swapflow.db.seed import seed_demo_network  # noqa: E402
+from swapflow.settings import Settings  # noqa: E402
+from swapflow.simulator.battery import SimBattery  # noqa: E402
+from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402
+from swapflow.simulator.fleet import build_cabinets, sim_battery  # noqa: E402
+from swapflow.stack.supervisor import Stack, UpOptions  # noqa: E402
+from swapflow.temporal import connect_temporal  # noqa: E402
+from swapflow.workflows.models import swap_workflow_id  # noqa: E402
+
+
+@dataclass
+class StepResult:
+    rate: float
+    seconds: float
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0  # no idle rider at an arrival: the driver, not the platform, was the limit
+    door_open_s: list[float] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def pct(values: list[float], q: float) -> float:
+    """q-quantile in milliseconds (nearest rank)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BenchRider:
+    def __init__(self, rider_id: str, city: str, battery: SimBattery) -> None:
+        self.rider_id, self.city, self.battery = rider_id, city, battery
+
+
+async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinets: dict[str, SimulatedCabinet],
+                   city_cabinets: list[str], step: StepResult, rng: random.Random) -> None:
+    """One rider's swap through the API and at the doors."""
+    cabinet_id = rng.choice(city_cabinets)
+    cabinet = cabinets[cabinet_id]
+    began = time.perf_counter()
+    response = await http.post("/v1/swaps", json={"rider_id": rider.rider_id, "cabinet_id": cabinet_id},
+                               headers={"Idempotency-Key": uuid.uuid4().hex})
+    door_open_s = time.perf_counter() - began
+    swap = response.json()
+    if response.status_code >= 400 or swap["stage"] != "return_door_open":
+        reason = swap.get("failure_reason") or swap.get("title") or str(response.status_code)
+        step.failed += 1
+        step.failures[reason] = step.failures.get(reason, 0) + 1
+        return
+    step.door_open_s.append(door_open_s)
+    await cabinet.insert_battery(swap["return_slot_no"], rider.battery)
+    while True:
+        swap = (await http.get(f"/v1/swaps/{swap['id']}")).json()
+        if swap["stage"] == "charged_door_open" and cabinet.door_open(swap["charged_slot_no"]):
+            rider.battery = await cabinet.take_battery(swap["charged_slot_no"])
+        if swap["status"] != "in_progress":
+            break
+        await asyncio.sleep(0.1)
+    if swap["status"] == "completed":
+        step.completed += 1
+    else:
+        step.failed += 1
+        step.failures[swap["failure_reason"]] = step.failures.get(swap["failure_reason"], 0) + 1
+
+
+async def drive(http: httpx.AsyncClient, riders: list[BenchRider], cabinets: dict[str, SimulatedCabinet],
+                by_city: dict[str, list[str]], rate: float, seconds: float) -> StepResult:
+    """Open-loop arrivals at `rate` per second for `seconds`; each arrival takes an idle rider."""
+    step = StepResult(rate=rate, seconds=seconds)
+    idle = list(riders)
+    rng = random.Random(int(rate * 1000))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(rider: BenchRider) -> None:
+        try:
+            await one_swap(http, rider, cabinets, by_city[rider.city], step, rng)
+        except Exception as exc:  # a benchmark records failures, it does not stop on them
+            step.failed += 1
+            step.failures[type(exc).__name__] = step.failures.get(type(exc).__name__, 0) + 1
+        finally:
+            idle.append(rider)
+
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < seconds:
+        due = start + n / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        n += 1
+        if not idle:
+            step.skipped += 1
+            continue
+        rider = idle.pop(rng.randrange(len(idle)))
+        step.started += 1
+        task = asyncio.create_task(run(rider))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=120)
+    step.seconds = time.perf_counter() - start
+    return step
+
+
+async def empty_workflow_rate(client: Client, count: int, concurrency: int) -> float:
+    """Empty workflows per second, started and awaited `concurrency` at a time."""
+    queue = f"bench-empty-{uuid.uuid4().hex[:8]}"
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.execute_workflow(EmptyWorkflow.run, id=f"bench-empty-{queue}-{i}", task_queue=queue,
+                                          execution_timeout=timedelta(minutes=1))
+
+    async with Worker(client, task_queue=queue, workflows=[EmptyWorkflow]):
+        began = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return count / (time.perf_counter() - began)
+
+
+async def history_events(client: Client, order_ids: list[str]) -> list[int]:
+    counts = []
+    for order_id in order_ids:
+        history = await client.get_workflow_handle(swap_workflow_id(order_id)).fetch_history()
+        counts.append(len(history.events))
+    return counts
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="swapflow-bench-"))
+    base = Settings()
+    settings = base.model_copy(update={
+        "data_dir": data_dir, "api_port": free_port(), "temporal_dev_port": free_port(),
+        "temporal_ui_port": free_port(), "embedded_broker_port": free_port(),
+        "log_level": "WARNING",
+    })
+    if base.database_url is None:
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir / 'swapflow.db'}"})
+    url = settings.effective_database_url
+    upgrade(url)
+    engine = create_sync_engine(url)
+    seed_demo_network(engine, stations_per_city=args.stations_per_city, riders_per_city=args.riders_per_city)
+    engine.dispose()
+
+    stack = Stack(settings, UpOptions(simulate=False, seed=False))
+    print(f"starting the embedded stack in {data_dir} …", flush=True)
+    await stack.start()
+    db = Database(url)
+    cabinet_tasks: list[asyncio.Task[None]] = []
+    try:
+        cabinets = await build_cabinets(settings, db, charge_speedup=600.0, telemetry_interval_s=10.0)
+        cabinet_tasks = [asyncio.create_task(c.run()) for c in cabinets.values()]
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cabinets.values())), 30)
+        async with db.sessions() as session:
+            rows = (await session.execute(select(Rider, Battery).join(Battery, (
+                Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)))).tuples().all()
+            city_of = dict((await session.execute(
+                select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id))).tuples().all())
+        riders = [BenchRider(r.id, r.city_code, sim_battery(b)) for r, b in rows]
+        by_city: dict[str, list[str]] = {}
+        for cabinet_id in cabinets:
+            by_city.setdefault(city_of[cabinet_id], []).append(cabinet_id)
+        riders = [r for r in riders if r.city in by_city]
+        await asyncio.sleep(2)  # the adapter takes the births in
+        print(f"{len(cabinets)} simulated cabinets, {len(riders)} riders; "
+              f"rates {args.rates} swaps/s, {args.step_seconds:.0f} s each\n", flush=True)
+        print(f"{'offered/s':>9} {'done/s':>7} {'done':>5} {'failed':>6} {'skipped':>7} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   (API call → return door open ack)")
+        steps = []
+        async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=60,
+                                     limits=httpx.Limits(max_connections=200)) as http:
+            for rate in args.rates:
+                step = await drive(http, riders, cabinets, by_city, rate, args.step_seconds)
+                steps.append(step)
+                print(f"{rate:>9.1f} {step.completed / step.seconds:>7.2f} {step.completed:>5} {step.failed:>6} "
+                      f"{step.skipped:>7} {pct(step.door_open_s, .5):>7.0f} {pct(step.door_open_s, .95):>7.0f} "
+                      f"{pct(step.door_open_s, .99):>7.0f}"
+                      + (f"   failures: {step.failures}" if step.failures else ""), flush=True)
+        async with db.sessions() as session:
+            round_trips = [(c.acked_at - c.sent_at).total_seconds() for c in (await session.scalars(
+                select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()]
+            done_ids = (await session.scalars(select(SwapOrder.id).where(
+                SwapOrder.status == SwapStatus.COMPLETED).limit(20))).all()
+            total = await session.scalar(select(func.count()).select_from(SwapOrder))
+        client = await connect_temporal(settings)
+        events = await history_events(client, list(done_ids))
+        empty_rate = await empty_workflow_rate(client, args.empty_workflows, concurrency=50)
+        best = max(steps, key=lambda s: s.completed / s.seconds)
+        print()
+        print(f"command round trip (publish → ack), {len(round_trips)} commands: "
+              f"p50 {pct(round_trips, .5):.0f} ms, p99 {pct(round_trips, .99):.0f} ms")
+        if events:
+            print(f"history events per completed swap: median {statistics.median(events):.0f} "
+                  f"(min {min(events)}, max {max(events)})")
+        print(f"empty workflow rate on the same server: {empty_rate:.1f}/s "
+              f"(best swap rate {best.completed / best.seconds:.2f}/s = "
+              f"{100 * best.completed / best.seconds / empty_rate:.1f}% of it)")
+        print(f"swap orders in the database: {total}")
+    finally:
+        for task in cabinet_tasks:
+            task.cancel()
+        await asyncio.gather(*cabinet_tasks, return_exceptions=True)
+        await db.dispose()
+        await stack.stop()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[2.0, 5.0, 10.0, 15.0])
+    parser.add_argument("--step-seconds", type=float, default=20.0)
+    parser.add_argument("--stations-per-city", type=int, default=8)
+    parser.add_argument("--riders-per-city", type=int, default=40)
+    parser.add_argument("--empty-workflows", type=int, default=500)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

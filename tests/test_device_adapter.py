@@ -1,0 +1,384 @@
+"""The device adapter with a real database, a real broker and Temporal's test server: what it records,
+what it dead-letters, and which workflow each device message reaches. A small recording workflow
+stands in for the swap workflow, under the id a slot's reservation points to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from swapflow.db.engine import Database
+from swapflow.db.models import (
+    Battery,
+    Cabinet,
+    DeadLetter,
+    DeviceCommand,
+    DeviceMessage,
+    DoorState,
+    Slot,
+    SwapOrder,
+    as_utc,
+)
+from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.mqtt import mqtt_client
+from swapflow.protocol.v1 import Channel, cabinet_topic
+from swapflow.settings import Settings
+from swapflow.simulator.fleet import build_cabinets
+from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, swap_workflow_id
+
+CABINET = "cab-sh-001-1"  # seeded: 12 slots, packs in 1–9, 10–12 empty
+RIDER = "rider-sh-0001"
+
+
+@workflow.defn(name="RecordingSwap")
+class RecordingWorkflow:
+    """Keeps every device signal it receives, for the test to query."""
+
+    def __init__(self) -> None:
+        self._signals: list[DeviceSignal] = []
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name=DEVICE_SIGNAL)
+    def device_event(self, signal: DeviceSignal) -> None:
+        self._signals.append(signal)
+
+    @workflow.query
+    def signals(self) -> list[DeviceSignal]:
+        return self._signals
+
+
+class Recorder:
+    """Starts recording workflows and reads what they received."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start(self, order_id: str) -> None:
+        await self.client.start_workflow(RecordingWorkflow.run, id=swap_workflow_id(order_id),
+                                         task_queue=self.task_queue)
+
+    async def signals(self, order_id: str) -> list[DeviceSignal]:
+        return await self.client.get_workflow_handle(swap_workflow_id(order_id)).query(RecordingWorkflow.signals)
+
+
+@pytest.fixture
+async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Recorder]:
+    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[RecordingWorkflow],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        yield Recorder(temporal_env.client, settings.temporal_task_queue)
+
+
+@pytest.fixture
+def adapter(settings: Settings, db: Database, temporal_env: WorkflowEnvironment) -> DeviceAdapter:
+    return DeviceAdapter(settings, db, temporal_env.client, signal_retry_s=2.0, telemetry_flush_s=0.1)
+
+
+@asynccontextmanager
+async def running(adapter: DeviceAdapter) -> AsyncIterator[None]:
+    task = asyncio.create_task(adapter.run())
+    try:
+        await asyncio.wait_for(adapter.ready.wait(), 10)
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def eventually(check: Callable[[], Awaitable[object]], within_s: float = 10.0) -> None:
+    """Wait until `check` holds (the adapter works on its own tasks; the database is where it shows)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{check} did not hold within {within_s}s")
+        await asyncio.sleep(0.05)
+
+
+def topic(settings: Settings, channel: Channel, cabinet_id: str = CABINET) -> str:
+    return cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, channel)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def event(type_: str, slot_no: int | None, *, cabinet_id: str = CABINET, event_id: str | None = None,
+          **extra: Any) -> bytes:
+    return json.dumps({"v": 1, "event_id": event_id or uuid.uuid4().hex, "cabinet_id": cabinet_id,
+                       "ts": now_iso(), "type": type_, "slot_no": slot_no, **extra}).encode()
+
+
+READING = {"serial": "BAT0000001", "soc": 42.5, "soh": 91.0, "voltage_v": 57.1, "temperature_c": 27.5,
+           "cycle_count": 321}
+
+
+async def reserve(db: Database, slot_no: int) -> str:
+    """An in-progress swap at CABINET holding a reservation on the slot; returns the order id."""
+    order_id = uuid.uuid4().hex
+    async with db.transaction() as session:
+        session.add(SwapOrder(id=order_id, rider_id=RIDER, cabinet_id=CABINET, idempotency_key=order_id, steps=[]))
+        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
+                              .values(reserved_order_id=order_id))
+    return order_id
+
+
+async def count(db: Database, model: type, *where: Any) -> int:
+    async with db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+async def dead_letters(db: Database) -> list[DeadLetter]:
+    async with db.sessions() as session:
+        return list(await session.scalars(select(DeadLetter).order_by(DeadLetter.id)))
+
+
+async def slot(db: Database, slot_no: int) -> Slot:
+    async with db.sessions() as session:
+        found = await session.scalar(select(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no))
+    assert found is not None
+    return found
+
+
+async def test_malformed_json_is_dead_lettered_and_the_adapter_keeps_serving(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    async with running(adapter), mqtt_client(settings, "test-cabinet") as cabinet:
+        await cabinet.publish(topic(settings, Channel.EVENTS), b'{"v": 1, "event_id": ', qos=1)
+        await cabinet.publish(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="after-junk"), qos=1)
+        await eventually(lambda: count(db, DeviceMessage, DeviceMessage.message_id == "after-junk"))
+    [letter] = await dead_letters(db)
+    assert letter.topic == topic(settings, Channel.EVENTS)
+    assert letter.payload == '{"v": 1, "event_id": ' and letter.reason.startswith("malformed JSON")
+    assert (await slot(db, 10)).door == DoorState.OPEN
+    assert adapter.stats.messages == 2 and adapter.stats.dead_letters == 1
+
+
+@pytest.mark.parametrize(("cabinet_in_topic", "channel", "payload", "reason"), [
+    pytest.param("cab-nowhere", Channel.EVENTS, event("door_opened", 1, cabinet_id="cab-nowhere"),
+                 "unknown cabinet 'cab-nowhere'", id="unknown_cabinet"),
+    pytest.param(CABINET, Channel.EVENTS, event("door_opened", 1, cabinet_id="cab-sh-002-1"),
+                 "does not match topic cabinet", id="cabinet_id_mismatch"),
+    pytest.param(CABINET, Channel.EVENTS, event("door_exploded", 1), "invalid events payload: type", id="invalid"),
+    pytest.param(CABINET, Channel.EVENTS, event("door_opened", 99), "has no slot 99", id="unknown_slot"),
+    pytest.param(CABINET, Channel.STATE, b"\xff\xfe not utf-8", "malformed JSON", id="not_utf8"),
+    pytest.param(CABINET, Channel.ACKS, json.dumps({"command_id": "nope", "cabinet_id": CABINET, "ok": True,
+                                                    "ts": now_iso()}).encode(),
+                 "ack for unknown command 'nope'", id="unknown_command"),
+    pytest.param(CABINET, Channel.TELEMETRY, json.dumps({"cabinet_id": CABINET, "ts": now_iso()}).encode(),
+                 "invalid telemetry payload: seq", id="invalid_telemetry"),
+    pytest.param(CABINET, Channel.COMMANDS, b"{}", "commands flow from the platform", id="commands_topic"),
+])
+async def test_message_that_cannot_be_accepted_is_dead_lettered_with_its_reason(
+    settings: Settings, db: Database, adapter: DeviceAdapter, cabinet_in_topic: str, channel: Channel,
+    payload: bytes, reason: str,
+) -> None:
+    await adapter.handle(topic(settings, channel, cabinet_in_topic), payload)
+    [letter] = await dead_letters(db)
+    assert reason in letter.reason
+    assert letter.payload == payload.decode("utf-8", errors="replace")
+    assert await count(db, DeviceMessage) == 0
+
+
+async def test_message_on_a_foreign_topic_is_dead_lettered(settings: Settings, db: Database,
+                                                           adapter: DeviceAdapter) -> None:
+    await adapter.handle(f"{settings.mqtt_topic_prefix}/cabinets/{CABINET}/events/extra", event("door_opened", 1))
+    [letter] = await dead_letters(db)
+    assert letter.reason.startswith("not a cabinet topic")
+
+
+async def test_door_event_on_a_reserved_slot_signals_the_swap_workflow(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="ev-open-10"))
+    [signal] = await recorder.signals(order_id)
+    assert (signal.message_id, signal.kind, signal.cabinet_id, signal.slot_no) == (
+        "ev-open-10", DeviceSignalKind.DOOR_OPENED, CABINET, 10)
+    async with db.sessions() as session:
+        message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == "ev-open-10"))
+    assert message is not None and message.workflow_id == swap_workflow_id(order_id) and message.kind == "door_opened"
+    assert (await slot(db, 10)).door == DoorState.OPEN
+    assert adapter.stats.signals == 1 and await dead_letters(db) == []
+
+
+async def test_battery_event_carries_the_reading_to_the_workflow(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    await adapter.handle(topic(settings, Channel.EVENTS), event("battery_inserted", 10, battery=READING))
+    [signal] = await recorder.signals(order_id)
+    assert signal.kind == DeviceSignalKind.BATTERY_INSERTED
+    assert signal.battery is not None and signal.battery.serial == "BAT0000001" and signal.battery.soc == 42.5
+    assert (await slot(db, 10)).battery_serial is None  # custody moves with the workflow, not the event
+
+
+async def test_duplicate_event_is_recorded_once_and_signalled_once(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    payload = event("door_closed", 10, event_id="ev-twice")
+    await adapter.handle(topic(settings, Channel.EVENTS), payload)
+    await adapter.handle(topic(settings, Channel.EVENTS), payload)
+    assert await count(db, DeviceMessage, DeviceMessage.message_id == "ev-twice") == 1
+    assert [s.message_id for s in await recorder.signals(order_id)] == ["ev-twice"]
+    assert (adapter.stats.signals, adapter.stats.duplicates) == (1, 1)
+
+
+async def test_event_on_an_unreserved_slot_updates_the_slot_and_signals_nobody(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 11, event_id="ev-free"))
+    assert (await slot(db, 11)).door == DoorState.OPEN
+    async with db.sessions() as session:
+        message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == "ev-free"))
+    assert message is not None and message.workflow_id is None
+    assert adapter.stats.signals == 0 and await dead_letters(db) == []
+
+
+async def test_event_for_a_swap_without_a_running_workflow_is_recorded_and_dead_lettered(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)  # reserved, but its workflow never started (or has finished)
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="ev-orphan"))
+    [letter] = await dead_letters(db)
+    assert letter.reason == f"no running workflow {swap_workflow_id(order_id)} for door_opened"
+    assert '"ev-orphan"' in letter.payload
+    assert await count(db, DeviceMessage, DeviceMessage.message_id == "ev-orphan") == 1
+
+
+async def test_ack_updates_the_command_and_signals_its_workflow(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    sent = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(DeviceCommand(id="cmd-1", cabinet_id=CABINET, slot_no=10, action="read_bms",
+                                  workflow_id=swap_workflow_id(order_id), sent_at=sent,
+                                  deadline_at=sent + timedelta(seconds=10)))
+    ack = {"v": 1, "command_id": "cmd-1", "cabinet_id": CABINET, "ok": True, "ts": now_iso(), "result": READING}
+    await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
+    await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())  # a redelivery
+    async with db.sessions() as session:
+        command = await session.get(DeviceCommand, "cmd-1")
+    assert command is not None and command.acked_at is not None and command.ok is True and command.error is None
+    assert command.result is not None and command.result["serial"] == "BAT0000001"
+    [signal] = await recorder.signals(order_id)
+    assert (signal.kind, signal.message_id, signal.command_id, signal.ok, signal.slot_no) == (
+        DeviceSignalKind.COMMAND_ACK, "ack:cmd-1", "cmd-1", True, 10)
+    assert signal.battery is not None and signal.battery.soc == 42.5
+    assert adapter.stats.duplicates == 1
+
+
+async def test_telemetry_updates_slots_and_readings_not_custody_and_stale_telemetry_is_dropped(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    async with db.sessions() as session:
+        in_slot_1 = (await slot(db, 1)).battery_serial
+        riders_pack = await session.scalar(select(Battery.serial).where(Battery.custodian_ref == RIDER))
+    assert in_slot_1 is not None and riders_pack is not None
+
+    def telemetry(seq: int, soc: float) -> bytes:
+        slots = [{"slot_no": 1, "door": "closed", "charging": True, "battery": READING | {"serial": in_slot_1,
+                                                                                          "soc": soc}},
+                 {"slot_no": 12, "door": "open", "battery": READING | {"serial": riders_pack}},
+                 {"slot_no": 11, "door": "closed", "fault": "E42 charger"}]
+        return json.dumps({"v": 1, "cabinet_id": CABINET, "ts": now_iso(), "seq": seq, "slots": slots}).encode()
+
+    await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(10, 55.5))
+    await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(9, 11.0))
+    async with db.sessions() as session:
+        pack = await session.get(Battery, in_slot_1)
+        cabinet = await session.get(Cabinet, CABINET)
+    assert pack is not None and pack.soc == 55.5 and pack.cycle_count == 321 and pack.reading_at is not None
+    assert cabinet is not None and cabinet.online and cabinet.last_seen_at is not None
+    slot_1, slot_11, slot_12 = await slot(db, 1), await slot(db, 11), await slot(db, 12)
+    assert slot_1.charging and slot_11.fault == "E42 charger"
+    assert slot_12.door == DoorState.OPEN and slot_12.battery_serial is None
+    assert adapter.stats.stale == 1
+
+
+async def test_last_will_marks_the_cabinet_offline_and_tells_its_swaps(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    [sim] = (await build_cabinets(settings, db, cabinet_ids=[CABINET])).values()
+    sim.keepalive_s = 5
+
+    async def online() -> bool:
+        async with db.sessions() as session:
+            return bool(await session.scalar(select(Cabinet.online).where(Cabinet.id == CABINET)))
+
+    async def offline() -> bool:
+        return not await online()
+
+    sim_task = asyncio.create_task(sim.run())
+    try:
+        async with running(adapter):
+            await eventually(online)  # the birth
+            order_id = await reserve(db, 10)
+            await recorder.start(order_id)
+            sim.cut_network()  # no DISCONNECT: the broker publishes the last-will
+            await eventually(offline)
+            await eventually(lambda: _has_signal(recorder, order_id, DeviceSignalKind.CABINET_OFFLINE))
+            sim.restore_network()
+            await eventually(online)
+            await eventually(lambda: _has_signal(recorder, order_id, DeviceSignalKind.CABINET_ONLINE))
+    finally:
+        sim_task.cancel()
+        await asyncio.gather(sim_task, return_exceptions=True)
+    kinds = [s.kind for s in await recorder.signals(order_id)]
+    assert kinds == [DeviceSignalKind.CABINET_OFFLINE, DeviceSignalKind.CABINET_ONLINE]
+    assert await count(db, DeviceMessage, DeviceMessage.kind == "cabinet_offline") == 1
+
+
+async def _has_signal(recorder: Recorder, order_id: str, kind: DeviceSignalKind) -> bool:
+    return any(s.kind == kind for s in await recorder.signals(order_id))
+
+
+def birth(ts: datetime, door_of_slot_12: str) -> bytes:
+    return json.dumps({"v": 1, "cabinet_id": CABINET, "online": True, "ts": ts.isoformat(), "firmware": "2.0.0",
+                       "slots": [{"slot_no": 12, "door": door_of_slot_12}]}).encode()
+
+
+async def test_birth_marks_the_cabinet_online_and_applies_its_slots(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    await adapter.handle(topic(settings, Channel.STATE), birth(datetime.now(UTC), "open"))
+    async with db.sessions() as session:
+        cabinet = await session.get(Cabinet, CABINET)
+    assert cabinet is not None and cabinet.online and cabinet.firmware == "2.0.0"
+    assert (await slot(db, 12)).door == DoorState.OPEN
+
+
+async def test_replayed_old_birth_does_not_undo_newer_telemetry(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    now = datetime.now(UTC)
+    telemetry = {"v": 1, "cabinet_id": CABINET, "ts": now.isoformat(), "seq": 1,
+                 "slots": [{"slot_no": 12, "door": "closed"}]}
+    await adapter.handle(topic(settings, Channel.TELEMETRY), json.dumps(telemetry).encode())
+    # The broker hands a reconnecting adapter the retained birth, from when the cabinet connected.
+    await adapter.handle(topic(settings, Channel.STATE), birth(now - timedelta(hours=3), "open"))
+    async with db.sessions() as session:
+        cabinet = await session.get(Cabinet, CABINET)
+    assert cabinet is not None and cabinet.online and cabinet.last_seen_at is not None
+    assert abs((as_utc(cabinet.last_seen_at) - now).total_seconds()) < 1
+    assert (await slot(db, 12)).door == DoorState.CLOSED

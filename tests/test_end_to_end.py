@@ -1,0 +1,85 @@
+"""End to end: the real stack as `swapflow up` runs it (Temporal dev server, broker, device adapter,
+API and worker, each its own process) and a simulated cabinet on MQTT; a rider swaps through HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from swapflow.db.engine import Database
+from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
+from swapflow.settings import Settings
+from swapflow.simulator.fleet import build_cabinets, sim_battery
+from swapflow.simulator.riders import SimulatedRider
+from swapflow.stack.supervisor import Stack, UpOptions
+from tests.conftest import free_port
+from tests.swap_harness import battery_of
+
+CABINET = "cab-sh-001-1"
+RIDER = "rider-sh-0001"
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Settings]:
+    """The whole stack on free ports, stopped after the test."""
+    stack_settings = settings.model_copy(update={
+        "api_port": free_port(), "temporal_dev_port": free_port(), "temporal_ui_port": free_port(),
+        "embedded_broker_port": free_port(),
+    })
+    running = Stack(stack_settings, UpOptions(simulate=False))
+    try:
+        await running.start()
+        yield stack_settings
+    finally:
+        await running.stop()
+
+
+async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Settings, db: Database) -> None:
+    cabinets = await build_cabinets(stack, db, cabinet_ids=[CABINET], telemetry_interval_s=1.0)
+    cabinet = cabinets[CABINET]
+    held = await battery_of(db, RIDER)
+    assert held is not None
+    cabinet_task = asyncio.create_task(cabinet.run())
+    try:
+        await asyncio.wait_for(cabinet.ready.wait(), 20)
+        async with httpx.AsyncClient(base_url=stack.effective_api_url, timeout=30) as http:
+            # The adapter marks the cabinet online from its birth message.
+            for _ in range(100):
+                listed = (await http.get(f"/v1/cabinets/{CABINET}")).json()
+                if listed["online"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert listed["online"]
+            rider = SimulatedRider(stack.effective_api_url, RIDER, sim_battery(held), listed["lat"],
+                                   listed["lon"], cabinets, http, swap_timeout_s=60)
+            swap = await rider.swap_once()
+    finally:
+        cabinet_task.cancel()
+
+    assert swap is not None and swap["status"] == "completed", swap
+    async with db.sessions() as session:
+        order = await session.get(SwapOrder, swap["id"])
+        assert order is not None
+        returned = await session.get(Battery, held.serial)
+        issued = await session.get(Battery, order.issued_battery_serial)
+        assert returned is not None and issued is not None
+        assert (returned.custodian_kind, returned.custodian_ref) == (
+            CustodianKind.SLOT, f"{CABINET}/{order.return_slot_no}")
+        assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
+        custody = (await session.scalars(select(CustodyEvent).where(CustodyEvent.order_id == order.id))).all()
+        assert {(c.battery_serial, c.from_kind, c.to_kind) for c in custody} == {
+            (held.serial, CustodianKind.RIDER, CustodianKind.SLOT),
+            (issued.serial, CustodianKind.SLOT, CustodianKind.RIDER),
+        }
+        kinds = set((await session.scalars(
+            select(LedgerTransaction.kind).where(LedgerTransaction.order_id == order.id))).all())
+        assert kinds == {"swap_charge", "swap_revenue"}
+        balances = dict((await session.execute(
+            select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
+        )).tuples().all())
+        assert balances == {"provider_clearing:sandbox": order.price_minor, "deferred_revenue:swaps": 0,
+                            "revenue:swaps": -order.price_minor}

@@ -1,0 +1,49 @@
+"""The schema comes from the migrations alone, up from empty and back down, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from swapflow.db.engine import create_sync_engine
+from swapflow.db.migrate import downgrade, upgrade
+from swapflow.db.models import Base
+from tests.conftest import CONFIGURED_DATABASE_URL, create_postgres_database, drop_postgres_database, uses_postgres
+
+
+def assert_schema_matches_models(url: str) -> None:
+    engine = create_sync_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+    assert tables == set(Base.metadata.tables)
+
+
+def assert_round_trip(url: str) -> None:
+    upgrade(url)
+    assert_schema_matches_models(url)
+    downgrade(url)
+    engine = create_sync_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    upgrade(url)
+    assert_schema_matches_models(url)
+
+
+def test_migrations_run_up_and_down_on_sqlite(tmp_path: Path) -> None:
+    assert_round_trip(f"sqlite:///{tmp_path / 'fresh.db'}")
+
+
+@pytest.mark.skipif(not uses_postgres(), reason="SWAPFLOW_DATABASE_URL does not name a PostgreSQL server")
+def test_migrations_run_up_and_down_on_postgresql() -> None:
+    assert CONFIGURED_DATABASE_URL is not None
+    url = create_postgres_database(CONFIGURED_DATABASE_URL)
+    try:
+        assert_round_trip(url)
+    finally:
+        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
