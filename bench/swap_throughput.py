@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import socket
 import statistics
@@ -71,6 +72,22 @@ class StepResult:
     failures: dict[str, int] = field(default_factory=dict)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds per process of the stack, and of this benchmark process (cabinets and riders)."""
+    used = {p.name: cpu_seconds(p.process.pid) for p in stack.processes if p.process is not None}
+    used["bench (cabinets, riders)"] = cpu_seconds(os.getpid())
+    return used
+
+
 def pct(values: list[float], q: float) -> float:
     """q-quantile in milliseconds (nearest rank)."""
     if not values:
@@ -113,7 +130,7 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinets: dict[st
             rider.battery = await cabinet.take_battery(swap["charged_slot_no"])
         if swap["status"] != "in_progress":
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.25)  # as often as a rider's app would look
     if swap["status"] == "completed":
         step.completed += 1
     else:
@@ -223,15 +240,21 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'offered/s':>9} {'done/s':>7} {'done':>5} {'failed':>6} {'skipped':>7} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   (API call → return door open ack)")
         steps = []
+        cpu_before = stack_cpu(stack)
+        driven_s = 0.0
         async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=60,
                                      limits=httpx.Limits(max_connections=200)) as http:
             for rate in args.rates:
                 step = await drive(http, riders, cabinets, by_city, rate, args.step_seconds)
                 steps.append(step)
+                driven_s += step.seconds
                 print(f"{rate:>9.1f} {step.completed / step.seconds:>7.2f} {step.completed:>5} {step.failed:>6} "
                       f"{step.skipped:>7} {pct(step.door_open_s, .5):>7.0f} {pct(step.door_open_s, .95):>7.0f} "
                       f"{pct(step.door_open_s, .99):>7.0f}"
                       + (f"   failures: {step.failures}" if step.failures else ""), flush=True)
+        cpu_after = stack_cpu(stack)
+        print("\nCPU used while driving swaps (2 cores = 200%): " + ", ".join(
+            f"{name} {100 * (cpu_after[name] - cpu_before.get(name, 0)) / driven_s:.0f}%" for name in cpu_after))
         async with db.sessions() as session:
             round_trips = [(c.acked_at - c.sent_at).total_seconds() for c in (await session.scalars(
                 select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()]
@@ -264,7 +287,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[2.0, 5.0, 10.0, 15.0])
     parser.add_argument("--step-seconds", type=float, default=20.0)
-    parser.add_argument("--stations-per-city", type=int, default=8)
+    parser.add_argument("--stations-per-city", type=int, default=16)
     parser.add_argument("--riders-per-city", type=int, default=40)
     parser.add_argument("--empty-workflows", type=int, default=500)
     return parser.parse_args()

@@ -13,9 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from amqtt.broker import Broker
 from sqlalchemy import func, select, update
 from temporalio import workflow
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -33,10 +36,13 @@ from swapflow.db.models import (
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.mqtt import mqtt_client
-from swapflow.protocol.v1 import Channel, cabinet_topic
+from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings
+from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import build_cabinets
+from swapflow.stack.broker import broker_config
 from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, swap_workflow_id
+from tests.conftest import free_port
 
 CABINET = "cab-sh-001-1"  # seeded: 12 slots, packs in 1–9, 10–12 empty
 RIDER = "rider-sh-0001"
@@ -206,15 +212,28 @@ async def test_door_event_on_a_reserved_slot_signals_the_swap_workflow(
 ) -> None:
     order_id = await reserve(db, 10)
     await recorder.start(order_id)
-    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="ev-open-10"))
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_closed", 10, event_id="ev-close-10"))
     [signal] = await recorder.signals(order_id)
     assert (signal.message_id, signal.kind, signal.cabinet_id, signal.slot_no) == (
-        "ev-open-10", DeviceSignalKind.DOOR_OPENED, CABINET, 10)
+        "ev-close-10", DeviceSignalKind.DOOR_CLOSED, CABINET, 10)
+    async with db.sessions() as session:
+        message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == "ev-close-10"))
+    assert message is not None and message.workflow_id == swap_workflow_id(order_id) and message.kind == "door_closed"
+    assert (await slot(db, 10)).door == DoorState.CLOSED
+    assert adapter.stats.signals == 1 and await dead_letters(db) == []
+
+
+async def test_door_opened_on_a_reserved_slot_is_recorded_but_not_signalled(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="ev-open-10"))
     async with db.sessions() as session:
         message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == "ev-open-10"))
-    assert message is not None and message.workflow_id == swap_workflow_id(order_id) and message.kind == "door_opened"
+    assert message is not None and message.workflow_id == swap_workflow_id(order_id)
     assert (await slot(db, 10)).door == DoorState.OPEN
-    assert adapter.stats.signals == 1 and await dead_letters(db) == []
+    assert adapter.stats.signals == 0 and await recorder.signals(order_id) == []
 
 
 async def test_battery_event_carries_the_reading_to_the_workflow(
@@ -257,9 +276,9 @@ async def test_event_for_a_swap_without_a_running_workflow_is_recorded_and_dead_
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
     order_id = await reserve(db, 10)  # reserved, but its workflow never started (or has finished)
-    await adapter.handle(topic(settings, Channel.EVENTS), event("door_opened", 10, event_id="ev-orphan"))
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_closed", 10, event_id="ev-orphan"))
     [letter] = await dead_letters(db)
-    assert letter.reason == f"no running workflow {swap_workflow_id(order_id)} for door_opened"
+    assert letter.reason == f"no running workflow {swap_workflow_id(order_id)} for door_closed"
     assert '"ev-orphan"' in letter.payload
     assert await count(db, DeviceMessage, DeviceMessage.message_id == "ev-orphan") == 1
 
@@ -382,3 +401,80 @@ async def test_replayed_old_birth_does_not_undo_newer_telemetry(
     assert cabinet is not None and cabinet.online and cabinet.last_seen_at is not None
     assert abs((as_utc(cabinet.last_seen_at) - now).total_seconds()) < 1
     assert (await slot(db, 12)).door == DoorState.CLOSED
+
+
+async def test_signal_that_cannot_reach_temporal_is_retried_then_dead_lettered(
+    settings: Settings, db: Database
+) -> None:
+    # A real client of a Temporal frontend that is down (nothing listens on the port).
+    unreachable = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, retry_config=RetryConfig(max_retries=0),
+                                       data_converter=pydantic_data_converter)
+    adapter = DeviceAdapter(settings, db, unreachable, signal_retry_s=0.5)
+    order_id = await reserve(db, 10)
+    await adapter.handle(topic(settings, Channel.EVENTS), event("door_closed", 10, event_id="ev-no-temporal"))
+    [letter] = await dead_letters(db)
+    assert letter.reason.startswith(f"could not signal {swap_workflow_id(order_id)} for door_closed within")
+    assert '"ev-no-temporal"' in letter.payload
+    assert await count(db, DeviceMessage, DeviceMessage.message_id == "ev-no-temporal") == 1
+
+
+async def test_a_cabinets_messages_reach_the_workflow_in_the_order_it_sent_them(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    [sim] = (await build_cabinets(settings, db, cabinet_ids=[CABINET])).values()
+    order_id = await reserve(db, 10)
+    await recorder.start(order_id)
+    sent = datetime.now(UTC)
+    command = Command(command_id=f"{order_id}-1", cabinet_id=CABINET, action=CommandAction.OPEN_DOOR, slot_no=10,
+                      issued_at=sent, deadline=sent + timedelta(seconds=10))
+    async with db.transaction() as session:
+        session.add(DeviceCommand(id=command.command_id, cabinet_id=CABINET, slot_no=10, action="open_door",
+                                  workflow_id=swap_workflow_id(order_id), sent_at=sent, deadline_at=command.deadline))
+    sim_task = asyncio.create_task(sim.run())
+    try:
+        async with running(adapter), mqtt_client(settings, "test-platform") as platform:
+            await asyncio.wait_for(sim.ready.wait(), 10)
+            await platform.publish(topic(settings, Channel.COMMANDS), command.model_dump_json(), qos=1)
+            await eventually(lambda: _has_signal(recorder, order_id, DeviceSignalKind.COMMAND_ACK))
+            await sim.insert_battery(10, SimBattery("BAT0000001", soc=15.0))
+            await eventually(lambda: _has_signal(recorder, order_id, DeviceSignalKind.DOOR_CLOSED))
+    finally:
+        sim_task.cancel()
+        await asyncio.gather(sim_task, return_exceptions=True)
+    signals = await recorder.signals(order_id)
+    assert [s.kind for s in signals] == [
+        DeviceSignalKind.CABINET_ONLINE,  # the birth: the seeded cabinet starts offline
+        DeviceSignalKind.COMMAND_ACK,
+        DeviceSignalKind.BATTERY_INSERTED,
+        DeviceSignalKind.DOOR_CLOSED,
+    ]
+    assert signals[1].command_id == command.command_id and signals[1].ok
+    assert signals[2].battery is not None and signals[2].battery.serial == "BAT0000001"
+
+
+async def test_adapter_reconnects_when_the_broker_comes_back(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    # A broker of the test's own, so it can be stopped and started again on the same port.
+    port = free_port()
+    own = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"})
+    broker = Broker(broker_config("127.0.0.1", port))
+    await broker.start()
+    adapter = DeviceAdapter(own, db, temporal_env.client)
+    try:
+        async with running(adapter):
+            await broker.shutdown()
+            await eventually(lambda: _disconnected(adapter))
+            broker = Broker(broker_config("127.0.0.1", port))
+            await broker.start()
+            await asyncio.wait_for(adapter.ready.wait(), 10)
+            async with mqtt_client(own, "test-cabinet") as cabinet:
+                await cabinet.publish(topic(own, Channel.EVENTS), event("door_opened", 11, event_id="after-outage"),
+                                      qos=1)
+            await eventually(lambda: count(db, DeviceMessage, DeviceMessage.message_id == "after-outage"))
+    finally:
+        await broker.shutdown()
+
+
+async def _disconnected(adapter: DeviceAdapter) -> bool:
+    return not adapter.ready.is_set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -88,12 +89,19 @@ class Database:
         self.engine = create_async_db_engine(url, pool_size=pool_size)
         self._read_engine = create_async_db_engine(url, pool_size=pool_size, writes=False) if is_sqlite(url) else None
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
+        # Queuing this process's writers here instead hands the lock over at once.
+        self._write_lock = asyncio.Lock() if is_sqlite(url) else None
         self.sessions = async_sessionmaker(self._read_engine or self.engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error."""
-        async with self._write_sessions() as session, session.begin():
+        if self._write_lock is None:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._write_sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:

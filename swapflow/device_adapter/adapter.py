@@ -65,6 +65,10 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 SUBSCRIBED_CHANNELS = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.ACKS)
+# door_opened only updates state: the open_door ack already told the workflow, and every signal costs
+# the workflow a task. What a swap waits for is signalled.
+SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED, EventType.BATTERY_REMOVED,
+                              EventType.FAULT})
 """What the adapter listens to; `commands` flows the other way."""
 
 _MAX_DEAD_LETTER_PAYLOAD = 64 * 1024  # enough for any valid message; keeps a flood of junk bounded
@@ -363,7 +367,7 @@ class DeviceAdapter:
             return []
         if event.type in (EventType.DOOR_OPENED, EventType.DOOR_CLOSED):
             self._event_at[cabinet_id] = max(at, self._event_at.get(cabinet_id, at))
-        if workflow_id is None:
+        if workflow_id is None or event.type not in SIGNALLED_EVENTS:
             return []
         signal = DeviceSignal(
             message_id=event.event_id,

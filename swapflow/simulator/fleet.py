@@ -144,7 +144,7 @@ def fleet_stats(cabinets: dict[str, SimulatedCabinet], riders: list[SimulatedRid
     return FleetStats(
         cabinets=len(cabinets),
         cabinets_connected=sum(1 for c in cabinets.values() if c.ready.is_set()),
-        riders=sum(1 for r in riders if r.battery is not None),
+        riders=len(riders),
         swaps_done=stats.done,
         swaps_failed=stats.failed,
         in_flight=stats.in_flight,

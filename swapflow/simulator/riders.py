@@ -180,12 +180,13 @@ class SimulatedRider:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.swap_timeout_s
         returned: SimBattery | None = None
-        took_charged = False
+        tried_return = took_charged = False
         while True:
             stage, status = swap.get("stage"), swap.get("status")
-            # A refused physical action is logged and left to the swap's timeout and rollback, which is
-            # what a real rider would see.
-            if stage == "return_door_open" and returned is None and self.battery is not None:
+            # Each door is tried once. A refused physical action is logged and left to the swap's timeout
+            # and rollback, which is what a real rider would see.
+            if stage == "return_door_open" and not tried_return and self.battery is not None:
+                tried_return = True
                 try:
                     await cabinet.insert_battery(swap.get("return_slot_no"), self.battery,
                                                  door_close_delay_s=self._hand_time())
@@ -204,7 +205,8 @@ class SimulatedRider:
             if status in TERMINAL:
                 if self.battery is None:
                     self.stats.stranded += 1
-                    log.warning("rider %s: swap %s failed and kept the pack", self.rider_id, swap.get("id"))
+                    log.warning("rider %s: swap %s ended %s and left the rider without a pack",
+                                self.rider_id, swap.get("id"), status)
                 return swap
             if loop.time() > give_up_at:
                 log.warning("rider %s: gave up waiting for swap %s at stage %s", self.rider_id, swap.get("id"), stage)
