@@ -6,6 +6,7 @@ dev server started by `swapflow up`, and an embedded amqtt broker.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     )
     embedded_broker_port: int = Field(1884, description="Port of the embedded broker (1883 is often taken).")
     mqtt_topic_prefix: str = "swapflow/v1"
+    adapter_client_id: str | None = Field(
+        None, description="MQTT client id of the device adapter (persistent session); default from the host name."
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -69,6 +73,11 @@ class Settings(BaseSettings):
     def effective_mqtt_url(self) -> str:
         """Where every MQTT client connects."""
         return self.mqtt_url or f"mqtt://127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def effective_adapter_client_id(self) -> str:
+        """One id per adapter host, stable across restarts."""
+        return self.adapter_client_id or f"swapflow-adapter-{socket.gethostname()}"
 
     @property
     def effective_api_url(self) -> str:

@@ -84,12 +84,10 @@ async def mqtt_url() -> AsyncIterator[str]:
     if CONFIGURED_MQTT_URL:
         yield CONFIGURED_MQTT_URL
         return
-    from amqtt.broker import Broker
-
-    from swapflow.stack.broker import broker_config
+    from swapflow.stack.broker import embedded_broker
 
     port = free_port()
-    broker = Broker(broker_config("127.0.0.1", port))
+    broker = embedded_broker("127.0.0.1", port)
     await broker.start()
     yield f"mqtt://127.0.0.1:{port}"
     await broker.shutdown()
@@ -106,6 +104,7 @@ def settings(database_url: str, mqtt_url: str, tmp_path: Path) -> Settings:
         mqtt_url=mqtt_url,
         mqtt_topic_prefix=f"swapflow-test-{run}/v1",
         temporal_task_queue=f"swapflow-test-{run}",
+        adapter_client_id=f"swapflow-test-adapter-{run}",
         command_ack_timeout_s=5.0,
         return_insert_timeout_s=30.0,
         charged_take_timeout_s=30.0,

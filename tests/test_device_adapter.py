@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from amqtt.broker import Broker
 from sqlalchemy import func, select, update
 from temporalio import workflow
 from temporalio.client import Client
@@ -40,7 +39,7 @@ from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import build_cabinets
-from swapflow.stack.broker import broker_config
+from swapflow.stack.broker import embedded_broker
 from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, swap_workflow_id
 from tests.conftest import free_port
 
@@ -458,14 +457,14 @@ async def test_adapter_reconnects_when_the_broker_comes_back(
     # A broker of the test's own, so it can be stopped and started again on the same port.
     port = free_port()
     own = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"})
-    broker = Broker(broker_config("127.0.0.1", port))
+    broker = embedded_broker("127.0.0.1", port)
     await broker.start()
     adapter = DeviceAdapter(own, db, temporal_env.client)
     try:
         async with running(adapter):
             await broker.shutdown()
             await eventually(lambda: _disconnected(adapter))
-            broker = Broker(broker_config("127.0.0.1", port))
+            broker = embedded_broker("127.0.0.1", port)
             await broker.start()
             await asyncio.wait_for(adapter.ready.wait(), 10)
             async with mqtt_client(own, "test-cabinet") as cabinet:

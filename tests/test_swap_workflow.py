@@ -8,7 +8,6 @@ import asyncio
 
 from sqlalchemy import func, select
 
-from swapflow.db.engine import Database
 from swapflow.db.models import (
     Battery,
     CustodianKind,

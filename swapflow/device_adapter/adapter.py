@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import random
-import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -145,7 +144,8 @@ class DeviceAdapter:
         self.db = db
         self.temporal = temporal
         self.prefix = settings.mqtt_topic_prefix
-        self.client_id = f"swapflow-adapter-{uuid.uuid4().hex}"
+        # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
+        self.client_id = settings.effective_adapter_client_id
         self.ready = asyncio.Event()
         """Set while subscribed to the broker."""
         self.stats = AdapterStats()
