@@ -6,6 +6,7 @@ dev server started by `swapflow up`, and an embedded amqtt broker.
 
 from __future__ import annotations
 
+import json
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from swapflow.safety import BatteryLimits
 
 
 class Settings(BaseSettings):
@@ -53,7 +56,19 @@ class Settings(BaseSettings):
     ready_soc_threshold: float = Field(90.0, description="A pack is 'ready' at or above this SoC (percent).")
     min_soh: float = Field(70.0, description="Packs below this SoH are not issued to riders.")
 
+    offline_grace_s: float = Field(120.0, description="How long a swap waits for a cabinet that went offline.")
+    battery_limits: dict[str, BatteryLimits] = Field(
+        default_factory=lambda: {"LFP-60V-32Ah": BatteryLimits()},
+        description="Safety limits per battery model (JSON in SWAPFLOW_BATTERY_LIMITS).",
+    )
+    default_battery_limits: BatteryLimits = Field(default_factory=BatteryLimits,
+                                                  description="Limits of a model not listed above.")
+
     sandbox_payment_latency_ms: int = 0
+    sandbox_decline_rate: float = Field(0.0, ge=0, le=1, description="Share of sandbox charges declined.")
+    sandbox_timeout_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of sandbox charges whose answer is lost after the capture."
+    )
 
     log_level: str = "INFO"
 
@@ -86,8 +101,11 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as SWAPFLOW_* variables, so child processes run with exactly them."""
-        return {f"SWAPFLOW_{name.upper()}": str(value) for name, value in self.model_dump().items()
-                if value is not None}
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                env[f"SWAPFLOW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     @property
     def mqtt_endpoint(self) -> MqttEndpoint:

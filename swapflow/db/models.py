@@ -332,3 +332,48 @@ class DeadLetter(Base):
     payload: Mapped[str] = mapped_column(Text, doc="Raw payload, UTF-8 with replacement.")
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class SafetyEvent(Base):
+    """One check of a returned pack: its identity and BMS reading, the limits applied, the verdict."""
+
+    __tablename__ = "safety_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="swap:<id>:return-check; retries are no-ops.")
+    battery_serial: Mapped[str] = mapped_column(String(40), index=True, doc="As reported; may be unknown to us.")
+    battery_model: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    cabinet_id: Mapped[str] = mapped_column(String(40))
+    slot_no: Mapped[int] = mapped_column(Integer)
+    reading: Mapped[dict[str, Any]] = mapped_column(JSON)
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16), doc="accepted | rejected")
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Alert(Base):
+    """Something a person must look at. One open alert per `dedupe_key`; a repeat counts occurrences."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    severity: Mapped[str] = mapped_column(String(16), doc="info | warning | critical")
+    dedupe_key: Mapped[str] = mapped_column(String(160), index=True)
+    status: Mapped[AlertStatus] = mapped_column(String(16), default=AlertStatus.OPEN, index=True)
+    cabinet_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    battery_serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)

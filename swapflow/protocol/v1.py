@@ -29,6 +29,20 @@ class Channel(StrEnum):
     ACKS = "acks"  # command acknowledgements, cabinet → platform
 
 
+def battery_topic(prefix: str, serial: str) -> str:
+    """The topic a pack reports on by itself (packs in command-only cabinets report here)."""
+    return f"{prefix}/batteries/{serial}/telemetry"
+
+
+def parse_battery_topic(prefix: str, topic: str) -> str | None:
+    """The serial of a battery telemetry topic, or None when the topic is not one."""
+    head, tail = f"{prefix}/batteries/", "/telemetry"
+    if not (topic.startswith(head) and topic.endswith(tail)):
+        return None
+    serial = topic[len(head) : -len(tail)]
+    return serial if serial and "/" not in serial else None
+
+
 def cabinet_topic(prefix: str, cabinet_id: str, channel: Channel) -> str:
     """The topic of one cabinet's channel."""
     return f"{prefix}/cabinets/{cabinet_id}/{channel.value}"
@@ -137,3 +151,17 @@ class CommandAck(_Message):
     ts: datetime
     error: str | None = None
     result: BatteryReading | None = None
+
+
+class BatteryTelemetry(_Message):
+    """A pack's own report (its BMS over the pack's modem), independent of any cabinet. `cabinet_id` and
+    `slot_no` name the slot charging it, or are null while the pack is out of a cabinet. This is the
+    redundant evidence that closes the loop for cabinets that cannot report (docs/protocol.md)."""
+
+    serial: str = Field(min_length=1, max_length=40)
+    ts: datetime
+    seq: int = Field(ge=0)
+    reading: BatteryReading
+    charging: bool
+    cabinet_id: str | None = None
+    slot_no: int | None = Field(None, ge=1)

@@ -25,6 +25,7 @@ class DeviceSignalKind(StrEnum):
     FAULT = "fault"
     CABINET_ONLINE = "cabinet_online"
     CABINET_OFFLINE = "cabinet_offline"
+    BATTERY_REPORT = "battery_report"  # a pack's own telemetry about a reserved slot: in it, or gone from it
 
 
 DEVICE_SIGNAL = "device_event"
@@ -46,6 +47,7 @@ class DeviceSignal(_Model):
     battery: BatteryReading | None = None
     battery_serial: str | None = None
     fault_code: str | None = None
+    in_slot: bool | None = None  # BATTERY_REPORT: whether the pack is now in `slot_no`
 
 
 def swap_workflow_id(order_id: str) -> str:
