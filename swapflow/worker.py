@@ -28,10 +28,12 @@ WORKFLOWS: Sequence[type] = (SwapWorkflow,)
 def build_activities(settings: Settings, db: Database, publisher: CommandPublisher) -> list[Any]:
     """Every activity the workflows call, bound to this process's database and broker connection."""
     records = SwapRecords(db, settings)
-    payments = PaymentActivities(db, SandboxProvider(latency_ms=settings.sandbox_payment_latency_ms))
+    provider = SandboxProvider(db, latency_ms=settings.sandbox_payment_latency_ms,
+                               decline_rate=settings.sandbox_decline_rate, timeout_rate=settings.sandbox_timeout_rate)
+    payments = PaymentActivities(db, provider)
     commands = DeviceCommands(db, publisher)
-    return [records.admit, records.record_stage, records.accept_return, records.finish,
-            payments.charge, payments.refund, commands.send]
+    return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
+            records.report_fault, records.finish, payments.charge, payments.refund, commands.send]
 
 
 def build_worker(client: Client, settings: Settings, db: Database, publisher: CommandPublisher) -> Worker:

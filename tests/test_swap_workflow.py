@@ -35,7 +35,8 @@ async def run_swap(temporal_env, settings: Settings, order_id: str):
     request = SwapRequest(order_id=order_id, rider_id=RIDER, cabinet_id=CABINET,
                           command_ack_timeout_s=settings.command_ack_timeout_s,
                           return_insert_timeout_s=settings.return_insert_timeout_s,
-                          charged_take_timeout_s=settings.charged_take_timeout_s)
+                          charged_take_timeout_s=settings.charged_take_timeout_s,
+                          offline_grace_s=settings.offline_grace_s)
     return await temporal_env.client.execute_workflow(
         SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue)
 
@@ -51,13 +52,13 @@ async def test_offline_cabinet_is_rejected_before_any_money_moves(temporal_env, 
         assert await session.scalar(select(func.count()).select_from(LedgerTransaction)) == 0
 
 
-async def test_door_that_never_acknowledges_refunds_the_rider_and_releases_the_slots(temporal_env, settings, db):
+async def test_cabinet_that_never_acknowledges_refunds_the_rider_and_releases_the_slots(temporal_env, settings, db):
     await set_online(db, CABINET, True)  # online in the database, but nobody answers its commands
     order_id = await new_order(db, RIDER, CABINET)
     async with running_worker(temporal_env.client, settings, db):
         result = await run_swap(temporal_env, settings, order_id)
     assert result.status == SwapStatus.FAILED
-    assert result.failure_reason == "open_door_not_acknowledged"
+    assert result.failure_reason == "no_working_return_slot"  # every free slot was tried
     async with db.sessions() as session:
         order = await session.get(SwapOrder, order_id)
         assert order is not None and order.stage == SwapStage.FAILED

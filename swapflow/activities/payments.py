@@ -1,6 +1,6 @@
-"""Where money moves: charging a swap and refunding it, through the payment provider, with the ledger
-postings in the same transaction. Keys come from the swap, so a retried activity never charges or
-refunds twice."""
+"""Where money moves: charging a swap and refunding it through the payment provider, then the ledger
+postings. Keys come from the swap, so a retried activity never charges or refunds twice, and a charge
+whose answer was lost is resolved by asking the provider before anything is decided."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 from swapflow.db.engine import Database
 from swapflow.db.models import SwapOrder, SwapStage
 from swapflow.ledger import DEFERRED_REVENUE, Posting, post_transaction, provider_clearing
-from swapflow.payments.sandbox import PROVIDER, SandboxProvider
+from swapflow.payments.sandbox import PROVIDER, ProviderPayment, SandboxProvider
 from swapflow.workflows.models import ChargeInput, PaymentResult, RefundInput, RefundResult
 
 PAYMENT_DECLINED = "PaymentDeclined"
@@ -35,18 +35,21 @@ class PaymentActivities:
 
     @activity.defn(name="charge_swap")
     async def charge(self, charge: ChargeInput) -> PaymentResult:
-        """Capture the swap's price and post it to deferred revenue until the swap completes."""
+        """Capture the swap's price and post it to deferred revenue until the swap completes. A lost
+        answer (timeout) fails this attempt; the retry first asks the provider what happened."""
         key = charge_key(charge.order_id)
-        async with self.db.transaction() as session:
-            payment = await self.provider.charge(session, idempotency_key=key, amount_minor=charge.amount_minor,
+        payment: ProviderPayment | None = await self.provider.find_payment(key)
+        if payment is None:
+            payment = await self.provider.charge(idempotency_key=key, amount_minor=charge.amount_minor,
                                                  currency=charge.currency)
-            if payment.status != "captured":
-                raise ApplicationError("payment_declined", type=PAYMENT_DECLINED, non_retryable=True)
+        if payment.status != "captured":
+            raise ApplicationError("payment_declined", type=PAYMENT_DECLINED, non_retryable=True)
+        async with self.db.transaction() as session:
             await post_transaction(
-                session, key=key, kind="swap_charge", currency=charge.currency, order_id=charge.order_id,
+                session, key=key, kind="swap_charge", currency=payment.currency, order_id=charge.order_id,
                 memo=f"{PROVIDER} payment {payment.payment_id}",
-                postings=[Posting(provider_clearing(PROVIDER), charge.amount_minor),
-                          Posting(DEFERRED_REVENUE, -charge.amount_minor)],
+                postings=[Posting(provider_clearing(PROVIDER), payment.amount_minor),
+                          Posting(DEFERRED_REVENUE, -payment.amount_minor)],
             )
             order = await session.get(SwapOrder, charge.order_id)
             if order is not None and order.payment_ref is None:
@@ -58,13 +61,13 @@ class PaymentActivities:
     @activity.defn(name="refund_swap")
     async def refund(self, refund: RefundInput) -> RefundResult:
         """Refund whatever the swap's charge captured, if anything; the key makes it happen once."""
+        payment = await self.provider.find_payment(charge_key(refund.order_id))
+        if payment is None or payment.status != "captured":
+            return RefundResult(refund_ref=None, amount_minor=0)
+        key = refund_key(refund.order_id)
+        result = await self.provider.refund(idempotency_key=key, payment_id=payment.payment_id,
+                                            amount_minor=payment.amount_minor)
         async with self.db.transaction() as session:
-            payment = await self.provider.find_payment(session, charge_key(refund.order_id))
-            if payment is None or payment.status != "captured":
-                return RefundResult(refund_ref=None, amount_minor=0)
-            key = refund_key(refund.order_id)
-            result = await self.provider.refund(session, idempotency_key=key, payment_id=payment.id,
-                                                amount_minor=payment.amount_minor)
             await post_transaction(
                 session, key=key, kind="swap_refund", currency=payment.currency, order_id=refund.order_id,
                 memo=f"{PROVIDER} refund {result.refund_id}: {refund.reason}",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from swapflow.alerts import raise_alert
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Battery,
@@ -23,6 +24,7 @@ from swapflow.db.models import (
     DoorState,
     Rider,
     RiderStatus,
+    SafetyEvent,
     Slot,
     Station,
     SwapOrder,
@@ -32,8 +34,20 @@ from swapflow.db.models import (
 )
 from swapflow.db.seed import slot_ref
 from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
+from swapflow.safety import BatteryLimits, check_pack
 from swapflow.settings import Settings
-from swapflow.workflows.models import Admission, ReturnCheck, ReturnVerdict, StageUpdate, SwapFinish, SwapRequest
+from swapflow.workflows.models import (
+    Admission,
+    FaultReport,
+    ReplaceSlot,
+    ReturnCheck,
+    ReturnVerdict,
+    SlotReplacement,
+    SlotRole,
+    StageUpdate,
+    SwapFinish,
+    SwapRequest,
+)
 
 SWAP_REJECTED = "SwapRejected"
 """ApplicationError type of a swap refused before any money moved (reason in the message)."""
@@ -84,7 +98,22 @@ class SwapRecords:
             raise ApplicationError(f"no swap order {order_id}", non_retryable=True)
         return order
 
-    async def _reserve_first(self, session: AsyncSession, order_id: str, candidates: Sequence[Slot]) -> Slot:
+    async def _candidates(self, session: AsyncSession, cabinet_id: str, role: SlotRole) -> Sequence[Slot]:
+        """Slots that could take a role now: free, unlocked, fault-free, door shut; for the charged role
+        holding a ready pack (charged, healthy, in service), best first."""
+        usable = and_(Slot.cabinet_id == cabinet_id, Slot.reserved_order_id.is_(None),
+                      Slot.locked.is_(False), Slot.fault.is_(None), Slot.door == DoorState.CLOSED)
+        if role == SlotRole.RETURN:
+            return (await session.scalars(
+                select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no))).all()
+        return (await session.scalars(
+            select(Slot).join(Battery, Battery.serial == Slot.battery_serial)
+            .where(usable, Battery.status == BatteryStatus.IN_SERVICE,
+                   Battery.soc >= self.settings.ready_soc_threshold, Battery.soh >= self.settings.min_soh)
+            .order_by(Battery.soc.desc(), Slot.slot_no)
+        )).all()
+
+    async def _reserve_first(self, session: AsyncSession, order_id: str, candidates: Sequence[Slot]) -> Slot | None:
         """Claim the first candidate slot nobody else claimed meanwhile. The conditional UPDATE is the
         lock: of two concurrent swaps only one sees its row count at 1."""
         for slot in candidates:
@@ -96,7 +125,7 @@ class SwapRecords:
             )
             if claimed.rowcount == 1:
                 return slot
-        raise _reject("no_slot_available")
+        return None
 
     @activity.defn(name="admit_swap")
     async def admit(self, request: SwapRequest) -> Admission:
@@ -115,31 +144,25 @@ class SwapRecords:
             cabinet = await session.get(Cabinet, request.cabinet_id)
             if cabinet is None:
                 raise _reject("unknown_cabinet")
-            if not cabinet.online:
+            # A command-only cabinet never reports; its swaps are confirmed by the packs' own telemetry.
+            if cabinet.capability == CabinetCapability.REPORTING and not cabinet.online:
                 raise _reject("cabinet_offline")
-            if cabinet.capability != CabinetCapability.REPORTING:
-                raise _reject("cabinet_cannot_confirm_swaps")
             city = await session.scalar(
                 select(City).join(Station, Station.city_code == City.code).where(Station.id == cabinet.station_id))
             assert city is not None
 
-            usable = and_(Slot.cabinet_id == cabinet.id, Slot.reserved_order_id.is_(None),
-                          Slot.locked.is_(False), Slot.fault.is_(None), Slot.door == DoorState.CLOSED)
-            charged = (await session.scalars(
-                select(Slot).join(Battery, Battery.serial == Slot.battery_serial)
-                .where(usable, Battery.status == BatteryStatus.IN_SERVICE,
-                       Battery.soc >= self.settings.ready_soc_threshold, Battery.soh >= self.settings.min_soh)
-                .order_by(Battery.soc.desc(), Slot.slot_no)
-            )).all()
-            empty = (await session.scalars(
-                select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no)
-            )).all()
+            charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED)
+            empty = await self._candidates(session, cabinet.id, SlotRole.RETURN)
             if not charged:
                 raise _reject("no_charged_battery")
             if not empty:
                 raise _reject("no_free_slot")
             charged_slot = await self._reserve_first(session, order.id, charged)
             return_slot = await self._reserve_first(session, order.id, empty)
+            if charged_slot is None:
+                raise _reject("no_charged_battery")
+            if return_slot is None:
+                raise _reject("no_free_slot")
 
             order.return_slot_no = return_slot.slot_no
             order.charged_slot_no = charged_slot.slot_no
@@ -152,15 +175,18 @@ class SwapRecords:
             return Admission(return_slot_no=return_slot.slot_no, charged_slot_no=charged_slot.slot_no,
                              charged_battery_serial=charged_slot.battery_serial or "",
                              rider_battery_serial=rider_battery.serial, price_minor=city.swap_price_minor,
-                             currency=city.currency)
+                             currency=city.currency, capability=cabinet.capability)
 
     async def _admission_of(self, session: AsyncSession, order: SwapOrder) -> Admission:
         rider_battery = await session.scalar(select(Battery.serial).where(
             Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id))
+        cabinet = await session.get(Cabinet, order.cabinet_id)
+        assert cabinet is not None
         return Admission(return_slot_no=order.return_slot_no or 0, charged_slot_no=order.charged_slot_no or 0,
                          charged_battery_serial=order.issued_battery_serial or "",
                          rider_battery_serial=rider_battery or order.returned_battery_serial or "",
-                         price_minor=order.price_minor or 0, currency=order.currency or "")
+                         price_minor=order.price_minor or 0, currency=order.currency or "",
+                         capability=cabinet.capability)
 
     @activity.defn(name="record_swap_stage")
     async def record_stage(self, update: StageUpdate) -> None:
@@ -173,8 +199,9 @@ class SwapRecords:
 
     @activity.defn(name="accept_returned_battery")
     async def accept_return(self, check: ReturnCheck) -> ReturnVerdict:
-        """Authenticate the returned pack and take it into the slot's custody; a pack that is not ours
-        or not the rider's is held in quarantine in its slot, which is locked."""
+        """Authenticate the returned pack and check it against its model's safety limits, recording a
+        safety event either way. An accepted pack goes into the slot's custody; a rejected one is held
+        in quarantine in its slot, which is locked so it never joins the ready pool, and an alert is raised."""
         reading = check.reading
         async with self.db.transaction() as session:
             order = await self._order(session, check.order_id)
@@ -183,35 +210,94 @@ class SwapRecords:
             assert slot is not None
             battery = await session.get(Battery, reading.serial)
             order.returned_battery_serial = reading.serial
-            reason: str | None = None
+            reasons: list[str] = []
+            limits: BatteryLimits | None = None
             if battery is None:
-                reason = "returned_battery_not_registered"
-            elif reading.serial != check.expected_serial or battery.custodian_ref != check.rider_id:
-                reason = "returned_battery_not_riders"
-            if reason is not None:
+                reasons.append("returned_battery_not_registered")
+            else:
+                if reading.serial != check.expected_serial or battery.custodian_ref != check.rider_id:
+                    reasons.append("returned_battery_not_riders")
+                limits = self.settings.battery_limits.get(battery.model, self.settings.default_battery_limits)
+                reasons.extend(check_pack(reading, limits).reasons)
+            session.add(SafetyEvent(
+                key=f"swap:{check.order_id}:return-check", battery_serial=reading.serial,
+                battery_model=battery.model if battery else None, order_id=check.order_id,
+                cabinet_id=check.cabinet_id, slot_no=check.slot_no, reading=reading.model_dump(mode="json"),
+                limits=limits.model_dump(mode="json") if limits else None,
+                verdict="rejected" if reasons else "accepted", reasons=reasons,
+            ))
+            if battery is not None:
+                battery.soc, battery.soh, battery.voltage_v = reading.soc, reading.soh, reading.voltage_v
+                battery.temperature_c, battery.cycle_count = reading.temperature_c, reading.cycle_count
+                battery.reading_at = utcnow()
+                slot.battery_serial = battery.serial
+            if reasons:
+                reason = "; ".join(reasons)
                 slot.locked = True
-                slot.fault = reason
+                slot.fault = reasons[0][:100]
                 if battery is not None:
-                    slot.battery_serial = battery.serial
                     battery.status = BatteryStatus.QUARANTINED
                     await transfer_custody(session, battery, to_kind=CustodianKind.QUARANTINE,
-                                           to_ref=slot_ref(check.cabinet_id, check.slot_no), reason=reason,
+                                           to_ref=slot_ref(check.cabinet_id, check.slot_no), reason=reason[:200],
                                            key=f"swap:{check.order_id}:return", order_id=check.order_id)
+                await raise_alert(session, FaultReport(
+                    kind="battery_quarantined", severity="critical", cabinet_id=check.cabinet_id,
+                    slot_no=check.slot_no, battery_serial=reading.serial, order_id=check.order_id,
+                    message=f"returned pack {reading.serial} quarantined in slot {check.slot_no}: {reason}"))
                 _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_INSERTED,
                                                 step="verify_return", outcome="rejected", detail=reason))
-                return ReturnVerdict(accepted=False, reason=reason)
+                return ReturnVerdict(accepted=False, reason=reasons[0], quarantined=True)
 
             assert battery is not None
-            battery.soc, battery.soh, battery.voltage_v = reading.soc, reading.soh, reading.voltage_v
-            battery.temperature_c, battery.cycle_count = reading.temperature_c, reading.cycle_count
-            battery.reading_at = utcnow()
-            slot.battery_serial = battery.serial
             await transfer_custody(session, battery, to_kind=CustodianKind.SLOT,
                                    to_ref=slot_ref(check.cabinet_id, check.slot_no), reason="swap return",
                                    key=f"swap:{check.order_id}:return", order_id=check.order_id)
             _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_VERIFIED,
                                             step="verify_return", detail=reading.serial))
             return ReturnVerdict(accepted=True)
+
+    @activity.defn(name="replace_swap_slot")
+    async def replace_slot(self, request: ReplaceSlot) -> SlotReplacement:
+        """A reserved slot's door failed: mark the slot faulty, raise an alert, release it, and reserve
+        another slot for the same role if one is free."""
+        async with self.db.transaction() as session:
+            order = await self._order(session, request.order_id)
+            faulty = await session.scalar(select(Slot).where(
+                Slot.cabinet_id == request.cabinet_id, Slot.slot_no == request.faulty_slot_no))
+            assert faulty is not None
+            if faulty.reserved_order_id == order.id:
+                faulty.reserved_order_id = None
+                faulty.fault = request.reason[:100]
+                await raise_alert(session, FaultReport(
+                    kind="door_fault", severity="warning", cabinet_id=request.cabinet_id,
+                    slot_no=request.faulty_slot_no, order_id=order.id,
+                    message=f"slot {request.faulty_slot_no} door: {request.reason}"))
+            current = order.return_slot_no if request.role == SlotRole.RETURN else order.charged_slot_no
+            if current != request.faulty_slot_no:  # a retry after this already happened
+                slot = await session.scalar(select(Slot).where(
+                    Slot.cabinet_id == request.cabinet_id, Slot.slot_no == current))
+                return SlotReplacement(slot_no=current, battery_serial=slot.battery_serial if slot else None)
+            replacement = await self._reserve_first(
+                session, order.id, await self._candidates(session, request.cabinet_id, request.role))
+            step, detail = f"replace_{request.role}_slot", f"slot {request.faulty_slot_no} failed ({request.reason})"
+            if replacement is None:
+                _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step=step, outcome="none_free",
+                                                detail=detail))
+                return SlotReplacement(slot_no=None)
+            if request.role == SlotRole.RETURN:
+                order.return_slot_no = replacement.slot_no
+            else:
+                order.charged_slot_no = replacement.slot_no
+                order.issued_battery_serial = replacement.battery_serial
+            _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step=step,
+                                            detail=f"{detail}; now slot {replacement.slot_no}"))
+            return SlotReplacement(slot_no=replacement.slot_no, battery_serial=replacement.battery_serial)
+
+    @activity.defn(name="report_swap_fault")
+    async def report_fault(self, report: FaultReport) -> None:
+        """Raise an alert for a problem a swap cannot solve by itself (it ends; a person looks)."""
+        async with self.db.transaction() as session:
+            await raise_alert(session, report)
 
     @activity.defn(name="finish_swap")
     async def finish(self, finish: SwapFinish) -> None:

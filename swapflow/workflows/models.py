@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from swapflow.db.models import SwapStage, SwapStatus
+from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
 from swapflow.protocol.v1 import BatteryReading, CommandAction
 
 
@@ -62,8 +62,10 @@ class SwapRequest(_Model):
     rider_id: str
     cabinet_id: str
     command_ack_timeout_s: float = 10.0
+    command_attempts: int = 3  # sends of one command (same id) within command_ack_timeout_s
     return_insert_timeout_s: float = 120.0
     charged_take_timeout_s: float = 120.0
+    offline_grace_s: float = 120.0
 
 
 class SendCommandInput(_Model):
@@ -86,6 +88,39 @@ class Admission(_Model):
     rider_battery_serial: str
     price_minor: int
     currency: str
+    capability: CabinetCapability = CabinetCapability.REPORTING
+
+
+class SlotRole(StrEnum):
+    RETURN = "return"  # the empty slot the flat pack goes into
+    CHARGED = "charged"  # the slot whose charged pack the rider takes
+
+
+class ReplaceSlot(_Model):
+    """A reserved slot's door failed: record the fault and reserve another slot for the same role."""
+
+    order_id: str
+    cabinet_id: str
+    role: SlotRole
+    faulty_slot_no: int
+    reason: str
+
+
+class SlotReplacement(_Model):
+    slot_no: int | None  # None: no other slot could take the role
+    battery_serial: str | None = None  # the charged pack of a new charged slot
+
+
+class FaultReport(_Model):
+    """Something a person must look at, raised by a swap (an alert; later a work order)."""
+
+    kind: str
+    severity: str
+    cabinet_id: str
+    message: str
+    order_id: str | None = None
+    slot_no: int | None = None
+    battery_serial: str | None = None
 
 
 class StageUpdate(_Model):
@@ -133,6 +168,7 @@ class ReturnCheck(_Model):
 class ReturnVerdict(_Model):
     accepted: bool
     reason: str | None = None
+    quarantined: bool = False  # the pack is held, locked in its slot
 
 
 class SwapFinish(_Model):
@@ -141,6 +177,15 @@ class SwapFinish(_Model):
     order_id: str
     status: SwapStatus
     reason: str | None = None
+
+
+class SwapStep(_Model):
+    """One step of a swap and how it went, as the workflow saw it."""
+
+    step: str
+    outcome: str
+    detail: str | None = None
+    at: datetime
 
 
 class SwapProgress(_Model):
@@ -152,3 +197,4 @@ class SwapProgress(_Model):
     return_slot_no: int | None = None
     charged_slot_no: int | None = None
     failure_reason: str | None = None
+    steps: tuple[SwapStep, ...] = ()

@@ -1,10 +1,16 @@
 """Where a swap starts and runs: the swap workflow, `swap/<order id>`.
 
 admit (validate rider and cabinet, reserve a charged pack and an empty slot, price) → charge →
-open the return door → wait for the flat pack and the door → read its BMS and take it into custody →
-open the charged pack's door → wait for its removal → finish. Device messages arrive as signals from
-the device adapter; every wait is bounded. A failure at any step runs the compensations of what
-succeeded, in reverse order, and ends the order as failed with its reason.
+open the return door → the flat pack goes in → authenticate and safety-check it, take it into custody →
+open the charged pack's door → the rider takes it → finish. Every wait is bounded. A failure at any
+step runs the compensations of what succeeded, in reverse order, and ends the order as failed with its
+reason; where a person must act, an alert is raised and the swap still ends.
+
+How a step is confirmed depends on the cabinet (docs/protocol.md):
+- a reporting cabinet acknowledges commands and reports door and battery events;
+- a command-only (legacy) cabinet reports nothing: the packs' own telemetry is the evidence that the
+  flat pack is in its slot and the charged pack has left its slot. Nothing is assumed from a command
+  having been sent.
 
 Deterministic orchestration only: all I/O is in activities (swapflow.activities).
 """
@@ -24,21 +30,25 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.activities.device_commands import DeviceCommands
     from swapflow.activities.payments import PaymentActivities
     from swapflow.activities.swap_records import SwapRecords
-    from swapflow.db.models import SwapStage, SwapStatus
-    from swapflow.protocol.v1 import CommandAction
+    from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+    from swapflow.protocol.v1 import BatteryReading, CommandAction
     from swapflow.workflows.models import (
         DEVICE_SIGNAL,
         Admission,
         ChargeInput,
         DeviceSignal,
         DeviceSignalKind,
+        FaultReport,
         RefundInput,
+        ReplaceSlot,
         ReturnCheck,
         SendCommandInput,
+        SlotRole,
         StageUpdate,
         SwapFinish,
         SwapProgress,
         SwapRequest,
+        SwapStep,
     )
 
 # Short database steps: retried quickly, given up after a bound so the swap can compensate.
@@ -55,7 +65,8 @@ MUST_COMPLETE: dict[str, Any] = {
 PAYMENT_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": timedelta(minutes=2),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10)),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
+                                non_retryable_error_types=["PaymentDeclined"]),
 }
 
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.VALIDATED, SwapStage.RESERVED, SwapStage.PAID})
@@ -69,6 +80,10 @@ class SwapFailed(Exception):
         self.reason = reason
 
 
+class NoAck(SwapFailed):
+    """A command was not acknowledged within its bound (jammed door, lost command or ack)."""
+
+
 def failure_reason(error: BaseException) -> str:
     """The reason recorded on a failed order for the exception that failed it."""
     if isinstance(error, SwapFailed):
@@ -79,7 +94,7 @@ def failure_reason(error: BaseException) -> str:
         return error.message
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
-    return f"internal_error: {type(error).__name__}"
+    return f"internal_error: {type(error).__name__}: {error}"
 
 
 @workflow.defn(name="Swap")
@@ -93,19 +108,30 @@ class SwapWorkflow:
         self._status = SwapStatus.IN_PROGRESS
         self._failure: str | None = None
         self._admission: Admission | None = None
+        self._return_slot: int | None = None
+        self._charged_slot: int | None = None
+        self._returned = False  # the flat pack is in the cabinet
+        self._online = True
         self._seen: set[str] = set()
         self._acks: dict[str, DeviceSignal] = {}
         self._events: list[DeviceSignal] = []
+        self._steps: list[SwapStep] = []
         self._commands_sent = 0
+
+    # ---------------------------------------------------------------------------------- messages
 
     @workflow.signal(name=DEVICE_SIGNAL)
     def device_event(self, signal: DeviceSignal) -> None:
-        """A door, battery or ack message from the cabinet; a repeated message changes nothing."""
+        """A device message about this swap; a repeated message changes nothing."""
         if signal.message_id in self._seen:
             return
         self._seen.add(signal.message_id)
         if signal.kind == DeviceSignalKind.COMMAND_ACK and signal.command_id is not None:
             self._acks.setdefault(signal.command_id, signal)
+        elif signal.kind == DeviceSignalKind.CABINET_OFFLINE:
+            self._online = False
+        elif signal.kind == DeviceSignalKind.CABINET_ONLINE:
+            self._online = True
         else:
             self._events.append(signal)
 
@@ -119,13 +145,14 @@ class SwapWorkflow:
 
     @workflow.query(name="progress")
     def progress(self) -> SwapProgress:
-        """Where the swap is now."""
+        """Where the swap is now, each step's outcome, and the reason for a rollback."""
         return SwapProgress(
             order_id=self._request.order_id, status=self._status, stage=self._stage,
-            return_slot_no=self._admission.return_slot_no if self._admission else None,
-            charged_slot_no=self._admission.charged_slot_no if self._admission else None,
-            failure_reason=self._failure,
+            return_slot_no=self._return_slot, charged_slot_no=self._charged_slot,
+            failure_reason=self._failure, steps=tuple(self._steps),
         )
+
+    # ---------------------------------------------------------------------------------- the swap
 
     @workflow.run
     async def run(self, request: SwapRequest) -> SwapProgress:
@@ -137,6 +164,7 @@ class SwapWorkflow:
         except (Exception, asyncio.CancelledError) as error:
             reason = failure_reason(error)
             workflow.logger.info("swap %s failed: %s", request.order_id, reason)
+            self._step("rollback", "started", reason)
             self._stage = SwapStage.COMPENSATING
             for compensate in reversed(compensations):
                 await compensate(reason)
@@ -149,7 +177,9 @@ class SwapWorkflow:
     async def _swap(self, request: SwapRequest, compensations: list[Callable[[str], Awaitable[None]]]) -> None:
         admission = await workflow.execute_local_activity_method(SwapRecords.admit, request, **DB_STEP)
         self._admission = admission
+        self._return_slot, self._charged_slot = admission.return_slot_no, admission.charged_slot_no
         self._stage = SwapStage.RESERVED
+        self._step("admit", "ok", f"return slot {self._return_slot}, charged slot {self._charged_slot}")
 
         # Registered before the charge: a charge whose outcome is unknown is still refunded if it landed.
         compensations.append(self._refund)
@@ -160,83 +190,201 @@ class SwapWorkflow:
             **PAYMENT_STEP,
         )
         self._stage = SwapStage.PAID
+        self._step("charge", "ok", f"{admission.price_minor} {admission.currency}")
 
-        await self._command(CommandAction.OPEN_DOOR, admission.return_slot_no)
         compensations.append(self._close_return_door_if_empty)
-        await self._record(SwapStage.RETURN_DOOR_OPEN, "open_return_door", f"slot {admission.return_slot_no}")
+        await self._open_door(SlotRole.RETURN)
+        await self._record(SwapStage.RETURN_DOOR_OPEN, "open_return_door", f"slot {self._return_slot}")
 
-        inserted = await self._wait_for(DeviceSignalKind.BATTERY_INSERTED, admission.return_slot_no,
-                                        request.return_insert_timeout_s, "battery_not_returned_in_time")
-        await self._wait_for(DeviceSignalKind.DOOR_CLOSED, admission.return_slot_no,
-                             request.return_insert_timeout_s, "return_door_not_closed")
+        reading = await self._returned_pack()
+        self._returned = True
         self._stage = SwapStage.RETURN_INSERTED
-        # The cabinet reads the pack's BMS as it goes in; ask for a reading only if it sent none.
-        reading = inserted.battery or (await self._command(CommandAction.READ_BMS, admission.return_slot_no)).battery
-        if reading is None:
-            raise SwapFailed("returned_battery_unreadable")
         verdict = await workflow.execute_local_activity_method(
             SwapRecords.accept_return,
             ReturnCheck(order_id=request.order_id, rider_id=request.rider_id, cabinet_id=request.cabinet_id,
-                        slot_no=admission.return_slot_no, expected_serial=admission.rider_battery_serial,
+                        slot_no=self._slot(SlotRole.RETURN), expected_serial=admission.rider_battery_serial,
                         reading=reading),
             **DB_STEP,
         )
         if not verdict.accepted:
+            self._step("verify_return", "rejected", verdict.reason)
+            if verdict.quarantined:
+                await self._command_best_effort(CommandAction.LOCK_SLOT, self._slot(SlotRole.RETURN))
             raise SwapFailed(verdict.reason or "returned_battery_rejected")
         self._stage = SwapStage.RETURN_VERIFIED
+        self._step("verify_return", "ok", reading.serial)
 
-        await self._command(CommandAction.OPEN_DOOR, admission.charged_slot_no)
-        await self._record(SwapStage.CHARGED_DOOR_OPEN, "open_charged_door", f"slot {admission.charged_slot_no}")
-        await self._wait_for(DeviceSignalKind.BATTERY_REMOVED, admission.charged_slot_no,
-                             request.charged_take_timeout_s, "charged_battery_not_taken")
+        await self._open_door(SlotRole.CHARGED)
+        await self._record(SwapStage.CHARGED_DOOR_OPEN, "open_charged_door", f"slot {self._charged_slot}")
+        compensations.append(self._close_charged_door)
+        await self._charged_pack_taken()
         self._stage = SwapStage.CHARGED_TAKEN
-        await self._door_closed_or_close(admission.charged_slot_no, request.charged_take_timeout_s)
+        self._step("take_charged", "ok", None)
+        compensations.pop()  # the pack is gone: nothing to close behind a rider who took it
+        if self._reporting:
+            await self._door_closed_or_close(self._slot(SlotRole.CHARGED), request.charged_take_timeout_s)
 
         await self._finish(SwapFinish(order_id=request.order_id, status=SwapStatus.COMPLETED))
 
-    async def _command(self, action: CommandAction, slot_no: int) -> DeviceSignal:
-        """Send a command and wait for its acknowledgement; no ack in time or a refusal fails the swap."""
-        self._commands_sent += 1
-        command_id = f"{self._request.order_id}-{self._commands_sent}"
-        timeout_s = self._request.command_ack_timeout_s
-        await workflow.execute_local_activity_method(
-            DeviceCommands.send,
-            SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
-                             slot_no=slot_no, workflow_id=workflow.info().workflow_id, timeout_s=timeout_s),
-            **DB_STEP,
-        )
-        try:
-            await workflow.wait_condition(lambda: command_id in self._acks, timeout=timedelta(seconds=timeout_s))
-        except TimeoutError:
-            raise SwapFailed(f"{action.value}_not_acknowledged") from None
-        ack = self._acks[command_id]
-        if not ack.ok:
-            raise SwapFailed(f"{action.value}_refused: {ack.error or 'no reason given'}")
-        return ack
+    # ---------------------------------------------------------------------------------- steps
+
+    @property
+    def _reporting(self) -> bool:
+        assert self._admission is not None
+        return self._admission.capability == CabinetCapability.REPORTING
+
+    def _slot(self, role: SlotRole) -> int:
+        slot = self._return_slot if role == SlotRole.RETURN else self._charged_slot
+        assert slot is not None
+        return slot
+
+    async def _open_door(self, role: SlotRole) -> None:
+        """Open the role's door. A door that does not acknowledge is a device fault: another slot takes
+        the role, until none is left. A command-only cabinet cannot acknowledge: its door is confirmed
+        later, by the pack's own report."""
+        while True:
+            slot = self._slot(role)
+            if not self._reporting:
+                await self._send(CommandAction.OPEN_DOOR, slot)
+                return
+            try:
+                await self._command(CommandAction.OPEN_DOOR, slot)
+                return
+            except NoAck as failed:
+                self._step(f"open_{role}_door", "no_ack", f"slot {slot}")
+                replacement = await workflow.execute_local_activity_method(
+                    SwapRecords.replace_slot,
+                    ReplaceSlot(order_id=self._request.order_id, cabinet_id=self._request.cabinet_id, role=role,
+                                faulty_slot_no=slot, reason=failed.reason),
+                    **DB_STEP,
+                )
+                if replacement.slot_no is None:
+                    raise SwapFailed(f"no_working_{role}_slot") from None
+                if role == SlotRole.RETURN:
+                    self._return_slot = replacement.slot_no
+                else:
+                    self._charged_slot = replacement.slot_no
+
+    async def _returned_pack(self) -> BatteryReading:
+        """The flat pack in its slot, as its BMS reports it."""
+        request, slot = self._request, self._slot(SlotRole.RETURN)
+        if not self._reporting:
+            report = await self._wait_for(
+                lambda: self._report(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed")
+            assert report.battery is not None
+            await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)
+            return report.battery
+        inserted = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_INSERTED, slot),
+                                        request.return_insert_timeout_s, "battery_not_returned_in_time")
+        await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot),
+                             request.return_insert_timeout_s, "return_door_not_closed")
+        # The cabinet reads the pack's BMS as it goes in; ask for a reading only if it sent none.
+        reading = inserted.battery or (await self._command(CommandAction.READ_BMS, slot)).battery
+        if reading is None:
+            raise SwapFailed("returned_battery_unreadable")
+        return reading
+
+    async def _charged_pack_taken(self) -> None:
+        request, slot = self._request, self._slot(SlotRole.CHARGED)
+        if self._reporting:
+            await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
+                                 request.charged_take_timeout_s, "charged_battery_not_taken")
+        else:
+            await self._wait_for(lambda: self._report(slot, in_slot=False),
+                                 request.charged_take_timeout_s, "charged_take_not_confirmed")
+
+    # ---------------------------------------------------------------------------------- waiting
 
     def _event(self, kind: DeviceSignalKind, slot_no: int) -> DeviceSignal | None:
         return next((e for e in self._events if e.kind == kind and e.slot_no == slot_no), None)
 
-    async def _wait_for(self, kind: DeviceSignalKind, slot_no: int, timeout_s: float, reason: str) -> DeviceSignal:
-        """The first `kind` event of the slot, waited for up to `timeout_s`; else the swap fails for `reason`."""
+    def _report(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
+        return next((e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
+                     and e.slot_no == slot_no and e.in_slot is in_slot and e.battery is not None), None)
+
+    async def _wait_for(self, find: Callable[[], DeviceSignal | None], timeout_s: float, reason: str,
+                        failure: type[SwapFailed] = SwapFailed) -> DeviceSignal:
+        """What `find` finds, waited for up to `timeout_s` of the cabinet being online (else `failure`).
+        While the cabinet is offline the clock stops, up to the offline grace; past it the swap fails."""
+        remaining = timeout_s
+        while True:
+            started = workflow.now()
+            try:
+                await workflow.wait_condition(lambda: find() is not None or not self._online,
+                                              timeout=timedelta(seconds=remaining))
+            except TimeoutError:
+                raise failure(reason) from None
+            found = find()
+            if found is not None:
+                return found
+            remaining -= (workflow.now() - started).total_seconds()
+            self._step("cabinet", "offline", f"waiting up to {self._request.offline_grace_s:.0f}s")
+            try:
+                await workflow.wait_condition(lambda: self._online or find() is not None,
+                                              timeout=timedelta(seconds=self._request.offline_grace_s))
+            except TimeoutError:
+                await self._report_fault("cabinet_offline_mid_swap", "warning",
+                                         f"cabinet went offline during swap {self._request.order_id}")
+                raise SwapFailed("cabinet_offline_mid_swap") from None
+            self._step("cabinet", "online", None)
+            remaining = max(remaining, 1.0)
+
+    async def _send(self, action: CommandAction, slot_no: int, command_id: str | None = None) -> str:
+        """Record and publish a command; returns its id (deterministic: order id and a counter)."""
+        if command_id is None:
+            self._commands_sent += 1
+            command_id = f"{self._request.order_id}-{self._commands_sent}"
+        await workflow.execute_local_activity_method(
+            DeviceCommands.send,
+            SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
+                             slot_no=slot_no, workflow_id=workflow.info().workflow_id,
+                             timeout_s=self._request.command_ack_timeout_s),
+            **DB_STEP,
+        )
+        return command_id
+
+    async def _command(self, action: CommandAction, slot_no: int) -> DeviceSignal:
+        """Send a command and wait for its ack, resending it (same id: the cabinet acts once) a bounded
+        number of times. No ack raises NoAck; a refusal fails the swap."""
+        request = self._request
+        command_id = await self._send(action, slot_no)
+        interval = request.command_ack_timeout_s / max(1, request.command_attempts)
+        attempts = max(1, request.command_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                ack = await self._wait_for(lambda: self._acks.get(command_id), interval,
+                                           f"{action.value}_not_acknowledged", NoAck)
+                break
+            except NoAck:
+                if attempt == attempts:
+                    raise
+                await self._send(action, slot_no, command_id)
+        if not ack.ok:
+            raise SwapFailed(f"{action.value}_refused: {ack.error or 'no reason given'}")
+        return ack
+
+    async def _command_best_effort(self, action: CommandAction, slot_no: int) -> None:
+        """A command whose failure must not change how the swap ends (it is logged as a step)."""
         try:
-            await workflow.wait_condition(lambda: self._event(kind, slot_no) is not None,
-                                          timeout=timedelta(seconds=timeout_s))
-        except TimeoutError:
-            raise SwapFailed(reason) from None
-        event = self._event(kind, slot_no)
-        assert event is not None
-        return event
+            if self._reporting:
+                await self._command(action, slot_no)
+            else:
+                await self._send(action, slot_no)
+        except SwapFailed as failed:
+            self._step(action.value, "failed", failed.reason)
 
     async def _door_closed_or_close(self, slot_no: int, timeout_s: float) -> None:
         """The swap ends with the door shut: wait for the rider to close it, else close it by command."""
         try:
-            await self._wait_for(DeviceSignalKind.DOOR_CLOSED, slot_no, timeout_s, "door_left_open")
+            await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot_no), timeout_s,
+                                 "door_left_open")
         except SwapFailed:
-            try:
-                await self._command(CommandAction.CLOSE_DOOR, slot_no)
-            except SwapFailed as failed:
-                workflow.logger.warning("door %s of %s not closed: %s", slot_no, self._request.order_id, failed.reason)
+            await self._command_best_effort(CommandAction.CLOSE_DOOR, slot_no)
+
+    # ---------------------------------------------------------------------------------- records
+
+    def _step(self, step: str, outcome: str, detail: str | None) -> None:
+        self._steps.append(SwapStep(step=step, outcome=outcome, detail=detail, at=workflow.now()))
 
     async def _record(self, stage: SwapStage, step: str, detail: str) -> None:
         await workflow.execute_local_activity_method(
@@ -245,23 +393,44 @@ class SwapWorkflow:
             **DB_STEP,
         )
         self._stage = stage
+        self._step(step, "ok", detail)
+
+    async def _report_fault(self, kind: str, severity: str, message: str, slot_no: int | None = None) -> None:
+        await workflow.execute_local_activity_method(
+            SwapRecords.report_fault,
+            FaultReport(kind=kind, severity=severity, cabinet_id=self._request.cabinet_id, message=message,
+                        order_id=self._request.order_id, slot_no=slot_no),
+            **MUST_COMPLETE,
+        )
 
     async def _finish(self, finish: SwapFinish) -> None:
         await workflow.execute_local_activity_method(SwapRecords.finish, finish, **MUST_COMPLETE)
         self._status = finish.status
         self._stage = SwapStage.COMPLETED if finish.status == SwapStatus.COMPLETED else SwapStage.FAILED
+        self._step("finish", finish.status.value, finish.reason)
+
+    # ---------------------------------------------------------------------------------- compensations
 
     async def _refund(self, reason: str) -> None:
-        await workflow.execute_activity_method(
+        result = await workflow.execute_activity_method(
             PaymentActivities.refund, RefundInput(order_id=self._request.order_id, reason=reason), **MUST_COMPLETE
         )
+        self._step("refund", "ok" if result.refund_ref else "nothing_captured", result.refund_ref)
 
-    async def _close_return_door_if_empty(self, _reason: str) -> None:
-        """A door left open with no pack in it is closed; best effort, the slot stays as the cabinet reports."""
-        assert self._admission is not None
-        if self._event(DeviceSignalKind.BATTERY_INSERTED, self._admission.return_slot_no) is not None:
+    async def _close_return_door_if_empty(self, reason: str) -> None:
+        """A return door left open with no pack in it is closed; the rider keeps the pack."""
+        if self._returned:
             return
-        try:
-            await self._command(CommandAction.CLOSE_DOOR, self._admission.return_slot_no)
-        except SwapFailed as failed:
-            workflow.logger.warning("return door of %s not closed: %s", self._request.order_id, failed.reason)
+        if not self._reporting and reason == "return_not_confirmed":
+            await self._report_fault("operator_check", "warning",
+                                     f"no evidence of the return in slot {self._return_slot}: check the slot",
+                                     self._return_slot)
+        await self._command_best_effort(CommandAction.CLOSE_DOOR, self._slot(SlotRole.RETURN))
+
+    async def _close_charged_door(self, reason: str) -> None:
+        """The rider did not take the charged pack: close its door; the pack stays in the cabinet."""
+        slot = self._slot(SlotRole.CHARGED)
+        if not self._reporting and reason == "charged_take_not_confirmed":
+            await self._report_fault("operator_check", "warning",
+                                     f"no evidence that the pack left slot {slot}: check the slot", slot)
+        await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)

@@ -79,6 +79,7 @@ async def start_swap(
             command_ack_timeout_s=settings.command_ack_timeout_s,
             return_insert_timeout_s=settings.return_insert_timeout_s,
             charged_take_timeout_s=settings.charged_take_timeout_s,
+            offline_grace_s=settings.offline_grace_s,
         )
         start = WithStartWorkflowOperation(
             SwapWorkflow.run, request, id=swap_workflow_id(order.id), task_queue=settings.temporal_task_queue,

@@ -1,0 +1,32 @@
+"""Alerts: what a person must look at. One open alert per device and kind (its dedupe key); a repeat
+of an open alert counts an occurrence instead of opening another."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.models import Alert, AlertStatus, utcnow
+from swapflow.workflows.models import FaultReport
+
+
+def alert_key(report: FaultReport) -> str:
+    """The device and kind an alert is about."""
+    return ":".join(str(part) for part in (report.kind, report.cabinet_id, report.slot_no or "-",
+                                           report.battery_serial or "-"))
+
+
+async def raise_alert(session: AsyncSession, report: FaultReport) -> Alert:
+    """Open an alert for the report, or count one more occurrence of the open alert it repeats."""
+    key = alert_key(report)
+    alert = await session.scalar(select(Alert).where(Alert.dedupe_key == key, Alert.status == AlertStatus.OPEN))
+    if alert is not None:
+        alert.occurrences += 1
+        alert.last_seen_at = utcnow()
+        alert.message = report.message
+        return alert
+    alert = Alert(kind=report.kind, severity=report.severity, dedupe_key=key, cabinet_id=report.cabinet_id,
+                  slot_no=report.slot_no, battery_serial=report.battery_serial, order_id=report.order_id,
+                  message=report.message)
+    session.add(alert)
+    return alert
