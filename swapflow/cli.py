@@ -104,6 +104,33 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the invariants once; the exit status says whether they all hold."""
+    from datetime import timedelta
+
+    from swapflow.db.engine import Database
+    from swapflow.invariants import InvariantReport, check_invariants
+
+    stuck_after = None if args.stuck_after_minutes is None else timedelta(minutes=args.stuck_after_minutes)
+
+    async def check() -> InvariantReport:
+        db = Database(settings.effective_database_url)
+        try:
+            return await check_invariants(db, stuck_after=stuck_after)
+        finally:
+            await db.dispose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        report = runner.run(check())
+    print(f"checked {report.batteries} batteries, {report.slots} slots, {report.custody_events} custody events, "
+          f"{report.ledger_transactions} ledger transactions ({report.ledger_postings} postings), "
+          f"{report.swaps} swaps")
+    for violation in report.violations:
+        print(f"{violation.rule} {violation.subject}: {violation.detail}")
+    print("all invariants hold" if report.ok else f"{len(report.violations)} violation(s)")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,11 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--riders", type=int, default=20)
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="migrate and seed the demo network into an empty database")
+    check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")
+    check.add_argument("--stuck-after-minutes", type=float, default=None,
+                       help="report swaps in progress for longer than this as stuck")
     return parser
 
 
 COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
-            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed}
+            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check}
 
 
 def main(argv: list[str] | None = None) -> int:

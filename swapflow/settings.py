@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     # Swap timing. Every wait in a swap is bounded; these are the bounds.
     command_ack_timeout_s: float = Field(10.0, description="How long a cabinet has to acknowledge a command.")
+    command_attempts: int = Field(3, ge=1, description="Sends of one command (same id) within that time.")
     return_insert_timeout_s: float = Field(120.0, description="How long a rider has to insert the flat pack.")
     charged_take_timeout_s: float = Field(120.0, description="How long a rider has to take the charged pack.")
 

@@ -203,7 +203,7 @@ async def test_message_on_a_foreign_topic_is_dead_lettered(settings: Settings, d
                                                            adapter: DeviceAdapter) -> None:
     await adapter.handle(f"{settings.mqtt_topic_prefix}/cabinets/{CABINET}/events/extra", event("door_opened", 1))
     [letter] = await dead_letters(db)
-    assert letter.reason.startswith("not a cabinet topic")
+    assert letter.reason.startswith("not a cabinet or battery topic")
 
 
 async def test_door_event_on_a_reserved_slot_signals_the_swap_workflow(

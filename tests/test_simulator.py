@@ -273,7 +273,8 @@ async def test_fleet_is_built_from_the_database(settings: Settings, db: Database
         slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == "cab-sh-001-1"))).all()
         rider_packs = dict((await session.execute(select(Battery.custodian_ref, Battery.serial).where(
             Battery.custodian_kind == CustodianKind.RIDER))).tuples().all())
-    assert set(cabinets) == cabinet_ids  # the demo seed has reporting cabinets only
+    assert set(cabinets) == cabinet_ids
+    assert not any(c.command_only for c in cabinets.values())  # the test seed has reporting cabinets only
     sim = cabinets["cab-sh-001-1"]
     assert {n: (b.serial if (b := sim.battery_in(n)) else None) for n in sim.slots} == {
         s.slot_no: s.battery_serial for s in slots}

@@ -102,7 +102,8 @@ class SwapRecords:
         """Slots that could take a role now: free, unlocked, fault-free, door shut; for the charged role
         holding a ready pack (charged, healthy, in service), best first."""
         usable = and_(Slot.cabinet_id == cabinet_id, Slot.reserved_order_id.is_(None),
-                      Slot.locked.is_(False), Slot.fault.is_(None), Slot.door == DoorState.CLOSED)
+                      Slot.locked.is_(False), Slot.fault.is_(None),
+                      Slot.out_of_service.is_(None), Slot.door == DoorState.CLOSED)
         if role == SlotRole.RETURN:
             return (await session.scalars(
                 select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no))).all()
@@ -234,7 +235,7 @@ class SwapRecords:
             if reasons:
                 reason = "; ".join(reasons)
                 slot.locked = True
-                slot.fault = reasons[0][:100]
+                slot.out_of_service = reasons[0][:100]
                 if battery is not None:
                     battery.status = BatteryStatus.QUARANTINED
                     await transfer_custody(session, battery, to_kind=CustodianKind.QUARANTINE,
@@ -267,7 +268,7 @@ class SwapRecords:
             assert faulty is not None
             if faulty.reserved_order_id == order.id:
                 faulty.reserved_order_id = None
-                faulty.fault = request.reason[:100]
+                faulty.out_of_service = request.reason[:100]
                 await raise_alert(session, FaultReport(
                     kind="door_fault", severity="warning", cabinet_id=request.cabinet_id,
                     slot_no=request.faulty_slot_no, order_id=order.id,

@@ -82,6 +82,7 @@ class SlotView(BaseModel):
     charging: bool
     locked: bool
     fault: str | None
+    out_of_service: str | None
     reserved: bool
 
 

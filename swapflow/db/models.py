@@ -155,7 +155,10 @@ class Slot(Base):
     )
     charging: Mapped[bool] = mapped_column(Boolean, default=False)
     locked: Mapped[bool] = mapped_column(Boolean, default=False, doc="Locked slots take no part in swaps.")
-    fault: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    fault: Mapped[str | None] = mapped_column(String(100), nullable=True, doc="As the cabinet reports it.")
+    out_of_service: Mapped[str | None] = mapped_column(
+        String(100), nullable=True, doc="Why the platform took the slot out of swaps (door fault, quarantined pack)."
+    )
     reserved_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
 
     cabinet: Mapped[Cabinet] = relationship(back_populates="slots")

@@ -1,10 +1,11 @@
 """The device adapter: the bridge from cabinets (MQTT, protocol v1) to the database and to the swap
-workflows waiting for door and battery events.
+workflows waiting for door and battery events. It also takes the packs' own reports, which are the
+only evidence a command-only (legacy) cabinet's swaps leave.
 
 It holds no state that a second copy would need: routing comes from the database (a slot's
-reservation, a command's workflow) and duplicates are caught by the unique key of `device_messages`,
-so two adapters on one broker still deliver each event once. What it keeps in memory (telemetry
-watermarks) only saves work.
+reservation, a command's workflow, the slot a pack is in) and duplicates are caught by the unique key
+of `device_messages`, so two adapters on one broker still deliver each event once. What it keeps in
+memory (telemetry and battery report watermarks) only saves work.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import aiomqtt
 import temporalio.client
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +45,7 @@ from swapflow.db.models import (
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
+    BatteryTelemetry,
     CabinetEvent,
     CabinetState,
     Channel,
@@ -51,7 +53,9 @@ from swapflow.protocol.v1 import (
     EventType,
     SlotReport,
     Telemetry,
+    battery_topic,
     cabinet_topic,
+    parse_battery_topic,
     parse_cabinet_topic,
 )
 from swapflow.settings import Settings
@@ -72,6 +76,10 @@ SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED,
 
 _MAX_DEAD_LETTER_PAYLOAD = 64 * 1024  # enough for any valid message; keeps a flood of junk bounded
 _TELEMETRY_BATCH = 50  # cabinets per transaction: short transactions keep SQLite's writer lock free
+_BATTERY_BATCH = 200  # battery reports per transaction: each is one small row update
+_BATTERY_REPORT = "battery_report"  # kind of a battery report in device_messages
+_NO_CABINET = "-"  # device_messages.cabinet_id of a report from a pack that is in no cabinet
+_MAX_CABINET_ID = 40  # cabinets.id is at most this long
 _AFTER_WILL = math.inf  # seq watermark after a last-will: buffered telemetry must not revive the cabinet
 
 
@@ -101,14 +109,15 @@ def _as_bytes(payload: Any) -> bytes:
     return b"" if payload is None else str(payload).encode()
 
 
-def _parse(model: type[M], channel: Channel, data: Any) -> M:
+def _parse(model: type[M], what: str, data: Any) -> M:
+    """`data` as `model`; Rejected with "invalid <what> payload: <problems>" when it is not one."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
         )
-        raise Rejected(f"invalid {channel.value} payload: {problems}") from None
+        raise Rejected(f"invalid {what} payload: {problems}") from None
 
 
 def _load_json(payload: bytes) -> Any:
@@ -121,6 +130,53 @@ def _load_json(payload: bytes) -> Any:
 def _check_cabinet_id(topic_cabinet: str, payload_cabinet: str) -> None:
     if topic_cabinet != payload_cabinet:
         raise Rejected(f"payload cabinet_id {payload_cabinet!r} does not match topic cabinet {topic_cabinet!r}")
+
+
+def _parse_battery_report(topic_serial: str, data: Any) -> BatteryTelemetry:
+    """A pack's own report, checked against its topic and for a place that is whole."""
+    report = _parse(BatteryTelemetry, "battery telemetry", data)
+    if report.serial != topic_serial:
+        raise Rejected(f"payload serial {report.serial!r} does not match topic battery {topic_serial!r}")
+    if report.reading.serial != report.serial:
+        raise Rejected(f"reading serial {report.reading.serial!r} does not match battery {report.serial!r}")
+    if (report.cabinet_id is None) != (report.slot_no is None):
+        raise Rejected("invalid battery telemetry payload: cabinet_id and slot_no must be given together")
+    if report.cabinet_id is not None and not 0 < len(report.cabinet_id) <= _MAX_CABINET_ID:
+        raise Rejected(f"invalid battery telemetry payload: cabinet_id: 1 to {_MAX_CABINET_ID} characters")
+    return report
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One signal a battery report causes: to the workflow of a reserved slot."""
+
+    workflow_id: str
+    signal: DeviceSignal
+
+
+def _route_battery_report(
+    report: BatteryTelemetry, reserved_at: dict[tuple[str, int], Slot], reserved_holding: dict[str, Slot]
+) -> list[_Route]:
+    """The signals a report causes, from the reserved slots it concerns: the slot it says the pack is in
+    (`in_slot=True`), and the slot the database holds the pack in when the report puts it elsewhere or
+    nowhere (`in_slot=False`)."""
+    at = _utc(report.ts)
+    message_id = f"bat:{report.serial}:{report.seq}"
+    place = (report.cabinet_id, report.slot_no) if report.cabinet_id and report.slot_no else None
+    routes = []
+    if place is not None and (slot := reserved_at.get(place)) is not None and slot.reserved_order_id:
+        routes.append(_Route(swap_workflow_id(slot.reserved_order_id), DeviceSignal(
+            message_id=message_id, kind=DeviceSignalKind.BATTERY_REPORT, cabinet_id=slot.cabinet_id, at=at,
+            slot_no=slot.slot_no, battery=report.reading, battery_serial=report.serial, in_slot=True,
+        )))
+    held = reserved_holding.get(report.serial)
+    if held is not None and held.reserved_order_id and (held.cabinet_id, held.slot_no) != place:
+        # Its own id: the same report may also have told the same swap the pack is in another of its slots.
+        routes.append(_Route(swap_workflow_id(held.reserved_order_id), DeviceSignal(
+            message_id=f"{message_id}:left", kind=DeviceSignalKind.BATTERY_REPORT, cabinet_id=held.cabinet_id,
+            at=at, slot_no=held.slot_no, battery=report.reading, battery_serial=report.serial, in_slot=False,
+        )))
+    return routes
 
 
 class DeviceAdapter:
@@ -164,6 +220,10 @@ class DeviceAdapter:
         self._event_at: dict[str, datetime] = {}
         # Latest telemetry per cabinet waiting for the next batch write (newer replaces older).
         self._pending_telemetry: dict[str, tuple[str, bytes]] = {}
+        # Highest battery report seq applied per pack serial.
+        self._battery_seq: dict[str, int] = {}
+        # Battery reports waiting for the next batch, in arrival order.
+        self._pending_battery_reports: list[tuple[str, bytes]] = []
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -192,6 +252,7 @@ class DeviceAdapter:
     async def _consume(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
         delay = 0.5
         filters = [(cabinet_topic(self.prefix, "+", channel), 1) for channel in SUBSCRIBED_CHANNELS]
+        filters.append((battery_topic(self.prefix, "+"), 1))
         while True:
             try:
                 # A persistent session: the broker keeps QoS 1 messages for us across a short outage.
@@ -199,7 +260,8 @@ class DeviceAdapter:
                     await client.subscribe(filters)
                     self.ready.set()
                     delay = 0.5
-                    log.info("device adapter subscribed to %s/cabinets/+/…", self.prefix)
+                    log.info("device adapter subscribed to %s/cabinets/+/… and %s", self.prefix,
+                             battery_topic(self.prefix, "+"))
                     async for message in client.messages:
                         # Some brokers (amqtt) also push retained messages matching other clients' filters.
                         if not any(message.topic.matches(f) for f, _ in filters):
@@ -217,6 +279,11 @@ class DeviceAdapter:
         if route is not None and route[1] is Channel.TELEMETRY:
             self._pending_telemetry[route[0]] = (topic, payload)
             return
+        if route is None and parse_battery_topic(self.prefix, topic) is not None:
+            # Batched like telemetry: packs report every few seconds, and one transaction per report
+            # would keep SQLite's writer lock busy.
+            self._pending_battery_reports.append((topic, payload))
+            return
         # One lane per cabinet keeps a cabinet's messages in order; lanes run concurrently.
         key = route[0] if route is not None else topic
         await queues[zlib.crc32(key.encode()) % len(queues)].put((topic, payload))
@@ -233,11 +300,19 @@ class DeviceAdapter:
     async def _drain(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
         await asyncio.gather(*(queue.join() for queue in queues))
         await self._write_pending_telemetry()
+        await self._write_pending_battery_reports()
 
     async def _telemetry_writer(self) -> None:
         while True:
             await asyncio.sleep(self._telemetry_flush_s)
             await self._write_pending_telemetry()
+            await self._write_pending_battery_reports()
+
+    async def _write_pending_battery_reports(self) -> None:
+        # The signals go out on their own tasks (SignalSender), like those of the lanes.
+        batch, self._pending_battery_reports = self._pending_battery_reports, []
+        for start in range(0, len(batch), _BATTERY_BATCH):
+            await self._apply_battery_reports(batch[start : start + _BATTERY_BATCH])
 
     async def _write_pending_telemetry(self) -> None:
         batch, self._pending_telemetry = list(self._pending_telemetry.values()), {}
@@ -271,7 +346,9 @@ class DeviceAdapter:
         try:
             route = parse_cabinet_topic(self.prefix, topic)
             if route is None:
-                raise Rejected(f"not a cabinet topic under {self.prefix!r}")
+                if parse_battery_topic(self.prefix, topic) is not None:
+                    return await self._apply_battery_reports([(topic, payload)])
+                raise Rejected(f"not a cabinet or battery topic under {self.prefix!r}")
             cabinet_id, channel = route
             if channel is Channel.TELEMETRY:
                 await self._apply_telemetry([(topic, payload)])
@@ -280,10 +357,11 @@ class DeviceAdapter:
                 raise Rejected("commands flow from the platform to cabinets, not back")
             data = _load_json(payload)
             if channel is Channel.STATE:
-                return await self._on_state(topic, payload, cabinet_id, _parse(CabinetState, channel, data))
+                return await self._on_state(topic, payload, cabinet_id, _parse(CabinetState, channel.value, data))
             if channel is Channel.EVENTS:
-                return await self._on_event(topic, payload, cabinet_id, data, _parse(CabinetEvent, channel, data))
-            return await self._on_ack(topic, payload, cabinet_id, data, _parse(CommandAck, channel, data))
+                event = _parse(CabinetEvent, channel.value, data)
+                return await self._on_event(topic, payload, cabinet_id, data, event)
+            return await self._on_ack(topic, payload, cabinet_id, data, _parse(CommandAck, channel.value, data))
         except Rejected as exc:
             await self._dead_letter(topic, payload, str(exc))
         except Exception as exc:
@@ -429,7 +507,7 @@ class DeviceAdapter:
                 route = parse_cabinet_topic(self.prefix, topic)
                 if route is None:
                     raise Rejected(f"not a cabinet topic under {self.prefix!r}")
-                telemetry = _parse(Telemetry, Channel.TELEMETRY, _load_json(payload))
+                telemetry = _parse(Telemetry, Channel.TELEMETRY.value, _load_json(payload))
                 _check_cabinet_id(route[0], telemetry.cabinet_id)
             except Rejected as exc:
                 await self._dead_letter(topic, payload, str(exc))
@@ -470,6 +548,82 @@ class DeviceAdapter:
                 await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
             else:
                 self._telemetry_seq[cabinet_id] = telemetry.seq
+
+    async def _apply_battery_reports(self, batch: Sequence[tuple[str, bytes]]) -> list[asyncio.Task[None]]:
+        """Validate a batch of packs' own reports, route those about reserved slots to their swaps and
+        write the readings, in one transaction. Custody is never changed: only a swap moves a pack.
+        Returns the signal deliveries it started. Never raises: what fails becomes a dead letter."""
+        # The newest report per pack: a report is a snapshot, and a newer one of the same pack says
+        # where it is now. Older ones (in the batch, or behind the watermark) are dropped.
+        latest: dict[str, tuple[str, bytes, dict[str, Any], BatteryTelemetry]] = {}
+        for topic, payload in batch:
+            serial = parse_battery_topic(self.prefix, topic)
+            try:
+                if serial is None:
+                    raise Rejected(f"not a battery topic under {self.prefix!r}")
+                data = _load_json(payload)
+                report = _parse_battery_report(serial, data)
+            except Rejected as exc:
+                await self._dead_letter(topic, payload, str(exc))
+                continue
+            newest = max(self._battery_seq.get(serial, -1), latest[serial][3].seq if serial in latest else -1)
+            if report.seq <= newest:
+                self.stats.stale += 1
+                continue
+            if serial in latest:
+                self.stats.stale += 1  # the one it replaces
+            latest[serial] = (topic, payload, data, report)
+        if not latest:
+            return []
+
+        async def work(session: AsyncSession) -> tuple[list[tuple[str, bytes, _Route]], int]:
+            serials = list(latest)
+            places = {r.cabinet_id for *_, r in latest.values() if r.cabinet_id}
+            batteries = {b.serial: b for b in await session.scalars(select(Battery).where(Battery.serial.in_(serials)))}
+            reserved = list(await session.scalars(select(Slot).where(
+                Slot.reserved_order_id.is_not(None),
+                or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
+            )))
+            reserved_at = {(s.cabinet_id, s.slot_no): s for s in reserved}
+            reserved_holding = {s.battery_serial: s for s in reserved if s.battery_serial}
+            routed: list[tuple[str, bytes, _Route]] = []
+            duplicates = 0
+            for topic, payload, data, report in latest.values():
+                routes = _route_battery_report(report, reserved_at, reserved_holding)
+                battery = batteries.get(report.serial)
+                # Recorded when a swap hears of it, or when the pack is not ours: the trace an operator
+                # follows. Other reports are routine readings, kept only as the pack's latest values.
+                if routes or battery is None:
+                    recorded = await self._record(
+                        session, report.cabinet_id or _NO_CABINET, f"bat:{report.serial}:{report.seq}",
+                        _BATTERY_REPORT, topic, data, routes[0].workflow_id if routes else None,
+                    )
+                    if not recorded:
+                        duplicates += 1
+                        continue
+                routed.extend((topic, payload, route) for route in routes)
+                at = _utc(report.ts)
+                if battery is not None and (battery.reading_at is None or _utc(battery.reading_at) <= at):
+                    battery.soc = report.reading.soc
+                    battery.soh = report.reading.soh
+                    battery.voltage_v = report.reading.voltage_v
+                    battery.temperature_c = report.reading.temperature_c
+                    battery.cycle_count = report.reading.cycle_count
+                    battery.reading_at = at
+            return routed, duplicates
+
+        try:
+            routed, duplicates = await self._transaction(work)
+        except Exception as exc:
+            log.exception("failed to apply %d battery reports", len(latest))
+            for topic, payload, *_ in latest.values():
+                await self._dead_letter(topic, payload, f"internal error: {exc!r}")
+            return []
+        self.stats.duplicates += duplicates
+        for serial, (*_, report) in latest.items():
+            self._battery_seq[serial] = report.seq
+        return [self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)
+                for topic, payload, route in routed]
 
     # ------------------------------------------------------------------------------------- database
 

@@ -3,10 +3,14 @@ who swap through the API. Used by `swapflow simulate`, the demo, the tests and t
 
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import PhysicalActionError, SimulatedCabinet
+from swapflow.simulator.faults import FaultPlan, FaultSpecError, FaultStats
 from swapflow.simulator.fleet import FleetStats, build_cabinets, build_riders, run_fleet
 from swapflow.simulator.riders import RiderStats, SimulatedRider
 
 __all__ = [
+    "FaultPlan",
+    "FaultSpecError",
+    "FaultStats",
     "FleetStats",
     "PhysicalActionError",
     "RiderStats",

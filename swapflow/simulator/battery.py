@@ -8,10 +8,12 @@ demo shows a full charge in minutes.
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from swapflow.protocol.v1 import BatteryReading
+from swapflow.protocol.v1 import BatteryReading, BatteryTelemetry
 
 DEFAULT_SPEEDUP = 60.0
 """Simulated seconds per real second in demos: a 0→100 % charge (~2.8 h) takes ~3 minutes."""
@@ -53,6 +55,7 @@ class SimBattery:
     fault_codes: list[str] = field(default_factory=list)
     current_a: float = 0.0
     _charged_pct: float = field(default=0.0, init=False, repr=False)  # charge put in since the last full cycle
+    _report_seq: int = field(default=0, init=False, repr=False)
 
     @property
     def voltage_v(self) -> float:
@@ -114,6 +117,16 @@ class SimBattery:
             cycle_count=self.cycle_count,
             fault_codes=list(self.fault_codes),
         )
+
+    def telemetry(self, *, cabinet_id: str | None = None, slot_no: int | None = None) -> BatteryTelemetry:
+        """The pack's own report over its modem: in the named slot (on its charger), or out of any
+        cabinet when none is named."""
+        # From the clock, and never backwards: the seq keeps increasing as the pack moves between
+        # cabinets and across restarts of the simulator.
+        self._report_seq = max(self._report_seq + 1, time.time_ns() // 1_000_000)
+        return BatteryTelemetry(serial=self.serial, ts=datetime.now(UTC), seq=self._report_seq,
+                                reading=self.reading(), charging=cabinet_id is not None,
+                                cabinet_id=cabinet_id, slot_no=slot_no)
 
     @staticmethod
     def _steps(seconds: float) -> list[float]:

@@ -1,5 +1,9 @@
 """A simulated swap cabinet: a real MQTT client speaking protocol v1, with slots, doors, chargers and
-the fault knobs the tests and demos turn (jammed doors, lost acks, duplicated events, a cut link).
+the fault knobs the tests and demos turn (jammed doors, lost acks, duplicated events, a cut link), set
+by hand or rolled from a `FaultPlan`.
+
+A cabinet is either reporting (birth, telemetry, events, acks) or, like legacy hardware, command-only:
+it obeys commands and says nothing, and the packs in its slots report themselves on their own topic.
 
 Many cabinets share one process and one event loop; each has its own broker connection.
 """
@@ -13,6 +17,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,10 +36,12 @@ from swapflow.protocol.v1 import (
     EventType,
     SlotReport,
     Telemetry,
+    battery_topic,
     cabinet_topic,
 )
 from swapflow.settings import Settings
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
+from swapflow.simulator.faults import FaultPlan, FaultStats
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,10 @@ class SimSlot:
     door_open: bool = False
     locked: bool = False
     fault: str | None = None
+    # Command-only cabinets: when (loop time) the pack in the slot reports itself next, and whether that
+    # report announces its arrival (which the `duplicate` fault may send twice).
+    report_at: float | None = None
+    report_announces: bool = False
 
     @property
     def charging(self) -> bool:
@@ -83,7 +94,8 @@ def _now() -> datetime:
 
 
 class SimulatedCabinet:
-    """A cabinet and its firmware. Run `run()` as a task; `ready` is set once its birth is out."""
+    """A cabinet and its firmware. Run `run()` as a task; `ready` is set once it is connected (and, for a
+    reporting cabinet, its birth is out)."""
 
     def __init__(
         self,
@@ -96,6 +108,13 @@ class SimulatedCabinet:
         firmware: str = "1.4.2",
         keepalive_s: int = 15,
         physics_interval_s: float = 1.0,
+        command_only: bool = False,
+        battery_report_interval_s: float = 5.0,
+        insert_report_delay_s: float = 1.0,
+        faults: FaultPlan | None = None,
+        fault_stats: FaultStats | None = None,
+        rng: random.Random | None = None,
+        offline_delay_s: tuple[float, float] = (0.0, 3.0),
     ) -> None:
         self.settings = settings
         self.cabinet_id = cabinet_id
@@ -106,17 +125,31 @@ class SimulatedCabinet:
         self.firmware = firmware
         self.keepalive_s = keepalive_s
         self.physics_interval_s = physics_interval_s
+        self.command_only = command_only
+        """Legacy mode: receive and obey commands, publish nothing of the cabinet's own (no birth, will,
+        telemetry, events or acks); the packs in the slots report on their own topics instead."""
+        self.battery_report_interval_s = battery_report_interval_s
+        """Command-only mode: how often each pack in a slot reports itself."""
+        self.insert_report_delay_s = insert_report_delay_s
+        """Command-only mode: how soon a pack just put in reports itself."""
 
-        # Fault knobs.
+        # Fault knobs, set by hand (tests) or rolled from `faults` (the simulated fleet).
         self.jammed_slots: set[int] = set()
         """open_door on these slots neither opens nor gets an ack (a jammed latch)."""
         self.drop_acks = False
         """Execute commands but never acknowledge them."""
         self.duplicate_events = False
         """Publish every event twice (as a flaky link with QoS 1 redelivery does)."""
+        self.faults = faults
+        """Faults rolled per command, per message and per swap (see `swapflow.simulator.faults`)."""
+        self.fault_stats = fault_stats or FaultStats()
+        """Every fault injected here, knobs included."""
+        self.offline_delay_s = offline_delay_s
+        """How long after a swap starts an `offline` fault cuts the link: a range, drawn from."""
+        self._rng = rng or random.Random()
 
         self.ready = asyncio.Event()
-        """Set while connected, after the birth message is published."""
+        """Set while connected, after the birth message is published (command-only: once subscribed)."""
         self.commands_received = 0
         """Valid commands for this cabinet that reached it, expired and repeated ones included."""
         self._backoff = 0.5
@@ -131,6 +164,8 @@ class SimulatedCabinet:
         # Starts from the clock so seq keeps increasing across restarts of the simulator.
         self._seq = time.time_ns() // 1_000_000
         self._seen_commands: OrderedDict[str, None] = OrderedDict()
+        self._reports_rescheduled = asyncio.Event()
+        self._outage: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ inspection
 
@@ -174,9 +209,12 @@ class SimulatedCabinet:
                     self._backoff = min(self._backoff * 2, 10.0)
         finally:
             physics.cancel()
+            if self._outage is not None:
+                self._outage.cancel()
 
     async def _session(self) -> None:
-        will = aiomqtt.Will(
+        # A command-only cabinet has nothing to say about itself, not even that it went away.
+        will = None if self.command_only else aiomqtt.Will(
             self.topic(Channel.STATE), self.state(online=False).model_dump_json(exclude_none=True), qos=1, retain=True
         )
         async with mqtt_client(self.settings, self._client_id, will=will, keepalive=self.keepalive_s) as client:
@@ -184,11 +222,13 @@ class SimulatedCabinet:
             try:
                 # Subscribed before the birth: once it says "online" the cabinet takes commands.
                 await client.subscribe(self.topic(Channel.COMMANDS), qos=1)
-                await client.publish(self.topic(Channel.STATE), self._json(self.state()), qos=1, retain=True)
+                if not self.command_only:
+                    await client.publish(self.topic(Channel.STATE), self._json(self.state()), qos=1, retain=True)
                 self._client = client
                 self._backoff = 0.5
                 self.ready.set()
-                helpers = [asyncio.create_task(self._telemetry(client)), asyncio.create_task(self._send_outbox(client))]
+                reports = self._battery_reports() if self.command_only else self._telemetry(client)
+                helpers = [asyncio.create_task(reports), asyncio.create_task(self._send_outbox(client))]
                 commands = self.topic(Channel.COMMANDS)
                 async for message in client.messages:
                     # Only our command topic: some brokers (amqtt) also push retained messages others asked for.
@@ -197,7 +237,7 @@ class SimulatedCabinet:
                     payload = message.payload
                     self._on_command(bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload))
             except asyncio.CancelledError:
-                if self._client is not None:
+                if self._client is not None and not self.command_only:
                     await self._say_goodbye(client)
                 raise
             finally:
@@ -229,6 +269,24 @@ class SimulatedCabinet:
     def restore_network(self) -> None:
         """Bring the link back: the cabinet reconnects, publishes its birth and sends what it kept."""
         self._link_up.set()
+
+    def swap_started(self) -> None:
+        """A rider has started a swap here. Rolls the `offline` fault: on a hit the cabinet drops off the
+        network shortly after (mid-swap, see `offline_delay_s`) for the plan's `offline_seconds`, then
+        comes back and announces itself again. Does nothing while an outage is already under way."""
+        if self.faults is None or not self._link_up.is_set() or (self._outage and not self._outage.done()):
+            return
+        if self._fault("offline"):
+            self._outage = asyncio.create_task(self._go_offline(self.faults.offline_seconds))
+
+    async def _go_offline(self, seconds: float) -> None:
+        await asyncio.sleep(self._rng.uniform(*self.offline_delay_s))
+        log.info("%s: injected fault: offline for %.0fs", self.cabinet_id, seconds)
+        self.cut_network()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.restore_network()
 
     async def _physics(self) -> None:
         loop = asyncio.get_running_loop()
@@ -264,6 +322,39 @@ class SimulatedCabinet:
             except aiomqtt.MqttError as exc:
                 log.debug("%s: telemetry not sent (%s)", self.cabinet_id, exc)
             await asyncio.sleep(self.telemetry_interval_s)
+
+    async def _battery_reports(self) -> None:
+        """Command-only mode: each pack in a slot reports itself every `battery_report_interval_s`, and
+        `insert_report_delay_s` after it was put in. Runs while connected: a pack's periodic report is
+        not worth keeping through an outage, its next one says the same."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for slot in self.slots.values():
+                if slot.battery is None:
+                    continue
+                if slot.report_at is None:  # spread the first reports: a fleet started together is not in lockstep
+                    slot.report_at = now + self._rng.uniform(0, self.battery_report_interval_s)
+                if slot.report_at <= now:
+                    self._report_battery(slot.battery, slot, announces=slot.report_announces)
+                    slot.report_at, slot.report_announces = now + self.battery_report_interval_s, False
+            due = [slot.report_at for slot in self.slots.values()
+                   if slot.battery is not None and slot.report_at is not None]
+            self._reports_rescheduled.clear()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(max(min(due, default=now + self.battery_report_interval_s) - now, 0.0)):
+                    await self._reports_rescheduled.wait()
+
+    def _report_battery(self, battery: SimBattery, slot: SimSlot | None, *, announces: bool) -> None:
+        """Publish the pack's own report: in `slot`, or out of any cabinet. A report that announces a
+        change (put in, taken out) may be duplicated like an event."""
+        telemetry = battery.telemetry(cabinet_id=self.cabinet_id if slot else None,
+                                      slot_no=slot.slot_no if slot else None)
+        # Nulls kept: "cabinet_id": null is how a pack says it is out of any cabinet.
+        payload = telemetry.model_dump_json().encode()
+        copies = 2 if announces and self._fault("duplicate", forced=self.duplicate_events) else 1
+        for _ in range(copies):
+            self._send(battery_topic(self.settings.mqtt_topic_prefix, battery.serial), payload)
 
     async def _send_outbox(self, client: aiomqtt.Client) -> None:
         while True:
@@ -314,7 +405,7 @@ class SimulatedCabinet:
             self._ack(command, ok=False, error="unknown_slot")
             return
         if action is CommandAction.OPEN_DOOR:
-            if slot.slot_no in self.jammed_slots:
+            if self._fault("jam", forced=slot.slot_no in self.jammed_slots):
                 log.info("%s: slot %d is jammed; open_door %s goes unanswered",
                          self.cabinet_id, slot.slot_no, command.command_id)
                 return
@@ -342,7 +433,7 @@ class SimulatedCabinet:
     def _ack(
         self, command: Command, *, ok: bool, error: str | None = None, result: BatteryReading | None = None
     ) -> None:
-        if self.drop_acks:
+        if self.command_only or self._fault("drop_ack", forced=self.drop_acks):
             return
         ack = CommandAck(command_id=command.command_id, cabinet_id=self.cabinet_id, ok=ok, ts=_now(),
                          error=error, result=result)
@@ -360,6 +451,10 @@ class SimulatedCabinet:
             raise PhysicalActionError(f"{self.cabinet_id} slot {slot_no}: already holds {slot.battery.serial}")
         slot.battery = battery
         self._emit(EventType.BATTERY_INSERTED, slot_no, battery=battery.reading())
+        if self.command_only:
+            slot.report_at = asyncio.get_running_loop().time() + self.insert_report_delay_s
+            slot.report_announces = True
+            self._reports_rescheduled.set()
         await self._shut_door(slot, door_close_delay_s)
 
     async def take_battery(self, slot_no: int, *, door_close_delay_s: float = 0.0) -> SimBattery:
@@ -372,8 +467,12 @@ class SimulatedCabinet:
         if battery is None:
             raise PhysicalActionError(f"{self.cabinet_id} slot {slot_no}: the slot is empty")
         slot.battery = None
+        slot.report_at, slot.report_announces = None, False
         battery.current_a = 0.0
         self._emit(EventType.BATTERY_REMOVED, slot_no, battery_serial=battery.serial)
+        if self.command_only:
+            # Kept in the outbox through an outage: this one report is the evidence the pack left.
+            self._report_battery(battery, None, announces=True)
         await self._shut_door(slot, door_close_delay_s)
         return battery
 
@@ -400,6 +499,8 @@ class SimulatedCabinet:
         battery: BatteryReading | None = None,
         battery_serial: str | None = None,
     ) -> None:
+        if self.command_only:
+            return  # legacy hardware has no event channel
         self._event_counter += 1
         event = CabinetEvent(
             event_id=f"{self.cabinet_id}-{self._event_counter}-{uuid.uuid4().hex[:6]}",
@@ -411,8 +512,15 @@ class SimulatedCabinet:
             battery_serial=battery_serial,
         )
         payload = self._json(event)
-        for _ in range(2 if self.duplicate_events else 1):
+        for _ in range(2 if self._fault("duplicate", forced=self.duplicate_events) else 1):
             self._send(self.topic(Channel.EVENTS), payload)
+
+    def _fault(self, name: str, *, forced: bool = False) -> bool:
+        """Whether to inject fault `name` now: forced by a knob, or rolled from the plan. Counted."""
+        hit = forced or (self.faults is not None and self.faults.roll(name, self._rng))
+        if hit:
+            self.fault_stats.count(name)
+        return hit
 
     def _send(self, topic: str, payload: bytes) -> None:
         self._outbox.append((topic, payload))

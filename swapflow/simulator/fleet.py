@@ -1,5 +1,6 @@
-"""A whole simulated network in one process: the reporting cabinets and the riders holding packs, as the
-database describes them at start-up. Re-reads the database on every start, so it survives restarts."""
+"""A whole simulated network in one process: the cabinets (reporting and command-only) and the riders
+holding packs, as the database describes them at start-up, with the faults of a `FaultPlan` injected.
+Re-reads the database on every start, so it survives restarts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from swapflow.db.models import (
 from swapflow.settings import Settings
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
+from swapflow.simulator.faults import FaultPlan, FaultStats
 from swapflow.simulator.riders import RiderStats, SimulatedRider
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,13 @@ class FleetStats:
     stranded: int
     p50_s: float | None
     p95_s: float | None
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    """Faults injected so far, by name (see `swapflow.simulator.faults`)."""
+
+    @property
+    def faults_total(self) -> int:
+        """All faults injected so far."""
+        return sum(self.faults_injected.values())
 
 
 def sim_battery(row: Battery) -> SimBattery:
@@ -64,32 +73,37 @@ async def build_cabinets(
     *,
     charge_speedup: float = DEFAULT_SPEEDUP,
     telemetry_interval_s: float = 10.0,
+    battery_report_interval_s: float = 5.0,
     cabinet_ids: Collection[str] | None = None,
+    faults: FaultPlan | None = None,
+    fault_stats: FaultStats | None = None,
+    seed: int | None = None,
 ) -> dict[str, SimulatedCabinet]:
-    """One simulated cabinet per reporting cabinet in the database (or those named), with the packs its
-    slots hold. Command-only cabinets are left out: they never speak MQTT."""
+    """One simulated cabinet per cabinet in the database (or those named), with the packs its slots hold;
+    command-only cabinets are simulated as such. With `seed`, each cabinet rolls its faults from a stream
+    of its own that depends only on the seed and its id, so a run's fault rates are reproducible."""
     query = (
         select(Slot, Battery)
-        .join(Cabinet, Cabinet.id == Slot.cabinet_id)
         .outerjoin(Battery, Battery.serial == Slot.battery_serial)
-        .where(Cabinet.capability == CabinetCapability.REPORTING)
         .order_by(Slot.cabinet_id, Slot.slot_no)
     )
     if cabinet_ids is not None:
-        query = query.where(Cabinet.id.in_(list(cabinet_ids)))
+        query = query.where(Slot.cabinet_id.in_(list(cabinet_ids)))
     layouts: dict[str, dict[int, SimBattery | None]] = {}
-    firmware: dict[str, str] = {}
+    cabinets: dict[str, Cabinet] = {}
     async with db.sessions() as session:
         for slot, battery in (await session.execute(query)).tuples():
             layouts.setdefault(slot.cabinet_id, {})[slot.slot_no] = sim_battery(battery) if battery else None
-        for cabinet_id, version in await session.execute(
-            select(Cabinet.id, Cabinet.firmware).where(Cabinet.id.in_(list(layouts)))
-        ):
-            firmware[cabinet_id] = version or "1.4.2"
+        for cabinet in await session.scalars(select(Cabinet).where(Cabinet.id.in_(list(layouts)))):
+            cabinets[cabinet.id] = cabinet
+    stats = fault_stats or FaultStats()
     return {
         cabinet_id: SimulatedCabinet(
             settings, cabinet_id, slots, telemetry_interval_s=telemetry_interval_s,
-            charge_speedup=charge_speedup, firmware=firmware[cabinet_id],
+            charge_speedup=charge_speedup, firmware=cabinets[cabinet_id].firmware or "1.4.2",
+            command_only=cabinets[cabinet_id].capability == CabinetCapability.COMMAND_ONLY,
+            battery_report_interval_s=battery_report_interval_s, faults=faults, fault_stats=stats,
+            rng=random.Random(f"{seed}:{cabinet_id}") if seed is not None else None,
         )
         for cabinet_id, slots in layouts.items()
     }
@@ -106,11 +120,15 @@ async def build_riders(
     ride_speedup: float = DEFAULT_SPEEDUP,
     stats: RiderStats | None = None,
     seed: int | None = None,
+    faults: FaultPlan | None = None,
+    fault_stats: FaultStats | None = None,
 ) -> list[SimulatedRider]:
     """Up to `count` active riders who hold a pack, in cities with simulated cabinets, each placed near a
-    random station of their city that has one."""
+    random station of their city that has one. With `seed`, the choice of riders and every rider's
+    randomness (think times, fault rolls) are reproducible."""
     rng = random.Random(seed)
     stats = stats or RiderStats()
+    fault_stats = fault_stats or FaultStats()
     async with db.sessions() as session:
         stations = (await session.execute(
             select(Station.city_code, Station.lat, Station.lon)
@@ -135,11 +153,17 @@ async def build_riders(
             settings.effective_api_url, rider.id, sim_battery(battery),
             lat + rng.uniform(-0.01, 0.01), lon + rng.uniform(-0.01, 0.01), cabinets, http,
             think_time_s=think_time_s, ride_speedup=ride_speedup, stats=stats, rng=random.Random(rng.random()),
+            faults=faults, fault_stats=fault_stats,
         ))
     return riders
 
 
-def fleet_stats(cabinets: dict[str, SimulatedCabinet], riders: list[SimulatedRider], stats: RiderStats) -> FleetStats:
+def fleet_stats(
+    cabinets: dict[str, SimulatedCabinet],
+    riders: list[SimulatedRider],
+    stats: RiderStats,
+    fault_stats: FaultStats | None = None,
+) -> FleetStats:
     """The fleet's counters now."""
     return FleetStats(
         cabinets=len(cabinets),
@@ -153,6 +177,7 @@ def fleet_stats(cabinets: dict[str, SimulatedCabinet], riders: list[SimulatedRid
         stranded=stats.stranded,
         p50_s=stats.percentile(0.5),
         p95_s=stats.percentile(0.95),
+        faults_injected=fault_stats.by_kind() if fault_stats else {},
     )
 
 
@@ -163,21 +188,37 @@ async def run_fleet(
     think_time_s: tuple[float, float] = (5, 20),
     charge_speedup: float = DEFAULT_SPEEDUP,
     telemetry_interval_s: float = 10.0,
+    battery_report_interval_s: float = 5.0,
     stats_callback: Callable[[FleetStats], None] | None = None,
+    faults: str | FaultPlan | None = None,
+    seed: int | None = None,
 ) -> None:
     """Run the simulated cabinets and riders until cancelled. The database is read once at start;
-    after that everything flows through MQTT and the API, as with real hardware."""
+    after that everything flows through MQTT and the API, as with real hardware.
+
+    `faults` is a `FaultPlan` or its string form (`"jam=0.02,no_insert=0.01"`; FaultSpecError when it
+    does not parse). Payment faults in it are left to the sandbox provider's settings. `seed` makes the
+    choice of riders and every fault roll reproducible."""
+    plan = FaultPlan.parse(faults) if isinstance(faults, str) else faults
+    fault_stats = FaultStats()
     rider_stats = RiderStats()
     async with httpx.AsyncClient(timeout=30.0) as http:
         db = Database(settings.effective_database_url, pool_size=2)
         try:
             cabinets = await build_cabinets(settings, db, charge_speedup=charge_speedup,
-                                            telemetry_interval_s=telemetry_interval_s)
+                                            telemetry_interval_s=telemetry_interval_s,
+                                            battery_report_interval_s=battery_report_interval_s,
+                                            faults=plan, fault_stats=fault_stats, seed=seed)
             sim_riders = await build_riders(settings, db, cabinets, http, count=riders, think_time_s=think_time_s,
-                                            ride_speedup=charge_speedup, stats=rider_stats)
+                                            ride_speedup=charge_speedup, stats=rider_stats, seed=seed,
+                                            faults=plan, fault_stats=fault_stats)
         finally:
             await db.dispose()
-        log.info("simulating %d cabinets and %d riders", len(cabinets), len(sim_riders))
+        command_only = sum(1 for c in cabinets.values() if c.command_only)
+        log.info("simulating %d cabinets (%d command-only) and %d riders", len(cabinets), command_only,
+                 len(sim_riders))
+        if plan is not None and plan.rates:
+            log.info("injecting faults: %s", ", ".join(f"{name}={rate:g}" for name, rate in plan.rates.items()))
         async with asyncio.TaskGroup() as tasks:
             for cabinet in cabinets.values():
                 tasks.create_task(cabinet.run())
@@ -187,7 +228,7 @@ async def run_fleet(
             report = stats_callback or _log_stats
             while True:
                 await asyncio.sleep(_STATS_INTERVAL_S)
-                report(fleet_stats(cabinets, sim_riders, rider_stats))
+                report(fleet_stats(cabinets, sim_riders, rider_stats, fault_stats))
 
 
 async def _wait_connected(cabinets: dict[str, SimulatedCabinet]) -> None:
@@ -203,10 +244,13 @@ async def _wait_connected(cabinets: dict[str, SimulatedCabinet]) -> None:
 
 
 def _log_stats(stats: FleetStats) -> None:
+    by_kind = ", ".join(f"{name} {n}" for name, n in stats.faults_injected.items())
     log.info(
-        "fleet: %d/%d cabinets connected, %d riders, %d swaps done, %d failed, %d in flight, p50 %s s, p95 %s s",
-        stats.cabinets_connected, stats.cabinets, stats.riders, stats.swaps_done, stats.swaps_failed,
-        stats.in_flight, _fmt(stats.p50_s), _fmt(stats.p95_s),
+        "fleet: %d/%d cabinets connected, %d riders (%d stranded), %d swaps done, %d failed, %d in flight, "
+        "p50 %s s, p95 %s s, %d faults injected%s",
+        stats.cabinets_connected, stats.cabinets, stats.riders, stats.stranded, stats.swaps_done,
+        stats.swaps_failed, stats.in_flight, _fmt(stats.p50_s), _fmt(stats.p95_s), stats.faults_total,
+        f" ({by_kind})" if by_kind else "",
     )
 
 

@@ -1,6 +1,6 @@
 """Simulated riders: ride, find a cabinet through the rider API, swap, repeat. They act on simulated
 cabinets physically (put the flat pack in, take the charged one out) exactly when the API tells a real
-rider to."""
+rider to, unless a rider fault of the `FaultPlan` makes them do otherwise."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ import httpx
 
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
 from swapflow.simulator.cabinet import PhysicalActionError, SimulatedCabinet
+from swapflow.simulator.faults import RIDER_FAULTS, FaultPlan, FaultStats
 
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"completed", "failed"})
+HOT_PACK_C = 70.0
+"""What a pack reads under the `hot_pack` fault: well past any safety limit."""
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -72,6 +75,10 @@ class SimulatedRider:
         poll_interval_s: float = 0.2,
         swap_timeout_s: float = 600.0,
         rng: random.Random | None = None,
+        faults: FaultPlan | None = None,
+        fault_stats: FaultStats | None = None,
+        slow_insert_s: tuple[float, float] = (5.0, 15.0),
+        door_wait_s: float = 5.0,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.rider_id = rider_id
@@ -87,6 +94,13 @@ class SimulatedRider:
         self.poll_interval_s = poll_interval_s
         self.swap_timeout_s = swap_timeout_s
         self.rng = rng or random.Random()
+        self.faults = faults
+        """Rider faults, rolled once per swap (see `swapflow.simulator.faults`)."""
+        self.fault_stats = fault_stats or FaultStats()
+        self.slow_insert_s = slow_insert_s
+        """How long a `slow_insert` rider dawdles before putting the pack in: a range, drawn from."""
+        self.door_wait_s = door_wait_s
+        """How long a rider told to use a door waits for it to open before giving up on it."""
 
     async def run(self) -> None:
         """Ride and swap until cancelled, or until left without a pack. Never raises otherwise."""
@@ -123,7 +137,10 @@ class SimulatedRider:
         try:
             swap = await self._start_swap(cabinet_id)
             if swap is not None:
-                swap = await self._follow(swap, self.cabinets[cabinet_id])
+                cabinet = self.cabinets[cabinet_id]
+                if swap.get("status") not in TERMINAL:
+                    cabinet.swap_started()
+                swap = await self._follow(swap, cabinet)
         finally:
             self.stats.in_flight -= 1
         if swap is None:
@@ -150,10 +167,11 @@ class SimulatedRider:
 
     async def _pick_cabinet(self) -> str | None:
         found = await self._request("GET", "/v1/cabinets", params={"near": f"{self.lat},{self.lon}", "limit": 10})
+        # A command-only cabinet never reports itself online: its doors are trusted to the commands.
         usable = [
             c["id"] for c in found
-            if c.get("id") in self.cabinets and c.get("online") and c.get("ready_batteries", 0) > 0
-            and c.get("free_slots", 0) > 0
+            if c.get("id") in self.cabinets and (c.get("online") or c.get("capability") == "command_only")
+            and c.get("ready_batteries", 0) > 0 and c.get("free_slots", 0) > 0
         ]
         # Usually the nearest, sometimes the next: real riders do not all queue at one cabinet.
         return self.rng.choice(usable[:2]) if usable else None
@@ -179,6 +197,7 @@ class SimulatedRider:
         """Poll the swap and act at the doors until it ends (or the rider gives up waiting)."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.swap_timeout_s
+        faults = self._roll_faults()
         returned: SimBattery | None = None
         tried_return = took_charged = False
         while True:
@@ -187,19 +206,18 @@ class SimulatedRider:
             # and rollback, which is what a real rider would see.
             if stage == "return_door_open" and not tried_return and self.battery is not None:
                 tried_return = True
-                try:
-                    await cabinet.insert_battery(swap.get("return_slot_no"), self.battery,
-                                                 door_close_delay_s=self._hand_time())
-                    returned, self.battery = self.battery, None
-                except PhysicalActionError as exc:
-                    log.warning("rider %s: %s", self.rider_id, exc)
+                returned = await self._return_pack(cabinet, swap.get("return_slot_no"), faults)
             elif stage == "charged_door_open" and not took_charged:
                 took_charged = True
-                try:
-                    self.battery = await cabinet.take_battery(swap.get("charged_slot_no"),
-                                                              door_close_delay_s=self._hand_time())
-                except PhysicalActionError as exc:
-                    log.warning("rider %s: %s", self.rider_id, exc)
+                if self._inject("walk_away", faults):
+                    log.info("rider %s: walks away without the charged pack (injected fault)", self.rider_id)
+                else:
+                    try:
+                        slot_no = swap.get("charged_slot_no")
+                        await self._door_opens(cabinet, slot_no)
+                        self.battery = await cabinet.take_battery(slot_no, door_close_delay_s=self._hand_time())
+                    except PhysicalActionError as exc:
+                        log.warning("rider %s: %s", self.rider_id, exc)
             if returned is not None and self.battery is None and stage in ("compensating", "failed"):
                 await self._take_back(cabinet, swap.get("return_slot_no"), returned)
             if status in TERMINAL:
@@ -216,6 +234,53 @@ class SimulatedRider:
                 swap = await self._request("GET", f"/v1/swaps/{swap['id']}")
             except HttpFailure as exc:
                 log.warning("rider %s: polling swap %s failed: %s", self.rider_id, swap.get("id"), exc)
+
+    def _roll_faults(self) -> frozenset[str]:
+        """The rider faults that will strike this swap (each is counted once it takes effect)."""
+        if self.faults is None:
+            return frozenset()
+        return frozenset(name for name in RIDER_FAULTS if self.faults.roll(name, self.rng))
+
+    def _inject(self, name: str, faults: frozenset[str]) -> bool:
+        """Whether fault `name` strikes now; counted when it does."""
+        if name not in faults:
+            return False
+        self.fault_stats.count(name)
+        return True
+
+    async def _return_pack(self, cabinet: SimulatedCabinet, slot_no: Any, faults: frozenset[str]) -> SimBattery | None:
+        """Put the flat pack into the return slot, or not, as this swap's faults say. Returns the rider's
+        own pack when it went into the cabinet, None when the rider still holds it."""
+        if self._inject("no_insert", faults):
+            log.info("rider %s: walks away without returning the pack (injected fault)", self.rider_id)
+            return None
+        assert self.battery is not None
+        if self._inject("slow_insert", faults):
+            await asyncio.sleep(self.rng.uniform(*self.slow_insert_s))
+        pack = self.battery
+        if self._inject("wrong_pack", faults):
+            # A pack that is not ours; the rider keeps theirs in the bag.
+            pack = SimBattery(f"FAKE-{self.rng.getrandbits(32):08x}", soc=round(self.rng.uniform(5, 30), 1))
+        elif self._inject("hot_pack", faults):
+            pack.temperature_c = HOT_PACK_C
+        try:
+            await self._door_opens(cabinet, slot_no)
+            await cabinet.insert_battery(slot_no, pack, door_close_delay_s=self._hand_time())
+        except PhysicalActionError as exc:
+            log.warning("rider %s: %s", self.rider_id, exc)
+            return None
+        if pack is not self.battery:
+            return None
+        self.battery = None
+        return pack
+
+    async def _door_opens(self, cabinet: SimulatedCabinet, slot_no: Any) -> None:
+        """Give the door a moment to open. A command-only cabinet cannot confirm its door, so the API
+        sends the rider to it as soon as the command is out; a real rider waits for the latch to pop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.door_wait_s
+        while not cabinet.door_open(slot_no) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     def _hand_time(self) -> float:
         """How long a rider takes to shut the door after handling the pack."""

@@ -3,10 +3,10 @@ activity arguments. Imported by the worker, the API and the device adapter; hold
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
 from swapflow.protocol.v1 import BatteryReading, CommandAction
@@ -48,6 +48,12 @@ class DeviceSignal(_Model):
     battery_serial: str | None = None
     fault_code: str | None = None
     in_slot: bool | None = None  # BATTERY_REPORT: whether the pack is now in `slot_no`
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # Timestamps are compared across messages: a naive one is taken as UTC, never as local time.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def swap_workflow_id(order_id: str) -> str:

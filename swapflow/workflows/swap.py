@@ -51,11 +51,14 @@ with workflow.unsafe.imports_passed_through():
         SwapStep,
     )
 
-# Short database steps: retried quickly, given up after a bound so the swap can compensate.
+# Short database steps: retried quickly, given up after a bound (about a minute) so the swap can
+# compensate. The bound is in attempts, not a schedule-to-close timeout: local activity deadlines are
+# kept on the worker's clock, and a schedule-to-close taken from a server clock that runs ahead (the
+# time-skipping test server does) crashes the SDK core.
 DB_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
-    "schedule_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5),
+                                maximum_attempts=15),
 }
 # Compensations must happen, however long the outage: retried without a bound.
 MUST_COMPLETE: dict[str, Any] = {
@@ -64,9 +67,8 @@ MUST_COMPLETE: dict[str, Any] = {
 }
 PAYMENT_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
-    "schedule_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
-                                non_retryable_error_types=["PaymentDeclined"]),
+                                maximum_attempts=12, non_retryable_error_types=["PaymentDeclined"]),
 }
 
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.VALIDATED, SwapStage.RESERVED, SwapStage.PAID})
@@ -111,6 +113,7 @@ class SwapWorkflow:
         self._return_slot: int | None = None
         self._charged_slot: int | None = None
         self._returned = False  # the flat pack is in the cabinet
+        self._removed: DeviceSignal | None = None  # the charged pack's removal event
         self._online = True
         self._seen: set[str] = set()
         self._acks: dict[str, DeviceSignal] = {}
@@ -276,7 +279,7 @@ class SwapWorkflow:
             return report.battery
         inserted = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_INSERTED, slot),
                                         request.return_insert_timeout_s, "battery_not_returned_in_time")
-        await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot),
+        await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot, after=inserted),
                              request.return_insert_timeout_s, "return_door_not_closed")
         # The cabinet reads the pack's BMS as it goes in; ask for a reading only if it sent none.
         reading = inserted.battery or (await self._command(CommandAction.READ_BMS, slot)).battery
@@ -287,16 +290,19 @@ class SwapWorkflow:
     async def _charged_pack_taken(self) -> None:
         request, slot = self._request, self._slot(SlotRole.CHARGED)
         if self._reporting:
-            await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
-                                 request.charged_take_timeout_s, "charged_battery_not_taken")
+            self._removed = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
+                                                 request.charged_take_timeout_s, "charged_battery_not_taken")
         else:
             await self._wait_for(lambda: self._report(slot, in_slot=False),
                                  request.charged_take_timeout_s, "charged_take_not_confirmed")
 
     # ---------------------------------------------------------------------------------- waiting
 
-    def _event(self, kind: DeviceSignalKind, slot_no: int) -> DeviceSignal | None:
-        return next((e for e in self._events if e.kind == kind and e.slot_no == slot_no), None)
+    def _event(self, kind: DeviceSignalKind, slot_no: int, *, after: DeviceSignal | None = None) -> DeviceSignal | None:
+        """The first `kind` event of the slot; with `after`, the first the cabinet stamped no earlier than it
+        (a door closing before the pack went in does not close the door behind it)."""
+        return next((e for e in self._events if e.kind == kind and e.slot_no == slot_no
+                     and (after is None or e.at >= after.at)), None)
 
     def _report(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
         return next((e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
@@ -366,9 +372,9 @@ class SwapWorkflow:
     async def _command_best_effort(self, action: CommandAction, slot_no: int) -> None:
         """A command whose failure must not change how the swap ends (it is logged as a step)."""
         try:
-            if self._reporting:
+            if self._reporting and self._online:
                 await self._command(action, slot_no)
-            else:
+            else:  # nobody to hear it now: it waits on the broker until its deadline
                 await self._send(action, slot_no)
         except SwapFailed as failed:
             self._step(action.value, "failed", failed.reason)
@@ -376,8 +382,8 @@ class SwapWorkflow:
     async def _door_closed_or_close(self, slot_no: int, timeout_s: float) -> None:
         """The swap ends with the door shut: wait for the rider to close it, else close it by command."""
         try:
-            await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot_no), timeout_s,
-                                 "door_left_open")
+            await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot_no, after=self._removed),
+                                 timeout_s, "door_left_open")
         except SwapFailed:
             await self._command_best_effort(CommandAction.CLOSE_DOOR, slot_no)
 

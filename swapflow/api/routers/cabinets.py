@@ -41,7 +41,8 @@ def parse_near(near: str) -> tuple[float, float]:
 
 def _status_query(settings: Settings) -> Select[Any]:
     """Cabinets with their station and live counts of ready packs and free slots."""
-    usable = and_(Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None))
+    usable = and_(Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None),
+                  Slot.out_of_service.is_(None))
     ready = and_(usable, Battery.status == BatteryStatus.IN_SERVICE, Battery.soc >= settings.ready_soc_threshold,
                  Battery.soh >= settings.min_soh)
     return (
@@ -102,5 +103,6 @@ async def get_cabinet(cabinet_id: str, session: SessionDep, settings: SettingsDe
     return CabinetDetail(
         **_summary(cabinet, station, ready, free, None).model_dump(),
         slots=[SlotView(slot_no=s.slot_no, door=s.door, battery_serial=s.battery_serial, charging=s.charging,
-                        locked=s.locked, fault=s.fault, reserved=s.reserved_order_id is not None) for s in slots],
+                        locked=s.locked, fault=s.fault, out_of_service=s.out_of_service,
+                        reserved=s.reserved_order_id is not None) for s in slots],
     )

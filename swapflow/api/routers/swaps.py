@@ -76,7 +76,7 @@ async def start_swap(
     if order.status == SwapStatus.IN_PROGRESS:
         request = SwapRequest(
             order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
-            command_ack_timeout_s=settings.command_ack_timeout_s,
+            command_ack_timeout_s=settings.command_ack_timeout_s, command_attempts=settings.command_attempts,
             return_insert_timeout_s=settings.return_insert_timeout_s,
             charged_take_timeout_s=settings.charged_take_timeout_s,
             offline_grace_s=settings.offline_grace_s,

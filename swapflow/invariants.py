@@ -1,0 +1,396 @@
+"""Checks that the database keeps the brief's invariants: every battery has exactly one custodian and a
+recorded custody trail (invariant 1), every movement of money is balanced and every failed swap that
+took money was refunded exactly once (invariant 2), and no swap is left half done.
+
+The rules are checked in SQL by queries that aggregate in the database and return only the rows that
+break a rule, so checking a network of 100k batteries and a million ledger postings moves violations,
+not data. All queries read one snapshot: swaps running meanwhile are never seen between two states.
+Rules are cut so that one mistake is reported once, under the rule that names it best.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Subquery,
+    and_,
+    case,
+    cast,
+    distinct,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+
+from swapflow.db.engine import Database, is_sqlite
+from swapflow.db.models import (
+    Battery,
+    CustodianKind,
+    CustodyEvent,
+    LedgerPosting,
+    LedgerTransaction,
+    SandboxPayment,
+    Slot,
+    SwapOrder,
+    SwapStatus,
+    as_utc,
+    utcnow,
+)
+from swapflow.ledger import DEFERRED_REVENUE
+
+
+class Rule(StrEnum):
+    """Stable ids of the rules, `<area>.<what is wrong>`."""
+
+    # A battery's custodian kind is not a CustodianKind, or its reference is empty.
+    CUSTODY_NO_CUSTODIAN = "custody.no_custodian"
+    # A battery in a slot's custody is not held by exactly that slot (held by none, or by another).
+    CUSTODY_SLOT_MISMATCH = "custody.slot_mismatch"
+    # A battery in a rider's custody is held by a slot.
+    CUSTODY_RIDER_IN_SLOT = "custody.rider_in_slot"
+    # A slot holds a battery that is neither in its custody nor quarantined in it (and not a slot's or
+    # a rider's battery, which the two rules above report).
+    CUSTODY_SLOT_OCCUPANT = "custody.slot_occupant"
+    # A rider holds more than one battery.
+    CUSTODY_RIDER_HOLDS_MANY = "custody.rider_holds_many"
+    # A battery has no custody event at all.
+    CUSTODY_NO_EVENTS = "custody.no_events"
+    # A battery's latest custody event does not end at its current custodian.
+    CUSTODY_LATEST_EVENT_MISMATCH = "custody.latest_event_mismatch"
+    # A custody event does not start where the battery's previous event ended.
+    CUSTODY_CHAIN_GAP = "custody.chain_gap"
+
+    # A ledger transaction's postings do not sum to zero in some currency.
+    LEDGER_UNBALANCED = "ledger.unbalanced"
+    # A ledger transaction has fewer than two postings.
+    LEDGER_TOO_FEW_POSTINGS = "ledger.too_few_postings"
+
+    # A swap has more than one charge.
+    MONEY_DOUBLE_CHARGE = "money.double_charge"
+    # A completed swap has no charge.
+    MONEY_UNCHARGED_COMPLETION = "money.uncharged_completion"
+    # A swap's revenue was not recognised exactly once if it completed (with a price), or was recognised
+    # although it did not complete.
+    MONEY_REVENUE_COUNT = "money.revenue_count"
+    # A completed swap was refunded.
+    MONEY_REFUND_ON_COMPLETED = "money.refund_on_completed"
+    # A swap was refunded more than once.
+    MONEY_MULTIPLE_REFUNDS = "money.multiple_refunds"
+    # A failed swap was charged and never refunded.
+    MONEY_UNREFUNDED_FAILURE = "money.unrefunded_failure"
+    # A failed swap was refunded less than it was charged.
+    MONEY_PARTIAL_REFUND = "money.partial_refund"
+    # A swap's refunds exceed its charges.
+    MONEY_OVER_REFUND = "money.over_refund"
+    # For a finished swap, the payment provider's capture or refunded amount differs from the ledger's.
+    MONEY_PROVIDER_MISMATCH = "money.provider_mismatch"
+    # A finished swap still holds a deferred-revenue balance no other money rule explains.
+    MONEY_DEFERRED_BALANCE = "money.deferred_balance"
+
+    # A swap has been in progress for longer than `stuck_after`.
+    SWAP_STUCK = "swap.stuck"
+    # A completed swap does not record the returned or the issued battery.
+    SWAP_MISSING_BATTERIES = "swap.missing_batteries"
+    # A slot is reserved by a swap that finished, or that does not exist.
+    SWAP_STALE_RESERVATION = "swap.stale_reservation"
+
+
+class Violation(BaseModel):
+    """One broken rule: which rule, what it is about (a battery serial, slot ref, rider, swap order or
+    ledger transaction key) and what was found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: Rule
+    subject: str
+    detail: str
+
+
+class InvariantReport(BaseModel):
+    """The outcome of one check: how much was checked and every violation found."""
+
+    checked_at: datetime
+    batteries: int
+    slots: int
+    custody_events: int
+    ledger_transactions: int
+    ledger_postings: int
+    swaps: int
+    violations: list[Violation]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every invariant holds."""
+        return not self.violations
+
+
+# Ledger transaction kinds the swap activities post (swapflow.activities.payments and .swap_records).
+CHARGE, REFUND, REVENUE = "swap_charge", "swap_refund", "swap_revenue"
+FINISHED = (SwapStatus.COMPLETED, SwapStatus.FAILED)
+
+# A slot's custodian reference, `<cabinet_id>/<slot_no>` (swapflow.db.seed.slot_ref), in SQL.
+SLOT_REF = Slot.cabinet_id + literal("/") + cast(Slot.slot_no, String)
+
+
+def _charge_key(order_id: QueryableAttribute[str | None]) -> ColumnElement[str]:
+    """The key of a swap's charge, at the provider and in the ledger (activities.payments.charge_key), in SQL."""
+    return literal("swap:") + order_id + literal(":charge")
+
+
+async def check_invariants(db: Database, *, stuck_after: timedelta | None = None) -> InvariantReport:
+    """Check every rule of `Rule` against the database. A swap in progress is stuck once it is older
+    than `stuck_after`; without it, no swap counts as stuck."""
+    checked_at = utcnow()
+    async with db.sessions() as session:
+        if not is_sqlite(db.url):
+            # One snapshot for every query (SQLite's read transaction already is one, in WAL mode).
+            await session.connection(
+                execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        violations = [
+            *await _custody(session),
+            *await _ledger(session),
+            *await _money(session),
+            *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
+        ]
+        counts = {
+            name: await session.scalar(select(func.count()).select_from(model)) or 0
+            for name, model in (("batteries", Battery), ("slots", Slot), ("custody_events", CustodyEvent),
+                                ("ledger_transactions", LedgerTransaction), ("ledger_postings", LedgerPosting),
+                                ("swaps", SwapOrder))
+        }
+    return InvariantReport(checked_at=checked_at, violations=sorted(violations, key=lambda v: (v.rule, v.subject)),
+                           **counts)
+
+
+# ------------------------------------------------------------------------------------------ custody
+
+
+async def _custody(session: AsyncSession) -> list[Violation]:
+    found: list[Violation] = []
+
+    no_custodian = await session.execute(
+        select(Battery.serial, Battery.custodian_kind, Battery.custodian_ref).where(or_(
+            Battery.custodian_kind.not_in(list(CustodianKind)), func.trim(Battery.custodian_ref) == "")))
+    found += [Violation(rule=Rule.CUSTODY_NO_CUSTODIAN, subject=serial, detail=f"custodian {kind!r} {ref!r}")
+              for serial, kind, ref in no_custodian]
+
+    slot_mismatch = await session.execute(
+        select(Battery.serial, Battery.custodian_ref, SLOT_REF)
+        .outerjoin(Slot, Slot.battery_serial == Battery.serial)
+        .where(Battery.custodian_kind == CustodianKind.SLOT, or_(Slot.id.is_(None), SLOT_REF != Battery.custodian_ref)))
+    found += [Violation(rule=Rule.CUSTODY_SLOT_MISMATCH, subject=serial,
+                        detail=f"custodian is slot {ref}, but " + ("no slot holds it" if held_by is None
+                                                                  else f"slot {held_by} holds it"))
+              for serial, ref, held_by in slot_mismatch]
+
+    # Every other occupant breaks the slot's custody: a slot's battery in the wrong slot is reported
+    # above, a rider's battery as such, anything else (ops, retired, quarantined elsewhere) as the slot's.
+    occupants = await session.execute(
+        select(SLOT_REF, Battery.serial, Battery.custodian_kind, Battery.custodian_ref)
+        .join(Battery, Battery.serial == Slot.battery_serial)
+        .where(Battery.custodian_kind != CustodianKind.SLOT,
+               not_(and_(Battery.custodian_kind == CustodianKind.QUARANTINE, Battery.custodian_ref == SLOT_REF))))
+    for slot, serial, kind, ref in occupants:
+        if kind == CustodianKind.RIDER:
+            found.append(Violation(rule=Rule.CUSTODY_RIDER_IN_SLOT, subject=serial,
+                                   detail=f"in rider {ref}'s custody, but slot {slot} holds it"))
+        else:
+            found.append(Violation(rule=Rule.CUSTODY_SLOT_OCCUPANT, subject=slot,
+                                   detail=f"holds {serial}, whose custodian is {kind} {ref}"))
+
+    riders_with_many = (select(Battery.custodian_ref).where(Battery.custodian_kind == CustodianKind.RIDER)
+                        .group_by(Battery.custodian_ref).having(func.count() > 1))
+    held: dict[str, list[str]] = {}
+    for rider, serial in await session.execute(
+            select(Battery.custodian_ref, Battery.serial)
+            .where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref.in_(riders_with_many))
+            .order_by(Battery.serial)):
+        held.setdefault(rider, []).append(serial)
+    found += [Violation(rule=Rule.CUSTODY_RIDER_HOLDS_MANY, subject=rider, detail=f"holds {', '.join(serials)}")
+              for rider, serials in held.items()]
+
+    no_events = await session.scalars(
+        select(Battery.serial).where(~exists().where(CustodyEvent.battery_serial == Battery.serial)))
+    found += [Violation(rule=Rule.CUSTODY_NO_EVENTS, subject=serial, detail="no custody event recorded")
+              for serial in no_events]
+
+    latest = select(func.max(CustodyEvent.id).label("id")).group_by(CustodyEvent.battery_serial).subquery()
+    mismatched = await session.execute(
+        select(Battery.serial, CustodyEvent.key, CustodyEvent.to_kind, CustodyEvent.to_ref, Battery.custodian_kind,
+               Battery.custodian_ref)
+        .join(latest, latest.c.id == CustodyEvent.id)
+        .join(Battery, Battery.serial == CustodyEvent.battery_serial)
+        .where(or_(CustodyEvent.to_kind != Battery.custodian_kind, CustodyEvent.to_ref != Battery.custodian_ref)))
+    found += [Violation(rule=Rule.CUSTODY_LATEST_EVENT_MISMATCH, subject=serial,
+                        detail=f"latest event {key} ends at {to_kind} {to_ref}, custodian is {kind} {ref}")
+              for serial, key, to_kind, to_ref, kind, ref in mismatched]
+
+    window = {"partition_by": CustodyEvent.battery_serial, "order_by": CustodyEvent.id}
+    chained = select(
+        CustodyEvent.battery_serial, CustodyEvent.key, CustodyEvent.from_kind, CustodyEvent.from_ref,
+        func.lag(CustodyEvent.key).over(**window).label("prev_key"),
+        func.lag(CustodyEvent.to_kind).over(**window).label("prev_kind"),
+        func.lag(CustodyEvent.to_ref).over(**window).label("prev_ref"),
+    ).subquery()
+    gaps = await session.execute(
+        select(chained).where(chained.c.prev_key.is_not(None), or_(chained.c.from_kind != chained.c.prev_kind,
+                                                                    chained.c.from_ref != chained.c.prev_ref)))
+    found += [Violation(rule=Rule.CUSTODY_CHAIN_GAP, subject=serial,
+                        detail=f"{key} starts at {from_kind} {from_ref}, {prev_key} ended at {prev_kind} {prev_ref}")
+              for serial, key, from_kind, from_ref, prev_key, prev_kind, prev_ref in gaps]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ ledger
+
+
+async def _ledger(session: AsyncSession) -> list[Violation]:
+    totals = (select(LedgerPosting.transaction_id, LedgerPosting.currency,
+                     func.sum(LedgerPosting.amount_minor).label("total"))
+              .group_by(LedgerPosting.transaction_id, LedgerPosting.currency)
+              .having(func.sum(LedgerPosting.amount_minor) != 0).subquery())
+    unbalanced = await session.execute(
+        select(LedgerTransaction.key, totals.c.currency, totals.c.total)
+        .join(totals, totals.c.transaction_id == LedgerTransaction.id))
+    found = [Violation(rule=Rule.LEDGER_UNBALANCED, subject=key, detail=f"postings sum to {total} {currency}")
+             for key, currency, total in unbalanced]
+
+    counts = (select(LedgerPosting.transaction_id, func.count().label("postings"))
+              .group_by(LedgerPosting.transaction_id).subquery())
+    postings = func.coalesce(counts.c.postings, 0)
+    too_few = await session.execute(
+        select(LedgerTransaction.key, postings)
+        .outerjoin(counts, counts.c.transaction_id == LedgerTransaction.id).where(postings < 2))
+    found += [Violation(rule=Rule.LEDGER_TOO_FEW_POSTINGS, subject=key, detail=f"{n} posting(s)")
+              for key, n in too_few]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ money
+
+
+def _swap_ledger() -> Subquery:
+    """Per swap order, from its ledger transactions: how many charges, refunds and revenue recognitions,
+    how much was charged and refunded (a transaction's amount is the sum of its debits), and how much
+    by the charge under the swap's own key, the one the payment provider knows."""
+    debit = case((LedgerPosting.amount_minor > 0, LedgerPosting.amount_minor), else_=0)
+
+    def count(kind: str) -> ColumnElement[int]:
+        return func.count(distinct(case((LedgerTransaction.kind == kind, LedgerTransaction.id))))
+
+    def amount(*conditions: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((and_(*conditions), debit), else_=0)), 0)
+
+    is_charge, is_refund = LedgerTransaction.kind == CHARGE, LedgerTransaction.kind == REFUND
+    own_key = LedgerTransaction.key == _charge_key(LedgerTransaction.order_id)
+    return (
+        select(LedgerTransaction.order_id, count(CHARGE).label("charges"), amount(is_charge).label("charged"),
+               amount(is_charge, own_key).label("charged_by_key"), count(REFUND).label("refunds"),
+               amount(is_refund).label("refunded"), count(REVENUE).label("revenues"))
+        # Outer: a transaction without postings still counts.
+        .outerjoin(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
+        .where(LedgerTransaction.order_id.is_not(None), LedgerTransaction.kind.in_((CHARGE, REFUND, REVENUE)))
+        .group_by(LedgerTransaction.order_id)
+        .subquery()
+    )
+
+
+async def _money(session: AsyncSession) -> list[Violation]:
+    ledger = _swap_ledger()
+    # Orders without ledger transactions join as NULLs: zero of everything.
+    charges, charged, charged_by_key, refunds, refunded, revenues = (
+        func.coalesce(ledger.c[name], 0).label(name)
+        for name in ("charges", "charged", "charged_by_key", "refunds", "refunded", "revenues"))
+    completed, failed = SwapOrder.status == SwapStatus.COMPLETED, SwapOrder.status == SwapStatus.FAILED
+    expected_revenues = case((and_(completed, SwapOrder.price_minor > 0), 1), else_=0)
+    # Each rule: the condition a swap order breaks it by, and the detail, formatted from the order's row.
+    rules: dict[Rule, tuple[ColumnElement[bool], str]] = {
+        Rule.MONEY_DOUBLE_CHARGE: (charges > 1, "charged {charges} times, {charged} {currency} in all"),
+        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0), "completed without a charge"),
+        Rule.MONEY_REVENUE_COUNT: (revenues != expected_revenues,
+                                   "{status} swap with {revenues} revenue transaction(s), expected {expected}"),
+        Rule.MONEY_REFUND_ON_COMPLETED: (and_(completed, refunds > 0), "completed swap refunded {refunded} {currency}"),
+        Rule.MONEY_MULTIPLE_REFUNDS: (refunds > 1, "refunded {refunds} times, {refunded} {currency} in all"),
+        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charges > 0, refunds == 0),
+                                        "failed swap charged {charged} {currency}, never refunded"),
+        Rule.MONEY_PARTIAL_REFUND: (and_(failed, refunds > 0, refunded < charged),
+                                    "failed swap charged {charged}, refunded only {refunded} {currency}"),
+        Rule.MONEY_OVER_REFUND: (refunded > charged, "refunded {refunded}, charged only {charged} {currency}"),
+        # Against the charge under the provider's key, not the order's total, which a double charge reports.
+        Rule.MONEY_PROVIDER_MISMATCH: (
+            and_(SwapOrder.status.in_(FINISHED), SandboxPayment.id.is_not(None),
+                 or_(charged_by_key != SandboxPayment.amount_minor, refunded != SandboxPayment.refunded_minor)),
+            "provider captured {captured} and refunded {provider_refunded} {currency}; "
+            "ledger charged {charged_by_key} and refunded {refunded}"),
+    }
+    swap_ledger = (
+        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"), charges,
+               charged, charged_by_key, refunds, refunded, revenues, expected_revenues.label("expected"),
+               SandboxPayment.amount_minor.label("captured"), SandboxPayment.refunded_minor.label("provider_refunded"),
+               *(condition.label(rule.name) for rule, (condition, _) in rules.items()))
+        .outerjoin(ledger, ledger.c.order_id == SwapOrder.id)
+        .outerjoin(SandboxPayment, and_(SandboxPayment.idempotency_key == _charge_key(SwapOrder.id),
+                                        SandboxPayment.status == "captured"))
+        .where(or_(*(condition for condition, _ in rules.values())))
+    )
+    found: list[Violation] = []
+    for row in (await session.execute(swap_ledger)).mappings():
+        found += [Violation(rule=rule, subject=row["id"], detail=detail.format(**row))
+                  for rule, (_, detail) in rules.items() if row[rule.name]]
+
+    # A balance left in deferred revenue is the sum of what went wrong; report it only when no rule
+    # above already names the order, so one mistake is one violation.
+    named = {v.subject for v in found}
+    balance = func.sum(LedgerPosting.amount_minor)
+    deferred = await session.execute(
+        select(LedgerTransaction.order_id, LedgerPosting.currency, balance)
+        .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
+        .join(SwapOrder, SwapOrder.id == LedgerTransaction.order_id)
+        .where(LedgerPosting.account == DEFERRED_REVENUE, SwapOrder.status.in_(FINISHED))
+        .group_by(LedgerTransaction.order_id, LedgerPosting.currency).having(balance != 0))
+    found += [Violation(rule=Rule.MONEY_DEFERRED_BALANCE, subject=order,
+                        detail=f"finished swap holds {amount} {currency} in {DEFERRED_REVENUE}")
+              for order, currency, amount in deferred if order not in named]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ swaps
+
+
+async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[Violation]:
+    found: list[Violation] = []
+    if stuck_before is not None:
+        stuck = await session.execute(
+            select(SwapOrder.id, SwapOrder.stage, SwapOrder.created_at)
+            .where(SwapOrder.status == SwapStatus.IN_PROGRESS, SwapOrder.created_at < stuck_before))
+        found += [Violation(rule=Rule.SWAP_STUCK, subject=order,
+                            detail=f"in progress since {as_utc(created).isoformat()}, at stage {stage}")
+                  for order, stage, created in stuck]
+
+    incomplete = await session.execute(
+        select(SwapOrder.id, SwapOrder.returned_battery_serial, SwapOrder.issued_battery_serial)
+        .where(SwapOrder.status == SwapStatus.COMPLETED,
+               or_(SwapOrder.returned_battery_serial.is_(None), SwapOrder.issued_battery_serial.is_(None))))
+    found += [Violation(rule=Rule.SWAP_MISSING_BATTERIES, subject=order,
+                        detail=f"completed with returned battery {returned}, issued battery {issued}")
+              for order, returned, issued in incomplete]
+
+    stale = await session.execute(
+        select(SLOT_REF, Slot.reserved_order_id, SwapOrder.status)
+        .outerjoin(SwapOrder, SwapOrder.id == Slot.reserved_order_id)
+        .where(Slot.reserved_order_id.is_not(None),
+               or_(SwapOrder.id.is_(None), SwapOrder.status != SwapStatus.IN_PROGRESS)))
+    found += [Violation(rule=Rule.SWAP_STALE_RESERVATION, subject=slot,
+                        detail=f"reserved by {status or 'unknown'} swap {order}")
+              for slot, order, status in stale]
+    return found
