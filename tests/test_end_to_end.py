@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
 from swapflow.settings import Settings
+from swapflow.invariants import check_invariants
+from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.riders import SimulatedRider
 from swapflow.stack.supervisor import Stack, UpOptions
@@ -24,7 +26,7 @@ RIDER = "rider-sh-0001"
 
 
 @pytest.fixture
-async def stack(settings: Settings) -> AsyncIterator[Settings]:
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """The whole stack on free ports, stopped after the test."""
     stack_settings = settings.model_copy(update={
         "api_port": free_port(), "temporal_dev_port": free_port(), "temporal_ui_port": free_port(),
@@ -33,9 +35,43 @@ async def stack(settings: Settings) -> AsyncIterator[Settings]:
     running = Stack(stack_settings, UpOptions(simulate=False))
     try:
         await running.start()
-        yield stack_settings
+        yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+def stack(running_stack: Stack) -> Settings:
+    return running_stack.settings
+
+
+@pytest.fixture
+async def cabinet(stack: Settings, db: Database) -> AsyncIterator[SimulatedCabinet]:
+    """The simulated cabinet, online as far as the platform knows."""
+    cabinets = await build_cabinets(stack, db, cabinet_ids=[CABINET], telemetry_interval_s=1.0)
+    task = asyncio.create_task(cabinets[CABINET].run())
+    try:
+        await asyncio.wait_for(cabinets[CABINET].ready.wait(), 20)
+        async with httpx.AsyncClient(base_url=stack.effective_api_url) as http:
+            for _ in range(100):
+                if (await http.get(f"/v1/cabinets/{CABINET}")).json()["online"]:
+                    break
+                await asyncio.sleep(0.1)
+        yield cabinets[CABINET]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def follow(http: httpx.AsyncClient, swap_id: str, stage: str, timeout_s: float = 60) -> dict:
+    """GET the swap until it reaches `stage` or ends."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        swap = (await http.get(f"/v1/swaps/{swap_id}")).json()
+        if swap["stage"] == stage or swap["status"] != "in_progress":
+            return swap
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"swap {swap_id} never reached {stage}: {swap}")
 
 
 async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Settings, db: Database) -> None:
@@ -83,3 +119,28 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
         )).tuples().all())
         assert balances == {"provider_clearing:sandbox": order.price_minor, "deferred_revenue:swaps": 0,
                             "revenue:swaps": -order.price_minor}
+
+
+async def test_swap_survives_its_worker_being_killed_mid_swap(
+    running_stack: Stack, cabinet: SimulatedCabinet, db: Database
+) -> None:
+    held = await battery_of(db, RIDER)
+    assert held is not None
+    worker = next(p for p in running_stack.processes if p.name == "worker")
+    async with httpx.AsyncClient(base_url=running_stack.settings.effective_api_url, timeout=30) as http:
+        swap = (await http.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET},
+                                headers={"Idempotency-Key": "kill-the-worker"})).json()
+        assert swap["stage"] == "return_door_open", swap
+        assert worker.process is not None
+        worker.process.kill()  # no clean shutdown: as if the machine died
+        await worker.process.wait()
+        await cabinet.insert_battery(swap["return_slot_no"], sim_battery(held))
+        await worker.start()  # a new worker replays the history and carries on
+        swap = await follow(http, swap["id"], "charged_door_open")
+        assert swap["stage"] == "charged_door_open", swap
+        assert swap["source"] == "workflow" and any(s["step"] == "verify_return" for s in swap["steps"])
+        await cabinet.take_battery(swap["charged_slot_no"])
+        swap = await follow(http, swap["id"], "completed")
+    assert swap["status"] == "completed", swap
+    report = await check_invariants(db)
+    assert report.ok, report.violations

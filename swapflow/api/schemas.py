@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,8 @@ class SwapView(BaseModel):
     refund_ref: str | None
     steps: list[dict[str, Any]]
     workflow_id: str
+    source: Literal["workflow", "database"] = Field(
+        "database", description="workflow: live from the running workflow; database: as it recorded it")
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.problems import Problem
@@ -24,8 +26,8 @@ router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
 
 def swap_view(order: SwapOrder) -> SwapView:
     """The API's view of an order."""
-    fields = {name: getattr(order, name) for name in SwapView.model_fields if name != "workflow_id"}
-    return SwapView(**fields, workflow_id=swap_workflow_id(order.id))
+    fields = {name: getattr(order, name) for name in SwapView.model_fields if name not in ("workflow_id", "source")}
+    return SwapView(**fields, workflow_id=swap_workflow_id(order.id), source="database")
 
 
 async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[SwapOrder, bool]:
@@ -103,9 +105,23 @@ async def start_swap(
 
 
 @router.get("/{swap_id}", response_model=SwapView)
-async def get_swap(swap_id: str, session: SessionDep) -> SwapView:
-    """A swap's stage, each step's outcome and the reason for any failure."""
+async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep) -> SwapView:
+    """A swap's stage, each step's outcome and the reason for any rollback. While the swap runs they
+    come from its workflow (a query); a finished swap's come from what its workflow recorded at the end."""
     order = await session.get(SwapOrder, swap_id)
     if order is None:
         raise Problem(404, "Unknown swap", f"no swap {swap_id!r}")
-    return swap_view(order)
+    view = swap_view(order)
+    if order.status != SwapStatus.IN_PROGRESS:
+        return view
+    try:
+        client = await temporal()
+        progress = await client.get_workflow_handle(swap_workflow_id(order.id)).query(
+            SwapWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+    except (RuntimeError, RPCError, WorkflowQueryFailedError):
+        return view.model_copy(update={"source": "database"})  # the workflow is not reachable right now
+    return view.model_copy(update={
+        "status": progress.status, "stage": progress.stage, "failure_reason": progress.failure_reason,
+        "return_slot_no": progress.return_slot_no, "charged_slot_no": progress.charged_slot_no,
+        "steps": [step.model_dump(mode="json") for step in progress.steps], "source": "workflow",
+    })
