@@ -41,10 +41,18 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from swapflow.simulator.faults import FaultPlan, FaultSpecError
     from swapflow.stack.supervisor import UpOptions, run_up
 
     logging.basicConfig(level=logging.WARNING)
-    return int(_run_until_signal(run_up(settings, UpOptions(simulate=args.simulate, riders=args.riders))) or 0)
+    try:
+        plan = FaultPlan.parse(args.faults)
+    except FaultSpecError as exc:
+        raise SystemExit(f"swapflow up: --faults: {exc}") from None
+    # Payment faults are the sandbox provider's: they reach the worker through its settings.
+    settings = settings.model_copy(update=plan.payment_rates())
+    options = UpOptions(simulate=args.simulate, riders=args.riders, faults=args.faults)
+    return int(_run_until_signal(run_up(settings, options)) or 0)
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
@@ -81,7 +89,7 @@ def cmd_broker(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from swapflow.simulator.fleet import run_fleet
 
-    _run_until_signal(run_fleet(settings, riders=args.riders))
+    _run_until_signal(run_fleet(settings, riders=args.riders, faults=args.faults or None))
     return 0
 
 
@@ -137,12 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack (embedded defaults unless SWAPFLOW_* say otherwise)")
     up.add_argument("--simulate", action="store_true", help="also run simulated cabinets and riders")
     up.add_argument("--riders", type=int, default=20, help="simulated riders (with --simulate)")
+    up.add_argument("--faults", default="", metavar="NAME=RATE,...",
+                    help="inject faults at these rates, e.g. jam=0.02,drop_ack=0.02,offline=0.01,no_insert=0.02,"
+                         "wrong_pack=0.01,hot_pack=0.01,walk_away=0.01,duplicate=0.05,decline=0.02,"
+                         "payment_timeout=0.02 (see swapflow/simulator/faults.py)")
     sub.add_parser("api", help="run the HTTP API")
     sub.add_parser("worker", help="run the Temporal worker")
     sub.add_parser("adapter", help="run the MQTT device adapter")
     sub.add_parser("broker", help="run the embedded MQTT broker")
     sim = sub.add_parser("simulate", help="run simulated cabinets and riders against a running stack")
     sim.add_argument("--riders", type=int, default=20)
+    sim.add_argument("--faults", default="", metavar="NAME=RATE,...", help="as for `up`")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="migrate and seed the demo network into an empty database")
     check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")

@@ -73,7 +73,7 @@ def database_url(empty_database_url: str) -> str:
     """A migrated database holding the demo network."""
     upgrade(empty_database_url)
     engine = create_sync_engine(empty_database_url)
-    seed_demo_network(engine, stations_per_city=2, riders_per_city=6)
+    seed_demo_network(engine, stations_per_city=2, riders_per_city=6, command_only_share=0.0)
     engine.dispose()
     return empty_database_url
 

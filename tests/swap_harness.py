@@ -40,12 +40,13 @@ async def running_cabinet(client: Client, settings: Settings, db: Database, cabi
     """A simulated cabinet on the broker and the real device adapter that routes its messages to
     workflows, both running for the test's duration."""
     adapter = DeviceAdapter(settings, db, client)
-    cabinet = (await build_cabinets(settings, db, cabinet_ids=[cabinet_id], telemetry_interval_s=1.0))[cabinet_id]
+    cabinet = (await build_cabinets(settings, db, cabinet_ids=[cabinet_id], telemetry_interval_s=1.0,
+                                    battery_report_interval_s=0.5))[cabinet_id]
     tasks = [asyncio.create_task(adapter.run()), asyncio.create_task(cabinet.run())]
     try:
         await asyncio.wait_for(adapter.ready.wait(), 10)
         await asyncio.wait_for(cabinet.ready.wait(), 10)
-        for _ in range(100):  # until the adapter has taken the birth message in
+        for _ in range(0 if cabinet.command_only else 100):  # until the adapter has taken the birth in
             async with db.sessions() as session:
                 if await session.scalar(select(Cabinet.online).where(Cabinet.id == cabinet_id)):
                     break

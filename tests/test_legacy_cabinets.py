@@ -20,15 +20,27 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Battery, Cabinet, CabinetCapability, CustodianKind, DeviceMessage, Slot
+from swapflow.db.models import (
+    Battery,
+    Cabinet,
+    CabinetCapability,
+    CustodianKind,
+    DeviceMessage,
+    Slot,
+    SwapOrder,
+    SwapStage,
+    SwapStatus,
+)
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, battery_topic, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
-from swapflow.simulator.fleet import build_cabinets
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, swap_workflow_id
+from swapflow.simulator.fleet import build_cabinets, sim_battery
+from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, SwapRequest, swap_workflow_id
+from swapflow.workflows.swap import SwapWorkflow
+from tests.swap_harness import new_order, running_worker
 from tests.test_device_adapter import (
     CABINET,
     RIDER,
@@ -363,3 +375,56 @@ async def has_report(recorder: Recorder, order_id: str, slot_no: int, *, in_slot
     return any(s.kind == DeviceSignalKind.BATTERY_REPORT and s.slot_no == slot_no and s.in_slot is in_slot
                for s in signals)
 
+
+
+# ------------------------------------------------------------------------------------ a whole swap
+
+
+async def test_a_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_reports(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database
+) -> None:
+    """The real worker and adapter: the return is confirmed when the rider's pack reports itself in the
+    return slot, the issue when the charged pack reports it left; the cabinet itself says nothing."""
+    async with db.transaction() as session:
+        await session.execute(update(Cabinet).where(Cabinet.id == CABINET)
+                              .values(capability=CabinetCapability.COMMAND_ONLY))
+    [sim] = (await build_cabinets(settings, db, cabinet_ids=[CABINET], battery_report_interval_s=30.0)).values()
+    sim.insert_report_delay_s = 0.2
+    held = await pack(db, await riders_pack(db))
+    order_id = await new_order(db, RIDER, CABINET)
+    request = SwapRequest(order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, command_ack_timeout_s=2.0,
+                          return_insert_timeout_s=20.0, charged_take_timeout_s=20.0)
+    adapter = DeviceAdapter(settings, db, temporal_env.client)
+    async with running_worker(temporal_env.client, settings, db), running(adapter), cabinet_running(sim):
+        with temporal_env.auto_time_skipping_disabled():  # device waits are real: the cabinet lives in real time
+            handle = await temporal_env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
+                                                              task_queue=settings.temporal_task_queue)
+            order = await until_stage(db, order_id, SwapStage.RETURN_DOOR_OPEN)
+            assert order.return_slot_no is not None and order.charged_slot_no is not None, order.failure_reason
+            await door_opens(sim, order.return_slot_no)
+            await sim.insert_battery(order.return_slot_no, sim_battery(held))
+            order = await until_stage(db, order_id, SwapStage.CHARGED_DOOR_OPEN)
+            assert order.charged_slot_no is not None, order.failure_reason
+            await door_opens(sim, order.charged_slot_no)
+            taken = await sim.take_battery(order.charged_slot_no)
+            result = await handle.result()
+    assert result.status == SwapStatus.COMPLETED, result.failure_reason
+    assert taken.serial == order.issued_battery_serial
+    returned, issued = await pack(db, held.serial), await pack(db, taken.serial)
+    assert (returned.custodian_kind, returned.custodian_ref) == (
+        CustodianKind.SLOT, f"{CABINET}/{order.return_slot_no}")
+    assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
+    assert await count(db, DeviceMessage, DeviceMessage.kind == "battery_report") >= 2
+    assert await dead_letters(db) == []
+
+
+async def until_stage(db: Database, order_id: str, stage: SwapStage, timeout_s: float = 15.0) -> SwapOrder:
+    """The order once it reaches `stage` (or has failed)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            async with db.sessions() as session:
+                order = await session.get(SwapOrder, order_id)
+            assert order is not None
+            if order.stage == stage or order.status == SwapStatus.FAILED:
+                return order
+            await asyncio.sleep(0.05)

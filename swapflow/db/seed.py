@@ -73,7 +73,7 @@ def seed_demo_network(
     slots_per_cabinet: int = 12,
     empty_slots_per_cabinet: int = 3,
     riders_per_city: int = 40,
-    command_only_share: float = 0.0,
+    command_only_share: float = 0.125,
     seed: int = 7,
 ) -> bool:
     """Fill an empty database with the demo network. Returns False (and changes nothing) when the

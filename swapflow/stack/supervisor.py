@@ -20,6 +20,7 @@ from swapflow.stack.processes import ManagedProcess, find_binary, port_is_free, 
 class UpOptions:
     simulate: bool = False
     riders: int = 20
+    faults: str = ""
     seed: bool = True
 
 
@@ -81,7 +82,8 @@ class Stack:
         api = self.processes[-1]
         await wait_for_port(s.api_host, s.api_port, timeout_s=60, process=api)
         if self.options.simulate:
-            await self._process("simulator", swapflow_command("simulate", "--riders", str(self.options.riders))).start()
+            await self._process("simulator", swapflow_command(
+                "simulate", "--riders", str(self.options.riders), "--faults", self.options.faults)).start()
 
     def _prepare_database(self) -> None:
         url = self.settings.effective_database_url
