@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
-from swapflow.settings import Settings
 from swapflow.invariants import check_invariants
+from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.riders import SimulatedRider

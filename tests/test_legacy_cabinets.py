@@ -376,7 +376,6 @@ async def has_report(recorder: Recorder, order_id: str, slot_no: int, *, in_slot
                for s in signals)
 
 
-
 # ------------------------------------------------------------------------------------ a whole swap
 
 

@@ -416,3 +416,17 @@ async def test_door_closed_before_the_door_was_even_opened_is_not_taken_for_a_re
     await scene.take(order_id)
     assert (await handle.result()).status == SwapStatus.COMPLETED
     await assert_invariants(scene.db)
+
+
+async def test_lost_ack_is_recovered_by_resending_the_same_command(scene: Scene) -> None:
+    scene.cabinet.drop_acks = True
+    order_id, handle = await scene.start()
+    while not scene.cabinet.door_open(EMPTY_SLOTS[0]):  # the door opened, its ack was lost
+        await asyncio.sleep(0.02)
+    scene.cabinet.drop_acks = False
+    order = await scene.insert(order_id, await scene.rider_pack())
+    assert order.return_slot_no == EMPTY_SLOTS[0]  # same slot: the resend's ack arrived
+    await scene.take(order_id)
+    assert (await handle.result()).status == SwapStatus.COMPLETED
+    assert await count(scene.db, DeviceCommand, DeviceCommand.slot_no == EMPTY_SLOTS[0]) == 1
+    await assert_invariants(scene.db)

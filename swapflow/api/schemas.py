@@ -51,7 +51,7 @@ class CabinetSummary(BaseModel):
     lat: float
     lon: float
     distance_km: float | None
-    online: bool
+    online: bool | None = Field(description="null for a command-only cabinet, which cannot report it")
     capability: CabinetCapability
     ready_batteries: int
     free_slots: int

@@ -163,7 +163,7 @@ class SimulatedCabinet:
         self._event_counter = 0
         # Starts from the clock so seq keeps increasing across restarts of the simulator.
         self._seq = time.time_ns() // 1_000_000
-        self._seen_commands: OrderedDict[str, None] = OrderedDict()
+        self._seen_commands: OrderedDict[str, CommandAck | None] = OrderedDict()
         self._reports_rescheduled = asyncio.Event()
         self._outage: asyncio.Task[None] | None = None
 
@@ -385,7 +385,11 @@ class SimulatedCabinet:
             return
         self.commands_received += 1
         if command.command_id in self._seen_commands:
-            return  # a redelivery: acted on and acknowledged once already
+            # A redelivery: acted on once already. Its ack is sent again, since the first may be lost.
+            earlier = self._seen_commands[command.command_id]
+            if earlier is not None:
+                self._publish_ack(earlier)
+            return
         self._seen_commands[command.command_id] = None
         if len(self._seen_commands) > _REMEMBERED_COMMANDS:
             self._seen_commands.popitem(last=False)
@@ -433,10 +437,16 @@ class SimulatedCabinet:
     def _ack(
         self, command: Command, *, ok: bool, error: str | None = None, result: BatteryReading | None = None
     ) -> None:
-        if self.command_only or self._fault("drop_ack", forced=self.drop_acks):
+        if self.command_only:
             return
         ack = CommandAck(command_id=command.command_id, cabinet_id=self.cabinet_id, ok=ok, ts=_now(),
                          error=error, result=result)
+        self._seen_commands[command.command_id] = ack
+        self._publish_ack(ack)
+
+    def _publish_ack(self, ack: CommandAck) -> None:
+        if self._fault("drop_ack", forced=self.drop_acks):
+            return
         self._send(self.topic(Channel.ACKS), self._json(ack))
 
     # ---------------------------------------------------------------------------------- physical world

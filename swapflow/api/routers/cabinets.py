@@ -11,7 +11,7 @@ from sqlalchemy import Select, and_, case, func, select
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import CabinetDetail, CabinetSummary, SlotView
-from swapflow.db.models import Battery, BatteryStatus, Cabinet, Slot, Station
+from swapflow.db.models import Battery, BatteryStatus, Cabinet, CabinetCapability, Slot, Station
 from swapflow.settings import Settings
 
 router = APIRouter(prefix="/v1/cabinets", tags=["cabinets"])
@@ -61,7 +61,9 @@ def _summary(cabinet: Cabinet, station: Station, ready: int, free: int, distance
     return CabinetSummary(
         id=cabinet.id, station_id=station.id, station_name=station.name, city_code=station.city_code,
         lat=station.lat, lon=station.lon, distance_km=None if distance is None else round(distance, 3),
-        online=cabinet.online, capability=cabinet.capability, ready_batteries=int(ready), free_slots=int(free),
+        # A command-only cabinet never reports, so whether it is online is not known.
+        online=None if cabinet.capability == CabinetCapability.COMMAND_ONLY else cabinet.online,
+        capability=cabinet.capability, ready_batteries=int(ready), free_slots=int(free),
         slot_count=cabinet.slot_count, last_seen_at=cabinet.last_seen_at,
     )
 
