@@ -130,7 +130,7 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinets: dict[st
             rider.battery = await cabinet.take_battery(swap["charged_slot_no"])
         if swap["status"] != "in_progress":
             break
-        await asyncio.sleep(0.25)  # as often as a rider's app would look
+        await asyncio.sleep(0.5)  # as often as a rider's app would look
     if swap["status"] == "completed":
         step.completed += 1
     else:
