@@ -17,7 +17,6 @@ import aiomqtt
 import pytest
 from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.db.engine import Database
 from swapflow.db.models import (
@@ -41,14 +40,15 @@ from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, SwapRequest, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 from tests.swap_harness import new_order, running_worker
-from tests.test_device_adapter import (
+from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests
     CABINET,
     RIDER,
     Recorder,
-    RecordingWorkflow,
+    adapter,  # noqa: F401
     count,
     dead_letters,
     eventually,
+    recorder,  # noqa: F401
     reserve,
     running,
     slot,
@@ -191,18 +191,6 @@ async def test_a_pack_put_in_reports_itself_in_the_slot_and_a_pack_taken_out_rep
 
 
 # ------------------------------------------------------------------------------------ the adapter
-
-
-@pytest.fixture
-async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Recorder]:
-    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[RecordingWorkflow],
-                      workflow_runner=UnsandboxedWorkflowRunner()):
-        yield Recorder(temporal_env.client, settings.temporal_task_queue)
-
-
-@pytest.fixture
-def adapter(settings: Settings, db: Database, temporal_env: WorkflowEnvironment) -> DeviceAdapter:
-    return DeviceAdapter(settings, db, temporal_env.client, signal_retry_s=2.0, telemetry_flush_s=0.1)
 
 
 READING = {"soc": 18.5, "soh": 91.0, "voltage_v": 55.1, "temperature_c": 27.5, "cycle_count": 321}
