@@ -83,7 +83,6 @@ class SwapStage(StrEnum):
     """Where a swap is; the order a rider sees them in."""
 
     CREATED = "created"
-    VALIDATED = "validated"
     RESERVED = "reserved"
     PAID = "paid"
     RETURN_DOOR_OPEN = "return_door_open"

@@ -71,7 +71,7 @@ PAYMENT_STEP: dict[str, Any] = {
                                 maximum_attempts=12, non_retryable_error_types=["PaymentDeclined"]),
 }
 
-ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.VALIDATED, SwapStage.RESERVED, SwapStage.PAID})
+ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.RESERVED, SwapStage.PAID})
 
 
 class SwapFailed(Exception):
