@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, CabinetCapability, CustodianKind, SwapStage, SwapStatus
 from swapflow.settings import Settings
+from swapflow.simulator.battery import SimBattery
 from tests.swap_harness import battery_of, running_cabinet, running_worker
 from tests.test_swap_saga import (
     CABINET,
@@ -67,5 +68,31 @@ async def test_no_evidence_of_the_return_rolls_back_and_asks_an_operator_to_chec
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "return_not_confirmed")
     assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
     assert held is not None and (await battery(legacy.db, held.serial)).custodian_ref == RIDER
+    await assert_refunded_once(legacy.db, order_id)
+    await assert_invariants(legacy.db)
+
+
+async def test_no_evidence_the_charged_pack_left_rolls_back_and_asks_an_operator_to_check(legacy: Scene) -> None:
+    order_id, handle = await legacy.start()
+    returned = await legacy.rider_pack()
+    await legacy.insert(order_id, returned)
+    order = await legacy.until_stage(order_id, SwapStage.CHARGED_DOOR_OPEN)
+    await legacy.skip(legacy.settings.charged_take_timeout_s + 1)
+    result = await handle.result()
+    assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "charged_take_not_confirmed")
+    assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
+    assert order.issued_battery_serial is not None
+    assert (await battery(legacy.db, order.issued_battery_serial)).custodian_kind == CustodianKind.SLOT
+    await assert_refunded_once(legacy.db, order_id)
+    await assert_invariants(legacy.db)
+
+
+async def test_unregistered_pack_reported_in_the_return_slot_is_quarantined(legacy: Scene) -> None:
+    order_id, handle = await legacy.start()
+    order = await legacy.insert(order_id, SimBattery("FAKE-LEGACY-1", soc=20.0))
+    result = await handle.result()
+    assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "returned_battery_not_registered")
+    assert order.return_slot_no is not None
+    assert await count(legacy.db, Alert, Alert.kind == "battery_quarantined") == 1
     await assert_refunded_once(legacy.db, order_id)
     await assert_invariants(legacy.db)
