@@ -37,7 +37,13 @@ from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import sim_battery
-from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, SwapRequest, swap_workflow_id
+from swapflow.workflows.models import (
+    DEVICE_SIGNAL,
+    DeviceSignal,
+    DeviceSignalKind,
+    swap_request,
+    swap_workflow_id,
+)
 from swapflow.workflows.swap import SwapWorkflow
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker
 
@@ -63,13 +69,9 @@ class Scene:
 
     async def start(self, rider_id: str = RIDER) -> tuple[str, WorkflowHandle[SwapWorkflow, object]]:
         order_id = await new_order(self.db, rider_id, CABINET)
-        s = self.settings
-        request = SwapRequest(order_id=order_id, rider_id=rider_id, cabinet_id=CABINET,
-                              command_ack_timeout_s=s.command_ack_timeout_s, command_attempts=s.command_attempts,
-                              return_insert_timeout_s=s.return_insert_timeout_s,
-                              charged_take_timeout_s=s.charged_take_timeout_s, offline_grace_s=s.offline_grace_s)
+        request = swap_request(self.settings, order_id=order_id, rider_id=rider_id, cabinet_id=CABINET)
         handle = await self.env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
-                                                      task_queue=s.temporal_task_queue)
+                                                      task_queue=self.settings.temporal_task_queue)
         return order_id, handle
 
     async def order(self, order_id: str) -> SwapOrder:
@@ -156,6 +158,25 @@ async def assert_refunded_once(db: Database, order_id: str) -> None:
     assert payment is not None and payment.refunded_minor == payment.amount_minor
 
 
+# ----------------------------------------------------------------------------------------- happy path
+
+
+async def test_happy_path_swaps_the_packs_and_books_the_revenue(scene: Scene) -> None:
+    order_id, handle = await scene.start()
+    held = await scene.rider_pack()
+    await scene.insert(order_id, held)
+    taken = await scene.take(order_id)
+    result = await handle.result()
+    assert result.status == SwapStatus.COMPLETED, result
+    order = await scene.order(order_id)
+    assert order.stage == SwapStage.COMPLETED
+    assert order.returned_battery_serial == held.serial and order.issued_battery_serial == taken.serial
+    issued = await battery(scene.db, taken.serial)
+    assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    await assert_invariants(scene.db)
+
+
 # ----------------------------------------------------------------------------------------- at scan
 
 
@@ -190,13 +211,14 @@ async def test_two_riders_racing_for_the_last_charged_pack_exactly_one_wins(scen
 
 
 async def test_declined_payment_opens_no_door(scene: Scene) -> None:
-    scene.settings = scene.settings.model_copy(update={"sandbox_decline_rate": 1.0})
-    async with running_worker(scene.env.client, scene.settings.model_copy(
-            update={"temporal_task_queue": scene.settings.temporal_task_queue + "-declines"}), scene.db):
+    # A worker of its own, whose sandbox provider declines every charge.
+    declining = scene.settings.model_copy(update={
+        "sandbox_decline_rate": 1.0, "temporal_task_queue": scene.settings.temporal_task_queue + "-declines"})
+    async with running_worker(scene.env.client, declining, scene.db):
         order_id = await new_order(scene.db, RIDER, CABINET)
         result = await scene.env.client.execute_workflow(
-            SwapWorkflow.run, SwapRequest(order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
-            id=swap_workflow_id(order_id), task_queue=scene.settings.temporal_task_queue + "-declines")
+            SwapWorkflow.run, swap_request(declining, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
+            id=swap_workflow_id(order_id), task_queue=declining.temporal_task_queue)
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "payment_declined")
     assert await count(scene.db, DeviceCommand) == 0
     assert await ledger_kinds(scene.db, order_id) == []

@@ -31,8 +31,9 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """A stored timestamp as aware UTC (SQLite hands them back naive)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    """A timestamp as aware UTC. A naive one is taken as UTC, never as local time: SQLite hands stored
+    timestamps back naive, and devices may omit the offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

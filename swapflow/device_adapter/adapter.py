@@ -18,7 +18,7 @@ import random
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -40,6 +40,7 @@ from swapflow.db.models import (
     Slot,
     SwapOrder,
     SwapStatus,
+    as_utc,
     utcnow,
 )
 from swapflow.device_adapter.signals import SignalSender
@@ -96,11 +97,6 @@ class AdapterStats:
     signals: int = 0
     duplicates: int = 0
     stale: int = 0
-
-
-def _utc(moment: datetime) -> datetime:
-    """Aware UTC. Devices may omit the offset (taken as UTC) and SQLite returns naive datetimes."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _as_bytes(payload: Any) -> bytes:
@@ -160,7 +156,7 @@ def _route_battery_report(
     """The signals a report causes, from the reserved slots it concerns: the slot it says the pack is in
     (`in_slot=True`), and the slot the database holds the pack in when the report puts it elsewhere or
     nowhere (`in_slot=False`)."""
-    at = _utc(report.ts)
+    at = as_utc(report.ts)
     message_id = f"bat:{report.serial}:{report.seq}"
     place = (report.cabinet_id, report.slot_no) if report.cabinet_id and report.slot_no else None
     routes = []
@@ -373,7 +369,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, state: CabinetState
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, state.cabinet_id)
-        at = _utc(state.ts) if state.ts else utcnow()
+        at = as_utc(state.ts) if state.ts else utcnow()
         kind = DeviceSignalKind.CABINET_ONLINE if state.online else DeviceSignalKind.CABINET_OFFLINE
         # Derived from the message, so the retained copy seen again after a reconnect, or by a second
         # adapter, is recognised as the same transition.
@@ -383,7 +379,7 @@ class DeviceAdapter:
             cabinet = await self._cabinet(session, cabinet_id)
             changed = cabinet.online != state.online
             # A retained birth replayed after our reconnect is older than what telemetry has told us since.
-            news = cabinet.last_seen_at is None or at > _utc(cabinet.last_seen_at)
+            news = cabinet.last_seen_at is None or at > as_utc(cabinet.last_seen_at)
             cabinet.online = state.online
             if state.firmware:
                 cabinet.firmware = state.firmware
@@ -415,7 +411,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, raw: dict[str, Any], event: CabinetEvent
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, event.cabinet_id)
-        at = _utc(event.ts)
+        at = as_utc(event.ts)
 
         async def work(session: AsyncSession) -> tuple[bool, str | None]:
             await self._cabinet(session, cabinet_id)
@@ -490,7 +486,7 @@ class DeviceAdapter:
             message_id=message_id,
             kind=DeviceSignalKind.COMMAND_ACK,
             cabinet_id=cabinet_id,
-            at=_utc(ack.ts),
+            at=as_utc(ack.ts),
             slot_no=command.slot_no,
             command_id=ack.command_id,
             ok=ack.ok,
@@ -528,9 +524,9 @@ class DeviceAdapter:
                 cabinet = cabinets.get(cabinet_id)
                 if cabinet is None:
                     continue
-                at = _utc(telemetry.ts)
+                at = as_utc(telemetry.ts)
                 cabinet.online = True
-                if cabinet.last_seen_at is None or at > _utc(cabinet.last_seen_at):
+                if cabinet.last_seen_at is None or at > as_utc(cabinet.last_seen_at):
                     cabinet.last_seen_at = at
                 doors_current = at >= self._event_at.get(cabinet_id, at)
                 reports.append((cabinet_id, at, telemetry.slots, doors_current))
@@ -602,8 +598,8 @@ class DeviceAdapter:
                         duplicates += 1
                         continue
                 routed.extend((topic, payload, route) for route in routes)
-                at = _utc(report.ts)
-                if battery is not None and (battery.reading_at is None or _utc(battery.reading_at) <= at):
+                at = as_utc(report.ts)
+                if battery is not None and (battery.reading_at is None or as_utc(battery.reading_at) <= at):
                     battery.soc = report.reading.soc
                     battery.soh = report.reading.soh
                     battery.voltage_v = report.reading.voltage_v
@@ -655,7 +651,7 @@ class DeviceAdapter:
                 slot.charging = report.charging
                 slot.fault = report.fault[:100] if report.fault else None
                 battery = batteries.get(report.battery.serial) if report.battery else None
-                if report.battery and battery and (battery.reading_at is None or _utc(battery.reading_at) <= at):
+                if report.battery and battery and (battery.reading_at is None or as_utc(battery.reading_at) <= at):
                     battery.soc = report.battery.soc
                     battery.soh = report.battery.soh
                     battery.voltage_v = report.battery.voltage_v

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import BaseModel, ValidationError
 
+from swapflow.db.models import as_utc
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
     BatteryReading,
@@ -393,8 +394,7 @@ class SimulatedCabinet:
         self._seen_commands[command.command_id] = None
         if len(self._seen_commands) > _REMEMBERED_COMMANDS:
             self._seen_commands.popitem(last=False)
-        deadline = command.deadline if command.deadline.tzinfo else command.deadline.replace(tzinfo=UTC)
-        if deadline < _now():
+        if as_utc(command.deadline) < _now():
             log.info("%s: ignoring expired command %s", self.cabinet_id, command.command_id)
             return
         self._execute(command)

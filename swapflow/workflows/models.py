@@ -3,13 +3,14 @@ activity arguments. Imported by the worker, the API and the device adapter; hold
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus, as_utc
 from swapflow.protocol.v1 import BatteryReading, CommandAction
+from swapflow.settings import Settings
 
 
 class _Model(BaseModel):
@@ -52,8 +53,8 @@ class DeviceSignal(_Model):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        # Timestamps are compared across messages: a naive one is taken as UTC, never as local time.
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        # Timestamps are compared across messages, so they must all be aware.
+        return as_utc(value)
 
 
 def swap_workflow_id(order_id: str) -> str:
@@ -72,6 +73,16 @@ class SwapRequest(_Model):
     return_insert_timeout_s: float = 120.0
     charged_take_timeout_s: float = 120.0
     offline_grace_s: float = 120.0
+
+
+def swap_request(settings: Settings, *, order_id: str, rider_id: str, cabinet_id: str) -> SwapRequest:
+    """The swap workflow's input for an order, with the bounds of its waits from the settings."""
+    return SwapRequest(
+        order_id=order_id, rider_id=rider_id, cabinet_id=cabinet_id,
+        command_ack_timeout_s=settings.command_ack_timeout_s, command_attempts=settings.command_attempts,
+        return_insert_timeout_s=settings.return_insert_timeout_s,
+        charged_take_timeout_s=settings.charged_take_timeout_s, offline_grace_s=settings.offline_grace_s,
+    )
 
 
 class SendCommandInput(_Model):

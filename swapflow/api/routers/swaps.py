@@ -18,7 +18,7 @@ from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import SwapCreate, SwapView
 from swapflow.db.models import Cabinet, Rider, SwapOrder, SwapStatus
-from swapflow.workflows.models import SwapRequest, swap_workflow_id
+from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
@@ -76,13 +76,7 @@ async def start_swap(
     if not created:
         response.status_code = status.HTTP_200_OK
     if order.status == SwapStatus.IN_PROGRESS:
-        request = SwapRequest(
-            order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
-            command_ack_timeout_s=settings.command_ack_timeout_s, command_attempts=settings.command_attempts,
-            return_insert_timeout_s=settings.return_insert_timeout_s,
-            charged_take_timeout_s=settings.charged_take_timeout_s,
-            offline_grace_s=settings.offline_grace_s,
-        )
+        request = swap_request(settings, order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id)
         start = WithStartWorkflowOperation(
             SwapWorkflow.run, request, id=swap_workflow_id(order.id), task_queue=settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
