@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
+from datetime import date
 from typing import Any
 
 import uvloop
@@ -133,10 +134,36 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     print(f"checked {report.batteries} batteries, {report.slots} slots, {report.custody_events} custody events, "
           f"{report.ledger_transactions} ledger transactions ({report.ledger_postings} postings), "
           f"{report.swaps} swaps")
+    by_status = ", ".join(f"{n} {status}" for status, n in sorted(report.swaps_by_status.items()))
+    refunds = ", ".join(f"{n} {status}" for status, n in sorted(report.refunds_by_status.items()))
+    print(f"swaps: {by_status or 'none'}; refunds: {refunds or 'none'}")
     for violation in report.violations:
         print(f"{violation.rule} {violation.subject}: {violation.detail}")
     print("all invariants hold" if report.ok else f"{len(report.violations)} violation(s)")
     return 0 if report.ok else 1
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Reconcile one day with every provider now (what the daily schedule does); exit 1 on differences."""
+    from swapflow.activities.reconciliation import reconcile_provider
+    from swapflow.db.engine import Database
+    from swapflow.payments.registry import providers_from_settings
+
+    async def reconcile() -> int:
+        db = Database(settings.effective_database_url)
+        try:
+            differences = 0
+            for provider in providers_from_settings(settings, db).values():
+                result = await reconcile_provider(db, provider, args.date)
+                differences += result.exceptions
+                print(f"{args.date} {result.provider}: ours {result.ours}, provider's {result.theirs}, "
+                      f"matched {result.matched}, exceptions {result.exceptions}")
+            return differences
+        finally:
+            await db.dispose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return 1 if runner.run(reconcile()) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,11 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")
     check.add_argument("--stuck-after-minutes", type=float, default=None,
                        help="report swaps in progress for longer than this as stuck")
+    reconcile = sub.add_parser("reconcile", help="reconcile a day with the payment providers; exit 1 on differences")
+    reconcile.add_argument("--date", type=date.fromisoformat, required=True, help="YYYY-MM-DD (UTC)")
     return parser
 
 
 COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
-            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check}
+            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check,
+            "reconcile": cmd_reconcile}
 
 
 def main(argv: list[str] | None = None) -> int:

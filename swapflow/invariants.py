@@ -39,6 +39,8 @@ from swapflow.db.models import (
     CustodyEvent,
     LedgerPosting,
     LedgerTransaction,
+    Payment,
+    Refund,
     SandboxPayment,
     Slot,
     SwapOrder,
@@ -97,6 +99,15 @@ class Rule(StrEnum):
     # A finished swap still holds a deferred-revenue balance no other money rule explains.
     MONEY_DEFERRED_BALANCE = "money.deferred_balance"
 
+    # The refunds opened against a payment add up to more than it captured.
+    MONEY_REFUNDS_EXCEED_CAPTURE = "money.refunds_exceed_capture"
+    # A failed swap has more than one compensation refund.
+    MONEY_DUPLICATE_SWAP_REFUND = "money.duplicate_swap_refund"
+    # A refund is still processing past the time it was expected to land (finance must follow it up).
+    REFUND_OVERDUE = "refund.overdue"
+    # A refund the provider completed was never settled in the ledger (refunds payable not cleared).
+    REFUND_UNSETTLED = "refund.unsettled"
+
     # A swap has been in progress for longer than `stuck_after`.
     SWAP_STUCK = "swap.stuck"
     # A completed swap does not record the returned or the issued battery.
@@ -127,6 +138,8 @@ class InvariantReport(BaseModel):
     ledger_postings: int
     swaps: int
     violations: list[Violation]
+    swaps_by_status: dict[str, int] = {}
+    refunds_by_status: dict[str, int] = {}
 
     @property
     def ok(self) -> bool:
@@ -160,6 +173,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
             *await _custody(session),
             *await _ledger(session),
             *await _money(session),
+            *await _refunds(session, checked_at),
             *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
         ]
         counts = {
@@ -168,8 +182,12 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
                                 ("ledger_transactions", LedgerTransaction), ("ledger_postings", LedgerPosting),
                                 ("swaps", SwapOrder))
         }
+        swaps_by_status = dict((await session.execute(
+            select(SwapOrder.status, func.count()).group_by(SwapOrder.status))).tuples().all())
+        refunds_by_status = dict((await session.execute(
+            select(Refund.status, func.count()).group_by(Refund.status))).tuples().all())
     return InvariantReport(checked_at=checked_at, violations=sorted(violations, key=lambda v: (v.rule, v.subject)),
-                           **counts)
+                           swaps_by_status=swaps_by_status, refunds_by_status=refunds_by_status, **counts)
 
 
 # ------------------------------------------------------------------------------------------ custody
@@ -361,6 +379,43 @@ async def _money(session: AsyncSession) -> list[Violation]:
     found += [Violation(rule=Rule.MONEY_DEFERRED_BALANCE, subject=order,
                         detail=f"finished swap holds {amount} {currency} in {DEFERRED_REVENUE}")
               for order, currency, amount in deferred if order not in named]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ refunds
+
+
+async def _refunds(session: AsyncSession, now: datetime) -> list[Violation]:
+    refunded = (select(Refund.payment_key, func.sum(Refund.amount_minor).label("refunded"))
+                .group_by(Refund.payment_key).subquery())
+    over = await session.execute(
+        select(Payment.key, Payment.amount_minor, refunded.c.refunded, Payment.currency)
+        .join(refunded, refunded.c.payment_key == Payment.key)
+        .where(refunded.c.refunded > case((Payment.status == "captured", Payment.amount_minor), else_=0)))
+    found = [Violation(rule=Rule.MONEY_REFUNDS_EXCEED_CAPTURE, subject=key,
+                       detail=f"refunds of {total} {currency} opened against a capture of {captured}")
+             for key, captured, total, currency in over]
+
+    duplicates = await session.execute(
+        select(Refund.order_id, func.count()).where(Refund.origin == "swap_compensation", Refund.order_id.is_not(None))
+        .group_by(Refund.order_id).having(func.count() > 1))
+    found += [Violation(rule=Rule.MONEY_DUPLICATE_SWAP_REFUND, subject=order,
+                        detail=f"{n} compensation refunds for one failure") for order, n in duplicates]
+
+    overdue = await session.execute(
+        select(Refund.id, Refund.expected_by, Refund.provider_status)
+        .where(Refund.status.in_(("requested", "processing")), Refund.expected_by < now))
+    found += [Violation(rule=Rule.REFUND_OVERDUE, subject=refund_id,
+                        detail=f"{status or 'not accepted'} at the provider, expected by {as_utc(due).isoformat()}")
+              for refund_id, due, status in overdue]
+
+    settled_key = literal("refund:") + Refund.id + literal(":settled")
+    unsettled = await session.scalars(
+        select(Refund.id).where(Refund.status == "succeeded",
+                                ~exists().where(LedgerTransaction.key == settled_key)))
+    found += [Violation(rule=Rule.REFUND_UNSETTLED, subject=refund_id,
+                        detail="succeeded at the provider, still owed in refunds payable")
+              for refund_id in unsettled]
     return found
 
 

@@ -20,6 +20,22 @@ def provider_clearing(provider: str) -> str:
     return f"provider_clearing:{provider}"
 
 
+REFUNDS_PAYABLE = "refunds_payable"
+"""Refunds submitted and not yet landed with the rider: owed until the provider says they succeeded."""
+REFUNDED_REVENUE = "revenue:refunds"
+"""Contra-revenue: refunds of swaps that completed (operator and complaint refunds)."""
+
+
+def wallet_account(rider_id: str) -> str:
+    """A rider's prepaid balance: a liability to the rider."""
+    return f"wallet:{rider_id}"
+
+
+def subscription_account(rider_id: str) -> str:
+    """The swaps a rider's subscription has paid for and not yet used: a liability to the rider."""
+    return f"subscription:{rider_id}"
+
+
 @dataclass(frozen=True)
 class Posting:
     account: str

@@ -71,6 +71,55 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="Share of sandbox charges whose answer is lost after the capture."
     )
 
+    # ---- payments (issue 4) ----
+    sandbox_refund_processing_s: float = Field(
+        0.0, ge=0, description="How long a sandbox refund stays processing before it succeeds (0: at once)."
+    )
+    payment_pending_timeout_s: float = Field(
+        300.0, description="How long a charge may stay pending (rider confirming in the app) before it is closed."
+    )
+    payment_poll_interval_s: float = Field(2.0, description="How often a pending charge is asked about.")
+    refund_expected_days: int = Field(3, description="Days a refund may take to land (WeChat: 1-3 business days).")
+    refund_poll_schedule_s: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 600.0, 1200.0, 1800.0],
+        description="Waits between refund polls; the last repeats until the refund is final.",
+    )
+    reconciliation_cron: str = Field("30 2 * * *", description="When the daily reconciliation runs (UTC).")
+    reconciliation_schedule: bool = Field(True, description="Create the daily reconciliation schedule on start.")
+
+
+    # ---- payment providers: WeChat Pay v3, Stripe (issue 4) ----
+    wechat_mchid: str | None = Field(None, description="WeChat Pay merchant id; unset: WeChat Pay is off.")
+    wechat_appid: str | None = Field(None, description="App id of the mini-program / official account riders pay in.")
+    wechat_private_key: str | None = Field(None, description="Merchant API private key (PEM text).")
+    wechat_private_key_path: Path | None = Field(None, description="Or the file holding that PEM.")
+    wechat_cert_serial_no: str | None = Field(None, description="Serial number of the merchant API certificate.")
+    wechat_apiv3_key: str | None = Field(None, description="APIv3 key: decrypts notifications (AES-256-GCM).")
+    wechat_public_key: str | None = Field(None, description="WeChat Pay public key (PEM) for public-key mode.")
+    wechat_public_key_id: str | None = Field(None, description="Its id (PUB_KEY_ID_...); with the key above.")
+    wechat_cert_dir: Path | None = Field(None, description="Platform-certificate mode: where certificates are kept.")
+    wechat_notify_url: str | None = Field(None, description="Public URL of POST /v1/payments/wechat/notify.")
+    wechat_gateway_url: str | None = Field(None, description="Override of https://api.mch.weixin.qq.com (tests).")
+    wechat_timeout_s: float = Field(10.0, description="Read timeout of one WeChat Pay call.")
+    stripe_api_key: str | None = Field(None, description="Stripe secret key; unset: Stripe is off.")
+    stripe_webhook_secret: str | None = Field(None, description="Signing secret of the Stripe webhook endpoint.")
+    stripe_api_base: str | None = Field(None, description="Override of https://api.stripe.com (localstripe).")
+    stripe_full_api: bool = Field(
+        True, description="The server offers Stripe's whole API (search, `created` list filters); off for "
+                          "localstripe, which lacks them (then objects are listed and filtered here).")
+    stripe_refund_lookback_days: int = Field(
+        120, description="How far back refunds are listed to find one by our key (Stripe cannot search refunds).")
+    stripe_timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
+    notification_tolerance_s: int = Field(300, description="Payment notifications older/newer than this are stale.")
+
+    # ---- pricing and coupons (issue 4) ----
+
+    # ---- device network (issue 5) ----
+
+    # ---- device identity and the tower-protocol gateway (issue 5) ----
+
+    # ---- ops (issue 6) ----
+
     log_level: str = "INFO"
 
     @property

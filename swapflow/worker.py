@@ -12,28 +12,34 @@ from temporalio.worker import Worker
 
 from swapflow.activities.device_commands import DeviceCommands
 from swapflow.activities.payments import PaymentActivities
+from swapflow.activities.reconciliation import ReconciliationActivities
+from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
 from swapflow.db.engine import Database
 from swapflow.device_adapter.commands import CommandPublisher
-from swapflow.payments.sandbox import SandboxProvider
+from swapflow.payments.registry import providers_from_settings
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
+from swapflow.workflows.reconciliation import ReconciliationWorkflow, ensure_reconciliation_schedule
+from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (SwapWorkflow,)
+WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow)
 
 
 def build_activities(settings: Settings, db: Database, publisher: CommandPublisher) -> list[Any]:
     """Every activity the workflows call, bound to this process's database and broker connection."""
     records = SwapRecords(db, settings)
-    provider = SandboxProvider(db, latency_ms=settings.sandbox_payment_latency_ms,
-                               decline_rate=settings.sandbox_decline_rate, timeout_rate=settings.sandbox_timeout_rate)
-    payments = PaymentActivities(db, provider)
+    providers = providers_from_settings(settings, db)
+    payments = PaymentActivities(db, providers, settings)
+    refunds = RefundActivities(db, providers)
+    reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, publisher)
     return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
-            records.report_fault, records.finish, payments.charge, payments.refund, commands.send]
+            records.report_fault, records.finish, payments.charge, refunds.prepare, refunds.submit, refunds.poll,
+            refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon]
 
 
 def build_worker(client: Client, settings: Settings, db: Database, publisher: CommandPublisher) -> Worker:
@@ -56,6 +62,8 @@ async def run_worker(settings: Settings) -> None:
     publisher_task = asyncio.create_task(publisher.run())
     try:
         client = await connect_temporal(settings)
+        if settings.reconciliation_schedule:
+            await ensure_reconciliation_schedule(client, settings)
         worker = build_worker(client, settings, db, publisher)
         log.info("worker polling %s on %s", settings.temporal_task_queue, settings.effective_temporal_address)
         await worker.run()

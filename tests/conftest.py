@@ -73,7 +73,8 @@ def database_url(empty_database_url: str) -> str:
     """A migrated database holding the demo network."""
     upgrade(empty_database_url)
     engine = create_sync_engine(empty_database_url)
-    seed_demo_network(engine, stations_per_city=2, riders_per_city=6, command_only_share=0.0)
+    # Without the demo peak and night rules: a swap costs its city's flat price whatever the hour tests run.
+    seed_demo_network(engine, stations_per_city=2, riders_per_city=6, command_only_share=0.0, demo_pricing=False)
     engine.dispose()
     return empty_database_url
 

@@ -15,10 +15,13 @@ from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.commands import CommandPublisher
+from swapflow.payments.provider import refund_workflow_id
+from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets
 from swapflow.worker import build_worker
+from swapflow.workflows.payment_models import RefundOutcome
 
 
 @asynccontextmanager
@@ -77,3 +80,9 @@ async def battery_of(db: Database, rider_id: str) -> Battery | None:
     async with db.sessions() as session:
         return await session.scalar(select(Battery).where(
             Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id))
+
+
+async def swap_refund_outcome(client: Client, order_id: str) -> RefundOutcome:
+    """How the refund a failed swap started ended (its workflow runs on after the swap has finished)."""
+    return await client.get_workflow_handle(refund_workflow_id(swap_refund_id(order_id)),
+                                            result_type=RefundOutcome).result()

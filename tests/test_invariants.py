@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from swapflow.activities.payments import PaymentActivities, charge_key, refund_key
+from swapflow.activities.payments import PaymentActivities, charge_key
+from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
 from swapflow.cli import main
 from swapflow.db.engine import Database, create_sync_engine
@@ -23,6 +24,7 @@ from swapflow.db.models import (
     CustodyEvent,
     LedgerPosting,
     LedgerTransaction,
+    Refund,
     SandboxPayment,
     Slot,
     SwapOrder,
@@ -32,18 +34,21 @@ from swapflow.db.models import (
 from swapflow.db.seed import slot_ref
 from swapflow.invariants import InvariantReport, Rule, check_invariants
 from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction, provider_clearing
+from swapflow.payments.provider import PaymentMethod, RefundRequest, refund_key
+from swapflow.payments.refunds import RefundOrigin, swap_refund_id
+from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import PROVIDER, SandboxProvider
 from swapflow.protocol.v1 import BatteryReading
 from swapflow.settings import Settings, get_settings
 from swapflow.workflows.models import (
     Admission,
     ChargeInput,
-    RefundInput,
     ReturnCheck,
     ReturnVerdict,
     SwapFinish,
     SwapRequest,
 )
+from swapflow.workflows.payment_models import RefundRef, RefundStart
 from tests.swap_harness import battery_of, new_order, set_online
 
 CABINET = "cab-sh-001-1"  # slots 1-9 hold packs, 10-12 are empty
@@ -62,8 +67,12 @@ class Swaps:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.records = SwapRecords(db, settings)
-        self.provider = SandboxProvider(db)
-        self.payments = PaymentActivities(db, self.provider)
+        providers = providers_from_settings(settings, db)
+        sandbox = providers[PaymentMethod.SANDBOX]
+        assert isinstance(sandbox, SandboxProvider)
+        self.provider = sandbox
+        self.payments = PaymentActivities(db, providers, settings)
+        self.refunds = RefundActivities(db, providers)
 
     async def admitted(self, rider: str) -> tuple[str, Admission]:
         """A new swap with its packs and slots reserved."""
@@ -87,8 +96,13 @@ class Swaps:
             expected_serial=admission.rider_battery_serial, reading=reading))
 
     async def refund(self, order_id: str) -> None:
-        """The saga's refund compensation."""
-        await self.payments.refund(RefundInput(order_id=order_id, reason="test rollback"))
+        """The saga's refund compensation, as its refund workflow runs it: open, submit, settle."""
+        plan = await self.refunds.prepare(RefundStart(refund_id=swap_refund_id(order_id), order_id=order_id,
+                                                      reason="test rollback", origin=RefundOrigin.SWAP_COMPENSATION))
+        assert plan is not None
+        ref = RefundRef(refund_id=plan.refund_id)
+        await self.refunds.submit(ref)
+        await self.refunds.settle(ref)
 
     async def finish(self, order_id: str, status: SwapStatus) -> None:
         await self.records.finish(SwapFinish(order_id=order_id, status=status,
@@ -105,7 +119,7 @@ class Swaps:
         """Refund part of a swap's capture at the provider and in the ledger, under its own key."""
         payment = await self.provider.find_payment(charge_key(order_id))
         assert payment is not None
-        await self.provider.refund(idempotency_key=key, payment_id=payment.payment_id, amount_minor=amount_minor)
+        await self.provider.refund(RefundRequest(key=key, payment=payment, amount_minor=amount_minor, reason="test"))
         await book(self.db, key=key, kind="swap_refund", order_id=order_id, postings=[
             Posting(DEFERRED_REVENUE, amount_minor), Posting(provider_clearing(PROVIDER), -amount_minor)])
 
@@ -184,7 +198,7 @@ async def test_completed_refunded_and_quarantining_swaps_leave_the_network_clean
 
     report = await check_invariants(db, stuck_after=timedelta(minutes=1))
     assert report.violations == []
-    assert (report.swaps, report.ledger_transactions) == (3, 6)
+    assert (report.swaps, report.ledger_transactions) == (3, 8)  # each refund is owed, then settled
 
 
 async def test_paid_swap_in_progress_may_hold_deferred_revenue(swaps: Swaps, db: Database) -> None:
@@ -324,15 +338,15 @@ async def test_failed_swap_charged_and_never_refunded_is_reported(swaps: Swaps, 
 
 async def test_failed_swap_refunded_in_two_parts_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.paid(RIDER)
-    await swaps.refund_part(order_id, PRICE // 2, refund_key(order_id))
-    await swaps.refund_part(order_id, PRICE // 2, f"{refund_key(order_id)}-2")
+    await swaps.refund_part(order_id, PRICE // 2, refund_key(swap_refund_id(order_id)))
+    await swaps.refund_part(order_id, PRICE // 2, f"{refund_key(swap_refund_id(order_id))}-2")
     await swaps.finish(order_id, SwapStatus.FAILED)
     assert found(await check_invariants(db)) == {(Rule.MONEY_MULTIPLE_REFUNDS, order_id)}
 
 
 async def test_failed_swap_refunded_less_than_charged_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.paid(RIDER)
-    await swaps.refund_part(order_id, PRICE // 2, refund_key(order_id))
+    await swaps.refund_part(order_id, PRICE // 2, refund_key(swap_refund_id(order_id)))
     await swaps.finish(order_id, SwapStatus.FAILED)
     assert found(await check_invariants(db)) == {(Rule.MONEY_PARTIAL_REFUND, order_id)}
 
@@ -340,14 +354,14 @@ async def test_failed_swap_refunded_less_than_charged_is_reported(swaps: Swaps, 
 async def test_refund_without_a_capture_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.admitted(RIDER)  # failed before the charge
     await swaps.finish(order_id, SwapStatus.FAILED)
-    await book(db, key=refund_key(order_id), kind="swap_refund", order_id=order_id,
+    await book(db, key=refund_key(swap_refund_id(order_id)), kind="swap_refund", order_id=order_id,
                postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)])
     assert found(await check_invariants(db)) == {(Rule.MONEY_OVER_REFUND, order_id)}
 
 
 async def test_refund_the_provider_never_made_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.paid(RIDER)
-    await book(db, key=refund_key(order_id), kind="swap_refund", order_id=order_id,
+    await book(db, key=refund_key(swap_refund_id(order_id)), kind="swap_refund", order_id=order_id,
                postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)])
     await swaps.finish(order_id, SwapStatus.FAILED)
     assert found(await check_invariants(db)) == {(Rule.MONEY_PROVIDER_MISMATCH, order_id)}
@@ -431,3 +445,54 @@ def test_check_command_reports_stuck_swaps_past_stuck_after_minutes(configured: 
     engine.dispose()
     assert main(["check"]) == 0
     assert main(["check", "--stuck-after-minutes", "30"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------- refunds
+
+
+async def failed_and_refunded(swaps: Swaps) -> str:
+    order_id, _ = await swaps.paid(RIDER)
+    await swaps.refund(order_id)
+    await swaps.finish(order_id, SwapStatus.FAILED)
+    return order_id
+
+
+async def extra_refund(db: Database, order_id: str, refund_id: str, *, origin: str, status: str = "processing",
+                       expected_by: datetime | None = None) -> None:
+    """A refund row of the swap's payment, written directly (as no code path may)."""
+    async with db.transaction() as session:
+        session.add(Refund(id=refund_id, key=refund_key(refund_id), payment_key=charge_key(order_id), order_id=order_id,
+                           rider_id=RIDER, method="sandbox", amount_minor=PRICE, currency="CNY", reason="test",
+                           origin=origin, status=status, attempt=1, escalated=False, expected_by=expected_by))
+
+
+async def test_refunds_beyond_the_capture_are_reported(swaps: Swaps, db: Database) -> None:
+    order_id = await failed_and_refunded(swaps)
+    await extra_refund(db, order_id, "op-1", origin="operator", status="requested")
+    assert found(await check_invariants(db)) == {(Rule.MONEY_REFUNDS_EXCEED_CAPTURE, charge_key(order_id))}
+
+
+async def test_second_compensation_refund_for_one_failure_is_reported(swaps: Swaps, db: Database) -> None:
+    order_id = await failed_and_refunded(swaps)
+    await extra_refund(db, order_id, f"again-{order_id}", origin="swap_compensation", status="requested")
+    assert (Rule.MONEY_DUPLICATE_SWAP_REFUND, order_id) in found(await check_invariants(db))
+
+
+async def test_refund_still_processing_past_its_expected_time_is_reported(swaps: Swaps, db: Database) -> None:
+    order_id = await failed_and_refunded(swaps)
+    refund_id = swap_refund_id(order_id)
+    async with db.transaction() as session:
+        await session.execute(update(Refund).where(Refund.id == refund_id).values(
+            status="processing", expected_by=utcnow() - timedelta(hours=1)))
+    assert found(await check_invariants(db)) == {(Rule.REFUND_OVERDUE, refund_id)}
+
+
+async def test_succeeded_refund_never_settled_in_the_ledger_is_reported(swaps: Swaps, db: Database) -> None:
+    order_id = await failed_and_refunded(swaps)
+    refund_id = swap_refund_id(order_id)
+    async with db.transaction() as session:
+        settled = await session.scalar(select(LedgerTransaction.id).where(
+            LedgerTransaction.key == f"refund:{refund_id}:settled"))
+        await session.execute(delete(LedgerPosting).where(LedgerPosting.transaction_id == settled))
+        await session.execute(delete(LedgerTransaction).where(LedgerTransaction.id == settled))
+    assert found(await check_invariants(db)) == {(Rule.REFUND_UNSETTLED, refund_id)}

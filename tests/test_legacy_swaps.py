@@ -68,7 +68,7 @@ async def test_no_evidence_of_the_return_rolls_back_and_asks_an_operator_to_chec
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "return_not_confirmed")
     assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
     assert held is not None and (await battery(legacy.db, held.serial)).custodian_ref == RIDER
-    await assert_refunded_once(legacy.db, order_id)
+    await assert_refunded_once(legacy.db, order_id, legacy.env.client)
     await assert_invariants(legacy.db)
 
 
@@ -83,7 +83,7 @@ async def test_no_evidence_the_charged_pack_left_rolls_back_and_asks_an_operator
     assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
     assert order.issued_battery_serial is not None
     assert (await battery(legacy.db, order.issued_battery_serial)).custodian_kind == CustodianKind.SLOT
-    await assert_refunded_once(legacy.db, order_id)
+    await assert_refunded_once(legacy.db, order_id, legacy.env.client)
     await assert_invariants(legacy.db)
 
 
@@ -94,5 +94,5 @@ async def test_unregistered_pack_reported_in_the_return_slot_is_quarantined(lega
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "returned_battery_not_registered")
     assert order.return_slot_no is not None
     assert await count(legacy.db, Alert, Alert.kind == "battery_quarantined") == 1
-    await assert_refunded_once(legacy.db, order_id)
+    await assert_refunded_once(legacy.db, order_id, legacy.env.client)
     await assert_invariants(legacy.db)

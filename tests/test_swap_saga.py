@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database
@@ -45,7 +45,7 @@ from swapflow.workflows.models import (
     swap_workflow_id,
 )
 from swapflow.workflows.swap import SwapWorkflow
-from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker
+from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker, swap_refund_outcome
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -93,13 +93,23 @@ class Scene:
     async def insert(self, order_id: str, battery: SimBattery) -> SwapOrder:
         order = await self.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
         assert order.return_slot_no is not None, order.failure_reason
+        await self.door_physically_open(order.return_slot_no)
         await self.cabinet.insert_battery(order.return_slot_no, battery)
         return order
 
     async def take(self, order_id: str) -> SimBattery:
         order = await self.until_stage(order_id, SwapStage.CHARGED_DOOR_OPEN)
         assert order.charged_slot_no is not None, order.failure_reason
+        await self.door_physically_open(order.charged_slot_no)
         return await self.cabinet.take_battery(order.charged_slot_no)
+
+    async def door_physically_open(self, slot_no: int, timeout_s: float = 15) -> None:
+        """Wait, as a rider would, until the door really swings open: at a command-only cabinet the
+        order moves on once the command is sent, before the cabinet has received it."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.cabinet.door_open(slot_no):
+            assert asyncio.get_running_loop().time() < deadline, f"door {slot_no} never opened"
+            await asyncio.sleep(0.02)
 
     async def rider_pack(self, rider_id: str = RIDER) -> SimBattery:
         held = await battery_of(self.db, rider_id)
@@ -150,8 +160,11 @@ async def assert_invariants(db: Database) -> None:
     assert report.ok, report.violations
 
 
-async def assert_refunded_once(db: Database, order_id: str) -> None:
-    assert await ledger_kinds(db, order_id) == ["swap_charge", "swap_refund"]
+async def assert_refunded_once(db: Database, order_id: str, client: Client) -> None:
+    """The swap's refund workflow ran to the end: owed, then settled, once; the provider agrees."""
+    outcome = await swap_refund_outcome(client, order_id)
+    assert outcome.state == "succeeded"
+    assert await ledger_kinds(db, order_id) == ["swap_charge", "swap_refund", "refund_settled"]
     async with db.sessions() as session:
         payment = await session.scalar(select(SandboxPayment).where(
             SandboxPayment.idempotency_key == f"swap:{order_id}:charge"))
@@ -264,7 +277,7 @@ async def test_no_return_door_opening_refunds_and_records_each_fault(scene: Scen
     held = await battery_of(scene.db, RIDER)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "no_working_return_slot")
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     assert await count(scene.db, Alert, Alert.kind == "door_fault") == len(EMPTY_SLOTS)
     assert held is not None and (await battery(scene.db, held.serial)).custodian_ref == RIDER
     await assert_invariants(scene.db)
@@ -278,7 +291,7 @@ async def test_rider_who_never_inserts_gets_the_door_closed_a_refund_and_keeps_t
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "battery_not_returned_in_time")
     assert order.return_slot_no is not None and not scene.cabinet.door_open(order.return_slot_no)
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     assert held is not None and (await battery(scene.db, held.serial)).custodian_ref == RIDER
     assert await count(scene.db, Slot, Slot.reserved_order_id == order_id) == 0
     await assert_invariants(scene.db)
@@ -292,7 +305,7 @@ async def test_pack_that_is_not_ours_is_held_in_a_locked_slot_and_the_swap_refun
     order = await scene.insert(order_id, SimBattery("FAKE-0001", soc=20.0))
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "returned_battery_not_registered")
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     assert order.return_slot_no is not None
     locked = await slot(scene.db, order.return_slot_no)
     assert locked.locked and locked.out_of_service == "returned_battery_not_registered"
@@ -311,7 +324,7 @@ async def test_pack_of_another_rider_is_quarantined_and_the_mismatch_recorded(sc
     assert result.failure_reason == "returned_battery_not_riders"
     pack = await battery(scene.db, foreign.serial)
     assert (pack.custodian_kind, pack.status) == (CustodianKind.QUARANTINE, BatteryStatus.QUARANTINED)
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     await assert_invariants(scene.db)
 
 
@@ -328,7 +341,7 @@ async def test_hot_pack_fails_the_safety_check_and_never_joins_the_ready_pool(sc
     assert event.reading["temperature_c"] == 70.0 and event.limits is not None
     assert order.return_slot_no is not None and (await slot(scene.db, order.return_slot_no)).locked
     assert (await battery(scene.db, hot.serial)).custodian_kind == CustodianKind.QUARANTINE
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     await assert_invariants(scene.db)
 
 
@@ -360,7 +373,7 @@ async def test_no_charged_door_opening_keeps_the_return_and_refunds(scene: Scene
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "no_working_charged_slot")
     pack = await battery(scene.db, returned.serial)
     assert (pack.custodian_kind, pack.custodian_ref) == (CustodianKind.SLOT, f"{CABINET}/{order.return_slot_no}")
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     await assert_invariants(scene.db)
 
 
@@ -375,7 +388,7 @@ async def test_charged_pack_left_behind_stays_in_the_cabinet_behind_a_closed_doo
     assert order.issued_battery_serial is not None
     left = await battery(scene.db, order.issued_battery_serial)
     assert (left.custodian_kind, left.custodian_ref) == (CustodianKind.SLOT, f"{CABINET}/{order.charged_slot_no}")
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     await assert_invariants(scene.db)
 
 
@@ -405,7 +418,7 @@ async def test_cabinet_offline_past_the_grace_rolls_the_swap_back(scene: Scene) 
     await scene.skip(scene.settings.offline_grace_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "cabinet_offline_mid_swap")
-    await assert_refunded_once(scene.db, order_id)
+    await assert_refunded_once(scene.db, order_id, scene.env.client)
     assert await count(scene.db, Alert, Alert.kind == "cabinet_offline_mid_swap") == 1
     scene.cabinet.restore_network()
     await assert_invariants(scene.db)

@@ -18,7 +18,7 @@ from swapflow.db.models import (
 from swapflow.settings import Settings
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
-from tests.swap_harness import new_order, running_worker, set_online
+from tests.swap_harness import new_order, running_worker, set_online, swap_refund_outcome
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -46,8 +46,10 @@ async def test_cabinet_that_never_acknowledges_refunds_the_rider_and_releases_th
     order_id = await new_order(db, RIDER, CABINET)
     async with running_worker(temporal_env.client, settings, db):
         result = await run_swap(temporal_env, settings, order_id)
+        refund = await swap_refund_outcome(temporal_env.client, order_id)
     assert result.status == SwapStatus.FAILED
     assert result.failure_reason == "no_working_return_slot"  # every free slot was tried
+    assert refund.state == "succeeded"
     async with db.sessions() as session:
         order = await session.get(SwapOrder, order_id)
         assert order is not None and order.stage == SwapStage.FAILED
@@ -57,6 +59,6 @@ async def test_cabinet_that_never_acknowledges_refunds_the_rider_and_releases_th
         balances = dict((await session.execute(
             select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
         )).tuples().all())
-        assert balances == {"provider_clearing:sandbox": 0, "deferred_revenue:swaps": 0}
+        assert balances == {"provider_clearing:sandbox": 0, "deferred_revenue:swaps": 0, "refunds_payable": 0}
         assert await session.scalar(select(func.count()).select_from(Slot).where(
             Slot.reserved_order_id == order_id)) == 0

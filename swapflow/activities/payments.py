@@ -1,80 +1,151 @@
-"""Where money moves: charging a swap and refunding it through the payment provider, then the ledger
-postings. Keys come from the swap, so a retried activity never charges or refunds twice, and a charge
-whose answer was lost is resolved by asking the provider before anything is decided."""
+"""Charging a swap through the rider's payment provider, then the ledger postings.
+
+The charge's key (`swap:<id>:charge`) and method are written to our `payments` table before the provider
+is first asked, so every retry uses the same key and provider and asks the provider what happened before
+it charges: a lost answer (timeout) is "unknown", never "failed". A pending charge (the rider confirms
+in the app) is polled with heartbeats until captured or its deadline, then closed. Refusals are final
+(non-retryable); network faults are retried by Temporal.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from swapflow.db.engine import Database
-from swapflow.db.models import SwapOrder, SwapStage
-from swapflow.ledger import DEFERRED_REVENUE, Posting, post_transaction, provider_clearing
-from swapflow.payments.sandbox import PROVIDER, ProviderPayment, SandboxProvider
-from swapflow.workflows.models import ChargeInput, PaymentResult, RefundInput, RefundResult
+from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
+from swapflow.ledger import DEFERRED_REVENUE, Posting, post_transaction
+from swapflow.payments.provider import (
+    ChargeRequest,
+    PaymentMethod,
+    PaymentProvider,
+    PaymentStatus,
+    ProviderDeclined,
+    ProviderPayment,
+    ProviderTimeout,
+)
+from swapflow.payments.refunds import charge_key, method_account
+from swapflow.payments.registry import UnknownProvider, payer_method, provider_for
+from swapflow.settings import Settings
+from swapflow.workflows.models import ChargeInput, PaymentResult
 
 PAYMENT_DECLINED = "PaymentDeclined"
+PAYMENT_UNKNOWN = "PaymentOutcomeUnknown"
 
-
-def charge_key(order_id: str) -> str:
-    """Idempotency key of a swap's charge."""
-    return f"swap:{order_id}:charge"
-
-
-def refund_key(order_id: str) -> str:
-    """Idempotency key of a swap's refund: one refund per failed swap."""
-    return f"swap:{order_id}:refund"
+__all__ = ["PAYMENT_DECLINED", "PaymentActivities", "charge_key"]
 
 
 class PaymentActivities:
-    """Charge and refund swaps; one instance per worker."""
+    """Charge swaps; one instance per worker."""
 
-    def __init__(self, db: Database, provider: SandboxProvider) -> None:
+    def __init__(self, db: Database, providers: dict[PaymentMethod, PaymentProvider], settings: Settings) -> None:
         self.db = db
-        self.provider = provider
+        self.providers = providers
+        self.pending_timeout = timedelta(seconds=settings.payment_pending_timeout_s)
+        self.poll_interval_s = settings.payment_poll_interval_s
+
+    async def _record(self, charge: ChargeInput) -> Payment:
+        """Our record of the charge, written before the provider is first asked (once)."""
+        key = charge_key(charge.order_id)
+        async with self.db.transaction() as session:
+            payment = await session.scalar(select(Payment).where(Payment.key == key))
+            if payment is None:
+                order = await session.get(SwapOrder, charge.order_id)
+                if order is None:
+                    raise ApplicationError(f"no order {charge.order_id}", type="UnknownOrder", non_retryable=True)
+                how = await payer_method(session, order.rider_id)
+                payment = Payment(key=key, order_id=charge.order_id, rider_id=order.rider_id, method=how.method,
+                                  amount_minor=charge.amount_minor, currency=charge.currency, status="initiated",
+                                  payer=how.payer)
+                session.add(payment)
+        return payment
+
+    async def _mark(self, key: str, status: str, provider_ref: str | None = None) -> None:
+        async with self.db.transaction() as session:
+            payment = await session.scalar(select(Payment).where(Payment.key == key))
+            assert payment is not None
+            payment.status = status
+            if provider_ref:
+                payment.provider_ref = provider_ref
+
+    async def _declined(self, key: str, reason: str) -> ApplicationError:
+        await self._mark(key, PaymentStatus.DECLINED)
+        return ApplicationError("payment_declined", reason, type=PAYMENT_DECLINED, non_retryable=True)
 
     @activity.defn(name="charge_swap")
     async def charge(self, charge: ChargeInput) -> PaymentResult:
-        """Capture the swap's price and post it to deferred revenue until the swap completes. A lost
-        answer (timeout) fails this attempt; the retry first asks the provider what happened."""
-        key = charge_key(charge.order_id)
-        payment: ProviderPayment | None = await self.provider.find_payment(key)
+        """Capture the swap's price with the rider's provider and post it to deferred revenue until the
+        swap completes. Retried attempts ask the provider first, so the rider is charged once."""
+        record = await self._record(charge)
+        if record.status in (PaymentStatus.CLOSED, PaymentStatus.DECLINED):
+            # Settled as "nothing taken" by the swap's refund (the swap ended meanwhile): never charge now.
+            raise ApplicationError("payment_declined", record.status, type=PAYMENT_DECLINED, non_retryable=True)
+        try:
+            provider = provider_for(self.providers, record.method)
+        except UnknownProvider:
+            # The rider's method is not configured on this worker: no money can be taken, so say no at once.
+            raise await self._declined(record.key, f"payment_method_unavailable: {record.method}") from None
+        key = record.key
+        payment = await provider.find_payment(key)
         if payment is None:
-            payment = await self.provider.charge(idempotency_key=key, amount_minor=charge.amount_minor,
-                                                 currency=charge.currency)
-        if payment.status != "captured":
-            raise ApplicationError("payment_declined", type=PAYMENT_DECLINED, non_retryable=True)
-        async with self.db.transaction() as session:
-            await post_transaction(
-                session, key=key, kind="swap_charge", currency=payment.currency, order_id=charge.order_id,
-                memo=f"{PROVIDER} payment {payment.payment_id}",
-                postings=[Posting(provider_clearing(PROVIDER), payment.amount_minor),
-                          Posting(DEFERRED_REVENUE, -payment.amount_minor)],
-            )
-            order = await session.get(SwapOrder, charge.order_id)
-            if order is not None and order.payment_ref is None:
-                order.payment_ref = payment.payment_id
-                order.stage = SwapStage.PAID
-                order.steps = [*order.steps, {"step": "charge", "outcome": "ok", "detail": payment.payment_id}]
+            try:
+                payment = await provider.charge(ChargeRequest(
+                    key=key, amount_minor=charge.amount_minor, currency=charge.currency, rider_id=record.rider_id,
+                    payer=record.payer))
+            except ProviderDeclined as declined:
+                raise await self._declined(key, str(declined)) from None
+            except ProviderTimeout as lost:
+                # Unknown, not failed: the retry asks the provider what happened under the same key.
+                raise ApplicationError(f"payment outcome unknown: {lost}", type=PAYMENT_UNKNOWN) from None
+        payment = await self._until_settled(provider, record, payment)
+        if payment.status == PaymentStatus.AUTHORIZED:
+            payment = await provider.capture(key)
+        if payment.status != PaymentStatus.CAPTURED:
+            raise await self._declined(key, payment.status)
+        await book_capture(self.db, record.key, payment)
         return PaymentResult(payment_ref=payment.payment_id, amount_minor=payment.amount_minor)
 
-    @activity.defn(name="refund_swap")
-    async def refund(self, refund: RefundInput) -> RefundResult:
-        """Refund whatever the swap's charge captured, if anything; the key makes it happen once."""
-        payment = await self.provider.find_payment(charge_key(refund.order_id))
-        if payment is None or payment.status != "captured":
-            return RefundResult(refund_ref=None, amount_minor=0)
-        key = refund_key(refund.order_id)
-        result = await self.provider.refund(idempotency_key=key, payment_id=payment.payment_id,
-                                            amount_minor=payment.amount_minor)
-        async with self.db.transaction() as session:
-            await post_transaction(
-                session, key=key, kind="swap_refund", currency=payment.currency, order_id=refund.order_id,
-                memo=f"{PROVIDER} refund {result.refund_id}: {refund.reason}",
-                postings=[Posting(DEFERRED_REVENUE, result.amount_minor),
-                          Posting(provider_clearing(PROVIDER), -result.amount_minor)],
-            )
-            order = await session.get(SwapOrder, refund.order_id)
-            if order is not None:
-                order.refund_ref = result.refund_id
-        return RefundResult(refund_ref=result.refund_id, amount_minor=result.amount_minor)
+    async def _until_settled(self, provider: PaymentProvider, record: Payment,
+                             payment: ProviderPayment) -> ProviderPayment:
+        """Poll a pending payment until it is no longer pending; close it at its deadline (counted from
+        our record, so retries do not extend it)."""
+        deadline = as_utc(record.created_at) + self.pending_timeout
+        if payment.status == PaymentStatus.PENDING:
+            await self._mark(record.key, PaymentStatus.PENDING, payment.payment_id)
+        while payment.status == PaymentStatus.PENDING:
+            if utcnow() >= deadline:
+                payment = await provider.close(record.key)
+                if payment.status == PaymentStatus.PENDING:  # closed while we asked: final either way
+                    payment = payment.model_copy(update={"status": PaymentStatus.CLOSED})
+                break
+            activity.heartbeat(payment.status.value)
+            await asyncio.sleep(self.poll_interval_s)
+            payment = await provider.find_payment(record.key) or payment
+        return payment
+
+
+async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None:
+    """A capture in the ledger (once, by key: debit where the method's money sits, credit deferred revenue
+    until the swap completes), on our payment record and on the order."""
+    async with db.transaction() as session:
+        row = await session.scalar(select(Payment).where(Payment.key == key))
+        assert row is not None
+        await post_transaction(
+            session, key=key, kind="swap_charge", currency=payment.currency, order_id=row.order_id,
+            memo=f"{row.method} payment {payment.payment_id}",
+            postings=[Posting(method_account(row.method, row.rider_id), payment.amount_minor),
+                      Posting(DEFERRED_REVENUE, -payment.amount_minor)],
+        )
+        row.status, row.provider_ref, row.amount_minor = PaymentStatus.CAPTURED, payment.payment_id, \
+            payment.amount_minor
+        order = await session.get(SwapOrder, row.order_id) if row.order_id else None
+        if order is not None and order.payment_ref is None:
+            order.payment_ref = payment.payment_id
+            if order.stage in (SwapStage.CREATED, SwapStage.RESERVED):
+                order.stage = SwapStage.PAID
+            order.steps = [*order.steps, {"step": "charge", "outcome": "ok",
+                                          "detail": f"{row.method} {payment.payment_id}"}]

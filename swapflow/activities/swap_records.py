@@ -18,26 +18,29 @@ from swapflow.db.models import (
     BatteryStatus,
     Cabinet,
     CabinetCapability,
-    City,
     CustodianKind,
     CustodyEvent,
     DoorState,
+    Payment,
     Rider,
     RiderStatus,
     SafetyEvent,
     Slot,
-    Station,
     SwapOrder,
     SwapStage,
     SwapStatus,
+    as_utc,
     utcnow,
 )
 from swapflow.db.seed import slot_ref
 from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
+from swapflow.price_book import live_redemption, price_swap, redeem_coupon, release_redemption
+from swapflow.pricing import Quote, without_coupon
 from swapflow.safety import BatteryLimits, check_pack
 from swapflow.settings import Settings
 from swapflow.workflows.models import (
     Admission,
+    CouponRelease,
     FaultReport,
     ReplaceSlot,
     ReturnCheck,
@@ -148,9 +151,6 @@ class SwapRecords:
             # A command-only cabinet never reports; its swaps are confirmed by the packs' own telemetry.
             if cabinet.capability == CabinetCapability.REPORTING and not cabinet.online:
                 raise _reject("cabinet_offline")
-            city = await session.scalar(
-                select(City).join(Station, Station.city_code == City.code).where(Station.id == cabinet.station_id))
-            assert city is not None
 
             charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED)
             empty = await self._candidates(session, cabinet.id, SlotRole.RETURN)
@@ -168,15 +168,40 @@ class SwapRecords:
             order.return_slot_no = return_slot.slot_no
             order.charged_slot_no = charged_slot.slot_no
             order.issued_battery_serial = charged_slot.battery_serial
-            order.price_minor = city.swap_price_minor
-            order.currency = city.currency
+            priced = await self._price(session, order, request)
             _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RESERVED, step="admit",
                                             detail=f"return slot {return_slot.slot_no}, "
                                                    f"charged slot {charged_slot.slot_no}"))
             return Admission(return_slot_no=return_slot.slot_no, charged_slot_no=charged_slot.slot_no,
                              charged_battery_serial=charged_slot.battery_serial or "",
-                             rider_battery_serial=rider_battery.serial, price_minor=city.swap_price_minor,
-                             currency=city.currency, capability=cabinet.capability)
+                             rider_battery_serial=rider_battery.serial, price_minor=priced.total_minor,
+                             currency=priced.currency, capability=cabinet.capability,
+                             coupon_code=priced.coupon_code)
+
+    async def _price(self, session: AsyncSession, order: SwapOrder, request: SwapRequest) -> Quote:
+        """Price the swap as of when the rider asked for it (the order's creation, not now: a retry or a
+        slow queue must not move it into another peak window), redeem the coupon, record the breakdown.
+        A coupon that stopped applying since the API checked it (used up meanwhile, expired) is left out,
+        and the steps say why."""
+        priced, coupon = await price_swap(session, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
+                                          at=as_utc(order.created_at), coupon_code=request.coupon_code)
+        if priced.coupon_code is not None:
+            assert coupon is not None
+            refused = await redeem_coupon(session, coupon, order_id=order.id, rider_id=order.rider_id,
+                                          discount_minor=priced.discount_minor)
+            if refused is not None:
+                priced = without_coupon(priced, refused)
+        if priced.coupon_rejected is not None:
+            _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="coupon",
+                                            outcome="not_applied", detail=f"{request.coupon_code}: "
+                                                                          f"{priced.coupon_rejected}"))
+        order.price_minor = priced.total_minor
+        order.currency = priced.currency
+        order.price_breakdown = priced.model_dump(mode="json")
+        _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="price",
+                                        detail=f"{priced.total_minor} {priced.currency}"
+                                               + (f", coupon {priced.coupon_code}" if priced.coupon_code else "")))
+        return priced
 
     async def _admission_of(self, session: AsyncSession, order: SwapOrder) -> Admission:
         rider_battery = await session.scalar(select(Battery.serial).where(
@@ -187,7 +212,7 @@ class SwapRecords:
                          charged_battery_serial=order.issued_battery_serial or "",
                          rider_battery_serial=rider_battery or order.returned_battery_serial or "",
                          price_minor=order.price_minor or 0, currency=order.currency or "",
-                         capability=cabinet.capability)
+                         capability=cabinet.capability, coupon_code=await live_redemption(session, order.id))
 
     @activity.defn(name="record_swap_stage")
     async def record_stage(self, update: StageUpdate) -> None:
@@ -294,6 +319,16 @@ class SwapRecords:
                                             detail=f"{detail}; now slot {replacement.slot_no}"))
             return SlotReplacement(slot_no=replacement.slot_no, battery_serial=replacement.battery_serial)
 
+    @activity.defn(name="release_swap_coupon")
+    async def release_coupon(self, release: CouponRelease) -> None:
+        """Compensation: give back the coupon a failed swap redeemed (once; a retry changes nothing)."""
+        async with self.db.transaction() as session:
+            order = await self._order(session, release.order_id)
+            code = await release_redemption(session, order.id, release.reason)
+            if code is not None:
+                _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="release_coupon",
+                                                detail=code))
+
     @activity.defn(name="report_swap_fault")
     async def report_fault(self, report: FaultReport) -> None:
         """Raise an alert for a problem a swap cannot solve by itself (it ends; a person looks)."""
@@ -329,10 +364,14 @@ class SwapRecords:
         slot.charging = False
         await transfer_custody(session, battery, to_kind=CustodianKind.RIDER, to_ref=order.rider_id,
                                reason="swap issue", key=f"swap:{order.id}:issue", order_id=order.id)
-        if order.price_minor:
+        # What the charge captured is what was deferred (a subscription swap captures its per-swap value).
+        captured = await session.scalar(select(Payment.amount_minor).where(
+            Payment.key == f"swap:{order.id}:charge", Payment.status == "captured"))
+        amount = order.price_minor if captured is None else captured
+        if amount:
             await post_transaction(
                 session, key=f"swap:{order.id}:revenue", kind="swap_revenue", currency=order.currency or "",
                 order_id=order.id, memo="swap completed: revenue recognised",
-                postings=[Posting(DEFERRED_REVENUE, order.price_minor), Posting(SWAP_REVENUE, -order.price_minor)],
+                postings=[Posting(DEFERRED_REVENUE, amount), Posting(SWAP_REVENUE, -amount)],
             )
 

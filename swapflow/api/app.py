@@ -10,7 +10,18 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from swapflow.api.problems import install_problem_handlers
-from swapflow.api.routers import cabinets, network, riders, swaps
+from swapflow.api.routers import (
+    cabinets,
+    complaints,
+    finance,
+    network,
+    payments,
+    pricing,
+    refunds,
+    riders,
+    swaps,
+    wallets,
+)
 from swapflow.db.engine import Database
 from swapflow.settings import Settings, get_settings
 from swapflow.temporal import connect_temporal
@@ -50,6 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (swaps, cabinets, riders, network):
+    for module in (swaps, cabinets, riders, network, pricing, wallets, refunds, complaints, finance, payments):
         app.include_router(module.router)
     return app

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from swapflow.api.payment_schemas import RefundView
 from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+from swapflow.pricing import Quote
 
 
 class SwapCreate(BaseModel):
@@ -15,6 +17,7 @@ class SwapCreate(BaseModel):
 
     rider_id: str = Field(min_length=1, max_length=40)
     cabinet_id: str = Field(min_length=1, max_length=40)
+    coupon_code: str | None = Field(None, min_length=1, max_length=40, description="Checked before the swap starts")
 
 
 class SwapView(BaseModel):
@@ -32,6 +35,8 @@ class SwapView(BaseModel):
     issued_battery_serial: str | None
     price_minor: int | None
     currency: str | None
+    coupon_code: str | None
+    price_breakdown: Quote | None = Field(description="How the price came about: each rule and the coupon")
     payment_ref: str | None
     refund_ref: str | None
     steps: list[dict[str, Any]]
@@ -41,6 +46,7 @@ class SwapView(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    refund: RefundView | None = Field(None, description="The refund of a failed swap: status, expected arrival.")
 
 
 class CabinetSummary(BaseModel):

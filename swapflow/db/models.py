@@ -5,7 +5,7 @@ beside this file, which run on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    Time,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -220,6 +221,9 @@ class SwapOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     return_door_opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # pricing (issue 4): the coupon the rider gave, and how the price came about (swapflow.pricing.Quote)
+    coupon_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    price_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class CustodyEvent(Base):
@@ -287,8 +291,10 @@ class SandboxRefund(Base):
     idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
     payment_id: Mapped[str] = mapped_column(ForeignKey("sandbox_payments.id"))
     amount_minor: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), doc="succeeded")
+    status: Mapped[str] = mapped_column(String(16), doc="processing | succeeded | closed | abnormal | failed")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    settles_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When a processing refund succeeds.")
+    final_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class DeviceCommand(Base):
@@ -380,3 +386,280 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# ---- payments: our record of charges and refunds, wallets, subscriptions, pricing (issue 4) ----
+
+
+class RiderPaymentMethod(Base):
+    """How a rider pays: one method (a `swapflow.payments.provider.PaymentMethod`) and the provider's
+    handle for them (WeChat openid, Stripe customer, ...). A rider without a row pays by the sandbox."""
+
+    __tablename__ = "rider_payment_methods"
+
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))
+    payer: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Payment(Base):
+    """Our record of one charge, written under its key before the provider is first asked, so a retry
+    finds it and asks the provider what happened instead of charging again."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="swap:<order id>:charge")
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    rider_id: Mapped[str] = mapped_column(String(40), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(Integer, doc="Asked for; the captured amount once captured.")
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16),
+                                        doc="initiated | pending | authorized | captured | declined | closed")
+    payer: Mapped[str | None] = mapped_column(String(120), nullable=True, doc="The provider's handle for the rider.")
+    provider_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Refund(Base):
+    """One refund our refund workflow (`refund/<id>`) follows until the money is back with the rider."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True, doc="swap-<order id> for a failed swap's refund.")
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="The current submission's key (refund:<id>[:n]).")
+    payment_key: Mapped[str] = mapped_column(String(120), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    rider_id: Mapped[str] = mapped_column(String(40), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(24), doc="swap_compensation | operator | complaint")
+    status: Mapped[str] = mapped_column(String(16), index=True,
+                                        doc="requested | processing | succeeded | escalated | rejected")
+    provider_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    provider_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, doc="Submission number; a new key each.")
+    submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expected_by: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    final_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Complaint(Base):
+    """A rider's complaint asking for money back; ops approve it (which starts a refund) or reject it."""
+
+    __tablename__ = "complaints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("swap_orders.id"), index=True)
+    amount_minor: Mapped[int | None] = mapped_column(Integer, nullable=True, doc="None: all that is refundable.")
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open", doc="open | approved")
+    refund_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Wallet(Base):
+    """A rider's prepaid balance."""
+
+    __tablename__ = "wallets"
+
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WalletEntry(Base):
+    """One movement of a wallet (top-up, charge, refund), once per key. Append-only."""
+
+    __tablename__ = "wallet_entries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), doc="topup | charge | refund")
+    amount_minor: Mapped[int] = mapped_column(BigInteger, doc="Positive: into the wallet.")
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_key: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class SubscriptionPlan(Base):
+    """N swaps per period for a price; each swap is worth `price_minor // swaps_per_period`."""
+
+    __tablename__ = "subscription_plans"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    swaps_per_period: Mapped[int] = mapped_column(Integer)
+    period_days: Mapped[int] = mapped_column(Integer)
+    price_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class Subscription(Base):
+    """A rider's plan; periods of `period_days` follow each other from `started_at`."""
+
+    __tablename__ = "subscriptions"
+
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("subscription_plans.id"))
+    started_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SubscriptionUse(Base):
+    """One swap taken from a subscription period (a charge); a refund gives it back."""
+
+    __tablename__ = "subscription_uses"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True, doc="The charge's key.")
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    period_start: Mapped[datetime]
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    refund_key: Mapped[str | None] = mapped_column(String(120), nullable=True, unique=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    returned_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ReconciliationRun(Base):
+    """One day's comparison of our payments and refunds with one provider's statement."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (UniqueConstraint("day", "provider"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), doc="YYYY-MM-DD (UTC)")
+    provider: Mapped[str] = mapped_column(String(16))
+    ours: Mapped[int] = mapped_column(Integer, doc="Our movements that day.")
+    theirs: Mapped[int] = mapped_column(Integer, doc="Lines in the provider's statement.")
+    matched: Mapped[int] = mapped_column(Integer)
+    exceptions: Mapped[int] = mapped_column(Integer)
+    ran_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReconciliationException(Base):
+    """One difference between our record and a provider's, for finance to resolve (never fixed silently)."""
+
+    __tablename__ = "reconciliation_exceptions"
+    __table_args__ = (UniqueConstraint("day", "provider", "ref"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(160), doc="Our key, or the provider's ref when it carries none.")
+    kind: Mapped[str] = mapped_column(String(32), doc="missing_at_provider | missing_in_ours | amount_mismatch")
+    ours_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    theirs_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+
+# ---- payment provider notifications (issue 4, providers) ----
+
+
+class PaymentNotification(Base):
+    """A verified notification from a payment provider (WeChat notify, Stripe webhook), kept once: the
+    dedupe key, the provider state re-read after it, and the refund workflow it was passed to."""
+
+    __tablename__ = "payment_notifications"
+    __table_args__ = (UniqueConstraint("provider", "notification_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16), doc="wechat | stripe")
+    notification_id: Mapped[str] = mapped_column(String(80), doc="WeChat notification id / Stripe event id.")
+    event_type: Mapped[str] = mapped_column(String(60))
+    key: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True, doc="Our charge/refund key.")
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True, doc="Re-read payment/refund status.")
+    workflow_id: Mapped[str | None] = mapped_column(String(80), nullable=True, doc="Refund workflow signalled.")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="The verified (decrypted) notification.")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---- pricing rules and coupons (issue 4, pricing) ----
+
+
+class PriceRule(Base):
+    """One price rule (swapflow.pricing says how rules combine). Edited by operators; never by a swap."""
+
+    __tablename__ = "price_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(24), doc="base | battery_model | peak | off_peak | first_swap_free")
+    adjustment: Mapped[str] = mapped_column(String(8), doc="percent (basis points) | fixed | set (minor units)")
+    value: Mapped[int] = mapped_column(Integer)
+    city_code: Mapped[str | None] = mapped_column(ForeignKey("cities.code"), nullable=True, index=True)
+    battery_model: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    start_local: Mapped[time | None] = mapped_column(Time, nullable=True, doc="City-local wall clock.")
+    end_local: Mapped[time | None] = mapped_column(Time, nullable=True)
+    weekdays: Mapped[list[int] | None] = mapped_column(JSON, nullable=True, doc="ISO weekdays; null: all.")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    valid_from: Mapped[datetime | None] = mapped_column(nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Coupon(Base):
+    """A coupon and its limits. `redeemed_count` counts live redemptions; it only moves by a conditional
+    UPDATE, so concurrent redemptions never pass `max_redemptions`."""
+
+    __tablename__ = "coupons"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True, doc="Upper case.")
+    description: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(8), doc="percent (basis points) | fixed (minor units)")
+    value: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    valid_from: Mapped[datetime | None] = mapped_column(nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    max_redemptions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_per_rider: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    min_price_minor: Mapped[int] = mapped_column(Integer, default=0)
+    max_discount_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    city_codes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    battery_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    redeemed_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CouponRedemption(Base):
+    """A coupon used by one swap (at most one per order). `rider_seq` numbers a rider's live redemptions
+    of the coupon 1..max_per_rider; the unique constraint makes a concurrent extra one fail. A released
+    redemption (the swap failed) keeps its row, with `rider_seq` cleared so the rider may use it again."""
+
+    __tablename__ = "coupon_redemptions"
+    __table_args__ = (UniqueConstraint("coupon_code", "rider_id", "rider_seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    coupon_code: Mapped[str] = mapped_column(ForeignKey("coupons.code"), index=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("swap_orders.id"), unique=True)
+    rider_id: Mapped[str] = mapped_column(String(40), index=True)
+    rider_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    discount_minor: Mapped[int] = mapped_column(Integer)
+    redeemed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    release_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+
+# ---- device network: online transitions, telemetry history, command queues (issue 5) ----
+
+
+# ---- device identity and the tower-protocol gateway (issue 5) ----
+
+
+# ---- ops: operators, technicians, alerts, work orders (issue 6) ----

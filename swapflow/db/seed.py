@@ -16,10 +16,20 @@ from swapflow.db.models import (
     City,
     CustodianKind,
     CustodyEvent,
+    LedgerPosting,
+    LedgerTransaction,
     Rider,
+    RiderPaymentMethod,
     Slot,
     Station,
+    Subscription,
+    SubscriptionPlan,
+    Wallet,
+    WalletEntry,
+    utcnow,
 )
+from swapflow.db.seed_pricing import seed_demo_pricing
+from swapflow.ledger import provider_clearing, subscription_account, wallet_account
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,11 @@ def seed_demo_network(
     riders_per_city: int = 40,
     command_only_share: float = 0.125,
     seed: int = 7,
+    demo_pricing: bool = True,
 ) -> bool:
-    """Fill an empty database with the demo network. Returns False (and changes nothing) when the
-    database already holds cities, so `swapflow up` can call it on every start."""
+    """Fill an empty database with the demo network (with `demo_pricing`, its demo price rules and
+    coupons too). Returns False (and changes nothing) when the database already holds cities, so
+    `swapflow up` can call it on every start."""
     rng = random.Random(seed)
     with Session(engine) as session, session.begin():
         if session.scalar(select(func.count()).select_from(City)):
@@ -119,7 +131,10 @@ def seed_demo_network(
                 battery_no += 1
                 serial = f"BAT{battery_no:07d}"
                 session.add(_battery(rng, serial, round(rng.uniform(5, 35), 1), CustodianKind.RIDER, rider_id))
+        if demo_pricing:
+            seed_demo_pricing(session, (c.code for c in DEMO_CITIES))
         session.flush()
+        _seed_payment_methods(session)
         for battery in session.scalars(select(Battery)):
             session.add(CustodyEvent(
                 key=f"commission:{battery.serial}", battery_serial=battery.serial,
@@ -127,3 +142,54 @@ def seed_demo_network(
                 to_kind=battery.custodian_kind, to_ref=battery.custodian_ref, reason="commissioned",
             ))
     return True
+
+
+DEMO_WALLET_TOPUP = 20  # swaps' worth of balance a demo wallet rider starts with
+
+
+def demo_payment_method(rider_no: int) -> str:
+    """How demo rider number `rider_no` pays: mostly the sandbox (the embedded default), every tenth a
+    wallet and every tenth a subscription (riders 7, 17, ... and 8, 18, ...)."""
+    return {7: "wallet", 8: "subscription"}.get(rider_no % 10, "sandbox")
+
+
+def _seed_payment_methods(session: Session) -> None:
+    """Wallet riders get a topped-up balance, subscription riders a plan, both booked in the ledger."""
+    plans: dict[str, SubscriptionPlan] = {}
+    for city in session.scalars(select(City)):
+        plan = SubscriptionPlan(id=f"plan-{city.code.lower()}-60", name=f"{city.name}: 60 swaps a month",
+                                swaps_per_period=60, period_days=30, price_minor=city.swap_price_minor * 50,
+                                currency=city.currency)
+        session.add(plan)
+        plans[city.code] = plan
+    session.flush()
+    for rider in session.scalars(select(Rider).order_by(Rider.id)):
+        method = demo_payment_method(int(rider.id.rsplit("-", 1)[-1]))
+        session.add(RiderPaymentMethod(rider_id=rider.id, method=method, payer=f"demo-{rider.id}"))
+        city = session.get(City, rider.city_code)
+        assert city is not None
+        if method == "wallet":
+            _book(session, key=f"wallet:{rider.id}:topup:seed", kind="wallet_topup", currency=city.currency,
+                  debit=provider_clearing("wallet_topups"), credit=wallet_account(rider.id),
+                  amount=city.swap_price_minor * DEMO_WALLET_TOPUP)
+            session.add(Wallet(rider_id=rider.id, currency=city.currency,
+                               balance_minor=city.swap_price_minor * DEMO_WALLET_TOPUP))
+            session.add(WalletEntry(id=f"wal_seed_{rider.id}"[:40], key=f"wallet:{rider.id}:topup:seed",
+                                    rider_id=rider.id, kind="topup", currency=city.currency,
+                                    amount_minor=city.swap_price_minor * DEMO_WALLET_TOPUP))
+        elif method == "subscription":
+            plan = plans[rider.city_code]
+            _book(session, key=f"subscription:{rider.id}:{plan.id}:sale", kind="subscription_sale",
+                  currency=plan.currency, debit=provider_clearing("subscription_sales"),
+                  credit=subscription_account(rider.id), amount=plan.price_minor)
+            session.add(Subscription(rider_id=rider.id, plan_id=plan.id, started_at=utcnow(), active=True))
+
+
+def _book(session: Session, *, key: str, kind: str, currency: str, debit: str, credit: str, amount: int) -> None:
+    transaction = LedgerTransaction(key=key, kind=kind, memo="demo seed")
+    session.add(transaction)
+    session.flush()
+    session.add_all([
+        LedgerPosting(transaction_id=transaction.id, account=debit, amount_minor=amount, currency=currency),
+        LedgerPosting(transaction_id=transaction.id, account=credit, amount_minor=-amount, currency=currency),
+    ])

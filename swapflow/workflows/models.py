@@ -73,15 +73,23 @@ class SwapRequest(_Model):
     return_insert_timeout_s: float = 120.0
     charged_take_timeout_s: float = 120.0
     offline_grace_s: float = 120.0
+    coupon_code: str | None = None  # as the rider gave it; admission redeems it if it still applies
+    payment_pending_timeout_s: float = 300.0  # a pending charge is closed after this
+    refund_poll_schedule_s: tuple[float, ...] = (60.0, 300.0, 600.0, 1200.0, 1800.0)
+    refund_expected_days: int = 3
 
 
-def swap_request(settings: Settings, *, order_id: str, rider_id: str, cabinet_id: str) -> SwapRequest:
+def swap_request(settings: Settings, *, order_id: str, rider_id: str, cabinet_id: str,
+                 coupon_code: str | None = None) -> SwapRequest:
     """The swap workflow's input for an order, with the bounds of its waits from the settings."""
     return SwapRequest(
-        order_id=order_id, rider_id=rider_id, cabinet_id=cabinet_id,
+        order_id=order_id, rider_id=rider_id, cabinet_id=cabinet_id, coupon_code=coupon_code,
         command_ack_timeout_s=settings.command_ack_timeout_s, command_attempts=settings.command_attempts,
         return_insert_timeout_s=settings.return_insert_timeout_s,
         charged_take_timeout_s=settings.charged_take_timeout_s, offline_grace_s=settings.offline_grace_s,
+        payment_pending_timeout_s=settings.payment_pending_timeout_s,
+        refund_poll_schedule_s=tuple(settings.refund_poll_schedule_s),
+        refund_expected_days=settings.refund_expected_days,
     )
 
 
@@ -106,6 +114,14 @@ class Admission(_Model):
     price_minor: int
     currency: str
     capability: CabinetCapability = CabinetCapability.REPORTING
+    coupon_code: str | None = None  # the coupon redeemed for this swap: released if the swap fails
+
+
+class CouponRelease(_Model):
+    """Give back the coupon a failed swap redeemed."""
+
+    order_id: str
+    reason: str
 
 
 class SlotRole(StrEnum):

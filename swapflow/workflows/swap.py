@@ -23,23 +23,25 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from swapflow.activities.device_commands import DeviceCommands
-    from swapflow.activities.payments import PaymentActivities
+    from swapflow.activities.payments import PAYMENT_DECLINED, PaymentActivities
     from swapflow.activities.swap_records import SwapRecords
     from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+    from swapflow.payments.provider import refund_workflow_id
+    from swapflow.payments.refunds import RefundOrigin, swap_refund_id
     from swapflow.protocol.v1 import BatteryReading, CommandAction
     from swapflow.workflows.models import (
         DEVICE_SIGNAL,
         Admission,
         ChargeInput,
+        CouponRelease,
         DeviceSignal,
         DeviceSignalKind,
         FaultReport,
-        RefundInput,
         ReplaceSlot,
         ReturnCheck,
         SendCommandInput,
@@ -50,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         SwapRequest,
         SwapStep,
     )
+    from swapflow.workflows.payment_models import RefundStart
+    from swapflow.workflows.refund import RefundWorkflow
 
 # Short database steps: retried quickly, given up after a bound (about a minute) so the swap can
 # compensate. The bound is in attempts, not a schedule-to-close timeout: local activity deadlines are
@@ -65,11 +69,11 @@ MUST_COMPLETE: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)),
 }
-PAYMENT_STEP: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
-                                maximum_attempts=12, non_retryable_error_types=["PaymentDeclined"]),
-}
+# The charge is a regular activity: a real provider may keep it pending for minutes (the rider confirms
+# in the app) while it heartbeats. A lost answer is retried; the retry asks the provider first.
+PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
+                            maximum_attempts=12, non_retryable_error_types=[PAYMENT_DECLINED])
+PAYMENT_HEARTBEAT = timedelta(seconds=30)
 
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.RESERVED, SwapStage.PAID})
 
@@ -120,6 +124,7 @@ class SwapWorkflow:
         self._events: list[DeviceSignal] = []
         self._steps: list[SwapStep] = []
         self._commands_sent = 0
+        self._charge_declined = False  # the provider refused the charge: no money was taken
 
     # ---------------------------------------------------------------------------------- messages
 
@@ -183,15 +188,22 @@ class SwapWorkflow:
         self._return_slot, self._charged_slot = admission.return_slot_no, admission.charged_slot_no
         self._stage = SwapStage.RESERVED
         self._step("admit", "ok", f"return slot {self._return_slot}, charged slot {self._charged_slot}")
+        if admission.coupon_code is not None:
+            compensations.append(self._release_coupon)
 
         # Registered before the charge: a charge whose outcome is unknown is still refunded if it landed.
         compensations.append(self._refund)
-        # A local activity: the sandbox provider answers at once, and it saves the swap a workflow task.
-        await workflow.execute_local_activity_method(
-            PaymentActivities.charge,
-            ChargeInput(order_id=request.order_id, amount_minor=admission.price_minor, currency=admission.currency),
-            **PAYMENT_STEP,
-        )
+        try:
+            await workflow.execute_activity_method(
+                PaymentActivities.charge,
+                ChargeInput(order_id=request.order_id, amount_minor=admission.price_minor, currency=admission.currency),
+                start_to_close_timeout=timedelta(seconds=request.payment_pending_timeout_s + 60),
+                heartbeat_timeout=PAYMENT_HEARTBEAT, retry_policy=PAYMENT_RETRY,
+            )
+        except ActivityError as error:
+            if isinstance(error.cause, ApplicationError) and error.cause.type == PAYMENT_DECLINED:
+                self._charge_declined = True
+            raise
         self._stage = SwapStage.PAID
         self._step("charge", "ok", f"{admission.price_minor} {admission.currency}")
 
@@ -418,10 +430,34 @@ class SwapWorkflow:
     # ---------------------------------------------------------------------------------- compensations
 
     async def _refund(self, reason: str) -> None:
-        result = await workflow.execute_activity_method(
-            PaymentActivities.refund, RefundInput(order_id=self._request.order_id, reason=reason), **MUST_COMPLETE
+        """Start the swap's refund workflow and go on: the money takes days to land, the swap must not wait.
+        A child workflow (abandoned when the swap closes) rather than an activity that starts one: its
+        start is recorded in the swap's history, and the id derived from the order means one failure can
+        never start two refunds. The refund workflow itself settles a charge whose outcome is unknown."""
+        if self._charge_declined:
+            self._step("refund", "nothing_captured", None)
+            return
+        request = self._request
+        refund_id = swap_refund_id(request.order_id)
+        try:
+            await workflow.start_child_workflow(
+                RefundWorkflow.run,
+                RefundStart(refund_id=refund_id, order_id=request.order_id, reason=reason,
+                            origin=RefundOrigin.SWAP_COMPENSATION, poll_schedule_s=request.refund_poll_schedule_s,
+                            expected_days=request.refund_expected_days),
+                id=refund_workflow_id(refund_id), parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # this swap's refund already ran (say, the swap was reset): never a second one
+        self._step("refund", "started", refund_id)
+
+    async def _release_coupon(self, reason: str) -> None:
+        """The rider gets back the coupon the failed swap redeemed."""
+        await workflow.execute_local_activity_method(
+            SwapRecords.release_coupon, CouponRelease(order_id=self._request.order_id, reason=reason), **MUST_COMPLETE
         )
-        self._step("refund", "ok" if result.refund_ref else "nothing_captured", result.refund_ref)
+        self._step("release_coupon", "ok", self._admission.coupon_code if self._admission else None)
 
     async def _close_return_door_if_empty(self, reason: str) -> None:
         """A return door left open with no pack in it is closed; the rider keeps the pack."""

@@ -16,8 +16,11 @@ from temporalio.service import RPCError
 
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.problems import Problem
+from swapflow.api.routers.pricing import check_coupon
+from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
-from swapflow.db.models import Cabinet, Rider, SwapOrder, SwapStatus
+from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
+from swapflow.pricing import normalise_code
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 
@@ -26,7 +29,8 @@ router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
 
 def swap_view(order: SwapOrder) -> SwapView:
     """The API's view of an order."""
-    fields = {name: getattr(order, name) for name in SwapView.model_fields if name not in ("workflow_id", "source")}
+    fields = {name: getattr(order, name) for name in SwapView.model_fields
+              if name not in ("workflow_id", "source", "refund")}
     return SwapView(**fields, workflow_id=swap_workflow_id(order.id), source="database")
 
 
@@ -40,8 +44,13 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
                 raise Problem(404, "Unknown rider", f"no rider {body.rider_id!r}")
             if await session.get(Cabinet, body.cabinet_id) is None:
                 raise Problem(404, "Unknown cabinet", f"no cabinet {body.cabinet_id!r}")
+            created_at = utcnow()  # the time the swap is priced at, here and at admission
+            if body.coupon_code is not None:
+                await check_coupon(session, rider_id=body.rider_id, cabinet_id=body.cabinet_id, at=created_at,
+                                   coupon_code=body.coupon_code)
             order = SwapOrder(id=uuid.uuid4().hex, rider_id=body.rider_id, cabinet_id=body.cabinet_id,
-                              idempotency_key=key, steps=[])
+                              idempotency_key=key, steps=[], created_at=created_at,
+                              coupon_code=normalise_code(body.coupon_code) if body.coupon_code else None)
             session.add(order)
             try:
                 await session.flush()
@@ -57,6 +66,9 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
     if order.cabinet_id != body.cabinet_id:
         raise Problem(409, "Idempotency-Key reused",
                       f"Idempotency-Key {key!r} was used for a swap at cabinet {order.cabinet_id!r}")
+    if order.coupon_code != (normalise_code(body.coupon_code) if body.coupon_code else None):
+        raise Problem(409, "Idempotency-Key reused",
+                      f"Idempotency-Key {key!r} was used for a swap with coupon {order.coupon_code!r}")
     return order, False
 
 
@@ -76,7 +88,8 @@ async def start_swap(
     if not created:
         response.status_code = status.HTTP_200_OK
     if order.status == SwapStatus.IN_PROGRESS:
-        request = swap_request(settings, order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id)
+        request = swap_request(settings, order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
+                               coupon_code=order.coupon_code)
         start = WithStartWorkflowOperation(
             SwapWorkflow.run, request, id=swap_workflow_id(order.id), task_queue=settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -107,7 +120,8 @@ async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep) -> 
         raise Problem(404, "Unknown swap", f"no swap {swap_id!r}")
     view = swap_view(order)
     if order.status != SwapStatus.IN_PROGRESS:
-        return view
+        refund = await session.get(Refund, order.refund_ref) if order.refund_ref else None
+        return view.model_copy(update={"refund": refund_view(refund) if refund else None})
     try:
         client = await temporal()
         progress = await client.get_workflow_handle(swap_workflow_id(order.id)).query(

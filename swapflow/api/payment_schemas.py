@@ -1,0 +1,112 @@
+"""Request and response models of the money endpoints: wallet top-ups, refunds, complaints, finance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TopUpCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount_minor: int = Field(gt=0, le=10_000_000, description="Minor units, in the rider's city currency.")
+
+
+class WalletView(BaseModel):
+    rider_id: str
+    currency: str
+    balance_minor: int
+
+
+class TopUpView(BaseModel):
+    rider_id: str
+    entry_id: str
+    amount_minor: int
+    currency: str
+    balance_minor: int
+
+
+class RefundCreate(BaseModel):
+    """An operator's refund of (part of) a swap's capture."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str = Field(min_length=1, max_length=40)
+    amount_minor: int | None = Field(None, gt=0, description="Default: all that is left of the capture.")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RefundView(BaseModel):
+    """A refund as the rider and finance see it: where the money is and when it should arrive."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    order_id: str | None
+    rider_id: str
+    method: str
+    amount_minor: int
+    currency: str
+    reason: str
+    origin: str
+    status: str = Field(description="requested | processing | succeeded | escalated")
+    provider_status: str | None
+    attempt: int = Field(description="Submission number: a refund the provider closed is resubmitted.")
+    submitted_at: datetime | None
+    expected_by: datetime | None = Field(description="When the money should have arrived at the latest.")
+    final_at: datetime | None
+    escalated: bool
+    workflow_id: str
+
+
+class ComplaintCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rider_id: str = Field(min_length=1, max_length=40)
+    order_id: str = Field(min_length=1, max_length=40)
+    reason: str = Field(min_length=1, max_length=2000)
+    amount_minor: int | None = Field(None, gt=0, description="Default: all that is left of the capture.")
+
+
+class ComplaintView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    rider_id: str
+    order_id: str
+    reason: str
+    amount_minor: int | None
+    status: str
+    refund_id: str | None
+    created_at: datetime
+
+
+class ReconciliationRunView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    provider: str
+    ours: int
+    theirs: int
+    matched: int
+    exceptions: int
+    ran_at: datetime
+
+
+class ReconciliationExceptionView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    provider: str
+    ref: str
+    kind: str
+    ours_minor: int | None
+    theirs_minor: int | None
+    detail: str
+    status: str
+
+
+class ReconciliationView(BaseModel):
+    day: str
+    runs: list[ReconciliationRunView]
+    exceptions: list[ReconciliationExceptionView]

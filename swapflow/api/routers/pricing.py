@@ -1,0 +1,104 @@
+"""Prices: what a rider would pay now (a quote with its breakdown), and the operators' price rules and
+coupons (swapflow.pricing says how they combine)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.api.deps import DatabaseDep, SessionDep
+from swapflow.api.problems import Problem
+from swapflow.db import models as db
+from swapflow.price_book import UnpricedCabinet, price_swap
+from swapflow.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
+
+router = APIRouter(tags=["pricing"])
+
+
+class CouponView(Coupon):
+    """A stored coupon with how often it is redeemed now."""
+
+    redeemed_count: int
+    created_at: datetime
+
+
+async def check_coupon(session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime,
+                       coupon_code: str) -> Quote:
+    """The quote with the rider's coupon applied, or a 422 problem naming why the coupon cannot be used."""
+    try:
+        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at,
+                                     coupon_code=coupon_code)
+    except UnpricedCabinet as exc:
+        raise Problem(404, "Unknown cabinet", str(exc)) from exc
+    if priced.coupon_rejected is not None:
+        raise Problem(422, "Coupon not applicable",
+                      f"coupon {coupon_code!r} cannot be used for this swap: {priced.coupon_rejected}",
+                      reason=priced.coupon_rejected.value)
+    return priced
+
+
+@router.get("/v1/prices/quote", response_model=Quote)
+async def get_quote(
+    session: SessionDep,
+    rider_id: Annotated[str, Query(min_length=1, max_length=40)],
+    cabinet_id: Annotated[str, Query(min_length=1, max_length=40)],
+    coupon_code: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+) -> Quote:
+    """What the rider would pay for a swap at the cabinet now, line by line. A coupon that cannot be
+    used is a 422 problem whose `reason` says why, as it would be when starting the swap."""
+    if await session.get(db.Rider, rider_id) is None:
+        raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
+    at = db.utcnow()
+    if coupon_code is not None:
+        return await check_coupon(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
+    try:
+        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=None)
+    except UnpricedCabinet as exc:
+        raise Problem(404, "Unknown cabinet", str(exc)) from exc
+    return priced
+
+
+@router.get("/v1/pricing/rules", response_model=list[PriceRule])
+async def list_rules(session: SessionDep, city_code: str | None = None) -> list[PriceRule]:
+    """Price rules, oldest first; with `city_code`, those of the city and the network-wide ones."""
+    query = select(db.PriceRule).order_by(db.PriceRule.id)
+    if city_code is not None:
+        query = query.where((db.PriceRule.city_code == city_code) | db.PriceRule.city_code.is_(None))
+    return [PriceRule.model_validate(row) for row in await session.scalars(query)]
+
+
+@router.post("/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED)
+async def create_rule(spec: PriceRuleSpec, database: DatabaseDep) -> PriceRule:
+    """Add a price rule; it prices every swap admitted from now on."""
+    async with database.transaction() as session:
+        if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
+            raise Problem(422, "Unknown city", f"no city {spec.city_code!r}")
+        row = db.PriceRule(**spec.model_dump())
+        session.add(row)
+        await session.flush()
+        return PriceRule.model_validate(row)
+
+
+@router.get("/v1/pricing/coupons", response_model=list[CouponView])
+async def list_coupons(session: SessionDep) -> list[CouponView]:
+    """Every coupon, by code, with its live redemptions."""
+    rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
+    return [CouponView.model_validate(row) for row in rows]
+
+
+@router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED)
+async def create_coupon(spec: Coupon, database: DatabaseDep) -> CouponView:
+    """Add a coupon; its code (case-insensitive) must be new."""
+    async with database.transaction() as session:
+        row = db.Coupon(**spec.model_dump(), redeemed_count=0)
+        session.add(row)
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise Problem(409, "Coupon exists", f"a coupon {spec.code!r} exists already") from exc
+        return CouponView.model_validate(row)

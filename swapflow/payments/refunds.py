@@ -1,0 +1,99 @@
+"""Refunds as our database keeps them: opening one (never more than what is left of the capture, one
+per business id), the keys of its submissions, when the rider can expect the money, and the ledger
+accounts a method's money sits in."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.models import Payment, Refund
+from swapflow.ledger import provider_clearing, subscription_account, wallet_account
+from swapflow.payments.provider import PaymentMethod, PaymentStatus, refund_submission_key
+
+
+class RefundOrigin(StrEnum):
+    SWAP_COMPENSATION = "swap_compensation"  # a failed swap's saga
+    OPERATOR = "operator"  # POST /v1/refunds
+    COMPLAINT = "complaint"  # a rider complaint that ops approved
+
+
+class RefundState(StrEnum):
+    """Our status of a refund (the provider's is `Refund.provider_status`)."""
+
+    REQUESTED = "requested"  # recorded, not yet accepted by the provider
+    PROCESSING = "processing"  # accepted, money on its way
+    SUCCEEDED = "succeeded"  # the money is back with the rider
+    ESCALATED = "escalated"  # abnormal or failed at the provider: finance's abnormal-refund path
+
+
+OPEN_STATES = (RefundState.REQUESTED, RefundState.PROCESSING)
+
+
+def swap_refund_id(order_id: str) -> str:
+    """The refund id of a failed swap's compensation: one failure can only ever open this one refund."""
+    return f"swap-{order_id}"
+
+
+def charge_key(order_id: str) -> str:
+    """Idempotency key of a swap's charge."""
+    return f"swap:{order_id}:charge"
+
+
+
+
+def method_account(method: str, rider_id: str) -> str:
+    """The ledger account a method's money for a rider sits in: the rider's wallet or subscription, or
+    the provider's clearing account."""
+    if method == PaymentMethod.WALLET:
+        return wallet_account(rider_id)
+    if method == PaymentMethod.SUBSCRIPTION:
+        return subscription_account(rider_id)
+    return provider_clearing(method)
+
+
+def add_business_days(start: datetime, days: int) -> datetime:
+    """`days` business days (Mon-Fri) after `start`: when a bank-card refund is due at the latest."""
+    at = start
+    while days > 0:
+        at += timedelta(days=1)
+        if at.weekday() < 5:
+            days -= 1
+    return at
+
+
+class RefundRefused(ValueError):
+    """A refund that must not be opened (nothing captured, more than what is left)."""
+
+
+async def refundable_minor(session: AsyncSession, payment: Payment, *, excluding: str | None = None) -> int:
+    """What is left of a capture once the refunds opened against it are taken off."""
+    taken = await session.scalar(select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
+        Refund.payment_key == payment.key, Refund.id != (excluding or ""))) or 0
+    return payment.amount_minor - int(taken)
+
+
+async def open_refund(session: AsyncSession, *, refund_id: str, payment: Payment, amount_minor: int | None,
+                      reason: str, origin: RefundOrigin) -> Refund:
+    """The refund `refund_id`, opened now if new: of `amount_minor` (None: all that is left), never more
+    than what is left of the capture. The same id returns the refund it already opened."""
+    existing = await session.get(Refund, refund_id)
+    if existing is not None:
+        return existing
+    await session.refresh(payment, with_for_update=True)  # two refunds of one capture never both fit
+    if payment.status != PaymentStatus.CAPTURED:
+        raise RefundRefused(f"payment {payment.key} is {payment.status}: nothing to refund")
+    left = await refundable_minor(session, payment)
+    amount = left if amount_minor is None else amount_minor
+    if amount <= 0 or amount > left:
+        raise RefundRefused(f"refund of {amount} {payment.currency} asked; {left} left of the capture")
+    refund = Refund(id=refund_id, key=refund_submission_key(refund_id, 1), payment_key=payment.key,
+                    order_id=payment.order_id, rider_id=payment.rider_id, method=payment.method,
+                    amount_minor=amount, currency=payment.currency,
+                    reason=reason, origin=origin, status=RefundState.REQUESTED, attempt=1, escalated=False)
+    session.add(refund)
+    await session.flush()
+    return refund

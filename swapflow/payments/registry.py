@@ -1,0 +1,69 @@
+"""Which provider takes a rider's money: the providers this process has, built from the settings, and
+the rider's payment method (`rider_payment_methods`; a rider without one pays by the sandbox)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.engine import Database
+from swapflow.db.models import RiderPaymentMethod
+from swapflow.payments.provider import PaymentMethod, PaymentProvider
+from swapflow.payments.sandbox import SandboxProvider
+from swapflow.payments.stripe import provider_from_settings as stripe_from_settings
+from swapflow.payments.subscription import SubscriptionProvider
+from swapflow.payments.wallet import WalletProvider
+from swapflow.payments.wechat import provider_from_settings as wechat_from_settings
+from swapflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHOD = PaymentMethod.SANDBOX
+
+
+def providers_from_settings(settings: Settings, db: Database) -> dict[PaymentMethod, PaymentProvider]:
+    """Every provider this process can use: the ones in our database always, WeChat Pay and Stripe when
+    their settings configure them."""
+    providers: dict[PaymentMethod, PaymentProvider] = {
+        PaymentMethod.SANDBOX: SandboxProvider(
+            db, latency_ms=settings.sandbox_payment_latency_ms, decline_rate=settings.sandbox_decline_rate,
+            timeout_rate=settings.sandbox_timeout_rate, refund_processing_s=settings.sandbox_refund_processing_s),
+        PaymentMethod.WALLET: WalletProvider(db),
+        PaymentMethod.SUBSCRIPTION: SubscriptionProvider(db),
+    }
+    for factory in (wechat_from_settings, stripe_from_settings):
+        provider = factory(settings, db)
+        if provider is not None:
+            providers[provider.method] = provider
+            log.info("payment provider %s configured", provider.method)
+    return providers
+
+
+@dataclass(frozen=True)
+class PayerMethod:
+    """How one rider pays."""
+
+    method: PaymentMethod
+    payer: str | None
+
+
+async def payer_method(session: AsyncSession, rider_id: str) -> PayerMethod:
+    """The rider's payment method and the provider's handle for them."""
+    row = await session.get(RiderPaymentMethod, rider_id)
+    if row is None:
+        return PayerMethod(DEFAULT_METHOD, None)
+    return PayerMethod(PaymentMethod(row.method), row.payer)
+
+
+class UnknownProvider(LookupError):
+    """A payment method this process has no provider for (not configured here)."""
+
+
+def provider_for(providers: dict[PaymentMethod, PaymentProvider], method: str) -> PaymentProvider:
+    """The provider of `method`."""
+    try:
+        return providers[PaymentMethod(method)]
+    except (KeyError, ValueError):
+        raise UnknownProvider(f"no payment provider {method!r} is configured") from None
