@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     # ---- pricing and coupons (issue 4) ----
 
     # ---- device network (issue 5) ----
+    heartbeat_interval_s: float = Field(10.0, gt=0,
+                                        description="How often cabinets publish telemetry (their heartbeat).")
+    heartbeat_missed_limit: int = Field(
+        3, ge=1, description="A cabinet unheard for this many heartbeat intervals is marked offline."
+    )
+    telemetry_history_queue_rows: int = Field(
+        200_000, ge=0, description="History rows waiting to be written before new ones are shed (backpressure)."
+    )
+    command_resend_s: float = Field(1.5, gt=0, description="Unacknowledged commands are re-sent this often, "
+                                    "until acknowledged or past their deadline.")
+    adapter_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the device adapter; 0: off.")
+    adapter_telemetry_connections: int = Field(
+        1, ge=1, description="Broker connections the adapter takes telemetry on; more than one uses an MQTT shared "
+        "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.")
 
     # ---- device identity and the tower-protocol gateway (issue 5) ----
 

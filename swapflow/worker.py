@@ -16,7 +16,7 @@ from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
 from swapflow.db.engine import Database
-from swapflow.device_adapter.commands import CommandPublisher
+from swapflow.device_adapter.command_queue import CommandQueue
 from swapflow.payments.registry import providers_from_settings
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
@@ -29,26 +29,26 @@ log = logging.getLogger(__name__)
 WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow)
 
 
-def build_activities(settings: Settings, db: Database, publisher: CommandPublisher) -> list[Any]:
+def build_activities(settings: Settings, db: Database, commands_out: CommandQueue) -> list[Any]:
     """Every activity the workflows call, bound to this process's database and broker connection."""
     records = SwapRecords(db, settings)
     providers = providers_from_settings(settings, db)
     payments = PaymentActivities(db, providers, settings)
     refunds = RefundActivities(db, providers)
     reconciliation = ReconciliationActivities(db, providers)
-    commands = DeviceCommands(db, publisher)
+    commands = DeviceCommands(db, commands_out)
     return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
             records.report_fault, records.finish, payments.charge, refunds.prepare, refunds.submit, refunds.poll,
             refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon]
 
 
-def build_worker(client: Client, settings: Settings, db: Database, publisher: CommandPublisher) -> Worker:
+def build_worker(client: Client, settings: Settings, db: Database, commands_out: CommandQueue) -> Worker:
     """A worker for the swapflow task queue."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
-        activities=build_activities(settings, db, publisher),
+        activities=build_activities(settings, db, commands_out),
         max_concurrent_activities=200,
         max_concurrent_local_activities=200,
         max_concurrent_workflow_tasks=200,
@@ -58,13 +58,13 @@ def build_worker(client: Client, settings: Settings, db: Database, publisher: Co
 async def run_worker(settings: Settings) -> None:
     """Run the worker until cancelled."""
     db = Database(settings.effective_database_url)
-    publisher = CommandPublisher(settings, name="swapflow-worker")
-    publisher_task = asyncio.create_task(publisher.run())
+    commands_out = CommandQueue(settings, name="swapflow-worker")
+    publisher_task = asyncio.create_task(commands_out.run())
     try:
         client = await connect_temporal(settings)
         if settings.reconciliation_schedule:
             await ensure_reconciliation_schedule(client, settings)
-        worker = build_worker(client, settings, db, publisher)
+        worker = build_worker(client, settings, db, commands_out)
         log.info("worker polling %s on %s", settings.temporal_task_queue, settings.effective_temporal_address)
         await worker.run()
     finally:

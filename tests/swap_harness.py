@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.device_adapter.commands import CommandPublisher
+from swapflow.device_adapter.command_queue import CommandQueue
 from swapflow.payments.provider import refund_workflow_id
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings
@@ -27,11 +27,11 @@ from swapflow.workflows.payment_models import RefundOutcome
 @asynccontextmanager
 async def running_worker(client: Client, settings: Settings, db: Database) -> AsyncIterator[Worker]:
     """The real worker (workflows and activities) with its command publisher, for the test's duration."""
-    publisher = CommandPublisher(settings, name="test-worker")
-    publisher_task = asyncio.create_task(publisher.run())
-    await asyncio.wait_for(publisher.connected.wait(), 10)
+    commands_out = CommandQueue(settings, name="test-worker")
+    publisher_task = asyncio.create_task(commands_out.run())
+    await asyncio.wait_for(commands_out.publisher.connected.wait(), 10)
     try:
-        async with build_worker(client, settings, db, publisher) as worker:
+        async with build_worker(client, settings, db, commands_out) as worker:
             yield worker
     finally:
         publisher_task.cancel()

@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from swapflow.api.problems import install_problem_handlers
 from swapflow.api.routers import (
+    batteries,
     cabinets,
     complaints,
     finance,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (swaps, cabinets, riders, network, pricing, wallets, refunds, complaints, finance, payments):
+    for module in (swaps, cabinets, riders, network, batteries, pricing, wallets, refunds, complaints, finance,
+                   payments):
         app.include_router(module.router)
     return app

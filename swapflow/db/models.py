@@ -181,6 +181,9 @@ class Battery(Base):
     custodian_kind: Mapped[CustodianKind] = mapped_column(String(16))
     custodian_ref: Mapped[str] = mapped_column(String(60), doc="slot: '<cabinet>/<slot>'; rider: rider id.")
     reading_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    current_a: Mapped[float | None] = mapped_column(Float, nullable=True, doc="Latest current; positive: charging.")
+    charge_state: Mapped[str | None] = mapped_column(String(12), nullable=True,
+                                                     doc="charging | discharging | idle (battery_state.py).")
 
     __table_args__ = (Index("ix_batteries_custodian", "custodian_kind", "custodian_ref"),)
 
@@ -657,6 +660,82 @@ class CouponRedemption(Base):
 
 
 # ---- device network: online transitions, telemetry history, command queues (issue 5) ----
+
+
+class PresenceCause(StrEnum):
+    """Why a cabinet went online or offline."""
+
+    BIRTH = "birth"
+    TELEMETRY = "telemetry"  # heard from again after its heartbeats had expired, without a new birth
+    LAST_WILL = "last_will"
+    CLEAN_DISCONNECT = "clean_disconnect"
+    HEARTBEAT_EXPIRED = "heartbeat_expired"
+
+
+class CabinetPresence(Base):
+    """One online/offline transition of a cabinet, with its cause. Append-only: uptime for any period
+    is computed from it (swapflow/uptime.py)."""
+
+    __tablename__ = "cabinet_presence"
+    __table_args__ = (Index("ix_cabinet_presence_cabinet_at", "cabinet_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"))
+    online: Mapped[bool] = mapped_column(Boolean)
+    cause: Mapped[PresenceCause] = mapped_column(String(24))
+    at: Mapped[datetime] = mapped_column(doc="When it happened (the message's time; the platform's for expiry).")
+
+
+class BatteryReadingRecord(Base):
+    """A pack's BMS reading over time (from cabinet telemetry or its own reports). History, not state:
+    rows may be shed when ingestion falls behind. No foreign key, so inserts stay cheap."""
+
+    __tablename__ = "battery_readings"
+    __table_args__ = (Index("ix_battery_readings_serial_at", "battery_serial", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    battery_serial: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    soc: Mapped[float] = mapped_column(Float)
+    soh: Mapped[float] = mapped_column(Float)
+    voltage_v: Mapped[float] = mapped_column(Float)
+    current_a: Mapped[float] = mapped_column(Float)
+    temperature_c: Mapped[float] = mapped_column(Float)
+    cycle_count: Mapped[int] = mapped_column(Integer)
+    cabinet_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class CabinetHealthRecord(Base):
+    """A cabinet's health over time, one row per telemetry report kept: temperature and slot counts."""
+
+    __tablename__ = "cabinet_health"
+    __table_args__ = (Index("ix_cabinet_health_cabinet_at", "cabinet_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    batteries: Mapped[int] = mapped_column(Integer)
+    charging: Mapped[int] = mapped_column(Integer)
+    faults: Mapped[int] = mapped_column(Integer)
+    doors_open: Mapped[int] = mapped_column(Integer)
+
+
+class CustodyDiscrepancy(Base):
+    """A slot whose pack, as the cabinet announced it on reconnecting, differs from our custody record:
+    a pack moved while the cabinet was offline. Custody is not changed by it; an operator resolves it."""
+
+    __tablename__ = "custody_discrepancies"
+    __table_args__ = (UniqueConstraint("cabinet_id", "slot_no", "detected_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"), index=True)
+    slot_no: Mapped[int] = mapped_column(Integer)
+    expected_serial: Mapped[str | None] = mapped_column(String(40), nullable=True, doc="What custody says.")
+    reported_serial: Mapped[str | None] = mapped_column(String(40), nullable=True, doc="What the cabinet says.")
+    detected_at: Mapped[datetime] = mapped_column(doc="Time of the birth that revealed it.")
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # ---- device identity and the tower-protocol gateway (issue 5) ----

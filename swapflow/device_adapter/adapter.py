@@ -16,15 +16,15 @@ import logging
 import math
 import random
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import aiomqtt
 import temporalio.client
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,13 +37,32 @@ from swapflow.db.models import (
     DeviceCommand,
     DeviceMessage,
     DoorState,
+    PresenceCause,
     Slot,
-    SwapOrder,
-    SwapStatus,
     as_utc,
     utcnow,
 )
+from swapflow.device_adapter.ingest import (
+    CabinetReport,
+    HistoryBuffer,
+    battery_row,
+    health_row,
+    history_row,
+    write_battery_readings,
+    write_history,
+    write_latest_state,
+)
+from swapflow.device_adapter.metrics import AdapterMetrics
+from swapflow.device_adapter.presence import (
+    expire_silent_cabinets,
+    offline_cause,
+    reconcile_slots,
+    record_transition,
+    swaps_in_progress,
+    telemetry_may_revive,
+)
 from swapflow.device_adapter.signals import SignalSender
+from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
     BatteryTelemetry,
@@ -52,7 +71,6 @@ from swapflow.protocol.v1 import (
     Channel,
     CommandAck,
     EventType,
-    SlotReport,
     Telemetry,
     battery_topic,
     cabinet_topic,
@@ -69,6 +87,9 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 SUBSCRIBED_CHANNELS = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.ACKS)
+# Telemetry has its own connection: a backlog of telemetry at the broker or in the socket must never
+# hold up the events and acks that swaps wait for (MQTT delivers one connection's messages in order).
+_SWAP_PATH_CHANNELS = frozenset({Channel.STATE, Channel.EVENTS, Channel.ACKS})
 # door_opened only updates state: the open_door ack already told the workflow, and every signal costs
 # the workflow a task. What a swap waits for is signalled.
 SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED, EventType.BATTERY_REMOVED,
@@ -76,7 +97,13 @@ SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED,
 """What the adapter listens to; `commands` flows the other way."""
 
 _MAX_DEAD_LETTER_PAYLOAD = 64 * 1024  # enough for any valid message; keeps a flood of junk bounded
-_TELEMETRY_BATCH = 50  # cabinets per transaction: short transactions keep SQLite's writer lock free
+_TELEMETRY_BATCH = 200  # cabinets per transaction: short transactions keep SQLite's writer lock free
+# PostgreSQL takes bigger batches, several at once (each batch holds other cabinets, so they never
+# contend), committed without waiting for the WAL flush: telemetry repeats, a lost last second costs
+# nothing, and the fsync per commit would otherwise bound ingestion.
+_PG_TELEMETRY_BATCH = 1000
+_PG_TELEMETRY_WRITERS = 3
+_HISTORY_BATCH = 5_000  # history rows per transaction
 _BATTERY_BATCH = 200  # battery reports per transaction: each is one small row update
 _BATTERY_REPORT = "battery_report"  # kind of a battery report in device_messages
 _NO_CABINET = "-"  # device_messages.cabinet_id of a report from a pack that is in no cabinet
@@ -114,6 +141,15 @@ def _parse(model: type[M], what: str, data: Any) -> M:
             f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise Rejected(f"invalid {what} payload: {problems}") from None
+
+
+def _parse_json(model: type[M], what: str, payload: bytes) -> M:
+    """`payload` (JSON) as `model`, parsed in one step (the hot path of telemetry); on failure the
+    same reasons as `_load_json` and `_parse` give."""
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError:
+        return _parse(model, what, _load_json(payload))
 
 
 def _load_json(payload: bytes) -> Any:
@@ -191,6 +227,8 @@ class DeviceAdapter:
         db_retry_s: float = 30.0,
         drain_timeout_s: float = 5.0,
         stats_interval_s: float = 60.0,
+        sweep_interval_s: float | None = None,
+        metrics: AdapterMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -199,13 +237,19 @@ class DeviceAdapter:
         # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
         self.client_id = settings.effective_adapter_client_id
         self.ready = asyncio.Event()
-        """Set while subscribed to the broker."""
+        """Set while subscribed to the broker (both connections)."""
+        self._events_subscribed = asyncio.Event()
+        self._telemetry_subscribed = asyncio.Event()
         self.stats = AdapterStats()
         self._lanes = lanes
         self._telemetry_flush_s = telemetry_flush_s
         self._db_retry_s = db_retry_s
         self._drain_timeout_s = drain_timeout_s
         self._stats_interval_s = stats_interval_s
+        self._silence_s = settings.heartbeat_interval_s * settings.heartbeat_missed_limit
+        self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
+        self.metrics = metrics or AdapterMetrics()
+        self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
         self._signals = SignalSender(
             temporal, self._dead_letter, retry_for_s=signal_retry_s, on_delivered=self._count_signal
         )
@@ -215,11 +259,19 @@ class DeviceAdapter:
         # Time of the latest door event per cabinet: older telemetry must not undo the door it reported.
         self._event_at: dict[str, datetime] = {}
         # Latest telemetry per cabinet waiting for the next batch write (newer replaces older).
-        self._pending_telemetry: dict[str, tuple[str, bytes]] = {}
+        self._pending_telemetry: dict[str, tuple[str, bytes, Telemetry]] = {}
+        # Messages refused on the fast paths, dead-lettered in one transaction at the next batch write.
+        self._rejected: list[tuple[str, bytes, str]] = []
         # Highest battery report seq applied per pack serial.
         self._battery_seq: dict[str, int] = {}
         # Battery reports waiting for the next batch, in arrival order.
         self._pending_battery_reports: list[tuple[str, bytes]] = []
+        # When this adapter last heard each cabinet (loop time): spares it from heartbeat expiry while its
+        # telemetry waits for the next batch write.
+        self._heard: dict[str, float] = {}
+        self._listening_since: float | None = None  # loop time since when the subscription has been up
+        # The slot states last written per cabinet: unchanged slots are not written again.
+        self._slots_written: dict[str, tuple[tuple[Any, ...], ...]] = {}
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -230,10 +282,23 @@ class DeviceAdapter:
         queues: list[asyncio.Queue[tuple[str, bytes]]] = [asyncio.Queue(maxsize=10_000) for _ in range(self._lanes)]
         workers = [asyncio.create_task(self._lane(queue)) for queue in queues]
         workers.append(asyncio.create_task(self._telemetry_writer()))
+        workers.append(asyncio.create_task(self._history_writer()))
+        workers.append(asyncio.create_task(self._presence_sweeper()))
         workers.append(asyncio.create_task(self._report_stats()))
+        server = serve_metrics(self.metrics.registry, self.settings.adapter_metrics_port)
+        # An MQTT client reads about one message per turn of the event loop, so at thousands of
+        # telemetry messages a second one connection is the limit; several share the subscription.
+        connections = [asyncio.create_task(self._consume(queues, telemetry=False))]
+        connections += [asyncio.create_task(self._consume(queues, telemetry=True, index=i))
+                        for i in range(self.settings.adapter_telemetry_connections)]
         try:
-            await self._consume(queues)
+            await asyncio.gather(*connections)
         finally:
+            for connection in connections:
+                connection.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+            if server is not None:
+                server.shutdown()
             self.ready.clear()
             try:
                 await asyncio.wait_for(self._drain(queues), self._drain_timeout_s)
@@ -245,37 +310,66 @@ class DeviceAdapter:
             await self._signals.drain(self._drain_timeout_s)
             log.info("device adapter stopped: %s", asdict(self.stats))
 
-    async def _consume(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
+    async def _consume(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]], *, telemetry: bool,
+                       index: int = 0) -> None:
+        """One broker connection: telemetry (QoS 0, a clean session: missed snapshots are not worth
+        keeping), or everything else (QoS 1, a persistent session: the broker keeps events and acks for
+        us across a short outage)."""
         delay = 0.5
-        filters = [(cabinet_topic(self.prefix, "+", channel), 1) for channel in SUBSCRIBED_CHANNELS]
-        filters.append((battery_topic(self.prefix, "+"), 1))
+        if telemetry:
+            topic_filter = cabinet_topic(self.prefix, "+", Channel.TELEMETRY)
+            if self.settings.adapter_telemetry_connections > 1:
+                topic_filter = f"$share/swapflow-adapter/{topic_filter}"
+            filters = [(topic_filter, 0)]
+            client_id, subscribed = f"{self.client_id}-telemetry-{index}", self._telemetry_subscribed
+        else:
+            filters = [(cabinet_topic(self.prefix, "+", channel), 1) for channel in _SWAP_PATH_CHANNELS]
+            filters.append((battery_topic(self.prefix, "+"), 1))
+            client_id, subscribed = self.client_id, self._events_subscribed
         while True:
             try:
-                # A persistent session: the broker keeps QoS 1 messages for us across a short outage.
-                async with mqtt_client(self.settings, self.client_id, clean_session=False) as client:
+                async with mqtt_client(self.settings, client_id, clean_session=not telemetry) as client:
                     await client.subscribe(filters)
-                    self.ready.set()
+                    subscribed.set()
+                    if self._telemetry_subscribed.is_set() and self._events_subscribed.is_set():
+                        self.ready.set()
+                    if telemetry:
+                        self._listening_since = asyncio.get_running_loop().time()
                     delay = 0.5
-                    log.info("device adapter subscribed to %s/cabinets/+/… and %s", self.prefix,
-                             battery_topic(self.prefix, "+"))
+                    log.info("device adapter subscribed to %s", ", ".join(f for f, _ in filters))
                     async for message in client.messages:
+                        topic = message.topic.value
                         # Some brokers (amqtt) also push retained messages matching other clients' filters.
-                        if not any(message.topic.matches(f) for f, _ in filters):
+                        # (The topic parsers check what the filters say, more cheaply than matching them.)
+                        route = parse_cabinet_topic(self.prefix, topic)
+                        if route is not None:
+                            if (route[1] is Channel.TELEMETRY) is not telemetry or route[1] is Channel.COMMANDS:
+                                continue
+                        elif telemetry or parse_battery_topic(self.prefix, topic) is None:
                             continue
                         self.stats.messages += 1
-                        await self._dispatch(message.topic.value, _as_bytes(message.payload), queues)
+                        await self._dispatch(topic, _as_bytes(message.payload), queues)
             except aiomqtt.MqttError as exc:
+                subscribed.clear()
                 self.ready.clear()
+                if telemetry:
+                    self._listening_since = None
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)
 
     async def _dispatch(self, topic: str, payload: bytes, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
         route = parse_cabinet_topic(self.prefix, topic)
+        battery = route is None and parse_battery_topic(self.prefix, topic) is not None
+        self.metrics.messages.labels(route[1].value if route else "battery" if battery else "other").inc()
+        if route is not None:
+            self._heard[route[0]] = asyncio.get_running_loop().time()
+        # Telemetry takes its own path (batched, coalesced per cabinet) so events and acks, which swaps
+        # wait for, never queue behind it.
         if route is not None and route[1] is Channel.TELEMETRY:
-            self._pending_telemetry[route[0]] = (topic, payload)
+            self._offer_telemetry(route[0], topic, payload)
             return
-        if route is None and parse_battery_topic(self.prefix, topic) is not None:
+        if battery:
             # Batched like telemetry: packs report every few seconds, and one transaction per report
             # would keep SQLite's writer lock busy.
             self._pending_battery_reports.append((topic, payload))
@@ -297,6 +391,69 @@ class DeviceAdapter:
         await asyncio.gather(*(queue.join() for queue in queues))
         await self._write_pending_telemetry()
         await self._write_pending_battery_reports()
+        await self.flush_history()
+
+    async def _history_writer(self) -> None:
+        while True:
+            await asyncio.sleep(self._telemetry_flush_s)
+            try:
+                await self.flush_history()
+            except Exception:
+                log.exception("failed to write telemetry history; %d rows dropped", len(self.history))
+                self.history.take(len(self.history))
+
+    async def flush_history(self) -> None:
+        """Write every history row waiting, in batches; each batch is one short transaction, so event
+        writes interleave with them."""
+        while len(self.history):
+            readings, health = self.history.take(_HISTORY_BATCH)
+            async def work(session: AsyncSession, r: list[Any] = readings, h: list[Any] = health) -> None:
+                await self._relaxed_commit(session)
+                await write_history(session, r, h)
+
+            await self._transaction(work)
+            self.metrics.history_rows.inc(len(readings) + len(health))
+
+    async def _presence_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            try:
+                await self.sweep_presence()
+            except Exception:
+                log.exception("presence sweep failed")
+
+    async def sweep_presence(self) -> None:
+        """Mark offline the cabinets whose heartbeats stopped, tell their swaps, and refresh the gauges
+        of cabinets online and commands outstanding."""
+        loop = asyncio.get_running_loop()
+        now = utcnow()
+        heard_since = loop.time() - self._silence_s
+        # Silence is only evidence once this adapter has listened for the whole window: after a restart,
+        # cabinets whose last write is old have simply not been heard yet.
+        listening = self._listening_since is not None and self._listening_since <= heard_since
+        cutoff = now - timedelta(seconds=self._silence_s)
+
+        async def work(session: AsyncSession) -> list[tuple[str, list[str]]]:
+            expired = await expire_silent_cabinets(
+                session, cutoff=cutoff, now=now, spare=lambda c: self._heard.get(c, -math.inf) > heard_since)
+            return [(e.cabinet_id, e.order_ids) for e in expired]
+
+        for cabinet_id, order_ids in await self._transaction(work) if listening else []:
+            log.info("cabinet %s missed its heartbeats for %.0fs: offline", cabinet_id, self._silence_s)
+            self.metrics.presence_transitions.labels(PresenceCause.HEARTBEAT_EXPIRED.value).inc()
+            self._slots_written.pop(cabinet_id, None)
+            message_id = f"state:{DeviceSignalKind.CABINET_OFFLINE.value}:expired:{now.isoformat()}"[:80]
+            signal = DeviceSignal(message_id=message_id, kind=DeviceSignalKind.CABINET_OFFLINE,
+                                  cabinet_id=cabinet_id, at=now)
+            topic = cabinet_topic(self.prefix, cabinet_id, Channel.STATE)
+            for order_id in order_ids:
+                self._signals.send(swap_workflow_id(order_id), signal, topic=topic, payload=b"heartbeat expired")
+        async with self.db.sessions() as session:
+            self.metrics.cabinets_online.set(
+                await session.scalar(select(func.count()).select_from(Cabinet).where(Cabinet.online.is_(True))) or 0)
+            self.metrics.commands_outstanding.set(await session.scalar(
+                select(func.count()).select_from(DeviceCommand).where(
+                    DeviceCommand.acked_at.is_(None), DeviceCommand.deadline_at > now)) or 0)
 
     async def _telemetry_writer(self) -> None:
         while True:
@@ -310,10 +467,60 @@ class DeviceAdapter:
         for start in range(0, len(batch), _BATTERY_BATCH):
             await self._apply_battery_reports(batch[start : start + _BATTERY_BATCH])
 
+    def _offer_telemetry(self, cabinet_id: str, topic: str, payload: bytes) -> None:
+        """Validate a telemetry message as it arrives (a bad one is never hidden by a later one) and
+        keep it as the cabinet's pending report unless it is older than what is pending or applied."""
+        try:
+            telemetry = _parse_json(Telemetry, Channel.TELEMETRY.value, payload)
+            _check_cabinet_id(cabinet_id, telemetry.cabinet_id)
+        except Rejected as exc:
+            self._reject(topic, payload, str(exc))
+            return
+        pending = self._pending_telemetry.get(cabinet_id)
+        newest = max(self._telemetry_seq.get(cabinet_id, -1), pending[2].seq if pending else -1)
+        if telemetry.seq <= newest:
+            self.stats.stale += 1
+            self.metrics.telemetry_stale.inc()
+            return
+        self._pending_telemetry[cabinet_id] = (topic, payload, telemetry)
+
+    def _reject(self, topic: str, payload: bytes, reason: str) -> None:
+        self.stats.dead_letters += 1
+        self.metrics.dead_letter(reason)
+        self._rejected.append((topic, payload[:_MAX_DEAD_LETTER_PAYLOAD], reason))
+
+    async def _write_rejected(self) -> None:
+        rejected, self._rejected = self._rejected, []
+        if not rejected:
+            return
+        log.warning("%d dead letters, e.g. on %s: %s", len(rejected), rejected[0][0], rejected[0][2])
+
+        async def work(session: AsyncSession) -> None:
+            now = utcnow()
+            session.add_all(DeadLetter(topic=topic[:300], payload=payload.decode("utf-8", errors="replace"),
+                                       reason=reason, received_at=now) for topic, payload, reason in rejected)
+
+        try:
+            await self._transaction(work)
+        except Exception:
+            log.exception("could not store %d dead letters", len(rejected))
+
     async def _write_pending_telemetry(self) -> None:
+        await self._write_rejected()
         batch, self._pending_telemetry = list(self._pending_telemetry.values()), {}
-        for start in range(0, len(batch), _TELEMETRY_BATCH):
-            await self._apply_telemetry(batch[start : start + _TELEMETRY_BATCH])
+        size = _PG_TELEMETRY_BATCH if self._postgres else _TELEMETRY_BATCH
+        chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
+        if not self._postgres:
+            for chunk in chunks:
+                await self._apply_telemetry(chunk)
+            return
+        writers = asyncio.Semaphore(_PG_TELEMETRY_WRITERS)
+
+        async def write(chunk: list[tuple[str, bytes, Telemetry]]) -> None:
+            async with writers:
+                await self._apply_telemetry(chunk)
+
+        await asyncio.gather(*(write(chunk) for chunk in chunks))
 
     async def _report_stats(self) -> None:
         last: dict[str, int] = {}
@@ -347,7 +554,8 @@ class DeviceAdapter:
                 raise Rejected(f"not a cabinet or battery topic under {self.prefix!r}")
             cabinet_id, channel = route
             if channel is Channel.TELEMETRY:
-                await self._apply_telemetry([(topic, payload)])
+                self._offer_telemetry(cabinet_id, topic, payload)
+                await self._write_pending_telemetry()
                 return []
             if channel is Channel.COMMANDS:
                 raise Rejected("commands flow from the platform to cabinets, not back")
@@ -371,35 +579,44 @@ class DeviceAdapter:
         _check_cabinet_id(cabinet_id, state.cabinet_id)
         at = as_utc(state.ts) if state.ts else utcnow()
         kind = DeviceSignalKind.CABINET_ONLINE if state.online else DeviceSignalKind.CABINET_OFFLINE
+        cause = PresenceCause.BIRTH if state.online else offline_cause(state)
         # Derived from the message, so the retained copy seen again after a reconnect, or by a second
         # adapter, is recognised as the same transition.
         message_id = f"state:{kind.value}:{at.isoformat()}"[:80]
 
-        async def work(session: AsyncSession) -> list[str]:
-            cabinet = await self._cabinet(session, cabinet_id)
-            changed = cabinet.online != state.online
+        async def work(session: AsyncSession) -> tuple[list[str], int]:
+            # Locked: the transition is decided on `online`, which telemetry and the sweep also change.
+            cabinet = await session.get(Cabinet, cabinet_id, with_for_update=True)
+            if cabinet is None:
+                raise Rejected(f"unknown cabinet {cabinet_id!r}")
             # A retained birth replayed after our reconnect is older than what telemetry has told us since.
             news = cabinet.last_seen_at is None or at > as_utc(cabinet.last_seen_at)
+            if state.online and not news:
+                return [], 0
+            changed = cabinet.online != state.online
             cabinet.online = state.online
             if state.firmware:
                 cabinet.firmware = state.firmware
-            if state.online and news:
+            discrepancies = 0
+            if state.online:
                 cabinet.last_seen_at = at
                 if state.slots:
-                    await self._apply_slot_reports(session, [(cabinet_id, at, state.slots, True)])
+                    # A birth re-announces every slot: packs that moved while it was away show here.
+                    discrepancies = len(await reconcile_slots(session, cabinet_id, at, state.slots))
+                    await write_latest_state(session, [CabinetReport(cabinet_id, at, state.slots)])
             if not changed:
-                return []
+                return [], discrepancies
             snapshot = state.model_dump(mode="json", exclude_none=True)
             if not await self._record(session, cabinet_id, message_id, kind.value, topic, snapshot):
-                return []
-            orders = await session.scalars(
-                select(SwapOrder.id).where(
-                    SwapOrder.cabinet_id == cabinet_id, SwapOrder.status == SwapStatus.IN_PROGRESS
-                )
-            )
-            return list(orders)
+                return [], discrepancies
+            record_transition(session, cabinet_id, state.online, cause, at)
+            self.metrics.presence_transitions.labels(cause.value).inc()
+            return await swaps_in_progress(session, cabinet_id), discrepancies
 
-        order_ids = await self._transaction(work)
+        order_ids, discrepancies = await self._transaction(work)
+        if discrepancies:
+            log.warning("cabinet %s reconnected with %d slots that differ from custody", cabinet_id, discrepancies)
+        self._slots_written.pop(cabinet_id, None)
         if state.online:
             self._telemetry_seq.pop(cabinet_id, None)  # a new session may restart its seq
         else:
@@ -441,6 +658,7 @@ class DeviceAdapter:
             return []
         if event.type in (EventType.DOOR_OPENED, EventType.DOOR_CLOSED):
             self._event_at[cabinet_id] = max(at, self._event_at.get(cabinet_id, at))
+        self._slots_written.pop(cabinet_id, None)  # the event changed a slot behind telemetry's back
         if workflow_id is None or event.type not in SIGNALLED_EVENTS:
             return []
         signal = DeviceSignal(
@@ -471,6 +689,8 @@ class DeviceAdapter:
             if not await self._record(session, cabinet_id, message_id, "command_ack", topic, raw, command.workflow_id):
                 return False, None
             command.acked_at = utcnow()
+            self.metrics.command_round_trip.observe(
+                max(0.0, (command.acked_at - as_utc(command.sent_at)).total_seconds()))
             command.ok = ack.ok
             command.error = ack.error[:200] if ack.error else None
             command.result = ack.result.model_dump(mode="json") if ack.result else None
@@ -495,55 +715,69 @@ class DeviceAdapter:
         )
         return [self._signals.send(command.workflow_id, signal, topic=topic, payload=payload)]
 
-    async def _apply_telemetry(self, batch: Sequence[tuple[str, bytes]]) -> None:
-        """Validate a batch of telemetry messages and write the fresh ones in one transaction."""
-        fresh: dict[str, tuple[str, bytes, Telemetry]] = {}
-        for topic, payload in batch:
-            try:
-                route = parse_cabinet_topic(self.prefix, topic)
-                if route is None:
-                    raise Rejected(f"not a cabinet topic under {self.prefix!r}")
-                telemetry = _parse(Telemetry, Channel.TELEMETRY.value, _load_json(payload))
-                _check_cabinet_id(route[0], telemetry.cabinet_id)
-            except Rejected as exc:
-                await self._dead_letter(topic, payload, str(exc))
-                continue
-            if telemetry.seq <= self._telemetry_seq.get(telemetry.cabinet_id, -1):
-                self.stats.stale += 1
-                continue
-            fresh[telemetry.cabinet_id] = (topic, payload, telemetry)
+    async def _apply_telemetry(self, batch: Sequence[tuple[str, bytes, Telemetry]]) -> None:
+        """Write the latest state of a batch of cabinets' (validated, fresh) telemetry in one
+        transaction, and queue their readings for the history writer."""
+        fresh = {telemetry.cabinet_id: (topic, payload, telemetry) for topic, payload, telemetry in batch}
         if not fresh:
             return
+        written = {cabinet_id: tuple((r.slot_no, r.door, r.charging, r.fault) for r in telemetry.slots)
+                   for cabinet_id, (_, _, telemetry) in fresh.items()}
 
-        async def work(session: AsyncSession) -> set[str]:
-            cabinets = {
-                c.id: c for c in await session.scalars(select(Cabinet).where(Cabinet.id.in_(list(fresh))))
-            }
-            reports = []
+        async def work(session: AsyncSession) -> tuple[set[str], list[tuple[str, datetime, list[str]]]]:
+            await self._relaxed_commit(session)
+            online = dict((await session.execute(
+                select(Cabinet.id, Cabinet.online).where(Cabinet.id.in_(list(fresh))))).tuples().all())
+            reports, revived = [], []
             for cabinet_id, (_, _, telemetry) in fresh.items():
-                cabinet = cabinets.get(cabinet_id)
-                if cabinet is None:
+                if cabinet_id not in online:
                     continue
                 at = as_utc(telemetry.ts)
-                cabinet.online = True
-                if cabinet.last_seen_at is None or at > as_utc(cabinet.last_seen_at):
-                    cabinet.last_seen_at = at
-                doors_current = at >= self._event_at.get(cabinet_id, at)
-                reports.append((cabinet_id, at, telemetry.slots, doors_current))
-            await self._apply_slot_reports(session, reports)
-            return set(fresh) - set(cabinets)
+                reports.append(CabinetReport(
+                    cabinet_id, at, telemetry.slots, doors_current=at >= self._event_at.get(cabinet_id, at),
+                    write_slots=self._slots_written.get(cabinet_id) != written[cabinet_id]))
+                if not online[cabinet_id] and await telemetry_may_revive(session, cabinet_id):
+                    # Heard again after its heartbeats expired, on the same connection (no new birth):
+                    # online again, and its full slot state is checked against custody as a birth's is.
+                    # Guarded, so a birth committed meanwhile (PostgreSQL runs both at once) wins.
+                    revive = await session.execute(Cabinet.__table__.update().where(
+                        Cabinet.id == cabinet_id, Cabinet.online.is_(False)).values(online=True))
+                    if not revive.rowcount:  # type: ignore[attr-defined]
+                        continue
+                    record_transition(session, cabinet_id, True, PresenceCause.TELEMETRY, at)
+                    await reconcile_slots(session, cabinet_id, at, telemetry.slots)
+                    revived.append((cabinet_id, at, await swaps_in_progress(session, cabinet_id)))
+            await write_latest_state(session, reports)
+            return set(fresh) - set(online), revived
 
         try:
-            unknown = await self._transaction(work)
+            unknown, revived = await self._transaction(work)
         except Exception:
             # Telemetry repeats every few seconds; losing one batch costs nothing but freshness.
             log.exception("failed to write telemetry of %d cabinets", len(fresh))
             return
+        now = utcnow()
+        readings: list[tuple[Any, ...]] = []
+        health: list[tuple[Any, ...]] = []
         for cabinet_id, (topic, payload, telemetry) in fresh.items():
             if cabinet_id in unknown:
                 await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
-            else:
-                self._telemetry_seq[cabinet_id] = telemetry.seq
+                continue
+            self._telemetry_seq[cabinet_id] = telemetry.seq
+            self._slots_written[cabinet_id] = written[cabinet_id]
+            at = as_utc(telemetry.ts)
+            self.metrics.ingest_lag.observe(max(0.0, (now - at).total_seconds()))
+            readings.extend(history_row(r.battery, at, cabinet_id, r.slot_no) for r in telemetry.slots if r.battery)
+            health.append(health_row(cabinet_id, at, telemetry.cabinet_temperature_c, telemetry.slots))
+        self.history.offer(readings, health)
+        for cabinet_id, at, order_ids in revived:
+            self.metrics.presence_transitions.labels(PresenceCause.TELEMETRY.value).inc()
+            message_id = f"state:{DeviceSignalKind.CABINET_ONLINE.value}:telemetry:{at.isoformat()}"[:80]
+            signal = DeviceSignal(message_id=message_id, kind=DeviceSignalKind.CABINET_ONLINE,
+                                  cabinet_id=cabinet_id, at=at)
+            topic, payload, _ = fresh[cabinet_id]
+            for order_id in order_ids:
+                self._signals.send(swap_workflow_id(order_id), signal, topic=topic, payload=payload)
 
     async def _apply_battery_reports(self, batch: Sequence[tuple[str, bytes]]) -> list[asyncio.Task[None]]:
         """Validate a batch of packs' own reports, route those about reserved slots to their swaps and
@@ -584,6 +818,7 @@ class DeviceAdapter:
             reserved_holding = {s.battery_serial: s for s in reserved if s.battery_serial}
             routed: list[tuple[str, bytes, _Route]] = []
             duplicates = 0
+            updates = []
             for topic, payload, data, report in latest.values():
                 routes = _route_battery_report(report, reserved_at, reserved_holding)
                 battery = batteries.get(report.serial)
@@ -598,14 +833,9 @@ class DeviceAdapter:
                         duplicates += 1
                         continue
                 routed.extend((topic, payload, route) for route in routes)
-                at = as_utc(report.ts)
-                if battery is not None and (battery.reading_at is None or as_utc(battery.reading_at) <= at):
-                    battery.soc = report.reading.soc
-                    battery.soh = report.reading.soh
-                    battery.voltage_v = report.reading.voltage_v
-                    battery.temperature_c = report.reading.temperature_c
-                    battery.cycle_count = report.reading.cycle_count
-                    battery.reading_at = at
+                if battery is not None:
+                    updates.append(battery_row(report.reading, as_utc(report.ts)))
+            await write_battery_readings(session, updates)
             return routed, duplicates
 
         try:
@@ -618,46 +848,17 @@ class DeviceAdapter:
         self.stats.duplicates += duplicates
         for serial, (*_, report) in latest.items():
             self._battery_seq[serial] = report.seq
+        self.history.offer([history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no)
+                            for *_, r in latest.values()], [])
         return [self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)
                 for topic, payload, route in routed]
 
     # ------------------------------------------------------------------------------------- database
 
-    async def _apply_slot_reports(
-        self, session: AsyncSession, reports: Iterable[tuple[str, datetime, Sequence[SlotReport], bool]]
-    ) -> None:
-        """Write door, charging and fault of each reported slot and the readings of the packs in them.
-        Custody (`slot.battery_serial`) is left alone: it moves only with the swap workflows."""
-        reports = list(reports)
-        if not reports:
-            return
-        cabinet_ids = [cabinet_id for cabinet_id, *_ in reports]
-        slots = {
-            (s.cabinet_id, s.slot_no): s
-            for s in await session.scalars(select(Slot).where(Slot.cabinet_id.in_(cabinet_ids)))
-        }
-        serials = {r.battery.serial for _, _, slot_reports, _ in reports for r in slot_reports if r.battery}
-        batteries: dict[str, Battery] = {}
-        if serials:
-            found = await session.scalars(select(Battery).where(Battery.serial.in_(serials)))
-            batteries = {b.serial: b for b in found}
-        for cabinet_id, at, slot_reports, doors_current in reports:
-            for report in slot_reports:
-                slot = slots.get((cabinet_id, report.slot_no))
-                if slot is None:
-                    continue
-                if doors_current:
-                    slot.door = DoorState(report.door)
-                slot.charging = report.charging
-                slot.fault = report.fault[:100] if report.fault else None
-                battery = batteries.get(report.battery.serial) if report.battery else None
-                if report.battery and battery and (battery.reading_at is None or as_utc(battery.reading_at) <= at):
-                    battery.soc = report.battery.soc
-                    battery.soh = report.battery.soh
-                    battery.voltage_v = report.battery.voltage_v
-                    battery.temperature_c = report.battery.temperature_c
-                    battery.cycle_count = report.battery.cycle_count
-                    battery.reading_at = at
+    async def _relaxed_commit(self, session: AsyncSession) -> None:
+        """On PostgreSQL, let this (telemetry) transaction commit without waiting for its WAL flush."""
+        if self._postgres:
+            await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
     async def _cabinet(self, session: AsyncSession, cabinet_id: str) -> Cabinet:
         cabinet = await session.get(Cabinet, cabinet_id)
@@ -713,6 +914,7 @@ class DeviceAdapter:
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Keep a message that could not be accepted or routed, for an operator. Never raises."""
         self.stats.dead_letters += 1
+        self.metrics.dead_letter(reason)
         text = payload[:_MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
         log.warning("dead letter on %s: %s", topic, reason)
 

@@ -1,16 +1,19 @@
 """Publishing commands to cabinets: one long-lived MQTT connection per process, re-established when
-the broker goes away. The worker's door-opening activity sends through it."""
+the broker goes away. The worker's door-opening activity sends through it (by way of the command
+queue, swapflow/device_adapter/command_queue.py, which also listens to acks on this connection)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 import aiomqtt
+from pydantic import ValidationError
 
 from swapflow.mqtt import mqtt_client
-from swapflow.protocol.v1 import Channel, Command, cabinet_topic
+from swapflow.protocol.v1 import Channel, Command, CommandAck, cabinet_topic
 from swapflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,26 +24,33 @@ class BrokerUnavailable(ConnectionError):
 
 
 class CommandPublisher:
-    """Sends commands with QoS 1. Run `run()` as a task for the connection's lifetime."""
+    """Sends commands with QoS 1. Run `run()` as a task for the connection's lifetime. With `on_ack`, it
+    also hears every cabinet's acks (QoS 0: a lost one only costs a resend) and passes them on."""
 
-    def __init__(self, settings: Settings, *, name: str = "swapflow-commands") -> None:
+    def __init__(self, settings: Settings, *, name: str = "swapflow-commands",
+                 on_ack: Callable[[CommandAck], None] | None = None) -> None:
         self.settings = settings
         self.identifier = f"{name}-{uuid.uuid4().hex[:8]}"
         self._client: aiomqtt.Client | None = None
+        self._on_ack = on_ack
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
         """Keep a connection open until cancelled, reconnecting with backoff."""
         delay = 0.5
+        acks = cabinet_topic(self.settings.mqtt_topic_prefix, "+", Channel.ACKS)
         while True:
             try:
                 async with mqtt_client(self.settings, self.identifier) as client:
+                    if self._on_ack is not None:
+                        await client.subscribe(acks, qos=0)
                     self._client = client
                     self.connected.set()
                     delay = 0.5
-                    # The message iterator is how aiomqtt reports a lost connection.
-                    async for _ in client.messages:
-                        pass
+                    # The message iterator is also how aiomqtt reports a lost connection.
+                    async for message in client.messages:
+                        if self._on_ack is not None and message.topic.matches(acks):
+                            self._ack(message.payload)
             except aiomqtt.MqttError as exc:
                 log.warning("command publisher lost the broker (%s); reconnecting in %.1fs", exc, delay)
             finally:
@@ -48,6 +58,14 @@ class CommandPublisher:
                 self._client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def _ack(self, payload: object) -> None:
+        assert self._on_ack is not None
+        try:
+            ack = CommandAck.model_validate_json(payload if isinstance(payload, bytes | bytearray | str) else b"")
+        except ValidationError:
+            return  # the device adapter dead-letters bad acks; here they only would have stopped a resend
+        self._on_ack(ack)
 
     async def send(self, command: Command, *, wait_s: float = 5.0) -> None:
         """Publish a command to its cabinet's command topic."""

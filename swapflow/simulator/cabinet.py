@@ -182,14 +182,16 @@ class SimulatedCabinet:
         """The pack in the slot, if any."""
         return self._slot(slot_no).battery
 
-    def state(self, *, online: bool = True) -> CabinetState:
-        """The birth message (online, with every slot) or the offline state."""
+    def state(self, *, online: bool = True, reason: str | None = None) -> CabinetState:
+        """The birth message (online, with every slot) or the offline state (`reason` "shutdown" on a
+        clean stop; none in the last-will)."""
         return CabinetState(
             cabinet_id=self.cabinet_id,
             online=online,
             ts=_now(),
             firmware=self.firmware,
             slots=[slot.report() for slot in self.slots.values()] if online else None,
+            reason=reason,
         )
 
     # ----------------------------------------------------------------------------------------- running
@@ -251,7 +253,7 @@ class SimulatedCabinet:
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         # A clean DISCONNECT discards the last-will, so the offline state is published by hand.
         try:
-            offline = self._json(self.state(online=False))
+            offline = self._json(self.state(online=False, reason="shutdown"))
             await asyncio.wait_for(client.publish(self.topic(Channel.STATE), offline, qos=1, retain=True), 2.0)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.info("%s: offline state not published (%s)", self.cabinet_id, exc)

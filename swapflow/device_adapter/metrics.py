@@ -1,0 +1,59 @@
+"""The device adapter's and the command queue's Prometheus metrics (served by swapflow/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from swapflow.metrics import LATENCY_BUCKETS, reason_label
+
+
+class AdapterMetrics:
+    """What the device adapter exposes. Each instance has its own registry, so several adapters (tests)
+    can live in one process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("swapflow_adapter_messages", "MQTT messages received, by kind", ["kind"], registry=r)
+        self.dead_letters = Counter("swapflow_adapter_dead_letters", "Dead letters, by reason", ["reason"],
+                                    registry=r)
+        self.ingest_lag = Histogram("swapflow_adapter_ingest_lag_seconds",
+                                    "From a telemetry report's timestamp to its state being written",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.history_rows = Counter("swapflow_adapter_history_rows", "History rows written", registry=r)
+        self.history_shed = Counter("swapflow_adapter_history_rows_shed",
+                                    "History rows dropped because ingestion fell behind", registry=r)
+        self.history_backlog = Gauge("swapflow_adapter_history_backlog_rows", "History rows waiting to be written",
+                                     registry=r)
+        self.telemetry_stale = Counter("swapflow_adapter_telemetry_stale",
+                                       "Telemetry dropped as a duplicate or older than what was applied", registry=r)
+        self.command_round_trip = Histogram("swapflow_adapter_command_round_trip_seconds",
+                                            "From a command's first send to its ack being processed",
+                                            buckets=LATENCY_BUCKETS, registry=r)
+        self.commands_outstanding = Gauge("swapflow_adapter_commands_outstanding",
+                                          "Commands sent, not acknowledged and not yet past their deadline",
+                                          registry=r)
+        self.cabinets_online = Gauge("swapflow_adapter_cabinets_online", "Cabinets online", registry=r)
+        self.presence_transitions = Counter("swapflow_adapter_presence_transitions",
+                                            "Online/offline transitions recorded, by cause", ["cause"], registry=r)
+
+    def dead_letter(self, reason: str) -> None:
+        """Count one dead letter under its reason's label."""
+        self.dead_letters.labels(reason_label(reason)).inc()
+
+
+class CommandMetrics:
+    """What the sending side of commands (the command queue) exposes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge("swapflow_commands_queue_depth",
+                                 "Commands waiting to be sent or for their ack", registry=r)
+        self.round_trip = Histogram("swapflow_commands_round_trip_seconds",
+                                    "From a command's first publish to its first ack", buckets=LATENCY_BUCKETS,
+                                    registry=r)
+        self.sent = Counter("swapflow_commands_sent", "Command publishes, first sends and resends", ["attempt"],
+                            registry=r)
+        self.expired = Counter("swapflow_commands_expired", "Commands dropped unacknowledged at their deadline",
+                               registry=r)
