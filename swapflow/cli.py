@@ -81,9 +81,50 @@ def cmd_adapter(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_broker(settings: Settings, _args: argparse.Namespace) -> int:
-    from swapflow.stack.broker import run_broker
+    from swapflow.stack.broker import run_broker, settings_plugins
 
-    _run_until_signal(run_broker("127.0.0.1", settings.embedded_broker_port))
+    _run_until_signal(run_broker("127.0.0.1", settings.embedded_broker_port, settings_plugins(settings)))
+    return 0
+
+
+def cmd_gateway(settings: Settings, _args: argparse.Namespace) -> int:
+    from swapflow.gateway.server import run_gateway
+
+    _run_until_signal(run_gateway(settings))
+    return 0
+
+
+def cmd_cabinets(settings: Settings, args: argparse.Namespace) -> int:
+    """`cabinets provision`: fresh credentials per cabinet, each secret printed once."""
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from swapflow.db.engine import create_sync_engine
+    from swapflow.identity.credentials import (
+        ProvisioningError,
+        ensure_service_account,
+        provision_cabinet,
+        service_login,
+    )
+    from swapflow.identity.mosquitto import write_mosquitto_files
+
+    engine = create_sync_engine(settings.effective_database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            ensure_service_account(session, service_login(settings))
+            for cabinet_id in args.cabinet_ids:
+                try:
+                    secret = provision_cabinet(session, cabinet_id, rotate=not args.keep)
+                except ProvisioningError as exc:
+                    raise SystemExit(f"swapflow cabinets provision: {exc}") from None
+                print(f"{cabinet_id}: kept its credentials" if secret is None
+                      else f"{cabinet_id}: username {cabinet_id} password {secret}  (shown once; store it now)")
+        if args.mosquitto_dir:
+            passwords, acl = write_mosquitto_files(engine, Path(args.mosquitto_dir), settings.mqtt_topic_prefix)
+            print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to reload them")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -108,7 +149,7 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
     from swapflow.db.seed import seed_demo_network
 
     upgrade(settings.effective_database_url)
-    seeded = seed_demo_network(create_sync_engine(settings.effective_database_url))
+    seeded = seed_demo_network(create_sync_engine(settings.effective_database_url), tower_share=settings.tower_share)
     print("seeded the demo network" if seeded else "database already holds a network; nothing seeded")
     return 0
 
@@ -180,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the Temporal worker")
     sub.add_parser("adapter", help="run the MQTT device adapter")
     sub.add_parser("broker", help="run the embedded MQTT broker")
+    sub.add_parser("gateway", help="run the tower-protocol TCP gateway (legacy cabinets)")
+    cabinets = sub.add_parser("cabinets", help="manage cabinets' device identity")
+    cabinets_sub = cabinets.add_subparsers(dest="cabinets_command", required=True)
+    provision = cabinets_sub.add_parser("provision", help="create (or rotate) cabinets' MQTT credentials")
+    provision.add_argument("cabinet_ids", nargs="+", metavar="CABINET_ID")
+    provision.add_argument("--keep", action="store_true", help="leave cabinets that have credentials as they are")
+    provision.add_argument("--mosquitto-dir", metavar="DIR",
+                           help="also (re)write Mosquitto's password and ACL files in DIR (see deploy/mosquitto.conf)")
     sim = sub.add_parser("simulate", help="run simulated cabinets and riders against a running stack")
     sim.add_argument("--riders", type=int, default=20)
     sim.add_argument("--faults", default="", metavar="NAME=RATE,...", help="as for `up`")
@@ -194,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
+            "gateway": cmd_gateway, "cabinets": cmd_cabinets,
             "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check,
             "reconcile": cmd_reconcile}
 

@@ -6,6 +6,7 @@ import ssl
 
 import aiomqtt
 
+from swapflow.identity.credentials import Login, client_login
 from swapflow.settings import Settings
 
 
@@ -16,14 +17,17 @@ def mqtt_client(
     will: aiomqtt.Will | None = None,
     keepalive: int = 30,
     clean_session: bool | None = None,
+    login: Login | None = None,
 ) -> aiomqtt.Client:
-    """An unconnected aiomqtt client for the configured broker (use it with `async with`)."""
+    """An unconnected aiomqtt client for the configured broker (use it with `async with`). It logs in
+    with `login`, or as the platform's service account (swapflow.identity.credentials.client_login)."""
     endpoint = settings.mqtt_endpoint
+    login = login or client_login(settings)
     return aiomqtt.Client(
         hostname=endpoint.host,
         port=endpoint.port,
-        username=endpoint.username,
-        password=endpoint.password,
+        username=login.username if login else None,
+        password=login.password if login else None,
         identifier=identifier,
         will=will,
         keepalive=keepalive,

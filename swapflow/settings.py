@@ -131,6 +131,20 @@ class Settings(BaseSettings):
         "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.")
 
     # ---- device identity and the tower-protocol gateway (issue 5) ----
+    embedded_broker_auth: bool = Field(
+        True, description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
+                          "An external broker enforces what its own configuration says.")
+    mqtt_service_username: str = Field(
+        "swapflow", description="MQTT account of the platform's services (adapter, gateway, worker, simulator).")
+    gateway_host: str = Field("127.0.0.1", description="Where the tower-protocol TCP gateway listens.")
+    gateway_port: int = Field(9000, description="Port of the tower-protocol TCP gateway.")
+    gateway_max_frame_bytes: int = Field(65_536, ge=64, description="Larger frames are refused and the link closed.")
+    gateway_login_timeout_s: float = Field(10.0, gt=0, description="A new connection must log in within this.")
+    gateway_read_timeout_s: float = Field(
+        90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed.")
+    gateway_metrics_port: int | None = Field(None, description="Serve the gateway's Prometheus metrics here.")
+    tower_share: float = Field(
+        0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol.")
 
     # ---- ops (issue 6) ----
 

@@ -30,7 +30,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """The whole stack on free ports, stopped after the test."""
     stack_settings = settings.model_copy(update={
         "api_port": free_port(), "temporal_dev_port": free_port(), "temporal_ui_port": free_port(),
-        "embedded_broker_port": free_port(),
+        "embedded_broker_port": free_port(), "gateway_port": free_port(),
     })
     running = Stack(stack_settings, UpOptions(simulate=False))
     try:

@@ -48,6 +48,13 @@ class CabinetCapability(StrEnum):
     COMMAND_ONLY = "command_only"
 
 
+class CabinetProtocol(StrEnum):
+    """What a cabinet speaks: protocol v1 over MQTT, or the tower protocol over TCP (through the gateway)."""
+
+    V1 = "v1"
+    TOWER = "tower"
+
+
 class DoorState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -138,6 +145,9 @@ class Cabinet(Base):
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
     firmware: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    protocol: Mapped[CabinetProtocol] = mapped_column(
+        String(8), default="v1", server_default="v1", doc="MQTT v1, or tower protocol via the gateway."
+    )
 
     station: Mapped[Station] = relationship(back_populates="cabinets")
     slots: Mapped[list[Slot]] = relationship(back_populates="cabinet", order_by="Slot.slot_no")
@@ -739,6 +749,27 @@ class CustodyDiscrepancy(Base):
 
 
 # ---- device identity and the tower-protocol gateway (issue 5) ----
+
+
+class CredentialRole(StrEnum):
+    """A cabinet's own account (its username is its id) or a platform service's (adapter, gateway…)."""
+
+    CABINET = "cabinet"
+    SERVICE = "service"
+
+
+class CabinetCredential(Base):
+    """MQTT credentials of one cabinet or service account. Only the hash is kept (Mosquitto's `$7$`
+    PBKDF2-SHA512 format, so the same line goes into a Mosquitto password file)."""
+
+    __tablename__ = "cabinet_credentials"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cabinet_id: Mapped[str | None] = mapped_column(ForeignKey("cabinets.id"), unique=True, nullable=True)
+    role: Mapped[CredentialRole] = mapped_column(String(16), default=CredentialRole.CABINET)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # ---- ops: operators, technicians, alerts, work orders (issue 6) ----

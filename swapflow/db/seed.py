@@ -13,6 +13,7 @@ from swapflow.db.models import (
     BatteryStatus,
     Cabinet,
     CabinetCapability,
+    CabinetProtocol,
     City,
     CustodianKind,
     CustodyEvent,
@@ -84,13 +85,17 @@ def seed_demo_network(
     empty_slots_per_cabinet: int = 3,
     riders_per_city: int = 40,
     command_only_share: float = 0.125,
+    tower_share: float = 0.0,
     seed: int = 7,
     demo_pricing: bool = True,
 ) -> bool:
     """Fill an empty database with the demo network (with `demo_pricing`, its demo price rules and
     coupons too). Returns False (and changes nothing) when the database already holds cities, so
-    `swapflow up` can call it on every start."""
+    `swapflow up` can call it on every start. `tower_share` of the reporting cabinets speak the tower
+    protocol (through the gateway)."""
     rng = random.Random(seed)
+    # Its own stream: the rest of the network comes out the same whatever the tower share.
+    tower_rng = random.Random(seed + 1)
     with Session(engine) as session, session.begin():
         if session.scalar(select(func.count()).select_from(City)):
             return False
@@ -110,11 +115,13 @@ def seed_demo_network(
                 for k in range(1, cabinets_per_station + 1):
                     cabinet_id = f"cab-{c.code.lower()}-{s:03d}-{k}"
                     command_only = rng.random() < command_only_share
+                    tower = tower_rng.random() < tower_share and not command_only
                     session.add(Cabinet(
                         id=cabinet_id, station_id=station.id, model="SC-12", slot_count=slots_per_cabinet,
                         capability=CabinetCapability.COMMAND_ONLY if command_only
                         else CabinetCapability.REPORTING,
                         online=False, firmware="1.4.2",
+                        protocol=CabinetProtocol.TOWER if tower else CabinetProtocol.V1,
                     ))
                     for n in range(1, slots_per_cabinet + 1):
                         serial = None

@@ -25,6 +25,7 @@ import aiomqtt
 from pydantic import BaseModel, ValidationError
 
 from swapflow.db.models import as_utc
+from swapflow.identity.credentials import client_login
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
     BatteryReading,
@@ -220,7 +221,9 @@ class SimulatedCabinet:
         will = None if self.command_only else aiomqtt.Will(
             self.topic(Channel.STATE), self.state(online=False).model_dump_json(exclude_none=True), qos=1, retain=True
         )
-        async with mqtt_client(self.settings, self._client_id, will=will, keepalive=self.keepalive_s) as client:
+        login = client_login(self.settings, self.cabinet_id)  # each cabinet its own identity
+        async with mqtt_client(self.settings, self._client_id, will=will, keepalive=self.keepalive_s,
+                               login=login) as client:
             helpers: list[asyncio.Task[None]] = []
             try:
                 # Subscribed before the birth: once it says "online" the cabinet takes commands.

@@ -19,6 +19,7 @@ from swapflow.db.models import (
     BatteryStatus,
     Cabinet,
     CabinetCapability,
+    CabinetProtocol,
     CustodianKind,
     Rider,
     RiderStatus,
@@ -30,6 +31,7 @@ from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.faults import FaultPlan, FaultStats
 from swapflow.simulator.riders import RiderStats, SimulatedRider
+from swapflow.simulator.tower_cabinet import TowerCabinet
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,9 @@ async def build_cabinets(
     seed: int | None = None,
 ) -> dict[str, SimulatedCabinet]:
     """One simulated cabinet per cabinet in the database (or those named), with the packs its slots hold;
-    command-only cabinets are simulated as such. With `seed`, each cabinet rolls its faults from a stream
-    of its own that depends only on the seed and its id, so a run's fault rates are reproducible."""
+    command-only and tower-protocol cabinets are simulated as such. With `seed`, each cabinet rolls its
+    faults from a stream of its own that depends only on the seed and its id, so a run's fault rates are
+    reproducible."""
     query = (
         select(Slot, Battery)
         .outerjoin(Battery, Battery.serial == Slot.battery_serial)
@@ -98,7 +101,8 @@ async def build_cabinets(
             cabinets[cabinet.id] = cabinet
     stats = fault_stats or FaultStats()
     return {
-        cabinet_id: SimulatedCabinet(
+        # Tower-protocol cabinets speak TCP to the gateway; the rest v1 on MQTT.
+        cabinet_id: (TowerCabinet if cabinets[cabinet_id].protocol == CabinetProtocol.TOWER else SimulatedCabinet)(
             settings, cabinet_id, slots, telemetry_interval_s=telemetry_interval_s,
             charge_speedup=charge_speedup, firmware=cabinets[cabinet_id].firmware or "1.4.2",
             command_only=cabinets[cabinet_id].capability == CabinetCapability.COMMAND_ONLY,

@@ -12,6 +12,7 @@ import httpx
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
+from swapflow.identity.credentials import authenticates, provision_embedded_stack
 from swapflow.settings import Settings
 from swapflow.stack.processes import ManagedProcess, find_binary, port_is_free, swapflow_command, wait_for_port
 
@@ -40,7 +41,7 @@ class Stack:
 
     def _check_ports(self) -> None:
         s = self.settings
-        wanted = [("API", s.api_host, s.api_port)]
+        wanted = [("API", s.api_host, s.api_port), ("tower gateway", s.gateway_host, s.gateway_port)]
         if s.temporal_address is None:
             wanted += [("Temporal", "127.0.0.1", s.temporal_dev_port), ("Temporal UI", "127.0.0.1", s.temporal_ui_port)]
         if s.mqtt_url is None:
@@ -49,7 +50,7 @@ class Stack:
         if taken:
             raise SystemExit(f"swapflow up: already in use: {', '.join(taken)}. Is another stack running? "
                              "Set SWAPFLOW_API_PORT / SWAPFLOW_TEMPORAL_DEV_PORT / SWAPFLOW_TEMPORAL_UI_PORT / "
-                             "SWAPFLOW_EMBEDDED_BROKER_PORT to other ports.")
+                             "SWAPFLOW_EMBEDDED_BROKER_PORT / SWAPFLOW_GATEWAY_PORT to other ports.")
 
     async def start(self) -> None:
         """Start every part, waiting for each dependency to listen before starting what needs it."""
@@ -77,7 +78,7 @@ class Stack:
             await wait_for_port("127.0.0.1", s.temporal_dev_port, timeout_s=60, process=temporal)
         if broker is not None:
             await wait_for_port("127.0.0.1", s.embedded_broker_port, timeout_s=30, process=broker)
-        for name in ("worker", "adapter", "api"):
+        for name in ("worker", "adapter", "gateway", "api"):
             await self._process(name, swapflow_command(name)).start()
         api = self.processes[-1]
         await wait_for_port(s.api_host, s.api_port, timeout_s=60, process=api)
@@ -88,12 +89,15 @@ class Stack:
     def _prepare_database(self) -> None:
         url = self.settings.effective_database_url
         upgrade(url)
-        if self.options.seed:
-            engine = create_sync_engine(url)
-            try:
-                seed_demo_network(engine)
-            finally:
-                engine.dispose()
+        engine = create_sync_engine(url)
+        try:
+            if self.options.seed:
+                seed_demo_network(engine, tower_share=self.settings.tower_share)
+            if authenticates(self.settings):
+                # The service account and the simulated cabinets' credentials (derived from the stack secret).
+                provision_embedded_stack(engine, self.settings)
+        finally:
+            engine.dispose()
 
     async def stop(self) -> None:
         """Stop the processes in reverse order of starting."""
@@ -118,6 +122,7 @@ def banner(settings: Settings) -> str:
         lines.append(f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}")
     lines += [
         f"  MQTT broker    {settings.effective_mqtt_url}" + ("  (embedded)" if settings.mqtt_url is None else ""),
+        f"  tower gateway  tcp://{settings.gateway_host}:{settings.gateway_port}",
         f"  database       {settings.effective_database_url}",
         f"  logs           {(settings.data_dir / 'logs').resolve()}",
         "Ctrl-C stops everything.",

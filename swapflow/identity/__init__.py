@@ -1,0 +1,2 @@
+"""Device identity: each cabinet's own MQTT credentials, the services' accounts, and the topic rules
+(ACLs) that keep a cabinet to its own topics, for the embedded broker and for Mosquitto."""
