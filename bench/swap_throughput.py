@@ -51,6 +51,7 @@ from swapflow.db.models import (  # noqa: E402
     SwapStatus,
 )
 from swapflow.db.seed import seed_demo_network  # noqa: E402
+from swapflow.ops.accounts import load_demo_tokens, seed_demo_accounts  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402
 from swapflow.simulator.battery import SimBattery  # noqa: E402
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402
@@ -213,7 +214,9 @@ async def main(args: argparse.Namespace) -> None:
     upgrade(url)
     engine = create_sync_engine(url)
     seed_demo_network(engine, stations_per_city=args.stations_per_city, riders_per_city=args.riders_per_city)
+    seed_demo_accounts(engine, data_dir)
     engine.dispose()
+    admin = load_demo_tokens(data_dir).operators["admin"]  # an admin starts swaps on any rider's behalf
 
     stack = Stack(settings, UpOptions(simulate=False, seed=False))
     print(f"starting the embedded stack in {data_dir} …", flush=True)
@@ -243,6 +246,7 @@ async def main(args: argparse.Namespace) -> None:
         cpu_before = stack_cpu(stack)
         driven_s = 0.0
         async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=60,
+                                     headers={"Authorization": f"Bearer {admin}"},
                                      limits=httpx.Limits(max_connections=200)) as http:
             for rate in args.rates:
                 step = await drive(http, riders, cabinets, by_city, rate, args.step_seconds)

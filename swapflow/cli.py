@@ -147,10 +147,38 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
     from swapflow.db.engine import create_sync_engine
     from swapflow.db.migrate import upgrade
     from swapflow.db.seed import seed_demo_network
+    from swapflow.ops.accounts import seed_demo_accounts, tokens_path
 
     upgrade(settings.effective_database_url)
-    seeded = seed_demo_network(create_sync_engine(settings.effective_database_url), tower_share=settings.tower_share)
+    engine = create_sync_engine(settings.effective_database_url)
+    seeded = seed_demo_network(engine, tower_share=settings.tower_share)
     print("seeded the demo network" if seeded else "database already holds a network; nothing seeded")
+    if seed_demo_accounts(engine, settings.data_dir):
+        print(f"demo accounts' tokens written to {tokens_path(settings.data_dir)}")
+    return 0
+
+
+def cmd_operators(settings: Settings, args: argparse.Namespace) -> int:
+    """Create (or update) an operator account and print a new token for it."""
+    from sqlalchemy.orm import Session
+
+    from swapflow.db.engine import create_sync_engine
+    from swapflow.db.models import OperatorRole
+    from swapflow.ops.accounts import create_operator
+
+    cities = [c for c in args.cities.split(",") if c]
+    location = tuple(float(v) for v in args.location.split(",")) if args.location else None
+    shift = tuple(int(v.split(":")[0]) * 60 + int(v.split(":")[1]) for v in args.shift.split("-"))
+    engine = create_sync_engine(settings.effective_database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            token = create_operator(session, args.id, args.name or args.id, OperatorRole(args.role), cities,
+                                    location=location, shift=shift)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SystemExit(f"swapflow operators create: {exc}") from None
+    finally:
+        engine.dispose()
+    print(token)
     return 0
 
 
@@ -233,7 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--riders", type=int, default=20)
     sim.add_argument("--faults", default="", metavar="NAME=RATE,...", help="as for `up`")
     sub.add_parser("migrate", help="apply database migrations")
-    sub.add_parser("seed", help="migrate and seed the demo network into an empty database")
+    sub.add_parser("seed", help="migrate and seed the demo network into an empty database, and demo accounts")
+    operators = sub.add_parser("operators", help="operator accounts").add_subparsers(dest="action", required=True)
+    create = operators.add_parser("create", help="create or update an account; prints a new bearer token")
+    create.add_argument("--id", required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--role", required=True, choices=["operator", "technician", "city_lead", "finance", "admin"])
+    create.add_argument("--cities", default="", help="comma-separated city codes (admins see all)")
+    create.add_argument("--location", default="", help="lat,lon (technicians)")
+    create.add_argument("--shift", default="00:00-24:00", help="HH:MM-HH:MM local time (technicians)")
     check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")
     check.add_argument("--stuck-after-minutes", type=float, default=None,
                        help="report swaps in progress for longer than this as stuck")
@@ -245,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
             "gateway": cmd_gateway, "cabinets": cmd_cabinets,
             "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check,
-            "reconcile": cmd_reconcile}
+            "reconcile": cmd_reconcile,
+            "operators": cmd_operators}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from swapflow.ops.config import OpsSla, WebhookChannel
 from swapflow.safety import BatteryLimits
 
 
@@ -147,6 +148,25 @@ class Settings(BaseSettings):
         0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol.")
 
     # ---- ops (issue 6) ----
+    ops_evaluate_interval_s: float = Field(15.0, gt=0, description="How often the alert rules run.")
+    ops_evaluations_per_run: int = Field(200, ge=1, description="Evaluations before the evaluator continues-as-new.")
+    ops_offline_alert_after_s: float = Field(120.0, description="A cabinet offline this long raises an alert.")
+    ops_no_ack_lookback_s: float = Field(900.0, description="Unacknowledged door commands this recent raise alerts.")
+    ops_ingest_lag_alert_s: float = Field(120.0, description="Online cabinets silent this long mean ingest lags.")
+    ops_evening_peak_start: str = Field("17:30", description="Local time the evening peak starts (HH:MM).")
+    ops_peak_lead_minutes: int = Field(90, description="How long before the peak a cabinet must hold a ready pack.")
+    ops_sla: dict[str, OpsSla] = Field(
+        default_factory=lambda: {"critical": OpsSla(ack_s=600, resolve_s=3600),
+                                 "warning": OpsSla(ack_s=1800, resolve_s=4 * 3600),
+                                 "info": OpsSla(ack_s=4 * 3600, resolve_s=24 * 3600)},
+        description="Ack and resolve deadlines of a work order per severity (JSON in SWAPFLOW_OPS_SLA).")
+    ops_work_order_kinds: list[str] = Field(
+        default_factory=lambda: ["cabinet_offline", "door_fault", "door_no_ack", "slot_fault"],
+        description="Alert kinds that open a work order.")
+    ops_verify_ack_timeout_s: float = Field(15.0, description="How long the verification's test command may take.")
+    ops_webhooks: list[WebhookChannel] = Field(
+        default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS).")
+    ops_webhook_attempts: int = Field(5, ge=1, description="Attempts per alert and channel, with backoff.")
 
     log_level: str = "INFO"
 

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from swapflow.activities.device_commands import DeviceCommands
+from swapflow.activities.ops import OpsActivities
 from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refunds import RefundActivities
@@ -20,13 +22,17 @@ from swapflow.device_adapter.command_queue import CommandQueue
 from swapflow.payments.registry import providers_from_settings
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
+from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
+from swapflow.workflows.ops_models import EVALUATOR_WORKFLOW_ID, EvaluatorInput
 from swapflow.workflows.reconciliation import ReconciliationWorkflow, ensure_reconciliation_schedule
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.work_order import WorkOrderWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow)
+WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow, WorkOrderWorkflow,
+                             AlertEvaluatorWorkflow)
 
 
 def build_activities(settings: Settings, db: Database, commands_out: CommandQueue) -> list[Any]:
@@ -37,9 +43,11 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     refunds = RefundActivities(db, providers)
     reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, commands_out)
+    ops = OpsActivities(db, settings)
     return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
             records.report_fault, records.finish, payments.charge, refunds.prepare, refunds.submit, refunds.poll,
-            refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon]
+            refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon,
+            ops.evaluate, ops.deliver, ops.record_step, ops.dispatch, ops.escalate, ops.check_live, ops.close]
 
 
 def build_worker(client: Client, settings: Settings, db: Database, commands_out: CommandQueue) -> Worker:
@@ -55,6 +63,19 @@ def build_worker(client: Client, settings: Settings, db: Database, commands_out:
     )
 
 
+def evaluator_input(settings: Settings) -> EvaluatorInput:
+    """The alert evaluator's loop, from the settings."""
+    return EvaluatorInput(interval_s=settings.ops_evaluate_interval_s, per_run=settings.ops_evaluations_per_run,
+                          webhook_attempts=settings.ops_webhook_attempts)
+
+
+async def ensure_alert_evaluator(client: Client, settings: Settings) -> None:
+    """Start the alert evaluator unless it runs already (one per namespace, by its id)."""
+    await client.start_workflow(AlertEvaluatorWorkflow.run, evaluator_input(settings), id=EVALUATOR_WORKFLOW_ID,
+                                task_queue=settings.temporal_task_queue,
+                                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+
 async def run_worker(settings: Settings) -> None:
     """Run the worker until cancelled."""
     db = Database(settings.effective_database_url)
@@ -65,6 +86,7 @@ async def run_worker(settings: Settings) -> None:
         if settings.reconciliation_schedule:
             await ensure_reconciliation_schedule(client, settings)
         worker = build_worker(client, settings, db, commands_out)
+        await ensure_alert_evaluator(client, settings)
         log.info("worker polling %s on %s", settings.temporal_task_queue, settings.effective_temporal_address)
         await worker.run()
     finally:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
 from swapflow.invariants import check_invariants
+from swapflow.ops.accounts import load_demo_tokens
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
@@ -91,7 +92,8 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
                 await asyncio.sleep(0.1)
             assert listed["online"]
             rider = SimulatedRider(stack.effective_api_url, RIDER, sim_battery(held), listed["lat"],
-                                   listed["lon"], cabinets, http, swap_timeout_s=60)
+                                   listed["lon"], cabinets, http, swap_timeout_s=60,
+                                   token=load_demo_tokens(stack.data_dir).riders[RIDER])
             swap = await rider.swap_once()
     finally:
         cabinet_task.cancel()
@@ -127,7 +129,9 @@ async def test_swap_survives_its_worker_being_killed_mid_swap(
     held = await battery_of(db, RIDER)
     assert held is not None
     worker = next(p for p in running_stack.processes if p.name == "worker")
-    async with httpx.AsyncClient(base_url=running_stack.settings.effective_api_url, timeout=30) as http:
+    token = load_demo_tokens(running_stack.settings.data_dir).riders[RIDER]  # seeded by the stack
+    async with httpx.AsyncClient(base_url=running_stack.settings.effective_api_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
         swap = (await http.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET},
                                 headers={"Idempotency-Key": "kill-the-worker"})).json()
         assert swap["stage"] == "return_door_open", swap

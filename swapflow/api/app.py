@@ -16,6 +16,7 @@ from swapflow.api.routers import (
     complaints,
     finance,
     network,
+    ops,
     payments,
     pricing,
     refunds,
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (swaps, cabinets, riders, network, batteries, pricing, wallets, refunds, complaints, finance,
-                   payments):
+    for module in (swaps, cabinets, riders, network, batteries, ops, pricing, wallets, refunds, complaints,
+                   finance, payments):
         app.include_router(module.router)
     return app

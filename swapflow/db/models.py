@@ -773,3 +773,123 @@ class CabinetCredential(Base):
 
 
 # ---- ops: operators, technicians, alerts, work orders (issue 6) ----
+
+
+class OperatorRole(StrEnum):
+    """What an account may do; `cities` on the account says where."""
+
+    OPERATOR = "operator"
+    TECHNICIAN = "technician"
+    CITY_LEAD = "city_lead"
+    FINANCE = "finance"
+    ADMIN = "admin"
+
+
+class Operator(Base):
+    """A staff account. An admin sees every city; everyone else only the cities listed."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[OperatorRole] = mapped_column(String(16))
+    cities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token, kept only as its SHA-256: a leaked table grants nothing."""
+
+    __tablename__ = "api_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_kind: Mapped[str] = mapped_column(String(16), doc="operator | rider")
+    principal_id: Mapped[str] = mapped_column(String(40), index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Technician(Base):
+    """The field profile of a technician account: where they are and when they work (city local time)."""
+
+    __tablename__ = "technicians"
+
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), primary_key=True)
+    city_code: Mapped[str] = mapped_column(ForeignKey("cities.code"), index=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    shift_start_minute: Mapped[int] = mapped_column(Integer, doc="Minutes after local midnight.")
+    shift_end_minute: Mapped[int] = mapped_column(Integer, doc="May be below the start: a shift over midnight.")
+
+
+class WorkOrderStatus(StrEnum):
+    NEW = "new"  # recorded, its workflow not started yet
+    DISPATCHED = "dispatched"  # assigned, not accepted
+    UNASSIGNED = "unassigned"  # nobody on duty: waits for a reassign (and escalates)
+    ACCEPTED = "accepted"
+    VERIFYING = "verifying"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+OPEN_WORK_ORDER_STATUSES = (WorkOrderStatus.NEW, WorkOrderStatus.DISPATCHED, WorkOrderStatus.UNASSIGNED,
+                            WorkOrderStatus.ACCEPTED, WorkOrderStatus.VERIFYING)
+
+
+class WorkOrder(Base):
+    """A device problem a person must fix; run by the workflow `workorder/<id>`."""
+
+    __tablename__ = "work_orders"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True, doc="<cabinet>.<slot or 0>.<random>")
+    dedupe_key: Mapped[str] = mapped_column(String(80), index=True, doc="<cabinet>/<slot or ->")
+    cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"), index=True)
+    slot_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    city_code: Mapped[str] = mapped_column(String(16), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16), doc="alert | swap | operator")
+    alert_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[WorkOrderStatus] = mapped_column(String(16), default=WorkOrderStatus.NEW, index=True)
+    technician_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    escalated_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WorkOrderEvent(Base):
+    """One step of a work order, in order: its timeline. Keyed by the workflow's step number, so a
+    retried activity records it once."""
+
+    __tablename__ = "work_order_events"
+    __table_args__ = (UniqueConstraint("work_order_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    work_order_id: Mapped[str] = mapped_column(ForeignKey("work_orders.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertDelivery(Base):
+    """One attempt to deliver an alert to a channel (webhook): the delivery log."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (UniqueConstraint("alert_id", "event", "channel", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event: Mapped[str] = mapped_column(String(16), doc="opened | resolved")
+    channel: Mapped[str] = mapped_column(String(40))
+    attempt: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -26,11 +26,13 @@ from swapflow.db.models import (
     Slot,
     Station,
 )
+from swapflow.ops.accounts import load_demo_tokens
 from swapflow.settings import Settings
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.faults import FaultPlan, FaultStats
 from swapflow.simulator.riders import RiderStats, SimulatedRider
+from swapflow.simulator.technicians import build_technicians
 from swapflow.simulator.tower_cabinet import TowerCabinet
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,11 @@ async def build_riders(
     seed: int | None = None,
     faults: FaultPlan | None = None,
     fault_stats: FaultStats | None = None,
+    tokens: dict[str, str] | None = None,
 ) -> list[SimulatedRider]:
     """Up to `count` active riders who hold a pack, in cities with simulated cabinets, each placed near a
     random station of their city that has one. With `seed`, the choice of riders and every rider's
-    randomness (think times, fault rolls) are reproducible."""
+    randomness (think times, fault rolls) are reproducible. `tokens` are the riders' bearer tokens."""
     rng = random.Random(seed)
     stats = stats or RiderStats()
     fault_stats = fault_stats or FaultStats()
@@ -157,7 +160,7 @@ async def build_riders(
             settings.effective_api_url, rider.id, sim_battery(battery),
             lat + rng.uniform(-0.01, 0.01), lon + rng.uniform(-0.01, 0.01), cabinets, http,
             think_time_s=think_time_s, ride_speedup=ride_speedup, stats=stats, rng=random.Random(rng.random()),
-            faults=faults, fault_stats=fault_stats,
+            faults=faults, fault_stats=fault_stats, token=(tokens or {}).get(rider.id),
         ))
     return riders
 
@@ -213,9 +216,11 @@ async def run_fleet(
                                             telemetry_interval_s=telemetry_interval_s,
                                             battery_report_interval_s=battery_report_interval_s,
                                             faults=plan, fault_stats=fault_stats, seed=seed)
+            tokens = load_demo_tokens(settings.data_dir)
             sim_riders = await build_riders(settings, db, cabinets, http, count=riders, think_time_s=think_time_s,
                                             ride_speedup=charge_speedup, stats=rider_stats, seed=seed,
-                                            faults=plan, fault_stats=fault_stats)
+                                            faults=plan, fault_stats=fault_stats, tokens=tokens.riders)
+            technicians = await build_technicians(settings, db, cabinets, http, tokens.operators)
         finally:
             await db.dispose()
         command_only = sum(1 for c in cabinets.values() if c.command_only)
@@ -229,6 +234,8 @@ async def run_fleet(
             await _wait_connected(cabinets)
             for rider in sim_riders:
                 tasks.create_task(rider.run())
+            for technician in technicians:
+                tasks.create_task(technician.run())
             report = stats_callback or _log_stats
             while True:
                 await asyncio.sleep(_STATS_INTERVAL_S)

@@ -79,6 +79,7 @@ class SimulatedRider:
         fault_stats: FaultStats | None = None,
         slow_insert_s: tuple[float, float] = (5.0, 15.0),
         door_wait_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.rider_id = rider_id
@@ -101,6 +102,8 @@ class SimulatedRider:
         """How long a `slow_insert` rider dawdles before putting the pack in: a range, drawn from."""
         self.door_wait_s = door_wait_s
         """How long a rider told to use a door waits for it to open before giving up on it."""
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        """The rider's bearer token, sent with every request."""
 
     async def run(self) -> None:
         """Ride and swap until cancelled, or until left without a pack. Never raises otherwise."""
@@ -294,7 +297,8 @@ class SimulatedRider:
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """JSON from the API; HttpFailure on any failure."""
         try:
-            response = await self.http.request(method, f"{self.api_url}{path}", **kwargs)
+            headers = {**self.headers, **kwargs.pop("headers", {})}
+            response = await self.http.request(method, f"{self.api_url}{path}", headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             self.stats.http_errors += 1
             raise HttpFailure(f"{method} {path}: {exc!r}", retryable=True) from exc

@@ -13,6 +13,7 @@ from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
 from swapflow.identity.credentials import authenticates, provision_embedded_stack
+from swapflow.ops.accounts import seed_demo_accounts
 from swapflow.settings import Settings
 from swapflow.stack.processes import ManagedProcess, find_binary, port_is_free, swapflow_command, wait_for_port
 
@@ -93,6 +94,7 @@ class Stack:
         try:
             if self.options.seed:
                 seed_demo_network(engine, tower_share=self.settings.tower_share)
+                seed_demo_accounts(engine, self.settings.data_dir)
             if authenticates(self.settings):
                 # The service account and the simulated cabinets' credentials (derived from the stack secret).
                 provision_embedded_stack(engine, self.settings)

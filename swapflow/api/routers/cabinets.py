@@ -12,20 +12,10 @@ from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import CabinetDetail, CabinetSummary, SlotView
 from swapflow.db.models import Battery, BatteryStatus, Cabinet, CabinetCapability, Slot, Station
+from swapflow.geo import distance_km
 from swapflow.settings import Settings
 
 router = APIRouter(prefix="/v1/cabinets", tags=["cabinets"])
-
-EARTH_RADIUS_KM = 6371.0
-
-
-def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
-
 
 def parse_near(near: str) -> tuple[float, float]:
     """'lat,lon' → (lat, lon), or a 422 problem."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
 
+from swapflow.api.auth import STAFF, require
 from swapflow.api.deps import SessionDep
 from swapflow.api.schemas import DeadLetterView, NetworkStats
 from swapflow.db.models import Cabinet, DeadLetter, SwapOrder, SwapStatus
@@ -34,7 +35,7 @@ async def stats(session: SessionDep) -> NetworkStats:
     )
 
 
-@router.get("/v1/dead-letters", response_model=list[DeadLetterView])
+@router.get("/v1/dead-letters", response_model=list[DeadLetterView], dependencies=[Depends(require(*STAFF))])
 async def dead_letters(session: SessionDep,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterView]:
     """Device messages that could not be parsed or routed, newest first, with the reason."""

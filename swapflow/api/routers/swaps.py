@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
@@ -14,17 +14,21 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.problems import Problem
 from swapflow.api.routers.pricing import check_coupon
 from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
-from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
+from swapflow.db.models import Cabinet, Refund, Rider, Station, SwapOrder, SwapStatus, utcnow
 from swapflow.pricing import normalise_code
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
+
+RiderOrAdmin = Annotated[Principal, Depends(require(riders=True))]
+RiderOrStaff = Annotated[Principal, Depends(require(*STAFF, riders=True))]
 
 
 def swap_view(order: SwapOrder) -> SwapView:
@@ -81,9 +85,12 @@ async def start_swap(
     settings: SettingsDep,
     temporal: TemporalDep,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=100)],
+    principal: RiderOrAdmin,
 ) -> SwapView:
     """Start a swap and return once its return door is open (or it has failed). The same
-    Idempotency-Key returns the same swap."""
+    Idempotency-Key returns the same swap. A rider starts their own swaps only."""
+    if principal.is_rider and body.rider_id != principal.id:
+        raise Problem(403, "Forbidden", "a rider starts swaps for themselves only")
     order, created = await _order_for_key(db, body, idempotency_key)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -112,12 +119,17 @@ async def start_swap(
 
 
 @router.get("/{swap_id}", response_model=SwapView)
-async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep) -> SwapView:
+async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep, principal: RiderOrStaff) -> SwapView:
     """A swap's stage, each step's outcome and the reason for any rollback. While the swap runs they
-    come from its workflow (a query); a finished swap's come from what its workflow recorded at the end."""
+    come from its workflow (a query); a finished swap's come from what its workflow recorded at the end.
+    A rider sees their own swaps only; an operator those at cabinets of their cities."""
     order = await session.get(SwapOrder, swap_id)
-    if order is None:
+    if order is None or (principal.is_rider and order.rider_id != principal.id):
         raise Problem(404, "Unknown swap", f"no swap {swap_id!r}")
+    if not principal.is_rider:
+        city = await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
+                                    .where(Cabinet.id == order.cabinet_id))
+        principal.check_city(city or "", "swap", swap_id)
     view = swap_view(order)
     if order.status != SwapStatus.IN_PROGRESS:
         refund = await session.get(Refund, order.refund_ref) if order.refund_ref else None

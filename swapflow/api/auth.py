@@ -1,0 +1,93 @@
+"""Who is calling: bearer tokens for riders and operators, roles, and city scopes.
+
+Every non-public endpoint takes one dependency: `Depends(require(...))` names the roles allowed (and
+whether riders are), and returns the `Principal`, whose `check_city` / `visible_cities` keep an
+operator inside the cities granted. A resource in a city the caller may not see answers 404, as if it
+did not exist; a role that may not act answers 403; no or an unknown token answers 401.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from swapflow.api.deps import SessionDep
+from swapflow.api.problems import Problem
+from swapflow.db.models import ApiToken, Operator, OperatorRole, Rider, RiderStatus
+from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
+
+STAFF = (OperatorRole.OPERATOR, OperatorRole.CITY_LEAD, OperatorRole.ADMIN)
+"""Who watches and acts on the network."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a rider (`role` None) or an operator account."""
+
+    kind: str
+    id: str
+    role: OperatorRole | None
+    cities: frozenset[str] | None
+    """The cities an operator may see; None: all (an admin). A rider's is their own city."""
+
+    @property
+    def is_rider(self) -> bool:
+        return self.kind == RIDER
+
+    def sees_city(self, city_code: str) -> bool:
+        return self.cities is None or city_code in self.cities
+
+    def check_city(self, city_code: str, what: str = "resource", ident: str = "") -> None:
+        """404 when the caller may not see `city_code`: another city's resources do not exist for them."""
+        if not self.sees_city(city_code):
+            raise Problem(404, f"Unknown {what}", f"no {what} {ident!r}".strip())
+
+    def visible_cities(self, asked: str | None = None) -> list[str] | None:
+        """The cities a listing covers: `asked` (403 if not granted) or all the caller may see (None: all)."""
+        if asked is not None:
+            if not self.sees_city(asked):
+                raise Problem(403, "Forbidden", f"no access to city {asked!r}")
+            return [asked]
+        return None if self.cities is None else sorted(self.cities)
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "Unauthorized", detail)
+
+
+async def authenticate(session: SessionDep,
+                       authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
+    """The caller named by `Authorization: Bearer <token>`, or 401."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise _unauthorized("send Authorization: Bearer <token>")
+    row = await session.get(ApiToken, hash_token(authorization[7:].strip()))
+    if row is None or row.revoked_at is not None:
+        raise _unauthorized("unknown or revoked token")
+    if row.principal_kind == RIDER:
+        rider = await session.get(Rider, row.principal_id)
+        if rider is None or rider.status != RiderStatus.ACTIVE:
+            raise _unauthorized("rider account not active")
+        return Principal(RIDER, rider.id, None, frozenset({rider.city_code}))
+    operator = await session.get(Operator, row.principal_id)
+    if row.principal_kind != OPERATOR or operator is None or not operator.active:
+        raise _unauthorized("account not active")
+    role = OperatorRole(operator.role)
+    return Principal(OPERATOR, operator.id, role, None if role == OperatorRole.ADMIN else frozenset(operator.cities))
+
+
+def require(*roles: OperatorRole, riders: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting operators of `roles` (an admin always) and, with `riders`, riders."""
+    allowed = frozenset(roles) | {OperatorRole.ADMIN}
+
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if principal.is_rider:
+            if riders:
+                return principal
+        elif principal.role in allowed:
+            return principal
+        raise Problem(403, "Forbidden", f"{principal.role or 'rider'} accounts may not do this")
+
+    return dependency
