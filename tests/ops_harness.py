@@ -32,3 +32,8 @@ async def another_token(db: Database, operator_id: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def admin_headers(db: Database) -> dict[str, str]:
+    """Headers of an admin account, for tests about what an endpoint does rather than who may call it."""
+    return bearer(await operator_token(db, "test-admin", OperatorRole.ADMIN))

@@ -15,13 +15,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import Refund, utcnow
+from swapflow.db.models import OperatorRole, Refund, utcnow
 from swapflow.payments.provider import PaymentMethod, refund_workflow_id
 from swapflow.payments.refunds import RefundOrigin, swap_refund_id
 from swapflow.settings import Settings
 from swapflow.workflows.payment_models import RefundOutcome, RefundStart
 from swapflow.workflows.refund import RefundWorkflow
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, Money
+from tests.ops_harness import admin_headers, bearer, operator_token, rider_token
 from tests.swap_harness import running_worker
 
 
@@ -41,7 +42,8 @@ async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Databas
 
     app.state.temporal = temporal
     async with running_worker(temporal_env.client, settings, db), \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
+                              headers=await admin_headers(db)) as client:
         yield client
 
 
@@ -114,3 +116,62 @@ async def test_failed_swap_shows_its_refund_and_finance_sees_one_stuck_past_its_
             status="processing", expected_by=utcnow() - timedelta(days=1)))
     stuck = (await api.get("/v1/finance/refunds/stuck")).json()
     assert [r["id"] for r in stuck] == [refund_id]
+
+
+# ---- who may call the money endpoints ----
+
+
+async def test_a_rider_sees_their_own_wallet_but_another_riders_does_not_exist_for_them(
+        api: httpx.AsyncClient, money: Money) -> None:
+    rider = bearer(await rider_token(money.db, RIDER))
+    top_up = await api.post(f"/v1/riders/{RIDER}/wallet/top-ups", json={"amount_minor": 500},
+                            headers={**rider, "Idempotency-Key": "own"})
+    assert top_up.status_code == 201
+    assert (await api.get(f"/v1/riders/{RIDER}/wallet", headers=rider)).json()["balance_minor"] == 500
+    other = await api.get(f"/v1/riders/{OTHER_RIDER}/wallet", headers=rider)
+    assert (other.status_code, other.json()["title"]) == (404, "Unknown rider")
+
+
+async def test_money_endpoints_without_a_token_are_401_problems(api: httpx.AsyncClient) -> None:
+    for path in (f"/v1/riders/{RIDER}/wallet", "/v1/finance/refunds/stuck", "/v1/pricing/coupons"):
+        response = await api.get(path, headers={"Authorization": ""})
+        assert (response.status_code, response.json()["title"]) == (401, "Unauthorized"), path
+
+
+async def test_finance_reports_are_for_finance_accounts_not_operators(api: httpx.AsyncClient, money: Money) -> None:
+    operator = bearer(await operator_token(money.db, "op-sh", OperatorRole.OPERATOR, ["SH"]))
+    finance = bearer(await operator_token(money.db, "fin", OperatorRole.FINANCE, ["SH"]))
+    assert (await api.get("/v1/finance/refunds/stuck", headers=operator)).status_code == 403
+    assert (await api.get("/v1/finance/refunds/stuck", headers=finance)).status_code == 200
+
+
+async def test_a_rider_files_a_complaint_but_only_a_city_lead_or_finance_approves_it(
+        api: httpx.AsyncClient, money: Money) -> None:
+    rider = bearer(await rider_token(money.db, RIDER))
+    operator = bearer(await operator_token(money.db, "op-sh", OperatorRole.OPERATOR, ["SH"]))
+    filed = await api.post("/v1/complaints", headers=rider,
+                           json={"rider_id": RIDER, "order_id": await money.failed_after_charge(), "reason": "flat"})
+    assert filed.status_code == 201
+    for caller in (rider, operator):
+        assert (await api.post(f"/v1/complaints/{filed.json()['id']}/approve", headers=caller)).status_code == 403
+
+
+async def test_an_operator_does_not_see_refunds_of_riders_in_other_cities(
+        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    order_id = await money.failed_after_charge()
+    opened = await api.post("/v1/refunds", json={"order_id": order_id, "reason": "slow"},
+                            headers={"Idempotency-Key": "city"})
+    assert opened.status_code == 201
+    elsewhere = bearer(await operator_token(money.db, "op-ber", OperatorRole.OPERATOR, ["BER"]))
+    here = bearer(await operator_token(money.db, "op-sh", OperatorRole.OPERATOR, ["SH"]))
+    assert (await api.get(f"/v1/refunds/{opened.json()['id']}", headers=elsewhere)).status_code == 404
+    assert (await api.get(f"/v1/refunds/{opened.json()['id']}", headers=here)).status_code == 200
+    await refund_done(temporal_env, opened.json()["id"])
+
+
+async def test_prices_and_coupons_are_changed_by_admins_only(api: httpx.AsyncClient, money: Money) -> None:
+    finance = bearer(await operator_token(money.db, "fin", OperatorRole.FINANCE, ["SH"]))
+    coupon = {"code": "ADMINONLY", "kind": "percent", "value": 1000}
+    assert (await api.post("/v1/pricing/coupons", json=coupon, headers=finance)).status_code == 403
+    assert (await api.post("/v1/pricing/coupons", json=coupon)).status_code == 201  # the admin's
+    assert [c["code"] for c in (await api.get("/v1/pricing/coupons", headers=finance)).json()] == ["ADMINONLY"]

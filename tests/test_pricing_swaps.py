@@ -27,6 +27,7 @@ from swapflow.pricing import Coupon, CouponKind
 from swapflow.settings import Settings
 from swapflow.workflows.models import SwapProgress, swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from tests.ops_harness import admin_headers
 from tests.swap_harness import running_cabinet, running_worker, set_online
 from tests.test_swap_saga import Scene
 
@@ -52,8 +53,13 @@ async def scene(temporal_env: WorkflowEnvironment, settings: Settings, db: Datab
 
 
 @pytest.fixture
-def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+async def admin(db: Database) -> dict[str, str]:
+    return await admin_headers(db)
+
+
+@pytest.fixture
+def api(settings: Settings, admin: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers=admin) as client:
         yield client
 
 

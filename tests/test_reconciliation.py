@@ -21,6 +21,7 @@ from swapflow.settings import Settings, get_settings
 from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from tests.money_harness import OTHER_RIDER, RIDER, THIRD_RIDER, Money
+from tests.ops_harness import admin_headers
 from tests.swap_harness import running_worker
 
 
@@ -74,7 +75,7 @@ async def test_reconciliation_workflow_reports_the_day_to_finance(
             task_queue=settings.temporal_task_queue)
     assert {p.provider: p.exceptions for p in report.providers}["sandbox"] == 2
 
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=await admin_headers(money.db)) as api:
         body = api.get(f"/v1/finance/reconciliation/{today.isoformat()}").json()
     assert {run["provider"] for run in body["runs"]} >= {"sandbox", "wallet", "subscription"}
     assert sorted(e["kind"] for e in body["exceptions"]) == ["amount_mismatch", "missing_in_ours"]

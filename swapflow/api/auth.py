@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.deps import SessionDep
 from swapflow.api.problems import Problem
@@ -21,6 +23,9 @@ from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
 
 STAFF = (OperatorRole.OPERATOR, OperatorRole.CITY_LEAD, OperatorRole.ADMIN)
 """Who watches and acts on the network."""
+
+MONEY_STAFF = (*STAFF, OperatorRole.FINANCE)
+"""Who may look at a rider's money (wallet, refunds, complaints) and refund a swap."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,19 @@ class Principal:
                 raise Problem(403, "Forbidden", f"no access to city {asked!r}")
             return [asked]
         return None if self.cities is None else sorted(self.cities)
+
+
+async def check_rider_access(session: AsyncSession, principal: Principal, rider_id: str, what: str,
+                             ident: str) -> None:
+    """404 unless the caller may see `rider_id`'s `what`: a rider their own only, an operator the riders
+    of their cities."""
+    if principal.is_rider:
+        if principal.id != rider_id:
+            raise Problem(404, f"Unknown {what}", f"no {what} {ident!r}")
+        return
+    if principal.cities is not None:
+        city = await session.scalar(select(Rider.city_code).where(Rider.id == rider_id))
+        principal.check_city(city or "", what, ident)
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -91,3 +109,10 @@ def require(*roles: OperatorRole, riders: bool = False) -> Callable[..., Awaitab
         raise Problem(403, "Forbidden", f"{principal.role or 'rider'} accounts may not do this")
 
     return dependency
+
+
+MoneyStaff = Annotated[Principal, Depends(require(*MONEY_STAFF))]
+RiderOrMoneyStaff = Annotated[Principal, Depends(require(*MONEY_STAFF, riders=True))]
+Finance = Annotated[Principal, Depends(require(OperatorRole.FINANCE))]
+Admin = Annotated[Principal, Depends(require())]
+"""Endpoint parameters for the money routers: who may call them."""

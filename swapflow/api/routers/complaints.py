@@ -4,17 +4,21 @@ through the refund workflow."""
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
+from swapflow.api.auth import Principal, RiderOrMoneyStaff, check_rider_access, require
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import ComplaintCreate, ComplaintView
 from swapflow.api.problems import Problem
 from swapflow.api.routers.refunds import open_order_refund, start_refund_workflow
-from swapflow.db.models import Complaint, SwapOrder
+from swapflow.db.models import Complaint, OperatorRole, SwapOrder
 from swapflow.payments.refunds import RefundOrigin
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
+
+Approver = Annotated[Principal, Depends(require(OperatorRole.CITY_LEAD, OperatorRole.FINANCE))]
 
 
 def complaint_refund_id(complaint_id: str) -> str:
@@ -23,9 +27,11 @@ def complaint_refund_id(complaint_id: str) -> str:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ComplaintView)
-async def file_complaint(body: ComplaintCreate, db: DatabaseDep) -> ComplaintView:
-    """A rider asks for (part of) a swap's money back; nothing moves until ops approve."""
+async def file_complaint(body: ComplaintCreate, db: DatabaseDep, principal: RiderOrMoneyStaff) -> ComplaintView:
+    """A rider asks for (part of) a swap's money back (ops may file it for them); nothing moves until a
+    city lead or finance approves."""
     async with db.transaction() as session:
+        await check_rider_access(session, principal, body.rider_id, "swap", body.order_id)
         order = await session.get(SwapOrder, body.order_id)
         if order is None or order.rider_id != body.rider_id:
             raise Problem(404, "Unknown swap", f"rider {body.rider_id!r} has no swap {body.order_id!r}")
@@ -37,22 +43,25 @@ async def file_complaint(body: ComplaintCreate, db: DatabaseDep) -> ComplaintVie
 
 
 @router.get("/{complaint_id}", response_model=ComplaintView)
-async def get_complaint(complaint_id: str, session: SessionDep) -> ComplaintView:
+async def get_complaint(complaint_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> ComplaintView:
     """A complaint and the refund its approval opened."""
     complaint = await session.get(Complaint, complaint_id)
     if complaint is None:
         raise Problem(404, "Unknown complaint", f"no complaint {complaint_id!r}")
+    await check_rider_access(session, principal, complaint.rider_id, "complaint", complaint_id)
     return ComplaintView.model_validate(complaint)
 
 
 @router.post("/{complaint_id}/approve", response_model=ComplaintView)
-async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: SettingsDep,
-                            temporal: TemporalDep) -> ComplaintView:
-    """Ops approve a complaint: its refund is opened and followed (approving again changes nothing)."""
+async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep,
+                            principal: Approver) -> ComplaintView:
+    """A city lead or finance approves a complaint: its refund is opened and followed (approving again
+    changes nothing)."""
     async with db.sessions() as session:
         complaint = await session.get(Complaint, complaint_id)
-    if complaint is None:
-        raise Problem(404, "Unknown complaint", f"no complaint {complaint_id!r}")
+        if complaint is None:
+            raise Problem(404, "Unknown complaint", f"no complaint {complaint_id!r}")
+        await check_rider_access(session, principal, complaint.rider_id, "complaint", complaint_id)
     refund, _ = await open_order_refund(
         db, refund_id=complaint_refund_id(complaint.id), order_id=complaint.order_id,
         amount_minor=complaint.amount_minor, reason=f"complaint: {complaint.reason}"[:2000],

@@ -1,5 +1,5 @@
-"""Finance endpoints: refunds stuck past their expected arrival (or escalated), and a day's
-reconciliation with the payment providers."""
+"""Finance endpoints (finance accounts and admins): refunds stuck past their expected arrival (or
+escalated), and a day's reconciliation with the payment providers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from fastapi import APIRouter
 from sqlalchemy import and_, or_, select
 
+from swapflow.api.auth import Finance
 from swapflow.api.deps import SessionDep
 from swapflow.api.payment_schemas import (
     ReconciliationExceptionView,
@@ -26,7 +27,7 @@ UNSUBMITTED_AFTER = timedelta(hours=1)
 
 
 @router.get("/refunds/stuck", response_model=list[RefundView])
-async def stuck_refunds(session: SessionDep) -> list[RefundView]:
+async def stuck_refunds(session: SessionDep, _: Finance) -> list[RefundView]:
     """Refunds past their expected arrival, never accepted by the provider, or escalated to finance."""
     now = utcnow()
     rows = await session.scalars(select(Refund).where(or_(
@@ -38,7 +39,7 @@ async def stuck_refunds(session: SessionDep) -> list[RefundView]:
 
 
 @router.get("/reconciliation/{day}", response_model=ReconciliationView)
-async def reconciliation(day: date, session: SessionDep) -> ReconciliationView:
+async def reconciliation(day: date, session: SessionDep, _: Finance) -> ReconciliationView:
     """A day's reconciliation per provider and every difference filed for finance."""
     runs = await session.scalars(select(ReconciliationRun).where(ReconciliationRun.day == day.isoformat())
                                  .order_by(ReconciliationRun.provider))

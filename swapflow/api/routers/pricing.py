@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import Problem
 from swapflow.db import models as db
@@ -45,12 +46,14 @@ async def check_coupon(session: AsyncSession, *, rider_id: str, cabinet_id: str,
 @router.get("/v1/prices/quote", response_model=Quote)
 async def get_quote(
     session: SessionDep,
+    principal: RiderOrMoneyStaff,
     rider_id: Annotated[str, Query(min_length=1, max_length=40)],
     cabinet_id: Annotated[str, Query(min_length=1, max_length=40)],
     coupon_code: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
 ) -> Quote:
     """What the rider would pay for a swap at the cabinet now, line by line. A coupon that cannot be
     used is a 422 problem whose `reason` says why, as it would be when starting the swap."""
+    await check_rider_access(session, principal, rider_id, "rider", rider_id)
     if await session.get(db.Rider, rider_id) is None:
         raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
     at = db.utcnow()
@@ -64,7 +67,7 @@ async def get_quote(
 
 
 @router.get("/v1/pricing/rules", response_model=list[PriceRule])
-async def list_rules(session: SessionDep, city_code: str | None = None) -> list[PriceRule]:
+async def list_rules(session: SessionDep, _: MoneyStaff, city_code: str | None = None) -> list[PriceRule]:
     """Price rules, oldest first; with `city_code`, those of the city and the network-wide ones."""
     query = select(db.PriceRule).order_by(db.PriceRule.id)
     if city_code is not None:
@@ -73,8 +76,8 @@ async def list_rules(session: SessionDep, city_code: str | None = None) -> list[
 
 
 @router.post("/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED)
-async def create_rule(spec: PriceRuleSpec, database: DatabaseDep) -> PriceRule:
-    """Add a price rule; it prices every swap admitted from now on."""
+async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> PriceRule:
+    """Add a price rule (admins); it prices every swap admitted from now on."""
     async with database.transaction() as session:
         if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
             raise Problem(422, "Unknown city", f"no city {spec.city_code!r}")
@@ -85,15 +88,15 @@ async def create_rule(spec: PriceRuleSpec, database: DatabaseDep) -> PriceRule:
 
 
 @router.get("/v1/pricing/coupons", response_model=list[CouponView])
-async def list_coupons(session: SessionDep) -> list[CouponView]:
+async def list_coupons(session: SessionDep, _: MoneyStaff) -> list[CouponView]:
     """Every coupon, by code, with its live redemptions."""
     rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
     return [CouponView.model_validate(row) for row in rows]
 
 
 @router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED)
-async def create_coupon(spec: Coupon, database: DatabaseDep) -> CouponView:
-    """Add a coupon; its code (case-insensitive) must be new."""
+async def create_coupon(spec: Coupon, database: DatabaseDep, _: Admin) -> CouponView:
+    """Add a coupon (admins); its code (case-insensitive) must be new."""
     async with database.transaction() as session:
         row = db.Coupon(**spec.model_dump(), redeemed_count=0)
         session.add(row)

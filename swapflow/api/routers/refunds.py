@@ -11,6 +11,7 @@ from sqlalchemy import select
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from swapflow.api.auth import MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import RefundCreate, RefundView
 from swapflow.api.problems import Problem
@@ -89,9 +90,13 @@ async def create_refund(
     db: DatabaseDep,
     settings: SettingsDep,
     temporal: TemporalDep,
+    principal: MoneyStaff,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=100)],
 ) -> RefundView:
     """An operator refunds (part of) a swap's capture; never more than what is left of it."""
+    async with db.sessions() as session:
+        order = await session.get(SwapOrder, body.order_id)
+        await check_rider_access(session, principal, order.rider_id if order else "", "swap", body.order_id)
     refund, created = await open_order_refund(
         db, refund_id=operator_refund_id(body.order_id, idempotency_key), order_id=body.order_id,
         amount_minor=body.amount_minor, reason=body.reason, origin=RefundOrigin.OPERATOR)
@@ -102,9 +107,10 @@ async def create_refund(
 
 
 @router.get("/{refund_id}", response_model=RefundView)
-async def get_refund(refund_id: str, session: SessionDep) -> RefundView:
-    """A refund's status and when the money should arrive."""
+async def get_refund(refund_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> RefundView:
+    """A refund's status and when the money should arrive (the rider's own, or ops' and finance's)."""
     refund = await session.get(Refund, refund_id)
     if refund is None:
         raise Problem(404, "Unknown refund", f"no refund {refund_id!r}")
+    await check_rider_access(session, principal, refund.rider_id, "refund", refund_id)
     return refund_view(refund)

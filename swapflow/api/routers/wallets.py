@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 
+from swapflow.api.auth import RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.payment_schemas import TopUpCreate, TopUpView, WalletView
 from swapflow.api.problems import Problem
@@ -17,8 +18,9 @@ router = APIRouter(prefix="/v1/riders", tags=["wallets"])
 
 
 @router.get("/{rider_id}/wallet", response_model=WalletView)
-async def get_wallet(rider_id: str, session: SessionDep) -> WalletView:
-    """A rider's prepaid balance."""
+async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> WalletView:
+    """A rider's prepaid balance (the rider's own, or ops' and finance's for riders of their cities)."""
+    await check_rider_access(session, principal, rider_id, "rider", rider_id)
     wallet = await session.get(Wallet, rider_id)
     if wallet is None:
         if await session.get(Rider, rider_id) is None:
@@ -34,10 +36,12 @@ async def create_top_up(
     body: TopUpCreate,
     response: Response,
     db: DatabaseDep,
+    principal: RiderOrMoneyStaff,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=60)],
 ) -> TopUpView:
     """Credit the rider's wallet, in their city's currency; the same Idempotency-Key credits it once."""
     async with db.transaction() as session:
+        await check_rider_access(session, principal, rider_id, "rider", rider_id)
         rider = await session.get(Rider, rider_id)
         if rider is None:
             raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
