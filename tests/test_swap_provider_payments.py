@@ -12,18 +12,17 @@ from collections.abc import AsyncIterator
 import pytest
 import stripe
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database
 from swapflow.db.models import DeviceCommand, Payment, RiderPaymentMethod, SwapStage, SwapStatus
-from swapflow.payments.provider import PaymentMethod, refund_workflow_id
-from swapflow.payments.refunds import swap_refund_id
+from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.stripe import KEY
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.models import SwapProgress, swap_workflow_id
 from tests.payment_fakes import (  # noqa: F401  (fixtures)
+    api_client,
     localstripe_url,
     stripe_settings_values,
     wechat_fake,
@@ -95,16 +94,6 @@ async def fail_at_the_return(scene: Scene, order_id: str) -> SwapProgress:
     return await scene.env.client.get_workflow_handle(swap_workflow_id(order_id), result_type=SwapProgress).result()
 
 
-async def until_refund_followed(scene: Scene, order_id: str, polls: int = 5) -> None:
-    """Let the refund workflow's poll timers fire (one at a time: its next timer may not be set yet)
-    until it has finished."""
-    handle = scene.env.client.get_workflow_handle(refund_workflow_id(swap_refund_id(order_id)))
-    for _ in range(polls):
-        if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
-            return
-        await scene.skip(scene.settings.refund_poll_schedule_s[0] + 1)
-
-
 # ---- WeChat Pay v3 ----
 
 
@@ -136,7 +125,7 @@ async def test_wechat_order_the_rider_never_confirms_is_closed_and_no_door_opens
     await assert_invariants(scene.db)
 
 
-async def test_failed_wechat_swap_is_refunded_once_and_followed_until_wechat_pays_it_back(
+async def test_failed_wechat_swap_is_refunded_once_and_settled_when_wechat_notifies_the_refund(
         scene: Scene, wechat_fake: WeChatPayFake) -> None:
     await pays_by(scene, PaymentMethod.WECHAT, OPENID)
     order_id, _ = await scene.start()
@@ -149,8 +138,10 @@ async def test_failed_wechat_swap_is_refunded_once_and_followed_until_wechat_pay
         await asyncio.sleep(0.05)
     [(out_refund_no, refund)] = wechat_fake.refunds.items()
     assert (refund.out_trade_no, refund.amount) == (out_trade_no(charge_key(order_id)), 600)
-    wechat_fake.settle_refund(out_refund_no, "SUCCESS")  # a business day later
-    await until_refund_followed(scene, order_id)
+    wechat_fake.settle_refund(out_refund_no, "SUCCESS")  # a business day later, WeChat says so:
+    headers, body = wechat_fake.notification("REFUND.SUCCESS", wechat_fake.refund_resource(out_refund_no))
+    async with api_client(scene.settings, scene.env.client) as (api, _):
+        assert (await api.post("/v1/payments/wechat/notify", content=body, headers=headers)).status_code == 204
     outcome = await swap_refund_outcome(scene.env.client, order_id)
     assert (outcome.state, outcome.amount_minor, outcome.attempts) == ("succeeded", 600, 1)
     assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_refund", "refund_settled"]
