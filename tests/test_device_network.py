@@ -28,6 +28,7 @@ from swapflow.db.models import (
     CustodyDiscrepancy,
     DeadLetter,
     DeviceMessage,
+    OperatorRole,
     PresenceCause,
     Slot,
 )
@@ -42,6 +43,7 @@ from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets
 from swapflow.uptime import UptimeLevel, online_seconds, uptime
 from tests.conftest import free_port
+from tests.ops_harness import bearer, operator_token
 from tests.test_device_adapter import (  # adapter is a fixture shared with those tests
     CABINET,
     READING,
@@ -422,6 +424,17 @@ async def test_uptime_per_cabinet_station_and_city_comes_from_the_recorded_trans
     assert sum(c.cabinets for c in cities) == len(cabinets)
 
 
+def staff_headers(database_url: str) -> dict[str, str]:
+    async def headers() -> dict[str, str]:
+        db = Database(database_url)
+        try:
+            return bearer(await operator_token(db, "op-sh", OperatorRole.OPERATOR, ["SH"]))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(headers())
+
+
 def test_battery_api_shows_state_readiness_and_recent_history(settings: Settings, database_url: str) -> None:
     async def ingest() -> str:
         db = Database(database_url)
@@ -440,13 +453,31 @@ def test_battery_api_shows_state_readiness_and_recent_history(settings: Settings
             await db.dispose()
 
     serial = asyncio.run(ingest())
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=staff_headers(database_url)) as api:
         body = api.get(f"/v1/batteries/{serial}").json()
         missing = api.get("/v1/batteries/NOPE")
     assert body["soc"] == 95.0 and body["charge_state"] == "charging" and body["ready"] is True
     assert body["slot"] == {"cabinet_id": CABINET, "slot_no": 1, "charging": True}
     assert [h["soc"] for h in body["history"]] == [95.0, 70.0]
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+def test_battery_api_is_for_ops_of_the_city_the_pack_is_in(settings: Settings, database_url: str) -> None:
+    async def setup() -> tuple[str, dict[str, str]]:
+        db = Database(database_url)
+        try:
+            async with db.sessions() as session:
+                serial = await session.scalar(select(Slot.battery_serial).where(
+                    Slot.cabinet_id == CABINET, Slot.slot_no == 1))
+            assert serial is not None
+            return serial, bearer(await operator_token(db, "op-ber", OperatorRole.OPERATOR, ["BER"]))
+        finally:
+            await db.dispose()
+
+    serial, berlin = asyncio.run(setup())
+    with TestClient(create_app(settings)) as api:
+        assert api.get(f"/v1/batteries/{serial}").status_code == 401
+        assert api.get(f"/v1/batteries/{serial}", headers=berlin).status_code == 404
 
 
 def test_a_pack_below_the_ready_threshold_says_why_it_is_not_ready(settings: Settings, database_url: str) -> None:
@@ -463,7 +494,7 @@ def test_a_pack_below_the_ready_threshold_says_why_it_is_not_ready(settings: Set
             await db.dispose()
 
     serial = asyncio.run(drain_pack())
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=staff_headers(database_url)) as api:
         body = api.get(f"/v1/batteries/{serial}", params={"limit": 0}).json()
     assert body["ready"] is False and body["history"] == []
     assert any("SoC 41.0% below" in reason for reason in body["not_ready_because"])

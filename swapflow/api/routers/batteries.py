@@ -6,16 +6,31 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
-from swapflow.db.models import Battery, BatteryReadingRecord, BatteryStatus, CustodianKind, Slot, as_utc, utcnow
+from swapflow.db.models import (
+    Battery,
+    BatteryReadingRecord,
+    BatteryStatus,
+    Cabinet,
+    CustodianKind,
+    OperatorRole,
+    Rider,
+    Slot,
+    Station,
+    as_utc,
+    utcnow,
+)
 from swapflow.device_adapter.battery_state import readiness
 
 router = APIRouter(prefix="/v1/batteries", tags=["batteries"])
+
+StaffOrTechnician = Annotated[Principal, Depends(require(*STAFF, OperatorRole.TECHNICIAN))]
 
 
 class BatteryReadingView(BaseModel):
@@ -60,16 +75,29 @@ class BatteryView(BaseModel):
     history: list[BatteryReadingView]
 
 
+async def _city_of(session: SessionDep, battery: Battery) -> str | None:
+    """The city a pack is in: its cabinet's (in a slot) or its rider's; None in a depot or repair."""
+    if battery.custodian_kind == CustodianKind.SLOT:
+        cabinet_id = battery.custodian_ref.split("/", 1)[0]
+        return await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
+                                    .where(Cabinet.id == cabinet_id))
+    if battery.custodian_kind == CustodianKind.RIDER:
+        return await session.scalar(select(Rider.city_code).where(Rider.id == battery.custodian_ref))
+    return None
+
+
 @router.get("/{serial}", response_model=BatteryView)
 async def get_battery(
-    serial: str, session: SessionDep, settings: SettingsDep,
+    serial: str, session: SessionDep, settings: SettingsDep, principal: StaffOrTechnician,
     hours: Annotated[float, Query(gt=0, le=24 * 90, description="How far back the history goes.")] = 24.0,
     limit: Annotated[int, Query(ge=0, le=5000, description="At most this many readings, newest first.")] = 500,
 ) -> BatteryView:
-    """One pack with its recent readings, newest first."""
+    """One pack with its recent readings, newest first (ops and technicians of the city it is in)."""
     battery = await session.get(Battery, serial)
     if battery is None:
         raise Problem(404, "Unknown battery", f"no battery {serial!r}")
+    if principal.cities is not None:
+        principal.check_city(await _city_of(session, battery) or "", "battery", serial)
     slot = await session.scalar(select(Slot).where(Slot.battery_serial == serial))
     since = utcnow() - timedelta(hours=hours)
     history = (await session.scalars(
