@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     gateway_login_timeout_s: float = Field(10.0, gt=0, description="A new connection must log in within this.")
     gateway_read_timeout_s: float = Field(
         90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed.")
-    gateway_metrics_port: int | None = Field(None, description="Serve the gateway's Prometheus metrics here.")
+    gateway_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the tower-protocol gateway; 0: off.")
     tower_share: float = Field(
         0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol.")
 

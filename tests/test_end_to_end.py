@@ -75,6 +75,12 @@ async def follow(http: httpx.AsyncClient, swap_id: str, stage: str, timeout_s: f
     raise AssertionError(f"swap {swap_id} never reached {stage}: {swap}")
 
 
+async def test_every_process_of_the_stack_stays_up(running_stack: Stack) -> None:
+    await asyncio.sleep(3)  # a process that fails on start (a port, a setting) has exited by now
+    assert {p.name for p in running_stack.processes} >= {"worker", "adapter", "gateway", "api"}
+    assert [(p.name, p.returncode) for p in running_stack.processes if p.exited] == []
+
+
 async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Settings, db: Database) -> None:
     cabinets = await build_cabinets(stack, db, cabinet_ids=[CABINET], telemetry_interval_s=1.0)
     cabinet = cabinets[CABINET]
