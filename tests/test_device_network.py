@@ -31,6 +31,7 @@ from swapflow.db.models import (
     OperatorRole,
     PresenceCause,
     Slot,
+    as_utc,
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.command_queue import CommandQueue
@@ -124,6 +125,23 @@ async def test_reconnect_with_the_same_packs_finds_nothing(
     await adapter.handle(topic(settings, Channel.STATE), birth(full_slots(await slot_packs(db))))
     assert await count(db, CustodyDiscrepancy) == 0
     assert await presence(db) == [(True, PresenceCause.BIRTH)]
+
+
+async def test_a_last_will_is_stamped_when_it_arrives_not_when_it_was_registered(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    connected = datetime.now(UTC) - timedelta(minutes=10)  # the will is registered, with its time, at connect
+    await adapter.handle(topic(settings, Channel.STATE), birth(full_slots(await slot_packs(db)), at=connected))
+    will = json.dumps({"v": 1, "cabinet_id": CABINET, "online": False, "ts": connected.isoformat()}).encode()
+    arrived = datetime.now(UTC)
+    await adapter.handle(topic(settings, Channel.STATE), will)
+    await adapter.handle(topic(settings, Channel.STATE), will)  # the retained copy, seen again
+    async with db.sessions() as session:
+        rows = (await session.execute(select(CabinetPresence.online, CabinetPresence.at)
+                                      .where(CabinetPresence.cabinet_id == CABINET)
+                                      .order_by(CabinetPresence.id))).tuples().all()
+    assert [online for online, _ in rows] == [True, False]
+    assert as_utc(rows[1][1]) >= arrived - timedelta(seconds=1)  # ten minutes of uptime, not zero
 
 
 async def test_missed_heartbeats_take_a_cabinet_offline_and_telemetry_brings_it_back(

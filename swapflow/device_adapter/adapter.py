@@ -577,12 +577,15 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, state: CabinetState
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, state.cabinet_id)
-        at = as_utc(state.ts) if state.ts else utcnow()
+        stamped = as_utc(state.ts) if state.ts else utcnow()
         kind = DeviceSignalKind.CABINET_ONLINE if state.online else DeviceSignalKind.CABINET_OFFLINE
         cause = PresenceCause.BIRTH if state.online else offline_cause(state)
         # Derived from the message, so the retained copy seen again after a reconnect, or by a second
         # adapter, is recognised as the same transition.
-        message_id = f"state:{kind.value}:{at.isoformat()}"[:80]
+        message_id = f"state:{kind.value}:{stamped.isoformat()}"[:80]
+        # A last-will carries the time it was registered (at connect), not when the link died: the
+        # broker publishes it when it notices, so the transition is stamped on arrival.
+        at = utcnow() if cause is PresenceCause.LAST_WILL else stamped
 
         async def work(session: AsyncSession) -> tuple[list[str], int]:
             # Locked: the transition is decided on `online`, which telemetry and the sweep also change.
@@ -594,6 +597,10 @@ class DeviceAdapter:
             if state.online and not news:
                 return [], 0
             changed = cabinet.online != state.online
+            # A transition seen before (a retained copy, another adapter) changes nothing, not even the flag.
+            if changed and not await self._record(session, cabinet_id, message_id, kind.value, topic,
+                                                  state.model_dump(mode="json", exclude_none=True)):
+                return [], 0
             cabinet.online = state.online
             if state.firmware:
                 cabinet.firmware = state.firmware
@@ -605,9 +612,6 @@ class DeviceAdapter:
                     discrepancies = len(await reconcile_slots(session, cabinet_id, at, state.slots))
                     await write_latest_state(session, [CabinetReport(cabinet_id, at, state.slots)])
             if not changed:
-                return [], discrepancies
-            snapshot = state.model_dump(mode="json", exclude_none=True)
-            if not await self._record(session, cabinet_id, message_id, kind.value, topic, snapshot):
                 return [], discrepancies
             record_transition(session, cabinet_id, state.online, cause, at)
             self.metrics.presence_transitions.labels(cause.value).inc()
