@@ -101,6 +101,11 @@ def seed(url: str, cabinets: int) -> None:
                 {"cabinet_id": cabinet_id(i), "slot_no": n, "door": "closed", "charging": n <= PACKS,
                  "locked": False, "battery_serial": serial(i, n) if n <= PACKS else None}
                 for i in chunk for n in range(1, SLOTS + 1)])
+    if engine.dialect.name == "postgresql":
+        # Planner statistics for the freshly loaded tables, as autovacuum would gather them in production
+        # (it is off on some servers, this machine's among them).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
     engine.dispose()
 
 
