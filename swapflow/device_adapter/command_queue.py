@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 
 from swapflow.db.models import as_utc, utcnow
@@ -55,10 +56,11 @@ class CommandQueue:
         try:
             while True:
                 await self._tick()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), _TICK_S)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # lands as its timeout fires, and this loop would then never stop.
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(_TICK_S):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             publisher.cancel()
