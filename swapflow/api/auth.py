@@ -16,7 +16,7 @@ from fastapi import Depends, Header
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.api.deps import SessionDep
+from swapflow.api.deps import DatabaseDep
 from swapflow.api.problems import Problem
 from swapflow.db.models import ApiToken, Operator, OperatorRole, Rider, RiderStatus
 from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
@@ -76,12 +76,19 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, "Unauthorized", detail)
 
 
-async def authenticate(session: SessionDep,
+async def authenticate(db: DatabaseDep,
                        authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
     """The caller named by `Authorization: Bearer <token>`, or 401."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise _unauthorized("send Authorization: Bearer <token>")
-    row = await session.get(ApiToken, hash_token(authorization[7:].strip()))
+    # Its own short session, not the request's: a request that then waits (a swap's first stage) must
+    # not hold a pooled connection for it.
+    async with db.sessions() as session:
+        return await _principal(session, hash_token(authorization[7:].strip()))
+
+
+async def _principal(session: AsyncSession, token_hash: str) -> Principal:
+    row = await session.get(ApiToken, token_hash)
     if row is None or row.revoked_at is not None:
         raise _unauthorized("unknown or revoked token")
     if row.principal_kind == RIDER:
