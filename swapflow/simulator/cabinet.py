@@ -99,6 +99,9 @@ class SimulatedCabinet:
     """A cabinet and its firmware. Run `run()` as a task; `ready` is set once it is connected (and, for a
     reporting cabinet, its birth is out)."""
 
+    link_errors: tuple[type[Exception], ...] = (aiomqtt.MqttError,)
+    """What ends one connection (`_session`) and is retried with backoff; other protocols name theirs."""
+
     def __init__(
         self,
         settings: Settings,
@@ -206,8 +209,8 @@ class SimulatedCabinet:
                 await self._link_up.wait()
                 try:
                     await self._session()
-                except aiomqtt.MqttError as exc:
-                    log.info("%s: broker connection lost (%s)", self.cabinet_id, exc)
+                except self.link_errors as exc:
+                    log.info("%s: connection lost (%s)", self.cabinet_id, exc)
                 if self._link_up.is_set():  # a cut link waits for restore_network() instead
                     await asyncio.sleep(self._backoff * random.uniform(0.8, 1.2))
                     self._backoff = min(self._backoff * 2, 10.0)

@@ -79,6 +79,8 @@ def reading_params(reading: BatteryReading, door: int) -> list[Param]:
 class TowerCabinet(SimulatedCabinet):
     """A `SimulatedCabinet` on the tower protocol. `gateway` is (host, port), default from the settings."""
 
+    link_errors = (OSError, EOFError, FrameError, TimeoutError)
+
     def __init__(self, *args: Any, gateway: tuple[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gateway = gateway or (self.settings.gateway_host, self.settings.gateway_port)
@@ -91,26 +93,8 @@ class TowerCabinet(SimulatedCabinet):
 
     # ----------------------------------------------------------------------------------------- running
 
-    async def run(self) -> None:
-        """Stay connected to the gateway until cancelled (reconnecting with backoff), obey control
-        requests, report and charge packs."""
-        physics = asyncio.create_task(self._physics())
-        try:
-            while True:
-                await self._link_up.wait()
-                try:
-                    await self._tower_session()
-                except (OSError, EOFError, FrameError, TimeoutError) as exc:
-                    log.info("%s: gateway connection lost (%s)", self.cabinet_id, exc)
-                if self._link_up.is_set():
-                    await asyncio.sleep(self._backoff * random.uniform(0.8, 1.2))
-                    self._backoff = min(self._backoff * 2, 10.0)
-        finally:
-            physics.cancel()
-            if self._outage is not None:
-                self._outage.cancel()
-
-    async def _tower_session(self) -> None:
+    async def _session(self) -> None:
+        """One connection to the gateway: login, full report, then frames both ways until it drops."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.gateway), 10.0)
         helpers: list[asyncio.Task[None]] = []
         try:
