@@ -11,8 +11,7 @@ from temporalio import activity
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, ReconciliationException, ReconciliationRun, Refund
-from swapflow.payments.provider import PaymentMethod, PaymentProvider, PaymentStatus, RefundStatus
-from swapflow.payments.sandbox import day_bounds
+from swapflow.payments.provider import PaymentMethod, PaymentProvider, PaymentStatus, RefundStatus, day_bounds
 from swapflow.workflows.payment_models import ProviderReconciliation, ReconcileProvider, ReconciliationReport
 
 _NO_MONEY = (RefundStatus.CLOSED.value, RefundStatus.FAILED.value, "declined")

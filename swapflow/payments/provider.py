@@ -15,7 +15,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -166,6 +166,12 @@ class PaymentProvider(Protocol):
     async def statement(self, day: date) -> list[StatementLine]:
         """The provider's own record of the money that moved on `day` (UTC)."""
         ...
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The start and end of a UTC day (what `statement(day)` covers)."""
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 def refund_key(refund_id: str) -> str:

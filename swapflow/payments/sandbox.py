@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import select
 
@@ -30,6 +30,7 @@ from swapflow.payments.provider import (
     RefundRequest,
     RefundStatus,
     StatementLine,
+    day_bounds,
 )
 
 PROVIDER = PaymentMethod.SANDBOX.value
@@ -49,12 +50,6 @@ def _refund(row: SandboxRefund, payment: SandboxPayment) -> ProviderRefund:
                           payment_id=payment.id, status=RefundStatus(row.status), amount_minor=row.amount_minor,
                           created_at=as_utc(row.created_at),
                           succeeded_at=as_utc(row.final_at) if row.final_at and row.status == "succeeded" else None)
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The start and end of a UTC day."""
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 class SandboxProvider:

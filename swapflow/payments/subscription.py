@@ -29,8 +29,8 @@ from swapflow.payments.provider import (
     RefundRequest,
     RefundStatus,
     StatementLine,
+    day_bounds,
 )
-from swapflow.payments.sandbox import day_bounds
 
 SALES_CLEARING = provider_clearing("subscription_sales")
 

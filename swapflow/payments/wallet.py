@@ -25,8 +25,8 @@ from swapflow.payments.provider import (
     RefundRequest,
     RefundStatus,
     StatementLine,
+    day_bounds,
 )
-from swapflow.payments.sandbox import day_bounds
 
 TOPUP_CLEARING = provider_clearing("wallet_topups")
 """Where top-up money is until it settles (the channel a rider tops up through)."""
