@@ -9,10 +9,12 @@ from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
 from swapflow.db.engine import Database
-from swapflow.db.models import LedgerTransaction, Refund, RiderPaymentMethod, SwapStatus
+from swapflow.db.models import LedgerTransaction, Refund, RiderPaymentMethod, SubscriptionPlan, SwapStatus, Wallet
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import SandboxProvider
+from swapflow.payments.subscription import subscribe
+from swapflow.payments.wallet import top_up
 from swapflow.settings import Settings
 from swapflow.workflows.models import ChargeInput, SwapFinish, SwapRequest
 from tests.swap_harness import new_order, set_online
@@ -47,6 +49,28 @@ class Money:
                 session.add(RiderPaymentMethod(rider_id=rider_id, method=method, payer=None))
             else:
                 row.method = method
+
+    async def wallet_rider(self, balance: int, rider_id: str = RIDER) -> None:
+        """`rider_id` pays by wallet, topped up with `balance` (CNY minor units)."""
+        await self.pays_by(rider_id, PaymentMethod.WALLET)
+        async with self.db.transaction() as session:
+            await top_up(session, rider_id=rider_id, idempotency_key="first", amount_minor=balance, currency="CNY")
+
+    async def subscription_rider(self, swaps: int, rider_id: str = RIDER) -> None:
+        """`rider_id` pays by a subscription of `swaps` swaps a period (400 minor units each)."""
+        await self.pays_by(rider_id, PaymentMethod.SUBSCRIPTION)
+        async with self.db.transaction() as session:
+            plan = SubscriptionPlan(id="plan-test", name="test", swaps_per_period=swaps, period_days=30,
+                                    price_minor=swaps * 400, currency="CNY")
+            session.add(plan)
+            await session.flush()
+            await subscribe(session, rider_id=rider_id, plan=plan)
+
+    async def wallet_balance(self, rider_id: str = RIDER) -> int:
+        async with self.db.sessions() as session:
+            wallet = await session.get(Wallet, rider_id)
+        assert wallet is not None
+        return wallet.balance_minor
 
     async def admitted(self, rider_id: str = RIDER) -> tuple[str, int, str]:
         """A new swap with its packs and slots reserved: (order id, price, currency)."""

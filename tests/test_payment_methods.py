@@ -23,16 +23,12 @@ from swapflow.db.models import (
     LedgerTransaction,
     Payment,
     SandboxPayment,
-    SubscriptionPlan,
     SwapStatus,
-    Wallet,
 )
 from swapflow.invariants import check_invariants
 from swapflow.payments.provider import ChargeRequest, PaymentMethod, ProviderPayment, ProviderUnavailable
 from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.payments.sandbox import SandboxProvider
-from swapflow.payments.subscription import subscribe
-from swapflow.payments.wallet import top_up
 from swapflow.settings import Settings
 from swapflow.workflows.models import ChargeInput, PaymentResult, SwapFinish
 from swapflow.workflows.payment_models import RefundRef, RefundStart
@@ -42,29 +38,6 @@ from tests.money_harness import PRICE, RIDER, Money
 @pytest.fixture
 async def money(db: Database, settings: Settings) -> Money:
     return await Money(db, settings).ready()
-
-
-async def wallet_rider(money: Money, balance: int) -> None:
-    await money.pays_by(RIDER, PaymentMethod.WALLET)
-    async with money.db.transaction() as session:
-        await top_up(session, rider_id=RIDER, idempotency_key="first", amount_minor=balance, currency="CNY")
-
-
-async def subscription_rider(money: Money, swaps: int) -> None:
-    await money.pays_by(RIDER, PaymentMethod.SUBSCRIPTION)
-    async with money.db.transaction() as session:
-        plan = SubscriptionPlan(id="plan-test", name="test", swaps_per_period=swaps, period_days=30,
-                                price_minor=swaps * 400, currency="CNY")
-        session.add(plan)
-        await session.flush()
-        await subscribe(session, rider_id=RIDER, plan=plan)
-
-
-async def balance(money: Money) -> int:
-    async with money.db.sessions() as session:
-        wallet = await session.get(Wallet, RIDER)
-    assert wallet is not None
-    return wallet.balance_minor
 
 
 async def postings(money: Money, key: str) -> dict[str, int]:
@@ -96,27 +69,27 @@ async def declined(money: Money, order_id: str, price: int) -> ApplicationError:
 
 
 async def test_wallet_swap_debits_the_balance_and_the_riders_wallet_account(money: Money) -> None:
-    await wallet_rider(money, 1000)
+    await money.wallet_rider(1000)
     order_id = await money.charged()
-    assert await balance(money) == 1000 - PRICE
+    assert await money.wallet_balance() == 1000 - PRICE
     assert await postings(money, charge_key(order_id)) == {f"wallet:{RIDER}": PRICE, "deferred_revenue:swaps": -PRICE}
 
 
 async def test_wallet_short_of_the_price_declines_and_takes_nothing(money: Money) -> None:
-    await wallet_rider(money, PRICE - 1)
+    await money.wallet_rider(PRICE - 1)
     order_id, price, _ = await money.admitted()
     refusal = await declined(money, order_id, price)
     assert "insufficient_balance" in str(refusal.details)
-    assert await balance(money) == PRICE - 1
+    assert await money.wallet_balance() == PRICE - 1
     assert await money.ledger_kinds(order_id) == []
     assert await money.count(Payment, Payment.status == "declined") == 1
 
 
 async def test_wallet_refund_credits_the_charge_back(money: Money) -> None:
-    await wallet_rider(money, 1000)
+    await money.wallet_rider(1000)
     order_id = await money.charged()
     await refund_in_full(money, order_id)
-    assert await balance(money) == 1000
+    assert await money.wallet_balance() == 1000
     assert await postings(money, f"refund:{swap_refund_id(order_id)}:settled") == {
         "refunds_payable": PRICE, f"wallet:{RIDER}": -PRICE}
     report = await check_invariants(money.db)
@@ -127,14 +100,14 @@ async def test_wallet_refund_credits_the_charge_back(money: Money) -> None:
 
 
 async def test_subscription_swap_uses_one_swap_at_the_plans_per_swap_value(money: Money) -> None:
-    await subscription_rider(money, swaps=2)
+    await money.subscription_rider(swaps=2)
     order_id = await money.charged()
     assert await postings(money, charge_key(order_id)) == {f"subscription:{RIDER}": 400,
                                                            "deferred_revenue:swaps": -400}
 
 
 async def test_subscription_beyond_its_allowance_is_declined(money: Money) -> None:
-    await subscription_rider(money, swaps=1)
+    await money.subscription_rider(swaps=1)
     first = await money.charged()
     await money.records.finish(SwapFinish(order_id=first, status=SwapStatus.FAILED, reason="test"))
     order_id, price, _ = await money.admitted()
@@ -143,7 +116,7 @@ async def test_subscription_beyond_its_allowance_is_declined(money: Money) -> No
 
 
 async def test_subscription_refund_gives_the_swap_back(money: Money) -> None:
-    await subscription_rider(money, swaps=1)
+    await money.subscription_rider(swaps=1)
     first = await money.charged()
     await refund_in_full(money, first)
     second = await money.charged()  # the period's one swap is available again

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from swapflow.db.models import DeviceCommand, SubscriptionPlan, SubscriptionUse, SwapStage, SwapStatus, Wallet
-from swapflow.payments.provider import PaymentMethod
-from swapflow.payments.subscription import subscribe
-from swapflow.payments.wallet import top_up
+from swapflow.db.models import DeviceCommand, SubscriptionUse, SwapStage, SwapStatus
 from swapflow.workflows.models import SwapProgress
 from tests.money_harness import Money
 from tests.swap_harness import swap_refund_outcome
@@ -24,27 +21,8 @@ from tests.test_swap_saga import (  # noqa: F401  (fixtures: the saga's scene an
 )
 
 
-async def pays_by_wallet(scene: Scene, balance: int) -> None:
-    await Money(scene.db, scene.settings).pays_by(RIDER, PaymentMethod.WALLET)
-    async with scene.db.transaction() as session:
-        await top_up(session, rider_id=RIDER, idempotency_key="test", amount_minor=balance, currency="CNY")
-
-
-async def pays_by_subscription(scene: Scene, swaps: int) -> None:
-    await Money(scene.db, scene.settings).pays_by(RIDER, PaymentMethod.SUBSCRIPTION)
-    async with scene.db.transaction() as session:
-        plan = SubscriptionPlan(id="plan-test", name="test", swaps_per_period=swaps, period_days=30,
-                                price_minor=swaps * 400, currency="CNY")
-        session.add(plan)
-        await session.flush()
-        await subscribe(session, rider_id=RIDER, plan=plan)
-
-
-async def wallet_balance(scene: Scene) -> int:
-    async with scene.db.sessions() as session:
-        wallet = await session.get(Wallet, RIDER)
-    assert wallet is not None
-    return wallet.balance_minor
+def money(scene: Scene) -> Money:
+    return Money(scene.db, scene.settings)
 
 
 async def complete(scene: Scene) -> tuple[str, SwapProgress]:
@@ -55,38 +33,38 @@ async def complete(scene: Scene) -> tuple[str, SwapProgress]:
 
 
 async def test_wallet_rider_swaps_and_pays_from_the_balance(scene: Scene) -> None:
-    await pays_by_wallet(scene, 1000)
+    await money(scene).wallet_rider(1000)
     order_id, result = await complete(scene)
     assert result.status == SwapStatus.COMPLETED
-    assert await wallet_balance(scene) == 400
+    assert await money(scene).wallet_balance() == 400
     assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
     await assert_invariants(scene.db)
 
 
 async def test_wallet_short_of_the_price_declines_the_swap_before_any_door_opens(scene: Scene) -> None:
-    await pays_by_wallet(scene, 100)
+    await money(scene).wallet_rider(100)
     order_id, handle = await scene.start()
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "payment_declined")
     assert await count(scene.db, DeviceCommand) == 0
-    assert await wallet_balance(scene) == 100
+    assert await money(scene).wallet_balance() == 100
     await assert_invariants(scene.db)
 
 
 async def test_failed_wallet_swap_credits_the_wallet_back_once(scene: Scene) -> None:
-    await pays_by_wallet(scene, 1000)
+    await money(scene).wallet_rider(1000)
     order_id, handle = await scene.start()
     await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
     await scene.skip(scene.settings.return_insert_timeout_s + 1)
     assert (await handle.result()).status == SwapStatus.FAILED
     assert (await swap_refund_outcome(scene.env.client, order_id)).state == "succeeded"
     assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_refund", "refund_settled"]
-    assert await wallet_balance(scene) == 1000
+    assert await money(scene).wallet_balance() == 1000
     await assert_invariants(scene.db)
 
 
 async def test_subscription_rider_swaps_on_the_plan_and_is_declined_beyond_it(scene: Scene) -> None:
-    await pays_by_subscription(scene, swaps=1)
+    await money(scene).subscription_rider(swaps=1)
     order_id, result = await complete(scene)
     assert result.status == SwapStatus.COMPLETED
     async with scene.db.sessions() as session:
