@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from swapflow.alerts import raise_alert
+from swapflow.db.cities import cabinet_city
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     OPEN_WORK_ORDER_STATUSES,
@@ -60,8 +61,7 @@ async def new_work_order(session: AsyncSession, *, cabinet_id: str, slot_no: int
                          source: str, description: str, alert_id: int | None = None) -> WorkOrder:
     """A new work order row (status new) for a cabinet and slot."""
     key = work_order_key(cabinet_id, slot_no)
-    city = await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                .where(Cabinet.id == cabinet_id))
+    city = await cabinet_city(session, cabinet_id)
     if city is None:
         raise ValueError(f"no cabinet {cabinet_id!r}")
     # Readable, and unique beyond this database: a Temporal namespace outlives a reset database.
@@ -156,8 +156,7 @@ class OpsActivities:
             alert = await session.get(Alert, request.alert_id)
             if alert is None:
                 return
-            city = await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                        .where(Cabinet.id == alert.cabinet_id))
+            city = await cabinet_city(session, alert.cabinet_id)
             body = render_body(channel, alert_document(alert, request.event, city))
         attempt = activity.info().attempt
         status_code: int | None = None

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.deps import DatabaseDep
 from swapflow.api.problems import Problem
+from swapflow.db.cities import rider_city
 from swapflow.db.models import ApiToken, Operator, OperatorRole, Rider, RiderStatus
 from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
 
@@ -68,8 +68,7 @@ async def check_rider_access(session: AsyncSession, principal: Principal, rider_
             raise Problem(404, f"Unknown {what}", f"no {what} {ident!r}")
         return
     if principal.cities is not None:
-        city = await session.scalar(select(Rider.city_code).where(Rider.id == rider_id))
-        principal.check_city(city or "", what, ident)
+        principal.check_city(await rider_city(session, rider_id) or "", what, ident)
 
 
 def _unauthorized(detail: str) -> Problem:

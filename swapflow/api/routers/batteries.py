@@ -13,16 +13,14 @@ from sqlalchemy import select
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
+from swapflow.db.cities import battery_city
 from swapflow.db.models import (
     Battery,
     BatteryReadingRecord,
     BatteryStatus,
-    Cabinet,
     CustodianKind,
     OperatorRole,
-    Rider,
     Slot,
-    Station,
     as_utc,
     utcnow,
 )
@@ -75,17 +73,6 @@ class BatteryView(BaseModel):
     history: list[BatteryReadingView]
 
 
-async def _city_of(session: SessionDep, battery: Battery) -> str | None:
-    """The city a pack is in: its cabinet's (in a slot) or its rider's; None in a depot or repair."""
-    if battery.custodian_kind == CustodianKind.SLOT:
-        cabinet_id = battery.custodian_ref.split("/", 1)[0]
-        return await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                    .where(Cabinet.id == cabinet_id))
-    if battery.custodian_kind == CustodianKind.RIDER:
-        return await session.scalar(select(Rider.city_code).where(Rider.id == battery.custodian_ref))
-    return None
-
-
 @router.get("/{serial}", response_model=BatteryView)
 async def get_battery(
     serial: str, session: SessionDep, settings: SettingsDep, principal: StaffOrTechnician,
@@ -97,7 +84,7 @@ async def get_battery(
     if battery is None:
         raise Problem(404, "Unknown battery", f"no battery {serial!r}")
     if principal.cities is not None:
-        principal.check_city(await _city_of(session, battery) or "", "battery", serial)
+        principal.check_city(await battery_city(session, battery) or "", "battery", serial)
     slot = await session.scalar(select(Slot).where(Slot.battery_serial == serial))
     since = utcnow() - timedelta(hours=hours)
     history = (await session.scalars(

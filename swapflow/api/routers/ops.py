@@ -36,6 +36,7 @@ from swapflow.api.ops_schemas import (
     WorkOrderView,
 )
 from swapflow.api.problems import Problem
+from swapflow.db.cities import battery_city, cabinet_city
 from swapflow.db.models import (
     OPEN_WORK_ORDER_STATUSES,
     Alert,
@@ -44,12 +45,10 @@ from swapflow.db.models import (
     Battery,
     Cabinet,
     CabinetPresence,
-    CustodianKind,
     CustodyEvent,
     DeviceCommand,
     DeviceMessage,
     OperatorRole,
-    Rider,
     SafetyEvent,
     Station,
     WorkOrder,
@@ -79,13 +78,6 @@ def _period(start: datetime | None, end: datetime | None) -> Period:
     if start >= end:
         raise Problem(422, "Invalid request", "`from` must be before `to`")
     return Period(start, end)
-
-
-async def _cabinet_city(session: AsyncSession, cabinet_id: str | None) -> str | None:
-    if cabinet_id is None:
-        return None
-    return await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                .where(Cabinet.id == cabinet_id))
 
 
 # ---------------------------------------------------------------------------------- alerts
@@ -121,7 +113,7 @@ async def alert_deliveries(alert_id: int, session: SessionDep, principal: Staff)
     alert = await session.get(Alert, alert_id)
     if alert is None:
         raise Problem(404, "Unknown alert", f"no alert {alert_id}")
-    city = await _cabinet_city(session, alert.cabinet_id)
+    city = await cabinet_city(session, alert.cabinet_id)
     if city is None and principal.cities is not None:
         raise Problem(404, "Unknown alert", f"no alert {alert_id}")
     principal.check_city(city or "", "alert", str(alert_id))
@@ -183,7 +175,7 @@ async def open_work_order(body: WorkOrderCreate, response: Response, db: Databas
     """Open a work order by hand. One open order per cabinet and slot: an existing one is returned."""
     async with db.transaction() as session:
         cabinet = await session.get(Cabinet, body.cabinet_id)
-        city = await _cabinet_city(session, body.cabinet_id)
+        city = await cabinet_city(session, body.cabinet_id)
         if cabinet is None or city is None:
             raise Problem(404, "Unknown cabinet", f"no cabinet {body.cabinet_id!r}")
         principal.check_city(city, "cabinet", body.cabinet_id)
@@ -315,7 +307,7 @@ def _ordered(subject: str, entries: list[TraceEntry], limit: int) -> Trace:
 async def trace_cabinet(cabinet_id: str, session: SessionDep, principal: Staff, limit: TraceLimit = 500) -> Trace:
     """Everything that happened at a cabinet, in order: device messages, commands, online/offline
     transitions, custody changes in its slots, alerts and work-order steps (the newest `limit`)."""
-    city = await _cabinet_city(session, cabinet_id)
+    city = await cabinet_city(session, cabinet_id)
     if city is None:
         raise Problem(404, "Unknown cabinet", f"no cabinet {cabinet_id!r}")
     principal.check_city(city, "cabinet", cabinet_id)
@@ -363,14 +355,6 @@ async def _alert_and_order_entries(session: AsyncSession, alerts: Any, orders: A
     return entries
 
 
-async def _battery_city(session: AsyncSession, battery: Battery) -> str | None:
-    if battery.custodian_kind in (CustodianKind.SLOT, CustodianKind.QUARANTINE):
-        return await _cabinet_city(session, battery.custodian_ref.rpartition("/")[0])
-    if battery.custodian_kind == CustodianKind.RIDER:
-        return await session.scalar(select(Rider.city_code).where(Rider.id == battery.custodian_ref))
-    return None
-
-
 @router.get("/trace/batteries/{serial}", response_model=Trace)
 async def trace_battery(serial: str, session: SessionDep, principal: Staff, limit: TraceLimit = 500) -> Trace:
     """Everything that happened to a pack, in order: device messages that name it, custody changes,
@@ -378,7 +362,7 @@ async def trace_battery(serial: str, session: SessionDep, principal: Staff, limi
     battery = await session.get(Battery, serial)
     if battery is None:
         raise Problem(404, "Unknown battery", f"no battery {serial!r}")
-    city = await _battery_city(session, battery)
+    city = await battery_city(session, battery)
     if city is None and principal.cities is not None:
         raise Problem(404, "Unknown battery", f"no battery {serial!r}")
     principal.check_city(city or "", "battery", serial)

@@ -20,7 +20,8 @@ from swapflow.api.problems import Problem
 from swapflow.api.routers.pricing import check_coupon
 from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
-from swapflow.db.models import Cabinet, Refund, Rider, Station, SwapOrder, SwapStatus, utcnow
+from swapflow.db.cities import cabinet_city
+from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
 from swapflow.pricing import normalise_code
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
@@ -127,9 +128,7 @@ async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep, pri
     if order is None or (principal.is_rider and order.rider_id != principal.id):
         raise Problem(404, "Unknown swap", f"no swap {swap_id!r}")
     if not principal.is_rider:
-        city = await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                    .where(Cabinet.id == order.cabinet_id))
-        principal.check_city(city or "", "swap", swap_id)
+        principal.check_city(await cabinet_city(session, order.cabinet_id) or "", "swap", swap_id)
     view = swap_view(order)
     if order.status != SwapStatus.IN_PROGRESS:
         refund = await session.get(Refund, order.refund_ref) if order.refund_ref else None

@@ -1,0 +1,30 @@
+"""Which city a cabinet, a rider or a pack is in: what an operator's city scope is checked against."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.models import Battery, Cabinet, CustodianKind, Rider, Station
+
+
+async def cabinet_city(session: AsyncSession, cabinet_id: str | None) -> str | None:
+    """The city of the cabinet's station; None for no or an unknown cabinet."""
+    if cabinet_id is None:
+        return None
+    return await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
+                                .where(Cabinet.id == cabinet_id))
+
+
+async def rider_city(session: AsyncSession, rider_id: str) -> str | None:
+    return await session.scalar(select(Rider.city_code).where(Rider.id == rider_id))
+
+
+async def battery_city(session: AsyncSession, battery: Battery) -> str | None:
+    """Where a pack is: its cabinet's city (in a slot, or quarantined there) or its rider's; None in a
+    depot or in repair."""
+    if battery.custodian_kind in (CustodianKind.SLOT, CustodianKind.QUARANTINE):
+        return await cabinet_city(session, battery.custodian_ref.rpartition("/")[0])
+    if battery.custodian_kind == CustodianKind.RIDER:
+        return await rider_city(session, battery.custodian_ref)
+    return None
