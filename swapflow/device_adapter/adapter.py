@@ -1,6 +1,7 @@
 """The device adapter: the bridge from cabinets (MQTT, protocol v1) to the database and to the swap
-workflows waiting for door and battery events. It also takes the packs' own reports, which are the
-only evidence a command-only (legacy) cabinet's swaps leave.
+workflows waiting for door and battery events. Command acks are recorded here; the activity that sent a
+command hears its ack itself (swapflow/device_adapter/command_queue.py). It also takes the packs' own
+reports, which are the only evidence a command-only (legacy) cabinet's swaps leave.
 
 It holds no state that a second copy would need: routing comes from the database (a slot's
 reservation, a command's workflow, the slot a pack is in) and duplicates are caught by the unique key
@@ -90,7 +91,7 @@ SUBSCRIBED_CHANNELS = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel
 # Telemetry has its own connection: a backlog of telemetry at the broker or in the socket must never
 # hold up the events and acks that swaps wait for (MQTT delivers one connection's messages in order).
 _SWAP_PATH_CHANNELS = frozenset({Channel.STATE, Channel.EVENTS, Channel.ACKS})
-# door_opened only updates state: the open_door ack already told the workflow, and every signal costs
+# door_opened only updates state: the open_door ack already told the sender, and every signal costs
 # the workflow a task. What a swap waits for is signalled.
 SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED, EventType.BATTERY_REMOVED,
                               EventType.FAULT})
@@ -683,7 +684,7 @@ class DeviceAdapter:
         _check_cabinet_id(cabinet_id, ack.cabinet_id)
         message_id = f"ack:{ack.command_id}"
 
-        async def work(session: AsyncSession) -> tuple[bool, DeviceCommand | None]:
+        async def work(session: AsyncSession) -> bool:
             await self._cabinet(session, cabinet_id)
             command = await session.get(DeviceCommand, ack.command_id)
             if command is None:
@@ -691,33 +692,18 @@ class DeviceAdapter:
             if command.cabinet_id != cabinet_id:
                 raise Rejected(f"ack for command {ack.command_id!r}, which was sent to {command.cabinet_id}")
             if not await self._record(session, cabinet_id, message_id, "command_ack", topic, raw, command.workflow_id):
-                return False, None
+                return False
             command.acked_at = utcnow()
             self.metrics.command_round_trip.observe(
                 max(0.0, (command.acked_at - as_utc(command.sent_at)).total_seconds()))
             command.ok = ack.ok
             command.error = ack.error[:200] if ack.error else None
             command.result = ack.result.model_dump(mode="json") if ack.result else None
-            return True, command
+            return True
 
-        accepted, command = await self._transaction(work)
-        if not accepted:
+        if not await self._transaction(work):
             self.stats.duplicates += 1
-            return []
-        if command is None or command.workflow_id is None:
-            return []
-        signal = DeviceSignal(
-            message_id=message_id,
-            kind=DeviceSignalKind.COMMAND_ACK,
-            cabinet_id=cabinet_id,
-            at=as_utc(ack.ts),
-            slot_no=command.slot_no,
-            command_id=ack.command_id,
-            ok=ack.ok,
-            error=ack.error,
-            battery=ack.result,
-        )
-        return [self._signals.send(command.workflow_id, signal, topic=topic, payload=payload)]
+        return []  # no signal: the activity that sent the command waits for its ack itself
 
     async def _apply_telemetry(self, batch: Sequence[tuple[str, bytes, Telemetry]]) -> None:
         """Write the latest state of a batch of cabinets' (validated, fresh) telemetry in one

@@ -3,8 +3,9 @@ an unacknowledged command is re-sent (same id: the cabinet acts once) until its 
 and one past its deadline is dropped, never sent late. Queue depth and round trip are metrics.
 
 The queue lives beside the publisher in the process that sends (the worker). It hears acks on the
-publisher's own connection, only to stop re-sending and to time the round trip; the device adapter
-remains the one that records acks and signals workflows.
+publisher's own connection: to stop re-sending, to time the round trip, and to hand each ack to the
+activity that waits for it (`send_and_wait`), so a workflow learns of an ack without a signal. The
+device adapter remains the one that records acks.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class CommandQueue:
         self.metrics = metrics or CommandMetrics()
         self._resend_s = resend_s or settings.command_resend_s
         self._pending: dict[str, _Pending] = {}  # by command id, in the order submitted
+        self._answers: dict[str, tuple[str, asyncio.Future[CommandAck]]] = {}  # awaited acks: (cabinet, ack)
         self._wake = asyncio.Event()
 
     @property
@@ -79,8 +81,30 @@ class CommandQueue:
         if self._first_for_slot(pending):
             await self._publish(pending)
 
+    async def send_and_wait(self, command: Command, wait_s: float) -> CommandAck | None:
+        """Queue a command and wait up to `wait_s` for its ack as heard on this connection; None if none
+        came (the ack subscription is QoS 0: the caller may still find it where the adapter recorded it)."""
+        entry = self._answers.get(command.command_id)
+        if entry is None:
+            entry = self._answers[command.command_id] = (command.cabinet_id,
+                                                         asyncio.get_running_loop().create_future())
+        answer = entry[1]
+        try:
+            await self.send(command)
+            async with asyncio.timeout(wait_s):
+                return await asyncio.shield(answer)
+        except TimeoutError:
+            return None
+        finally:
+            if self._answers.get(command.command_id) is entry:
+                del self._answers[command.command_id]
+
     def acknowledged(self, ack: CommandAck) -> None:
-        """An ack heard on the wire: stop re-sending, time the round trip, let the slot's next go."""
+        """An ack heard on the wire: hand it to its waiter, stop re-sending, time the round trip, let the
+        slot's next go."""
+        entry = self._answers.get(ack.command_id)
+        if entry is not None and entry[0] == ack.cabinet_id and not entry[1].done():
+            entry[1].set_result(ack)
         pending = self._pending.pop(ack.command_id, None)
         if pending is None or pending.command.cabinet_id != ack.cabinet_id:
             return

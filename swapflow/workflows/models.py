@@ -18,7 +18,6 @@ class _Model(BaseModel):
 
 
 class DeviceSignalKind(StrEnum):
-    COMMAND_ACK = "command_ack"
     DOOR_OPENED = "door_opened"
     DOOR_CLOSED = "door_closed"
     BATTERY_INSERTED = "battery_inserted"
@@ -42,9 +41,6 @@ class DeviceSignal(_Model):
     cabinet_id: str
     at: datetime
     slot_no: int | None = None
-    command_id: str | None = None
-    ok: bool | None = None
-    error: str | None = None
     battery: BatteryReading | None = None
     battery_serial: str | None = None
     fault_code: str | None = None
@@ -102,6 +98,17 @@ class SendCommandInput(_Model):
     slot_no: int | None
     workflow_id: str
     timeout_s: float
+    ack_wait_s: float = 0.0
+    """How long the activity waits for the cabinet's ack; 0 only sends (nobody can or need answer)."""
+
+
+class CommandAnswer(_Model):
+    """How a cabinet answered a command; `acked` is False when no ack came within the wait."""
+
+    acked: bool
+    ok: bool = False
+    error: str | None = None
+    battery: BatteryReading | None = None  # what a read_bms read
 
 
 class Admission(_Model):

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         DEVICE_SIGNAL,
         Admission,
         ChargeInput,
+        CommandAnswer,
         CouponRelease,
         DeviceSignal,
         DeviceSignalKind,
@@ -120,7 +121,6 @@ class SwapWorkflow:
         self._removed: DeviceSignal | None = None  # the charged pack's removal event
         self._online = True
         self._seen: set[str] = set()
-        self._acks: dict[str, DeviceSignal] = {}
         self._events: list[DeviceSignal] = []
         self._steps: list[SwapStep] = []
         self._commands_sent = 0
@@ -134,9 +134,7 @@ class SwapWorkflow:
         if signal.message_id in self._seen:
             return
         self._seen.add(signal.message_id)
-        if signal.kind == DeviceSignalKind.COMMAND_ACK and signal.command_id is not None:
-            self._acks.setdefault(signal.command_id, signal)
-        elif signal.kind == DeviceSignalKind.CABINET_OFFLINE:
+        if signal.kind == DeviceSignalKind.CABINET_OFFLINE:
             self._online = False
         elif signal.kind == DeviceSignalKind.CABINET_ONLINE:
             self._online = True
@@ -260,7 +258,7 @@ class SwapWorkflow:
         while True:
             slot = self._slot(role)
             if not self._reporting:
-                await self._send(CommandAction.OPEN_DOOR, slot)
+                await self._send(CommandAction.OPEN_DOOR, slot, self._next_command_id())
                 return
             try:
                 await self._command(CommandAction.OPEN_DOOR, slot)
@@ -320,9 +318,8 @@ class SwapWorkflow:
         return next((e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
                      and e.slot_no == slot_no and e.in_slot is in_slot and e.battery is not None), None)
 
-    async def _wait_for(self, find: Callable[[], DeviceSignal | None], timeout_s: float, reason: str,
-                        failure: type[SwapFailed] = SwapFailed) -> DeviceSignal:
-        """What `find` finds, waited for up to `timeout_s` of the cabinet being online (else `failure`).
+    async def _wait_for(self, find: Callable[[], DeviceSignal | None], timeout_s: float, reason: str) -> DeviceSignal:
+        """What `find` finds, waited for up to `timeout_s` of the cabinet being online (else SwapFailed).
         While the cabinet is offline the clock stops, up to the offline grace; past it the swap fails."""
         remaining = timeout_s
         while True:
@@ -331,55 +328,65 @@ class SwapWorkflow:
                 await workflow.wait_condition(lambda: find() is not None or not self._online,
                                               timeout=timedelta(seconds=remaining))
             except TimeoutError:
-                raise failure(reason) from None
+                raise SwapFailed(reason) from None
             found = find()
             if found is not None:
                 return found
             remaining -= (workflow.now() - started).total_seconds()
-            self._step("cabinet", "offline", f"waiting up to {self._request.offline_grace_s:.0f}s")
-            try:
-                await workflow.wait_condition(lambda: self._online or find() is not None,
-                                              timeout=timedelta(seconds=self._request.offline_grace_s))
-            except TimeoutError:
-                await self._report_fault("cabinet_offline_mid_swap", "warning",
-                                         f"cabinet went offline during swap {self._request.order_id}")
-                raise SwapFailed("cabinet_offline_mid_swap") from None
-            self._step("cabinet", "online", None)
+            await self._while_offline(find)
             remaining = max(remaining, 1.0)
 
-    async def _send(self, action: CommandAction, slot_no: int, command_id: str | None = None) -> str:
-        """Record and publish a command; returns its id (deterministic: order id and a counter)."""
-        if command_id is None:
-            self._commands_sent += 1
-            command_id = f"{self._request.order_id}-{self._commands_sent}"
-        await workflow.execute_local_activity_method(
+    async def _while_offline(self, find: Callable[[], DeviceSignal | None] = lambda: None) -> None:
+        """The cabinet is offline: wait for it to come back (or for what `find` finds) up to the offline
+        grace; past it the swap fails."""
+        self._step("cabinet", "offline", f"waiting up to {self._request.offline_grace_s:.0f}s")
+        try:
+            await workflow.wait_condition(lambda: self._online or find() is not None,
+                                          timeout=timedelta(seconds=self._request.offline_grace_s))
+        except TimeoutError:
+            await self._report_fault("cabinet_offline_mid_swap", "warning",
+                                     f"cabinet went offline during swap {self._request.order_id}")
+            raise SwapFailed("cabinet_offline_mid_swap") from None
+        self._step("cabinet", "online", None)
+
+    def _next_command_id(self) -> str:
+        """A new command id, deterministic: the order id and a counter."""
+        self._commands_sent += 1
+        return f"{self._request.order_id}-{self._commands_sent}"
+
+    async def _send(self, action: CommandAction, slot_no: int, command_id: str, ack_wait_s: float = 0.0
+                    ) -> CommandAnswer:
+        """Record and publish a command; with `ack_wait_s`, the activity also waits that long for the ack."""
+        return await workflow.execute_local_activity_method(
             DeviceCommands.send,
             SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
                              slot_no=slot_no, workflow_id=workflow.info().workflow_id,
-                             timeout_s=self._request.command_ack_timeout_s),
+                             timeout_s=self._request.command_ack_timeout_s, ack_wait_s=ack_wait_s),
             **DB_STEP,
         )
-        return command_id
 
-    async def _command(self, action: CommandAction, slot_no: int) -> DeviceSignal:
+    async def _command(self, action: CommandAction, slot_no: int) -> CommandAnswer:
         """Send a command and wait for its ack, resending it (same id: the cabinet acts once) a bounded
-        number of times. No ack raises NoAck; a refusal fails the swap."""
+        number of times. The ack is awaited inside the sending activity, not as a signal: an open door
+        costs the swap no workflow task of its own. While the cabinet is offline the attempts wait for
+        it. No ack raises NoAck; a refusal fails the swap."""
         request = self._request
-        command_id = await self._send(action, slot_no)
-        interval = request.command_ack_timeout_s / max(1, request.command_attempts)
+        command_id = self._next_command_id()
         attempts = max(1, request.command_attempts)
         for attempt in range(1, attempts + 1):
-            try:
-                ack = await self._wait_for(lambda: self._acks.get(command_id), interval,
-                                           f"{action.value}_not_acknowledged", NoAck)
+            answer = await self._send(action, slot_no, command_id, request.command_ack_timeout_s / attempts)
+            if answer.acked:
                 break
-            except NoAck:
-                if attempt == attempts:
-                    raise
-                await self._send(action, slot_no, command_id)
-        if not ack.ok:
-            raise SwapFailed(f"{action.value}_refused: {ack.error or 'no reason given'}")
-        return ack
+            if attempt == attempts:
+                raise NoAck(f"{action.value}_not_acknowledged")
+            # A short timer ends the workflow task, so signals that came during the wait (the cabinet
+            # going offline) are taken in before the next attempt.
+            await workflow.sleep(timedelta(milliseconds=10))
+            if not self._online:
+                await self._while_offline()
+        if not answer.ok:
+            raise SwapFailed(f"{action.value}_refused: {answer.error or 'no reason given'}")
+        return answer
 
     async def _command_best_effort(self, action: CommandAction, slot_no: int) -> None:
         """A command whose failure must not change how the swap ends (it is logged as a step)."""
@@ -387,7 +394,7 @@ class SwapWorkflow:
             if self._reporting and self._online:
                 await self._command(action, slot_no)
             else:  # nobody to hear it now: it waits on the broker until its deadline
-                await self._send(action, slot_no)
+                await self._send(action, slot_no, self._next_command_id())
         except SwapFailed as failed:
             self._step(action.value, "failed", failed.reason)
 

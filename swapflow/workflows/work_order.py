@@ -5,15 +5,14 @@ It is dispatched to the nearest technician on duty in the cabinet's city. SLA ti
 from the opening: when the ack or the resolve deadline passes, the order is escalated to the city's ops
 lead (once per timer). The technician accepts and resolves through the API (updates). A resolution is
 not taken on trust: the workflow checks the live state (the cabinet online, the slot's fault cleared)
-and that the door answers test commands (unlock, open, close; the existing device command activity and
-the device adapter's acks), and only then puts the slot back in service and closes; otherwise the order
+and that the door answers test commands (unlock, open, close; the device command activity sends each
+and waits for its ack), and only then puts the slot back in service and closes; otherwise the order
 is reopened. Cancel and reassign are updates too. Every step is in this history and, through a local
 activity, in the `work_order_events` timeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -23,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.activities.ops import OpsActivities
     from swapflow.db.models import WorkOrderStatus
     from swapflow.protocol.v1 import CommandAction
-    from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, SendCommandInput
+    from swapflow.workflows.models import CommandAnswer, SendCommandInput
     from swapflow.workflows.ops_models import (
         Accept,
         Cancel,
@@ -59,16 +58,9 @@ class WorkOrderWorkflow:
         self._escalated: list[str] = []
         self._reopened = 0
         self._last_verification: tuple[str, ...] = ()
-        self._acks: dict[str, DeviceSignal] = {}
         self._commands = 0
 
     # ---------------------------------------------------------------------------------- messages
-
-    @workflow.signal(name=DEVICE_SIGNAL)
-    def device_event(self, signal: DeviceSignal) -> None:
-        """Acks of the test commands, routed here by the device adapter."""
-        if signal.kind == DeviceSignalKind.COMMAND_ACK and signal.command_id is not None:
-            self._acks.setdefault(signal.command_id, signal)
 
     @workflow.query(name="state")
     def state(self) -> WorkOrderState:
@@ -246,22 +238,18 @@ class WorkOrderWorkflow:
                 return [f"{action.value} on slot {check.test_slot_no} refused: {ack.error or 'no reason'}"]
         return []
 
-    async def _test_command(self, action: CommandAction, slot_no: int) -> DeviceSignal | None:
+    async def _test_command(self, action: CommandAction, slot_no: int) -> CommandAnswer | None:
         """Send a test command, resending the same id a bounded number of times; its ack or None."""
         self._commands += 1
         command_id = f"{self._request.work_order_id}-t{self._commands}"[:60]
-        interval = self._request.verify_ack_timeout_s / _COMMAND_ATTEMPTS
-        found: Callable[[], bool] = lambda: command_id in self._acks  # noqa: E731
         for _ in range(_COMMAND_ATTEMPTS):
-            await workflow.execute_local_activity_method(
+            answer = await workflow.execute_local_activity_method(
                 DeviceCommands.send,
                 SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
                                  slot_no=slot_no, workflow_id=workflow.info().workflow_id,
-                                 timeout_s=self._request.verify_ack_timeout_s),
+                                 timeout_s=self._request.verify_ack_timeout_s,
+                                 ack_wait_s=self._request.verify_ack_timeout_s / _COMMAND_ATTEMPTS),
                 **DB_STEP)
-            try:
-                await workflow.wait_condition(found, timeout=timedelta(seconds=interval))
-                return self._acks[command_id]
-            except TimeoutError:
-                continue
+            if answer.acked:
+                return answer
         return None
