@@ -112,15 +112,17 @@ def seed(url: str, cabinets: int) -> None:
 # ------------------------------------------------------------------------------------------- processes
 
 
-def run_adapter(settings_json: str) -> None:
+def run_adapter(settings_json: str, no_gc_tuning: bool) -> None:
     """The adapter process (spawned): the real DeviceAdapter. Temporal is not needed (no swap reserves
     a slot here), so its client connects lazily and is never used."""
     import uvloop
     from temporalio.client import Client
 
-    from swapflow.device_adapter.adapter import DeviceAdapter
+    from swapflow.device_adapter.adapter import DeviceAdapter, tune_gc_for_ingestion
 
     settings = Settings.model_validate_json(settings_json)
+    if not no_gc_tuning:
+        tune_gc_for_ingestion()
 
     async def main() -> None:
         db = Database(settings.effective_database_url)
@@ -170,6 +172,36 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(command: str) -> dict[int, float]:
+    """CPU seconds of every process of this machine named `command` (the broker, PostgreSQL's server
+    processes), by pid: they share the two cores with the adapter, so they are part of the figure."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == command:
+                found[int(proc.name)] = cpu_seconds(int(proc.name))
+        except OSError:  # exited meanwhile
+            continue
+    return found
+
+
+def cpu_shares(before: dict[str, float | dict[int, float]], after: dict[str, float | dict[int, float]],
+               elapsed: float) -> dict[str, float]:
+    """Percent of one core per process (or group: the processes alive at both ends) between two readings."""
+    shares = {}
+    for name, start in before.items():
+        end = after[name]
+        if isinstance(start, dict) and isinstance(end, dict):
+            if not start:
+                continue  # not on this machine (or an embedded broker, which is not counted)
+            spent = sum(end[pid] - start[pid] for pid in start.keys() & end.keys())
+        else:
+            assert isinstance(start, float) and isinstance(end, float)
+            spent = end - start
+        shares[name] = 100 * spent / elapsed
+    return shares
 
 
 # ------------------------------------------------------------------------------------------- cabinets
@@ -329,6 +361,14 @@ def print_profile(raw: Path) -> None:
 # ------------------------------------------------------------------------------------------- main
 
 
+def cpu_readings(adapter: multiprocessing.process.BaseProcess, fleet: multiprocessing.process.BaseProcess
+                 ) -> dict[str, float | dict[int, float]]:
+    """CPU seconds so far of each process the load runs through (servers only when local)."""
+    return {"adapter": cpu_seconds(adapter.pid or 0), "fleet publisher": cpu_seconds(fleet.pid or 0),
+            "bench (door commands)": cpu_seconds(os.getpid()), "broker (mosquitto)": server_cpu("mosquitto"),
+            "PostgreSQL (all processes)": server_cpu("postgres")}
+
+
 async def bench(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="swapflow-telemetry-bench-"))
     url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
@@ -354,7 +394,7 @@ async def bench(args: argparse.Namespace) -> None:
                         mqtt_topic_prefix=f"swapflow-bench-{run}/v1", adapter_client_id=f"bench-adapter-{run}",
                         adapter_metrics_port=metrics_port, heartbeat_interval_s=args.interval,
                         adapter_telemetry_connections=args.adapter_connections)
-    adapter = spawn.Process(target=run_adapter, args=(settings.model_dump_json(),), daemon=True)
+    adapter = spawn.Process(target=run_adapter, args=(settings.model_dump_json(), args.no_gc_tuning), daemon=True)
     adapter.start()
     processes.append(adapter)
     db = Database(url)
@@ -386,8 +426,7 @@ async def bench(args: argparse.Namespace) -> None:
               f"warm-up {args.warmup:.0f}s", flush=True)
         await asyncio.sleep(args.warmup)
         before, t0 = scrape(metrics_port), time.monotonic()
-        cpu0 = {"adapter": cpu_seconds(adapter.pid or 0), "fleet publisher": cpu_seconds(fleet.pid or 0),
-                "bench (door commands)": cpu_seconds(os.getpid())}
+        cpu0 = cpu_readings(adapter, fleet)
         sent0 = sent_value.value
         queue_rtt_before = [(float(s.labels["le"]), s.value) for m in queue.metrics.round_trip.collect()
                             for s in m.samples if s.name.endswith("_bucket")]
@@ -409,8 +448,7 @@ async def bench(args: argparse.Namespace) -> None:
                   f"  history backlog {total(now, 'swapflow_adapter_history_backlog_rows'):,.0f}"
                   f"  shed {total(now, 'swapflow_adapter_history_rows_shed_total'):,.0f}", flush=True)
         after, elapsed = scrape(metrics_port), time.monotonic() - t0
-        cpu1 = {"adapter": cpu_seconds(adapter.pid or 0), "fleet publisher": cpu_seconds(fleet.pid or 0),
-                "bench (door commands)": cpu_seconds(os.getpid())}
+        cpu1 = cpu_readings(adapter, fleet)
         sent = sent_value.value - sent0
         stop.set()
         load_after = os.getloadavg()
@@ -452,8 +490,8 @@ async def bench(args: argparse.Namespace) -> None:
           f"{ms(window_quantile(before, after, 'swapflow_adapter_command_round_trip_seconds', 0.99))} "
           f"send → ack committed by the adapter")
     print(f"  dead letters                 {delta('swapflow_adapter_dead_letters_total'):,.0f}")
-    for name in cpu0:
-        print(f"  CPU {name:<25} {100 * (cpu1[name] - cpu0[name]) / elapsed:6.0f} %")
+    for name, share in cpu_shares(cpu0, cpu1, elapsed).items():
+        print(f"  CPU {name:<25} {share:6.0f} %")
     print(f"  load average (1 min)         {load_before[0]:.2f} before, {load_after[0]:.2f} after "
           f"({os.cpu_count()} cores)")
     if args.profile:
@@ -474,6 +512,8 @@ def main() -> None:
     parser.add_argument("--commands-per-s", type=float, default=20.0)
     parser.add_argument("--mqtt-url", default=os.environ.get("SWAPFLOW_MQTT_URL"))
     parser.add_argument("--database-url", default=os.environ.get("SWAPFLOW_DATABASE_URL"))
+    parser.add_argument("--no-gc-tuning", action="store_true",
+                        help="run the adapter with Python's default garbage collector thresholds")
     parser.add_argument("--profile", metavar="PATH", help="record the adapter with py-spy (raw) into PATH")
     args = parser.parse_args()
     if args.warmup >= args.duration:

@@ -28,6 +28,7 @@ from swapflow.db.models import (
     CustodyDiscrepancy,
     DeadLetter,
     DeviceMessage,
+    DoorState,
     OperatorRole,
     PresenceCause,
     Slot,
@@ -35,9 +36,10 @@ from swapflow.db.models import (
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.command_queue import CommandQueue
+from swapflow.device_adapter.ingest import CabinetReport, battery_row, write_battery_readings, write_latest_state
 from swapflow.metrics import histogram_quantile
 from swapflow.mqtt import mqtt_client
-from swapflow.protocol.v1 import Channel, Command, CommandAction
+from swapflow.protocol.v1 import BatteryReading, Channel, Command, CommandAction, SlotReport
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
@@ -243,6 +245,34 @@ async def test_older_telemetry_never_overwrites_newer_state_and_duplicates_chang
     assert battery is not None and battery.soc == 80.0 and battery.charge_state == "idle"
     assert [(h.soc, h.slot_no) for h in history] == [(80.0, 1)]
     assert adapter.stats.stale == 2
+
+
+async def test_bulk_state_writes_keep_the_newest_reading_whatever_order_they_arrive_in(db: Database) -> None:
+    # The guards live in the statements (on PostgreSQL: staged by COPY, then one UPDATE ... FROM), so they
+    # hold for what reaches the database in any order: other adapters, packs' own reports, a new session.
+    pack = (await slot_packs(db))[1]
+    assert pack is not None
+    now = datetime.now(UTC)
+
+    def report(at: datetime, soc: float, door: str) -> CabinetReport:
+        reading = BatteryReading(serial=pack, soc=soc, soh=95.0, voltage_v=56.0, temperature_c=30.0, cycle_count=7)
+        return CabinetReport(CABINET, at, [SlotReport(slot_no=1, door=door, charging=True, battery=reading)])
+
+    async with db.transaction() as session:
+        await write_latest_state(session, [report(now - timedelta(seconds=10), 10.0, "open")])
+        # A second write in the same transaction applies its own rows, not the first one's again.
+        await write_latest_state(session, [report(now, 80.0, "closed")])
+    async with db.transaction() as session:
+        await write_latest_state(session, [report(now - timedelta(seconds=5), 20.0, "closed")])
+        older = BatteryReading(serial=pack, soc=30.0, soh=95.0, voltage_v=56.0, temperature_c=30.0, cycle_count=7)
+        await write_battery_readings(session, [battery_row(older, now - timedelta(seconds=1))])
+    async with db.sessions() as session:
+        battery = await session.get(Battery, pack)
+        cabinet = await session.get(Cabinet, CABINET)
+    assert battery is not None and battery.soc == 80.0 and battery.reading_at is not None
+    assert as_utc(battery.reading_at) == now
+    assert cabinet is not None and cabinet.last_seen_at is not None and as_utc(cabinet.last_seen_at) == now
+    assert (await slot(db, 1)).door == DoorState.CLOSED
 
 
 async def test_telemetry_writes_readings_and_cabinet_health_history(
