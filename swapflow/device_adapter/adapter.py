@@ -568,7 +568,7 @@ class DeviceAdapter:
             if channel is Channel.EVENTS:
                 event = _parse(CabinetEvent, channel.value, data)
                 return await self._on_event(topic, payload, cabinet_id, data, event)
-            return await self._on_ack(topic, payload, cabinet_id, data, _parse(CommandAck, channel.value, data))
+            return await self._on_ack(topic, cabinet_id, data, _parse(CommandAck, channel.value, data))
         except Rejected as exc:
             await self._dead_letter(topic, payload, str(exc))
         except Exception as exc:
@@ -681,7 +681,7 @@ class DeviceAdapter:
         return [self._signals.send(workflow_id, signal, topic=topic, payload=payload)]
 
     async def _on_ack(
-        self, topic: str, payload: bytes, cabinet_id: str, raw: dict[str, Any], ack: CommandAck
+        self, topic: str, cabinet_id: str, raw: dict[str, Any], ack: CommandAck
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, ack.cabinet_id)
         message_id = f"ack:{ack.command_id}"

@@ -35,15 +35,15 @@ class _Bulk:
     floats): straight into the table for history, or into a temporary staging table that one
     set-based statement applies to the live table."""
 
-    def __init__(self, name: str, columns: Sequence[tuple[str, str]], sqlite_sql: str,
+    def __init__(self, name: str, columns: Sequence[tuple[str, str]], sqlite_sql: str | None = None,
                  postgres_sql: str | None = None) -> None:
-        """`columns` name the rows' fields and their PostgreSQL types, in order. `postgres_sql` applies
-        the staged rows, read as `v` after its `{staged}` prefix; without it the rows are inserted into
-        table `name` as they are."""
-        self.sqlite_sql = sqlite_sql
+        """`columns` name the rows' fields and their PostgreSQL types, in order. Without statements the
+        rows are inserted into table `name` as they are; otherwise `sqlite_sql` applies one row and
+        `postgres_sql` the staged rows, read as `v` after its `{staged}` prefix."""
         self._types = [kind for _, kind in columns]
         self._timestamps = [i for i, (_, kind) in enumerate(columns) if kind == _TS]
         names = ", ".join(column for column, _ in columns)
+        self.sqlite_sql = sqlite_sql or f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' for _ in columns)})"
         self._prepare: str | None = None
         self._apply: str | None = None
         if postgres_sql is None:
@@ -88,7 +88,6 @@ class _Bulk:
         return tuple(values)
 
 
-
 # Older readings never overwrite newer ones: the guard is in the statement, so it holds across batches,
 # adapters and the packs' own reports arriving by the other path. (SQLite's ?N reuses a parameter.)
 UPDATE_BATTERY = _Bulk(
@@ -122,15 +121,11 @@ UPDATE_LAST_SEEN = _Bulk(
 INSERT_READING = _Bulk(
     "battery_readings",
     (("battery_serial", _T), ("at", _TS), ("soc", _F), ("soh", _F), ("voltage_v", _F), ("current_a", _F),
-     ("temperature_c", _F), ("cycle_count", _I), ("cabinet_id", _T), ("slot_no", _I)),
-    "INSERT INTO battery_readings (battery_serial, at, soc, soh, voltage_v, current_a, temperature_c, cycle_count, "
-    "cabinet_id, slot_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+     ("temperature_c", _F), ("cycle_count", _I), ("cabinet_id", _T), ("slot_no", _I)))
 INSERT_HEALTH = _Bulk(
     "cabinet_health",
     (("cabinet_id", _T), ("at", _TS), ("temperature_c", _F), ("batteries", _I), ("charging", _I), ("faults", _I),
-     ("doors_open", _I)),
-    "INSERT INTO cabinet_health (cabinet_id, at, temperature_c, batteries, charging, faults, doors_open) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)")
+     ("doors_open", _I)))
 
 
 def battery_row(reading: BatteryReading, at: datetime) -> tuple[Any, ...]:

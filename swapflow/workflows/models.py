@@ -99,7 +99,7 @@ class SendCommandInput(_Model):
     workflow_id: str
     timeout_s: float
     ack_wait_s: float = 0.0
-    """How long the activity waits for the cabinet's ack; 0 only sends (nobody can or need answer)."""
+    """How long the activity waits for the cabinet's ack; 0 only sends (nobody can or needs to answer)."""
 
 
 class CommandAnswer(_Model):
