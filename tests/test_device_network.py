@@ -146,6 +146,36 @@ async def test_a_last_will_is_stamped_when_it_arrives_not_when_it_was_registered
     assert as_utc(rows[1][1]) >= arrived - timedelta(seconds=1)  # ten minutes of uptime, not zero
 
 
+async def test_an_offline_state_sent_before_a_reconnect_but_heard_after_its_birth_changes_nothing(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    slots = full_slots(await slot_packs(db))
+    closed = datetime.now(UTC) - timedelta(seconds=2)  # a gateway closed the old link, then the new one came up
+    await adapter.handle(topic(settings, Channel.STATE), birth(slots, at=closed - timedelta(minutes=10)))
+    await adapter.handle(topic(settings, Channel.STATE), birth(slots, at=closed + timedelta(seconds=1)))
+    offline = {"v": 1, "cabinet_id": CABINET, "online": False, "ts": closed.isoformat(), "reason": "replaced"}
+    await adapter.handle(topic(settings, Channel.STATE), json.dumps(offline).encode())
+    assert await presence(db) == [(True, PresenceCause.BIRTH)]
+
+
+async def test_a_birth_stamped_like_the_telemetry_heard_before_it_brings_the_cabinet_back(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    slots = full_slots(await slot_packs(db))
+    connected = datetime.now(UTC) - timedelta(minutes=1)
+    await adapter.handle(topic(settings, Channel.STATE), birth(slots, at=connected))
+    # A gateway stamps the birth and the telemetry of one full report alike. Telemetry travels apart,
+    # so it can overtake both the birth and the old link's last-will.
+    report = datetime.now(UTC) - timedelta(seconds=1)
+    telemetry = {"v": 1, "cabinet_id": CABINET, "ts": report.isoformat(), "seq": 1, "slots": slots}
+    await adapter.handle(topic(settings, Channel.TELEMETRY), json.dumps(telemetry).encode())
+    will = {"v": 1, "cabinet_id": CABINET, "online": False, "ts": connected.isoformat()}
+    await adapter.handle(topic(settings, Channel.STATE), json.dumps(will).encode())
+    await adapter.handle(topic(settings, Channel.STATE), birth(slots, at=report))
+    assert await presence(db) == [(True, PresenceCause.BIRTH), (False, PresenceCause.LAST_WILL),
+                                  (True, PresenceCause.BIRTH)]
+
+
 async def test_missed_heartbeats_take_a_cabinet_offline_and_telemetry_brings_it_back(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:

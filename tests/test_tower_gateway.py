@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Cabinet,
+    CabinetPresence,
     CabinetProtocol,
     CustodianKind,
     DeadLetter,
@@ -277,9 +278,17 @@ async def test_a_second_login_replaces_the_first_connection_and_the_cabinet_stay
     await second.login(CABINET)
     await second.full_report(CABINET)
     assert await first.receive() is None, "the replaced connection is closed"
-    await asyncio.sleep(0.5)  # the old session's offline state must have gone out before the new birth
+    # The old session's offline state went out before the new birth, so the birth is the last word.
+    await eventually(lambda: _went_offline_and_back(db, CABINET))
     assert await is_online(db, CABINET)
     await second.close()
+
+
+async def _went_offline_and_back(db: Database, cabinet_id: str) -> bool:
+    async with db.sessions() as session:
+        seen = list(await session.scalars(select(CabinetPresence.online).where(
+            CabinetPresence.cabinet_id == cabinet_id).order_by(CabinetPresence.id)))
+    return False in seen and seen[-1] is True
 
 
 # ------------------------------------------------------------------------------------ events, alarms

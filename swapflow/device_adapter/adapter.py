@@ -57,6 +57,7 @@ from swapflow.device_adapter.ingest import (
 from swapflow.device_adapter.metrics import AdapterMetrics
 from swapflow.device_adapter.presence import (
     expire_silent_cabinets,
+    is_last_will,
     offline_cause,
     reconcile_slots,
     record_transition,
@@ -588,16 +589,20 @@ class DeviceAdapter:
         message_id = f"state:{kind.value}:{stamped.isoformat()}"[:80]
         # A last-will carries the time it was registered (at connect), not when the link died: the
         # broker publishes it when it notices, so the transition is stamped on arrival.
-        at = utcnow() if cause is PresenceCause.LAST_WILL else stamped
+        will = is_last_will(state)
+        at = utcnow() if will else stamped
 
         async def work(session: AsyncSession) -> tuple[list[str], int]:
             # Locked: the transition is decided on `online`, which telemetry and the sweep also change.
             cabinet = await session.get(Cabinet, cabinet_id, with_for_update=True)
             if cabinet is None:
                 raise Rejected(f"unknown cabinet {cabinet_id!r}")
-            # A retained birth replayed after our reconnect is older than what telemetry has told us since.
-            news = cabinet.last_seen_at is None or at > as_utc(cabinet.last_seen_at)
-            if state.online and not news:
+            # A retained birth replayed after our reconnect is older than what telemetry has told us
+            # since; an offline state sent just before a reconnect (on the old connection) may arrive
+            # after the new birth. Either is stale by its own timestamp. Equal is not stale: a birth
+            # and the telemetry of the same report share a timestamp, and telemetry travels apart.
+            news = cabinet.last_seen_at is None or at >= as_utc(cabinet.last_seen_at)
+            if not news and not will:
                 return [], 0
             changed = cabinet.online != state.online
             # A transition seen before (a retained copy, another adapter) changes nothing, not even the flag.

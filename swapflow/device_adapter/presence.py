@@ -35,8 +35,15 @@ DISCREPANCY_ALERT = "custody_discrepancy"
 
 
 def offline_cause(state: CabinetState) -> PresenceCause:
-    """Why an offline state message was sent: the cabinet's own clean shutdown, or its last-will."""
+    """Why an offline state message was sent: the cabinet's own clean shutdown, or a lost link (its
+    last-will, or the offline state a gateway publishes for a link it lost)."""
     return PresenceCause.CLEAN_DISCONNECT if state.reason == "shutdown" else PresenceCause.LAST_WILL
+
+
+def is_last_will(state: CabinetState) -> bool:
+    """Whether the broker sent this state as the cabinet's last-will: offline without a reason. Its
+    timestamp is when the will was registered (at connect), not when the link died."""
+    return not state.online and state.reason is None
 
 
 def record_transition(session: AsyncSession, cabinet_id: str, online: bool, cause: PresenceCause,

@@ -252,9 +252,12 @@ class TowerSession:
             self.gateway.release(cabinet_id)
 
     async def _publish_offline(self, mqtt: aiomqtt.Client) -> None:
-        # A clean MQTT disconnect discards the will: the offline state is published by hand.
-        assert self.view is not None
-        offline = self.view.offline().model_dump_json(exclude_none=True)
+        # A clean MQTT disconnect discards the will: the offline state is published by hand, with a
+        # reason, so the platform takes its timestamp as the moment the link closed and can tell it
+        # is older than the birth of a newer connection even if it arrives after it.
+        assert self.view is not None and self.cabinet_id is not None
+        replaced = self.gateway.sessions.get(self.cabinet_id) is not asyncio.current_task()
+        offline = self.view.offline("replaced" if replaced else "link_closed").model_dump_json(exclude_none=True)
         try:
             await asyncio.wait_for(asyncio.shield(
                 mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True)), _PUBLISH_TIMEOUT_S)

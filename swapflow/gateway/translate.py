@@ -180,10 +180,11 @@ class CabinetView:
         return CabinetState(cabinet_id=self.cabinet_id, online=True, ts=at, firmware=self.firmware,
                             slots=self.slots())
 
-    def offline(self, at: datetime | None = None) -> CabinetState:
-        """The v1 offline state (last-will)."""
-        return CabinetState(cabinet_id=self.cabinet_id, online=False, ts=at or datetime.now(UTC),
-                            firmware=self.firmware)
+    def offline(self, reason: str | None = None) -> CabinetState:
+        """The v1 offline state: the last-will (no reason), or the state the gateway publishes itself
+        when it closes the cabinet's link, stamped now, with why (`reason`)."""
+        return CabinetState(cabinet_id=self.cabinet_id, online=False, ts=datetime.now(UTC),
+                            firmware=self.firmware, reason=reason)
 
     def telemetry(self, at: datetime, txn_no: int) -> Telemetry:
         """v1 telemetry of the whole cabinet; `seq` keeps increasing across reconnects."""
