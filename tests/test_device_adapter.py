@@ -304,6 +304,23 @@ async def test_an_ack_is_recorded_on_its_command_once_and_is_not_signalled(
     assert adapter.stats.duplicates == 1
 
 
+async def test_an_ack_for_a_command_sent_to_another_cabinet_is_dead_lettered_and_changes_nothing(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    sent = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(DeviceCommand(id="cmd-2", cabinet_id="cab-sh-002-1", slot_no=10, action="open_door",
+                                  sent_at=sent, deadline_at=sent + timedelta(seconds=10)))
+    ack = {"v": 1, "command_id": "cmd-2", "cabinet_id": CABINET, "ok": True, "ts": now_iso()}
+    await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
+    [letter] = await dead_letters(db)
+    assert letter.reason == "ack for command 'cmd-2', which was sent to cab-sh-002-1"
+    async with db.sessions() as session:
+        command = await session.get(DeviceCommand, "cmd-2")
+    assert command is not None and command.acked_at is None and command.ok is None
+    assert await count(db, DeviceMessage) == 0
+
+
 async def test_telemetry_updates_slots_and_readings_not_custody_and_stale_telemetry_is_dropped(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
