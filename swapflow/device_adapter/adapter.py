@@ -704,7 +704,10 @@ class DeviceAdapter:
         ).returning(commands.c.sent_at)
 
         async def work(session: AsyncSession) -> datetime | None:
-            if self._postgres:  # the insert as a CTE: one round trip
+            if self._postgres:
+                # The insert as a CTE of the update: one statement, atomic without a transaction around it,
+                # so autocommit spares the BEGIN and COMMIT round trips (the commit is as durable).
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 recorded = record.returning(messages.c.cabinet_id).cte("recorded")
                 sent_at = await session.scalar(acknowledge.where(commands.c.cabinet_id == recorded.c.cabinet_id))
             elif (await session.execute(record.returning(messages.c.id))).first() is not None:
