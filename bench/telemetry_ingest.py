@@ -125,7 +125,7 @@ def run_adapter(settings_json: str, no_gc_tuning: bool) -> None:
         tune_gc_for_ingestion()
 
     async def main() -> None:
-        db = Database(settings.effective_database_url)
+        db = Database(settings.effective_database_url, pre_ping=False)  # as `run_adapter` makes it
         temporal = await Client.connect("127.0.0.1:1", lazy=True)
         await DeviceAdapter(settings, db, temporal, telemetry_flush_s=0.5, stats_interval_s=3600).run()
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -41,7 +41,7 @@ from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import build_cabinets
 from swapflow.stack.broker import embedded_broker
 from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, swap_workflow_id
-from tests.conftest import free_port
+from tests.conftest import free_port, uses_postgres
 
 CABINET = "cab-sh-001-1"  # seeded: 12 slots, packs in 1–9, 10–12 empty
 RIDER = "rider-sh-0001"
@@ -304,6 +304,23 @@ async def test_an_ack_is_recorded_on_its_command_once_and_is_not_signalled(
     assert adapter.stats.duplicates == 1
 
 
+async def test_an_ack_for_a_command_sent_to_another_cabinet_is_dead_lettered_and_changes_nothing(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    sent = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(DeviceCommand(id="cmd-2", cabinet_id="cab-sh-002-1", slot_no=10, action="open_door",
+                                  sent_at=sent, deadline_at=sent + timedelta(seconds=10)))
+    ack = {"v": 1, "command_id": "cmd-2", "cabinet_id": CABINET, "ok": True, "ts": now_iso()}
+    await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
+    [letter] = await dead_letters(db)
+    assert letter.reason == "ack for command 'cmd-2', which was sent to cab-sh-002-1"
+    async with db.sessions() as session:
+        command = await session.get(DeviceCommand, "cmd-2")
+    assert command is not None and command.acked_at is None and command.ok is None
+    assert await count(db, DeviceMessage) == 0
+
+
 async def test_telemetry_updates_slots_and_readings_not_custody_and_stale_telemetry_is_dropped(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
@@ -479,3 +496,29 @@ async def test_adapter_reconnects_when_the_broker_comes_back(
 
 async def _disconnected(adapter: DeviceAdapter) -> bool:
     return not adapter.ready.is_set()
+
+
+@pytest.mark.skipif(not uses_postgres(), reason="needs a PostgreSQL server whose connections can be ended")
+async def test_without_pre_ping_an_ack_survives_the_server_ending_the_adapters_connections(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    # The adapter process runs its pool without a ping per checkout: a dropped connection costs a retry.
+    adapter_db = Database(settings.effective_database_url, pre_ping=False)
+    adapter = DeviceAdapter(settings, adapter_db, temporal_env.client, db_retry_s=5.0)
+    sent = datetime.now(UTC)
+    async with db.transaction() as session:
+        for command_id in ("cmd-a", "cmd-b"):
+            session.add(DeviceCommand(id=command_id, cabinet_id=CABINET, slot_no=10, action="open_door",
+                                      sent_at=sent, deadline_at=sent + timedelta(seconds=10)))
+    try:
+        for command_id in ("cmd-a", "cmd-b"):
+            async with db.transaction() as session:  # ends the adapter's pooled connection (idle since its last use)
+                await session.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"))
+            ack = {"v": 1, "command_id": command_id, "cabinet_id": CABINET, "ok": True, "ts": now_iso()}
+            await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
+            assert await _acked(db, command_id)
+    finally:
+        await adapter_db.dispose()
+    assert await dead_letters(db) == []

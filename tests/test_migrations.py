@@ -47,3 +47,22 @@ def test_migrations_run_up_and_down_on_postgresql() -> None:
         assert_round_trip(url)
     finally:
         drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+
+
+@pytest.mark.skipif(not uses_postgres(), reason="SWAPFLOW_DATABASE_URL does not name a PostgreSQL server")
+def test_the_live_device_tables_keep_room_on_their_pages_for_in_place_updates_on_postgresql() -> None:
+    assert CONFIGURED_DATABASE_URL is not None
+    url = create_postgres_database(CONFIGURED_DATABASE_URL)
+    try:
+        upgrade(url)
+        engine = create_sync_engine(url)
+        try:
+            with engine.connect() as conn:
+                options = dict(conn.exec_driver_sql(
+                    "SELECT relname, reloptions FROM pg_class WHERE relname IN ('batteries', 'slots', 'cabinets')"
+                ).tuples().all())
+        finally:
+            engine.dispose()
+        assert options == {"batteries": ["fillfactor=80"], "slots": ["fillfactor=80"], "cabinets": ["fillfactor=85"]}
+    finally:
+        drop_postgres_database(CONFIGURED_DATABASE_URL, url)

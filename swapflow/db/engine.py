@@ -68,10 +68,11 @@ def create_sync_engine(url: str) -> Engine:
     return engine
 
 
-def create_async_db_engine(url: str, *, pool_size: int = 10, writes: bool = True) -> AsyncEngine:
-    """The engine the API, worker and device adapter use."""
+def create_async_db_engine(url: str, *, pool_size: int = 10, writes: bool = True, pre_ping: bool = True) -> AsyncEngine:
+    """The engine the API, worker and device adapter use. `pre_ping` tests each connection as it leaves
+    the pool (a round trip per transaction), for callers that would otherwise fail on a dropped one."""
     ensure_sqlite_folder(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
     if not is_sqlite(url):
         kwargs |= {"pool_size": pool_size, "max_overflow": pool_size}
     engine = create_async_engine(_normalise(url, asynchronous=True), **kwargs)
@@ -84,10 +85,13 @@ class Database:
     """Async engines and session factories; one per process. `transaction()` is for work that writes;
     `sessions()` for reads (on SQLite they never queue behind writers; on PostgreSQL both are one pool)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, pre_ping: bool = True) -> None:
+        """`pre_ping=False` for a process that retries a transaction on a connection error itself (the
+        device adapter): a dropped connection then costs one retry instead of a ping per transaction."""
         self.url = url
-        self.engine = create_async_db_engine(url, pool_size=pool_size)
-        self._read_engine = create_async_db_engine(url, pool_size=pool_size, writes=False) if is_sqlite(url) else None
+        self.engine = create_async_db_engine(url, pool_size=pool_size, pre_ping=pre_ping)
+        self._read_engine = (create_async_db_engine(url, pool_size=pool_size, writes=False, pre_ping=pre_ping)
+                             if is_sqlite(url) else None)
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
         # Queuing this process's writers here instead hands the lock over at once.

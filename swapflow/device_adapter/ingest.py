@@ -100,18 +100,23 @@ UPDATE_BATTERY = _Bulk(
     "temperature_c = v.temperature_c, cycle_count = v.cycle_count, current_a = v.current_a, "
     "charge_state = v.charge_state, reading_at = v.at "
     "FROM v WHERE b.serial = v.serial AND (b.reading_at IS NULL OR b.reading_at <= v.at)")
+# On PostgreSQL a slot that reads as stored is left alone: an UPDATE writes a new row version even when
+# nothing changes, and after an adapter restart (which forgets what it wrote) every slot of every
+# cabinet would be rewritten once. SQLite rewrites a row in place, so its statements need no guard.
 UPDATE_SLOT = _Bulk(
     "slot",
     (("door", _T), ("charging", _B), ("fault", _T), ("cabinet_id", _T), ("slot_no", _I)),
     "UPDATE slots SET door = ?, charging = ?, fault = ? WHERE cabinet_id = ? AND slot_no = ?",
     "{staged} UPDATE slots AS s SET door = v.door, charging = v.charging, fault = v.fault "
-    "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no")
+    "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no "
+    "AND (s.door, s.charging, s.fault) IS DISTINCT FROM (v.door, v.charging, v.fault)")
 UPDATE_SLOT_KEEP_DOOR = _Bulk(
     "slot_keep_door",
     (("charging", _B), ("fault", _T), ("cabinet_id", _T), ("slot_no", _I)),
     "UPDATE slots SET charging = ?, fault = ? WHERE cabinet_id = ? AND slot_no = ?",
     "{staged} UPDATE slots AS s SET charging = v.charging, fault = v.fault "
-    "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no")
+    "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no "
+    "AND (s.charging, s.fault) IS DISTINCT FROM (v.charging, v.fault)")
 UPDATE_LAST_SEEN = _Bulk(
     "last_seen",
     (("at", _TS), ("id", _T)),
