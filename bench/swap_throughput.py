@@ -26,12 +26,13 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -192,12 +193,36 @@ async def empty_workflow_rate(client: Client, count: int, concurrency: int) -> f
         return count / (time.perf_counter() - began)
 
 
-async def history_events(client: Client, order_ids: list[str]) -> list[int]:
-    counts = []
-    for order_id in order_ids:
-        history = await client.get_workflow_handle(swap_workflow_id(order_id)).fetch_history()
-        counts.append(len(history.events))
-    return counts
+# The steps between the API call and the return door's open ack, as a swap's history shows them.
+DOOR_PATH = ("start → first workflow task starts", "first workflow task (admit)", "charge: scheduled → started",
+             "charge: started → completed", "charge done → next workflow task starts",
+             "that workflow task (door command + ack)")
+
+
+def door_path(history: WorkflowHistory) -> list[float] | None:
+    """Seconds spent in each DOOR_PATH step of one swap (None if its history does not show them all)."""
+    marks: list[datetime] = [history.events[0].event_time.ToDatetime()]
+    wanted = iter([EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                   EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+                   EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+                   EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
+    looking_for = next(wanted)
+    for event in history.events:
+        if event.event_type != looking_for:
+            continue
+        marks.append(event.event_time.ToDatetime())
+        looking_for = next(wanted, None)
+        if looking_for is None:
+            break
+    else:
+        return None
+    # Scheduling the charge ends the first task: those two marks are one moment, not a step.
+    del marks[3]
+    return [(b - a).total_seconds() for a, b in zip(marks, marks[1:], strict=False)]
+
+
+async def histories(client: Client, order_ids: list[str]) -> list[WorkflowHistory]:
+    return [await client.get_workflow_handle(swap_workflow_id(order_id)).fetch_history() for order_id in order_ids]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -229,9 +254,9 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cabinets.values())), 30)
         async with db.sessions() as session:
             rows = (await session.execute(select(Rider, Battery).join(Battery, (
-                Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)))).tuples().all()
+                Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)))).all()
             city_of = dict((await session.execute(
-                select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id))).tuples().all())
+                select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id))).all())
         riders = [BenchRider(r.id, r.city_code, sim_battery(b)) for r, b in rows]
         by_city: dict[str, list[str]] = {}
         for cabinet_id in cabinets:
@@ -262,11 +287,14 @@ async def main(args: argparse.Namespace) -> None:
         async with db.sessions() as session:
             round_trips = [(c.acked_at - c.sent_at).total_seconds() for c in (await session.scalars(
                 select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()]
+            # The last ones: they ran at the highest rate.
             done_ids = (await session.scalars(select(SwapOrder.id).where(
-                SwapOrder.status == SwapStatus.COMPLETED).limit(20))).all()
+                SwapOrder.status == SwapStatus.COMPLETED).order_by(SwapOrder.created_at.desc()).limit(40))).all()
             total = await session.scalar(select(func.count()).select_from(SwapOrder))
         client = await connect_temporal(settings)
-        events = await history_events(client, list(done_ids))
+        done = await histories(client, list(done_ids))
+        events = [len(history.events) for history in done]
+        paths = [path for path in map(door_path, done) if path is not None]
         empty_rate = await empty_workflow_rate(client, args.empty_workflows, concurrency=50)
         best = max(steps, key=lambda s: s.completed / s.seconds)
         print()
@@ -275,6 +303,10 @@ async def main(args: argparse.Namespace) -> None:
         if events:
             print(f"history events per completed swap: median {statistics.median(events):.0f} "
                   f"(min {min(events)}, max {max(events)})")
+        if paths:
+            print(f"where the time to the open door goes, last {len(paths)} completed swaps (p50 / p90 ms):")
+            for i, name in enumerate(DOOR_PATH):
+                print(f"  {name:<42} {pct([p[i] for p in paths], .5):>6.0f} / {pct([p[i] for p in paths], .9):>6.0f}")
         print(f"empty workflow rate on the same server: {empty_rate:.1f}/s "
               f"(best swap rate {best.completed / best.seconds:.2f}/s = "
               f"{100 * best.completed / best.seconds / empty_rate:.1f}% of it)")

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = "default"
     temporal_task_queue: str = "swapflow"
+    worker_processes: int = Field(
+        1, ge=1, description="Worker processes `swapflow up` starts on the task queue. A worker runs its workflows "
+        "and their local activities on one Python thread: on a machine with spare cores, more processes take more "
+        "swaps a second.")
     temporal_dev_port: int = 7233
     temporal_ui_port: int = 8233
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import py_compile
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +52,19 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
             ops.evaluate, ops.deliver, ops.record_step, ops.dispatch, ops.escalate, ops.check_live, ops.close]
 
 
+def cache_workflow_bytecode() -> None:
+    """Write the bytecode of the workflow modules. The sandbox imports a workflow's module afresh for
+    every workflow it starts; without a cached .pyc (PYTHONDONTWRITEBYTECODE, or a checkout never
+    imported with bytecode on) each of those imports compiles the source again, which was the largest
+    single cost of the worker under load (about 12% of its CPU)."""
+    for workflow_class in WORKFLOWS:
+        source = inspect.getfile(workflow_class)
+        try:
+            py_compile.compile(source, doraise=True)
+        except (OSError, py_compile.PyCompileError) as exc:  # a read-only install: slower, not broken
+            log.warning("could not cache the bytecode of %s: %s", source, exc)
+
+
 def build_worker(client: Client, settings: Settings, db: Database, commands_out: CommandQueue) -> Worker:
     """A worker for the swapflow task queue."""
     return Worker(
@@ -78,6 +93,7 @@ async def ensure_alert_evaluator(client: Client, settings: Settings) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """Run the worker until cancelled."""
+    cache_workflow_bytecode()
     db = Database(settings.effective_database_url)
     commands_out = CommandQueue(settings, name="swapflow-worker")
     publisher_task = asyncio.create_task(commands_out.run())

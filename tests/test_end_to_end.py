@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
@@ -19,6 +24,7 @@ from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.riders import SimulatedRider
 from swapflow.stack.supervisor import Stack, UpOptions
+from swapflow.temporal import connect_temporal
 from tests.conftest import free_port
 from tests.swap_harness import battery_of
 
@@ -26,12 +32,12 @@ CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
 
 
-@pytest.fixture
-async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
-    """The whole stack on free ports, stopped after the test."""
+@asynccontextmanager
+async def whole_stack(settings: Settings, **changes: Any) -> AsyncIterator[Stack]:
+    """The whole stack on free ports (and with `changes` to the settings), stopped on leaving."""
     stack_settings = settings.model_copy(update={
         "api_port": free_port(), "temporal_dev_port": free_port(), "temporal_ui_port": free_port(),
-        "embedded_broker_port": free_port(), "gateway_port": free_port(),
+        "embedded_broker_port": free_port(), "gateway_port": free_port(), **changes,
     })
     running = Stack(stack_settings, UpOptions(simulate=False))
     try:
@@ -39,6 +45,13 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """The whole stack on free ports, stopped after the test."""
+    async with whole_stack(settings) as running:
+        yield running
 
 
 @pytest.fixture
@@ -79,6 +92,21 @@ async def test_every_process_of_the_stack_stays_up(running_stack: Stack) -> None
     await asyncio.sleep(3)  # a process that fails on start (a port, a setting) has exited by now
     assert {p.name for p in running_stack.processes} >= {"worker", "adapter", "gateway", "api"}
     assert [(p.name, p.returncode) for p in running_stack.processes if p.exited] == []
+
+
+async def test_the_stack_runs_as_many_workers_as_configured_each_polling_the_task_queue(settings: Settings) -> None:
+    async with whole_stack(settings, worker_processes=2) as running:
+        assert [p.name for p in running.processes if p.name.startswith("worker")] == ["worker", "worker-2"]
+        client = await connect_temporal(running.settings)
+        request = DescribeTaskQueueRequest(namespace=client.namespace,
+                                           task_queue=TaskQueue(name=running.settings.temporal_task_queue),
+                                           task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+        for _ in range(100):
+            pollers = (await client.workflow_service.describe_task_queue(request)).pollers
+            if len({poller.identity for poller in pollers}) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert len({poller.identity for poller in pollers}) == 2
 
 
 async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Settings, db: Database) -> None:

@@ -79,8 +79,9 @@ class Stack:
             await wait_for_port("127.0.0.1", s.temporal_dev_port, timeout_s=60, process=temporal)
         if broker is not None:
             await wait_for_port("127.0.0.1", s.embedded_broker_port, timeout_s=30, process=broker)
-        for name in ("worker", "adapter", "gateway", "api"):
-            await self._process(name, swapflow_command(name)).start()
+        workers = [f"worker-{n}" if n > 1 else "worker" for n in range(1, s.worker_processes + 1)]
+        for name in (*workers, "adapter", "gateway", "api"):
+            await self._process(name, swapflow_command(name.split("-")[0])).start()
         api = self.processes[-1]
         await wait_for_port(s.api_host, s.api_port, timeout_s=60, process=api)
         if self.options.simulate:
