@@ -193,6 +193,8 @@ async def empty_workflow_rate(client: Client, count: int, concurrency: int) -> f
         return count / (time.perf_counter() - began)
 
 
+IDLE_SECONDS = 10.0
+
 # The steps between the API call and the return door's open ack, as a swap's history shows them.
 DOOR_PATH = ("start → first workflow task starts", "first workflow task (admit)", "charge: scheduled → started",
              "charge: started → completed", "charge done → next workflow task starts",
@@ -268,7 +270,11 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'offered/s':>9} {'done/s':>7} {'done':>5} {'failed':>6} {'skipped':>7} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   (API call → return door open ack)")
         steps = []
+        # What the stack burns with no swaps (telemetry, loops, the simulated world), to tell it from a swap's cost.
+        idle_before = stack_cpu(stack)
+        await asyncio.sleep(IDLE_SECONDS)
         cpu_before = stack_cpu(stack)
+        idle = {name: (cpu_before[name] - idle_before.get(name, 0)) / IDLE_SECONDS for name in cpu_before}
         driven_s = 0.0
         async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=60,
                                      headers={"Authorization": f"Bearer {admin}"},
@@ -282,8 +288,18 @@ async def main(args: argparse.Namespace) -> None:
                       f"{pct(step.door_open_s, .99):>7.0f}"
                       + (f"   failures: {step.failures}" if step.failures else ""), flush=True)
         cpu_after = stack_cpu(stack)
-        print("\nCPU used while driving swaps (2 cores = 200%): " + ", ".join(
+        cores = os.cpu_count() or 1
+        print(f"\nCPU used while driving swaps ({cores} cores = {100 * cores}%): " + ", ".join(
             f"{name} {100 * (cpu_after[name] - cpu_before.get(name, 0)) / driven_s:.0f}%" for name in cpu_after))
+        completed = sum(step.completed for step in steps)
+        if completed:
+            per_swap = {name: max(0.0, cpu_after[name] - cpu_before.get(name, 0) - idle.get(name, 0) * driven_s)
+                        / completed for name in cpu_after}
+            spare = cores - sum(idle.values())
+            print("CPU per completed swap, beyond the idle stack's: " + ", ".join(
+                f"{name} {1000 * cost:.0f} ms" for name, cost in per_swap.items() if cost >= 0.0005)
+                + f"; total {1000 * sum(per_swap.values()):.0f} ms, so these {cores} cores (less "
+                f"{100 * sum(idle.values()):.0f}% idle load) top out near {spare / sum(per_swap.values()):.1f} swaps/s")
         async with db.sessions() as session:
             round_trips = [(c.acked_at - c.sent_at).total_seconds() for c in (await session.scalars(
                 select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()]
