@@ -51,10 +51,11 @@ SLOT = 5
 NEVER = (0, 0)  # a shift that never starts
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of this module's own: skipping an SLA's worth of time here must not fire
-    the timers of other tests' workflows, whose workers are gone."""
+    """A time-skipping server of each test's own: skipping an SLA's worth of time must not fire the
+    timers of earlier tests' workflows (an alert evaluator's loop would run its activities for every
+    interval skipped, in real time, and the skip would time out)."""
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=time_skipping_server(),
                                                         data_converter=pydantic_data_converter)
     yield env
