@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import downgrade, upgrade
 from swapflow.db.models import Base
-from tests.conftest import CONFIGURED_DATABASE_URL, create_postgres_database, drop_postgres_database, uses_postgres
+from tests.conftest import uses_postgres
 
 
 def assert_schema_matches_models(url: str) -> None:
@@ -40,29 +40,21 @@ def test_migrations_run_up_and_down_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not uses_postgres(), reason="SWAPFLOW_DATABASE_URL does not name a PostgreSQL server")
-def test_migrations_run_up_and_down_on_postgresql() -> None:
-    assert CONFIGURED_DATABASE_URL is not None
-    url = create_postgres_database(CONFIGURED_DATABASE_URL)
-    try:
-        assert_round_trip(url)
-    finally:
-        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+def test_migrations_run_up_and_down_on_postgresql(empty_database_url: str) -> None:
+    assert_round_trip(empty_database_url)
 
 
 @pytest.mark.skipif(not uses_postgres(), reason="SWAPFLOW_DATABASE_URL does not name a PostgreSQL server")
-def test_the_live_device_tables_keep_room_on_their_pages_for_in_place_updates_on_postgresql() -> None:
-    assert CONFIGURED_DATABASE_URL is not None
-    url = create_postgres_database(CONFIGURED_DATABASE_URL)
+def test_the_live_device_tables_keep_room_on_their_pages_for_in_place_updates_on_postgresql(
+    empty_database_url: str,
+) -> None:
+    upgrade(empty_database_url)
+    engine = create_sync_engine(empty_database_url)
     try:
-        upgrade(url)
-        engine = create_sync_engine(url)
-        try:
-            with engine.connect() as conn:
-                options = dict(conn.exec_driver_sql(
-                    "SELECT relname, reloptions FROM pg_class WHERE relname IN ('batteries', 'slots', 'cabinets')"
-                ).tuples().all())
-        finally:
-            engine.dispose()
-        assert options == {"batteries": ["fillfactor=80"], "slots": ["fillfactor=80"], "cabinets": ["fillfactor=85"]}
+        with engine.connect() as conn:
+            options = dict(conn.exec_driver_sql(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN ('batteries', 'slots', 'cabinets')"
+            ).all())
     finally:
-        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+        engine.dispose()
+    assert options == {"batteries": ["fillfactor=80"], "slots": ["fillfactor=80"], "cabinets": ["fillfactor=85"]}
