@@ -173,6 +173,10 @@ class TowerSession:
 
     # ----------------------------------------------------------------------------------------- running
 
+    def _replaced(self) -> bool:
+        """Whether a newer connection of this session's cabinet has taken its place."""
+        return self.cabinet_id is not None and self.gateway.sessions.get(self.cabinet_id) is not asyncio.current_task()
+
     async def run(self) -> None:
         """Serve the connection until it closes; never raises (but for cancellation)."""
         cause = "closed"
@@ -186,8 +190,7 @@ class TowerSession:
             cause = exc.cause
             log.info("tower %s: closing: %s", self.source, exc)
         except asyncio.CancelledError:
-            cause = "replaced" if self.cabinet_id and self.gateway.sessions.get(self.cabinet_id) is not \
-                asyncio.current_task() else "shutdown"
+            cause = "replaced" if self._replaced() else "shutdown"
             raise
         except aiomqtt.MqttError as exc:
             cause = "mqtt"
@@ -255,9 +258,9 @@ class TowerSession:
         # A clean MQTT disconnect discards the will: the offline state is published by hand, with a
         # reason, so the platform takes its timestamp as the moment the link closed and can tell it
         # is older than the birth of a newer connection even if it arrives after it.
-        assert self.view is not None and self.cabinet_id is not None
-        replaced = self.gateway.sessions.get(self.cabinet_id) is not asyncio.current_task()
-        offline = self.view.offline("replaced" if replaced else "link_closed").model_dump_json(exclude_none=True)
+        assert self.view is not None
+        reason = "replaced" if self._replaced() else "link_closed"
+        offline = self.view.offline(reason).model_dump_json(exclude_none=True)
         try:
             await asyncio.wait_for(asyncio.shield(
                 mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True)), _PUBLISH_TIMEOUT_S)
