@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -522,3 +524,28 @@ async def test_without_pre_ping_an_ack_survives_the_server_ending_the_adapters_c
     finally:
         await adapter_db.dispose()
     assert await dead_letters(db) == []
+
+
+async def test_a_write_cancelled_mid_statement_ends_cancelled_and_is_not_retried(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    adapter = DeviceAdapter(settings, db, temporal_env.client)
+    started, attempts = asyncio.Event(), 0
+
+    async def interrupted_write(session: AsyncSession) -> None:
+        # As psycopg does when a COPY is cancelled: the connection's rollback fails, and its
+        # OperationalError takes the CancelledError's place.
+        nonlocal attempts
+        attempts += 1
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise OperationalError("ROLLBACK", {}, Exception("another command is already in progress")) from None
+
+    writing = asyncio.create_task(adapter._transaction(interrupted_write))
+    await started.wait()
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(writing, 5)
+    assert attempts == 1

@@ -931,6 +931,12 @@ class DeviceAdapter:
                 async with self.db.transaction() as session:
                     return await work(session)
             except (OperationalError, InterfaceError) as exc:
+                # Cancelled mid-statement (a COPY, say), the pool's rollback of the busy connection fails
+                # and its error replaces the CancelledError: retrying would swallow the cancellation and
+                # keep a stopping adapter writing forever.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 if loop.time() + delay > deadline:
                     raise
                 log.warning("database unavailable (%s); retrying in %.2fs", exc.orig or exc, delay)
