@@ -232,7 +232,8 @@ class TowerGateway:
         topic `tower/<source>`), its first `limit` bytes. Never raises."""
         metrics.BAD_FRAMES.labels(label).inc()
         topic = f"tower/{source}"
-        text = payload[:limit].decode("utf-8", errors="replace")
+        # NUL is escaped: PostgreSQL's text cannot hold it, and the letter would be lost.
+        text = payload[:limit].decode("utf-8", errors="replace").replace("\x00", "\\x00")
         log.warning("dead letter on %s: %s", topic, reason)
 
         try:
