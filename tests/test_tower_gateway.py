@@ -581,7 +581,9 @@ async def test_junk_before_login_closes_the_connection_with_one_truncated_dead_l
     [letter] = await dead_letters_on(db, f"tower/{raw.address}")
     assert len(letter.payload.encode()) <= 4096
     # The cabinet's own connections are not affected.
-    assert (await (await RawTower.connect(settings)).login(CABINET) or {}).get("result") == 1
+    cabinet = await RawTower.connect(settings)
+    assert (await cabinet.login(CABINET) or {}).get("result") == 1
+    await cabinet.close()
 
 
 async def test_failed_logins_from_an_address_hold_its_next_login_but_not_another_addresses(
