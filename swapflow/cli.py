@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the tower-protocol TCP gateway (legacy cabinets)")
     cabinets = sub.add_parser("cabinets", help="manage cabinets' device identity")
     cabinets_sub = cabinets.add_subparsers(dest="cabinets_command", required=True)
-    provision = cabinets_sub.add_parser("provision", help="create (or rotate) cabinets' MQTT credentials")
+    provision = cabinets_sub.add_parser(
+        "provision", help="create (or rotate) cabinets' MQTT credentials (a tower cabinet: its gateway login secret)")
     provision.add_argument("cabinet_ids", nargs="+", metavar="CABINET_ID")
     provision.add_argument("--keep", action="store_true", help="leave cabinets that have credentials as they are")
     provision.add_argument("--mosquitto-dir", metavar="DIR",

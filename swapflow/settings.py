@@ -153,6 +153,18 @@ class Settings(BaseSettings):
 
     # ---- ops (issue 6) ----
     ops_evaluate_interval_s: float = Field(15.0, gt=0, description="How often the alert rules run.")
+
+    # ---- tower gateway: what an unauthenticated connection may cost ----
+    gateway_login_max_frame_bytes: int = Field(
+        4096, ge=256, description="Before its login, a connection's larger frames are refused and the link closed.")
+    gateway_login_max_frames: int = Field(
+        5, ge=1, description="Frames a connection may send that are not a login before it is closed.")
+    gateway_login_backoff_s: float = Field(
+        1.0, gt=0, description="Hold on an address's next login after a failed one; doubles per failure.")
+    gateway_login_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest hold on an address's login; its failures are forgotten after this long.")
+    gateway_login_backoff_addresses: int = Field(
+        10_000, ge=1, description="Addresses whose failed logins the gateway remembers (the oldest are forgotten).")
     ops_evaluations_per_run: int = Field(200, ge=1, description="Evaluations before the evaluator continues-as-new.")
     ops_offline_alert_after_s: float = Field(120.0, description="A cabinet offline this long raises an alert.")
     ops_no_ack_lookback_s: float = Field(900.0, description="Unacknowledged door commands this recent raise alerts.")

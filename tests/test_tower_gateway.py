@@ -10,7 +10,7 @@ import json
 import struct
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.db.engine import Database
+from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.models import (
     Cabinet,
     CabinetPresence,
@@ -35,8 +35,9 @@ from swapflow.db.models import (
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.gateway.framing import encode_frame
 from swapflow.gateway.messages import txn_now
-from swapflow.gateway.server import TowerGateway
+from swapflow.gateway.server import LoginThrottle, TowerGateway
 from swapflow.gateway.signals import Signal
+from swapflow.identity.credentials import provision_simulated_tower_cabinets, simulated_cabinet_login
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, EventType, cabinet_topic
 from swapflow.settings import Settings
@@ -50,6 +51,7 @@ from tests.swap_harness import battery_of, new_order, running_worker
 CABINET = "cab-sh-001-1"  # seeded: 12 slots, packs in 1–9, 10–12 empty
 OTHER = "cab-sh-002-1"
 RIDER = "rider-sh-0001"
+RIGHT_SECRET = "<the cabinet's own>"
 
 
 @pytest.fixture
@@ -64,10 +66,15 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def platform(settings: Settings, db: Database, temporal_env: WorkflowEnvironment) -> AsyncIterator[TowerGateway]:
-    """Two tower cabinets registered, and the gateway and the device adapter running."""
+    """Two tower cabinets registered with their secrets, and the gateway and the device adapter running."""
     async with db.transaction() as session:
         await session.execute(update(Cabinet).where(Cabinet.id.in_([CABINET, OTHER]))
                               .values(protocol=CabinetProtocol.TOWER))
+    engine = create_sync_engine(settings.effective_database_url)
+    try:
+        assert provision_simulated_tower_cabinets(engine, settings) == 2
+    finally:
+        engine.dispose()
     gateway = TowerGateway(settings, db)
     adapter = DeviceAdapter(settings, db, temporal_env.client, signal_retry_s=2.0, telemetry_flush_s=0.1)
     tasks = [asyncio.create_task(gateway.serve()), asyncio.create_task(adapter.run())]
@@ -99,13 +106,20 @@ async def tower_cabinet(settings: Settings, db: Database, cabinet_id: str = CABI
 class RawTower:
     """A hand-driven TCP connection to the gateway, for frames no well-behaved cabinet sends."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, settings: Settings, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.settings = settings
         self.reader = reader
         self.writer = writer
 
     @classmethod
-    async def connect(cls, settings: Settings) -> RawTower:
-        return cls(*await asyncio.open_connection(settings.gateway_host, settings.gateway_port))
+    async def connect(cls, settings: Settings, *, from_host: str = "127.0.0.1") -> RawTower:
+        return cls(settings, *await asyncio.open_connection(settings.gateway_host, settings.gateway_port,
+                                                            local_addr=(from_host, 0)))
+
+    @property
+    def address(self) -> str:
+        host, port = self.writer.get_extra_info("sockname")[:2]
+        return f"{host}:{port}"
 
     async def send_raw(self, data: bytes) -> None:
         self.writer.write(data)
@@ -123,9 +137,15 @@ class RawTower:
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
-    async def login(self, cabinet_id: str) -> dict[str, Any] | None:
-        await self.send({"messageType": 100, "txnNo": txn_now(), "devId": cabinet_id, "imsi": "460001234567890",
-                         "hardVersion": "HW1", "softVersion": "2.0.1", "protocolVersion": "1.0"})
+    async def login(self, cabinet_id: str, secret: str | None = RIGHT_SECRET) -> dict[str, Any] | None:
+        """Log in with the cabinet's own secret (by default), another, or none."""
+        message = {"messageType": 100, "txnNo": txn_now(), "devId": cabinet_id, "imsi": "460001234567890",
+                   "hardVersion": "HW1", "softVersion": "2.0.1", "protocolVersion": "1.0"}
+        if secret is RIGHT_SECRET:
+            secret = simulated_cabinet_login(self.settings, cabinet_id).password
+        if secret is not None:
+            message["secret"] = secret
+        await self.send(message)
         return await self.receive()
 
     async def full_report(self, cabinet_id: str, *, door_open: int = 0) -> dict[str, Any] | None:
@@ -479,3 +499,129 @@ async def _open_door_of(cabinet: TowerCabinet, within_s: float, exclude: int | N
                 return slot_no
         await asyncio.sleep(0.02)
     raise AssertionError("no door opened")
+
+
+# ------------------------------------------------------------------------------------------ logging in
+
+
+async def dead_letters_on(db: Database, topic: str) -> list[DeadLetter]:
+    async with db.sessions() as session:
+        return list(await session.scalars(select(DeadLetter).where(DeadLetter.topic == topic)))
+
+
+@pytest.mark.parametrize("secret", ["not-the-secret", None], ids=["wrong secret", "no secret"])
+async def test_login_without_the_cabinets_secret_is_refused_and_dead_lettered_with_the_peer_address(
+    settings: Settings, db: Database, platform: TowerGateway, secret: str | None
+) -> None:
+    raw = await RawTower.connect(settings)
+    answer = await raw.login(CABINET, secret)
+    assert answer is not None and answer["result"] == 0
+    assert await raw.receive() is None, "the connection stays open after a refused login"
+    assert CABINET not in platform.sessions
+    [letter] = await dead_letters_on(db, f"tower/{raw.address}")
+    assert raw.address in letter.reason and CABINET in letter.reason and "login refused" in letter.reason
+    assert "not-the-secret" not in letter.payload, "a guessed secret is kept out of the dead letter"
+
+
+async def test_a_failed_login_leaves_the_live_session_of_the_cabinet_intact(
+    settings: Settings, db: Database, platform: TowerGateway
+) -> None:
+    live = await RawTower.connect(settings)
+    assert (await live.login(CABINET) or {}).get("result") == 1
+    await live.full_report(CABINET)
+    await eventually(lambda: is_online(db, CABINET))
+    session = platform.sessions[CABINET]
+    intruder = await RawTower.connect(settings)
+    assert (await intruder.login(CABINET, "guessed") or {}).get("result") == 0
+    assert await intruder.receive() is None
+    # The live connection still carries the cabinet: its next report is answered, nothing went offline.
+    answer = await live.full_report(CABINET)
+    assert answer is not None and (answer["messageType"], answer["result"]) == (301, 1)
+    assert platform.sessions[CABINET] is session
+    async with db.sessions() as db_session:
+        seen = list(await db_session.scalars(select(CabinetPresence.online).where(
+            CabinetPresence.cabinet_id == CABINET)))
+    assert False not in seen
+    await live.close()
+
+
+async def test_a_connection_gets_one_deadline_to_log_in_however_often_it_sends_a_frame(
+    settings: Settings, db: Database, platform: TowerGateway
+) -> None:
+    platform.settings = settings.model_copy(update={"gateway_login_max_frames": 10_000})
+    timeouts = sample("swapflow_gateway_connections_closed_total", cause="login_timeout")
+    raw = await RawTower.connect(settings)
+    closed = asyncio.create_task(raw.receive(timeout_s=60))
+    # An empty frame every half second, each well within the 2 s login timeout, for at most 30 s.
+    for _ in range(60):
+        if closed.done():
+            break
+        with suppress(ConnectionError):
+            await raw.send_raw(struct.pack(">I", 0))
+        await asyncio.sleep(0.5)
+    assert closed.done() and closed.result() is None, "still open long after the login deadline"
+    assert sample("swapflow_gateway_connections_closed_total", cause="login_timeout") == timeouts + 1
+
+
+JUNK = {
+    "small frames": encode_frame(b"\x00junk" * 400),  # 2 KB each
+    "60 KB frames": encode_frame(b"\x00junk" * 12_000),
+}
+
+
+@pytest.mark.parametrize("kind", list(JUNK))
+async def test_junk_before_login_closes_the_connection_with_one_truncated_dead_letter(
+    settings: Settings, db: Database, platform: TowerGateway, kind: str
+) -> None:
+    raw = await RawTower.connect(settings)
+    with suppress(ConnectionError):
+        for _ in range(300):
+            await raw.send_raw(JUNK[kind])
+    assert await raw.receive(timeout_s=30) is None, "the connection should have been closed"
+    [letter] = await dead_letters_on(db, f"tower/{raw.address}")
+    assert len(letter.payload.encode()) <= 4096
+    # The cabinet's own connections are not affected.
+    cabinet = await RawTower.connect(settings)
+    assert (await cabinet.login(CABINET) or {}).get("result") == 1
+    await cabinet.close()
+
+
+async def test_failed_logins_from_an_address_hold_its_next_login_but_not_another_addresses(
+    settings: Settings, db: Database, platform: TowerGateway
+) -> None:
+    platform.settings = settings.model_copy(update={"gateway_login_backoff_s": 60.0})
+    platform.throttle = LoginThrottle(platform.settings)
+    held = sample("swapflow_gateway_logins_total", result="held")
+    guesser = await RawTower.connect(settings, from_host="127.0.0.1")
+    assert (await guesser.login(CABINET, "guess") or {}).get("result") == 0
+    # Even with the right secret, the same address now waits its turn (a minute after the failure) ...
+    again = await RawTower.connect(settings, from_host="127.0.0.1")
+    pending = asyncio.create_task(again.login(CABINET))
+    await eventually(lambda: _sampled_above("swapflow_gateway_logins_total", held, result="held"))
+    assert CABINET not in platform.sessions and not pending.done()
+    # ... while a cabinet at another address logs in at once.
+    other = await RawTower.connect(settings, from_host="127.0.0.2")
+    assert (await other.login(OTHER) or {}).get("result") == 1
+    pending.cancel()
+    await again.close()
+    await other.close()
+
+
+async def _sampled_above(name: str, value: float, **labels: str) -> bool:
+    return sample(name, **labels) > value
+
+
+def test_login_backoff_doubles_per_failure_up_to_its_cap_and_remembers_a_bounded_number_of_addresses(
+    settings: Settings,
+) -> None:
+    throttle = LoginThrottle(settings.model_copy(update={
+        "gateway_login_backoff_s": 1.0, "gateway_login_backoff_max_s": 8.0, "gateway_login_backoff_addresses": 3}))
+    assert throttle.reserve("10.0.0.1", now=0.0) == 0.0
+    holds = [throttle.failed("10.0.0.1", now=0.0) for _ in range(5)]
+    assert holds == [1.0, 2.0, 4.0, 8.0, 8.0]
+    # Attempts queued at once are released one hold apart; one that would wait past the cap is refused.
+    assert [throttle.reserve("10.0.0.1", now=0.0) for _ in range(2)] == [8.0, None]
+    for n in range(2, 5):
+        throttle.failed(f"10.0.0.{n}", now=1.0)
+    assert len(throttle) == 3 and throttle.reserve("10.0.0.1", now=1.0) == 0.0, "the oldest address forgotten"
+    assert throttle.reserve("10.0.0.4", now=100.0) == 0.0, "failures are forgotten after the longest hold"

@@ -21,9 +21,10 @@ class FrameError(Exception):
         self.data = data
 
 
-async def read_frame(reader: asyncio.StreamReader, max_bytes: int, timeout_s: float) -> bytes | None:
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int, timeout_s: float | None) -> bytes | None:
     """The next frame's body; None when the peer closed the connection between frames. TimeoutError
-    when no complete frame arrives within `timeout_s` (a silent or half-open link); FrameError for a
+    when no complete frame arrives within `timeout_s` (a silent or half-open link; None: no limit of its
+    own, the caller's deadline governs); FrameError for a
     frame that breaks the rules."""
     async with asyncio.timeout(timeout_s):
         try:

@@ -73,11 +73,14 @@ class Param(BaseModel):
 
 
 class LoginRequest(_Tower):
+    """`secret` is this deployment's extension of the protocol: the cabinet's provisioned secret."""
+
     messageType: Literal[MessageType.LOGIN] = MessageType.LOGIN
     imsi: str | None = None
     hardVersion: str | None = None
     softVersion: str | None = None
     protocolVersion: str | None = None
+    secret: str | None = Field(None, max_length=200, repr=False)
 
 
 class LoginResponse(_Tower):

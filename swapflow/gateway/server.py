@@ -6,6 +6,12 @@ report's changes, fault events from alarms (400), and acks (from 501) for the co
 the cabinet's v1 `commands` topic as control requests (500). When the link closes, or stays silent
 past `gateway_read_timeout_s` (a half-open link), it publishes the offline state.
 
+A login proves the cabinet's provisioned secret (the login's `secret`, checked against the stored hash
+of `swapflow cabinets provision`); a refused one is answered with 0, dead-lettered with the peer's
+address and closes its own connection, never a live session of the cabinet. Failed logins hold the
+next logins from the same address (`LoginThrottle`). A connection has one deadline to log in, and
+before it may send only a few small frames: whoever has not proved an identity costs little.
+
 Bad input never reaches beyond its own connection: a frame that cannot be parsed or translated is
 stored as a dead letter (topic `tower/<devId or peer>`) and answered with nothing; a frame whose length
 cannot be trusted (oversized, cut short) also closes that connection, since the next frame's start is
@@ -18,15 +24,26 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Cabinet, CabinetProtocol, DeadLetter, as_utc, utcnow
+from swapflow.db.models import (
+    Cabinet,
+    CabinetCredential,
+    CabinetProtocol,
+    CredentialRole,
+    DeadLetter,
+    as_utc,
+    utcnow,
+)
 from swapflow.gateway import metrics
 from swapflow.gateway.framing import FrameError, encode_message, read_frame
 from swapflow.gateway.messages import (
@@ -43,6 +60,7 @@ from swapflow.gateway.messages import (
     txn_now,
 )
 from swapflow.gateway.translate import CabinetView, PendingCommand, TranslationError
+from swapflow.identity.passwords import hash_password, new_secret, verify_password
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import CabinetEvent, Channel, Command, cabinet_topic
@@ -51,6 +69,8 @@ from swapflow.settings import Settings
 log = logging.getLogger(__name__)
 
 _MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+_MAX_PRE_LOGIN_DEAD_LETTER_PAYLOAD = 1024  # what an unknown peer sent is kept as a sample only
+_NO_CREDENTIAL = hash_password(new_secret())  # compared with when there is none: a refusal costs the same
 _PUBLISH_TIMEOUT_S = 5.0
 _WRITE_TIMEOUT_S = 5.0
 
@@ -65,6 +85,66 @@ class SessionClosed(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class _Failures:
+    count: int
+    last_at: float
+    next_at: float  # when the address's next login may be checked
+
+
+class LoginThrottle:
+    """Failed logins per address (host, without the port), to slow down guessing: after n failures the
+    address's next login is held until `gateway_login_backoff_s` × 2^(n-1) after the last one (at most
+    `gateway_login_backoff_max_s`), and logins held at once are released one hold apart; a login that
+    would be held longer than the cap is refused unchecked. An address's failures are forgotten once the
+    cap has passed without one, and only the `gateway_login_backoff_addresses` latest addresses are kept.
+    Times are the caller's monotonic clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._base_s = settings.gateway_login_backoff_s
+        self._max_s = settings.gateway_login_backoff_max_s
+        self._capacity = settings.gateway_login_backoff_addresses
+        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def _hold(self, failures: _Failures) -> float:
+        return min(self._max_s, self._base_s * 2 ** (failures.count - 1))
+
+    def _current(self, address: str, now: float) -> _Failures | None:
+        failures = self._addresses.get(address)
+        if failures is not None and now >= failures.next_at and now - failures.last_at >= self._max_s:
+            del self._addresses[address]
+            return None
+        return failures
+
+    def reserve(self, address: str, *, now: float) -> float | None:
+        """How long to hold the address's login before checking it (the slot is then taken), or None
+        to refuse it unchecked."""
+        failures = self._current(address, now)
+        if failures is None:
+            return 0.0
+        at = max(now, failures.next_at)
+        if at - now > self._max_s:
+            return None
+        failures.next_at = at + self._hold(failures)
+        return at - now
+
+    def failed(self, address: str, *, now: float) -> float:
+        """Count a failed login; returns the hold on the address's next one."""
+        failures = self._current(address, now) or _Failures(count=0, last_at=now, next_at=now)
+        failures.count += 1
+        failures.last_at = now
+        hold = self._hold(failures)
+        failures.next_at = max(failures.next_at, now + hold)
+        self._addresses[address] = failures
+        self._addresses.move_to_end(address)
+        while len(self._addresses) > self._capacity:
+            self._addresses.popitem(last=False)
+        return hold
 
 
 class TowerGateway:
@@ -82,6 +162,7 @@ class TowerGateway:
         """What each cabinet reported, kept across its connections."""
         self.sessions: dict[str, asyncio.Task[None]] = {}
         """The running session of each logged-in cabinet."""
+        self.throttle = LoginThrottle(settings)
         self._server: asyncio.Server | None = None
 
     async def serve(self) -> None:
@@ -129,18 +210,30 @@ class TowerGateway:
         if self.sessions.get(cabinet_id) is asyncio.current_task():
             del self.sessions[cabinet_id]
 
-    async def is_tower_cabinet(self, cabinet_id: str) -> bool:
-        """Whether the id is registered as a tower-protocol cabinet."""
+    async def login_refusal(self, login: LoginRequest) -> str | None:
+        """Why the login is refused, or None when it names a registered tower cabinet and carries that
+        cabinet's secret (checked against the stored hash; the digests compared in constant time)."""
         async with self.db.sessions() as session:
-            cabinet = await session.get(Cabinet, cabinet_id)
-            return cabinet is not None and cabinet.protocol == CabinetProtocol.TOWER
+            cabinet = await session.get(Cabinet, login.devId)
+            credential = await session.scalar(select(CabinetCredential).where(
+                CabinetCredential.cabinet_id == login.devId, CabinetCredential.role == CredentialRole.CABINET))
+        matches = verify_password(login.secret or "", credential.password_hash if credential else _NO_CREDENTIAL)
+        if cabinet is None or cabinet.protocol != CabinetProtocol.TOWER:
+            return f"{login.devId!r} is no registered tower cabinet"
+        if credential is None:
+            return f"{login.devId!r} has no provisioned secret"
+        if not login.secret:
+            return f"no secret for {login.devId!r}"
+        return None if matches else f"wrong secret for {login.devId!r}"
 
-    async def dead_letter(self, source: str, payload: bytes, reason: str, label: str) -> None:
+    async def dead_letter(self, source: str, payload: bytes, reason: str, label: str,
+                          limit: int = _MAX_DEAD_LETTER_PAYLOAD) -> None:
         """Keep a frame that could not be accepted, for an operator (the adapter's `dead_letters` table,
-        topic `tower/<source>`). Never raises."""
+        topic `tower/<source>`), its first `limit` bytes. Never raises."""
         metrics.BAD_FRAMES.labels(label).inc()
         topic = f"tower/{source}"
-        text = payload[:_MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
+        # NUL is escaped: PostgreSQL's text cannot hold it, and the letter would be lost.
+        text = payload[:limit].decode("utf-8", errors="replace").replace("\x00", "\\x00")
         log.warning("dead letter on %s: %s", topic, reason)
 
         try:
@@ -160,12 +253,15 @@ class TowerSession:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        """The peer's address without the port: what failed logins are counted by."""
         self.cabinet_id: str | None = None
         self.view: CabinetView | None = None
         self.mqtt: aiomqtt.Client | None = None
         self.online = False
         self._held: list[CabinetEvent] = []
         self._last_txn = 0
+        self._refused_before_login = 0
 
     @property
     def source(self) -> str:
@@ -208,25 +304,48 @@ class TowerSession:
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
     async def _login(self) -> LoginRequest | None:
-        """Frames until a login; anything else before it is a dead letter, and the connection closes."""
-        while True:
-            message = await self._next(self.settings.gateway_login_timeout_s)
-            if message is None:
-                return None
-            if isinstance(message, LoginRequest):
-                return message
-            await self.gateway.dead_letter(self.source, message.model_dump_json().encode(),
-                                           f"message type {int(message.messageType)} before login", "not_logged_in")
-            raise SessionClosed("spoke before logging in", "not_logged_in")
+        """Frames until a login, all within one deadline (frames that keep the link busy do not extend
+        it). Anything else valid before it is refused and closes the connection."""
+        timeout_s = self.settings.gateway_login_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await self._next(None, self.settings.gateway_login_max_frame_bytes)
+                    if message is None:
+                        return None
+                    if isinstance(message, LoginRequest):
+                        return message
+                    await self._refuse(message.model_dump_json().encode(),
+                                       f"message type {int(message.messageType)} before login", "not_logged_in")
+                    raise SessionClosed("spoke before logging in", "not_logged_in")
+        except TimeoutError:
+            raise SessionClosed(f"no login within {timeout_s:g}s", "login_timeout") from None
+
+    async def _authenticate(self, login: LoginRequest) -> None:
+        """Check the login, once its address's failed logins allow. A refused login is answered with 0,
+        dead-lettered (without its secret) and closes this connection; no live session is touched."""
+        hold = self.gateway.throttle.reserve(self.host, now=time.monotonic())
+        if hold is None:
+            metrics.LOGINS.labels("throttled").inc()
+            await self._send(LoginResponse(txnNo=login.txnNo, devId=login.devId, result=0))
+            raise SessionClosed(f"login as {login.devId!r} refused unchecked: too many failures from {self.host}",
+                                "login_throttled")
+        if hold > 0:
+            metrics.LOGINS.labels("held").inc()
+            await asyncio.sleep(hold)
+        refusal = await self.gateway.login_refusal(login)
+        if refusal is None:
+            return
+        self.gateway.throttle.failed(self.host, now=time.monotonic())
+        metrics.LOGINS.labels("refused").inc()
+        await self._send(LoginResponse(txnNo=login.txnNo, devId=login.devId, result=0))
+        await self.gateway.dead_letter(self.peer, login.model_dump_json(exclude={"secret"}).encode(),
+                                       f"login refused from {self.peer}: {refusal}", "login")
+        raise SessionClosed(f"login as {login.devId!r} refused: {refusal}", "login_refused")
 
     async def _serve(self, login: LoginRequest) -> None:
+        await self._authenticate(login)
         cabinet_id = login.devId
-        if not await self.gateway.is_tower_cabinet(cabinet_id):
-            metrics.LOGINS.labels("refused").inc()
-            await self._send(LoginResponse(txnNo=login.txnNo, devId=cabinet_id, result=0))
-            await self.gateway.dead_letter(self.peer, login.model_dump_json().encode(),
-                                           f"login refused: {cabinet_id!r} is no registered tower cabinet", "login")
-            raise SessionClosed(f"login of unknown cabinet {cabinet_id!r} refused", "login_refused")
         self.cabinet_id = cabinet_id
         await self.gateway.claim(cabinet_id)
         try:
@@ -269,22 +388,22 @@ class TowerSession:
 
     async def _frames(self) -> None:
         while True:
-            message = await self._next(self.settings.gateway_read_timeout_s)
+            message = await self._next(self.settings.gateway_read_timeout_s, self.settings.gateway_max_frame_bytes)
             if message is None:
                 raise SessionClosed("the cabinet closed the connection", "eof")
             await self._handle(message)
 
-    async def _next(self, timeout_s: float) -> BaseModel | None:
-        """The next valid message from the cabinet (None at end of stream). Bad frames become dead
-        letters; SessionClosed when the framing is lost or the link is silent too long."""
+    async def _next(self, timeout_s: float | None, max_bytes: int) -> BaseModel | None:
+        """The next valid message from the cabinet (None at end of stream). Bad frames are refused;
+        SessionClosed when the framing is lost or the link is silent too long."""
         while True:
             try:
-                body = await read_frame(self.reader, self.settings.gateway_max_frame_bytes, timeout_s)
+                body = await read_frame(self.reader, max_bytes, timeout_s)
             except TimeoutError:
                 raise SessionClosed(f"no complete frame for {timeout_s:g}s (half-open or stuck link)",
                                     "read_timeout") from None
             except FrameError as exc:
-                await self.gateway.dead_letter(self.source, exc.data, f"bad frame: {exc}", exc.reason)
+                await self._refuse(exc.data, f"bad frame: {exc}", exc.reason)
                 if exc.fatal:
                     raise SessionClosed(str(exc), exc.reason) from None
                 continue
@@ -294,18 +413,33 @@ class TowerSession:
                 message = parse_message(body)
             except BadMessage as exc:
                 metrics.FRAMES_IN.labels("invalid").inc()
-                await self.gateway.dead_letter(self.source, body, str(exc), exc.reason)
+                await self._refuse(body, str(exc), exc.reason)
                 continue
             metrics.FRAMES_IN.labels(str(int(message.messageType))).inc()
             if message.messageType not in FROM_CABINET:
-                await self.gateway.dead_letter(self.source, body, f"message type {int(message.messageType)} flows "
-                                               "from the platform to cabinets, not back", "wrong_direction")
+                await self._refuse(body, f"message type {int(message.messageType)} flows from the platform to "
+                                   "cabinets, not back", "wrong_direction")
                 continue
             if self.cabinet_id is not None and message.devId != self.cabinet_id:
-                await self.gateway.dead_letter(self.source, body, f"devId {message.devId!r} does not match the "
-                                               f"logged-in cabinet {self.cabinet_id!r}", "wrong_device")
+                await self._refuse(body, f"devId {message.devId!r} does not match the logged-in cabinet "
+                                   f"{self.cabinet_id!r}", "wrong_device")
                 continue
             return message
+
+    async def _refuse(self, payload: bytes, reason: str, label: str) -> None:
+        """A frame not taken in: a dead letter. Before a login (a peer of unknown identity) only the first
+        is stored, truncated, the rest counted; past `gateway_login_max_frames` the connection closes."""
+        if self.cabinet_id is not None:
+            await self.gateway.dead_letter(self.source, payload, reason, label)
+            return
+        self._refused_before_login += 1
+        if self._refused_before_login == 1:
+            await self.gateway.dead_letter(self.source, payload, reason, label,
+                                           limit=_MAX_PRE_LOGIN_DEAD_LETTER_PAYLOAD)
+        else:
+            metrics.BAD_FRAMES.labels(label).inc()
+        if self._refused_before_login > self.settings.gateway_login_max_frames:
+            raise SessionClosed(f"{self._refused_before_login} frames refused before a login", "login_junk")
 
     async def _handle(self, message: BaseModel) -> None:
         assert self.view is not None and self.cabinet_id is not None

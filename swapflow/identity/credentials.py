@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import Cabinet, CabinetCredential, CredentialRole, utcnow
+from swapflow.db.models import Cabinet, CabinetCredential, CabinetProtocol, CredentialRole, utcnow
 from swapflow.identity.passwords import hash_password, new_secret, verify_password
 from swapflow.settings import Settings
 
@@ -157,3 +157,19 @@ def check_login(session: Session, username: str, password: str) -> CredentialRol
     if credential is None or not verify_password(password, credential.password_hash):
         return None
     return CredentialRole(credential.role)
+
+
+def provision_simulated_tower_cabinets(engine: Engine, settings: Settings) -> int:
+    """Credentials derived from the stack secret for every tower cabinet that has none yet. The gateway
+    asks each tower cabinet for its secret even where the broker takes anonymous clients (CI's
+    Mosquitto), so `swapflow up` gives the simulated ones theirs either way. Returns how many it created."""
+    created = 0
+    with Session(engine) as session, session.begin():
+        have = set(session.scalars(select(CabinetCredential.cabinet_id)))
+        towers = select(Cabinet.id).where(Cabinet.protocol == CabinetProtocol.TOWER).order_by(Cabinet.id)
+        for cabinet_id in session.scalars(towers):
+            if cabinet_id not in have:
+                login = simulated_cabinet_login(settings, cabinet_id)
+                _set_cabinet_hash(session, cabinet_id, hash_password(login.password), rotate=False)
+                created += 1
+    return created

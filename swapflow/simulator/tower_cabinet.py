@@ -1,6 +1,7 @@
 """A simulated cabinet that speaks the tower protocol over TCP to the gateway instead of protocol v1 on
-MQTT: login, a full report, increments when a door or a pack changes and every telemetry interval (its
-heartbeat), alarms, and control requests obeyed and answered. Slots, packs charging, riders' actions
+MQTT: login (with its secret, derived from the stack secret like a simulated v1 cabinet's password), a
+full report, increments when a door or a pack changes and every telemetry interval (its heartbeat),
+alarms, and control requests obeyed and answered. Slots, packs charging, riders' actions
 and the fault knobs are those of `SimulatedCabinet`; only the wire differs.
 """
 
@@ -32,6 +33,7 @@ from swapflow.gateway.messages import (
 )
 from swapflow.gateway.signals import Signal, SlotStatus
 from swapflow.gateway.translate import ACTION_OF_CONTROL
+from swapflow.identity.credentials import simulated_cabinet_login
 from swapflow.protocol.v1 import BatteryReading, Command, CommandAck, EventType
 from swapflow.simulator.cabinet import SimSlot, SimulatedCabinet
 
@@ -99,7 +101,8 @@ class TowerCabinet(SimulatedCabinet):
         helpers: list[asyncio.Task[None]] = []
         try:
             self._write(writer, LoginRequest(txnNo=self._txn(), devId=self.cabinet_id, imsi="460000000000000",
-                                             hardVersion="SC-12", softVersion=self.firmware, protocolVersion="1.0"))
+                                             hardVersion="SC-12", softVersion=self.firmware, protocolVersion="1.0",
+                                             secret=simulated_cabinet_login(self.settings, self.cabinet_id).password))
             answer = await self._read(reader, 30.0)
             if not isinstance(answer, LoginResponse) or answer.result != 1:
                 self.login_refused = True

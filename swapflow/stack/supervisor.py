@@ -12,7 +12,11 @@ import httpx
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
-from swapflow.identity.credentials import authenticates, provision_embedded_stack
+from swapflow.identity.credentials import (
+    authenticates,
+    provision_embedded_stack,
+    provision_simulated_tower_cabinets,
+)
 from swapflow.ops.accounts import seed_demo_accounts
 from swapflow.settings import Settings
 from swapflow.stack.processes import ManagedProcess, find_binary, port_is_free, swapflow_command, wait_for_port
@@ -99,6 +103,8 @@ class Stack:
             if authenticates(self.settings):
                 # The service account and the simulated cabinets' credentials (derived from the stack secret).
                 provision_embedded_stack(engine, self.settings)
+            # The gateway asks tower cabinets for their secrets whatever the broker does.
+            provision_simulated_tower_cabinets(engine, self.settings)
         finally:
             engine.dispose()
 
