@@ -87,8 +87,8 @@ class RefundActivities:
             payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
             assert payment is not None
             try:
-                refund = await open_refund(session, refund_id=start.refund_id, payment=payment, amount_minor=None,
-                                           reason=start.reason, origin=RefundOrigin(start.origin))
+                refund, _ = await open_refund(session, refund_id=start.refund_id, payment=payment, amount_minor=None,
+                                              reason=start.reason, origin=RefundOrigin(start.origin))
             except RefundRefused:
                 return None  # already refunded in full by other refunds: nothing left to give back
             order = await session.get(SwapOrder, start.order_id)
