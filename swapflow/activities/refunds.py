@@ -163,6 +163,8 @@ class RefundActivities:
                 refund.reason = f"{refund.reason} (provider refused: {declined})"[:2000]
                 return _update(refund)
             refund.provider_status, refund.provider_ref = state.status, state.refund_id
+            if state.succeeded_at is not None and refund.succeeded_at is None:
+                refund.succeeded_at = state.succeeded_at  # the day a WeChat bill lists the refund
             if refund.submitted_at is None:
                 refund.submitted_at = state.created_at or utcnow()
                 refund.expected_by = add_business_days(as_utc(refund.submitted_at), ref.expected_days)
