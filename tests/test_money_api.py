@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import OperatorRole, Refund, utcnow
+from swapflow.db.models import OperatorRole, Refund, SandboxRefund, utcnow
 from swapflow.payments.provider import (
     PaymentMethod,
     ProviderRefund,
@@ -105,6 +105,19 @@ async def test_one_refund_request_sent_four_times_at_once_opens_one_refund_and_a
     assert len({a.json()["id"] for a in answers}) == 1
     assert await money.count(Refund, Refund.order_id == order_id) == 1
     assert (await refund_done(temporal_env, answers[0].json()["id"])).state == "succeeded"
+
+
+async def test_two_refunds_asked_at_once_that_together_exceed_the_capture_open_one_and_refuse_the_other(
+        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    order_id = await money.failed_after_charge()
+    body = {"order_id": order_id, "amount_minor": PRICE - 200, "reason": "slow"}
+    answers = await asyncio.gather(*(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": key})
+                                     for key in ("desk", "phone")))
+
+    assert sorted(a.status_code for a in answers) == [201, 409]
+    opened = next(a.json() for a in answers if a.status_code == 201)
+    assert (await refund_done(temporal_env, opened["id"])).state == "succeeded"
+    assert await money.count(SandboxRefund) == 1  # only the one that fits reached the provider
 
 
 async def test_the_sandbox_refuses_the_second_of_two_concurrent_refunds_that_together_exceed_the_capture(
