@@ -53,6 +53,7 @@ class NotificationMalformed(Exception):
 
 
 MALFORMED = "malformed"  # the status of a recorded malformed notification
+NOTIFICATION_ID_LENGTH = PaymentNotification.__table__.c.notification_id.type.length
 
 
 def text_field(obj: dict[str, Any], name: str, *, where: str) -> str | None:
@@ -75,7 +76,9 @@ def object_value(value: Any, *, where: str) -> dict[str, Any]:
 async def record_malformed(db: Database, provider: PaymentMethod, malformed: NotificationMalformed) -> None:
     """Keep a malformed notification once, for whoever holds the provider's keys to explain: under its own id
     when it had a usable one, else under a digest of its body."""
-    notification_id = malformed.notification_id or f"body:{hashlib.sha256(malformed.body).hexdigest()[:40]}"
+    notification_id = malformed.notification_id
+    if not notification_id or len(notification_id) > NOTIFICATION_ID_LENGTH:
+        notification_id = f"body:{hashlib.sha256(malformed.body).hexdigest()[:40]}"
     payload = {"error": malformed.reason,
                "content": malformed.content if malformed.content is not None
                else malformed.body.decode("utf-8", "replace")}
