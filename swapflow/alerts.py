@@ -30,3 +30,20 @@ async def raise_alert(session: AsyncSession, report: FaultReport) -> Alert:
                   message=report.message)
     session.add(alert)
     return alert
+
+
+RECONCILIATION_EXCEPTIONS = "reconciliation_exceptions"
+
+
+async def raise_reconciliation_alert(session: AsyncSession, *, day: str, provider: str, exceptions: int) -> Alert:
+    """Finance must look at a provider's day that reconciliation found differences on: one open alert per
+    provider and day; running the day again updates it instead of opening another."""
+    key = f"{RECONCILIATION_EXCEPTIONS}:{provider}:{day}"
+    message = f"reconciliation of {day} with {provider}: {exceptions} exception(s) to resolve"
+    alert = await session.scalar(select(Alert).where(Alert.dedupe_key == key, Alert.status == AlertStatus.OPEN))
+    if alert is None:
+        alert = Alert(kind=RECONCILIATION_EXCEPTIONS, severity="warning", dedupe_key=key, message=message)
+        session.add(alert)
+    else:
+        alert.occurrences, alert.last_seen_at, alert.message = alert.occurrences + 1, utcnow(), message
+    return alert

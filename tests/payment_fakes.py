@@ -73,9 +73,15 @@ def stripe_settings_values(api_base: str) -> dict[str, Any]:
 def stripe_webhook(event_type: str, obj: dict[str, Any], *, timestamp: int | None = None,
                    secret: str = STRIPE_WEBHOOK_SECRET, event_id: str | None = None) -> tuple[dict[str, str], bytes]:
     """Headers and body of a Stripe webhook event about `obj`, signed as Stripe signs them."""
-    body = json.dumps({"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "type": event_type,
-                       "api_version": "2024-06-20", "created": int(time.time()), "livemode": False,
-                       "data": {"object": obj}})
+    return signed_stripe_body({"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "type": event_type,
+                               "api_version": "2024-06-20", "created": int(time.time()), "livemode": False,
+                               "data": {"object": obj}}, timestamp=timestamp, secret=secret)
+
+
+def signed_stripe_body(content: Any, *, timestamp: int | None = None, secret: str = STRIPE_WEBHOOK_SECRET
+                       ) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a webhook call carrying `content` (of any shape) as JSON, signed as Stripe signs."""
+    body = json.dumps(content)
     header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=timestamp)
     return {"Stripe-Signature": header, "Content-Type": "application/json"}, body.encode()
 

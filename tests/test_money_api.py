@@ -4,6 +4,7 @@ refunds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -15,9 +16,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import OperatorRole, Refund, utcnow
-from swapflow.payments.provider import PaymentMethod, refund_workflow_id
-from swapflow.payments.refunds import RefundOrigin, swap_refund_id
+from swapflow.db.models import OperatorRole, Refund, SandboxRefund, utcnow
+from swapflow.payments.provider import (
+    PaymentMethod,
+    ProviderRefund,
+    RefundExceedsCapture,
+    RefundRequest,
+    refund_workflow_id,
+)
+from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.settings import Settings
 from swapflow.workflows.payment_models import RefundOutcome, RefundStart
 from swapflow.workflows.refund import RefundWorkflow
@@ -84,6 +91,46 @@ async def test_operator_refund_is_followed_and_never_exceeds_the_capture(
     view = (await api.get(f"/v1/refunds/{part.json()['id']}")).json()
     assert (view["status"], view["amount_minor"], view["origin"]) == ("succeeded", PRICE - 100, "operator")
     assert view["expected_by"] is not None and view["final_at"] is not None
+
+
+@pytest.mark.parametrize("amount_minor", [PRICE // 4, None], ids=["partial", "full"])
+async def test_one_refund_request_sent_four_times_at_once_opens_one_refund_and_answers_it_to_each(
+        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money, amount_minor: int | None) -> None:
+    order_id = await money.failed_after_charge()
+    body = {"order_id": order_id, "reason": "slow", **({"amount_minor": amount_minor} if amount_minor else {})}
+    answers = await asyncio.gather(*(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": "once"})
+                                     for _ in range(4)))
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.json() for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert await money.count(Refund, Refund.order_id == order_id) == 1
+    assert (await refund_done(temporal_env, answers[0].json()["id"])).state == "succeeded"
+
+
+async def test_two_refunds_asked_at_once_that_together_exceed_the_capture_open_one_and_refuse_the_other(
+        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    order_id = await money.failed_after_charge()
+    body = {"order_id": order_id, "amount_minor": PRICE - 200, "reason": "slow"}
+    answers = await asyncio.gather(*(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": key})
+                                     for key in ("desk", "phone")))
+
+    assert sorted(a.status_code for a in answers) == [201, 409]
+    opened = next(a.json() for a in answers if a.status_code == 201)
+    assert (await refund_done(temporal_env, opened["id"])).state == "succeeded"
+    assert await money.count(SandboxRefund) == 1  # only the one that fits reached the provider
+
+
+async def test_the_sandbox_refuses_the_second_of_two_concurrent_refunds_that_together_exceed_the_capture(
+        money: Money) -> None:
+    captured = await money.sandbox.find_payment(charge_key(await money.charged()))
+    assert captured is not None
+    asks = [RefundRequest(key=f"refund:race-{n}", payment=captured, amount_minor=PRICE - 200, reason="race")
+            for n in range(2)]
+    answers = await asyncio.gather(*(money.sandbox.refund(ask) for ask in asks), return_exceptions=True)
+
+    assert sorted(type(a).__name__ for a in answers) == [ProviderRefund.__name__, RefundExceedsCapture.__name__]
+    after = await money.sandbox.find_payment(captured.key)
+    assert after is not None and after.refunded_minor == PRICE - 200
 
 
 async def test_approved_complaint_refunds_the_swap(

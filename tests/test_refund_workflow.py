@@ -116,7 +116,9 @@ async def test_refund_processing_for_two_days_then_succeeded_is_followed_until_i
     assert refund.expected_by is not None and refund.submitted_at is not None
     assert (outcome.state, outcome.attempts) == ("succeeded", 1)
     assert outcome.polls >= 95  # 1, 5, 10, 20, then every 30 minutes over two days
-    assert (await money.refund(refund_id)).final_at is not None
+    landed = await money.refund(refund_id)
+    assert landed.final_at is not None
+    assert landed.succeeded_at is not None and landed.succeeded_at > refund.submitted_at  # as the provider says
     assert await money.ledger_kinds(order_id) == ["swap_charge", "swap_refund", "refund_settled"]
     assert await account_balance(money.db, "refunds_payable") == 0
     history = [event async for event in handle.fetch_history_events()]

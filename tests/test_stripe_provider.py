@@ -40,6 +40,7 @@ from tests.payment_fakes import (
     RefundNotificationRecorder,
     api_client,
     localstripe_url,  # noqa: F401  (fixture)
+    signed_stripe_body,
     stripe_settings_values,
     stripe_webhook,
     wait_for_received,
@@ -279,6 +280,33 @@ async def test_stale_webhook_is_rejected(stripe_settings: Settings, provider: St
         assert response.status_code == 400
         assert "stale" in response.json()["detail"]
     assert await notifications(db) == 0
+
+
+def event_with(obj: object) -> dict[str, object]:
+    return {"id": "evt_shape", "object": "event", "type": "refund.updated", "created": int(time.time()),
+            "data": {"object": obj}}
+
+
+@pytest.mark.parametrize("content", [
+    [event_with({"id": "re_1"})],
+    "evt_shape",
+    event_with("re_1"),
+    event_with({"id": "re_1", "metadata": [KEY, "refund:x"]}),
+], ids=["body-array", "body-string", "object-string", "metadata-list"])
+async def test_signed_webhook_of_an_unexpected_shape_is_a_400_problem_recorded_once(
+        settings: Settings, db: Database, temporal_env: WorkflowEnvironment, content: object) -> None:
+    configured = settings.model_copy(update=stripe_settings_values("http://127.0.0.1:9"))  # never called
+    headers, body = signed_stripe_body(content)
+    async with api_client(configured, temporal_env.client) as (api, _):
+        first = await api.post(WEBHOOK, content=body, headers=headers)
+        again = await api.post(WEBHOOK, content=body, headers=headers)
+    assert (first.status_code, again.status_code) == (400, 400)
+    assert first.headers["content-type"] == "application/problem+json"
+    assert first.json()["title"] == "Malformed notification"
+    async with db.sessions() as session:
+        rows = (await session.scalars(select(PaymentNotification))).all()
+    assert [(row.provider, row.key, row.status) for row in rows] == [("stripe", None, "malformed")]
+    assert rows[0].payload == {"error": first.json()["detail"], "content": content}
 
 
 async def test_refund_webhook_signals_the_refund_workflow(stripe_settings: Settings, provider: StripeProvider,

@@ -317,6 +317,28 @@ async def test_stale_notification_is_rejected(wechat_settings: Settings, provide
     assert await notifications(db) == 0
 
 
+@pytest.mark.parametrize(("event_type", "resource"), [
+    ("TRANSACTION.SUCCESS", [{"attach": "swap:x:charge"}]),
+    ("REFUND.SUCCESS", "refund*swap-x"),
+    ("TRANSACTION.SUCCESS", {"out_trade_no": "sfx", "attach": 42}),
+], ids=["resource-list", "resource-string", "attach-number"])
+async def test_signed_notification_of_an_unexpected_shape_is_a_400_fail_recorded_once(
+        wechat_settings: Settings, wechat_fake: WeChatPayFake, db: Database, temporal_env: WorkflowEnvironment,
+        event_type: str, resource: object) -> None:
+    headers, body = wechat_fake.notification(event_type, resource)
+    async with api_client(wechat_settings, temporal_env.client) as (api, _):
+        first = await api.post(NOTIFY, content=body, headers=headers)
+        again = await api.post(NOTIFY, content=body, headers=headers)
+    assert (first.status_code, again.status_code) == (400, 400)
+    assert first.headers["content-type"] == "application/problem+json"
+    assert (first.json()["title"], first.json()["code"]) == ("Malformed notification", "FAIL")
+    async with db.sessions() as session:
+        rows = (await session.scalars(select(PaymentNotification))).all()
+    assert [(row.provider, row.event_type, row.key, row.status) for row in rows] == [
+        ("wechat", event_type, None, "malformed")]
+    assert rows[0].payload["error"] == first.json()["detail"]
+
+
 async def test_notification_signed_with_another_key_is_rejected(wechat_settings: Settings,
                                                                 wechat_fake: WeChatPayFake, db: Database,
                                                                 temporal_env: WorkflowEnvironment) -> None:

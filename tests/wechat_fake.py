@@ -172,7 +172,7 @@ class WeChatPayFake:
 
     # ---- notifications ----
 
-    def notification(self, event_type: str, resource: dict[str, Any], *, timestamp: int | None = None,
+    def notification(self, event_type: str, resource: Any, *, timestamp: int | None = None,
                      notification_id: str | None = None, signing_key: rsa.RSAPrivateKey | None = None,
                      apiv3_key: str | None = None) -> tuple[dict[str, str], bytes]:
         """Headers and body of a notify call, encrypted and signed as WeChat Pay does."""

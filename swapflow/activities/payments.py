@@ -142,6 +142,7 @@ async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None
         )
         row.status, row.provider_ref, row.amount_minor = PaymentStatus.CAPTURED, payment.payment_id, \
             payment.amount_minor
+        row.captured_at = row.captured_at or utcnow()  # the day a provider's statement lists the charge
         order = await session.get(SwapOrder, row.order_id) if row.order_id else None
         if order is not None and order.payment_ref is None:
             order.payment_ref = payment.payment_id

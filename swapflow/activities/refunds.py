@@ -87,8 +87,8 @@ class RefundActivities:
             payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
             assert payment is not None
             try:
-                refund = await open_refund(session, refund_id=start.refund_id, payment=payment, amount_minor=None,
-                                           reason=start.reason, origin=RefundOrigin(start.origin))
+                refund, _ = await open_refund(session, refund_id=start.refund_id, payment=payment, amount_minor=None,
+                                              reason=start.reason, origin=RefundOrigin(start.origin))
             except RefundRefused:
                 return None  # already refunded in full by other refunds: nothing left to give back
             order = await session.get(SwapOrder, start.order_id)
@@ -163,6 +163,8 @@ class RefundActivities:
                 refund.reason = f"{refund.reason} (provider refused: {declined})"[:2000]
                 return _update(refund)
             refund.provider_status, refund.provider_ref = state.status, state.refund_id
+            if state.succeeded_at is not None and refund.succeeded_at is None:
+                refund.succeeded_at = state.succeeded_at  # the day a WeChat bill lists the refund
             if refund.submitted_at is None:
                 refund.submitted_at = state.created_at or utcnow()
                 refund.expected_by = add_business_days(as_utc(refund.submitted_at), ref.expected_days)

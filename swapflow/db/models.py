@@ -435,6 +435,7 @@ class Payment(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    captured_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When we learnt it was captured.")
 
 
 class Refund(Base):
@@ -460,6 +461,7 @@ class Refund(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
     expected_by: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
     final_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    succeeded_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When the provider says it succeeded.")
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

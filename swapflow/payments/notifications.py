@@ -6,6 +6,7 @@ refund's state is passed on to its refund workflow.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -38,6 +39,59 @@ class NotificationRejected(Exception):
     def __init__(self, reason: str, *, stale: bool = False) -> None:
         super().__init__(reason)
         self.reason, self.stale = reason, stale
+
+
+class NotificationMalformed(Exception):
+    """An authentic notification whose content is not what the provider documents (a resource that is not an
+    object, a key that is not text, ...): answered 400 and recorded as malformed, never acted on."""
+
+    def __init__(self, reason: str, *, body: bytes = b"", notification_id: str | None = None, event_type: str = "",
+                 content: Any = None) -> None:
+        super().__init__(reason)
+        self.reason, self.body, self.notification_id, self.event_type, self.content = (
+            reason, body, notification_id, event_type, content)
+
+
+MALFORMED = "malformed"  # the status of a recorded malformed notification
+NOTIFICATION_ID_LENGTH = PaymentNotification.__table__.c.notification_id.type.length
+
+
+def text_field(obj: dict[str, Any], name: str, *, where: str) -> str | None:
+    """`obj[name]` when it is text, None when absent; anything else makes the notification malformed."""
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise NotificationMalformed(f"{where}.{name} is {type(value).__name__}, not text")
+    return value
+
+
+def object_value(value: Any, *, where: str) -> dict[str, Any]:
+    """`value` when it is an object, {} when absent; anything else makes the notification malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NotificationMalformed(f"{where} is {type(value).__name__}, not an object")
+    return value
+
+
+async def record_malformed(db: Database, provider: PaymentMethod, malformed: NotificationMalformed) -> None:
+    """Keep a malformed notification once, for whoever holds the provider's keys to explain: under its own id
+    when it had a usable one, else under a digest of its body."""
+    notification_id = malformed.notification_id
+    if not notification_id or len(notification_id) > NOTIFICATION_ID_LENGTH:
+        notification_id = f"body:{hashlib.sha256(malformed.body).hexdigest()[:40]}"
+    payload = {"error": malformed.reason,
+               "content": malformed.content if malformed.content is not None
+               else malformed.body.decode("utf-8", "replace")}
+    try:
+        async with db.transaction() as session:
+            if await session.scalar(select(PaymentNotification.id).where(
+                    PaymentNotification.provider == provider.value,
+                    PaymentNotification.notification_id == notification_id)) is None:
+                session.add(PaymentNotification(provider=provider.value, notification_id=notification_id,
+                                                event_type=malformed.event_type[:60], key=None, status=MALFORMED,
+                                                payload=payload))
+    except IntegrityError:
+        pass  # a concurrent duplicate recorded it
 
 
 class NotificationNotDelivered(Exception):

@@ -77,13 +77,15 @@ async def refundable_minor(session: AsyncSession, payment: Payment, *, excluding
 
 
 async def open_refund(session: AsyncSession, *, refund_id: str, payment: Payment, amount_minor: int | None,
-                      reason: str, origin: RefundOrigin) -> Refund:
+                      reason: str, origin: RefundOrigin) -> tuple[Refund, bool]:
     """The refund `refund_id`, opened now if new: of `amount_minor` (None: all that is left), never more
-    than what is left of the capture. The same id returns the refund it already opened."""
-    existing = await session.get(Refund, refund_id)
-    if existing is not None:
-        return existing
+    than what is left of the capture. The same id returns the refund it already opened. Returns (refund,
+    whether it was opened now)."""
     await session.refresh(payment, with_for_update=True)  # two refunds of one capture never both fit
+    # Looked up under the lock: the same refund opened concurrently is this one, not a second.
+    existing = await session.scalar(select(Refund).where(Refund.id == refund_id))
+    if existing is not None:
+        return existing, False
     if payment.status != PaymentStatus.CAPTURED:
         raise RefundRefused(f"payment {payment.key} is {payment.status}: nothing to refund")
     left = await refundable_minor(session, payment)
@@ -96,4 +98,4 @@ async def open_refund(session: AsyncSession, *, refund_id: str, payment: Payment
                     reason=reason, origin=origin, status=RefundState.REQUESTED, attempt=1, escalated=False)
     session.add(refund)
     await session.flush()
-    return refund
+    return refund, True

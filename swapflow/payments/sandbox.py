@@ -117,11 +117,12 @@ class SandboxProvider:
         """Refund part or all of a capture, once per key; never more than what is left of it."""
         await self._latency()
         async with self.db.transaction() as session:
-            existing = await session.scalar(
-                select(SandboxRefund).where(SandboxRefund.idempotency_key == request.key))
-            payment = await session.get(SandboxPayment, request.payment.payment_id)
+            # Locked first: refunds of one capture are checked and taken one after the other.
+            payment = await session.get(SandboxPayment, request.payment.payment_id, with_for_update=True)
             if payment is None or payment.status != PaymentStatus.CAPTURED:
                 raise ProviderDeclined(f"sandbox: no captured payment {request.payment.payment_id}")
+            existing = await session.scalar(
+                select(SandboxRefund).where(SandboxRefund.idempotency_key == request.key))
             if existing is not None:
                 return _refund(existing, payment)
             if payment.refunded_minor + request.amount_minor > payment.amount_minor:
@@ -158,8 +159,9 @@ class SandboxProvider:
             row = await session.scalar(select(SandboxRefund).where(SandboxRefund.idempotency_key == key))
             if row is None:
                 raise LookupError(f"no sandbox refund under {key}")
-            payment = await session.get(SandboxPayment, row.payment_id)
+            payment = await session.get(SandboxPayment, row.payment_id, with_for_update=True)
             assert payment is not None
+            await session.refresh(row)  # as it is now that no other refund of the capture moves
             if row.status == RefundStatus.PROCESSING:
                 row.status, row.final_at = status, utcnow()
                 if status in _RELEASING:

@@ -27,7 +27,14 @@ from typing import Any
 import requests
 from wechatpayv3 import WeChatPay, WeChatPayType
 
-from swapflow.payments.notifications import NotificationRejected, NotificationSubject, VerifiedNotification
+from swapflow.payments.notifications import (
+    NotificationMalformed,
+    NotificationRejected,
+    NotificationSubject,
+    VerifiedNotification,
+    object_value,
+    text_field,
+)
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,
@@ -258,10 +265,10 @@ class WeChatPayProvider:
             # Checked first: for an unknown serial the SDK would go and download platform certificates.
             raise NotificationRejected("notification is not signed with the configured WeChat Pay public key")
         try:
-            result = self._sdk.callback(lowered, body)
+            decrypted = self._sdk.decrypt_callback(lowered, body)
         except Exception as exc:  # the SDK raises bare Exception for an unsupported algorithm
             raise NotificationRejected(f"notification not verifiable: {exc}") from exc
-        if not result:
+        if not decrypted:
             raise NotificationRejected("notification signature or encryption is not valid")
         try:
             sent = int(lowered.get("wechatpay-timestamp", ""))
@@ -269,15 +276,23 @@ class WeChatPayProvider:
             raise NotificationRejected("notification has no valid Wechatpay-Timestamp") from exc
         if abs((time.time() if now is None else now) - sent) > self._tolerance_s:
             raise NotificationRejected(f"notification timestamp {sent} is stale", stale=True)
-        resource = result.get("resource") or {}
-        event_type = str(result.get("event_type", ""))
-        if event_type.startswith("REFUND."):
-            subject, key = NotificationSubject.REFUND, key_of_refund_no(str(resource.get("out_refund_no", "")))
-        elif event_type.startswith("TRANSACTION."):
-            subject, key = NotificationSubject.PAYMENT, resource.get("attach")
-        else:
-            subject, key = NotificationSubject.OTHER, None
-        return VerifiedNotification(provider=self.method, notification_id=str(result.get("id", "")),
+        # Authentic from here on: content WeChat does not document is malformed, not forged.
+        result: dict[str, Any] = json.loads(body)  # an object: the SDK read its fields to decrypt it
+        notification_id, event_type = result.get("id"), str(result.get("event_type", ""))
+        try:
+            result["resource"] = resource = object_value(json.loads(decrypted), where="resource")
+            if event_type.startswith("REFUND."):
+                subject = NotificationSubject.REFUND
+                key = key_of_refund_no(text_field(resource, "out_refund_no", where="resource") or "")
+            elif event_type.startswith("TRANSACTION."):
+                subject, key = NotificationSubject.PAYMENT, text_field(resource, "attach", where="resource")
+            else:
+                subject, key = NotificationSubject.OTHER, None
+        except (NotificationMalformed, ValueError) as exc:
+            raise NotificationMalformed(str(exc), body=body, event_type=event_type,
+                                        notification_id=notification_id if isinstance(notification_id, str) else None,
+                                        content={**result, "resource": decrypted}) from None
+        return VerifiedNotification(provider=self.method, notification_id=str(notification_id or ""),
                                     event_type=event_type, subject=subject, key=key, payload=result)
 
     # ---- plumbing ----

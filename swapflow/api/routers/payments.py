@@ -3,7 +3,8 @@
 Each is verified on its raw body (signature, and a timestamp within ±`notification_tolerance_s`), recorded
 once, and answered in the provider's own terms: success is 204 (WeChat) / 200 (Stripe); a failure is a
 problem document with a 4xx/5xx status, which for WeChat also carries `{"code": "FAIL", "message": ...}`.
-A 5xx makes the provider send the notification again.
+A 5xx makes the provider send the notification again. An authentic notification whose content is not in the
+provider's documented shape is answered 400 and recorded (status `malformed`), never acted on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from fastapi.responses import JSONResponse
 from swapflow.api.deps import DatabaseDep, SettingsDep, TemporalConnector, TemporalDep
 from swapflow.api.problems import problem_response
 from swapflow.db.engine import Database
-from swapflow.payments.notifications import NotificationNotDelivered, NotificationRejected, process_notification
+from swapflow.payments.notifications import (
+    NotificationMalformed,
+    NotificationNotDelivered,
+    NotificationRejected,
+    process_notification,
+    record_malformed,
+)
 from swapflow.payments.provider import PaymentMethod, ProviderError
 from swapflow.payments.stripe import StripeProvider
 from swapflow.payments.stripe import provider_from_settings as stripe_from_settings
@@ -60,6 +67,10 @@ async def _receive(request: Request, method: PaymentMethod, settings: Settings, 
         if exc.stale:
             return fail(400, "Stale notification", exc.reason)
         return fail(401, "Notification not authentic", exc.reason)
+    except NotificationMalformed as exc:  # authentic, so kept; a retry of it is answered the same
+        await record_malformed(db, method, exc)
+        log.warning("%s notification %s is malformed: %s", method.value, exc.notification_id, exc.reason)
+        return fail(400, "Malformed notification", exc.reason)
     try:
         outcome = await process_notification(note, provider, db, temporal)
     except ProviderError as exc:  # the state could not be re-read: let the provider send it again

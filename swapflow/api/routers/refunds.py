@@ -49,11 +49,10 @@ async def open_order_refund(db: Database, *, refund_id: str, order_id: str, amou
         if payment is None:
             raise Problem(409, "Nothing to refund", f"swap {order_id!r} was never charged")
         try:
-            refund = await open_refund(session, refund_id=refund_id, payment=payment, amount_minor=amount_minor,
-                                       reason=reason, origin=origin)
+            return await open_refund(session, refund_id=refund_id, payment=payment, amount_minor=amount_minor,
+                                     reason=reason, origin=origin)
         except RefundRefused as refused:
             raise Problem(409, "Refund refused", str(refused)) from None
-        return refund, True
 
 
 async def start_refund_workflow(temporal: TemporalDep, settings: Settings, refund: Refund) -> None:
