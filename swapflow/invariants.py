@@ -79,7 +79,7 @@ class Rule(StrEnum):
 
     # A swap has more than one charge.
     MONEY_DOUBLE_CHARGE = "money.double_charge"
-    # A completed swap has no charge.
+    # A completed swap with a price above 0 has no charge.
     MONEY_UNCHARGED_COMPLETION = "money.uncharged_completion"
     # A swap's revenue was not recognised exactly once if it completed (with a price), or was recognised
     # although it did not complete.
@@ -88,7 +88,7 @@ class Rule(StrEnum):
     MONEY_REFUND_ON_COMPLETED = "money.refund_on_completed"
     # A swap was refunded more than once.
     MONEY_MULTIPLE_REFUNDS = "money.multiple_refunds"
-    # A failed swap was charged and never refunded.
+    # A failed swap was charged money and never refunded.
     MONEY_UNREFUNDED_FAILURE = "money.unrefunded_failure"
     # A failed swap was refunded less than it was charged.
     MONEY_PARTIAL_REFUND = "money.partial_refund"
@@ -330,16 +330,19 @@ async def _money(session: AsyncSession) -> list[Violation]:
         func.coalesce(ledger.c[name], 0).label(name)
         for name in ("charges", "charged", "charged_by_key", "refunds", "refunded", "revenues"))
     completed, failed = SwapOrder.status == SwapStatus.COMPLETED, SwapOrder.status == SwapStatus.FAILED
-    expected_revenues = case((and_(completed, SwapOrder.price_minor > 0), 1), else_=0)
+    priced = func.coalesce(SwapOrder.price_minor, 0) > 0
+    expected_revenues = case((and_(completed, priced), 1), else_=0)
     # Each rule: the condition a swap order breaks it by, and the detail, formatted from the order's row.
     rules: dict[Rule, tuple[ColumnElement[bool], str]] = {
         Rule.MONEY_DOUBLE_CHARGE: (charges > 1, "charged {charges} times, {charged} {currency} in all"),
-        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0), "completed without a charge"),
+        # A swap priced 0 is free: no provider is asked, so it has no charge (docs/money.md).
+        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0, priced),
+                                          "completed without a charge, priced {price} {currency}"),
         Rule.MONEY_REVENUE_COUNT: (revenues != expected_revenues,
                                    "{status} swap with {revenues} revenue transaction(s), expected {expected}"),
         Rule.MONEY_REFUND_ON_COMPLETED: (and_(completed, refunds > 0), "completed swap refunded {refunded} {currency}"),
         Rule.MONEY_MULTIPLE_REFUNDS: (refunds > 1, "refunded {refunds} times, {refunded} {currency} in all"),
-        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charges > 0, refunds == 0),
+        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charged > 0, refunds == 0),
                                         "failed swap charged {charged} {currency}, never refunded"),
         Rule.MONEY_PARTIAL_REFUND: (and_(failed, refunds > 0, refunded < charged),
                                     "failed swap charged {charged}, refunded only {refunded} {currency}"),
@@ -352,7 +355,8 @@ async def _money(session: AsyncSession) -> list[Violation]:
             "ledger charged {charged_by_key} and refunded {refunded}"),
     }
     swap_ledger = (
-        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"), charges,
+        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"),
+               func.coalesce(SwapOrder.price_minor, 0).label("price"), charges,
                charged, charged_by_key, refunds, refunded, revenues, expected_revenues.label("expected"),
                SandboxPayment.amount_minor.label("captured"), SandboxPayment.refunded_minor.label("provider_refunded"),
                *(condition.label(rule.name) for rule, (condition, _) in rules.items()))
