@@ -30,13 +30,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, aliased
 
 from swapflow.db.engine import Database, is_sqlite
 from swapflow.db.models import (
     Battery,
     CustodianKind,
     CustodyEvent,
+    GoodwillCredit,
     LedgerPosting,
     LedgerTransaction,
     Payment,
@@ -45,6 +46,8 @@ from swapflow.db.models import (
     Slot,
     SwapOrder,
     SwapStatus,
+    WalletEntry,
+    WalletTopUp,
     as_utc,
     utcnow,
 )
@@ -107,6 +110,10 @@ class Rule(StrEnum):
     REFUND_OVERDUE = "refund.overdue"
     # A refund the provider completed was never settled in the ledger (refunds payable not cleared).
     REFUND_UNSETTLED = "refund.unsettled"
+
+    # A wallet credit that no settled payment (a captured top-up of that amount) or goodwill credit (of
+    # that amount, with an approver) pays for, or a refund entry that names no charge of the wallet.
+    WALLET_UNBACKED_CREDIT = "wallet.unbacked_credit"
 
     # A swap has been in progress for longer than `stuck_after`.
     SWAP_STUCK = "swap.stuck"
@@ -175,6 +182,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
             *await _money(session),
             *await _refunds(session, checked_at),
             *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
+            *await _wallet_credits(session),
         ]
         counts = {
             name: await session.scalar(select(func.count()).select_from(model)) or 0
@@ -453,3 +461,31 @@ async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[V
                         detail=f"reserved by {status or 'unknown'} swap {order}")
               for slot, order, status in stale]
     return found
+
+
+# ------------------------------------------------------------------------------------------ wallets
+
+
+async def _wallet_credits(session: AsyncSession) -> list[Violation]:
+    """Money only enters a wallet paid for: every credit traces to what backs it."""
+    charge = aliased(WalletEntry)
+    settled_top_up = exists().where(
+        WalletTopUp.payment_key == WalletEntry.payment_key, WalletTopUp.rider_id == WalletEntry.rider_id,
+        WalletTopUp.status == "succeeded", Payment.key == WalletTopUp.payment_key, Payment.status == "captured",
+        Payment.amount_minor == WalletEntry.amount_minor, Payment.currency == WalletEntry.currency)
+    approved_goodwill = exists().where(
+        literal("goodwill:") + GoodwillCredit.id == WalletEntry.payment_key,
+        GoodwillCredit.rider_id == WalletEntry.rider_id, GoodwillCredit.amount_minor == WalletEntry.amount_minor,
+        func.trim(GoodwillCredit.approved_by) != "", func.trim(GoodwillCredit.reason) != "")
+    refunded_charge = exists().where(charge.key == WalletEntry.payment_key, charge.kind == "charge",
+                                     charge.rider_id == WalletEntry.rider_id)
+    backed = case((WalletEntry.kind == "topup", settled_top_up), (WalletEntry.kind == "goodwill", approved_goodwill),
+                  (WalletEntry.kind == "refund", refunded_charge), else_=literal(False))
+    unbacked = await session.execute(
+        select(WalletEntry.key, WalletEntry.rider_id, WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.currency,
+               WalletEntry.payment_key)
+        .where(WalletEntry.amount_minor > 0, not_(backed)))
+    return [Violation(rule=Rule.WALLET_UNBACKED_CREDIT, subject=key,
+                      detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
+                             f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount")
+            for key, rider, kind, amount, currency, source in unbacked]

@@ -14,7 +14,7 @@ from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.payments.subscription import subscribe
-from swapflow.payments.wallet import credit_wallet
+from swapflow.payments.topups import grant_goodwill
 from swapflow.settings import Settings
 from swapflow.workflows.models import ChargeInput, SwapFinish, SwapRequest
 from tests.swap_harness import new_order, set_online
@@ -51,13 +51,11 @@ class Money:
                 row.method, row.payer = method, payer
 
     async def wallet_rider(self, balance: int, rider_id: str = RIDER, key: str = "first") -> None:
-        """`rider_id` pays by wallet, topped up with `balance` (CNY minor units)."""
+        """`rider_id` pays by wallet, credited with `balance` (CNY minor units) by finance."""
         await self.pays_by(rider_id, PaymentMethod.WALLET)
         async with self.db.transaction() as session:
-            await credit_wallet(session, rider_id=rider_id, key=f"wallet:{rider_id}:topup:{key}", kind="topup",
-                                amount_minor=balance, currency="CNY", source="test",
-                                debit_account="provider_clearing:sandbox",
-                                memo="test balance")
+            await grant_goodwill(session, rider_id=rider_id, idempotency_key=key, amount_minor=balance, currency="CNY",
+                                 reason="test balance", approved_by="finance-test")
 
     async def subscription_rider(self, swaps: int, rider_id: str = RIDER) -> None:
         """`rider_id` pays by a subscription of `swaps` swaps a period (400 minor units each)."""
