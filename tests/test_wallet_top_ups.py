@@ -29,20 +29,27 @@ from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token
-from tests.payment_fakes import wechat_fake  # noqa: F401  (fixture)
+from tests.payment_fakes import localstripe_url, stripe_settings_values, wechat_fake  # noqa: F401  (fixtures)
 from tests.swap_harness import running_worker
 from tests.wechat_fake import WeChatPayFake
 
 TOP_UPS = f"/v1/riders/{RIDER}/wallet/top-ups"
 GOODWILL = f"/v1/riders/{RIDER}/wallet/goodwill-credits"
 OPENID = "o-rider-sh-0001"
+CARD, DECLINED_CARD = "pm_card_visa", "pm_card_chargeCustomerFail"  # localstripe: declined on charge
 
 
 @pytest.fixture
-def settings(settings: Settings, wechat_fake: WeChatPayFake) -> Settings:
-    """WeChat Pay configured (its fake), a pending payment asked about often and abandoned after 3 s."""
+def settings(settings: Settings, wechat_fake: WeChatPayFake, localstripe_url: str) -> Settings:
+    """WeChat Pay (its fake) and Stripe (localstripe) configured, a pending payment asked about often and
+    abandoned after 3 s."""
     return settings.model_copy(
-        update={"payment_poll_interval_s": 0.1, "payment_pending_timeout_s": 3.0, **wechat_fake.settings_values()}
+        update={
+            "payment_poll_interval_s": 0.1,
+            "payment_pending_timeout_s": 3.0,
+            **wechat_fake.settings_values(),
+            **stripe_settings_values(localstripe_url),
+        }
     )
 
 
@@ -154,13 +161,19 @@ async def test_a_wechat_top_up_never_paid_is_closed_and_credits_nothing(
     assert await balance(money.db) is None
 
 
-async def test_a_top_up_through_a_provider_this_platform_lacks_credits_nothing(
-    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+@pytest.mark.parametrize(("card", "status", "credited"), [(CARD, "succeeded", 2000), (DECLINED_CARD, "failed", None)])
+async def test_a_stripe_top_up_is_credited_only_when_the_card_is_charged(
+    temporal_env: WorkflowEnvironment,
+    api: httpx.AsyncClient,
+    money: Money,
+    card: str,
+    status: str,
+    credited: int | None,
 ) -> None:
-    await money.pays_by(RIDER, PaymentMethod.STRIPE, "pm_card_visa")  # Stripe is not configured here
-    opened = (await api.post(TOP_UPS, json={"amount_minor": 100000}, headers={"Idempotency-Key": "free"})).json()
+    await money.pays_by(RIDER, PaymentMethod.STRIPE, card)
+    opened = (await api.post(TOP_UPS, json={"amount_minor": 2000}, headers={"Idempotency-Key": "card"})).json()
     outcome = await top_up_done(temporal_env, opened["workflow_id"])
-    assert (outcome.status, await balance(money.db)) == ("failed", None)
+    assert (opened["method"], outcome.status, await balance(money.db)) == ("stripe", status, credited)
 
 
 async def test_another_riders_top_up_does_not_exist_for_a_rider(api: httpx.AsyncClient) -> None:
