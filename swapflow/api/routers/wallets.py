@@ -26,8 +26,12 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 
 
 def top_up_view(top_up: WalletTopUp) -> TopUpView:
-    return TopUpView.model_validate({**{name: getattr(top_up, name) for name in TopUpView.model_fields
-                                        if name != "workflow_id"}, "workflow_id": top_up_workflow_id(top_up.id)})
+    return TopUpView.model_validate(
+        {
+            **{name: getattr(top_up, name) for name in TopUpView.model_fields if name != "workflow_id"},
+            "workflow_id": top_up_workflow_id(top_up.id),
+        }
+    )
 
 
 async def _rider_currency(session: AsyncSession, rider_id: str) -> str:
@@ -51,11 +55,22 @@ async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoney
     return WalletView(rider_id=rider_id, currency=wallet.currency, balance_minor=wallet.balance_minor)
 
 
-@router.post("/{rider_id}/wallet/top-ups", status_code=status.HTTP_202_ACCEPTED, response_model=TopUpView,
-             responses={200: {"description": "The top-up this Idempotency-Key already opened"}})
-async def create_top_up(rider_id: str, body: TopUpCreate, response: Response, db: DatabaseDep,
-                        settings: SettingsDep, temporal: TemporalDep, principal: RiderOrMoneyStaff,
-                        idempotency_key: IdempotencyKey) -> TopUpView:
+@router.post(
+    "/{rider_id}/wallet/top-ups",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TopUpView,
+    responses={200: {"description": "The top-up this Idempotency-Key already opened"}},
+)
+async def create_top_up(
+    rider_id: str,
+    body: TopUpCreate,
+    response: Response,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    principal: RiderOrMoneyStaff,
+    idempotency_key: IdempotencyKey,
+) -> TopUpView:
     """Top the wallet up by a payment through the rider's provider (their WeChat Pay or Stripe method, else
     the sandbox), in their city's currency. Answers at once with the top-up pending: the wallet is
     credited only when the provider confirms the payment (follow it with GET). The same Idempotency-Key
@@ -64,8 +79,13 @@ async def create_top_up(rider_id: str, body: TopUpCreate, response: Response, db
         await check_rider_access(session, principal, rider_id, "rider", rider_id)
         currency = await _rider_currency(session, rider_id)
         try:
-            top_up, created = await open_top_up(session, rider_id=rider_id, idempotency_key=idempotency_key,
-                                                amount_minor=body.amount_minor, currency=currency)
+            top_up, created = await open_top_up(
+                session,
+                rider_id=rider_id,
+                idempotency_key=idempotency_key,
+                amount_minor=body.amount_minor,
+                currency=currency,
+            )
         except TopUpRefused as refused:
             raise Problem(409, "Top-up refused", str(refused)) from None
     try:
@@ -75,10 +95,13 @@ async def create_top_up(rider_id: str, body: TopUpCreate, response: Response, db
         raise Problem(503, "Top-ups unavailable", f"workflow service unreachable: {exc}") from exc
     try:
         await client.start_workflow(
-            TopUpWorkflow.run, TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payment_pending_timeout_s),
-            id=top_up_workflow_id(top_up.id), task_queue=settings.temporal_task_queue,
+            TopUpWorkflow.run,
+            TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payment_pending_timeout_s),
+            id=top_up_workflow_id(top_up.id),
+            task_queue=settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
     except WorkflowAlreadyStartedError:
         pass  # already ran to the end
     if not created:
@@ -96,19 +119,35 @@ async def get_top_up(rider_id: str, top_up_id: str, session: SessionDep, princip
     return top_up_view(top_up)
 
 
-@router.post("/{rider_id}/wallet/goodwill-credits", status_code=status.HTTP_201_CREATED, response_model=GoodwillView,
-             responses={200: {"description": "The credit this Idempotency-Key already made"}})
-async def create_goodwill_credit(rider_id: str, body: GoodwillCreate, response: Response, db: DatabaseDep,
-                                 principal: Finance, idempotency_key: IdempotencyKey) -> GoodwillView:
+@router.post(
+    "/{rider_id}/wallet/goodwill-credits",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GoodwillView,
+    responses={200: {"description": "The credit this Idempotency-Key already made"}},
+)
+async def create_goodwill_credit(
+    rider_id: str,
+    body: GoodwillCreate,
+    response: Response,
+    db: DatabaseDep,
+    principal: Finance,
+    idempotency_key: IdempotencyKey,
+) -> GoodwillView:
     """Finance credits a rider of their cities without a payment, with a reason; the caller is recorded as
     its approver and the money comes from the goodwill ledger account."""
     async with db.transaction() as session:
         await check_rider_access(session, principal, rider_id, "rider", rider_id)
         currency = await _rider_currency(session, rider_id)
         try:
-            credit, created = await grant_goodwill(session, rider_id=rider_id, idempotency_key=idempotency_key,
-                                                   amount_minor=body.amount_minor, currency=currency,
-                                                   reason=body.reason, approved_by=principal.id)
+            credit, created = await grant_goodwill(
+                session,
+                rider_id=rider_id,
+                idempotency_key=idempotency_key,
+                amount_minor=body.amount_minor,
+                currency=currency,
+                reason=body.reason,
+                approved_by=principal.id,
+            )
         except TopUpRefused as refused:
             raise Problem(409, "Credit refused", str(refused)) from None
         view = GoodwillView.model_validate(credit)
