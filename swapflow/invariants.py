@@ -46,6 +46,7 @@ from swapflow.db.models import (
     Slot,
     SwapOrder,
     SwapStatus,
+    Wallet,
     WalletEntry,
     WalletTopUp,
     as_utc,
@@ -114,6 +115,8 @@ class Rule(StrEnum):
     # A wallet credit that no settled payment (a captured top-up of that amount) or goodwill credit (of
     # that amount, with an approver) pays for, or a refund entry that names no charge of the wallet.
     WALLET_UNBACKED_CREDIT = "wallet.unbacked_credit"
+    # A wallet's balance is not the sum of its entries (a lost or doubled movement).
+    WALLET_BALANCE_MISMATCH = "wallet.balance_mismatch"
 
     # A swap has been in progress for longer than `stuck_after`.
     SWAP_STUCK = "swap.stuck"
@@ -467,7 +470,8 @@ async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[V
 
 
 async def _wallet_credits(session: AsyncSession) -> list[Violation]:
-    """Money only enters a wallet paid for: every credit traces to what backs it."""
+    """Money only enters a wallet paid for (every credit traces to what backs it), and a balance is the sum
+    of its wallet's entries."""
     charge = aliased(WalletEntry)
     settled_top_up = exists().where(
         WalletTopUp.payment_key == WalletEntry.payment_key, WalletTopUp.rider_id == WalletEntry.rider_id,
@@ -485,7 +489,18 @@ async def _wallet_credits(session: AsyncSession) -> list[Violation]:
         select(WalletEntry.key, WalletEntry.rider_id, WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.currency,
                WalletEntry.payment_key)
         .where(WalletEntry.amount_minor > 0, not_(backed)))
-    return [Violation(rule=Rule.WALLET_UNBACKED_CREDIT, subject=key,
-                      detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
-                             f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount")
-            for key, rider, kind, amount, currency, source in unbacked]
+    found = [Violation(rule=Rule.WALLET_UNBACKED_CREDIT, subject=key,
+                       detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
+                              f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount")
+             for key, rider, kind, amount, currency, source in unbacked]
+
+    entries = (select(WalletEntry.rider_id, func.sum(WalletEntry.amount_minor).label("total"))
+               .group_by(WalletEntry.rider_id).subquery())
+    total = func.coalesce(entries.c.total, 0)
+    mismatched = await session.execute(
+        select(Wallet.rider_id, Wallet.balance_minor, total, Wallet.currency)
+        .outerjoin(entries, entries.c.rider_id == Wallet.rider_id).where(Wallet.balance_minor != total))
+    found += [Violation(rule=Rule.WALLET_BALANCE_MISMATCH, subject=rider,
+                        detail=f"balance {balance} {currency}, entries sum to {summed}")
+              for rider, balance, summed, currency in mismatched]
+    return found

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
+from swapflow.activities.payments import PAYMENT_DECLINED
 from swapflow.db.engine import Database
 from swapflow.ledger import provider_clearing
 from swapflow.payments.provider import (
@@ -18,7 +20,8 @@ from swapflow.payments.provider import (
 )
 from swapflow.payments.wallet import credit_wallet
 from swapflow.settings import Settings
-from tests.money_harness import RIDER, Money
+from swapflow.workflows.models import ChargeInput
+from tests.money_harness import PRICE, RIDER, Money
 
 ROUNDS = 10  # the race is lost in most rounds without serialization: ten make a miss very unlikely
 
@@ -85,3 +88,22 @@ async def test_a_one_swap_plan_used_twice_at_once_is_used_once(money: Money) -> 
                 key=f"back{round_no}", payment=taken[0], amount_minor=taken[0].amount_minor, reason="next round"
             )
         )
+
+
+async def test_two_swaps_charged_at_once_through_the_charge_activity_take_a_wallet_of_one_price_once(
+    money: Money,
+) -> None:
+    await money.wallet_rider(PRICE)
+    orders = [await money.admitted() for _ in range(2)]
+
+    async def charge(order_id: str, price: int, currency: str) -> bool:
+        try:
+            await money.payments.charge(ChargeInput(order_id=order_id, amount_minor=price, currency=currency))
+        except ApplicationError as refused:
+            assert refused.type == PAYMENT_DECLINED
+            return False
+        return True
+
+    taken = await asyncio.gather(*(charge(*order) for order in orders))
+    assert sorted(taken) == [False, True]
+    assert await money.wallet_balance() == 0

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -101,7 +101,7 @@ async def postings(db: Database, kind: str) -> dict[str, int]:
 
 async def wallet_violations(db: Database) -> list[str]:
     report = await check_invariants(db)
-    return [v.subject for v in report.violations if v.rule == Rule.WALLET_UNBACKED_CREDIT]
+    return [v.subject for v in report.violations if v.rule.startswith("wallet.")]
 
 
 # ------------------------------------------------------------------------------------------ top-ups
@@ -230,6 +230,16 @@ async def test_the_checker_reports_a_wallet_credit_nothing_pays_for(db: Database
             memo="minted",
         )
     assert await wallet_violations(db) == ["free-money"]
+
+
+async def test_the_checker_reports_a_balance_its_entries_do_not_add_up_to(db: Database, money: Money) -> None:
+    await money.wallet_rider(500)
+    async with db.transaction() as session:  # as a lost update would leave it
+        await session.execute(update(Wallet).where(Wallet.rider_id == RIDER).values(balance_minor=1500))
+    report = await check_invariants(db)
+    assert [(v.rule, v.subject) for v in report.violations if v.rule.startswith("wallet.")] == [
+        (Rule.WALLET_BALANCE_MISMATCH, RIDER)
+    ]
 
 
 async def test_the_demo_networks_wallet_balances_are_backed(empty_database_url: str) -> None:
