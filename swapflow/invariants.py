@@ -30,13 +30,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, aliased
 
 from swapflow.db.engine import Database, is_sqlite
 from swapflow.db.models import (
     Battery,
     CustodianKind,
     CustodyEvent,
+    GoodwillCredit,
     LedgerPosting,
     LedgerTransaction,
     Payment,
@@ -45,6 +46,9 @@ from swapflow.db.models import (
     Slot,
     SwapOrder,
     SwapStatus,
+    Wallet,
+    WalletEntry,
+    WalletTopUp,
     as_utc,
     utcnow,
 )
@@ -79,7 +83,7 @@ class Rule(StrEnum):
 
     # A swap has more than one charge.
     MONEY_DOUBLE_CHARGE = "money.double_charge"
-    # A completed swap has no charge.
+    # A completed swap with a price above 0 has no charge.
     MONEY_UNCHARGED_COMPLETION = "money.uncharged_completion"
     # A swap's revenue was not recognised exactly once if it completed (with a price), or was recognised
     # although it did not complete.
@@ -88,7 +92,7 @@ class Rule(StrEnum):
     MONEY_REFUND_ON_COMPLETED = "money.refund_on_completed"
     # A swap was refunded more than once.
     MONEY_MULTIPLE_REFUNDS = "money.multiple_refunds"
-    # A failed swap was charged and never refunded.
+    # A failed swap was charged money and never refunded.
     MONEY_UNREFUNDED_FAILURE = "money.unrefunded_failure"
     # A failed swap was refunded less than it was charged.
     MONEY_PARTIAL_REFUND = "money.partial_refund"
@@ -107,6 +111,12 @@ class Rule(StrEnum):
     REFUND_OVERDUE = "refund.overdue"
     # A refund the provider completed was never settled in the ledger (refunds payable not cleared).
     REFUND_UNSETTLED = "refund.unsettled"
+
+    # A wallet credit that no settled payment (a captured top-up of that amount) or goodwill credit (of
+    # that amount, with an approver) pays for, or a refund entry that names no charge of the wallet.
+    WALLET_UNBACKED_CREDIT = "wallet.unbacked_credit"
+    # A wallet's balance is not the sum of its entries (a lost or doubled movement).
+    WALLET_BALANCE_MISMATCH = "wallet.balance_mismatch"
 
     # A swap has been in progress for longer than `stuck_after`.
     SWAP_STUCK = "swap.stuck"
@@ -175,6 +185,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
             *await _money(session),
             *await _refunds(session, checked_at),
             *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
+            *await _wallet_credits(session),
         ]
         counts = {
             name: await session.scalar(select(func.count()).select_from(model)) or 0
@@ -330,16 +341,19 @@ async def _money(session: AsyncSession) -> list[Violation]:
         func.coalesce(ledger.c[name], 0).label(name)
         for name in ("charges", "charged", "charged_by_key", "refunds", "refunded", "revenues"))
     completed, failed = SwapOrder.status == SwapStatus.COMPLETED, SwapOrder.status == SwapStatus.FAILED
-    expected_revenues = case((and_(completed, SwapOrder.price_minor > 0), 1), else_=0)
+    priced = func.coalesce(SwapOrder.price_minor, 0) > 0
+    expected_revenues = case((and_(completed, priced), 1), else_=0)
     # Each rule: the condition a swap order breaks it by, and the detail, formatted from the order's row.
     rules: dict[Rule, tuple[ColumnElement[bool], str]] = {
         Rule.MONEY_DOUBLE_CHARGE: (charges > 1, "charged {charges} times, {charged} {currency} in all"),
-        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0), "completed without a charge"),
+        # A swap priced 0 is free: no provider is asked, so it has no charge (docs/money.md).
+        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0, priced),
+                                          "completed without a charge, priced {price} {currency}"),
         Rule.MONEY_REVENUE_COUNT: (revenues != expected_revenues,
                                    "{status} swap with {revenues} revenue transaction(s), expected {expected}"),
         Rule.MONEY_REFUND_ON_COMPLETED: (and_(completed, refunds > 0), "completed swap refunded {refunded} {currency}"),
         Rule.MONEY_MULTIPLE_REFUNDS: (refunds > 1, "refunded {refunds} times, {refunded} {currency} in all"),
-        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charges > 0, refunds == 0),
+        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charged > 0, refunds == 0),
                                         "failed swap charged {charged} {currency}, never refunded"),
         Rule.MONEY_PARTIAL_REFUND: (and_(failed, refunds > 0, refunded < charged),
                                     "failed swap charged {charged}, refunded only {refunded} {currency}"),
@@ -352,7 +366,8 @@ async def _money(session: AsyncSession) -> list[Violation]:
             "ledger charged {charged_by_key} and refunded {refunded}"),
     }
     swap_ledger = (
-        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"), charges,
+        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"),
+               func.coalesce(SwapOrder.price_minor, 0).label("price"), charges,
                charged, charged_by_key, refunds, refunded, revenues, expected_revenues.label("expected"),
                SandboxPayment.amount_minor.label("captured"), SandboxPayment.refunded_minor.label("provider_refunded"),
                *(condition.label(rule.name) for rule, (condition, _) in rules.items()))
@@ -448,4 +463,44 @@ async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[V
     found += [Violation(rule=Rule.SWAP_STALE_RESERVATION, subject=slot,
                         detail=f"reserved by {status or 'unknown'} swap {order}")
               for slot, order, status in stale]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ wallets
+
+
+async def _wallet_credits(session: AsyncSession) -> list[Violation]:
+    """Money only enters a wallet paid for (every credit traces to what backs it), and a balance is the sum
+    of its wallet's entries."""
+    charge = aliased(WalletEntry)
+    settled_top_up = exists().where(
+        WalletTopUp.payment_key == WalletEntry.payment_key, WalletTopUp.rider_id == WalletEntry.rider_id,
+        WalletTopUp.status == "succeeded", Payment.key == WalletTopUp.payment_key, Payment.status == "captured",
+        Payment.amount_minor == WalletEntry.amount_minor, Payment.currency == WalletEntry.currency)
+    approved_goodwill = exists().where(
+        literal("goodwill:") + GoodwillCredit.id == WalletEntry.payment_key,
+        GoodwillCredit.rider_id == WalletEntry.rider_id, GoodwillCredit.amount_minor == WalletEntry.amount_minor,
+        func.trim(GoodwillCredit.approved_by) != "", func.trim(GoodwillCredit.reason) != "")
+    refunded_charge = exists().where(charge.key == WalletEntry.payment_key, charge.kind == "charge",
+                                     charge.rider_id == WalletEntry.rider_id)
+    backed = case((WalletEntry.kind == "topup", settled_top_up), (WalletEntry.kind == "goodwill", approved_goodwill),
+                  (WalletEntry.kind == "refund", refunded_charge), else_=literal(False))
+    unbacked = await session.execute(
+        select(WalletEntry.key, WalletEntry.rider_id, WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.currency,
+               WalletEntry.payment_key)
+        .where(WalletEntry.amount_minor > 0, not_(backed)))
+    found = [Violation(rule=Rule.WALLET_UNBACKED_CREDIT, subject=key,
+                       detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
+                              f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount")
+             for key, rider, kind, amount, currency, source in unbacked]
+
+    entries = (select(WalletEntry.rider_id, func.sum(WalletEntry.amount_minor).label("total"))
+               .group_by(WalletEntry.rider_id).subquery())
+    total = func.coalesce(entries.c.total, 0)
+    mismatched = await session.execute(
+        select(Wallet.rider_id, Wallet.balance_minor, total, Wallet.currency)
+        .outerjoin(entries, entries.c.rider_id == Wallet.rider_id).where(Wallet.balance_minor != total))
+    found += [Violation(rule=Rule.WALLET_BALANCE_MISMATCH, subject=rider,
+                        detail=f"balance {balance} {currency}, entries sum to {summed}")
+              for rider, balance, summed, currency in mismatched]
     return found

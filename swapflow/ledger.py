@@ -22,6 +22,8 @@ def provider_clearing(provider: str) -> str:
 
 REFUNDS_PAYABLE = "refunds_payable"
 """Refunds submitted and not yet landed with the rider: owed until the provider says they succeeded."""
+GOODWILL = "expense:goodwill"
+"""Money finance gave riders without a payment (goodwill credits to their wallets)."""
 REFUNDED_REVENUE = "revenue:refunds"
 """Contra-revenue: refunds of swaps that completed (operator and complaint refunds)."""
 

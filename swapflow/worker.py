@@ -19,6 +19,7 @@ from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
+from swapflow.activities.topup import TopUpActivities
 from swapflow.db.engine import Database
 from swapflow.device_adapter.command_queue import CommandQueue
 from swapflow.payments.registry import providers_from_settings
@@ -29,12 +30,13 @@ from swapflow.workflows.ops_models import EVALUATOR_WORKFLOW_ID, EvaluatorInput
 from swapflow.workflows.reconciliation import ReconciliationWorkflow, ensure_reconciliation_schedule
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.topup import TopUpWorkflow
 from swapflow.workflows.work_order import WorkOrderWorkflow
 
 log = logging.getLogger(__name__)
 
 WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow, WorkOrderWorkflow,
-                             AlertEvaluatorWorkflow)
+                             AlertEvaluatorWorkflow, TopUpWorkflow)
 
 
 def build_activities(settings: Settings, db: Database, commands_out: CommandQueue) -> list[Any]:
@@ -43,13 +45,15 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     providers = providers_from_settings(settings, db)
     payments = PaymentActivities(db, providers, settings)
     refunds = RefundActivities(db, providers)
+    top_ups = TopUpActivities(db, payments)
     reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, commands_out)
     ops = OpsActivities(db, settings)
     return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
             records.report_fault, records.finish, payments.charge, refunds.prepare, refunds.submit, refunds.poll,
             refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon,
-            ops.evaluate, ops.deliver, ops.record_step, ops.dispatch, ops.escalate, ops.check_live, ops.close]
+            ops.evaluate, ops.deliver, ops.record_step, ops.dispatch, ops.escalate, ops.check_live, ops.close,
+            top_ups.collect, top_ups.settle]
 
 
 def cache_workflow_bytecode() -> None:

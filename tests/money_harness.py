@@ -14,7 +14,7 @@ from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.payments.subscription import subscribe
-from swapflow.payments.wallet import top_up
+from swapflow.payments.topups import grant_goodwill
 from swapflow.settings import Settings
 from swapflow.workflows.models import ChargeInput, SwapFinish, SwapRequest
 from tests.swap_harness import new_order, set_online
@@ -42,19 +42,20 @@ class Money:
         await set_online(self.db, CABINET, True)  # seeded offline; admission refuses offline cabinets
         return self
 
-    async def pays_by(self, rider_id: str, method: PaymentMethod) -> None:
+    async def pays_by(self, rider_id: str, method: PaymentMethod, payer: str | None = None) -> None:
         async with self.db.transaction() as session:
             row = await session.get(RiderPaymentMethod, rider_id)
             if row is None:
-                session.add(RiderPaymentMethod(rider_id=rider_id, method=method, payer=None))
+                session.add(RiderPaymentMethod(rider_id=rider_id, method=method, payer=payer))
             else:
-                row.method = method
+                row.method, row.payer = method, payer
 
-    async def wallet_rider(self, balance: int, rider_id: str = RIDER) -> None:
-        """`rider_id` pays by wallet, topped up with `balance` (CNY minor units)."""
+    async def wallet_rider(self, balance: int, rider_id: str = RIDER, key: str = "first") -> None:
+        """`rider_id` pays by wallet, credited with `balance` (CNY minor units) by finance."""
         await self.pays_by(rider_id, PaymentMethod.WALLET)
         async with self.db.transaction() as session:
-            await top_up(session, rider_id=rider_id, idempotency_key="first", amount_minor=balance, currency="CNY")
+            await grant_goodwill(session, rider_id=rider_id, idempotency_key=key, amount_minor=balance, currency="CNY",
+                                 reason="test balance", approved_by="finance-test")
 
     async def subscription_rider(self, swaps: int, rider_id: str = RIDER) -> None:
         """`rider_id` pays by a subscription of `swaps` swaps a period (400 minor units each)."""

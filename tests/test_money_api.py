@@ -1,6 +1,6 @@
-"""The money endpoints over HTTP, against the real database and the time-skipping server: wallet
-top-ups, operator refunds, complaints that ops approve, the rider's view of a refund, finance's stuck
-refunds."""
+"""The money endpoints over HTTP, against the real database and the time-skipping server: wallets
+(top-ups in tests/test_wallet_top_ups.py), operator refunds, complaints that ops approve, the rider's view
+of a refund, finance's stuck refunds."""
 
 from __future__ import annotations
 
@@ -56,16 +56,6 @@ async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Databas
 
 async def refund_done(env: WorkflowEnvironment, refund_id: str) -> RefundOutcome:
     return await env.client.get_workflow_handle(refund_workflow_id(refund_id), result_type=RefundOutcome).result()
-
-
-async def test_top_up_credits_the_wallet_once_per_idempotency_key(api: httpx.AsyncClient) -> None:
-    first = await api.post(f"/v1/riders/{RIDER}/wallet/top-ups", json={"amount_minor": 5000},
-                           headers={"Idempotency-Key": "t1"})
-    again = await api.post(f"/v1/riders/{RIDER}/wallet/top-ups", json={"amount_minor": 5000},
-                           headers={"Idempotency-Key": "t1"})
-    assert (first.status_code, again.status_code) == (201, 200)
-    assert first.json()["entry_id"] == again.json()["entry_id"]
-    assert (await api.get(f"/v1/riders/{RIDER}/wallet")).json()["balance_minor"] == 5000
 
 
 async def test_top_up_without_idempotency_key_is_a_422_problem(api: httpx.AsyncClient) -> None:
@@ -171,9 +161,7 @@ async def test_failed_swap_shows_its_refund_and_finance_sees_one_stuck_past_its_
 async def test_a_rider_sees_their_own_wallet_but_another_riders_does_not_exist_for_them(
         api: httpx.AsyncClient, money: Money) -> None:
     rider = bearer(await rider_token(money.db, RIDER))
-    top_up = await api.post(f"/v1/riders/{RIDER}/wallet/top-ups", json={"amount_minor": 500},
-                            headers={**rider, "Idempotency-Key": "own"})
-    assert top_up.status_code == 201
+    await money.wallet_rider(500)
     assert (await api.get(f"/v1/riders/{RIDER}/wallet", headers=rider)).json()["balance_minor"] == 500
     other = await api.get(f"/v1/riders/{OTHER_RIDER}/wallet", headers=rider)
     assert (other.status_code, other.json()["title"]) == (404, "Unknown rider")

@@ -29,7 +29,7 @@ from swapflow.workflows.models import SwapProgress, swap_request, swap_workflow_
 from swapflow.workflows.swap import SwapWorkflow
 from tests.ops_harness import admin_headers
 from tests.swap_harness import running_cabinet, running_worker, set_online
-from tests.test_swap_saga import Scene
+from tests.test_swap_saga import Scene, count
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -163,6 +163,24 @@ async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -
     order = await scene.order(order_id)
     assert order.price_minor == 0 and order.price_breakdown is not None
     assert [line["stage"] for line in order.price_breakdown["lines"]] == ["base", "first_swap_free"]
+    report = await check_invariants(scene.db)
+    assert report.ok, report.violations
+
+
+async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_rules(scene: Scene) -> None:
+    async with scene.db.transaction() as session:
+        session.add(tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0,
+                                     city_code="SH"))
+    order_id = await order_with_coupon(scene.db, code=None)
+    handle = await start(scene, order_id)
+    await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
+    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    result = await handle.result()
+    assert result.status == tables.SwapStatus.FAILED
+    assert [(step.step, step.outcome) for step in result.steps if step.step == "refund"] == [
+        ("refund", "nothing_captured")]
+    assert "free: price 0, nothing charged" in [step["detail"] for step in (await scene.order(order_id)).steps]
+    assert await count(scene.db, tables.Refund) == await count(scene.db, tables.Payment) == 0
     report = await check_invariants(scene.db)
     assert report.ok, report.violations
 

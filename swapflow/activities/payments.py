@@ -79,10 +79,21 @@ class PaymentActivities:
     @activity.defn(name="charge_swap")
     async def charge(self, charge: ChargeInput) -> PaymentResult:
         """Capture the swap's price with the rider's provider and post it to deferred revenue until the
-        swap completes. Retried attempts ask the provider first, so the rider is charged once."""
+        swap completes. Retried attempts ask the provider first, so the rider is charged once. A price of
+        0 asks no provider at all, whatever the method: the swap is free, with no payment to refund."""
+        if charge.amount_minor == 0:
+            await book_free(self.db, charge.order_id)
+            return PaymentResult(payment_ref="", amount_minor=0)
         record = await self._record(charge)
+        payment = await self.collect(record)
+        await book_capture(self.db, record.key, payment)
+        return PaymentResult(payment_ref=payment.payment_id, amount_minor=payment.amount_minor)
+
+    async def collect(self, record: Payment, description: str = "battery swap") -> ProviderPayment:
+        """Take the money of our payment `record` with its provider, once by its key: the captured payment,
+        or a non-retryable PAYMENT_DECLINED error (also recorded) when no money can be taken."""
         if record.status in (PaymentStatus.CLOSED, PaymentStatus.DECLINED):
-            # Settled as "nothing taken" by the swap's refund (the swap ended meanwhile): never charge now.
+            # Settled as "nothing taken" (the swap's refund, or the top-up, ended meanwhile): never charge now.
             raise ApplicationError("payment_declined", record.status, type=PAYMENT_DECLINED, non_retryable=True)
         try:
             provider = provider_for(self.providers, record.method)
@@ -94,8 +105,8 @@ class PaymentActivities:
         if payment is None:
             try:
                 payment = await provider.charge(ChargeRequest(
-                    key=key, amount_minor=charge.amount_minor, currency=charge.currency, rider_id=record.rider_id,
-                    payer=record.payer))
+                    key=key, amount_minor=record.amount_minor, currency=record.currency, rider_id=record.rider_id,
+                    payer=record.payer, description=description))
             except ProviderDeclined as declined:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
@@ -106,8 +117,7 @@ class PaymentActivities:
             payment = await provider.capture(key)
         if payment.status != PaymentStatus.CAPTURED:
             raise await self._declined(key, payment.status)
-        await book_capture(self.db, record.key, payment)
-        return PaymentResult(payment_ref=payment.payment_id, amount_minor=payment.amount_minor)
+        return payment
 
     async def _until_settled(self, provider: PaymentProvider, record: Payment,
                              payment: ProviderPayment) -> ProviderPayment:
@@ -150,3 +160,14 @@ async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None
                 order.stage = SwapStage.PAID
             order.steps = [*order.steps, {"step": "charge", "outcome": "ok",
                                           "detail": f"{row.method} {payment.payment_id}"}]
+
+
+async def book_free(db: Database, order_id: str) -> None:
+    """A swap priced 0 on its order: paid, with nothing charged (no payment, no ledger entry)."""
+    async with db.transaction() as session:
+        order = await session.get(SwapOrder, order_id)
+        if order is None or any(step.get("step") == "charge" for step in order.steps):
+            return
+        if order.stage in (SwapStage.CREATED, SwapStage.RESERVED):
+            order.stage = SwapStage.PAID
+        order.steps = [*order.steps, {"step": "charge", "outcome": "ok", "detail": "free: price 0, nothing charged"}]

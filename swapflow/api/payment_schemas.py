@@ -20,11 +20,41 @@ class WalletView(BaseModel):
 
 
 class TopUpView(BaseModel):
+    """A top-up: a payment through the rider's provider, credited to the wallet once it is captured."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
     rider_id: str
-    entry_id: str
+    method: str = Field(description="The provider the money is collected through.")
     amount_minor: int
     currency: str
-    balance_minor: int
+    status: str = Field(description="pending (not credited yet) | succeeded (credited) | failed (nothing taken)")
+    failure_reason: str | None
+    created_at: datetime
+    settled_at: datetime | None
+    workflow_id: str
+
+
+class GoodwillCreate(BaseModel):
+    """Finance's credit of a rider's wallet without a payment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_minor: int = Field(gt=0, le=10_000_000, description="Minor units, in the rider's city currency.")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class GoodwillView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    rider_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    approved_by: str
+    created_at: datetime
 
 
 class RefundCreate(BaseModel):

@@ -492,14 +492,15 @@ class Wallet(Base):
 
 
 class WalletEntry(Base):
-    """One movement of a wallet (top-up, charge, refund), once per key. Append-only."""
+    """One movement of a wallet (top-up, goodwill credit, charge, refund), once per key. Append-only.
+    `payment_key` names what backs it: the settled top-up payment, `goodwill:<id>`, or the refunded charge."""
 
     __tablename__ = "wallet_entries"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     key: Mapped[str] = mapped_column(String(120), unique=True)
     rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16), doc="topup | charge | refund")
+    kind: Mapped[str] = mapped_column(String(16), doc="topup | goodwill | charge | refund")
     amount_minor: Mapped[int] = mapped_column(BigInteger, doc="Positive: into the wallet.")
     currency: Mapped[str] = mapped_column(String(3))
     payment_key: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
@@ -895,3 +896,41 @@ class AlertDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(String(300), nullable=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WalletTopUp(Base):
+    """A rider's top-up: a payment collected through the rider's provider by workflow `topup/<id>`
+    (our payment record is `payments` row `topup:<id>:charge`), credited to the wallet only once the
+    provider confirms it."""
+
+    __tablename__ = "wallet_top_ups"
+    __table_args__ = (UniqueConstraint("rider_id", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(60))
+    method: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_key: Mapped[str] = mapped_column(String(120), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, doc="pending | succeeded | failed")
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class GoodwillCredit(Base):
+    """Money finance gives a rider without a payment (a gesture, a correction), with its reason and the
+    finance operator who approved it; booked to its own ledger account."""
+
+    __tablename__ = "goodwill_credits"
+    __table_args__ = (UniqueConstraint("rider_id", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(60))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    approved_by: Mapped[str] = mapped_column(String(40), doc="The operator (finance or admin) who granted it.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

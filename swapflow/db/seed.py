@@ -17,6 +17,7 @@ from swapflow.db.models import (
     City,
     CustodianKind,
     CustodyEvent,
+    GoodwillCredit,
     LedgerPosting,
     LedgerTransaction,
     Rider,
@@ -30,7 +31,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed_pricing import seed_demo_pricing
-from swapflow.ledger import provider_clearing, subscription_account, wallet_account
+from swapflow.ledger import GOODWILL, provider_clearing, subscription_account, wallet_account
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def demo_payment_method(rider_no: int) -> str:
 
 
 def _seed_payment_methods(session: Session) -> None:
-    """Wallet riders get a topped-up balance, subscription riders a plan, both booked in the ledger."""
+    """Wallet riders get a balance (a goodwill credit), subscription riders a plan, both booked in the ledger."""
     plans: dict[str, SubscriptionPlan] = {}
     for city in session.scalars(select(City)):
         plan = SubscriptionPlan(id=f"plan-{city.code.lower()}-60", name=f"{city.name}: 60 swaps a month",
@@ -176,14 +177,16 @@ def _seed_payment_methods(session: Session) -> None:
         city = session.get(City, rider.city_code)
         assert city is not None
         if method == "wallet":
-            _book(session, key=f"wallet:{rider.id}:topup:seed", kind="wallet_topup", currency=city.currency,
-                  debit=provider_clearing("wallet_topups"), credit=wallet_account(rider.id),
-                  amount=city.swap_price_minor * DEMO_WALLET_TOPUP)
-            session.add(Wallet(rider_id=rider.id, currency=city.currency,
-                               balance_minor=city.swap_price_minor * DEMO_WALLET_TOPUP))
-            session.add(WalletEntry(id=f"wal_seed_{rider.id}"[:40], key=f"wallet:{rider.id}:topup:seed",
-                                    rider_id=rider.id, kind="topup", currency=city.currency,
-                                    amount_minor=city.swap_price_minor * DEMO_WALLET_TOPUP))
+            # A demo balance is a goodwill credit: money into a wallet is a payment or finance's gift.
+            amount, credit_id = city.swap_price_minor * DEMO_WALLET_TOPUP, f"gw_seed_{rider.id}"[:40]
+            key = f"wallet:{rider.id}:goodwill:{credit_id}"
+            session.add(GoodwillCredit(id=credit_id, rider_id=rider.id, idempotency_key="seed", amount_minor=amount,
+                                       currency=city.currency, reason="demo balance", approved_by="seed"))
+            _book(session, key=key, kind="wallet_goodwill", currency=city.currency, debit=GOODWILL,
+                  credit=wallet_account(rider.id), amount=amount)
+            session.add(Wallet(rider_id=rider.id, currency=city.currency, balance_minor=amount))
+            session.add(WalletEntry(id=f"wal_seed_{rider.id}"[:40], key=key, rider_id=rider.id, kind="goodwill",
+                                    currency=city.currency, amount_minor=amount, payment_key=f"goodwill:{credit_id}"))
         elif method == "subscription":
             plan = plans[rider.city_code]
             _book(session, key=f"subscription:{rider.id}:{plan.id}:sale", kind="subscription_sale",

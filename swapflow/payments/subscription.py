@@ -86,7 +86,8 @@ class SubscriptionProvider:
             use = await session.scalar(select(SubscriptionUse).where(SubscriptionUse.key == request.key))
             if use is not None:
                 return _payment(use)
-            subscription = await session.get(Subscription, request.rider_id)
+            # Locked: concurrent uses of one plan count the period's uses one after the other.
+            subscription = await session.get(Subscription, request.rider_id, with_for_update=True)
             if subscription is None or not subscription.active:
                 raise ProviderDeclined("no_subscription")
             plan = await session.get(SubscriptionPlan, subscription.plan_id)
@@ -122,7 +123,7 @@ class SubscriptionProvider:
     async def refund(self, request: RefundRequest) -> ProviderRefund:
         """Give the swap back to its period, once; only the whole swap can be given back."""
         async with self.db.transaction() as session:
-            use = await session.get(SubscriptionUse, request.payment.payment_id)
+            use = await session.get(SubscriptionUse, request.payment.payment_id, with_for_update=True)
             if use is None:
                 raise ProviderDeclined(f"subscription: no use {request.payment.payment_id}")
             if use.refund_key == request.key:

@@ -1,19 +1,22 @@
-"""The wallet provider: a rider's prepaid balance, kept in our own database. Top-ups credit it, a charge
-debits it (declined when the balance is short), a refund credits the charge back. Every movement is a
-`WalletEntry` under its key, so the same key never moves money twice, and the balance changes in the
-same transaction as its entry."""
+"""The wallet provider: a rider's prepaid balance, kept in our own database. Settled top-up payments and
+finance's goodwill credits credit it (`credit_wallet`), a charge debits it (declined when the balance is
+short), a refund credits the charge back. Every movement is a `WalletEntry` under its key, so the same
+key never moves money twice, and the balance changes in the same transaction as its entry, by one
+conditional UPDATE (concurrent movements of one wallet never overwrite each other)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Wallet, WalletEntry, as_utc
-from swapflow.ledger import Posting, post_transaction, provider_clearing, wallet_account
+from swapflow.ledger import Posting, post_transaction, wallet_account
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,
@@ -28,9 +31,6 @@ from swapflow.payments.provider import (
     day_bounds,
 )
 
-TOPUP_CLEARING = provider_clearing("wallet_topups")
-"""Where top-up money is until it settles (the channel a rider tops up through)."""
-
 
 def _payment(entry: WalletEntry) -> ProviderPayment:
     return ProviderPayment(provider=PaymentMethod.WALLET, key=entry.key, payment_id=entry.id,
@@ -43,33 +43,43 @@ def _refund(entry: WalletEntry, payment_id: str) -> ProviderRefund:
                           created_at=as_utc(entry.at), succeeded_at=as_utc(entry.at))
 
 
-def topup_ledger_key(rider_id: str, idempotency_key: str) -> str:
-    """Ledger and wallet-entry key of a rider's top-up."""
-    return f"wallet:{rider_id}:topup:{idempotency_key}"
+async def _ensure_wallet(session: AsyncSession, rider_id: str, currency: str) -> None:
+    """The rider's wallet exists (created empty if new; a concurrent creation is no error)."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(insert(Wallet).values(rider_id=rider_id, currency=currency, balance_minor=0)
+                          .on_conflict_do_nothing(index_elements=[Wallet.rider_id]))
 
 
-async def top_up(session: AsyncSession, *, rider_id: str, idempotency_key: str, amount_minor: int,
-                 currency: str) -> tuple[Wallet, WalletEntry, bool]:
-    """Credit a rider's wallet once per idempotency key, with its ledger entry, in the caller's transaction.
-    Returns (wallet, entry, created)."""
-    key = topup_ledger_key(rider_id, idempotency_key)
-    wallet = await session.get(Wallet, rider_id)
-    if wallet is None:
-        wallet = Wallet(rider_id=rider_id, currency=currency, balance_minor=0)
-        session.add(wallet)
+async def _add_to_balance(session: AsyncSession, rider_id: str, currency: str, amount_minor: int) -> int | None:
+    """Move the balance by `amount_minor` in one conditional UPDATE, so concurrent movements never lose
+    one another: a debit only if the balance covers it. The new balance, or None when the wallet is
+    missing, holds another currency or is short."""
+    where = [Wallet.rider_id == rider_id, Wallet.currency == currency]
+    if amount_minor < 0:
+        where.append(Wallet.balance_minor >= -amount_minor)
+    return await session.scalar(update(Wallet).where(*where)
+                                .values(balance_minor=Wallet.balance_minor + amount_minor)
+                                .returning(Wallet.balance_minor))
+
+
+async def credit_wallet(session: AsyncSession, *, rider_id: str, key: str, kind: str, amount_minor: int,
+                        currency: str, source: str, debit_account: str, memo: str) -> tuple[WalletEntry, bool]:
+    """Credit a rider's wallet once per `key`, with its ledger entry (debit `debit_account`, where the
+    money comes from), in the caller's transaction. `source` names what pays for it (a settled payment's
+    key, or a goodwill credit). Returns (entry, created)."""
     existing = await session.scalar(select(WalletEntry).where(WalletEntry.key == key))
     if existing is not None:
-        return wallet, existing, False
-    if wallet.currency != currency:
-        raise ProviderDeclined(f"wallet holds {wallet.currency}, not {currency}")
-    entry = WalletEntry(id=f"wal_{uuid.uuid4().hex[:20]}", key=key, rider_id=rider_id, kind="topup",
-                        amount_minor=amount_minor, currency=currency)
+        return existing, False
+    await _ensure_wallet(session, rider_id, currency)
+    if await _add_to_balance(session, rider_id, currency, amount_minor) is None:
+        raise ProviderDeclined(f"wallet of {rider_id} does not hold {currency}")
+    entry = WalletEntry(id=f"wal_{uuid.uuid4().hex[:20]}", key=key, rider_id=rider_id, kind=kind,
+                        amount_minor=amount_minor, currency=currency, payment_key=source)
     session.add(entry)
-    wallet.balance_minor += amount_minor
-    await post_transaction(session, key=key, kind="wallet_topup", currency=currency, memo=f"top-up {entry.id}",
-                           postings=[Posting(TOPUP_CLEARING, amount_minor),
+    await post_transaction(session, key=key, kind=f"wallet_{kind}", currency=currency, memo=memo,
+                           postings=[Posting(debit_account, amount_minor),
                                      Posting(wallet_account(rider_id), -amount_minor)])
-    return wallet, entry, True
+    return entry, True
 
 
 class WalletProvider:
@@ -86,12 +96,11 @@ class WalletProvider:
             entry = await session.scalar(select(WalletEntry).where(WalletEntry.key == request.key))
             if entry is not None:
                 return _payment(entry)
-            wallet = await session.get(Wallet, request.rider_id)
-            if wallet is None or wallet.currency != request.currency:
-                raise ProviderDeclined("no_wallet")
-            if wallet.balance_minor < request.amount_minor:
+            if await _add_to_balance(session, request.rider_id, request.currency, -request.amount_minor) is None:
+                wallet = await session.get(Wallet, request.rider_id)
+                if wallet is None or wallet.currency != request.currency:
+                    raise ProviderDeclined("no_wallet")
                 raise ProviderDeclined("insufficient_balance")
-            wallet.balance_minor -= request.amount_minor
             entry = WalletEntry(id=f"wal_{uuid.uuid4().hex[:20]}", key=request.key, rider_id=request.rider_id,
                                 kind="charge", amount_minor=-request.amount_minor, currency=request.currency)
             session.add(entry)
@@ -121,7 +130,8 @@ class WalletProvider:
             existing = await session.scalar(select(WalletEntry).where(WalletEntry.key == request.key))
             if existing is not None:
                 return _refund(existing, request.payment.payment_id)
-            charge = await session.get(WalletEntry, request.payment.payment_id)
+            # Locked: two refunds of one charge are checked against the refunded sum one after the other.
+            charge = await session.get(WalletEntry, request.payment.payment_id, with_for_update=True)
             if charge is None or charge.kind != "charge":
                 raise ProviderDeclined(f"wallet: no charge {request.payment.payment_id}")
             refunded = await session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_minor), 0)).where(
@@ -129,9 +139,8 @@ class WalletProvider:
             if refunded + request.amount_minor > -charge.amount_minor:
                 raise RefundExceedsCapture(f"refund {request.amount_minor} exceeds the "
                                            f"{-charge.amount_minor - refunded} left")
-            wallet = await session.get(Wallet, charge.rider_id)
-            assert wallet is not None
-            wallet.balance_minor += request.amount_minor
+            credited = await _add_to_balance(session, charge.rider_id, charge.currency, request.amount_minor)
+            assert credited is not None
             entry = WalletEntry(id=f"wal_{uuid.uuid4().hex[:20]}", key=request.key, rider_id=charge.rider_id,
                                 kind="refund", amount_minor=request.amount_minor, currency=charge.currency,
                                 payment_key=charge.key)

@@ -76,6 +76,9 @@ PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximu
                             maximum_attempts=12, non_retryable_error_types=[PAYMENT_DECLINED])
 PAYMENT_HEARTBEAT = timedelta(seconds=30)
 
+# A swap priced 0 charged nothing (docs/money.md), so its failure starts no refund workflow.
+FREE_SWAP_NOTHING_TO_REFUND = "free-swap-nothing-to-refund"
+
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.RESERVED, SwapStage.PAID})
 
 
@@ -441,7 +444,8 @@ class SwapWorkflow:
         A child workflow (abandoned when the swap closes) rather than an activity that starts one: its
         start is recorded in the swap's history, and the id derived from the order means one failure can
         never start two refunds. The refund workflow itself settles a charge whose outcome is unknown."""
-        if self._charge_declined:
+        free = self._admission is not None and self._admission.price_minor == 0
+        if self._charge_declined or (free and workflow.patched(FREE_SWAP_NOTHING_TO_REFUND)):
             self._step("refund", "nothing_captured", None)
             return
         request = self._request

@@ -1,0 +1,107 @@
+"""The top-up workflow's activities: collect the top-up's payment through the rider's provider (the swap
+charge's path: our record first, the provider asked before it is charged, a pending payment polled to
+its deadline), then settle it: credit the wallet if, and only if, the provider captured the money; an
+authorization or pending payment that was not captured is voided (closed) at the provider, so nothing
+can be taken later for a top-up that failed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from temporalio import activity
+
+from swapflow.activities.payments import PaymentActivities
+from swapflow.db.engine import Database
+from swapflow.db.models import Payment, WalletTopUp, utcnow
+from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
+from swapflow.payments.registry import UnknownProvider, provider_for
+from swapflow.payments.topups import TopUpState, credit_top_up
+
+
+class TopUpStart(BaseModel):
+    """Input of workflow `topup/<top_up_id>`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    top_up_id: str
+    pending_timeout_s: float = 900.0
+
+
+class TopUpOutcome(BaseModel):
+    """How a top-up ended: `succeeded` (credited) or `failed` (nothing taken, nothing credited)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    top_up_id: str
+    status: str
+    amount_minor: int = 0
+    reason: str | None = None
+
+
+class TopUpActivities:
+    """What the top-up workflow does; one instance per worker."""
+
+    def __init__(self, db: Database, payments: PaymentActivities) -> None:
+        self.db = db
+        self.payments = payments
+
+    async def _payment(self, top_up_id: str) -> tuple[WalletTopUp, Payment]:
+        async with self.db.sessions() as session:
+            top_up = await session.get(WalletTopUp, top_up_id)
+            assert top_up is not None, f"no top-up {top_up_id}"
+            payment = await session.scalar(select(Payment).where(Payment.key == top_up.payment_key))
+            assert payment is not None
+        return top_up, payment
+
+    @activity.defn(name="collect_top_up")
+    async def collect(self, start: TopUpStart) -> None:
+        """Take the top-up's money (heartbeating while the rider confirms); a refusal is non-retryable."""
+        _, payment = await self._payment(start.top_up_id)
+        await self.payments.collect(payment, description="wallet top-up")
+
+    @activity.defn(name="settle_top_up")
+    async def settle(self, start: TopUpStart) -> TopUpOutcome:
+        """Credit the top-up if the provider captured it (asked, not assumed); otherwise void what is still
+        open at the provider and record the top-up failed. Safe to repeat."""
+        top_up, payment = await self._payment(start.top_up_id)
+        if top_up.status != TopUpState.PENDING:
+            return _outcome(top_up)
+        found = await self._at_provider(payment)
+        async with self.db.transaction() as session:
+            top_up = await session.get(WalletTopUp, start.top_up_id, with_for_update=True)
+            row = await session.scalar(select(Payment).where(Payment.key == payment.key))
+            assert top_up is not None and row is not None
+            if top_up.status != TopUpState.PENDING:
+                return _outcome(top_up)
+            if found is not None and found.status == PaymentStatus.CAPTURED:
+                row.status, row.provider_ref, row.amount_minor = found.status, found.payment_id, found.amount_minor
+                try:
+                    await credit_top_up(session, top_up, row)
+                except ProviderDeclined as refused:
+                    # Cannot happen for a top-up opened in the wallet's currency; never lose it silently.
+                    raise RuntimeError(f"top-up {top_up.id} captured but not credited: {refused}") from None
+            else:
+                row.status = found.status if found is not None else PaymentStatus.CLOSED
+                top_up.status, top_up.settled_at = TopUpState.FAILED, utcnow()
+                top_up.failure_reason = f"payment {row.status}"
+            return _outcome(top_up)
+
+    async def _at_provider(self, payment: Payment) -> ProviderPayment | None:
+        """The payment as the provider has it now; one left open (pending, authorized) is closed first."""
+        try:
+            provider = provider_for(self.payments.providers, payment.method)
+        except UnknownProvider:
+            return None
+        found = await provider.find_payment(payment.key)
+        if found is not None and found.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
+            try:
+                found = await provider.close(payment.key)
+            except ProviderDeclined:
+                found = await provider.find_payment(payment.key)  # captured meanwhile: it is the rider's money
+        return found
+
+
+def _outcome(top_up: WalletTopUp) -> TopUpOutcome:
+    return TopUpOutcome(
+        top_up_id=top_up.id, status=top_up.status, amount_minor=top_up.amount_minor, reason=top_up.failure_reason
+    )

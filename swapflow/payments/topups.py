@@ -1,0 +1,160 @@
+"""Money into a rider's wallet, two ways and no other:
+
+- a top-up is a payment: opened here as a `wallet_top_ups` row and our `payments` record
+  (`topup:<id>:charge`), collected through the rider's provider by workflow `topup/<id>`, and credited
+  only once the provider confirms the capture (`credit_top_up`);
+- a goodwill credit is finance's, with a reason and its approver, booked to its own ledger account.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.models import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp, utcnow
+from swapflow.ledger import GOODWILL, provider_clearing
+from swapflow.payments.provider import PaymentMethod, PaymentStatus
+from swapflow.payments.registry import DEFAULT_METHOD, payer_method
+from swapflow.payments.wallet import credit_wallet
+
+# A top-up is paid from outside the wallet: a rider paying swaps by wallet or plan tops up by the sandbox.
+TOPUP_METHODS = frozenset({PaymentMethod.SANDBOX, PaymentMethod.WECHAT, PaymentMethod.STRIPE})
+
+
+class TopUpState:
+    PENDING = "pending"  # collecting: not credited
+    SUCCEEDED = "succeeded"  # the provider captured it: credited
+    FAILED = "failed"  # nothing was taken (declined, abandoned, voided): nothing credited
+
+
+def top_up_workflow_id(top_up_id: str) -> str:
+    return f"topup/{top_up_id}"
+
+
+def top_up_payment_key(top_up_id: str) -> str:
+    """Our payment key of a top-up, the provider's idempotency key."""
+    return f"topup:{top_up_id}:charge"
+
+
+def goodwill_source(credit_id: str) -> str:
+    """What a goodwill credit's wallet entry names as its source."""
+    return f"goodwill:{credit_id}"
+
+
+class TopUpRefused(ValueError):
+    """A top-up or credit that must not be opened (wallet in another currency, key reused)."""
+
+
+async def _check_currency(session: AsyncSession, rider_id: str, currency: str) -> None:
+    wallet = await session.get(Wallet, rider_id)
+    if wallet is not None and wallet.currency != currency:
+        raise TopUpRefused(f"the wallet holds {wallet.currency}, not {currency}")
+
+
+async def open_top_up(
+    session: AsyncSession, *, rider_id: str, idempotency_key: str, amount_minor: int, currency: str
+) -> tuple[WalletTopUp, bool]:
+    """The top-up under the rider's `idempotency_key`, opened now (pending, nothing credited) if new,
+    with our payment record for the provider. Returns (top-up, created)."""
+    existing = await session.scalar(
+        select(WalletTopUp).where(WalletTopUp.rider_id == rider_id, WalletTopUp.idempotency_key == idempotency_key)
+    )
+    if existing is not None:
+        if existing.amount_minor != amount_minor:
+            raise TopUpRefused(f"Idempotency-Key {idempotency_key!r} was used for a top-up of {existing.amount_minor}")
+        return existing, False
+    await _check_currency(session, rider_id, currency)
+    how = await payer_method(session, rider_id)
+    method, payer = (how.method, how.payer) if how.method in TOPUP_METHODS else (DEFAULT_METHOD, None)
+    top_up_id = f"top_{uuid.uuid4().hex[:20]}"
+    top_up = WalletTopUp(
+        id=top_up_id,
+        rider_id=rider_id,
+        idempotency_key=idempotency_key,
+        method=method,
+        amount_minor=amount_minor,
+        currency=currency,
+        payment_key=top_up_payment_key(top_up_id),
+        status=TopUpState.PENDING,
+    )
+    session.add(top_up)
+    session.add(
+        Payment(
+            key=top_up.payment_key,
+            order_id=None,
+            rider_id=rider_id,
+            method=method,
+            amount_minor=amount_minor,
+            currency=currency,
+            status="initiated",
+            payer=payer,
+        )
+    )
+    await session.flush()
+    return top_up, True
+
+
+async def credit_top_up(session: AsyncSession, top_up: WalletTopUp, payment: Payment) -> WalletEntry:
+    """Credit what the provider captured for the top-up (once), from the provider's clearing account."""
+    assert payment.status == PaymentStatus.CAPTURED
+    entry, _ = await credit_wallet(
+        session,
+        rider_id=top_up.rider_id,
+        key=f"wallet:{top_up.rider_id}:topup:{top_up.id}",
+        kind="topup",
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        source=payment.key,
+        debit_account=provider_clearing(payment.method),
+        memo=f"top-up {top_up.id}, {payment.method} {payment.provider_ref}",
+    )
+    top_up.status, top_up.settled_at = TopUpState.SUCCEEDED, utcnow()
+    return entry
+
+
+async def grant_goodwill(
+    session: AsyncSession,
+    *,
+    rider_id: str,
+    idempotency_key: str,
+    amount_minor: int,
+    currency: str,
+    reason: str,
+    approved_by: str,
+) -> tuple[GoodwillCredit, bool]:
+    """Credit the rider's wallet without a payment, once per key, from the goodwill account.
+    Returns (credit, created)."""
+    existing = await session.scalar(
+        select(GoodwillCredit).where(
+            GoodwillCredit.rider_id == rider_id, GoodwillCredit.idempotency_key == idempotency_key
+        )
+    )
+    if existing is not None:
+        if existing.amount_minor != amount_minor:
+            raise TopUpRefused(f"Idempotency-Key {idempotency_key!r} was used for a credit of {existing.amount_minor}")
+        return existing, False
+    await _check_currency(session, rider_id, currency)
+    credit = GoodwillCredit(
+        id=f"gw_{uuid.uuid4().hex[:20]}",
+        rider_id=rider_id,
+        idempotency_key=idempotency_key,
+        amount_minor=amount_minor,
+        currency=currency,
+        reason=reason,
+        approved_by=approved_by,
+    )
+    session.add(credit)
+    await credit_wallet(
+        session,
+        rider_id=rider_id,
+        key=f"wallet:{rider_id}:goodwill:{credit.id}",
+        kind="goodwill",
+        amount_minor=amount_minor,
+        currency=currency,
+        source=goodwill_source(credit.id),
+        debit_account=GOODWILL,
+        memo=f"goodwill {credit.id} by {approved_by}: {reason}"[:200],
+    )
+    return credit, True
