@@ -14,11 +14,12 @@ from sqlalchemy import select, update
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.topup import TopUpOutcome
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.models import LedgerPosting, LedgerTransaction, OperatorRole, Wallet
+from swapflow.db.models import LedgerPosting, LedgerTransaction, OperatorRole, Wallet, utcnow
 from swapflow.db.seed import seed_demo_network
 from swapflow.invariants import Rule, check_invariants
 from swapflow.ledger import provider_clearing
@@ -27,6 +28,7 @@ from swapflow.payments.topups import top_up_payment_key
 from swapflow.payments.wallet import credit_wallet
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
+from swapflow.workflows.payment_models import ReconcileProvider
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.payment_fakes import localstripe_url, stripe_settings_values, wechat_fake  # noqa: F401  (fixtures)
@@ -121,6 +123,16 @@ async def test_a_top_up_is_pending_until_the_sandbox_captures_it_then_credited_o
     assert await balance(db) == 5000
     assert await postings(db, "wallet_topup") == {provider_clearing("sandbox"): 5000, f"wallet:{RIDER}": -5000}
     assert await wallet_violations(db) == []
+
+
+async def test_a_captured_top_up_reconciles_with_the_ledger_and_the_provider(
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+) -> None:
+    opened = await api.post(TOP_UPS, json={"amount_minor": 3000}, headers={"Idempotency-Key": "t-rec"})
+    await top_up_done(temporal_env, opened.json()["workflow_id"])
+    report = await ReconciliationActivities(money.db, money.providers).reconcile(
+        ReconcileProvider(day=utcnow().date(), provider="sandbox"))
+    assert [(p.provider, p.exceptions) for p in report.providers] == [("sandbox", 0)]
 
 
 async def test_a_reused_idempotency_key_with_another_amount_is_a_409(api: httpx.AsyncClient) -> None:

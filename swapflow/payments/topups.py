@@ -102,7 +102,7 @@ async def credit_top_up(session: AsyncSession, top_up: WalletTopUp, payment: Pay
     entry, _ = await credit_wallet(
         session,
         rider_id=top_up.rider_id,
-        key=f"wallet:{top_up.rider_id}:topup:{top_up.id}",
+        key=payment.key,  # the ledger books a payment under its key, which reconciliation looks it up by
         kind="topup",
         amount_minor=payment.amount_minor,
         currency=payment.currency,

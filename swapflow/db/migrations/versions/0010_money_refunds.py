@@ -1,7 +1,7 @@
 """when the provider took a charge and returned a refund, so reconciliation dates each movement as the
 provider's statement does
 
-Revision ID: 0010_money_refunds
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-07 05:30:00
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0010_money_refunds'
+revision: str = '0010'
 down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

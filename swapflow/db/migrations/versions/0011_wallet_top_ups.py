@@ -1,7 +1,7 @@
 """wallet top-ups collected through a provider, and finance's goodwill credits
 
-Revision ID: 0010_wallet_top_ups
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07 06:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_wallet_top_ups"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
