@@ -67,11 +67,13 @@ async def get_quote(
 
 
 @router.get("/v1/pricing/rules", response_model=list[PriceRule])
-async def list_rules(session: SessionDep, _: MoneyStaff, city_code: str | None = None) -> list[PriceRule]:
-    """Price rules, oldest first; with `city_code`, those of the city and the network-wide ones."""
+async def list_rules(session: SessionDep, principal: MoneyStaff,
+                     city_code: Annotated[str | None, Query(max_length=16)] = None) -> list[PriceRule]:
+    """Price rules, oldest first: the network-wide ones and those of `city_code`, or of the caller's cities."""
+    cities = principal.visible_cities(city_code)
     query = select(db.PriceRule).order_by(db.PriceRule.id)
-    if city_code is not None:
-        query = query.where((db.PriceRule.city_code == city_code) | db.PriceRule.city_code.is_(None))
+    if cities is not None:
+        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
     return [PriceRule.model_validate(row) for row in await session.scalars(query)]
 
 
@@ -88,10 +90,12 @@ async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> P
 
 
 @router.get("/v1/pricing/coupons", response_model=list[CouponView])
-async def list_coupons(session: SessionDep, _: MoneyStaff) -> list[CouponView]:
-    """Every coupon, by code, with its live redemptions."""
+async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[CouponView]:
+    """The coupons valid in the caller's cities (every one, for an admin), by code, with their live
+    redemptions."""
     rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
-    return [CouponView.model_validate(row) for row in rows]
+    return [CouponView.model_validate(row) for row in rows if row.city_codes is None or principal.cities is None
+            or not principal.cities.isdisjoint(row.city_codes)]
 
 
 @router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED)
