@@ -4,14 +4,12 @@ redemptions counted under concurrency on the real database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from swapflow.api.app import create_app
 from swapflow.db import models as tables
 from swapflow.db.engine import Database
 from swapflow.price_book import coupon_named, redeem_coupon, release_redemption
@@ -28,9 +26,8 @@ from swapflow.pricing import (
     percent_of,
     quote,
 )
-from swapflow.settings import Settings
-from tests.ops_harness import bearer, operator_token
 from tests.swap_harness import new_order
+from tests.test_ops_api import api, ops_sh  # noqa: F401  (fixtures shared with the ops API's tests)
 
 # Friday 2026-11-20, 11:00 in Shanghai: no peak, no night.
 NOON_ISH = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
@@ -257,17 +254,6 @@ async def test_a_released_redemption_frees_the_coupon_for_the_rider_once(db: Dat
 
 
 # ----------------------------------------------------------------------------------------- who sees them
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture
-async def ops_sh(db: Database) -> dict[str, str]:
-    return bearer(await operator_token(db, "ops-sh", tables.OperatorRole.OPERATOR, ["SH"]))
 
 
 async def test_an_operator_of_one_city_reads_its_and_the_network_wide_price_rules_only(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Response, status
 from swapflow.api.auth import RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.payment_schemas import TopUpCreate, TopUpView, WalletView
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.models import City, Rider, Wallet
 from swapflow.payments.provider import ProviderDeclined
 from swapflow.payments.wallet import top_up
@@ -30,7 +30,8 @@ async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoney
 
 
 @router.post("/{rider_id}/wallet/top-ups", status_code=status.HTTP_201_CREATED, response_model=TopUpView,
-             responses={200: {"description": "The top-up this Idempotency-Key already made"}})
+             responses={200: {"model": TopUpView, "description": "The top-up this Idempotency-Key already made"},
+                        **problem_responses(409)})
 async def create_top_up(
     rider_id: str,
     body: TopUpCreate,
