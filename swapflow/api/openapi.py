@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -31,33 +30,30 @@ async def text_without_nul(request: Request) -> None:
     if "json" in request.headers.get("content-type", ""):
         try:
             texts.append((("body",), json.loads(await request.body())))
-        except ValueError:
-            pass  # the route says what is wrong with it
-    for loc, value in texts:
-        for where in _nul_locations(loc, value):
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "string_pattern_mismatch",
-                        "loc": where,
-                        "msg": "Text may not contain a NUL character",
-                        "input": None,
-                    }
-                ]
-            )
+        except (ValueError, RecursionError):
+            pass  # not JSON (or nested past parsing): the route says what is wrong with it
+    where = _nul_location(texts)
+    if where is not None:
+        raise RequestValidationError(
+            [{"type": "string_pattern_mismatch", "loc": where, "msg": "Text may not contain a NUL character"}]
+        )
 
 
-def _nul_locations(loc: tuple[Any, ...], value: Any) -> Iterator[tuple[Any, ...]]:
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _nul_locations((*loc, key), key)
-            yield from _nul_locations((*loc, key), item)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _nul_locations((*loc, index), item)
+def _nul_location(texts: list[tuple[tuple[Any, ...], Any]]) -> tuple[Any, ...] | None:
+    """Where a text holding a NUL character is, in JSON-like values (walked without recursion: a body may
+    nest deeply)."""
+    pending = list(reversed(texts))
+    while pending:
+        loc, value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return loc
+        elif isinstance(value, dict):
+            pending += [((*loc, key), item) for key, item in value.items()]
+            pending += [((*loc, key), key) for key in value]
+        elif isinstance(value, list):
+            pending += [((*loc, index), item) for index, item in enumerate(value)]
+    return None
 
 
 def install_contract(app: FastAPI) -> None:
