@@ -43,7 +43,7 @@ CHECKS = [
     positive_data_acceptance,
 ]
 EXAMPLES = 40
-"""Per operation and caller: about 1,500 requests each, a minute and a half for both on 2 cores."""
+"""Per operation and caller: about 1,500 requests each; both runs take under a minute on 2 cores."""
 
 CABINET = "cab-sh-001-1"
 
