@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from enum import StrEnum
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 BASIS_POINTS = 10_000
 """100 % in basis points."""
@@ -54,6 +55,44 @@ class CouponKind(StrEnum):
     FIXED = "fixed"  # `value` minor units off the price
 
 
+def _aware(value: datetime) -> datetime:
+    # Written without an offset (or read back naive from SQLite): UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Bound = Annotated[datetime, AfterValidator(_aware)] | None
+"""A validity bound; a naive one is UTC."""
+
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a local wall-clock time has no offset")
+    return value
+
+
+WallClock = Annotated[time, AfterValidator(_wall_clock), WithJsonSchema(
+    {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+     "description": "HH:MM[:SS], the city's local wall clock (no offset)"})]
+
+StoredInt = Annotated[int, Field(le=2**31 - 1)]
+"""An integer its 32-bit column holds (give each its lower bound, at least -2**31)."""
+
+
+def _when(condition: dict[str, object], then: dict[str, object], otherwise: dict[str, object] | None = None,
+          *, required: bool = False) -> dict[str, object]:
+    """A JSON Schema conditional on the model's properties (`then` all `required`, or only where present):
+    what a model validator checks, declared."""
+    rule: dict[str, object] = {"if": {"properties": condition, "required": list(condition)},
+                               "then": {"properties": then, **({"required": list(then)} if required else {})}}
+    if otherwise is not None:
+        rule["else"] = {"properties": otherwise}
+    return rule
+
+
+_NULL = {"type": "null"}
+_STRING = {"type": "string"}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, from_attributes=True)
 
@@ -62,25 +101,38 @@ class PriceRuleSpec(_Model):
     """A price rule as an operator writes it. Time windows are local wall-clock times of the city;
     `end_local` is exclusive, and an end at or before the start means the window runs past midnight."""
 
+    # The model validator's rules, for the OpenAPI document (a rule it refuses is not schema-valid).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        _when({"kind": {"enum": [RuleKind.PEAK, RuleKind.OFF_PEAK]}},
+              {"start_local": _STRING, "end_local": _STRING},
+              {"start_local": _NULL, "end_local": _NULL, "weekdays": _NULL}, required=True),
+        _when({"kind": {"const": RuleKind.BATTERY_MODEL}}, {"battery_model": _STRING}, {"battery_model": _NULL},
+              required=True),
+        _when({"kind": {"const": RuleKind.FIRST_SWAP_FREE}},
+              {"adjustment": {"const": Adjustment.SET}, "value": {"const": 0}}),
+        {"if": {"properties": {"adjustment": {"const": Adjustment.SET}}},  # also when left to its default
+         "then": {"properties": {"value": {"minimum": 0}}}},
+        _when({"adjustment": {"const": Adjustment.PERCENT}}, {"value": {"minimum": -BASIS_POINTS}}),
+    ]})
+
     name: str = Field(min_length=1, max_length=100)
     kind: RuleKind
     adjustment: Adjustment = Adjustment.SET
-    value: int = 0
+    value: StoredInt = Field(0, ge=-(2**31))
     city_code: str | None = Field(None, max_length=16, description="None: every city")
     battery_model: str | None = Field(None, max_length=40, description="Required for kind battery_model")
-    start_local: time | None = Field(None, description="Required for peak / off_peak")
-    end_local: time | None = Field(None, description="Required for peak / off_peak")
-    weekdays: list[int] | None = Field(None, description="ISO weekdays (1 = Monday) of the local date; None: all")
-    priority: int = 0
+    start_local: WallClock | None = Field(None, description="Required for peak / off_peak")
+    end_local: WallClock | None = Field(None, description="Required for peak / off_peak")
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] | None = Field(
+        None, min_length=1, description="ISO weekdays (1 = Monday) of the local date; None: all")
+    priority: StoredInt = Field(0, ge=-(2**31))
     active: bool = True
-    valid_from: datetime | None = None
-    valid_until: datetime | None = None
+    valid_from: Bound = None
+    valid_until: Bound = None
 
     @field_validator("weekdays")
     @classmethod
     def _iso_weekdays(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(day not in range(1, 8) for day in value)):
-            raise ValueError("weekdays are ISO weekday numbers 1 (Monday) .. 7 (Sunday)")
         return sorted(set(value)) if value is not None else None
 
     @model_validator(mode="after")
@@ -110,17 +162,23 @@ class PriceRule(PriceRuleSpec):
 class Coupon(_Model):
     """A coupon and its limits, as an operator writes it and as it is stored. A limit left None does not limit."""
 
+    # The model validator's rules, for the OpenAPI document.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        _when({"kind": {"const": CouponKind.PERCENT}}, {"value": {"maximum": BASIS_POINTS}}),
+        _when({"kind": {"const": CouponKind.FIXED}}, {"currency": _STRING}, required=True),
+    ]})
+
     code: str = Field(min_length=3, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
     description: str = Field("", max_length=200)
     kind: CouponKind
-    value: int = Field(gt=0)
+    value: StoredInt = Field(gt=0)
     currency: str | None = Field(None, min_length=3, max_length=3, description="Required for fixed coupons")
-    valid_from: datetime | None = None
-    valid_until: datetime | None = None
-    max_redemptions: int | None = Field(None, ge=1, description="Total over all riders")
-    max_per_rider: int | None = Field(1, ge=1)
-    min_price_minor: int = Field(0, ge=0, description="The price before the coupon must be at least this")
-    max_discount_minor: int | None = Field(None, ge=0, description="Cap on the discount")
+    valid_from: Bound = None
+    valid_until: Bound = None
+    max_redemptions: StoredInt | None = Field(None, ge=1, description="Total over all riders")
+    max_per_rider: StoredInt | None = Field(1, ge=1)
+    min_price_minor: StoredInt = Field(0, ge=0, description="The price before the coupon must be at least this")
+    max_discount_minor: StoredInt | None = Field(None, ge=0, description="Cap on the discount")
     city_codes: list[str] | None = Field(None, description="None: every city")
     battery_models: list[str] | None = Field(None, description="None: every model")
     active: bool = True
@@ -230,12 +288,7 @@ def _adjusted(price: int, rule: PriceRuleSpec) -> int:
 
 
 def _in_validity(at: datetime, valid_from: datetime | None, valid_until: datetime | None) -> bool:
-    return (valid_from is None or _aware(valid_from) <= at) and (valid_until is None or at < _aware(valid_until))
-
-
-def _aware(value: datetime) -> datetime:
-    # Stored validity bounds may come back naive from SQLite; they were written as UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return (valid_from is None or valid_from <= at) and (valid_until is None or at < valid_until)
 
 
 def in_window(local: datetime, start: time, end: time, weekdays: Sequence[int] | None) -> bool:
@@ -278,9 +331,9 @@ def coupon_rejection(coupon: Coupon | None, ctx: PricingContext, usage: CouponUs
         return CouponRejection.UNKNOWN
     if not coupon.active:
         return CouponRejection.INACTIVE
-    if coupon.valid_from is not None and ctx.at < _aware(coupon.valid_from):
+    if coupon.valid_from is not None and ctx.at < coupon.valid_from:
         return CouponRejection.NOT_YET_VALID
-    if coupon.valid_until is not None and ctx.at >= _aware(coupon.valid_until):
+    if coupon.valid_until is not None and ctx.at >= coupon.valid_until:
         return CouponRejection.EXPIRED
     if coupon.city_codes is not None and ctx.city_code not in coupon.city_codes:
         return CouponRejection.WRONG_CITY

@@ -17,6 +17,7 @@ from swapflow.db.models import (
     Alert,
     Cabinet,
     CustodyEvent,
+    DeadLetter,
     OperatorRole,
     PresenceCause,
     SwapOrder,
@@ -145,3 +146,35 @@ async def test_a_cabinet_trace_orders_its_custody_changes_alerts_and_work_order_
     mine = [e["kind"] for e in entries if e["kind"] in ("alert", "work_order") or e["data"].get("key") == "t1"]
     assert mine == ["alert", "custody", "work_order"]
     assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
+
+
+async def dead_letters_at(db: Database, settings: Settings) -> None:
+    """A dead letter from each of a Shanghai and a Shenzhen cabinet (over MQTT and the tower gateway), and
+    one from a device no cabinet is registered as."""
+    prefix = settings.mqtt_topic_prefix
+    async with db.transaction() as session:
+        for topic in (f"{prefix}/cabinets/{SH_CABINET}/events", f"{prefix}/cabinets/{SZ_CABINET}/telemetry",
+                      f"tower/{SZ_CABINET}", f"{prefix}/cabinets/cab-unknown/events"):
+            session.add(DeadLetter(topic=topic, payload='{"secret": 1}', reason="bad payload"))
+
+
+async def test_an_operator_of_one_city_reads_only_its_cabinets_dead_letters(
+    api: TestClient, db: Database, settings: Settings, ops_sh: dict[str, str]
+) -> None:
+    await dead_letters_at(db, settings)
+    letters = api.get("/v1/dead-letters", headers=ops_sh).json()
+    assert [d["topic"] for d in letters] == [f"{settings.mqtt_topic_prefix}/cabinets/{SH_CABINET}/events"]
+    assert api.get("/v1/dead-letters", params={"city": "SZ"}, headers=ops_sh).status_code == 403
+
+
+async def test_dead_letters_of_an_unknown_device_are_for_network_wide_roles_only(
+    api: TestClient, db: Database, settings: Settings
+) -> None:
+    await dead_letters_at(db, settings)
+    admin = bearer(await operator_token(db, "admin", OperatorRole.ADMIN))
+    letters = api.get("/v1/dead-letters", headers=admin).json()
+    assert [(d["cabinet_id"], d["city_code"]) for d in letters] == [
+        (None, None), (SZ_CABINET, "SZ"), (SZ_CABINET, "SZ"), (SH_CABINET, "SH")]
+    ops_sz = bearer(await operator_token(db, "ops-sz", OperatorRole.OPERATOR, ["SZ"]))
+    assert [d["topic"] for d in api.get("/v1/dead-letters", headers=ops_sz).json()] == [
+        f"tower/{SZ_CABINET}", f"{settings.mqtt_topic_prefix}/cabinets/{SZ_CABINET}/telemetry"]

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from swapflow.db import models as tables
@@ -26,6 +27,7 @@ from swapflow.pricing import (
     quote,
 )
 from tests.swap_harness import new_order
+from tests.test_ops_api import api, ops_sh  # noqa: F401  (fixtures shared with the ops API's tests)
 
 # Friday 2026-11-20, 11:00 in Shanghai: no peak, no night.
 NOON_ISH = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
@@ -249,3 +251,26 @@ async def test_a_released_redemption_frees_the_coupon_for_the_rider_once(db: Dat
         live = await session.scalar(select(func.count()).select_from(tables.CouponRedemption).where(
             tables.CouponRedemption.released_at.is_(None)))
     assert live == 1
+
+
+# ----------------------------------------------------------------------------------------- who sees them
+
+
+async def test_an_operator_of_one_city_reads_its_and_the_network_wide_price_rules_only(
+    api: TestClient, db: Database, ops_sh: dict[str, str]
+) -> None:
+    async with db.transaction() as session:
+        for name, city in (("network", None), ("shanghai", "SH"), ("shenzhen", "SZ")):
+            session.add(tables.PriceRule(name=name, kind="base", adjustment="set", value=500, city_code=city))
+    assert [r["name"] for r in api.get("/v1/pricing/rules", headers=ops_sh).json()] == ["network", "shanghai"]
+    assert api.get("/v1/pricing/rules", params={"city_code": "SZ"}, headers=ops_sh).status_code == 403
+
+
+async def test_an_operator_of_one_city_reads_the_coupons_valid_there_only(
+    api: TestClient, db: Database, ops_sh: dict[str, str]
+) -> None:
+    for code, cities in (("EVERYWHERE", None), ("SHANGHAI", ["SH"]), ("SHENZHEN", ["SZ"]), ("SOUTH", ["SZ", "GZ"]),
+                         ("BOTH", ["SZ", "SH"])):
+        await add_coupon(db, Coupon(code=code, kind=CouponKind.PERCENT, value=1000, city_codes=cities))
+    codes = [c["code"] for c in api.get("/v1/pricing/coupons", headers=ops_sh).json()]
+    assert codes == ["BOTH", "EVERYWHERE", "SHANGHAI"]

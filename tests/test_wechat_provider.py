@@ -423,9 +423,9 @@ async def test_notification_whose_signal_failed_is_not_recorded_and_its_retry_ge
     await recorder.client.get_workflow_handle(refund_workflow_id(refund_id)).terminate()
 
 
-async def test_notify_without_wechat_configured_is_a_503_fail(settings: Settings,
+async def test_notify_without_wechat_configured_is_a_404_fail(settings: Settings,
                                                               temporal_env: WorkflowEnvironment) -> None:
     async with api_client(settings, temporal_env.client) as (api, _):
         response = await api.post(NOTIFY, content=b"{}")
-    assert response.status_code == 503 and response.json()["code"] == "FAIL"
+    assert response.status_code == 404 and response.json()["code"] == "FAIL"
 

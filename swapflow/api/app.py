@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
+from swapflow.api.openapi import install_contract, text_without_nul
 from swapflow.api.problems import install_problem_handlers
 from swapflow.api.routers import (
     batteries,
@@ -61,8 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Battery-swap network: riders, cabinets, swaps.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(text_without_nul)],
     )
     install_problem_handlers(app)
+    install_contract(app)
     for module in (swaps, cabinets, riders, network, batteries, ops, pricing, wallets, refunds, complaints,
                    finance, payments):
         app.include_router(module.router)

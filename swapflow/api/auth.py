@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.deps import DatabaseDep
@@ -71,33 +72,41 @@ async def check_rider_access(session: AsyncSession, principal: Principal, rider_
         principal.check_city(await rider_city(session, rider_id) or "", what, ident)
 
 
-def _unauthorized(detail: str) -> Problem:
-    return Problem(401, "Unauthorized", detail)
+_INVALID_TOKEN = 'Bearer error="invalid_token"'
+"""RFC 6750's challenge for a token that was sent but is not (or no longer) valid."""
 
 
-async def authenticate(db: DatabaseDep,
-                       authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
+def _unauthorized(detail: str, challenge: str = "Bearer") -> Problem:
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A rider's or an operator account's API token.")
+"""Declares the scheme in the OpenAPI document (Swagger's Authorize button); the 401 is ours."""
+
+
+async def authenticate(db: DatabaseDep, credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                               Depends(bearer_scheme)]) -> Principal:
     """The caller named by `Authorization: Bearer <token>`, or 401."""
-    if not authorization or not authorization.lower().startswith("bearer "):
+    if credentials is None:
         raise _unauthorized("send Authorization: Bearer <token>")
     # Its own short session, not the request's: a request that then waits (a swap's first stage) must
     # not hold a pooled connection for it.
     async with db.sessions() as session:
-        return await _principal(session, hash_token(authorization[7:].strip()))
+        return await _principal(session, hash_token(credentials.credentials.strip()))
 
 
 async def _principal(session: AsyncSession, token_hash: str) -> Principal:
     row = await session.get(ApiToken, token_hash)
     if row is None or row.revoked_at is not None:
-        raise _unauthorized("unknown or revoked token")
+        raise _unauthorized("unknown or revoked token", _INVALID_TOKEN)
     if row.principal_kind == RIDER:
         rider = await session.get(Rider, row.principal_id)
         if rider is None or rider.status != RiderStatus.ACTIVE:
-            raise _unauthorized("rider account not active")
+            raise _unauthorized("rider account not active", _INVALID_TOKEN)
         return Principal(RIDER, rider.id, None, frozenset({rider.city_code}))
     operator = await session.get(Operator, row.principal_id)
     if row.principal_kind != OPERATOR or operator is None or not operator.active:
-        raise _unauthorized("account not active")
+        raise _unauthorized("account not active", _INVALID_TOKEN)
     role = OperatorRole(operator.role)
     return Principal(OPERATOR, operator.id, role, None if role == OperatorRole.ADMIN else frozenset(operator.cities))
 

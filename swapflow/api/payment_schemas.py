@@ -63,7 +63,7 @@ class RefundCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order_id: str = Field(min_length=1, max_length=40)
-    amount_minor: int | None = Field(None, gt=0, description="Default: all that is left of the capture.")
+    amount_minor: int | None = Field(None, gt=0, le=2**31 - 1, description="Default: all that is left of the capture.")
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -96,7 +96,7 @@ class ComplaintCreate(BaseModel):
     rider_id: str = Field(min_length=1, max_length=40)
     order_id: str = Field(min_length=1, max_length=40)
     reason: str = Field(min_length=1, max_length=2000)
-    amount_minor: int | None = Field(None, gt=0, description="Default: all that is left of the capture.")
+    amount_minor: int | None = Field(None, gt=0, le=2**31 - 1, description="Default: all that is left of the capture.")
 
 
 class ComplaintView(BaseModel):

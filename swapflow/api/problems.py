@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -19,19 +22,41 @@ class Problem(Exception):
     """Raise to answer with a problem document."""
 
     def __init__(self, status: int, title: str, detail: str, *, type_: str = "about:blank",
-                 **extensions: Any) -> None:
+                 headers: Mapping[str, str] | None = None, **extensions: Any) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.type, self.extensions = status, title, detail, type_, extensions
+        self.headers = headers
+
+
+class ProblemDocument(BaseModel):
+    """An error, as RFC 9457 problem details. Some carry more members (`errors` of an invalid request,
+    `reason` of a refused coupon, WeChat's `code` and `message`)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field("about:blank", description="A URI naming the kind of problem")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = Field(None, description="The path the request was for")
 
 
 def problem_response(status: int, title: str, detail: str, *, type_: str = "about:blank",
-                     instance: str | None = None, **extensions: Any) -> JSONResponse:
+                     instance: str | None = None, headers: Mapping[str, str] | None = None,
+                     **extensions: Any) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
     body.update(extensions)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route that may answer these error statuses (each a problem document). 401, 403
+    (an endpoint that takes a token), 404 (a path naming a resource) and 422 are declared for every
+    endpoint they apply to (swapflow.api.openapi); name the others."""
+    return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -39,12 +64,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, type_=exc.type,
-                                instance=request.url.path, **exc.extensions)
+        return problem_response(exc.status, exc.title, exc.detail, type_=exc.type, instance=request.url.path,
+                                headers=exc.headers, **exc.extensions)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, str(exc.detail), str(exc.detail), instance=request.url.path)
+        # Its headers matter: `Allow` of a 405, `WWW-Authenticate` of a 401.
+        return problem_response(exc.status_code, str(exc.detail), str(exc.detail), instance=request.url.path,
+                                headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

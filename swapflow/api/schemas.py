@@ -120,6 +120,8 @@ class DeadLetterView(BaseModel):
 
     id: int
     topic: str
+    cabinet_id: str | None = Field(None, description="The registered cabinet the topic names, if any")
+    city_code: str | None = None
     payload: str
     reason: str
     received_at: datetime

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import Battery, Cabinet, CustodianKind, Rider, Station
+from swapflow.protocol.v1 import Channel
 
 
 async def cabinet_city(session: AsyncSession, cabinet_id: str | None) -> str | None:
@@ -28,3 +29,19 @@ async def battery_city(session: AsyncSession, battery: Battery) -> str | None:
     if battery.custodian_kind == CustodianKind.RIDER:
         return await rider_city(session, battery.custodian_ref)
     return None
+
+
+TOWER_TOPIC = "tower/"
+"""The tower gateway's dead letters are kept under `tower/<cabinet id>` (`tower/<peer address>` before
+the connection logged in)."""
+
+
+def topic_cabinet(topic: ColumnElement[str], prefix: str) -> ColumnElement[str]:
+    """In SQL: the cabinet id a device topic names (`<prefix>/cabinets/<id>/<channel>`, `tower/<id>`),
+    or NULL; the caller joins it to `Cabinet.id`, so an id no cabinet has names none."""
+    head = f"{prefix}/cabinets/"  # as protocol.v1.cabinet_topic writes it
+    whens = [(and_(topic.startswith(head, autoescape=True), topic.endswith(f"/{channel.value}")),
+              func.substr(topic, len(head) + 1, func.length(topic) - len(head) - len(channel.value) - 1))
+             for channel in Channel]
+    whens.append((topic.startswith(TOWER_TOPIC), func.substr(topic, len(TOWER_TOPIC) + 1)))
+    return case(*whens)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, status
 from swapflow.api.auth import Principal, RiderOrMoneyStaff, check_rider_access, require
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import ComplaintCreate, ComplaintView
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.api.routers.refunds import open_order_refund, start_refund_workflow
 from swapflow.db.models import Complaint, OperatorRole, SwapOrder
 from swapflow.payments.refunds import RefundOrigin
@@ -26,7 +26,8 @@ def complaint_refund_id(complaint_id: str) -> str:
     return f"complaint-{complaint_id}"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ComplaintView)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ComplaintView,
+             responses=problem_responses(404))
 async def file_complaint(body: ComplaintCreate, db: DatabaseDep, principal: RiderOrMoneyStaff) -> ComplaintView:
     """A rider asks for (part of) a swap's money back (ops may file it for them); nothing moves until a
     city lead or finance approves."""
@@ -52,7 +53,7 @@ async def get_complaint(complaint_id: str, session: SessionDep, principal: Rider
     return ComplaintView.model_validate(complaint)
 
 
-@router.post("/{complaint_id}/approve", response_model=ComplaintView)
+@router.post("/{complaint_id}/approve", response_model=ComplaintView, responses=problem_responses(409, 503))
 async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep,
                             principal: Approver) -> ComplaintView:
     """A city lead or finance approves a complaint: its refund is opened and followed (approving again

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
 
-from swapflow.api.auth import STAFF, require
-from swapflow.api.deps import SessionDep
+from swapflow.api.auth import STAFF, Principal, require
+from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.schemas import DeadLetterView, NetworkStats
-from swapflow.db.models import Cabinet, DeadLetter, SwapOrder, SwapStatus
+from swapflow.db.cities import topic_cabinet
+from swapflow.db.models import Cabinet, DeadLetter, Station, SwapOrder, SwapStatus
 
 router = APIRouter(tags=["network"])
 
@@ -35,9 +36,19 @@ async def stats(session: SessionDep) -> NetworkStats:
     )
 
 
-@router.get("/v1/dead-letters", response_model=list[DeadLetterView], dependencies=[Depends(require(*STAFF))])
-async def dead_letters(session: SessionDep,
+@router.get("/v1/dead-letters", response_model=list[DeadLetterView])
+async def dead_letters(session: SessionDep, settings: SettingsDep,
+                       principal: Annotated[Principal, Depends(require(*STAFF))],
+                       city: Annotated[str | None, Query(max_length=16)] = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterView]:
-    """Device messages that could not be parsed or routed, newest first, with the reason."""
-    rows = await session.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit))
-    return [DeadLetterView.model_validate(row) for row in rows]
+    """Device messages that could not be parsed or routed, newest first, with the reason: those of the
+    caller's cities' cabinets (of devices that are no known cabinet too, for admins)."""
+    cities = principal.visible_cities(city)
+    query = (select(DeadLetter, Cabinet.id, Station.city_code)
+             .outerjoin(Cabinet, Cabinet.id == topic_cabinet(DeadLetter.topic, settings.mqtt_topic_prefix))
+             .outerjoin(Station, Station.id == Cabinet.station_id)
+             .order_by(DeadLetter.id.desc()).limit(limit))
+    if cities is not None:
+        query = query.where(Station.city_code.in_(cities))
+    return [DeadLetterView.model_validate(row).model_copy(update={"cabinet_id": cabinet_id, "city_code": city_code})
+            for row, cabinet_id, city_code in (await session.execute(query)).tuples()]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
@@ -35,7 +35,7 @@ from swapflow.api.ops_schemas import (
     WorkOrderEventView,
     WorkOrderView,
 )
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.cities import battery_city, cabinet_city
 from swapflow.db.models import (
     OPEN_WORK_ORDER_STATUSES,
@@ -73,11 +73,10 @@ ToQuery = Annotated[datetime | None, Query(alias="to", description="End (default
 
 
 def _period(start: datetime | None, end: datetime | None) -> Period:
+    """The period asked for; one that ends before it starts (a `from` in the future) is empty: no figures."""
     end = as_utc(end) if end else utcnow()
     start = as_utc(start) if start else end - timedelta(hours=24)
-    if start >= end:
-        raise Problem(422, "Invalid request", "`from` must be before `to`")
-    return Period(start, end)
+    return Period(start, max(start, end))
 
 
 # ---------------------------------------------------------------------------------- alerts
@@ -108,7 +107,8 @@ async def list_alerts(
 
 
 @router.get("/alerts/{alert_id}/deliveries", response_model=list[AlertDeliveryView])
-async def alert_deliveries(alert_id: int, session: SessionDep, principal: Staff) -> list[AlertDeliveryView]:
+async def alert_deliveries(alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep,
+                           principal: Staff) -> list[AlertDeliveryView]:
     """Every attempt to push the alert to a channel: the delivery log."""
     alert = await session.get(Alert, alert_id)
     if alert is None:
@@ -169,7 +169,9 @@ async def get_work_order(work_order_id: str, session: SessionDep, principal: Sta
 
 
 @router.post("/work-orders", response_model=WorkOrderView, status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "The cabinet (and slot) already has this open work order"}})
+             responses={200: {"model": WorkOrderView,
+                              "description": "The cabinet (and slot) already has this open work order"},
+                        **problem_responses(404, 503)})
 async def open_work_order(body: WorkOrderCreate, response: Response, db: DatabaseDep, settings: SettingsDep,
                           temporal: TemporalDep, principal: Staff) -> WorkOrderView:
     """Open a work order by hand. One open order per cabinet and slot: an existing one is returned."""
@@ -206,6 +208,10 @@ async def open_work_order(body: WorkOrderCreate, response: Response, db: Databas
         return await _work_order_view(session, fresh)
 
 
+UPDATE_PROBLEMS = problem_responses(409, 503)
+"""What a work order's workflow update may answer besides its result: not possible now, or no workflow service."""
+
+
 async def _update(db: DatabaseDep, temporal: TemporalDep, principal: Principal, work_order_id: str,
                   update: Any, argument: Any) -> WorkOrderView:
     async with db.sessions() as session:
@@ -224,14 +230,14 @@ async def _update(db: DatabaseDep, temporal: TemporalDep, principal: Principal, 
         return await _work_order_view(session, await _visible_order(session, principal, work_order_id))
 
 
-@router.post("/work-orders/{work_order_id}/accept", response_model=WorkOrderView)
+@router.post("/work-orders/{work_order_id}/accept", response_model=WorkOrderView, responses=UPDATE_PROBLEMS)
 async def accept_work_order(work_order_id: str, db: DatabaseDep, temporal: TemporalDep,
                             principal: Technician) -> WorkOrderView:
     """The assigned technician accepts the order."""
     return await _update(db, temporal, principal, work_order_id, WorkOrderWorkflow.accept, Accept(actor=principal.id))
 
 
-@router.post("/work-orders/{work_order_id}/resolve", response_model=WorkOrderView)
+@router.post("/work-orders/{work_order_id}/resolve", response_model=WorkOrderView, responses=UPDATE_PROBLEMS)
 async def resolve_work_order(work_order_id: str, body: ResolveBody, db: DatabaseDep, temporal: TemporalDep,
                              principal: Technician) -> WorkOrderView:
     """The assigned technician reports the fix; the workflow verifies it, then closes or reopens."""
@@ -239,7 +245,7 @@ async def resolve_work_order(work_order_id: str, body: ResolveBody, db: Database
                          Resolve(actor=principal.id, note=body.note))
 
 
-@router.post("/work-orders/{work_order_id}/reassign", response_model=WorkOrderView)
+@router.post("/work-orders/{work_order_id}/reassign", response_model=WorkOrderView, responses=UPDATE_PROBLEMS)
 async def reassign_work_order(work_order_id: str, body: ReassignBody, db: DatabaseDep, temporal: TemporalDep,
                               principal: Staff) -> WorkOrderView:
     """Give the order to another technician of its city (named, or the nearest other one on duty)."""
@@ -253,7 +259,7 @@ async def reassign_work_order(work_order_id: str, body: ReassignBody, db: Databa
                          Reassign(actor=principal.id, technician_id=body.technician_id))
 
 
-@router.post("/work-orders/{work_order_id}/cancel", response_model=WorkOrderView)
+@router.post("/work-orders/{work_order_id}/cancel", response_model=WorkOrderView, responses=UPDATE_PROBLEMS)
 async def cancel_work_order(work_order_id: str, body: CancelBody, db: DatabaseDep, temporal: TemporalDep,
                             principal: Staff) -> WorkOrderView:
     """Cancel the order (nothing is verified; the slot stays as it is)."""

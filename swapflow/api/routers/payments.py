@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from swapflow.api.deps import DatabaseDep, SettingsDep, TemporalConnector, TemporalDep
-from swapflow.api.problems import problem_response
+from swapflow.api.problems import problem_response, problem_responses
 from swapflow.db.engine import Database
 from swapflow.payments.notifications import (
     NotificationMalformed,
@@ -59,7 +59,8 @@ async def _receive(request: Request, method: PaymentMethod, settings: Settings, 
 
     provider = notifying_provider(request, settings, method)
     if provider is None:
-        return fail(503, "Provider not configured", f"{method.value} payments are not configured here")
+        # Nothing here to receive it: for the sender, as if the endpoint did not exist.
+        return fail(404, "Provider not configured", f"{method.value} payments are not configured here")
     body = await request.body()
     try:
         note = provider.verify_notification(request.headers, body)
@@ -84,14 +85,19 @@ async def _receive(request: Request, method: PaymentMethod, settings: Settings, 
     return ok
 
 
-@router.post("/wechat/notify", status_code=204, responses={204: {"description": "Accepted (or a duplicate)."}})
+NOTIFICATION_PROBLEMS = problem_responses(400, 401, 404, 503)
+"""Stale or malformed, not authentic, provider not configured here, not recorded yet (sent again)."""
+
+
+@router.post("/wechat/notify", status_code=204,
+             responses={204: {"description": "Accepted (or a duplicate)."}, **NOTIFICATION_PROBLEMS})
 async def wechat_notify(request: Request, settings: SettingsDep, db: DatabaseDep,
                         temporal: TemporalDep) -> Response:
     """WeChat Pay v3 notification (payment or refund): verified, decrypted, recorded once."""
     return await _receive(request, PaymentMethod.WECHAT, settings, db, temporal, Response(status_code=204))
 
 
-@router.post("/stripe/webhook")
+@router.post("/stripe/webhook", responses=NOTIFICATION_PROBLEMS)
 async def stripe_webhook(request: Request, settings: SettingsDep, db: DatabaseDep,
                          temporal: TemporalDep) -> Response:
     """Stripe webhook event: signature-checked, recorded once."""

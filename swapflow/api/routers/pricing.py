@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.db import models as db
 from swapflow.price_book import UnpricedCabinet, price_swap
 from swapflow.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
@@ -43,7 +43,7 @@ async def check_coupon(session: AsyncSession, *, rider_id: str, cabinet_id: str,
     return priced
 
 
-@router.get("/v1/prices/quote", response_model=Quote)
+@router.get("/v1/prices/quote", response_model=Quote, responses=problem_responses(404))
 async def get_quote(
     session: SessionDep,
     principal: RiderOrMoneyStaff,
@@ -67,20 +67,23 @@ async def get_quote(
 
 
 @router.get("/v1/pricing/rules", response_model=list[PriceRule])
-async def list_rules(session: SessionDep, _: MoneyStaff, city_code: str | None = None) -> list[PriceRule]:
-    """Price rules, oldest first; with `city_code`, those of the city and the network-wide ones."""
+async def list_rules(session: SessionDep, principal: MoneyStaff,
+                     city_code: Annotated[str | None, Query(max_length=16)] = None) -> list[PriceRule]:
+    """Price rules, oldest first: the network-wide ones and those of `city_code`, or of the caller's cities."""
+    cities = principal.visible_cities(city_code)
     query = select(db.PriceRule).order_by(db.PriceRule.id)
-    if city_code is not None:
-        query = query.where((db.PriceRule.city_code == city_code) | db.PriceRule.city_code.is_(None))
+    if cities is not None:
+        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
     return [PriceRule.model_validate(row) for row in await session.scalars(query)]
 
 
-@router.post("/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED)
+@router.post("/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED,
+             responses=problem_responses(404))
 async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> PriceRule:
     """Add a price rule (admins); it prices every swap admitted from now on."""
     async with database.transaction() as session:
         if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
-            raise Problem(422, "Unknown city", f"no city {spec.city_code!r}")
+            raise Problem(404, "Unknown city", f"no city {spec.city_code!r}")
         row = db.PriceRule(**spec.model_dump())
         session.add(row)
         await session.flush()
@@ -88,13 +91,16 @@ async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> P
 
 
 @router.get("/v1/pricing/coupons", response_model=list[CouponView])
-async def list_coupons(session: SessionDep, _: MoneyStaff) -> list[CouponView]:
-    """Every coupon, by code, with its live redemptions."""
+async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[CouponView]:
+    """The coupons valid in the caller's cities (every one, for an admin), by code, with their live
+    redemptions."""
     rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
-    return [CouponView.model_validate(row) for row in rows]
+    return [CouponView.model_validate(row) for row in rows if row.city_codes is None or principal.cities is None
+            or not principal.cities.isdisjoint(row.city_codes)]
 
 
-@router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED)
+@router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED,
+             responses=problem_responses(409))
 async def create_coupon(spec: Coupon, database: DatabaseDep, _: Admin) -> CouponView:
     """Add a coupon (admins); its code (case-insensitive) must be new."""
     async with database.transaction() as session:

@@ -14,7 +14,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from swapflow.api.auth import MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import RefundCreate, RefundView
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, Refund, SwapOrder, SwapStatus
 from swapflow.payments.provider import refund_workflow_id
@@ -82,7 +82,8 @@ def operator_refund_id(order_id: str, idempotency_key: str) -> str:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RefundView,
-             responses={200: {"description": "The refund this Idempotency-Key already opened"}})
+             responses={200: {"model": RefundView, "description": "The refund this Idempotency-Key already opened"},
+                        **problem_responses(404, 409, 503)})
 async def create_refund(
     body: RefundCreate,
     response: Response,

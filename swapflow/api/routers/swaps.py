@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.api.routers.pricing import check_coupon
 from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
@@ -78,7 +78,8 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SwapView,
-             responses={200: {"description": "The swap this Idempotency-Key already started"}})
+             responses={200: {"model": SwapView, "description": "The swap this Idempotency-Key already started"},
+                        **problem_responses(404, 409, 503)})
 async def start_swap(
     body: SwapCreate,
     response: Response,

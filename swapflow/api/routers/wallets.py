@@ -15,7 +15,7 @@ from swapflow.activities.topup import TopUpStart
 from swapflow.api.auth import Finance, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
-from swapflow.api.problems import Problem
+from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.models import City, Rider, Wallet, WalletTopUp
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up, top_up_workflow_id
 from swapflow.workflows.topup import TopUpWorkflow
@@ -59,7 +59,8 @@ async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoney
     "/{rider_id}/wallet/top-ups",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TopUpView,
-    responses={200: {"description": "The top-up this Idempotency-Key already opened"}},
+    responses={200: {"model": TopUpView, "description": "The top-up this Idempotency-Key already opened"},
+               **problem_responses(409, 503)},
 )
 async def create_top_up(
     rider_id: str,
@@ -123,7 +124,8 @@ async def get_top_up(rider_id: str, top_up_id: str, session: SessionDep, princip
     "/{rider_id}/wallet/goodwill-credits",
     status_code=status.HTTP_201_CREATED,
     response_model=GoodwillView,
-    responses={200: {"description": "The credit this Idempotency-Key already made"}},
+    responses={200: {"model": GoodwillView, "description": "The credit this Idempotency-Key already made"},
+               **problem_responses(409)},
 )
 async def create_goodwill_credit(
     rider_id: str,
