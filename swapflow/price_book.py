@@ -89,7 +89,7 @@ async def redeem_coupon(session: AsyncSession, coupon: Coupon, *, order_id: str,
         update(db.Coupon).where(db.Coupon.code == coupon.code, or_(
             db.Coupon.max_redemptions.is_(None), db.Coupon.redeemed_count < db.Coupon.max_redemptions))
         .values(redeemed_count=db.Coupon.redeemed_count + 1))
-    if counted.rowcount != 1:
+    if counted.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
         return CouponRejection.EXHAUSTED
     seats: list[int | None] = [None]
     if coupon.max_per_rider is not None:

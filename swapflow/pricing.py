@@ -27,6 +27,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 BASIS_POINTS = 10_000
 """100 % in basis points."""
@@ -78,19 +79,19 @@ StoredInt = Annotated[int, Field(le=2**31 - 1)]
 """An integer its 32-bit column holds (give each its lower bound, at least -2**31)."""
 
 
-def _when(condition: dict[str, object], then: dict[str, object], otherwise: dict[str, object] | None = None,
-          *, required: bool = False) -> dict[str, object]:
+def _when(condition: JsonDict, then: JsonDict, otherwise: JsonDict | None = None,
+          *, required: bool = False) -> JsonDict:
     """A JSON Schema conditional on the model's properties (`then` all `required`, or only where present):
     what a model validator checks, declared."""
-    rule: dict[str, object] = {"if": {"properties": condition, "required": list(condition)},
+    rule: JsonDict = {"if": {"properties": condition, "required": list(condition)},
                                "then": {"properties": then, **({"required": list(then)} if required else {})}}
     if otherwise is not None:
         rule["else"] = {"properties": otherwise}
     return rule
 
 
-_NULL = {"type": "null"}
-_STRING = {"type": "string"}
+_NULL: JsonDict = {"type": "null"}
+_STRING: JsonDict = {"type": "string"}
 
 
 class _Model(BaseModel):

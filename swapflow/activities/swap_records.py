@@ -127,7 +127,7 @@ class SwapRecords:
                 update(Slot).where(Slot.id == slot.id, Slot.reserved_order_id.is_(None))
                 .values(reserved_order_id=order_id)
             )
-            if claimed.rowcount == 1:
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
                 return slot
         return None
 

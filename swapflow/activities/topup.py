@@ -68,9 +68,10 @@ class TopUpActivities:
             return _outcome(top_up)
         found = await self._at_provider(payment)
         async with self.db.transaction() as session:
-            top_up = await session.get(WalletTopUp, start.top_up_id, with_for_update=True)
+            locked = await session.get(WalletTopUp, start.top_up_id, with_for_update=True)
             row = await session.scalar(select(Payment).where(Payment.key == payment.key))
-            assert top_up is not None and row is not None
+            assert locked is not None and row is not None
+            top_up = locked
             if top_up.status != TopUpState.PENDING:
                 return _outcome(top_up)
             if found is not None and found.status == PaymentStatus.CAPTURED:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from swapflow.db.models import Battery, Cabinet, CustodianKind, Rider, Station
 from swapflow.protocol.v1 import Channel
@@ -36,7 +37,7 @@ TOWER_TOPIC = "tower/"
 the connection logged in)."""
 
 
-def topic_cabinet(topic: ColumnElement[str], prefix: str) -> ColumnElement[str]:
+def topic_cabinet(topic: ColumnElement[str] | InstrumentedAttribute[str], prefix: str) -> ColumnElement[str]:
     """In SQL: the cabinet id a device topic names (`<prefix>/cabinets/<id>/<channel>`, `tower/<id>`),
     or NULL; the caller joins it to `Cabinet.id`, so an id no cabinet has names none."""
     head = f"{prefix}/cabinets/"  # as protocol.v1.cabinet_topic writes it

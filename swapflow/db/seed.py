@@ -174,19 +174,19 @@ def _seed_payment_methods(session: Session) -> None:
     for rider in session.scalars(select(Rider).order_by(Rider.id)):
         method = demo_payment_method(int(rider.id.rsplit("-", 1)[-1]))
         session.add(RiderPaymentMethod(rider_id=rider.id, method=method, payer=f"demo-{rider.id}"))
-        city = session.get(City, rider.city_code)
-        assert city is not None
+        home = session.get(City, rider.city_code)
+        assert home is not None
         if method == "wallet":
             # A demo balance is a goodwill credit: money into a wallet is a payment or finance's gift.
-            amount, credit_id = city.swap_price_minor * DEMO_WALLET_TOPUP, f"gw_seed_{rider.id}"[:40]
+            amount, credit_id = home.swap_price_minor * DEMO_WALLET_TOPUP, f"gw_seed_{rider.id}"[:40]
             key = f"wallet:{rider.id}:goodwill:{credit_id}"
             session.add(GoodwillCredit(id=credit_id, rider_id=rider.id, idempotency_key="seed", amount_minor=amount,
-                                       currency=city.currency, reason="demo balance", approved_by="seed"))
-            _book(session, key=key, kind="wallet_goodwill", currency=city.currency, debit=GOODWILL,
+                                       currency=home.currency, reason="demo balance", approved_by="seed"))
+            _book(session, key=key, kind="wallet_goodwill", currency=home.currency, debit=GOODWILL,
                   credit=wallet_account(rider.id), amount=amount)
-            session.add(Wallet(rider_id=rider.id, currency=city.currency, balance_minor=amount))
+            session.add(Wallet(rider_id=rider.id, currency=home.currency, balance_minor=amount))
             session.add(WalletEntry(id=f"wal_seed_{rider.id}"[:40], key=key, rider_id=rider.id, kind="goodwill",
-                                    currency=city.currency, amount_minor=amount, payment_key=f"goodwill:{credit_id}"))
+                                    currency=home.currency, amount_minor=amount, payment_key=f"goodwill:{credit_id}"))
         elif method == "subscription":
             plan = plans[rider.city_code]
             _book(session, key=f"subscription:{rider.id}:{plan.id}:sale", kind="subscription_sale",

@@ -315,8 +315,9 @@ class TowerSession:
                         return None
                     if isinstance(message, LoginRequest):
                         return message
-                    await self._refuse(message.model_dump_json().encode(),
-                                       f"message type {int(message.messageType)} before login", "not_logged_in")
+                    kind = int(getattr(message, "messageType", 0))
+                    await self._refuse(message.model_dump_json().encode(), f"message type {kind} before login",
+                                       "not_logged_in")
                     raise SessionClosed("spoke before logging in", "not_logged_in")
         except TimeoutError:
             raise SessionClosed(f"no login within {timeout_s:g}s", "login_timeout") from None

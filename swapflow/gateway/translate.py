@@ -121,7 +121,9 @@ class CabinetView:
         merged = {door: {**self.doors.get(door, {}), **values} for door, values in updates.items()}
         for values in merged.values():
             battery_reading(values)
-        opened, moved, closed = [], [], []
+        opened: list[tuple[EventType, int, dict[str, Any]]] = []
+        moved: list[tuple[EventType, int, dict[str, Any]]] = []
+        closed: list[tuple[EventType, int, dict[str, Any]]] = []
         for door, new in merged.items():
             old = self.doors.get(door)
             self.doors[door] = new

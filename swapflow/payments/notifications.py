@@ -53,7 +53,7 @@ class NotificationMalformed(Exception):
 
 
 MALFORMED = "malformed"  # the status of a recorded malformed notification
-NOTIFICATION_ID_LENGTH = PaymentNotification.__table__.c.notification_id.type.length
+NOTIFICATION_ID_LENGTH: int = PaymentNotification.__table__.c.notification_id.type.length  # type: ignore[attr-defined]
 
 
 def text_field(obj: dict[str, Any], name: str, *, where: str) -> str | None:

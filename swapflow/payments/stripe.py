@@ -13,10 +13,11 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import stripe
+from stripe.params import BalanceTransactionListParams, PaymentIntentCreateParams, RefundListParams
 
 from swapflow.payments.notifications import (
     NotificationMalformed,
@@ -97,7 +98,7 @@ class StripeProvider:
             if customer:
                 params["customer"] = customer
             intent = await self._call(self._client.v1.payment_intents.create_async(
-                params=params, options={"idempotency_key": request.key}))
+                params=cast(PaymentIntentCreateParams, params), options={"idempotency_key": request.key}))
             existing = await self._payment_from(intent, request.key)
         if existing.status is PaymentStatus.DECLINED:
             raise ProviderDeclined(f"Stripe declined {request.key}")
@@ -153,7 +154,7 @@ class StripeProvider:
         """The refund made under `key`. Stripe cannot search refunds: the recent ones are listed, newest
         first, back to `stripe_refund_lookback_days`."""
         oldest = int(time.time() - self._refund_lookback.total_seconds())
-        params: dict[str, Any] = {"limit": 100}
+        params: RefundListParams = {"limit": 100}
         if self._full_api:
             params["created"] = {"gte": oldest}
         page = await self._call(self._client.v1.refunds.list_async(params=params))
@@ -172,7 +173,7 @@ class StripeProvider:
         start_s, end_s = start.timestamp(), (start + timedelta(days=1)).timestamp()
         lines: list[StatementLine] = []
         # Listed newest first; without `created` filters (localstripe) the walk stops at the day's start.
-        params: dict[str, Any] = {"limit": 100}
+        params: BalanceTransactionListParams = {"limit": 100}
         if self._full_api:
             params["created"] = {"gte": int(start_s), "lt": int(end_s)}
         page = await self._call(self._client.v1.balance_transactions.list_async(params=params))
@@ -310,7 +311,7 @@ class StripeProvider:
 
 
 def _metadata(obj: Any) -> dict[str, Any]:
-    metadata = getattr(obj, "metadata", None)
+    metadata: Any = getattr(obj, "metadata", None)
     return metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata or {})
 
 

@@ -216,7 +216,7 @@ class SimulatedRider:
                     log.info("rider %s: walks away without the charged pack (injected fault)", self.rider_id)
                 else:
                     try:
-                        slot_no = swap.get("charged_slot_no")
+                        slot_no = int(swap["charged_slot_no"])  # the stage names the charged slot
                         await self._door_opens(cabinet, slot_no)
                         self.battery = await cabinet.take_battery(slot_no, door_close_delay_s=self._hand_time())
                     except PhysicalActionError as exc:

@@ -31,7 +31,7 @@ from swapflow.gateway.messages import (
     parse_message,
     txn_now,
 )
-from swapflow.gateway.signals import Signal, SlotStatus
+from swapflow.gateway.signals import Control, Signal, SlotStatus
 from swapflow.gateway.translate import ACTION_OF_CONTROL
 from swapflow.identity.credentials import simulated_cabinet_login
 from swapflow.protocol.v1 import BatteryReading, Command, CommandAck, EventType
@@ -203,7 +203,7 @@ class TowerCabinet(SimulatedCabinet):
             if param.id != Signal.CABINET_CONTROL:
                 continue
             try:
-                action = ACTION_OF_CONTROL[int(param.value)]
+                action = ACTION_OF_CONTROL[Control(int(param.value))]
             except (KeyError, ValueError):
                 self._queue(ControlResponse(txnNo=request.txnNo, devId=self.cabinet_id, result=0,
                                             reason="unknown_control"))

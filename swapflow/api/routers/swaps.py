@@ -111,7 +111,8 @@ async def start_swap(
             # The order is kept: the same Idempotency-Key starts it once Temporal is back.
             raise Problem(503, "Swaps unavailable", f"workflow service unreachable: {exc}") from exc
         try:
-            await client.execute_update_with_start_workflow(SwapWorkflow.admission, start_workflow_operation=start)
+            # The answer is read from the order row below; the SDK types an async update's result as a coroutine.
+            _ = await client.execute_update_with_start_workflow(SwapWorkflow.admission, start_workflow_operation=start)
         except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError):
             pass  # already finished: the order row says how
     async with db.sessions() as session:
