@@ -44,6 +44,7 @@ from swapflow.db.models import (
     as_utc,
     utcnow,
 )
+from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import (
     CabinetReport,
     HistoryBuffer,
@@ -254,6 +255,8 @@ class DeviceAdapter:
         self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
         self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
+        self._clock = DeviceClock(settings.device_clock_skew_s, settings.device_clock_max_age_s,
+                                  self.metrics.clock_clamped)
         self._signals = SignalSender(
             temporal, self._dead_letter, retry_for_s=signal_retry_s, on_delivered=self._count_signal
         )
@@ -477,6 +480,7 @@ class DeviceAdapter:
         try:
             telemetry = _parse_json(Telemetry, Channel.TELEMETRY.value, payload)
             _check_cabinet_id(cabinet_id, telemetry.cabinet_id)
+            telemetry = self._clock.bound_report(telemetry)
         except Rejected as exc:
             self._reject(topic, payload, str(exc))
             return
@@ -581,7 +585,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, state: CabinetState
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, state.cabinet_id)
-        stamped = as_utc(state.ts) if state.ts else utcnow()
+        stamped = self._clock.bound(state.ts, past=False) if state.ts else utcnow()
         kind = DeviceSignalKind.CABINET_ONLINE if state.online else DeviceSignalKind.CABINET_OFFLINE
         cause = PresenceCause.BIRTH if state.online else offline_cause(state)
         # Derived from the message, so the retained copy seen again after a reconnect, or by a second
@@ -640,7 +644,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, raw: dict[str, Any], event: CabinetEvent
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, event.cabinet_id)
-        at = as_utc(event.ts)
+        at = self._clock.bound(event.ts)
 
         async def work(session: AsyncSession) -> tuple[bool, str | None]:
             await self._cabinet(session, cabinet_id)
@@ -818,7 +822,7 @@ class DeviceAdapter:
                 if serial is None:
                     raise Rejected(f"not a battery topic under {self.prefix!r}")
                 data = _load_json(payload)
-                report = _parse_battery_report(serial, data)
+                report = self._clock.bound_report(_parse_battery_report(serial, data))
             except Rejected as exc:
                 await self._dead_letter(topic, payload, str(exc))
                 continue

@@ -1,0 +1,99 @@
+"""What the device adapter believes of a device: timestamps only within the platform's clock, pack reports
+only through the cabinet that holds the pack or swaps it, and a late fact that contradicts custody is
+reconciled rather than dropped. Real broker, database and Temporal test server, as in test_device_adapter."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from swapflow.db.engine import Database
+from swapflow.db.models import Battery, Cabinet, as_utc
+from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.protocol.v1 import Channel, battery_topic
+from swapflow.settings import Settings
+from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests
+    CABINET,
+    READING,
+    Recorder,
+    adapter,  # noqa: F401
+    recorder,  # noqa: F401
+    reserve,
+    slot,
+    topic,
+)
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def state(online: bool, ts: datetime, **extra: Any) -> bytes:
+    return json.dumps({"v": 1, "cabinet_id": CABINET, "online": online, "ts": ts.isoformat(), **extra}).encode()
+
+
+def telemetry(seq: int, ts: datetime) -> bytes:
+    return json.dumps({"v": 1, "cabinet_id": CABINET, "ts": ts.isoformat(), "seq": seq,
+                       "slots": [{"slot_no": 12, "door": "closed"}]}).encode()
+
+
+async def cabinet(db: Database) -> Cabinet:
+    async with db.sessions() as session:
+        found = await session.get(Cabinet, CABINET)
+    assert found is not None
+    return found
+
+
+def clamped(adapter: DeviceAdapter, direction: str) -> float:
+    return adapter.metrics.registry.get_sample_value(
+        "swapflow_adapter_device_clock_clamped_total", {"direction": direction}) or 0.0
+
+
+# ------------------------------------------------------------------------------------ device clocks
+
+
+async def test_telemetry_stamped_far_ahead_cannot_keep_a_cabinet_online_after_its_shutdown(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    now = datetime.now(UTC)
+    await adapter.handle(topic(settings, Channel.STATE), state(True, now))
+    await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(1, FAR_FUTURE))
+    last_seen = (await cabinet(db)).last_seen_at
+    assert last_seen is not None and as_utc(last_seen) <= datetime.now(UTC)
+    await adapter.handle(topic(settings, Channel.STATE), state(False, datetime.now(UTC), reason="shutdown"))
+    assert not (await cabinet(db)).online
+    assert clamped(adapter, "future") == 1
+
+
+async def test_a_pack_report_stamped_far_ahead_does_not_hide_its_later_readings(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    serial = (await slot(db, 2)).battery_serial
+    assert serial is not None
+
+    def report(seq: int, ts: datetime, soc: float) -> bytes:
+        return json.dumps({"v": 1, "serial": serial, "ts": ts.isoformat(), "seq": seq, "charging": True,
+                           "reading": READING | {"serial": serial, "soc": soc}, "cabinet_id": CABINET,
+                           "slot_no": 2}).encode()
+
+    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(1, FAR_FUTURE, 50.0))
+    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(2, datetime.now(UTC), 51.0))
+    async with db.sessions() as session:
+        pack = await session.get(Battery, serial)
+    assert pack is not None and pack.soc == 51.0
+    assert clamped(adapter, "future") == 1
+
+
+async def test_an_event_stamped_far_in_the_past_reaches_its_swap_as_received(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    order_id = await reserve(db, 12)
+    await recorder.start(order_id)
+    received = datetime.now(UTC)
+    event = {"v": 1, "event_id": "e-1970", "cabinet_id": CABINET, "ts": "1970-01-01T00:00:00Z",
+             "type": "door_closed", "slot_no": 12}
+    await adapter.handle(topic(settings, Channel.EVENTS), json.dumps(event).encode())
+    [signal] = await recorder.signals(order_id)
+    assert signal.at >= received  # a door closing stamped 1970 is not before the pack that went in a moment ago
+    assert clamped(adapter, "past") == 1
