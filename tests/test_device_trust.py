@@ -11,15 +11,18 @@ from typing import Any
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Battery, Cabinet, as_utc
+from swapflow.db.models import Alert, Battery, Cabinet, as_utc
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.protocol.v1 import Channel, battery_topic
 from swapflow.settings import Settings
 from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests
     CABINET,
     READING,
+    RIDER,
     Recorder,
     adapter,  # noqa: F401
+    count,
+    dead_letters,
     recorder,  # noqa: F401
     reserve,
     slot,
@@ -97,3 +100,49 @@ async def test_an_event_stamped_far_in_the_past_reaches_its_swap_as_received(
     [signal] = await recorder.signals(order_id)
     assert signal.at >= received  # a door closing stamped 1970 is not before the pack that went in a moment ago
     assert clamped(adapter, "past") == 1
+
+
+# ------------------------------------------------------------------------------------ who speaks for a pack
+
+OTHER_CABINET = "cab-sh-002-1"
+
+
+def pack_report(serial: str, seq: int, *, cabinet_id: str | None, slot_no: int | None, **reading: Any) -> bytes:
+    return json.dumps({"v": 1, "serial": serial, "ts": datetime.now(UTC).isoformat(), "seq": seq,
+                       "reading": READING | {"serial": serial, **reading}, "charging": cabinet_id is not None,
+                       "cabinet_id": cabinet_id, "slot_no": slot_no}).encode()
+
+
+async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor_swaps_it_is_a_forgery(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    serial = (await slot(db, 1)).battery_serial
+    assert serial is not None
+    order_id = await reserve(db, 1)  # the swap's charged pack: a report placing it elsewhere says it left
+    await recorder.start(order_id)
+    topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
+    await adapter.handle(topic_, pack_report(serial, 10**15, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0))
+
+    assert await recorder.signals(order_id) == []
+    [letter] = await dead_letters(db)
+    assert letter.reason.startswith("forged_pack_report") and letter.topic == topic_
+    assert await count(db, Alert, Alert.kind == "forged_pack_report", Alert.battery_serial == serial) == 1
+    async with db.sessions() as session:
+        pack = await session.get(Battery, serial)
+    assert pack is not None and pack.soc != 1.0 and pack.custodian_ref == f"{CABINET}/1"
+    # The forgery's seq is no watermark: the pack's own next report still counts.
+    await adapter.handle(topic_, pack_report(serial, 5, cabinet_id=CABINET, slot_no=1, soc=96.0))
+    assert [s.in_slot for s in await recorder.signals(order_id)] == [True]
+
+
+async def test_a_pack_held_by_a_rider_in_no_swap_cannot_be_reported_into_a_cabinet(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    async with db.sessions() as session:
+        serial = await session.scalar(select(Battery.serial).where(Battery.custodian_ref == RIDER))
+    assert serial is not None
+    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial),
+                         pack_report(serial, 1, cabinet_id=CABINET, slot_no=10))
+    [letter] = await dead_letters(db)
+    assert letter.reason.startswith("forged_pack_report")
+    assert adapter.metrics.registry.get_sample_value("swapflow_adapter_forged_pack_reports_total") == 1

@@ -44,6 +44,7 @@ from swapflow.db.models import (
     as_utc,
     utcnow,
 )
+from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import (
     CabinetReport,
@@ -836,10 +837,12 @@ class DeviceAdapter:
         if not latest:
             return []
 
-        async def work(session: AsyncSession) -> tuple[list[tuple[str, bytes, _Route]], int]:
+        async def work(session: AsyncSession) -> tuple[list[tuple[str, bytes, _Route]], int, dict[str, str]]:
             serials = list(latest)
             places = {r.cabinet_id for *_, r in latest.values() if r.cabinet_id}
             batteries = {b.serial: b for b in await session.scalars(select(Battery).where(Battery.serial.in_(serials)))}
+            swaps = await running_swaps(session, places)
+            forged: dict[str, str] = {}
             reserved = list(await session.scalars(select(Slot).where(
                 Slot.reserved_order_id.is_not(None),
                 or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
@@ -850,8 +853,12 @@ class DeviceAdapter:
             duplicates = 0
             updates = []
             for topic, payload, data, report in latest.values():
-                routes = _route_battery_report(report, reserved_at, reserved_holding)
                 battery = batteries.get(report.serial)
+                if (forged_because := forgery(report, battery, swaps)) is not None:
+                    await alert_forgery(session, report, forged_because)
+                    forged[report.serial] = forged_because
+                    continue
+                routes = _route_battery_report(report, reserved_at, reserved_holding)
                 # Recorded when a swap hears of it, or when the pack is not ours: the trace an operator
                 # follows. Other reports are routine readings, kept only as the pack's latest values.
                 if routes or battery is None:
@@ -866,16 +873,20 @@ class DeviceAdapter:
                 if battery is not None:
                     updates.append(battery_row(report.reading, as_utc(report.ts)))
             await write_battery_readings(session, updates)
-            return routed, duplicates
+            return routed, duplicates, forged
 
         try:
-            routed, duplicates = await self._transaction(work)
+            routed, duplicates, forged = await self._transaction(work)
         except Exception as exc:
             log.exception("failed to apply %d battery reports", len(latest))
             for topic, payload, *_ in latest.values():
                 await self._dead_letter(topic, payload, f"internal error: {exc!r}")
             return []
         self.stats.duplicates += duplicates
+        for serial, reason in forged.items():
+            topic, payload, *_ = latest.pop(serial)
+            self.metrics.forged_reports.inc()
+            await self._dead_letter(topic, payload, reason)
         for serial, (*_, report) in latest.items():
             self._battery_seq[serial] = report.seq
         self.history.offer([history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no)
