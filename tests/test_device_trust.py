@@ -5,14 +5,27 @@ reconciled rather than dropped. Real broker, database and Temporal test server, 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from swapflow.activities.swap_records import transfer_custody
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, Battery, Cabinet, as_utc
+from swapflow.db.models import (
+    Alert,
+    Battery,
+    Cabinet,
+    CustodianKind,
+    CustodyDiscrepancy,
+    Slot,
+    SwapOrder,
+    SwapStatus,
+    as_utc,
+)
 from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.invariants import Violation, check_invariants
 from swapflow.protocol.v1 import Channel, battery_topic
 from swapflow.settings import Settings
 from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests
@@ -23,6 +36,7 @@ from tests.test_device_adapter import (  # adapter and recorder are fixtures sha
     adapter,  # noqa: F401
     count,
     dead_letters,
+    event,
     recorder,  # noqa: F401
     reserve,
     slot,
@@ -94,9 +108,9 @@ async def test_an_event_stamped_far_in_the_past_reaches_its_swap_as_received(
     order_id = await reserve(db, 12)
     await recorder.start(order_id)
     received = datetime.now(UTC)
-    event = {"v": 1, "event_id": "e-1970", "cabinet_id": CABINET, "ts": "1970-01-01T00:00:00Z",
-             "type": "door_closed", "slot_no": 12}
-    await adapter.handle(topic(settings, Channel.EVENTS), json.dumps(event).encode())
+    door_closed = {"v": 1, "event_id": "e-1970", "cabinet_id": CABINET, "ts": "1970-01-01T00:00:00Z",
+                   "type": "door_closed", "slot_no": 12}
+    await adapter.handle(topic(settings, Channel.EVENTS), json.dumps(door_closed).encode())
     [signal] = await recorder.signals(order_id)
     assert signal.at >= received  # a door closing stamped 1970 is not before the pack that went in a moment ago
     assert clamped(adapter, "past") == 1
@@ -146,3 +160,93 @@ async def test_a_pack_held_by_a_rider_in_no_swap_cannot_be_reported_into_a_cabin
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("forged_pack_report")
     assert adapter.metrics.registry.get_sample_value("swapflow_adapter_forged_pack_reports_total") == 1
+
+
+# ------------------------------------------------------------------------------------ late facts
+
+
+async def ended_swap(db: Database, *, returned: bool) -> tuple[str, str, str]:
+    """A swap at CABINET that gave up and was refunded with slot 1's pack as its charged one and slot 10 as
+    its return slot; with `returned`, the rider's pack went into slot 10 first. Returns (order, charged
+    pack, rider's pack)."""
+    order_id = uuid.uuid4().hex
+    async with db.transaction() as session:
+        charged = (await session.scalar(select(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1)))
+        riders = await session.scalar(select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER,
+                                                            Battery.custodian_ref == RIDER))
+        assert charged is not None and charged.battery_serial is not None and riders is not None
+        session.add(SwapOrder(id=order_id, rider_id=RIDER, cabinet_id=CABINET, idempotency_key=order_id, steps=[],
+                              status=SwapStatus.FAILED, failure_reason="charged_battery_not_taken",
+                              return_slot_no=10, charged_slot_no=1, issued_battery_serial=charged.battery_serial,
+                              finished_at=datetime.now(UTC)))
+        if returned:
+            await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 10)
+                                  .values(battery_serial=riders.serial))
+            await transfer_custody(session, riders, to_kind=CustodianKind.SLOT, to_ref=f"{CABINET}/10",
+                                   reason="swap return", key=f"swap:{order_id}:return", order_id=order_id)
+        return order_id, charged.battery_serial, riders.serial
+
+
+async def custodian(db: Database, serial: str) -> tuple[str, str]:
+    async with db.sessions() as session:
+        found = await session.get(Battery, serial)
+    assert found is not None
+    return found.custodian_kind, found.custodian_ref
+
+
+async def custody_violations(db: Database) -> list[Violation]:
+    return [v for v in (await check_invariants(db)).violations if v.rule.startswith("custody.")]
+
+
+async def test_a_charged_pack_removed_after_its_swap_was_refunded_goes_to_the_rider_for_finance_to_review(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    order_id, charged, _ = await ended_swap(db, returned=True)
+    await adapter.handle(topic(settings, Channel.EVENTS),
+                         event("battery_removed", 1, event_id="late-removal", battery_serial=charged))
+
+    assert await custodian(db, charged) == (CustodianKind.RIDER, RIDER)
+    assert (await slot(db, 1)).battery_serial is None
+    async with db.sessions() as session:
+        [discrepancy] = list(await session.scalars(select(CustodyDiscrepancy)))
+        [alert] = list(await session.scalars(select(Alert).where(Alert.kind == "custody_reconciled")))
+    assert (discrepancy.slot_no, discrepancy.expected_serial, discrepancy.reported_serial, discrepancy.order_id) == (
+        1, charged, None, order_id)
+    assert alert.order_id == order_id and alert.battery_serial == charged
+    assert await custody_violations(db) == []
+
+
+async def test_a_pack_removed_in_no_swap_goes_missing(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    serial = (await slot(db, 2)).battery_serial
+    assert serial is not None
+    await adapter.handle(topic(settings, Channel.EVENTS), event("battery_removed", 2, battery_serial=serial))
+    assert await custodian(db, serial) == (CustodianKind.MISSING, f"{CABINET}/2")
+    assert await count(db, Alert, Alert.kind == "custody_reconciled") == 1
+    assert await custody_violations(db) == []
+
+
+async def test_a_riders_pack_put_in_after_its_swap_gave_up_is_held_in_quarantine_in_its_slot(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    order_id, _, riders = await ended_swap(db, returned=False)
+    reading = READING | {"serial": riders}
+    await adapter.handle(topic(settings, Channel.EVENTS), event("battery_inserted", 10, battery=reading))
+
+    assert await custodian(db, riders) == (CustodianKind.QUARANTINE, f"{CABINET}/10")
+    held = await slot(db, 10)
+    assert held.battery_serial == riders and held.locked
+    assert await count(db, CustodyDiscrepancy, CustodyDiscrepancy.order_id == order_id) == 1
+    assert await custody_violations(db) == []
+
+
+async def test_an_event_that_agrees_with_custody_changes_nothing(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    serial = (await slot(db, 3)).battery_serial
+    assert serial is not None
+    await adapter.handle(topic(settings, Channel.EVENTS), event("battery_inserted", 3, battery=READING | {
+        "serial": serial}))
+    assert await custodian(db, serial) == (CustodianKind.SLOT, f"{CABINET}/3")
+    assert await count(db, CustodyDiscrepancy) == 0 and await count(db, Alert) == 0

@@ -66,6 +66,7 @@ from swapflow.device_adapter.presence import (
     swaps_in_progress,
     telemetry_may_revive,
 )
+from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
@@ -667,6 +668,7 @@ class DeviceAdapter:
                     slot.door = DoorState.CLOSED
                 elif event.type is EventType.FAULT:
                     slot.fault = (event.fault_code or event.detail or "fault")[:100]
+                await reconcile_event(session, slot, event, at)
             return True, workflow_id
 
         accepted, workflow_id = await self._transaction(work)

@@ -109,9 +109,12 @@ async def reconcile_slots(session: AsyncSession, cabinet_id: str, at: datetime,
     found = []
     for report in reports:
         slot = slots.get(report.slot_no)
-        if slot is None or slot.reserved_order_id is not None:
+        if slot is None:
             continue
         reported = report.battery.serial if report.battery else None
+        slot.reported_serial, slot.reported_at = reported, at  # what `swapflow check` compares with custody
+        if slot.reserved_order_id is not None:
+            continue
         if reported == slot.battery_serial:
             continue
         inserted = await session.execute(
