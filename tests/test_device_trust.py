@@ -51,8 +51,9 @@ def state(online: bool, ts: datetime, **extra: Any) -> bytes:
 
 
 def telemetry(seq: int, ts: datetime) -> bytes:
-    return json.dumps({"v": 1, "cabinet_id": CABINET, "ts": ts.isoformat(), "seq": seq,
-                       "slots": [{"slot_no": 12, "door": "closed"}]}).encode()
+    return json.dumps(
+        {"v": 1, "cabinet_id": CABINET, "ts": ts.isoformat(), "seq": seq, "slots": [{"slot_no": 12, "door": "closed"}]}
+    ).encode()
 
 
 async def cabinet(db: Database) -> Cabinet:
@@ -63,8 +64,12 @@ async def cabinet(db: Database) -> Cabinet:
 
 
 def clamped(adapter: DeviceAdapter, direction: str) -> float:
-    return adapter.metrics.registry.get_sample_value(
-        "swapflow_adapter_device_clock_clamped_total", {"direction": direction}) or 0.0
+    return (
+        adapter.metrics.registry.get_sample_value(
+            "swapflow_adapter_device_clock_clamped_total", {"direction": direction}
+        )
+        or 0.0
+    )
 
 
 # ------------------------------------------------------------------------------------ device clocks
@@ -90,9 +95,18 @@ async def test_a_pack_report_stamped_far_ahead_does_not_hide_its_later_readings(
     assert serial is not None
 
     def report(seq: int, ts: datetime, soc: float) -> bytes:
-        return json.dumps({"v": 1, "serial": serial, "ts": ts.isoformat(), "seq": seq, "charging": True,
-                           "reading": READING | {"serial": serial, "soc": soc}, "cabinet_id": CABINET,
-                           "slot_no": 2}).encode()
+        return json.dumps(
+            {
+                "v": 1,
+                "serial": serial,
+                "ts": ts.isoformat(),
+                "seq": seq,
+                "charging": True,
+                "reading": READING | {"serial": serial, "soc": soc},
+                "cabinet_id": CABINET,
+                "slot_no": 2,
+            }
+        ).encode()
 
     await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(1, FAR_FUTURE, 50.0))
     await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(2, datetime.now(UTC), 51.0))
@@ -108,8 +122,14 @@ async def test_an_event_stamped_far_in_the_past_reaches_its_swap_as_received(
     order_id = await reserve(db, 12)
     await recorder.start(order_id)
     received = datetime.now(UTC)
-    door_closed = {"v": 1, "event_id": "e-1970", "cabinet_id": CABINET, "ts": "1970-01-01T00:00:00Z",
-                   "type": "door_closed", "slot_no": 12}
+    door_closed = {
+        "v": 1,
+        "event_id": "e-1970",
+        "cabinet_id": CABINET,
+        "ts": "1970-01-01T00:00:00Z",
+        "type": "door_closed",
+        "slot_no": 12,
+    }
     await adapter.handle(topic(settings, Channel.EVENTS), json.dumps(door_closed).encode())
     [signal] = await recorder.signals(order_id)
     assert signal.at >= received  # a door closing stamped 1970 is not before the pack that went in a moment ago
@@ -122,9 +142,18 @@ OTHER_CABINET = "cab-sh-002-1"
 
 
 def pack_report(serial: str, seq: int, *, cabinet_id: str | None, slot_no: int | None, **reading: Any) -> bytes:
-    return json.dumps({"v": 1, "serial": serial, "ts": datetime.now(UTC).isoformat(), "seq": seq,
-                       "reading": READING | {"serial": serial, **reading}, "charging": cabinet_id is not None,
-                       "cabinet_id": cabinet_id, "slot_no": slot_no}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "serial": serial,
+            "ts": datetime.now(UTC).isoformat(),
+            "seq": seq,
+            "reading": READING | {"serial": serial, **reading},
+            "charging": cabinet_id is not None,
+            "cabinet_id": cabinet_id,
+            "slot_no": slot_no,
+        }
+    ).encode()
 
 
 async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor_swaps_it_is_a_forgery(
@@ -155,8 +184,9 @@ async def test_a_pack_held_by_a_rider_in_no_swap_cannot_be_reported_into_a_cabin
     async with db.sessions() as session:
         serial = await session.scalar(select(Battery.serial).where(Battery.custodian_ref == RIDER))
     assert serial is not None
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial),
-                         pack_report(serial, 1, cabinet_id=CABINET, slot_no=10))
+    await adapter.handle(
+        battery_topic(settings.mqtt_topic_prefix, serial), pack_report(serial, 1, cabinet_id=CABINET, slot_no=10)
+    )
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("forged_pack_report")
     assert adapter.metrics.registry.get_sample_value("swapflow_adapter_forged_pack_reports_total") == 1
@@ -171,19 +201,39 @@ async def ended_swap(db: Database, *, returned: bool) -> tuple[str, str, str]:
     pack, rider's pack)."""
     order_id = uuid.uuid4().hex
     async with db.transaction() as session:
-        charged = (await session.scalar(select(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1)))
-        riders = await session.scalar(select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER,
-                                                            Battery.custodian_ref == RIDER))
+        charged = await session.scalar(select(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1))
+        riders = await session.scalar(
+            select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == RIDER)
+        )
         assert charged is not None and charged.battery_serial is not None and riders is not None
-        session.add(SwapOrder(id=order_id, rider_id=RIDER, cabinet_id=CABINET, idempotency_key=order_id, steps=[],
-                              status=SwapStatus.FAILED, failure_reason="charged_battery_not_taken",
-                              return_slot_no=10, charged_slot_no=1, issued_battery_serial=charged.battery_serial,
-                              finished_at=datetime.now(UTC)))
+        session.add(
+            SwapOrder(
+                id=order_id,
+                rider_id=RIDER,
+                cabinet_id=CABINET,
+                idempotency_key=order_id,
+                steps=[],
+                status=SwapStatus.FAILED,
+                failure_reason="charged_battery_not_taken",
+                return_slot_no=10,
+                charged_slot_no=1,
+                issued_battery_serial=charged.battery_serial,
+                finished_at=datetime.now(UTC),
+            )
+        )
         if returned:
-            await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 10)
-                                  .values(battery_serial=riders.serial))
-            await transfer_custody(session, riders, to_kind=CustodianKind.SLOT, to_ref=f"{CABINET}/10",
-                                   reason="swap return", key=f"swap:{order_id}:return", order_id=order_id)
+            await session.execute(
+                update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 10).values(battery_serial=riders.serial)
+            )
+            await transfer_custody(
+                session,
+                riders,
+                to_kind=CustodianKind.SLOT,
+                to_ref=f"{CABINET}/10",
+                reason="swap return",
+                key=f"swap:{order_id}:return",
+                order_id=order_id,
+            )
         return order_id, charged.battery_serial, riders.serial
 
 
@@ -202,8 +252,9 @@ async def test_a_charged_pack_removed_after_its_swap_was_refunded_goes_to_the_ri
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
     order_id, charged, _ = await ended_swap(db, returned=True)
-    await adapter.handle(topic(settings, Channel.EVENTS),
-                         event("battery_removed", 1, event_id="late-removal", battery_serial=charged))
+    await adapter.handle(
+        topic(settings, Channel.EVENTS), event("battery_removed", 1, event_id="late-removal", battery_serial=charged)
+    )
 
     assert await custodian(db, charged) == (CustodianKind.RIDER, RIDER)
     assert (await slot(db, 1)).battery_serial is None
@@ -211,14 +262,16 @@ async def test_a_charged_pack_removed_after_its_swap_was_refunded_goes_to_the_ri
         [discrepancy] = list(await session.scalars(select(CustodyDiscrepancy)))
         [alert] = list(await session.scalars(select(Alert).where(Alert.kind == "custody_reconciled")))
     assert (discrepancy.slot_no, discrepancy.expected_serial, discrepancy.reported_serial, discrepancy.order_id) == (
-        1, charged, None, order_id)
+        1,
+        charged,
+        None,
+        order_id,
+    )
     assert alert.order_id == order_id and alert.battery_serial == charged
     assert await custody_violations(db) == []
 
 
-async def test_a_pack_removed_in_no_swap_goes_missing(
-    settings: Settings, db: Database, adapter: DeviceAdapter
-) -> None:
+async def test_a_pack_removed_in_no_swap_goes_missing(settings: Settings, db: Database, adapter: DeviceAdapter) -> None:
     serial = (await slot(db, 2)).battery_serial
     assert serial is not None
     await adapter.handle(topic(settings, Channel.EVENTS), event("battery_removed", 2, battery_serial=serial))
@@ -246,7 +299,8 @@ async def test_an_event_that_agrees_with_custody_changes_nothing(
 ) -> None:
     serial = (await slot(db, 3)).battery_serial
     assert serial is not None
-    await adapter.handle(topic(settings, Channel.EVENTS), event("battery_inserted", 3, battery=READING | {
-        "serial": serial}))
+    await adapter.handle(
+        topic(settings, Channel.EVENTS), event("battery_inserted", 3, battery=READING | {"serial": serial})
+    )
     assert await custodian(db, serial) == (CustodianKind.SLOT, f"{CABINET}/3")
     assert await count(db, CustodyDiscrepancy) == 0 and await count(db, Alert) == 0

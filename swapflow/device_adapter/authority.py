@@ -41,9 +41,10 @@ async def running_swaps(session: AsyncSession, cabinet_ids: Iterable[str]) -> di
     if not ids:
         return swaps
     for cabinet_id, rider_id, issued, returned in await session.execute(
-            select(SwapOrder.cabinet_id, SwapOrder.rider_id, SwapOrder.issued_battery_serial,
-                   SwapOrder.returned_battery_serial)
-            .where(SwapOrder.cabinet_id.in_(ids), SwapOrder.status == SwapStatus.IN_PROGRESS)):
+        select(
+            SwapOrder.cabinet_id, SwapOrder.rider_id, SwapOrder.issued_battery_serial, SwapOrder.returned_battery_serial
+        ).where(SwapOrder.cabinet_id.in_(ids), SwapOrder.status == SwapStatus.IN_PROGRESS)
+    ):
         serials = frozenset(s for s in (issued, returned) if s)
         swaps.setdefault(cabinet_id, []).append(SwapParties(rider_id, serials))
     return swaps
@@ -60,12 +61,22 @@ def forgery(report: BatteryTelemetry, battery: Battery | None, swaps: Mapping[st
         riders = battery.custodian_kind == CustodianKind.RIDER and battery.custodian_ref == swap.rider_id
         if riders or battery.serial in swap.serials:
             return None
-    return (f"{FORGED_PACK_REPORT}: {battery.serial} reported in {cabinet_id} slot {report.slot_no}, but it is "
-            f"held by {battery.custodian_kind} {battery.custodian_ref} and no swap there involves it")
+    return (
+        f"{FORGED_PACK_REPORT}: {battery.serial} reported in {cabinet_id} slot {report.slot_no}, but it is "
+        f"held by {battery.custodian_kind} {battery.custodian_ref} and no swap there involves it"
+    )
 
 
 async def alert_forgery(session: AsyncSession, report: BatteryTelemetry, reason: str) -> None:
     """One open alert per cabinet and pack; repeats count occurrences."""
-    await raise_alert(session, FaultReport(
-        kind=FORGED_PACK_REPORT, severity="critical", cabinet_id=report.cabinet_id or "-", slot_no=report.slot_no,
-        battery_serial=report.serial, message=reason))
+    await raise_alert(
+        session,
+        FaultReport(
+            kind=FORGED_PACK_REPORT,
+            severity="critical",
+            cabinet_id=report.cabinet_id or "-",
+            slot_no=report.slot_no,
+            battery_serial=report.serial,
+            message=reason,
+        ),
+    )

@@ -19,7 +19,6 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.activities.swap_records import transfer_custody
@@ -28,13 +27,13 @@ from swapflow.db.models import (
     Battery,
     BatteryStatus,
     CustodianKind,
-    CustodyDiscrepancy,
     Slot,
     SwapOrder,
     SwapStatus,
     as_utc,
 )
 from swapflow.db.seed import slot_ref
+from swapflow.device_adapter.presence import record_discrepancy
 from swapflow.protocol.v1 import CabinetEvent, EventType
 from swapflow.workflows.models import FaultReport
 
@@ -69,15 +68,28 @@ async def reconcile_event(session: AsyncSession, slot: Slot, event: CabinetEvent
     if serial is None:
         assert expected is not None
         rider = order.rider_id if order is not None and await _holds_nothing(session, order.rider_id) else None
-        await _move(session, expected, CustodianKind.RIDER if rider else CustodianKind.MISSING, rider or place,
-                    f"removed from {place} after its swap ended" if order else f"removed from {place} in no swap",
-                    key, order)
+        await _move(
+            session,
+            expected,
+            CustodianKind.RIDER if rider else CustodianKind.MISSING,
+            rider or place,
+            f"removed from {place} after its swap ended" if order else f"removed from {place} in no swap",
+            key,
+            order,
+        )
         slot.battery_serial, slot.charging = None, False
         outcome = f"now with rider {rider}" if rider else "now missing"
     else:
         if expected is not None:
-            await _move(session, expected, CustodianKind.MISSING, place, f"{serial} reported in its place {place}",
-                        f"{key}:displaced", order)
+            await _move(
+                session,
+                expected,
+                CustodianKind.MISSING,
+                place,
+                f"{serial} reported in its place {place}",
+                f"{key}:displaced",
+                order,
+            )
             slot.battery_serial = None
         battery = await session.get(Battery, serial)
         if battery is not None:
@@ -87,19 +99,38 @@ async def reconcile_event(session: AsyncSession, slot: Slot, event: CabinetEvent
                 elsewhere.battery_serial = None
                 await session.flush()
             battery.status = BatteryStatus.QUARANTINED
-            await _move(session, serial, CustodianKind.QUARANTINE, place, f"put into {place} outside a swap", key,
-                        order, battery)
+            await _move(
+                session,
+                serial,
+                CustodianKind.QUARANTINE,
+                place,
+                f"put into {place} outside a swap",
+                key,
+                order,
+                battery,
+            )
             slot.battery_serial = serial
         slot.locked, slot.out_of_service = True, DISCREPANCY_OUT_OF_SERVICE
         outcome = "held in quarantine there, slot locked" if battery else "not ours, slot locked"
-    await _record_discrepancy(session, slot, expected, serial, at, order)
+    await record_discrepancy(session, slot.cabinet_id, slot.slot_no, expected, serial, at, order.id if order else None)
     swap = f" after swap {order.id} ended ({order.status}; charging again is finance's decision)" if order else ""
-    message = (f"slot {slot.slot_no} of {slot.cabinet_id} reported {serial or 'empty'} where custody had "
-               f"{expected or 'none'}{swap}: {outcome}")
+    message = (
+        f"slot {slot.slot_no} of {slot.cabinet_id} reported {serial or 'empty'} where custody had "
+        f"{expected or 'none'}{swap}: {outcome}"
+    )
     log.warning("%s", message)
-    await raise_alert(session, FaultReport(kind=LATE_DEVICE_FACT, severity="warning", cabinet_id=slot.cabinet_id,
-                                           slot_no=slot.slot_no, battery_serial=serial or expected,
-                                           order_id=order.id if order else None, message=message))
+    await raise_alert(
+        session,
+        FaultReport(
+            kind=LATE_DEVICE_FACT,
+            severity="warning",
+            cabinet_id=slot.cabinet_id,
+            slot_no=slot.slot_no,
+            battery_serial=serial or expected,
+            order_id=order.id if order else None,
+            message=message,
+        ),
+    )
     return True
 
 
@@ -109,36 +140,47 @@ def _custody_key(cabinet_id: str, event_id: str) -> str:
 
 
 async def _ended_swap(session: AsyncSession, slot: Slot, inserted: str | None, held: str | None) -> SwapOrder | None:
-    """The latest ended swap at the slot that the event belongs to: the one issuing the removed pack from
-    it, or the one whose return it was."""
-    issued = SwapOrder.charged_slot_no == slot.slot_no
-    match = (issued & (SwapOrder.issued_battery_serial == held)) if inserted is None else (
-        SwapOrder.return_slot_no == slot.slot_no)
+    """The failed swap the event belongs to, the latest at the slot: the one that was issuing the removed
+    pack from it, or the one whose rider (still holding the pack put in) was to return it there."""
+    if inserted is None:
+        match = (SwapOrder.charged_slot_no == slot.slot_no) & (SwapOrder.issued_battery_serial == held)
+    else:
+        returner = select(Battery.custodian_ref).where(
+            Battery.serial == inserted, Battery.custodian_kind == CustodianKind.RIDER
+        )
+        match = (SwapOrder.return_slot_no == slot.slot_no) & SwapOrder.rider_id.in_(returner)
     return await session.scalar(
-        select(SwapOrder).where(SwapOrder.cabinet_id == slot.cabinet_id, SwapOrder.status != SwapStatus.IN_PROGRESS,
-                                match)
-        .order_by(SwapOrder.finished_at.desc()).limit(1))
+        select(SwapOrder)
+        .where(SwapOrder.cabinet_id == slot.cabinet_id, SwapOrder.status == SwapStatus.FAILED, match)
+        .order_by(SwapOrder.finished_at.desc())
+        .limit(1)
+    )
 
 
 async def _holds_nothing(session: AsyncSession, rider_id: str) -> bool:
-    return await session.scalar(select(Battery.serial).where(
-        Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id).limit(1)) is None
+    return (
+        await session.scalar(
+            select(Battery.serial)
+            .where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id)
+            .limit(1)
+        )
+        is None
+    )
 
 
-async def _move(session: AsyncSession, serial: str, kind: CustodianKind, ref: str, reason: str, key: str,
-                order: SwapOrder | None, battery: Battery | None = None) -> None:
+async def _move(
+    session: AsyncSession,
+    serial: str,
+    kind: CustodianKind,
+    ref: str,
+    reason: str,
+    key: str,
+    order: SwapOrder | None,
+    battery: Battery | None = None,
+) -> None:
     battery = battery or await session.get(Battery, serial)
     if battery is None:
         return
-    await transfer_custody(session, battery, to_kind=kind, to_ref=ref, reason=reason[:200], key=key,
-                           order_id=order.id if order else None)
-
-
-async def _record_discrepancy(session: AsyncSession, slot: Slot, expected: str | None, reported: str | None,
-                              at: datetime, order: SwapOrder | None) -> None:
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(CustodyDiscrepancy)
-        .values(cabinet_id=slot.cabinet_id, slot_no=slot.slot_no, expected_serial=expected, reported_serial=reported,
-                detected_at=at, order_id=order.id if order else None)
-        .on_conflict_do_nothing(index_elements=["cabinet_id", "slot_no", "detected_at"]))
+    await transfer_custody(
+        session, battery, to_kind=kind, to_ref=ref, reason=reason[:200], key=key, order_id=order.id if order else None
+    )

@@ -14,25 +14,25 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0010_custody'
-down_revision: str | None = '0009'
+revision: str = "0010_custody"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('slots', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('reported_serial', sa.String(length=40), nullable=True))
-        batch_op.add_column(sa.Column('reported_at', sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table('custody_discrepancies', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('order_id', sa.String(length=40), nullable=True))
-        batch_op.create_index(batch_op.f('ix_custody_discrepancies_order_id'), ['order_id'], unique=False)
+    with op.batch_alter_table("slots", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("reported_serial", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("reported_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("custody_discrepancies", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("order_id", sa.String(length=40), nullable=True))
+        batch_op.create_index(batch_op.f("ix_custody_discrepancies_order_id"), ["order_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('custody_discrepancies', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_custody_discrepancies_order_id'))
-        batch_op.drop_column('order_id')
-    with op.batch_alter_table('slots', schema=None) as batch_op:
-        batch_op.drop_column('reported_at')
-        batch_op.drop_column('reported_serial')
+    with op.batch_alter_table("custody_discrepancies", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_custody_discrepancies_order_id"))
+        batch_op.drop_column("order_id")
+    with op.batch_alter_table("slots", schema=None) as batch_op:
+        batch_op.drop_column("reported_at")
+        batch_op.drop_column("reported_serial")
