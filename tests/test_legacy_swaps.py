@@ -9,10 +9,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, CabinetCapability, CustodianKind, SwapStage, SwapStatus
@@ -21,6 +25,7 @@ from swapflow.protocol.v1 import BatteryTelemetry, battery_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import sim_battery
+from swapflow.workflows.swap import SwapWorkflow
 from tests.swap_harness import battery_of, running_cabinet, running_worker
 from tests.test_swap_saga import (
     CABINET,
@@ -32,6 +37,8 @@ from tests.test_swap_saga import (
     count,
     ledger_kinds,
 )
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -145,3 +152,11 @@ async def test_a_report_placing_the_charged_pack_in_another_cabinet_does_not_con
     assert await count(legacy.db, Alert, Alert.kind == "forged_pack_report") == 1
     assert (await battery(legacy.db, order.issued_battery_serial)).custodian_kind == CustodianKind.SLOT
     await assert_refunded_once(legacy.db, order_id, legacy.env.client)
+
+
+async def test_a_swap_recorded_before_the_two_fact_rule_replays_as_it_ran() -> None:
+    """A command-only cabinet's swap whose return one report without charging current confirmed, as the
+    workflow did before it asked for a second fact (it then failed on the take): its history, recorded
+    with that workflow, replays on today's (the rule is behind a patch)."""
+    history = WorkflowHistory.from_json("swap/recorded", (DATA / "legacy_swap_before_two_facts.json").read_text())
+    await Replayer(workflows=[SwapWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
