@@ -37,6 +37,7 @@ from tests.test_device_adapter import (  # adapter and recorder are fixtures sha
     count,
     dead_letters,
     event,
+    eventually,
     recorder,  # noqa: F401
     reserve,
     slot,
@@ -176,6 +177,32 @@ async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor
     # The forgery's seq is no watermark: the pack's own next report still counts.
     await adapter.handle(topic_, pack_report(serial, 5, cabinet_id=CABINET, slot_no=1, soc=96.0))
     assert [s.in_slot for s in await recorder.signals(order_id)] == [True]
+
+
+async def test_a_forged_report_does_not_hide_the_packs_own_report_in_the_same_batch(
+    settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
+) -> None:
+    serial = (await slot(db, 1)).battery_serial
+    assert serial is not None
+    order_id = await reserve(db, 1)
+    await recorder.start(order_id)
+    topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
+    # Reports are applied in batches (about a second's worth); of one pack's, the newest credible one counts.
+    await adapter._apply_battery_reports(
+        [
+            (topic_, pack_report(serial, 5, cabinet_id=CABINET, slot_no=1, soc=96.0)),
+            (topic_, pack_report(serial, 6, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0)),
+        ]
+    )
+    await eventually(lambda: recorder_heard(recorder, order_id))
+    [signal] = await recorder.signals(order_id)
+    assert (signal.message_id, signal.in_slot) == (f"bat:{serial}:5", True)
+    [letter] = await dead_letters(db)
+    assert letter.reason.startswith("forged_pack_report")
+
+
+async def recorder_heard(recorder: Recorder, order_id: str) -> bool:
+    return bool(await recorder.signals(order_id))
 
 
 async def test_a_pack_held_by_a_rider_in_no_swap_cannot_be_reported_into_a_cabinet(

@@ -218,6 +218,22 @@ def _route_battery_report(
     return routes
 
 
+_PackReport = tuple[str, bytes, dict[str, Any], BatteryTelemetry]
+"""A pack's report as received (topic, payload), parsed (JSON, model)."""
+
+
+@dataclass
+class _BatteryOutcome:
+    """What applying a batch of pack reports did: signals to send, duplicates, the report applied per
+    pack, the forgeries (topic, payload, reason) and the reports an applied newer one replaced."""
+
+    routed: list[tuple[str, bytes, _Route]]
+    duplicates: int
+    latest: dict[str, _PackReport]
+    forged: list[tuple[str, bytes, str]]
+    stale: int
+
+
 class DeviceAdapter:
     """Consumes cabinet messages, keeps the device view in the database current, and signals the
     workflows that wait for device events. See docs/protocol.md for the contract with cabinets."""
@@ -816,9 +832,10 @@ class DeviceAdapter:
         """Validate a batch of packs' own reports, route those about reserved slots to their swaps and
         write the readings, in one transaction. Custody is never changed: only a swap moves a pack.
         Returns the signal deliveries it started. Never raises: what fails becomes a dead letter."""
-        # The newest report per pack: a report is a snapshot, and a newer one of the same pack says
-        # where it is now. Older ones (in the batch, or behind the watermark) are dropped.
-        latest: dict[str, tuple[str, bytes, dict[str, Any], BatteryTelemetry]] = {}
+        # The newest credible report per pack: a report is a snapshot, and a newer one of the same pack
+        # says where it is now. Older ones (in the batch, or behind the watermark) are dropped; a forged
+        # one (see authority.py) hides none of them.
+        offered: dict[str, list[_PackReport]] = {}
         for topic, payload in batch:
             serial = parse_battery_topic(self.prefix, topic)
             try:
@@ -829,22 +846,30 @@ class DeviceAdapter:
             except Rejected as exc:
                 await self._dead_letter(topic, payload, str(exc))
                 continue
-            newest = max(self._battery_seq.get(serial, -1), latest[serial][3].seq if serial in latest else -1)
-            if report.seq <= newest:
+            if report.seq <= self._battery_seq.get(serial, -1):
                 self.stats.stale += 1
                 continue
-            if serial in latest:
-                self.stats.stale += 1  # the one it replaces
-            latest[serial] = (topic, payload, data, report)
-        if not latest:
+            offered.setdefault(serial, []).append((topic, payload, data, report))
+        if not offered:
             return []
 
-        async def work(session: AsyncSession) -> tuple[list[tuple[str, bytes, _Route]], int, dict[str, str]]:
-            serials = list(latest)
-            places = {r.cabinet_id for *_, r in latest.values() if r.cabinet_id}
+        async def work(session: AsyncSession) -> _BatteryOutcome:
+            serials = list(offered)
+            places = {r.cabinet_id for reports in offered.values() for *_, r in reports if r.cabinet_id}
             batteries = {b.serial: b for b in await session.scalars(select(Battery).where(Battery.serial.in_(serials)))}
             swaps = await running_swaps(session, places)
-            forged: dict[str, str] = {}
+            latest: dict[str, _PackReport] = {}
+            forged: list[tuple[str, bytes, str]] = []
+            stale = 0
+            for serial, reports in offered.items():
+                for topic, payload, data, report in sorted(reports, key=lambda r: r[3].seq, reverse=True):
+                    if serial in latest:
+                        stale += 1
+                    elif (forged_because := forgery(report, batteries.get(serial), swaps)) is not None:
+                        await alert_forgery(session, report, forged_because)
+                        forged.append((topic, payload, forged_because))
+                    else:
+                        latest[serial] = (topic, payload, data, report)
             reserved = list(await session.scalars(select(Slot).where(
                 Slot.reserved_order_id.is_not(None),
                 or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
@@ -856,10 +881,6 @@ class DeviceAdapter:
             updates = []
             for topic, payload, data, report in latest.values():
                 battery = batteries.get(report.serial)
-                if (forged_because := forgery(report, battery, swaps)) is not None:
-                    await alert_forgery(session, report, forged_because)
-                    forged[report.serial] = forged_because
-                    continue
                 routes = _route_battery_report(report, reserved_at, reserved_holding)
                 # Recorded when a swap hears of it, or when the pack is not ours: the trace an operator
                 # follows. Other reports are routine readings, kept only as the pack's latest values.
@@ -875,18 +896,19 @@ class DeviceAdapter:
                 if battery is not None:
                     updates.append(battery_row(report.reading, as_utc(report.ts)))
             await write_battery_readings(session, updates)
-            return routed, duplicates, forged
+            return _BatteryOutcome(routed, duplicates, latest, forged, stale)
 
         try:
-            routed, duplicates, forged = await self._transaction(work)
+            outcome = await self._transaction(work)
         except Exception as exc:
-            log.exception("failed to apply %d battery reports", len(latest))
-            for topic, payload, *_ in latest.values():
+            log.exception("failed to apply %d battery reports", sum(map(len, offered.values())))
+            for topic, payload, *_ in (report for reports in offered.values() for report in reports):
                 await self._dead_letter(topic, payload, f"internal error: {exc!r}")
             return []
-        self.stats.duplicates += duplicates
-        for serial, reason in forged.items():
-            topic, payload, *_ = latest.pop(serial)
+        routed, latest = outcome.routed, outcome.latest
+        self.stats.duplicates += outcome.duplicates
+        self.stats.stale += outcome.stale
+        for topic, payload, reason in outcome.forged:
             self.metrics.forged_reports.inc()
             await self._dead_letter(topic, payload, reason)
         for serial, (*_, report) in latest.items():
