@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -19,6 +19,7 @@ from swapflow.db.models import (
     Cabinet,
     CustodianKind,
     CustodyDiscrepancy,
+    DoorState,
     Slot,
     SwapOrder,
     SwapStatus,
@@ -51,9 +52,15 @@ def state(online: bool, ts: datetime, **extra: Any) -> bytes:
     return json.dumps({"v": 1, "cabinet_id": CABINET, "online": online, "ts": ts.isoformat(), **extra}).encode()
 
 
-def telemetry(seq: int, ts: datetime) -> bytes:
+def telemetry(seq: int, ts: datetime, door_of_slot_12: str = "closed") -> bytes:
     return json.dumps(
-        {"v": 1, "cabinet_id": CABINET, "ts": ts.isoformat(), "seq": seq, "slots": [{"slot_no": 12, "door": "closed"}]}
+        {
+            "v": 1,
+            "cabinet_id": CABINET,
+            "ts": ts.isoformat(),
+            "seq": seq,
+            "slots": [{"slot_no": 12, "door": door_of_slot_12}],
+        }
     ).encode()
 
 
@@ -87,6 +94,17 @@ async def test_telemetry_stamped_far_ahead_cannot_keep_a_cabinet_online_after_it
     await adapter.handle(topic(settings, Channel.STATE), state(False, datetime.now(UTC), reason="shutdown"))
     assert not (await cabinet(db)).online
     assert clamped(adapter, "future") == 1
+
+
+async def test_telemetry_from_a_clock_that_jumped_ahead_does_not_hold_back_later_telemetry(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
+    # Cabinets count seq from their clock in milliseconds: a jump ahead takes the seq with it.
+    jumped = int(FAR_FUTURE.timestamp() * 1000)
+    await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(jumped, FAR_FUTURE, door_of_slot_12="open"))
+    later = datetime.now(UTC) + timedelta(seconds=1)  # its next report, from a clock set right again
+    await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(int(later.timestamp() * 1000), later))
+    assert (await slot(db, 12)).door == DoorState.CLOSED
 
 
 async def test_a_pack_report_stamped_far_ahead_does_not_hide_its_later_readings(

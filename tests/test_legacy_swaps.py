@@ -114,7 +114,7 @@ async def test_unregistered_pack_reported_in_the_return_slot_is_quarantined(lega
 
 async def publish_report(settings: Settings, pack: SimBattery, *, cabinet_id: str, slot_no: int | None) -> None:
     """One report placing the pack in a slot with no current flowing, as any cabinet could send it."""
-    report = BatteryTelemetry(serial=pack.serial, ts=datetime.now(UTC), seq=time.time_ns() // 1000,
+    report = BatteryTelemetry(serial=pack.serial, ts=datetime.now(UTC), seq=time.time_ns() // 1_000_000,
                               reading=pack.reading().model_copy(update={"current_a": 0.0}), charging=True,
                               cabinet_id=cabinet_id, slot_no=slot_no)
     async with mqtt_client(settings, f"forger-{uuid.uuid4().hex[:8]}") as client:

@@ -812,7 +812,7 @@ class DeviceAdapter:
             if cabinet_id in unknown:
                 await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
                 continue
-            self._telemetry_seq[cabinet_id] = telemetry.seq
+            self._telemetry_seq[cabinet_id] = self._clock.bound_seq(telemetry.seq)
             self._slots_written[cabinet_id] = written[cabinet_id]
             at = as_utc(telemetry.ts)
             self.metrics.ingest_lag.observe(max(0.0, (now - at).total_seconds()))
@@ -912,7 +912,7 @@ class DeviceAdapter:
             self.metrics.forged_reports.inc()
             await self._dead_letter(topic, payload, reason)
         for serial, (*_, report) in latest.items():
-            self._battery_seq[serial] = report.seq
+            self._battery_seq[serial] = self._clock.bound_seq(report.seq)
         self.history.offer([history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no)
                             for *_, r in latest.values()], [])
         return [self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)

@@ -1,7 +1,8 @@
-"""Device timestamps, bounded by the platform's clock. A cabinet or pack whose clock jumps must not
-freeze what the platform knows of it: a time far ahead would win every "newer than" comparison (last
-seen, a pack's latest reading, the door a report shows) until the real clock caught up, and one far
-behind would lose every one. Such a time is replaced by the time the message was received, and counted.
+"""Device timestamps, and seqs counted from device clocks, bounded by the platform's clock. A cabinet
+or pack whose clock jumps must not freeze what the platform knows of it: a time far ahead would win
+every "newer than" comparison (last seen, a pack's latest reading, the door a report shows) until the
+real clock caught up, and one far behind would lose every one. Such a time is replaced by the time the
+message was received, and counted.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class DeviceClock:
             self._clamped.labels("past").inc()
             return now
         return at
+
+    def bound_seq(self, seq: int) -> int:
+        """A seq as a watermark. Devices count it from their clock in milliseconds, so one beyond the allowed
+        skew came from a clock that jumped, and would hold back every later message until the device's
+        next birth: as a watermark it is taken as the receive time, like the message's timestamp."""
+        now = utcnow()
+        return seq if seq <= (now + self._skew).timestamp() * 1000 else int(now.timestamp() * 1000)
 
     def bound_report(self, message: M) -> M:
         """A telemetry or pack report with its timestamp bounded."""
