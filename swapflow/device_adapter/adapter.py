@@ -863,11 +863,11 @@ class DeviceAdapter:
             stale = 0
             for serial, reports in offered.items():
                 for topic, payload, data, report in sorted(reports, key=lambda r: r[3].seq, reverse=True):
-                    if serial in latest:
-                        stale += 1
-                    elif (forged_because := forgery(report, batteries.get(serial), swaps)) is not None:
+                    if (forged_because := forgery(report, batteries.get(serial), swaps)) is not None:
                         await alert_forgery(session, report, forged_because)
                         forged.append((topic, payload, forged_because))
+                    elif serial in latest:
+                        stale += 1
                     else:
                         latest[serial] = (topic, payload, data, report)
             reserved = list(await session.scalars(select(Slot).where(
@@ -880,8 +880,8 @@ class DeviceAdapter:
             duplicates = 0
             updates = []
             for topic, payload, data, report in latest.values():
-                battery = batteries.get(report.serial)
                 routes = _route_battery_report(report, reserved_at, reserved_holding)
+                battery = batteries.get(report.serial)
                 # Recorded when a swap hears of it, or when the pack is not ours: the trace an operator
                 # follows. Other reports are routine readings, kept only as the pack's latest values.
                 if routes or battery is None:
