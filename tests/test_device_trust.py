@@ -175,13 +175,20 @@ def pack_report(serial: str, seq: int, *, cabinet_id: str | None, slot_no: int |
     ).encode()
 
 
+async def swapping_slot_1(db: Database, recorder: Recorder) -> tuple[str, str]:
+    """Slot 1's pack, the charged pack of a running swap (a report placing it elsewhere says it left), and
+    the swap's order id."""
+    serial = (await slot(db, 1)).battery_serial
+    assert serial is not None
+    order_id = await reserve(db, 1)
+    await recorder.start(order_id)
+    return serial, order_id
+
+
 async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor_swaps_it_is_a_forgery(
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
-    serial = (await slot(db, 1)).battery_serial
-    assert serial is not None
-    order_id = await reserve(db, 1)  # the swap's charged pack: a report placing it elsewhere says it left
-    await recorder.start(order_id)
+    serial, order_id = await swapping_slot_1(db, recorder)
     topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
     await adapter.handle(topic_, pack_report(serial, 10**15, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0))
 
@@ -200,10 +207,7 @@ async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor
 async def test_a_forged_report_does_not_hide_the_packs_own_report_in_the_same_batch(
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
-    serial = (await slot(db, 1)).battery_serial
-    assert serial is not None
-    order_id = await reserve(db, 1)
-    await recorder.start(order_id)
+    serial, order_id = await swapping_slot_1(db, recorder)
     topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
     # Reports are applied in batches (about a second's worth); of one pack's, the newest credible one counts.
     await adapter._apply_battery_reports(
