@@ -47,3 +47,10 @@ async def raise_reconciliation_alert(session: AsyncSession, *, day: str, provide
     else:
         alert.occurrences, alert.last_seen_at, alert.message = alert.occurrences + 1, utcnow(), message
     return alert
+
+
+# Alert kinds raised by the device adapter for a device that contradicts what the platform holds true.
+FORGED_PACK_REPORT = "forged_pack_report"
+"""A pack report through a cabinet that neither holds the pack nor swaps it (device_adapter/authority.py)."""
+LATE_DEVICE_FACT = "custody_reconciled"
+"""A device fact, after its swap ended or in no swap, that moved custody (device_adapter/reconcile.py)."""

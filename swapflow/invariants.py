@@ -36,6 +36,7 @@ from swapflow.db.engine import Database, is_sqlite
 from swapflow.db.models import (
     Battery,
     CustodianKind,
+    CustodyDiscrepancy,
     CustodyEvent,
     GoodwillCredit,
     LedgerPosting,
@@ -75,6 +76,9 @@ class Rule(StrEnum):
     CUSTODY_LATEST_EVENT_MISMATCH = "custody.latest_event_mismatch"
     # A custody event does not start where the battery's previous event ended.
     CUSTODY_CHAIN_GAP = "custody.chain_gap"
+    # A slot in no swap holds, by custody, another pack than its cabinet last reported in it, and no open
+    # custody discrepancy has an operator looking at it (a foreign pack locked in its slot is known too).
+    CUSTODY_SLOT_REPORT_MISMATCH = "custody.slot_report_mismatch"
 
     # A ledger transaction's postings do not sum to zero in some currency.
     LEDGER_UNBALANCED = "ledger.unbalanced"
@@ -181,6 +185,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
                 execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
         violations = [
             *await _custody(session),
+            *await _slot_reports(session),
             *await _ledger(session),
             *await _money(session),
             *await _refunds(session, checked_at),
@@ -278,6 +283,21 @@ async def _custody(session: AsyncSession) -> list[Violation]:
                         detail=f"{key} starts at {from_kind} {from_ref}, {prev_key} ended at {prev_kind} {prev_ref}")
               for serial, key, from_kind, from_ref, prev_key, prev_kind, prev_ref in gaps]
     return found
+
+
+async def _slot_reports(session: AsyncSession) -> list[Violation]:
+    open_discrepancy = exists().where(CustodyDiscrepancy.cabinet_id == Slot.cabinet_id,
+                                      CustodyDiscrepancy.slot_no == Slot.slot_no,
+                                      CustodyDiscrepancy.resolved_at.is_(None))
+    foreign_locked = and_(Slot.locked, ~exists().where(Battery.serial == Slot.reported_serial))
+    mismatched = await session.execute(
+        select(SLOT_REF, Slot.reported_serial, Slot.reported_at, Slot.battery_serial).where(
+            Slot.reported_at.is_not(None), Slot.reserved_order_id.is_(None),
+            Slot.reported_serial.is_distinct_from(Slot.battery_serial), ~open_discrepancy, ~foreign_locked))
+    return [Violation(rule=Rule.CUSTODY_SLOT_REPORT_MISMATCH, subject=slot,
+                      detail=f"the cabinet last reported {reported or 'it empty'} ({as_utc(at).isoformat()}), "
+                             f"custody has {held or 'none'} there")
+            for slot, reported, at, held in mismatched]
 
 
 # ------------------------------------------------------------------------------------------ ledger

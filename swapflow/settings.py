@@ -183,6 +183,12 @@ class Settings(BaseSettings):
     ops_webhooks: list[WebhookChannel] = Field(
         default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS).")
     ops_webhook_attempts: int = Field(5, ge=1, description="Attempts per alert and channel, with backoff.")
+    # ---- device clocks: a device's timestamp is trusted only within these bounds of the platform's clock ----
+    device_clock_skew_s: float = Field(
+        300.0, ge=0, description="A device message stamped further ahead than this is taken as received now.")
+    device_clock_max_age_s: float = Field(
+        7 * 86400.0, gt=0, description="A device event or report stamped further back than this is taken as "
+                                       "received now (a pack keeps its reports through an outage, not for ever).")
 
     log_level: str = "INFO"
 

@@ -21,6 +21,7 @@ from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.models import (
     Battery,
     CustodianKind,
+    CustodyDiscrepancy,
     CustodyEvent,
     LedgerPosting,
     LedgerTransaction,
@@ -244,6 +245,27 @@ async def test_slot_holding_a_battery_in_someone_elses_custody_is_reported(db: D
 async def test_battery_quarantined_in_another_slot_is_reported(db: Database) -> None:
     await transfer(db, await pack_in(db, 1), CustodianKind.QUARANTINE, slot_ref(CABINET, 2))
     assert found(await check_invariants(db)) == {(Rule.CUSTODY_SLOT_OCCUPANT, slot_ref(CABINET, 1))}
+
+
+async def reported(db: Database, slot_no: int, serial: str | None) -> None:
+    """The cabinet reports `serial` (None: nothing) in the slot, as an event or a birth records it."""
+    async with db.transaction() as session:
+        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
+                              .values(reported_serial=serial, reported_at=utcnow()))
+
+
+async def test_slot_whose_cabinet_last_reported_another_pack_than_custody_holds_is_reported(db: Database) -> None:
+    await reported(db, 1, await pack_in(db, 1))  # agrees
+    await reported(db, 2, None)  # the cabinet says the slot is empty: custody still has a pack there
+    assert found(await check_invariants(db)) == {(Rule.CUSTODY_SLOT_REPORT_MISMATCH, slot_ref(CABINET, 2))}
+
+
+async def test_slot_report_mismatch_with_an_open_discrepancy_is_left_to_the_operator(db: Database) -> None:
+    await reported(db, 2, None)
+    async with db.transaction() as session:
+        session.add(CustodyDiscrepancy(cabinet_id=CABINET, slot_no=2, expected_serial=await pack_in(db, 2),
+                                       reported_serial=None, detected_at=utcnow()))
+    assert found(await check_invariants(db)) == set()
 
 
 async def test_rider_holding_two_batteries_is_reported(db: Database) -> None:

@@ -4,16 +4,28 @@ swap is rolled back and an operator is asked to check the slot."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, CabinetCapability, CustodianKind, SwapStage, SwapStatus
+from swapflow.mqtt import mqtt_client
+from swapflow.protocol.v1 import BatteryTelemetry, battery_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
+from swapflow.simulator.fleet import sim_battery
+from swapflow.workflows.swap import SwapWorkflow
 from tests.swap_harness import battery_of, running_cabinet, running_worker
 from tests.test_swap_saga import (
     CABINET,
@@ -25,6 +37,8 @@ from tests.test_swap_saga import (
     count,
     ledger_kinds,
 )
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -96,3 +110,53 @@ async def test_unregistered_pack_reported_in_the_return_slot_is_quarantined(lega
     assert await count(legacy.db, Alert, Alert.kind == "battery_quarantined") == 1
     await assert_refunded_once(legacy.db, order_id, legacy.env.client)
     await assert_invariants(legacy.db)
+
+
+async def publish_report(settings: Settings, pack: SimBattery, *, cabinet_id: str, slot_no: int | None) -> None:
+    """One report placing the pack in a slot with no current flowing, as any cabinet could send it."""
+    report = BatteryTelemetry(serial=pack.serial, ts=datetime.now(UTC), seq=time.time_ns() // 1_000_000,
+                              reading=pack.reading().model_copy(update={"current_a": 0.0}), charging=True,
+                              cabinet_id=cabinet_id, slot_no=slot_no)
+    async with mqtt_client(settings, f"forger-{uuid.uuid4().hex[:8]}") as client:
+        await client.publish(battery_topic(settings.mqtt_topic_prefix, pack.serial), report.model_dump_json(), qos=1)
+
+
+async def test_one_report_of_the_riders_pack_without_charging_current_does_not_confirm_the_return(
+    legacy: Scene,
+) -> None:
+    order_id, handle = await legacy.start()
+    riders = await legacy.rider_pack()
+    order = await legacy.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
+    await publish_report(legacy.settings, riders, cabinet_id=CABINET, slot_no=order.return_slot_no)
+    await asyncio.sleep(1.0)  # the report reaches the swap (through the adapter's next batch)
+    await legacy.skip(legacy.settings.return_insert_timeout_s + 1)
+    result = await handle.result()
+    assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "return_not_confirmed")
+    assert (await battery(legacy.db, riders.serial)).custodian_ref == RIDER
+    await assert_invariants(legacy.db)
+
+
+async def test_a_report_placing_the_charged_pack_in_another_cabinet_does_not_confirm_the_issue(
+    legacy: Scene,
+) -> None:
+    order_id, handle = await legacy.start()
+    await legacy.insert(order_id, await legacy.rider_pack())
+    order = await legacy.until_stage(order_id, SwapStage.CHARGED_DOOR_OPEN)
+    assert order.issued_battery_serial is not None
+    charged = sim_battery(await battery(legacy.db, order.issued_battery_serial))
+    await publish_report(legacy.settings, charged, cabinet_id="cab-sh-002-1", slot_no=3)
+    await asyncio.sleep(1.0)
+    await legacy.skip(legacy.settings.charged_take_timeout_s + 1)
+    result = await handle.result()
+    assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "charged_take_not_confirmed")
+    assert await count(legacy.db, Alert, Alert.kind == "forged_pack_report") == 1
+    assert (await battery(legacy.db, order.issued_battery_serial)).custodian_kind == CustodianKind.SLOT
+    await assert_refunded_once(legacy.db, order_id, legacy.env.client)
+
+
+async def test_a_swap_recorded_before_the_two_fact_rule_replays_as_it_ran() -> None:
+    """A command-only cabinet's swap whose return one report without charging current confirmed, as the
+    workflow did before it asked for a second fact (it then failed on the take): its history, recorded
+    with that workflow, replays on today's (the rule is behind a patch)."""
+    history = WorkflowHistory.from_json("swap/recorded", (DATA / "legacy_swap_before_two_facts.json").read_text())
+    await Replayer(workflows=[SwapWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)

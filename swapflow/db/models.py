@@ -96,6 +96,8 @@ class CustodianKind(StrEnum):
     OPS = "ops"
     QUARANTINE = "quarantine"
     RETIRED = "retired"
+    MISSING = "missing"
+    """Left its slot with no one to hold it (a removal outside any swap); ref: the slot it left."""
 
 
 class SwapStatus(StrEnum):
@@ -187,6 +189,9 @@ class Slot(Base):
         String(100), nullable=True, doc="Why the platform took the slot out of swaps (door fault, quarantined pack)."
     )
     reserved_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    reported_serial: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, doc="The pack the cabinet last reported in the slot (an event or a birth).")
+    reported_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When; null: never reported.")
 
     cabinet: Mapped[Cabinet] = relationship(back_populates="slots")
 
@@ -763,8 +768,10 @@ class CustodyDiscrepancy(Base):
     slot_no: Mapped[int] = mapped_column(Integer)
     expected_serial: Mapped[str | None] = mapped_column(String(40), nullable=True, doc="What custody says.")
     reported_serial: Mapped[str | None] = mapped_column(String(40), nullable=True, doc="What the cabinet says.")
-    detected_at: Mapped[datetime] = mapped_column(doc="Time of the birth that revealed it.")
+    detected_at: Mapped[datetime] = mapped_column(doc="Time of the birth or the late event that revealed it.")
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    order_id: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, index=True, doc="The ended swap a late event belonged to (finance reviews it).")
 
 
 # ---- device identity and the tower-protocol gateway (issue 5) ----

@@ -44,6 +44,8 @@ from swapflow.db.models import (
     as_utc,
     utcnow,
 )
+from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
+from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import (
     CabinetReport,
     HistoryBuffer,
@@ -64,6 +66,7 @@ from swapflow.device_adapter.presence import (
     swaps_in_progress,
     telemetry_may_revive,
 )
+from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
@@ -215,6 +218,22 @@ def _route_battery_report(
     return routes
 
 
+_PackReport = tuple[str, bytes, dict[str, Any], BatteryTelemetry]
+"""A pack's report as received (topic, payload), parsed (JSON, model)."""
+
+
+@dataclass
+class _BatteryOutcome:
+    """What applying a batch of pack reports did: signals to send, duplicates, the report applied per
+    pack, the forgeries (topic, payload, reason) and the reports an applied newer one replaced."""
+
+    routed: list[tuple[str, bytes, _Route]]
+    duplicates: int
+    latest: dict[str, _PackReport]
+    forged: list[tuple[str, bytes, str]]
+    stale: int
+
+
 class DeviceAdapter:
     """Consumes cabinet messages, keeps the device view in the database current, and signals the
     workflows that wait for device events. See docs/protocol.md for the contract with cabinets."""
@@ -254,6 +273,8 @@ class DeviceAdapter:
         self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
         self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
+        self._clock = DeviceClock(settings.device_clock_skew_s, settings.device_clock_max_age_s,
+                                  self.metrics.clock_clamped)
         self._signals = SignalSender(
             temporal, self._dead_letter, retry_for_s=signal_retry_s, on_delivered=self._count_signal
         )
@@ -477,6 +498,7 @@ class DeviceAdapter:
         try:
             telemetry = _parse_json(Telemetry, Channel.TELEMETRY.value, payload)
             _check_cabinet_id(cabinet_id, telemetry.cabinet_id)
+            telemetry = self._clock.bound_report(telemetry)
         except Rejected as exc:
             self._reject(topic, payload, str(exc))
             return
@@ -581,7 +603,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, state: CabinetState
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, state.cabinet_id)
-        stamped = as_utc(state.ts) if state.ts else utcnow()
+        stamped = self._clock.bound(state.ts, past=False) if state.ts else utcnow()
         kind = DeviceSignalKind.CABINET_ONLINE if state.online else DeviceSignalKind.CABINET_OFFLINE
         cause = PresenceCause.BIRTH if state.online else offline_cause(state)
         # Derived from the message, so the retained copy seen again after a reconnect, or by a second
@@ -640,7 +662,7 @@ class DeviceAdapter:
         self, topic: str, payload: bytes, cabinet_id: str, raw: dict[str, Any], event: CabinetEvent
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, event.cabinet_id)
-        at = as_utc(event.ts)
+        at = self._clock.bound(event.ts)
 
         async def work(session: AsyncSession) -> tuple[bool, str | None]:
             await self._cabinet(session, cabinet_id)
@@ -662,6 +684,7 @@ class DeviceAdapter:
                     slot.door = DoorState.CLOSED
                 elif event.type is EventType.FAULT:
                     slot.fault = (event.fault_code or event.detail or "fault")[:100]
+                await reconcile_event(session, slot, event, at)
             return True, workflow_id
 
         accepted, workflow_id = await self._transaction(work)
@@ -789,7 +812,7 @@ class DeviceAdapter:
             if cabinet_id in unknown:
                 await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
                 continue
-            self._telemetry_seq[cabinet_id] = telemetry.seq
+            self._telemetry_seq[cabinet_id] = self._clock.bound_seq(telemetry.seq)
             self._slots_written[cabinet_id] = written[cabinet_id]
             at = as_utc(telemetry.ts)
             self.metrics.ingest_lag.observe(max(0.0, (now - at).total_seconds()))
@@ -809,33 +832,44 @@ class DeviceAdapter:
         """Validate a batch of packs' own reports, route those about reserved slots to their swaps and
         write the readings, in one transaction. Custody is never changed: only a swap moves a pack.
         Returns the signal deliveries it started. Never raises: what fails becomes a dead letter."""
-        # The newest report per pack: a report is a snapshot, and a newer one of the same pack says
-        # where it is now. Older ones (in the batch, or behind the watermark) are dropped.
-        latest: dict[str, tuple[str, bytes, dict[str, Any], BatteryTelemetry]] = {}
+        # The newest credible report per pack: a report is a snapshot, and a newer one of the same pack
+        # says where it is now. Older ones (in the batch, or behind the watermark) are dropped; a forged
+        # one (see authority.py) hides none of them.
+        offered: dict[str, list[_PackReport]] = {}
         for topic, payload in batch:
             serial = parse_battery_topic(self.prefix, topic)
             try:
                 if serial is None:
                     raise Rejected(f"not a battery topic under {self.prefix!r}")
                 data = _load_json(payload)
-                report = _parse_battery_report(serial, data)
+                report = self._clock.bound_report(_parse_battery_report(serial, data))
             except Rejected as exc:
                 await self._dead_letter(topic, payload, str(exc))
                 continue
-            newest = max(self._battery_seq.get(serial, -1), latest[serial][3].seq if serial in latest else -1)
-            if report.seq <= newest:
+            if report.seq <= self._battery_seq.get(serial, -1):
                 self.stats.stale += 1
                 continue
-            if serial in latest:
-                self.stats.stale += 1  # the one it replaces
-            latest[serial] = (topic, payload, data, report)
-        if not latest:
+            offered.setdefault(serial, []).append((topic, payload, data, report))
+        if not offered:
             return []
 
-        async def work(session: AsyncSession) -> tuple[list[tuple[str, bytes, _Route]], int]:
-            serials = list(latest)
-            places = {r.cabinet_id for *_, r in latest.values() if r.cabinet_id}
+        async def work(session: AsyncSession) -> _BatteryOutcome:
+            serials = list(offered)
+            places = {r.cabinet_id for reports in offered.values() for *_, r in reports if r.cabinet_id}
             batteries = {b.serial: b for b in await session.scalars(select(Battery).where(Battery.serial.in_(serials)))}
+            swaps = await running_swaps(session, places)
+            latest: dict[str, _PackReport] = {}
+            forged: list[tuple[str, bytes, str]] = []
+            stale = 0
+            for serial, reports in offered.items():
+                for topic, payload, data, report in sorted(reports, key=lambda r: r[3].seq, reverse=True):
+                    if (forged_because := forgery(report, batteries.get(serial), swaps)) is not None:
+                        await alert_forgery(session, report, forged_because)
+                        forged.append((topic, payload, forged_because))
+                    elif serial in latest:
+                        stale += 1
+                    else:
+                        latest[serial] = (topic, payload, data, report)
             reserved = list(await session.scalars(select(Slot).where(
                 Slot.reserved_order_id.is_not(None),
                 or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
@@ -862,18 +896,23 @@ class DeviceAdapter:
                 if battery is not None:
                     updates.append(battery_row(report.reading, as_utc(report.ts)))
             await write_battery_readings(session, updates)
-            return routed, duplicates
+            return _BatteryOutcome(routed, duplicates, latest, forged, stale)
 
         try:
-            routed, duplicates = await self._transaction(work)
+            outcome = await self._transaction(work)
         except Exception as exc:
-            log.exception("failed to apply %d battery reports", len(latest))
-            for topic, payload, *_ in latest.values():
+            log.exception("failed to apply %d battery reports", sum(map(len, offered.values())))
+            for topic, payload, *_ in (report for reports in offered.values() for report in reports):
                 await self._dead_letter(topic, payload, f"internal error: {exc!r}")
             return []
-        self.stats.duplicates += duplicates
+        routed, latest = outcome.routed, outcome.latest
+        self.stats.duplicates += outcome.duplicates
+        self.stats.stale += outcome.stale
+        for topic, payload, reason in outcome.forged:
+            self.metrics.forged_reports.inc()
+            await self._dead_letter(topic, payload, reason)
         for serial, (*_, report) in latest.items():
-            self._battery_seq[serial] = report.seq
+            self._battery_seq[serial] = self._clock.bound_seq(report.seq)
         self.history.offer([history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no)
                             for *_, r in latest.values()], [])
         return [self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)

@@ -6,11 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 from swapflow.db.models import Battery, BatteryStatus, Slot
-from swapflow.protocol.v1 import BatteryReading
+from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading
 from swapflow.safety import check_pack
 from swapflow.settings import Settings
-
-_IDLE_CURRENT_A = 0.2  # below this, in either direction, the pack is resting (BMS offset, balancing)
 
 
 class ChargeState(StrEnum):
@@ -21,9 +19,9 @@ class ChargeState(StrEnum):
 
 def charge_state(current_a: float) -> ChargeState:
     """Charging, discharging or idle, from the pack current (positive while charging)."""
-    if current_a > _IDLE_CURRENT_A:
+    if current_a > IDLE_CURRENT_A:
         return ChargeState.CHARGING
-    if current_a < -_IDLE_CURRENT_A:
+    if current_a < -IDLE_CURRENT_A:
         return ChargeState.DISCHARGING
     return ChargeState.IDLE
 

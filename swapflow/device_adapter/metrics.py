@@ -36,6 +36,12 @@ class AdapterMetrics:
         self.cabinets_online = Gauge("swapflow_adapter_cabinets_online", "Cabinets online", registry=r)
         self.presence_transitions = Counter("swapflow_adapter_presence_transitions",
                                             "Online/offline transitions recorded, by cause", ["cause"], registry=r)
+        self.clock_clamped = Counter("swapflow_adapter_device_clock_clamped",
+                                     "Device timestamps beyond the allowed skew, taken as the receive time, "
+                                     "by direction (future, past)", ["direction"], registry=r)
+        self.forged_reports = Counter("swapflow_adapter_forged_pack_reports",
+                                      "Pack reports refused as sent by a cabinet that does not hold the pack",
+                                      registry=r)
 
     def dead_letter(self, reason: str) -> None:
         """Count one dead letter under its reason's label."""

@@ -98,6 +98,20 @@ async def expire_silent_cabinets(session: AsyncSession, *, cutoff: datetime, now
     return [Expired(cabinet_id, order_ids) for cabinet_id, order_ids in swaps.items()]
 
 
+async def record_discrepancy(session: AsyncSession, cabinet_id: str, slot_no: int, expected: str | None,
+                             reported: str | None, at: datetime, order_id: str | None = None) -> bool:
+    """Add a custody discrepancy; False when the slot's discrepancy at `at` is recorded already."""
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    inserted = await session.execute(
+        insert(CustodyDiscrepancy)
+        .values(cabinet_id=cabinet_id, slot_no=slot_no, expected_serial=expected, reported_serial=reported,
+                detected_at=at, order_id=order_id)
+        .on_conflict_do_nothing(index_elements=["cabinet_id", "slot_no", "detected_at"])
+        .returning(CustodyDiscrepancy.id)
+    )
+    return inserted.scalar_one_or_none() is not None
+
+
 async def reconcile_slots(session: AsyncSession, cabinet_id: str, at: datetime,
                           reports: Sequence[SlotReport]) -> list[CustodyDiscrepancy]:
     """Compare the packs a (re)connecting cabinet announces with custody. A slot that holds another
@@ -105,23 +119,18 @@ async def reconcile_slots(session: AsyncSession, cabinet_id: str, at: datetime,
     taken out of swaps and alerted; custody itself is not changed, since only a swap or an operator
     moves a pack. Slots reserved by a running swap are left to it."""
     slots = {s.slot_no: s for s in await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id))}
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     found = []
     for report in reports:
         slot = slots.get(report.slot_no)
-        if slot is None or slot.reserved_order_id is not None:
+        if slot is None:
             continue
         reported = report.battery.serial if report.battery else None
+        slot.reported_serial, slot.reported_at = reported, at  # what `swapflow check` compares with custody
+        if slot.reserved_order_id is not None:
+            continue
         if reported == slot.battery_serial:
             continue
-        inserted = await session.execute(
-            insert(CustodyDiscrepancy)
-            .values(cabinet_id=cabinet_id, slot_no=slot.slot_no, expected_serial=slot.battery_serial,
-                    reported_serial=reported, detected_at=at)
-            .on_conflict_do_nothing(index_elements=["cabinet_id", "slot_no", "detected_at"])
-            .returning(CustodyDiscrepancy.id)
-        )
-        if inserted.scalar_one_or_none() is None:
+        if not await record_discrepancy(session, cabinet_id, slot.slot_no, slot.battery_serial, reported, at):
             continue  # this birth was reconciled already (a second adapter)
         message = (f"slot {slot.slot_no} of {cabinet_id}: custody says {slot.battery_serial or 'empty'}, the "
                    f"cabinet reported {reported or 'empty'} on reconnecting")

@@ -62,6 +62,11 @@ def parse_cabinet_topic(prefix: str, topic: str) -> tuple[str, Channel] | None:
         return None
 
 
+IDLE_CURRENT_A = 0.2
+"""Below this pack current, in either direction, the pack is resting (BMS offset, balancing); above it, a
+charger is feeding it."""
+
+
 class BatteryReading(_Message):
     """What a pack's BMS reports."""
 

@@ -72,17 +72,20 @@ class SimBattery:
         """What the pack holds now: the rated capacity scaled by its health."""
         return CAPACITY_AH * self.soh / 100.0
 
+    def charger_current(self) -> float:
+        """What a charger drives into the pack now: none when full, constant current to the knee, then a
+        current that falls roughly in proportion to the charge still missing."""
+        if self.is_full:
+            return 0.0
+        if self.soc < CV_KNEE_SOC:
+            return CC_CURRENT_A
+        return max(CC_CURRENT_A * (100.0 - self.soc) / (100.0 - CV_KNEE_SOC), CV_CUTOFF_A)
+
     def charge(self, seconds: float, *, ambient_c: float = AMBIENT_C) -> None:
         """Charge for `seconds` of simulated time: constant current to the knee, then a tapering
         current until the charger cuts off at 100 %."""
         for step in self._steps(seconds):
-            if self.is_full:
-                self.current_a = 0.0
-            elif self.soc < CV_KNEE_SOC:
-                self.current_a = CC_CURRENT_A
-            else:
-                # In CV the current falls roughly in proportion to the charge still missing.
-                self.current_a = max(CC_CURRENT_A * (100.0 - self.soc) / (100.0 - CV_KNEE_SOC), CV_CUTOFF_A)
+            self.current_a = self.charger_current()
             gained = self._flow(step)
             if self.current_a <= CV_CUTOFF_A and self.soc >= 99.0:
                 gained += 100.0 - self.soc

@@ -500,6 +500,8 @@ class SimulatedCabinet:
         if slot.door_open:  # a close_door command may have beaten the rider to it
             slot.door_open = False
             self._emit(EventType.DOOR_CLOSED, slot.slot_no)
+        if slot.charging and slot.battery is not None:  # the charger takes the pack as the door shuts
+            slot.battery.current_a = slot.battery.charger_current()
 
     def _slot(self, slot_no: int) -> SimSlot:
         slot = self.slots.get(slot_no)

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
     from swapflow.payments.provider import refund_workflow_id
     from swapflow.payments.refunds import RefundOrigin, swap_refund_id
-    from swapflow.protocol.v1 import BatteryReading, CommandAction
+    from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading, CommandAction
     from swapflow.workflows.models import (
         DEVICE_SIGNAL,
         Admission,
@@ -80,6 +80,8 @@ PAYMENT_HEARTBEAT = timedelta(seconds=30)
 FREE_SWAP_NOTHING_TO_REFUND = "free-swap-nothing-to-refund"
 
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.RESERVED, SwapStage.PAID})
+# A command-only cabinet's return and issue need a second fact beside the pack's report (docs/protocol.md).
+LEGACY_TWO_FACTS = "legacy-evidence-two-facts"
 
 
 class SwapFailed(Exception):
@@ -285,8 +287,9 @@ class SwapWorkflow:
         """The flat pack in its slot, as its BMS reports it."""
         request, slot = self._request, self._slot(SlotRole.RETURN)
         if not self._reporting:
+            find = self._evidence if workflow.patched(LEGACY_TWO_FACTS) else self._report
             report = await self._wait_for(
-                lambda: self._report(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed")
+                lambda: find(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed")
             assert report.battery is not None
             await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)
             return report.battery
@@ -306,7 +309,8 @@ class SwapWorkflow:
             self._removed = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
                                                  request.charged_take_timeout_s, "charged_battery_not_taken")
         else:
-            await self._wait_for(lambda: self._report(slot, in_slot=False),
+            find = self._evidence if workflow.patched(LEGACY_TWO_FACTS) else self._report
+            await self._wait_for(lambda: find(slot, in_slot=False),
                                  request.charged_take_timeout_s, "charged_take_not_confirmed")
 
     # ---------------------------------------------------------------------------------- waiting
@@ -318,8 +322,23 @@ class SwapWorkflow:
                      and (after is None or e.at >= after.at)), None)
 
     def _report(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
-        return next((e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
-                     and e.slot_no == slot_no and e.in_slot is in_slot and e.battery is not None), None)
+        return next(iter(self._reports(slot_no, in_slot=in_slot)), None)
+
+    def _reports(self, slot_no: int, *, in_slot: bool) -> list[DeviceSignal]:
+        return [e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
+                and e.slot_no == slot_no and e.in_slot is in_slot and e.battery is not None]
+
+    def _evidence(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
+        """A pack's report that it is in (or has left) the slot, and a second fact: its reading shows the
+        slot's charger feeding it (out of the slot: no charging current), or a second report of the same
+        pack says the same. One report alone, as a cabinet could make up, is not evidence."""
+        reports = self._reports(slot_no, in_slot=in_slot)
+        for report in reports:
+            assert report.battery is not None
+            if (report.battery.current_a > IDLE_CURRENT_A) is in_slot:
+                return report
+        return next((report for i, report in enumerate(reports)
+                     if any(earlier.battery_serial == report.battery_serial for earlier in reports[:i])), None)
 
     async def _wait_for(self, find: Callable[[], DeviceSignal | None], timeout_s: float, reason: str) -> DeviceSignal:
         """What `find` finds, waited for up to `timeout_s` of the cabinet being online (else SwapFailed).
