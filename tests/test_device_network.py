@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.request import urlopen
 
+import aiomqtt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -576,3 +577,27 @@ def test_a_pack_below_the_ready_threshold_says_why_it_is_not_ready(settings: Set
         body = api.get(f"/v1/batteries/{serial}", params={"limit": 0}).json()
     assert body["ready"] is False and body["history"] == []
     assert any("SoC 41.0% below" in reason for reason in body["not_ready_because"])
+
+
+async def test_an_adapter_whose_session_is_taken_over_notices_and_takes_it_back(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    adapter = DeviceAdapter(settings, db, temporal_env.client, telemetry_flush_s=0.1, probe_interval_s=0.5,
+                            probe_timeout_s=1.0)
+    async with running(adapter), mqtt_client(settings, "takeover-cabinet") as cabinet:
+        # Another client under the adapter's own id (on amqtt it silently takes the session over).
+        endpoint = settings.mqtt_endpoint
+        async with aiomqtt.Client(endpoint.host, endpoint.port, identifier=adapter.client_id,
+                                  username=endpoint.username, password=endpoint.password):
+            await asyncio.sleep(1.0)
+        # What was published while the session was elsewhere went there; new events must arrive again.
+        sent = 0
+
+        async def flowing() -> bool:
+            nonlocal sent
+            await cabinet.publish(topic(settings, Channel.EVENTS),
+                                  event("door_opened", 11, event_id=f"after-{sent}"), qos=1)
+            sent += 1
+            return await count(db, DeviceMessage, DeviceMessage.message_id.like("after-%")) > 0
+
+        await eventually(flowing, within_s=20)

@@ -65,6 +65,7 @@ from swapflow.device_adapter.presence import (
     telemetry_may_revive,
 )
 from swapflow.device_adapter.signals import SignalSender
+from swapflow.identity.credentials import service_client_id
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
@@ -232,6 +233,8 @@ class DeviceAdapter:
         drain_timeout_s: float = 5.0,
         stats_interval_s: float = 60.0,
         sweep_interval_s: float | None = None,
+        probe_interval_s: float = 5.0,
+        probe_timeout_s: float = 10.0,
         metrics: AdapterMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -239,7 +242,7 @@ class DeviceAdapter:
         self.temporal = temporal
         self.prefix = settings.mqtt_topic_prefix
         # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
-        self.client_id = settings.effective_adapter_client_id
+        self.client_id = service_client_id(settings.effective_adapter_client_id)
         self.ready = asyncio.Event()
         """Set while subscribed to the broker (both connections)."""
         self._events_subscribed = asyncio.Event()
@@ -250,6 +253,8 @@ class DeviceAdapter:
         self._db_retry_s = db_retry_s
         self._drain_timeout_s = drain_timeout_s
         self._stats_interval_s = stats_interval_s
+        self._probe_interval_s = probe_interval_s
+        self._probe_timeout_s = probe_timeout_s
         self._silence_s = settings.heartbeat_interval_s * settings.heartbeat_missed_limit
         self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
@@ -330,10 +335,15 @@ class DeviceAdapter:
             filters = [(cabinet_topic(self.prefix, "+", channel), 1) for channel in _SWAP_PATH_CHANNELS]
             filters.append((battery_topic(self.prefix, "+"), 1))
             client_id, subscribed = self.client_id, self._events_subscribed
+        # A connection that stays up can still stop delivering: on amqtt another client connecting under
+        # our client id takes over the session without disconnecting us. A probe we publish to ourselves
+        # shows the subscription is alive; its silence counts as a lost connection.
+        probe = f"{self.prefix}/adapter/{client_id}/probe"
+        qos = filters[0][1]  # the probe travels as the connection's messages do
         while True:
             try:
                 async with mqtt_client(self.settings, client_id, clean_session=not telemetry) as client:
-                    await client.subscribe(filters)
+                    await client.subscribe([*filters, (probe, qos)])
                     subscribed.set()
                     if self._telemetry_subscribed.is_set() and self._events_subscribed.is_set():
                         self.ready.set()
@@ -341,18 +351,7 @@ class DeviceAdapter:
                         self._listening_since = asyncio.get_running_loop().time()
                     delay = 0.5
                     log.info("device adapter subscribed to %s", ", ".join(f for f, _ in filters))
-                    async for message in client.messages:
-                        topic = message.topic.value
-                        # Some brokers (amqtt) also push retained messages matching other clients' filters.
-                        # (The topic parsers check what the filters say, more cheaply than matching them.)
-                        route = parse_cabinet_topic(self.prefix, topic)
-                        if route is not None:
-                            if (route[1] is Channel.TELEMETRY) is not telemetry or route[1] is Channel.COMMANDS:
-                                continue
-                        elif telemetry or parse_battery_topic(self.prefix, topic) is None:
-                            continue
-                        self.stats.messages += 1
-                        await self._dispatch(topic, _as_bytes(message.payload), queues)
+                    await self._until_lost(client, (probe, qos), queues, telemetry=telemetry)
             except aiomqtt.MqttError as exc:
                 subscribed.clear()
                 self.ready.clear()
@@ -361,6 +360,53 @@ class DeviceAdapter:
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)
+
+    async def _until_lost(self, client: aiomqtt.Client, probe: tuple[str, int],
+                          queues: Sequence[asyncio.Queue[tuple[str, bytes]]], *, telemetry: bool) -> None:
+        """Take the connection's messages until it fails or its probe goes unanswered; raises MqttError."""
+        echoed = asyncio.Event()
+        reader = asyncio.create_task(self._read(client, probe[0], echoed, queues, telemetry=telemetry))
+        watchdog = asyncio.create_task(self._watch(client, probe, echoed))
+        try:
+            await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            watchdog.cancel()
+            outcomes = await asyncio.gather(reader, watchdog, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        raise aiomqtt.MqttError(f"no echo of our probe within {self._probe_timeout_s:.0f}s: the session was taken "
+                                "over or the subscription lost")
+
+    async def _watch(self, client: aiomqtt.Client, probe: tuple[str, int], echoed: asyncio.Event) -> None:
+        """Publish a probe every `probe_interval_s`; return when one is not heard back in time."""
+        while True:
+            echoed.clear()
+            await client.publish(probe[0], b"", qos=probe[1])
+            try:
+                await asyncio.wait_for(echoed.wait(), self._probe_timeout_s)
+            except TimeoutError:
+                return
+            await asyncio.sleep(self._probe_interval_s)
+
+    async def _read(self, client: aiomqtt.Client, probe: str, echoed: asyncio.Event,
+                    queues: Sequence[asyncio.Queue[tuple[str, bytes]]], *, telemetry: bool) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            if topic == probe:
+                echoed.set()
+                continue
+            # Some brokers (amqtt) also push retained messages matching other clients' filters.
+            # (The topic parsers check what the filters say, more cheaply than matching them.)
+            route = parse_cabinet_topic(self.prefix, topic)
+            if route is not None:
+                if (route[1] is Channel.TELEMETRY) is not telemetry or route[1] is Channel.COMMANDS:
+                    continue
+            elif telemetry or parse_battery_topic(self.prefix, topic) is None:
+                continue
+            self.stats.messages += 1
+            await self._dispatch(topic, _as_bytes(message.payload), queues)
 
     async def _dispatch(self, topic: str, payload: bytes, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
         route = parse_cabinet_topic(self.prefix, topic)

@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from swapflow.settings import Settings
 from swapflow.stack.broker_auth import auth_plugins
@@ -22,9 +27,45 @@ def broker_config(host: str, port: int, plugins: dict[str, Any] | None = None) -
 
 
 class EmbeddedBroker(Broker):
-    """amqtt's broker with one fix: on each CONNECT amqtt 0.12 replays retained messages for *every*
+    """amqtt's broker with two fixes. On each CONNECT amqtt 0.12 replays retained messages for *every*
     client's subscriptions to the connecting session (and its loop over them can fail with 'dictionary
-    changed size during iteration' when clients connect at once). Only the session's own count."""
+    changed size during iteration' when clients connect at once): only the session's own count. And it
+    checks a client's credentials only after setting up the session of the client id it claims, so a
+    refused CONNECT would still delete or take over that session: they are checked first."""
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            await writer.close()
+            raise AMQTTError(f"no valid CONNECT from {remote_address}:{remote_port}: {exc}") from exc
+        if not await self._authenticate(session, None):  # type: ignore[arg-type]  # the listener is unused
+            session.parent = 0
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            raise AMQTTError(f"refused {session.username!r} as client {session.client_id!r}")
+        # From here as amqtt does it.
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                setattr(existing, name, getattr(session, name))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
 
     async def _publish_retained_messages_for_subscription(self, subscription: Any, session: Any) -> None:
         subscribers = self._subscriptions.get(subscription[0], ())
