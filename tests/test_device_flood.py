@@ -5,7 +5,6 @@ embedded broker refuses what no device should send."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,10 +19,11 @@ from swapflow.db.models import Alert, Cabinet, DeadLetter, DeviceMessage, SwapOr
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.fairness import FairQueue, RateLimiter
 from swapflow.mqtt import mqtt_client
-from swapflow.protocol.v1 import Channel, battery_topic
+from swapflow.protocol.v1 import Channel
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
+from swapflow.simulator.flood import flood, junk
 from swapflow.stack.broker import embedded_broker
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
@@ -176,29 +176,6 @@ FLOODED = "cab-sz-001-1"
 VICTIMS = {"cab-sh-001-1": "rider-sh-0001", "cab-sh-002-1": "rider-sh-0002"}
 
 
-def junk(settings: Settings, n: int) -> list[tuple[str, bytes]]:
-    """What a faulty or hostile cabinet sends: invalid JSON, wrong types, acks for unknown commands,
-    extreme timestamps, duplicates and oversized payloads, on all its topics."""
-    prefix = settings.mqtt_topic_prefix
-
-    def at(channel: Channel) -> str:
-        return topic(settings, channel, FLOODED)
-
-    kinds = [
-        (at(Channel.EVENTS), b"{not json"),
-        (at(Channel.EVENTS), json.dumps({"v": 1, "event_id": 7, "cabinet_id": FLOODED, "ts": "x"}).encode()),
-        (at(Channel.ACKS), json.dumps({"v": 1, "command_id": "nope", "cabinet_id": FLOODED, "ok": True,
-                                       "ts": datetime.now(UTC).isoformat()}).encode()),
-        (at(Channel.STATE), json.dumps({"v": 1, "cabinet_id": FLOODED, "online": "maybe"}).encode()),
-        (at(Channel.EVENTS), cabinet_event("door_opened", 1, cabinet_id=FLOODED, event_id="dup")),
-        (at(Channel.TELEMETRY), json.dumps({"v": 1, "cabinet_id": FLOODED, "seq": 1, "ts": "2099-01-01T00:00:00Z",
-                                            "slots": []}).encode()),
-        (battery_topic(prefix, "BAT-NOWHERE"), b"[]"),
-        (at(Channel.EVENTS), b"x" * 200_000),
-    ]
-    return [kinds[i % len(kinds)] for i in range(n)]
-
-
 @pytest.fixture
 async def victims(temporal_env: WorkflowEnvironment, settings: Settings, db: Database,
                   adapter: DeviceAdapter) -> AsyncIterator[dict[str, SimulatedCabinet]]:
@@ -255,17 +232,11 @@ async def test_a_flood_at_one_cabinet_leaves_swaps_at_other_cabinets_completing(
     # A cabinet the platform knows, online: its junk reaches every check an honest message goes through.
     async with db.transaction() as session:
         await session.execute(update(Cabinet).where(Cabinet.id == FLOODED).values(online=True))
-    async with mqtt_client(settings, f"flooder-{uuid.uuid4().hex[:6]}") as flooder:
-
-        async def flood() -> None:
-            for i, (where, payload) in enumerate(junk(settings, 20_000)):
-                await flooder.publish(where, payload, qos=0)
-                if i % 500 == 0:
-                    await asyncio.sleep(0)
-
-        flooding = asyncio.create_task(flood())
-        statuses = await asyncio.gather(*(swap(temporal_env, settings, db, victims[c], r) for c, r in VICTIMS.items()))
-        await flooding
+    messages = junk(settings.mqtt_topic_prefix, FLOODED, 20_000)
+    flooding = asyncio.create_task(flood(lambda: mqtt_client(settings, f"flooder-{uuid.uuid4().hex[:6]}"), messages,
+                                         rate_per_s=20_000, deadline_s=60))
+    statuses = await asyncio.gather(*(swap(temporal_env, settings, db, victims[c], r) for c, r in VICTIMS.items()))
+    assert await flooding == len(messages)
     assert statuses == [SwapStatus.COMPLETED, SwapStatus.COMPLETED]
     await eventually(lambda: _counted_at_least(db, 1000), within_s=20)
     async with db.sessions() as session:
