@@ -19,6 +19,7 @@ from swapflow.db.models import Alert, Cabinet, DeadLetter, DeviceMessage, SwapOr
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.fairness import FairQueue, RateLimiter
 from swapflow.mqtt import mqtt_client
+from swapflow.ops.alert_rules import FLOOD_QUIET_S, flooding_cabinets
 from swapflow.protocol.v1 import Channel
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
@@ -167,6 +168,20 @@ async def test_a_cabinet_over_its_rate_is_cut_off_counted_and_alerted_and_others
     async with db.sessions() as session:
         alerts = list(await session.scalars(select(Alert).where(Alert.kind == DEVICE_FLOOD)))
     assert [alert.cabinet_id for alert in alerts] == [CABINET]
+
+
+async def test_the_flood_alert_holds_while_a_cabinet_is_over_its_rate_and_not_once_it_is_quiet(
+    settings: Settings, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(DeadLetter(topic=topic(settings, Channel.EVENTS), payload="", dedupe_key="flood",
+                               reason="rate limit of 5 messages/s exceeded: dropped", occurrences=900,
+                               received_at=now - timedelta(minutes=1), last_seen_at=now - timedelta(seconds=5)))
+    async with db.sessions() as session:
+        assert [(c.kind, c.cabinet_id) for c in await flooding_cabinets(session, settings, now)] == [
+            (DEVICE_FLOOD, CABINET)]
+        assert await flooding_cabinets(session, settings, now + timedelta(seconds=FLOOD_QUIET_S)) == []
 
 
 # ------------------------------------------------------------------------------------- the network
