@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swap_throughput import BenchRider, free_port, pct  # noqa: E402
+from swap_throughput import BenchRider, free_port, pct, stack_cpu  # noqa: E402
 
 from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
@@ -53,6 +54,7 @@ TARGET_RATIO = 1.5
 @dataclass
 class Phase:
     name: str
+    cpu: dict[str, float] = field(default_factory=dict)  # share of a core per process while it ran
     completed: list[float] = field(default_factory=list)  # seconds from the API call to completion
     failed: dict[str, int] = field(default_factory=dict)
 
@@ -69,6 +71,9 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: Simulate
     if response.status_code >= 400 or swap["stage"] != "return_door_open":
         phase.fail(swap.get("failure_reason") or swap.get("title") or str(response.status_code))
         return
+    # At a command-only cabinet the swap moves on once the command is sent: the rider waits for the door.
+    while not cabinet.door_open(swap["return_slot_no"]):
+        await asyncio.sleep(0.05)
     await cabinet.insert_battery(swap["return_slot_no"], rider.battery)
     while True:
         swap = (await http.get(f"/v1/swaps/{swap['id']}")).json()
@@ -116,7 +121,16 @@ def report(phase: Phase) -> str:
     failed = sum(phase.failed.values())
     return (f"{phase.name:<10} {len(phase.completed):>5} completed {failed:>4} failed   "
             f"p50 {pct(phase.completed, .5):>6.0f} ms   p95 {pct(phase.completed, .95):>6.0f} ms"
-            + (f"   failures: {phase.failed}" if failed else ""))
+            + (f"   failures: {phase.failed}" if failed else "")
+            + "\n           CPU: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in phase.cpu.items()))
+
+
+async def measured(stack: Stack, phase: Phase, work: Awaitable[None]) -> None:
+    """Run `work`, noting the CPU each process of the stack (and this one) used meanwhile."""
+    before, began = stack_cpu(stack), time.perf_counter()
+    await work
+    after, seconds = stack_cpu(stack), time.perf_counter() - began
+    phase.cpu = {name: (after[name] - before.get(name, 0.0)) / seconds for name in after}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -166,12 +180,14 @@ async def main(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=120,
                                      headers={"Authorization": f"Bearer {admin}"},
                                      limits=httpx.Limits(max_connections=200)) as http:
-            await drive(http, riders, cabinets, by_city, phases[0], args.rate, args.phase_seconds)
+            await measured(stack, phases[0], drive(http, riders, cabinets, by_city, phases[0], args.rate,
+                                                   args.phase_seconds))
             print(report(phases[0]), flush=True)
             flooding = asyncio.create_task(flood(
                 lambda: mqtt_client(settings, flooded, login=login), messages, args.flood_rate,
                 deadline_s=args.phase_seconds))
-            await drive(http, riders, cabinets, by_city, phases[1], args.rate, args.phase_seconds)
+            await measured(stack, phases[1], drive(http, riders, cabinets, by_city, phases[1], args.rate,
+                                                   args.phase_seconds))
             sent = await flooding
             print(report(phases[1]), flush=True)
         async with db.sessions() as session:
