@@ -8,7 +8,7 @@ credentials, its simulated self not running) publishes junk on all its topics at
 swapflow.simulator.flood). Prints the p95 of a whole swap (API call → completed) at the other cabinets
 in both phases, and the target: flooded p95 ≤ 1.5 × unflooded.
 
-    .venv/bin/python bench/device_flood.py                       # 1 swap/s, 60 s per phase, 300 junk/s
+    .venv/bin/python bench/device_flood.py                       # 2 swaps/s, 60 s per phase, 300 junk/s
     .venv/bin/python bench/device_flood.py --rate 2 --phase-seconds 90 --flood-rate 500
 
 Honours SWAPFLOW_DATABASE_URL / SWAPFLOW_MQTT_URL to measure other back ends. Loopback only; the flood
@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,16 @@ from swap_throughput import BenchRider, free_port, pct, stack_cpu  # noqa: E402
 
 from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
-from swapflow.db.models import Battery, Cabinet, CustodianKind, DeadLetter, Rider, Station  # noqa: E402
+from swapflow.db.models import (  # noqa: E402
+    Battery,
+    Cabinet,
+    CustodianKind,
+    DeadLetter,
+    DeviceMessage,
+    Rider,
+    Station,
+    as_utc,
+)
 from swapflow.db.seed import seed_demo_network  # noqa: E402
 from swapflow.identity.credentials import client_login  # noqa: E402
 from swapflow.mqtt import mqtt_client  # noqa: E402
@@ -55,8 +65,14 @@ TARGET_RATIO = 1.5
 class Phase:
     name: str
     cpu: dict[str, float] = field(default_factory=dict)  # share of a core per process while it ran
+    window: tuple[datetime, datetime] | None = None
+    event_delays: list[float] = field(default_factory=list)  # other cabinets' events: stamped → recorded
     completed: list[float] = field(default_factory=list)  # seconds from the API call to completion
     failed: dict[str, int] = field(default_factory=dict)
+    legs: dict[str, list[float]] = field(default_factory=dict)  # seconds per leg of each completed swap
+
+    def leg(self, name: str, seconds: float) -> None:
+        self.legs.setdefault(name, []).append(seconds)
 
     def fail(self, reason: str) -> None:
         self.failed[reason] = self.failed.get(reason, 0) + 1
@@ -68,6 +84,7 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: Simulate
     response = await http.post("/v1/swaps", json={"rider_id": rider.rider_id, "cabinet_id": cabinet.cabinet_id},
                                headers={"Idempotency-Key": uuid.uuid4().hex})
     swap = response.json()
+    marks = [("API call → return door open", time.perf_counter())]
     if response.status_code >= 400 or swap["stage"] != "return_door_open":
         phase.fail(swap.get("failure_reason") or swap.get("title") or str(response.status_code))
         return
@@ -75,15 +92,22 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: Simulate
     while not cabinet.door_open(swap["return_slot_no"]):
         await asyncio.sleep(0.05)
     await cabinet.insert_battery(swap["return_slot_no"], rider.battery)
+    marks.append(("door open ack → pack in", time.perf_counter()))
     while True:
         swap = (await http.get(f"/v1/swaps/{swap['id']}")).json()
         if swap["stage"] == "charged_door_open" and cabinet.door_open(swap["charged_slot_no"]):
+            marks.append(("pack in → charged door open", time.perf_counter()))
             rider.battery = await cabinet.take_battery(swap["charged_slot_no"])
         if swap["status"] != "in_progress":
             break
         await asyncio.sleep(0.1)
     if swap["status"] == "completed":
         phase.completed.append(time.perf_counter() - began)
+        marks.append(("pack out → completed", time.perf_counter()))
+        start = began
+        for name, end in marks:
+            phase.leg(name + (" (command-only)" if cabinet.command_only else ""), end - start)
+            start = end
     else:
         phase.fail(swap["failure_reason"])
 
@@ -91,9 +115,11 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: Simulate
 async def drive(http: httpx.AsyncClient, riders: list[BenchRider], cabinets: dict[str, SimulatedCabinet],
                 by_city: dict[str, list[str]], phase: Phase, rate: float, seconds: float) -> None:
     """Open-loop arrivals at `rate` a second for `seconds`; each takes an idle rider to a cabinet of
-    their city; waits for the swaps started to end."""
+    their city; waits for the swaps started to end. Every phase draws the same riders and cabinets (the
+    same share of command-only cabinets, whose swaps wait for the packs' own reports), so their figures
+    compare."""
     idle = list(riders)
-    rng = random.Random(phase.name)
+    rng = random.Random(7)
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(rider: BenchRider) -> None:
@@ -117,19 +143,34 @@ async def drive(http: httpx.AsyncClient, riders: list[BenchRider], cabinets: dic
         await asyncio.wait(tasks, timeout=300)
 
 
+async def event_delays(db: Database, phase: Phase, flooded: str) -> list[float]:
+    """Seconds from each event's own timestamp to its being recorded, at cabinets other than `flooded`."""
+    assert phase.window is not None
+    async with db.sessions() as session:
+        rows = await session.execute(select(DeviceMessage.payload, DeviceMessage.received_at).where(
+            DeviceMessage.kind.in_(["battery_inserted", "battery_removed", "door_closed", "door_opened"]),
+            DeviceMessage.cabinet_id != flooded, DeviceMessage.received_at.between(*phase.window)))
+        return [(as_utc(at) - datetime.fromisoformat(payload["ts"])).total_seconds() for payload, at in rows]
+
+
 def report(phase: Phase) -> str:
     failed = sum(phase.failed.values())
     return (f"{phase.name:<10} {len(phase.completed):>5} completed {failed:>4} failed   "
             f"p50 {pct(phase.completed, .5):>6.0f} ms   p95 {pct(phase.completed, .95):>6.0f} ms"
             + (f"   failures: {phase.failed}" if failed else "")
-            + "\n           CPU: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in phase.cpu.items()))
+            + "\n           CPU: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in phase.cpu.items())
+            + f"\n           {'event stamped → recorded':<30} p50 {pct(phase.event_delays, .5):>6.0f} ms   "
+              f"p95 {pct(phase.event_delays, .95):>6.0f} ms"
+            + "".join(f"\n           {name:<30} p50 {pct(times, .5):>6.0f} ms   p95 {pct(times, .95):>6.0f} ms"
+                      for name, times in phase.legs.items()))
 
 
 async def measured(stack: Stack, phase: Phase, work: Awaitable[None]) -> None:
     """Run `work`, noting the CPU each process of the stack (and this one) used meanwhile."""
-    before, began = stack_cpu(stack), time.perf_counter()
+    before, began, since = stack_cpu(stack), time.perf_counter(), datetime.now(UTC)
     await work
     after, seconds = stack_cpu(stack), time.perf_counter() - began
+    phase.window = (since, datetime.now(UTC))
     phase.cpu = {name: (after[name] - before.get(name, 0.0)) / seconds for name in after}
 
 
@@ -182,6 +223,7 @@ async def main(args: argparse.Namespace) -> None:
                                      limits=httpx.Limits(max_connections=200)) as http:
             await measured(stack, phases[0], drive(http, riders, cabinets, by_city, phases[0], args.rate,
                                                    args.phase_seconds))
+            phases[0].event_delays = await event_delays(db, phases[0], flooded)
             print(report(phases[0]), flush=True)
             flooding = asyncio.create_task(flood(
                 lambda: mqtt_client(settings, flooded, login=login), messages, args.flood_rate,
@@ -189,6 +231,8 @@ async def main(args: argparse.Namespace) -> None:
             await measured(stack, phases[1], drive(http, riders, cabinets, by_city, phases[1], args.rate,
                                                    args.phase_seconds))
             sent = await flooding
+            for phase in phases:
+                phase.event_delays = await event_delays(db, phase, flooded)
             print(report(phases[1]), flush=True)
         async with db.sessions() as session:
             letters = await session.scalar(select(func.count()).select_from(DeadLetter)) or 0
@@ -208,7 +252,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=1.0, help="swaps started a second")
+    parser.add_argument("--rate", type=float, default=2.0, help="swaps started a second")
     parser.add_argument("--phase-seconds", type=float, default=60.0)
     parser.add_argument("--flood-rate", type=float, default=300.0, help="junk messages a second")
     parser.add_argument("--stations-per-city", type=int, default=8)
