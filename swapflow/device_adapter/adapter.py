@@ -362,7 +362,7 @@ class DeviceAdapter:
             client_id, subscribed = self.client_id, self._events_subscribed
         # A connection that stays up can still stop delivering: on amqtt another client connecting under
         # our client id takes over the session without disconnecting us. A probe we publish to ourselves
-        # shows the subscription is alive; its silence counts as a lost connection.
+        # makes sure something comes in; silence through a probe counts as a lost connection.
         probe = f"{self.prefix}/adapter/{client_id}/probe"
         qos = filters[0][1]  # the probe travels as the connection's messages do
         while True:
@@ -387,10 +387,10 @@ class DeviceAdapter:
                 delay = min(delay * 2, 30.0)
 
     async def _until_lost(self, client: aiomqtt.Client, probe: tuple[str, int], *, telemetry: bool) -> None:
-        """Take the connection's messages until it fails or its probe goes unanswered; raises MqttError."""
-        echoed = asyncio.Event()
-        reader = asyncio.create_task(self._read(client, probe[0], echoed, telemetry=telemetry))
-        watchdog = asyncio.create_task(self._watch(client, probe, echoed))
+        """Take the connection's messages until it fails or stays silent through a probe; raises MqttError."""
+        heard = asyncio.Event()
+        reader = asyncio.create_task(self._read(client, probe[0], heard, telemetry=telemetry))
+        watchdog = asyncio.create_task(self._watch(client, probe, heard))
         try:
             await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -400,26 +400,27 @@ class DeviceAdapter:
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
-        raise aiomqtt.MqttError(f"no echo of our probe within {self._probe_timeout_s:.0f}s: the session was taken "
-                                "over or the subscription lost")
+        raise aiomqtt.MqttError(f"nothing heard, not even our probe, in {self._probe_timeout_s:.0f}s: the session "
+                                "was taken over or the subscription lost")
 
-    async def _watch(self, client: aiomqtt.Client, probe: tuple[str, int], echoed: asyncio.Event) -> None:
-        """Publish a probe every `probe_interval_s`; return when one is not heard back in time."""
+    async def _watch(self, client: aiomqtt.Client, probe: tuple[str, int], heard: asyncio.Event) -> None:
+        """Publish a probe every `probe_interval_s`; return when nothing (the probe or any other message:
+        a QoS 0 probe may be dropped by a broker that sheds load) comes in within `probe_timeout_s`."""
         while True:
-            echoed.clear()
+            heard.clear()
             await client.publish(probe[0], b"", qos=probe[1])
             try:
-                await asyncio.wait_for(echoed.wait(), self._probe_timeout_s)
+                await asyncio.wait_for(heard.wait(), self._probe_timeout_s)
             except TimeoutError:
                 return
             await asyncio.sleep(self._probe_interval_s)
 
-    async def _read(self, client: aiomqtt.Client, probe: str, echoed: asyncio.Event, *, telemetry: bool) -> None:
+    async def _read(self, client: aiomqtt.Client, probe: str, heard: asyncio.Event, *, telemetry: bool) -> None:
         """Hand each message on without waiting: nothing one cabinet sends may hold up the connection."""
         async for message in client.messages:
             topic = message.topic.value
+            heard.set()
             if topic == probe:
-                echoed.set()
                 continue
             # Some brokers (amqtt) also push retained messages matching other clients' filters.
             # (The topic parsers check what the filters say, more cheaply than matching them.)
