@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.alerts import DEVICE_FLOOD
+from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, DeadLetter, DeviceMessage, SwapOrder, SwapStage, SwapStatus
 from swapflow.device_adapter.adapter import DeviceAdapter
@@ -29,6 +31,7 @@ from swapflow.stack.broker import embedded_broker
 from swapflow.workflows.models import swap_request, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 from tests.conftest import free_port
+from tests.ops_harness import admin_headers
 from tests.swap_harness import battery_of, new_order, running_worker
 from tests.test_device_adapter import CABINET, count, eventually, running, topic
 from tests.test_device_adapter import event as cabinet_event
@@ -102,6 +105,23 @@ async def test_repeats_of_one_fault_are_counted_on_one_row(settings: Settings, d
     rows = await letters(db)
     assert [(row.topic.rsplit("/", 1)[1], row.occurrences) for row in rows] == [("events", 30), ("acks", 1)]
     assert rows[0].last_seen_at is not None and rows[0].last_seen_at >= rows[0].received_at
+
+
+def test_the_dead_letter_api_shows_how_often_a_fault_came(settings: Settings, database_url: str) -> None:
+    async def record() -> dict[str, str]:
+        db = Database(database_url)
+        try:
+            adapter = DeviceAdapter(settings, db, None)  # type: ignore[arg-type]  # no signals in this test
+            for _ in range(3):
+                await adapter.handle(topic(settings, Channel.EVENTS), b"{")
+            return await admin_headers(db)
+        finally:
+            await db.dispose()
+
+    headers = asyncio.run(record())
+    with TestClient(create_app(settings), headers=headers) as api:
+        (letter,) = api.get("/v1/dead-letters").json()
+    assert letter["occurrences"] == 3 and letter["last_seen_at"] is not None
 
 
 async def test_a_dead_letters_payload_is_cut_to_the_configured_size(settings: Settings, db: Database,
