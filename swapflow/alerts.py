@@ -9,6 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from swapflow.db.models import Alert, AlertStatus, utcnow
 from swapflow.workflows.models import FaultReport
 
+DEVICE_FLOOD = "device_flood"
+"""A cabinet sent more than its rate of messages (SWAPFLOW_DEVICE_RATE_PER_S); the device adapter dropped
+the excess, counted in its dead letters. Raised by the adapter; each further flood counts an occurrence."""
+
 
 def alert_key(report: FaultReport) -> str:
     """The device and kind an alert is about."""

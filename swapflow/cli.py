@@ -81,9 +81,9 @@ def cmd_adapter(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_broker(settings: Settings, _args: argparse.Namespace) -> int:
-    from swapflow.stack.broker import run_broker, settings_plugins
+    from swapflow.stack.broker import run_broker
 
-    _run_until_signal(run_broker("127.0.0.1", settings.embedded_broker_port, settings_plugins(settings)))
+    _run_until_signal(run_broker(settings))
     return 0
 
 

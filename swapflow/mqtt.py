@@ -6,7 +6,7 @@ import ssl
 
 import aiomqtt
 
-from swapflow.identity.credentials import Login, client_login
+from swapflow.identity.credentials import Login, client_login, service_client_id
 from swapflow.settings import Settings
 
 
@@ -20,9 +20,12 @@ def mqtt_client(
     login: Login | None = None,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client for the configured broker (use it with `async with`). It logs in
-    with `login`, or as the platform's service account (swapflow.identity.credentials.client_login)."""
+    with `login`, or as the platform's service account (swapflow.identity.credentials.client_login) under
+    a client id of the platform's reserved prefix."""
     endpoint = settings.mqtt_endpoint
-    login = login or client_login(settings)
+    if login is None:
+        identifier = service_client_id(identifier)
+        login = client_login(settings)
     return aiomqtt.Client(
         hostname=endpoint.host,
         port=endpoint.port,

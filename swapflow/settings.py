@@ -190,6 +190,21 @@ class Settings(BaseSettings):
         7 * 86400.0, gt=0, description="A device event or report stamped further back than this is taken as "
                                        "received now (a pack keeps its reports through an outage, not for ever).")
 
+    # ---- what one device may cost: message size, rate, queueing and dead letters ----
+    device_max_message_bytes: int = Field(
+        65_536, ge=1024, description="Larger device messages are refused (by the adapter, and by the brokers).")
+    device_rate_per_s: float = Field(
+        20.0, gt=0, description="Messages a second one cabinet (or pack) may send, sustained; beyond that and its "
+        "burst they are dropped, counted as a dead letter, and an alert is raised.")
+    device_rate_burst: int = Field(200, ge=1, description="Messages one cabinet may send at once above its rate.")
+    device_queue_per_cabinet: int = Field(
+        1000, ge=1, description="Events, acks and states of one cabinet waiting for the adapter; more are dropped.")
+    dead_letter_max_payload_bytes: int = Field(
+        4096, ge=0, description="How much of a dead letter's payload is kept.")
+    dead_letter_retention_days: float = Field(30.0, gt=0, description="Dead letters last seen before this go.")
+    mqtt_max_queued_messages: int = Field(
+        10_000, ge=1, description="QoS 1 messages the embedded broker keeps per offline client.")
+
     log_level: str = "INFO"
 
     @property

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from swapflow.db.engine import create_sync_engine
-from swapflow.identity.credentials import Login, ensure_service_account, provision_cabinet
-from swapflow.identity.mosquitto import write_mosquitto_files
+from swapflow.identity.credentials import Login, ProvisioningError, ensure_service_account, provision_cabinet
+from swapflow.identity.mosquitto import listeners, write_mosquitto_files
 from swapflow.identity.passwords import hash_password, verify_password
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, cabinet_topic
@@ -39,8 +39,11 @@ MOSQUITTO = shutil.which("mosquitto") or next(
 @dataclass
 class Identities:
     settings: Settings
+    """Where the platform's services connect."""
     a: Login
     b: Login
+    device_port: int
+    """Where cabinets connect."""
 
     def topic(self, cabinet_id: str, channel: Channel) -> str:
         return cabinet_topic(self.settings.mqtt_topic_prefix, cabinet_id, channel)
@@ -68,7 +71,7 @@ async def amqtt_identities(settings: Settings) -> AsyncIterator[Identities]:
                                                              settings.mqtt_topic_prefix, [SERVICE.username]))
     await broker.start()
     try:
-        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"}), a, b)
+        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"}), a, b, port)
     finally:
         await broker.shutdown()
 
@@ -84,16 +87,19 @@ def mosquitto_identities(settings: Settings, tmp_path: Path) -> Iterator[Identit
         passwords, acl = write_mosquitto_files(engine, tmp_path / "mosquitto", settings.mqtt_topic_prefix)
     finally:
         engine.dispose()
-    port = free_port()
+    device_port, service_port = free_port(), free_port()
     config = tmp_path / "mosquitto.conf"
     # Run as root, Mosquitto would drop to its own user, who cannot read the test's private files.
     user = "user root\n" if os.geteuid() == 0 else ""
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
-                      f"acl_file {acl}\npersistence false\n{user}")
+    config.write_text(listeners(passwords.parent, f"{device_port} 127.0.0.1", f"{service_port} 127.0.0.1")
+                      + f"persistence false\n{user}")
+    assert acl.parent == passwords.parent
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_port(port, process)
-        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"}), a, b)
+        _wait_for_port(device_port, process)
+        _wait_for_port(service_port, process)
+        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{service_port}"}), a, b,
+                         device_port)
     finally:
         process.terminate()
         process.wait(10)
@@ -118,11 +124,16 @@ def identities(request: pytest.FixtureRequest) -> Identities:
     return request.getfixturevalue(f"{request.param}_identities")
 
 
-def client(identities: Identities, login: Login | None) -> aiomqtt.Client:
+def client(identities: Identities, login: Login | None, client_id: str | None = None) -> aiomqtt.Client:
+    """A client of the services' listener (the service account) or of the cabinets' (anyone else),
+    under its own client id unless `client_id` claims another."""
     if login is None:
-        return aiomqtt.Client("127.0.0.1", identities.settings.mqtt_endpoint.port,
-                              identifier=f"anon-{uuid.uuid4().hex[:8]}")
-    return mqtt_client(identities.settings, f"{login.username}-{uuid.uuid4().hex[:8]}", login=login)
+        return aiomqtt.Client("127.0.0.1", identities.device_port, identifier=f"anon-{uuid.uuid4().hex[:8]}")
+    if login == SERVICE:
+        return mqtt_client(identities.settings, client_id or f"swapflow-test-{uuid.uuid4().hex[:8]}",
+                           login=login)
+    return aiomqtt.Client("127.0.0.1", identities.device_port, identifier=client_id or login.username,
+                          username=login.username, password=login.password)
 
 
 async def receive_until(messages: aiomqtt.Client, marker: str, timeout_s: float = 5.0) -> list[str]:
@@ -200,3 +211,58 @@ async def test_cabinet_cannot_read_another_cabinets_commands(identities: Identit
         await platform.publish(identities.topic(CABINET_A, Channel.COMMANDS), b"{}", qos=1)
         seen = await receive_until(cabinet, identities.topic(CABINET_A, Channel.COMMANDS))
     assert identities.topic(CABINET_B, Channel.COMMANDS) not in seen
+
+
+# ------------------------------------------------------------------------------------------ client ids
+
+
+async def connect_claiming(identities: Identities, login: Login, client_id: str) -> None:
+    """Connect as `login` under `client_id` for a moment; the broker may refuse (amqtt) or rename
+    (Mosquitto) it, either of which is fine."""
+    try:
+        async with client(identities, login, client_id):
+            await asyncio.sleep(0.5)
+    except aiomqtt.MqttError:
+        pass
+
+
+async def test_a_cabinet_cannot_take_over_a_platform_clients_session(identities: Identities) -> None:
+    platform_id = f"swapflow-adapter-{uuid.uuid4().hex[:8]}"
+    async with client(identities, SERVICE, platform_id) as platform, client(identities, identities.a) as cabinet:
+        await platform.subscribe(identities.topic("+", Channel.EVENTS), qos=1)
+        await connect_claiming(identities, identities.b, platform_id)
+        await cabinet.publish(identities.topic(CABINET_A, Channel.EVENTS), b"{}", qos=1)
+        assert await receive_until(platform, identities.topic(CABINET_A, Channel.EVENTS)) == [
+            identities.topic(CABINET_A, Channel.EVENTS)]
+
+
+async def test_a_cabinet_cannot_take_over_another_cabinets_session(identities: Identities) -> None:
+    async with client(identities, SERVICE) as platform, client(identities, identities.b) as victim:
+        await victim.subscribe(identities.topic(CABINET_B, Channel.COMMANDS), qos=1)
+        await connect_claiming(identities, identities.a, CABINET_B)
+        await platform.publish(identities.topic(CABINET_B, Channel.COMMANDS), b"{}", qos=1)
+        assert await receive_until(victim, identities.topic(CABINET_B, Channel.COMMANDS)) == [
+            identities.topic(CABINET_B, Channel.COMMANDS)]
+
+
+async def test_a_cabinet_under_its_own_id_is_refused_nothing(amqtt_identities: Identities) -> None:
+    async with client(amqtt_identities, amqtt_identities.a) as cabinet:
+        await cabinet.publish(amqtt_identities.topic(CABINET_A, Channel.EVENTS), b"{}", qos=1)
+
+
+async def test_on_the_embedded_broker_a_cabinet_claiming_another_client_id_is_refused(
+    amqtt_identities: Identities,
+) -> None:
+    for claimed in (CABINET_B, "swapflow-adapter-x", f"{CABINET_A}-2"):
+        with pytest.raises(aiomqtt.MqttError):
+            async with client(amqtt_identities, amqtt_identities.a, claimed):
+                pass
+
+
+def test_no_cabinet_may_be_provisioned_under_the_platforms_client_id_prefix(settings: Settings) -> None:
+    engine = create_sync_engine(settings.effective_database_url)
+    try:
+        with Session(engine) as session, pytest.raises(ProvisioningError, match="platform's"):
+            provision_cabinet(session, "swapflow-adapter-host")
+    finally:
+        engine.dispose()

@@ -125,3 +125,5 @@ class DeadLetterView(BaseModel):
     payload: str
     reason: str
     received_at: datetime
+    occurrences: int = Field(1, description="How often this fault (topic and reason) came within its hour.")
+    last_seen_at: datetime | None = None

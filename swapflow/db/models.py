@@ -375,6 +375,11 @@ class DeadLetter(Base):
     payload: Mapped[str] = mapped_column(Text, doc="Raw payload, UTF-8 with replacement.")
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    dedupe_key: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True,
+        doc="The same fault (topic and reason) within one hour: counted on one row, not stored again.")
+    occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class SafetyEvent(Base):

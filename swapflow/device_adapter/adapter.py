@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import json
 import logging
 import math
 import random
-import zlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from swapflow.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Battery,
@@ -46,6 +48,7 @@ from swapflow.db.models import (
 )
 from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
 from swapflow.device_adapter.clock import DeviceClock
+from swapflow.device_adapter.fairness import FairQueue, RateLimiter
 from swapflow.device_adapter.ingest import (
     CabinetReport,
     HistoryBuffer,
@@ -68,6 +71,7 @@ from swapflow.device_adapter.presence import (
 )
 from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
+from swapflow.identity.credentials import service_client_id
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
@@ -85,7 +89,7 @@ from swapflow.protocol.v1 import (
 )
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, swap_workflow_id
+from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, FaultReport, swap_workflow_id
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,12 @@ SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED,
                               EventType.FAULT})
 """What the adapter listens to; `commands` flows the other way."""
 
-_MAX_DEAD_LETTER_PAYLOAD = 64 * 1024  # enough for any valid message; keeps a flood of junk bounded
+_MAX_PENDING_LETTERS = 10_000  # distinct dead letters waiting for the next batch write; more are only counted
+_MAX_PENDING_BATTERY_REPORTS = 50_000  # battery reports waiting for the next batch write; more are refused
+_DEAD_LETTER_WINDOW_S = 3600  # repeats of one fault within this window count on one row
+_DEAD_LETTER_INSERT_ROWS = 500  # rows per insert statement (SQLite's bound on parameters)
+_EXPIRY_INTERVAL_S = 3600.0  # how often dead letters past their retention are deleted
+_EXPIRY_BATCH = 5_000  # dead letters deleted per transaction
 _TELEMETRY_BATCH = 200  # cabinets per transaction: short transactions keep SQLite's writer lock free
 # PostgreSQL takes bigger batches, several at once (each batch holds other cabinets, so they never
 # contend), committed without waiting for the WAL flush: telemetry repeats, a lost last second costs
@@ -120,6 +129,18 @@ _AFTER_WILL = math.inf  # seq watermark after a last-will: buffered telemetry mu
 
 class Rejected(Exception):
     """A message the adapter cannot accept; it becomes a dead letter with this reason."""
+
+
+@dataclass
+class _Letter:
+    """Dead letters of one fault waiting for the next batch write: the first payload, and how often."""
+
+    topic: str
+    payload: str
+    reason: str
+    first_at: datetime
+    last_at: datetime
+    occurrences: int = 1
 
 
 @dataclass
@@ -251,6 +272,8 @@ class DeviceAdapter:
         drain_timeout_s: float = 5.0,
         stats_interval_s: float = 60.0,
         sweep_interval_s: float | None = None,
+        probe_interval_s: float = 5.0,
+        probe_timeout_s: float = 10.0,
         metrics: AdapterMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -258,7 +281,7 @@ class DeviceAdapter:
         self.temporal = temporal
         self.prefix = settings.mqtt_topic_prefix
         # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
-        self.client_id = settings.effective_adapter_client_id
+        self.client_id = service_client_id(settings.effective_adapter_client_id)
         self.ready = asyncio.Event()
         """Set while subscribed to the broker (both connections)."""
         self._events_subscribed = asyncio.Event()
@@ -269,6 +292,8 @@ class DeviceAdapter:
         self._db_retry_s = db_retry_s
         self._drain_timeout_s = drain_timeout_s
         self._stats_interval_s = stats_interval_s
+        self._probe_interval_s = probe_interval_s
+        self._probe_timeout_s = probe_timeout_s
         self._silence_s = settings.heartbeat_interval_s * settings.heartbeat_missed_limit
         self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
@@ -285,8 +310,14 @@ class DeviceAdapter:
         self._event_at: dict[str, datetime] = {}
         # Latest telemetry per cabinet waiting for the next batch write (newer replaces older).
         self._pending_telemetry: dict[str, tuple[str, bytes, Telemetry]] = {}
-        # Messages refused on the fast paths, dead-lettered in one transaction at the next batch write.
-        self._rejected: list[tuple[str, bytes, str]] = []
+        # Dead letters waiting for the next batch write, by dedupe key (repeats of one fault are counted).
+        self._letters: dict[str, _Letter] = {}
+        self._letters_lost = 0  # distinct dead letters beyond _MAX_PENDING_LETTERS since the last write
+        # Events, acks and states per cabinet, served round-robin; each cabinet's rate is limited.
+        self._queue: FairQueue[tuple[str, bytes]] = FairQueue(settings.device_queue_per_cabinet)
+        self._limiter = RateLimiter(settings.device_rate_per_s, settings.device_rate_burst, time.monotonic)
+        self._flooding: set[str] = set()  # cabinets over their rate since the last dead-letter write
+        self._next_expiry = 0.0  # loop time of the next expiry of old dead letters
         # Highest battery report seq applied per pack serial.
         self._battery_seq: dict[str, int] = {}
         # Battery reports waiting for the next batch, in arrival order.
@@ -304,8 +335,7 @@ class DeviceAdapter:
         """Consume the broker until cancelled, reconnecting with backoff when it goes away. On
         cancellation, messages already taken from the broker are finished (bounded by
         `drain_timeout_s`) before returning."""
-        queues: list[asyncio.Queue[tuple[str, bytes]]] = [asyncio.Queue(maxsize=10_000) for _ in range(self._lanes)]
-        workers = [asyncio.create_task(self._lane(queue)) for queue in queues]
+        workers = [asyncio.create_task(self._lane()) for _ in range(self._lanes)]
         workers.append(asyncio.create_task(self._telemetry_writer()))
         workers.append(asyncio.create_task(self._history_writer()))
         workers.append(asyncio.create_task(self._presence_sweeper()))
@@ -313,8 +343,8 @@ class DeviceAdapter:
         server = serve_metrics(self.metrics.registry, self.settings.adapter_metrics_port)
         # An MQTT client reads about one message per turn of the event loop, so at thousands of
         # telemetry messages a second one connection is the limit; several share the subscription.
-        connections = [asyncio.create_task(self._consume(queues, telemetry=False))]
-        connections += [asyncio.create_task(self._consume(queues, telemetry=True, index=i))
+        connections = [asyncio.create_task(self._consume(telemetry=False))]
+        connections += [asyncio.create_task(self._consume(telemetry=True, index=i))
                         for i in range(self.settings.adapter_telemetry_connections)]
         try:
             await asyncio.gather(*connections)
@@ -326,17 +356,17 @@ class DeviceAdapter:
                 server.shutdown()
             self.ready.clear()
             try:
-                await asyncio.wait_for(self._drain(queues), self._drain_timeout_s)
+                await asyncio.wait_for(self._drain(), self._drain_timeout_s)
             except TimeoutError:
-                log.error("adapter stopped with %d messages unprocessed", sum(q.qsize() for q in queues))
+                log.error("adapter stopped with %d messages unprocessed", len(self._queue))
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await self._signals.drain(self._drain_timeout_s)
+            await self.flush_dead_letters()  # those of signals that could not be delivered
             log.info("device adapter stopped: %s", asdict(self.stats))
 
-    async def _consume(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]], *, telemetry: bool,
-                       index: int = 0) -> None:
+    async def _consume(self, *, telemetry: bool, index: int = 0) -> None:
         """One broker connection: telemetry (QoS 0, a clean session: missed snapshots are not worth
         keeping), or everything else (QoS 1, a persistent session: the broker keeps events and acks for
         us across a short outage)."""
@@ -351,10 +381,15 @@ class DeviceAdapter:
             filters = [(cabinet_topic(self.prefix, "+", channel), 1) for channel in _SWAP_PATH_CHANNELS]
             filters.append((battery_topic(self.prefix, "+"), 1))
             client_id, subscribed = self.client_id, self._events_subscribed
+        # A connection that stays up can still stop delivering: on amqtt another client connecting under
+        # our client id takes over the session without disconnecting us. A probe we publish to ourselves
+        # makes sure something comes in; silence through a probe counts as a lost connection.
+        probe = f"{self.prefix}/adapter/{client_id}/probe"
+        qos = filters[0][1]  # the probe travels as the connection's messages do
         while True:
             try:
                 async with mqtt_client(self.settings, client_id, clean_session=not telemetry) as client:
-                    await client.subscribe(filters)
+                    await client.subscribe([*filters, (probe, qos)])
                     subscribed.set()
                     if self._telemetry_subscribed.is_set() and self._events_subscribed.is_set():
                         self.ready.set()
@@ -362,18 +397,7 @@ class DeviceAdapter:
                         self._listening_since = asyncio.get_running_loop().time()
                     delay = 0.5
                     log.info("device adapter subscribed to %s", ", ".join(f for f, _ in filters))
-                    async for message in client.messages:
-                        topic = message.topic.value
-                        # Some brokers (amqtt) also push retained messages matching other clients' filters.
-                        # (The topic parsers check what the filters say, more cheaply than matching them.)
-                        route = parse_cabinet_topic(self.prefix, topic)
-                        if route is not None:
-                            if (route[1] is Channel.TELEMETRY) is not telemetry or route[1] is Channel.COMMANDS:
-                                continue
-                        elif telemetry or parse_battery_topic(self.prefix, topic) is None:
-                            continue
-                        self.stats.messages += 1
-                        await self._dispatch(topic, _as_bytes(message.payload), queues)
+                    await self._until_lost(client, (probe, qos), telemetry=telemetry)
             except aiomqtt.MqttError as exc:
                 subscribed.clear()
                 self.ready.clear()
@@ -383,40 +407,103 @@ class DeviceAdapter:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)
 
-    async def _dispatch(self, topic: str, payload: bytes, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
+    async def _until_lost(self, client: aiomqtt.Client, probe: tuple[str, int], *, telemetry: bool) -> None:
+        """Take the connection's messages until it fails or stays silent through a probe; raises MqttError."""
+        heard = asyncio.Event()
+        reader = asyncio.create_task(self._read(client, probe[0], heard, telemetry=telemetry))
+        watchdog = asyncio.create_task(self._watch(client, probe, heard))
+        try:
+            await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            watchdog.cancel()
+            outcomes = await asyncio.gather(reader, watchdog, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        raise aiomqtt.MqttError(f"nothing heard, not even our probe, in {self._probe_timeout_s:.0f}s: the session "
+                                "was taken over or the subscription lost")
+
+    async def _watch(self, client: aiomqtt.Client, probe: tuple[str, int], heard: asyncio.Event) -> None:
+        """Publish a probe every `probe_interval_s`; return when nothing (the probe or any other message:
+        a QoS 0 probe may be dropped by a broker that sheds load) comes in within `probe_timeout_s`."""
+        while True:
+            heard.clear()
+            await client.publish(probe[0], b"", qos=probe[1])
+            try:
+                await asyncio.wait_for(heard.wait(), self._probe_timeout_s)
+            except TimeoutError:
+                return
+            await asyncio.sleep(self._probe_interval_s)
+
+    async def _read(self, client: aiomqtt.Client, probe: str, heard: asyncio.Event, *, telemetry: bool) -> None:
+        """Hand each message on without waiting: nothing one cabinet sends may hold up the connection."""
+        async for message in client.messages:
+            topic = message.topic.value
+            heard.set()
+            if topic == probe:
+                continue
+            # Some brokers (amqtt) also push retained messages matching other clients' filters.
+            # (The topic parsers check what the filters say, more cheaply than matching them.)
+            route = parse_cabinet_topic(self.prefix, topic)
+            if route is not None:
+                if (route[1] is Channel.TELEMETRY) is not telemetry or route[1] is Channel.COMMANDS:
+                    continue
+            elif telemetry or parse_battery_topic(self.prefix, topic) is None:
+                continue
+            self.stats.messages += 1
+            self._dispatch(topic, _as_bytes(message.payload))
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
         route = parse_cabinet_topic(self.prefix, topic)
-        battery = route is None and parse_battery_topic(self.prefix, topic) is not None
-        self.metrics.messages.labels(route[1].value if route else "battery" if battery else "other").inc()
+        serial = parse_battery_topic(self.prefix, topic) if route is None else None
+        self.metrics.messages.labels(route[1].value if route else "battery" if serial else "other").inc()
+        key = route[0] if route is not None else f"battery:{serial}"
+        # What a device sends beyond its rate costs a counter; refusals are counted, not stored one by one.
+        if not self._limiter.allow(key):
+            self._reject(topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: "
+                                     "dropped")
+            if route is not None:
+                self._flooding.add(route[0])
+            return
+        if len(payload) > self.settings.device_max_message_bytes:
+            self._reject(topic, payload, f"message of {len(payload)} bytes exceeds the limit of "
+                                         f"{self.settings.device_max_message_bytes}")
+            return
         if route is not None:
             self._heard[route[0]] = asyncio.get_running_loop().time()
         # Telemetry takes its own path (batched, coalesced per cabinet) so events and acks, which swaps
         # wait for, never queue behind it.
         if route is not None and route[1] is Channel.TELEMETRY:
             self._offer_telemetry(route[0], topic, payload)
-            return
-        if battery:
+        elif serial is not None:
             # Batched like telemetry: packs report every few seconds, and one transaction per report
             # would keep SQLite's writer lock busy.
-            self._pending_battery_reports.append((topic, payload))
-            return
-        # One lane per cabinet keeps a cabinet's messages in order; lanes run concurrently.
-        key = route[0] if route is not None else topic
-        await queues[zlib.crc32(key.encode()) % len(queues)].put((topic, payload))
+            if len(self._pending_battery_reports) >= _MAX_PENDING_BATTERY_REPORTS:
+                self._reject(topic, b"", "battery reports backlog full: dropped")
+            else:
+                self._pending_battery_reports.append((topic, payload))
+        # A queue per cabinet keeps its messages in order; cabinets take turns, so one's backlog never
+        # delays another's events.
+        elif not self._queue.put(key, (topic, payload)):
+            self._reject(topic, b"", f"cabinet queue of {self.settings.device_queue_per_cabinet} messages full: "
+                                     "dropped")
 
-    async def _lane(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+    async def _lane(self) -> None:
         while True:
-            topic, payload = await queue.get()
+            key, (topic, payload) = await self._queue.get()
             try:
                 # Signals go out on their own tasks: the lane moves on to the next message.
                 await self._process(topic, payload)
             finally:
-                queue.task_done()
+                self._queue.done(key)
 
-    async def _drain(self, queues: Sequence[asyncio.Queue[tuple[str, bytes]]]) -> None:
-        await asyncio.gather(*(queue.join() for queue in queues))
+    async def _drain(self) -> None:
+        await self._queue.join()
         await self._write_pending_telemetry()
         await self._write_pending_battery_reports()
         await self.flush_history()
+        await self.flush_dead_letters()
 
     async def _history_writer(self) -> None:
         while True:
@@ -446,6 +533,13 @@ class DeviceAdapter:
                 await self.sweep_presence()
             except Exception:
                 log.exception("presence sweep failed")
+            self._limiter.forget_idle()
+            if asyncio.get_running_loop().time() >= self._next_expiry:
+                self._next_expiry = asyncio.get_running_loop().time() + _EXPIRY_INTERVAL_S
+                try:
+                    await self.expire_dead_letters()
+                except Exception:
+                    log.exception("failed to expire old dead letters")
 
     async def sweep_presence(self) -> None:
         """Mark offline the cabinets whose heartbeats stopped, tell their swaps, and refresh the gauges
@@ -485,6 +579,7 @@ class DeviceAdapter:
             await asyncio.sleep(self._telemetry_flush_s)
             await self._write_pending_telemetry()
             await self._write_pending_battery_reports()
+            await self.flush_dead_letters()
 
     async def _write_pending_battery_reports(self) -> None:
         # The signals go out on their own tasks (SignalSender), like those of the lanes.
@@ -511,28 +606,77 @@ class DeviceAdapter:
         self._pending_telemetry[cabinet_id] = (topic, payload, telemetry)
 
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
+        """Keep a message that could not be accepted, for an operator, at the next batch write: its payload
+        cut to a bounded size, and a repeat of the same fault (topic and reason, within a window) only
+        counted."""
         self.stats.dead_letters += 1
         self.metrics.dead_letter(reason)
-        self._rejected.append((topic, payload[:_MAX_DEAD_LETTER_PAYLOAD], reason))
+        window = int(time.time() // _DEAD_LETTER_WINDOW_S)
+        key = hashlib.sha256(f"{topic}\0{reason}\0{window}".encode()).hexdigest()
+        now = utcnow()
+        letter = self._letters.get(key)
+        if letter is not None:
+            letter.occurrences += 1
+            letter.last_at = now
+        elif len(self._letters) < _MAX_PENDING_LETTERS:
+            text = payload[: self.settings.dead_letter_max_payload_bytes].decode("utf-8", errors="replace")
+            self._letters[key] = _Letter(topic[:300], text, reason, now, now)
+        else:
+            self._letters_lost += 1
 
-    async def _write_rejected(self) -> None:
-        rejected, self._rejected = self._rejected, []
-        if not rejected:
+    async def flush_dead_letters(self) -> None:
+        """Write the dead letters waiting (adding repeats to the rows of their fault), and raise an alert
+        for each cabinet that went over its rate meanwhile. Never raises."""
+        letters, self._letters = self._letters, {}
+        flooding, self._flooding = self._flooding, set()
+        lost, self._letters_lost = self._letters_lost, 0
+        if not letters and not flooding:
             return
-        log.warning("%d dead letters, e.g. on %s: %s", len(rejected), rejected[0][0], rejected[0][2])
+        sample = next(iter(letters.values()), None)
+        if sample is not None:
+            log.warning("%d dead letters (%d kinds%s), e.g. on %s: %s", sum(x.occurrences for x in letters.values()),
+                        len(letters), f", {lost} more not kept" if lost else "", sample.topic, sample.reason)
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        rows = [{"dedupe_key": key, "topic": x.topic, "payload": x.payload, "reason": x.reason,
+                 "received_at": x.first_at, "last_seen_at": x.last_at, "occurrences": x.occurrences}
+                for key, x in letters.items()]
+        table = DeadLetter.__table__
 
         async def work(session: AsyncSession) -> None:
-            now = utcnow()
-            session.add_all(DeadLetter(topic=topic[:300], payload=payload.decode("utf-8", errors="replace"),
-                                       reason=reason, received_at=now) for topic, payload, reason in rejected)
+            for start in range(0, len(rows), _DEAD_LETTER_INSERT_ROWS):
+                statement = insert(table).values(rows[start : start + _DEAD_LETTER_INSERT_ROWS])
+                await session.execute(statement.on_conflict_do_update(index_elements=["dedupe_key"], set_={
+                    "occurrences": table.c.occurrences + statement.excluded.occurrences,
+                    "last_seen_at": statement.excluded.last_seen_at}))
+            for cabinet_id in sorted(flooding):
+                await raise_alert(session, FaultReport(
+                    kind=DEVICE_FLOOD, severity="warning", cabinet_id=cabinet_id,
+                    message=f"cabinet {cabinet_id} sent more than {self.settings.device_rate_per_s:g} messages a "
+                            "second; the excess was dropped (see its dead letters)"))
 
         try:
             await self._transaction(work)
         except Exception:
-            log.exception("could not store %d dead letters", len(rejected))
+            log.exception("could not store %d dead letters", len(rows))
+
+    async def expire_dead_letters(self) -> int:
+        """Delete the dead letters last seen longer ago than their retention; returns how many."""
+        cutoff = utcnow() - timedelta(days=self.settings.dead_letter_retention_days)
+        table = DeadLetter.__table__
+        old = select(table.c.id).where(table.c.received_at < cutoff, or_(
+            table.c.last_seen_at.is_(None), table.c.last_seen_at < cutoff)).limit(_EXPIRY_BATCH)
+        deleted = 0
+        while True:
+            async def work(session: AsyncSession) -> int:
+                result = await session.execute(table.delete().where(table.c.id.in_(old.scalar_subquery())))
+                return int(result.rowcount)  # type: ignore[attr-defined]
+
+            batch = await self._transaction(work)
+            deleted += batch
+            if batch < _EXPIRY_BATCH:
+                return deleted
 
     async def _write_pending_telemetry(self) -> None:
-        await self._write_rejected()
         batch, self._pending_telemetry = list(self._pending_telemetry.values()), {}
         size = _PG_TELEMETRY_BATCH if self._postgres else _TELEMETRY_BATCH
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
@@ -569,6 +713,7 @@ class DeviceAdapter:
         tasks = await self._process(topic, payload)
         if tasks:
             await asyncio.gather(*tasks)
+        await self.flush_dead_letters()
 
     async def _process(self, topic: str, payload: bytes) -> list[asyncio.Task[None]]:
         """Parse, record and route one message; returns the signal deliveries it started."""
@@ -983,19 +1128,9 @@ class DeviceAdapter:
                 delay = min(delay * 2, 2.0)
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
-        """Keep a message that could not be accepted or routed, for an operator. Never raises."""
-        self.stats.dead_letters += 1
-        self.metrics.dead_letter(reason)
-        text = payload[:_MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
-        log.warning("dead letter on %s: %s", topic, reason)
-
-        async def work(session: AsyncSession) -> None:
-            session.add(DeadLetter(topic=topic[:300], payload=text, reason=reason, received_at=utcnow()))
-
-        try:
-            await self._transaction(work)
-        except Exception:
-            log.exception("could not store dead letter on %s (%s); payload: %r", topic, reason, text)
+        """Keep a message that could not be accepted or routed, for an operator (at the next batch write:
+        see `_reject`). Never raises."""
+        self._reject(topic, payload, reason)
 
 
 def tune_gc_for_ingestion() -> None:

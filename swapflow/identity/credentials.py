@@ -26,6 +26,10 @@ from swapflow.settings import Settings
 
 _STACK_SECRET_FILE = "mqtt-stack-secret"
 
+SERVICE_CLIENT_ID_PREFIX = "swapflow-"
+"""Every platform client's MQTT client id starts with this, and no cabinet may be named so: a cabinet
+connects only under its own id (the brokers enforce it), so it can never take a platform client's session."""
+
 
 class ProvisioningError(ValueError):
     """A cabinet cannot be provisioned (unknown, or its id is taken by a service account)."""
@@ -91,6 +95,11 @@ def simulated_cabinet_login(settings: Settings, cabinet_id: str) -> Login:
     return Login(cabinet_id, _derived(settings, f"cabinet:{cabinet_id}"))
 
 
+def service_client_id(identifier: str) -> str:
+    """`identifier` within the platform's reserved client ids."""
+    return identifier if identifier.startswith(SERVICE_CLIENT_ID_PREFIX) else SERVICE_CLIENT_ID_PREFIX + identifier
+
+
 def client_login(settings: Settings, cabinet_id: str | None = None) -> Login | None:
     """The login of a platform client (a service, or the simulated cabinet `cabinet_id`), or None to
     connect anonymously."""
@@ -102,6 +111,7 @@ def client_login(settings: Settings, cabinet_id: str | None = None) -> Login | N
 def provision_cabinet(session: Session, cabinet_id: str, *, rotate: bool = True) -> str | None:
     """Give the cabinet fresh credentials (username = its id) and return the secret, which is stored only
     hashed. An existing secret is replaced when `rotate`; otherwise it is kept and None returned."""
+    _check_not_reserved(cabinet_id)
     if session.get(Cabinet, cabinet_id) is None:
         raise ProvisioningError(f"unknown cabinet {cabinet_id!r}")
     secret = new_secret()
@@ -110,7 +120,13 @@ def provision_cabinet(session: Session, cabinet_id: str, *, rotate: bool = True)
     return secret
 
 
+def _check_not_reserved(cabinet_id: str) -> None:
+    if cabinet_id.startswith(SERVICE_CLIENT_ID_PREFIX):
+        raise ProvisioningError(f"{cabinet_id!r}: client ids starting {SERVICE_CLIENT_ID_PREFIX!r} are the platform's")
+
+
 def _set_cabinet_hash(session: Session, cabinet_id: str, password_hash: str, *, rotate: bool) -> bool:
+    _check_not_reserved(cabinet_id)
     existing = session.get(CabinetCredential, cabinet_id)
     if existing is not None and existing.role != CredentialRole.CABINET:
         raise ProvisioningError(f"{cabinet_id!r} is a service account's name")

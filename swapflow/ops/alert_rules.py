@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from swapflow.alerts import DEVICE_FLOOD
 from swapflow.db.models import (
     Alert,
     AlertStatus,
@@ -26,16 +27,18 @@ from swapflow.db.models import (
     CabinetPresence,
     City,
     CustodianKind,
+    DeadLetter,
     DeviceCommand,
     Slot,
     Station,
     as_utc,
     utcnow,
 )
+from swapflow.protocol.v1 import parse_cabinet_topic
 from swapflow.settings import Settings
 
 RULE_KINDS = ("cabinet_offline", "door_fault", "door_no_ack", "slot_fault", "battery_over_temperature",
-              "battery_voltage", "battery_quarantined", "no_ready_battery", "ingest_lag")
+              "battery_voltage", "battery_quarantined", "no_ready_battery", "ingest_lag", DEVICE_FLOOD)
 """The kinds the rules own: an open alert of one of them resolves when its condition is gone."""
 
 DOOR_ACTIONS = ("open_door", "close_door")
@@ -193,12 +196,28 @@ async def ingest_lag(session: AsyncSession, settings: Settings, now: datetime) -
     return [Condition("ingest_lag", "critical", f"no device report written for {lag:.0f} s")]
 
 
+FLOOD_QUIET_S = 300.0
+"""A cabinet whose messages have stayed within its rate this long is no longer flooding."""
+
+
+async def flooding_cabinets(session: AsyncSession, settings: Settings, now: datetime) -> list[Condition]:
+    """Cabinets whose messages the adapter dropped over their rate lately (its dead letters say so)."""
+    topics = await session.scalars(select(DeadLetter.topic).where(
+        DeadLetter.reason.like("rate limit of %"),
+        DeadLetter.last_seen_at >= now - timedelta(seconds=FLOOD_QUIET_S)).distinct())
+    cabinets = {route[0] for topic in topics if (route := parse_cabinet_topic(settings.mqtt_topic_prefix, topic))}
+    return [Condition(DEVICE_FLOOD, "warning", f"cabinet {cabinet_id} sends more than "
+                      f"{settings.device_rate_per_s:g} messages a second; the excess is dropped",
+                      cabinet_id=cabinet_id) for cabinet_id in sorted(cabinets)]
+
+
 async def current_conditions(session: AsyncSession, settings: Settings, now: datetime) -> list[Condition]:
     """Every condition that holds now, one per key."""
     found: dict[str, Condition] = {}
     for conditions in (await offline_cabinets(session, settings, now), await slot_problems(session),
                        await unacknowledged_doors(session, settings, now), await battery_problems(session, settings),
-                       await empty_before_peak(session, settings, now), await ingest_lag(session, settings, now)):
+                       await empty_before_peak(session, settings, now), await ingest_lag(session, settings, now),
+                       await flooding_cabinets(session, settings, now)):
         for condition in conditions:
             found.setdefault(condition.key, condition)
     return list(found.values())

@@ -225,7 +225,9 @@ class SimulatedCabinet:
             self.topic(Channel.STATE), self.state(online=False).model_dump_json(exclude_none=True), qos=1, retain=True
         )
         login = client_login(self.settings, self.cabinet_id)  # each cabinet its own identity
-        async with mqtt_client(self.settings, self._client_id, will=will, keepalive=self.keepalive_s,
+        # A broker that checks identity takes a cabinet only under its own id.
+        client_id = self._client_id if login is None else self.cabinet_id
+        async with mqtt_client(self.settings, client_id, will=will, keepalive=self.keepalive_s,
                                login=login) as client:
             helpers: list[asyncio.Task[None]] = []
             try:

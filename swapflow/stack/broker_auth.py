@@ -1,5 +1,6 @@
 """amqtt plugins that make the embedded broker check device identity: `CredentialsAuthPlugin` refuses a
-client whose username and password are not in the credentials table, and `CabinetTopicPlugin` keeps
+client whose username and password are not in the credentials table, or whose client id is not its own
+(a cabinet's is its id; a service's carries the platform's prefix), and `CabinetTopicPlugin` keeps
 each cabinet to its own topics (swapflow.identity.acl). Both are configured through amqtt's
 plugin `Config` dataclasses (see `broker_config`)."""
 
@@ -17,13 +18,23 @@ from sqlalchemy.orm import Session as DbSession
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.models import CredentialRole
 from swapflow.identity.acl import Access, cabinet_may, service_may
-from swapflow.identity.credentials import check_login
+from swapflow.identity.credentials import SERVICE_CLIENT_ID_PREFIX, check_login
 
 _ACCESS = {Action.PUBLISH: Access.PUBLISH, Action.SUBSCRIBE: Access.SUBSCRIBE, Action.RECEIVE: Access.RECEIVE}
 
 
+def _may_use(role: CredentialRole, username: str, client_id: str) -> bool:
+    """Whether the account may connect under `client_id`: a cabinet only as itself, a service only
+    within the platform's prefix."""
+    if role is CredentialRole.CABINET:
+        return client_id == username
+    return client_id.startswith(SERVICE_CLIENT_ID_PREFIX)
+
+
 class CredentialsAuthPlugin(BaseAuthPlugin):
-    """A client connects only with a username and the right password from `cabinet_credentials`."""
+    """A client connects only with a username and the right password from `cabinet_credentials`, under
+    the client id its identity allows: amqtt hands an existing session to whoever connects with its
+    client id, so a cabinet claiming another's id would silently take that client's messages."""
 
     @dataclass
     class Config:
@@ -45,7 +56,12 @@ class CredentialsAuthPlugin(BaseAuthPlugin):
             return False
         if role is None:
             self.context.logger.info("refused MQTT login of %r", username)
-        return role is not None
+            return False
+        client_id = session.client_id or ""
+        if not _may_use(role, username, client_id):
+            self.context.logger.warning("refused MQTT login of %r claiming client id %r", username, client_id)
+            return False
+        return True
 
     def _check(self, username: str, password: str) -> CredentialRole | None:
         with DbSession(self._engine) as db:
