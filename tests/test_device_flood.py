@@ -133,6 +133,16 @@ async def test_a_dead_letters_payload_is_cut_to_the_configured_size(settings: Se
     assert len(row.payload) == 100
 
 
+async def test_a_dead_letter_whose_payload_holds_a_nul_byte_is_kept_with_the_others(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    adapter = DeviceAdapter(settings, db, temporal_env.client)
+    await adapter.handle(topic(settings, Channel.EVENTS), b"\x00junk")
+    await adapter.handle(topic(settings, Channel.ACKS), b"not json")
+    rows = sorted(await letters(db), key=lambda row: row.topic)
+    assert [row.payload for row in rows] == ["not json", "\\x00junk"]
+
+
 async def test_a_message_over_the_size_limit_is_refused_before_it_is_parsed(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:

@@ -381,6 +381,13 @@ class DeadLetter(Base):
     occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
+    @staticmethod
+    def text(data: bytes | str, limit: int) -> str:
+        """What a dead letter keeps of a device's bytes: the first `limit`, UTF-8 with replacement, NUL
+        escaped (PostgreSQL's text cannot hold it, and the letter would be lost)."""
+        raw = data[:limit].decode("utf-8", errors="replace") if isinstance(data, bytes) else data[:limit]
+        return raw.replace("\x00", "\\x00")
+
 
 class SafetyEvent(Base):
     """One check of a returned pack: its identity and BMS reading, the limits applied, the verdict."""

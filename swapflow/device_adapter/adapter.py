@@ -619,8 +619,8 @@ class DeviceAdapter:
             letter.occurrences += 1
             letter.last_at = now
         elif len(self._letters) < _MAX_PENDING_LETTERS:
-            text = payload[: self.settings.dead_letter_max_payload_bytes].decode("utf-8", errors="replace")
-            self._letters[key] = _Letter(topic[:300], text, reason, now, now)
+            text = DeadLetter.text(payload, self.settings.dead_letter_max_payload_bytes)
+            self._letters[key] = _Letter(DeadLetter.text(topic, 300), text, DeadLetter.text(reason, 2000), now, now)
         else:
             self._letters_lost += 1
 

@@ -232,13 +232,13 @@ class TowerGateway:
         topic `tower/<source>`), its first `limit` bytes. Never raises."""
         metrics.BAD_FRAMES.labels(label).inc()
         topic = f"tower/{source}"
-        # NUL is escaped: PostgreSQL's text cannot hold it, and the letter would be lost.
-        text = payload[:limit].decode("utf-8", errors="replace").replace("\x00", "\\x00")
+        text = DeadLetter.text(payload, limit)
         log.warning("dead letter on %s: %s", topic, reason)
 
         try:
             async with self.db.transaction() as session:
-                session.add(DeadLetter(topic=topic[:300], payload=text, reason=reason, received_at=utcnow()))
+                session.add(DeadLetter(topic=DeadLetter.text(topic, 300), payload=text,
+                                       reason=DeadLetter.text(reason, 2000), received_at=utcnow()))
         except Exception:
             log.exception("could not store dead letter on %s (%s); payload: %r", topic, reason, text)
 
