@@ -269,12 +269,12 @@ async def _custody(session: AsyncSession) -> list[Violation]:
                         detail=f"latest event {key} ends at {to_kind} {to_ref}, custodian is {kind} {ref}")
               for serial, key, to_kind, to_ref, kind, ref in mismatched]
 
-    window = {"partition_by": CustodyEvent.battery_serial, "order_by": CustodyEvent.id}
+    by, order = CustodyEvent.battery_serial, CustodyEvent.id
     chained = select(
         CustodyEvent.battery_serial, CustodyEvent.key, CustodyEvent.from_kind, CustodyEvent.from_ref,
-        func.lag(CustodyEvent.key).over(**window).label("prev_key"),
-        func.lag(CustodyEvent.to_kind).over(**window).label("prev_kind"),
-        func.lag(CustodyEvent.to_ref).over(**window).label("prev_ref"),
+        func.lag(CustodyEvent.key).over(partition_by=by, order_by=order).label("prev_key"),
+        func.lag(CustodyEvent.to_kind).over(partition_by=by, order_by=order).label("prev_kind"),
+        func.lag(CustodyEvent.to_ref).over(partition_by=by, order_by=order).label("prev_ref"),
     ).subquery()
     gaps = await session.execute(
         select(chained).where(chained.c.prev_key.is_not(None), or_(chained.c.from_kind != chained.c.prev_kind,
@@ -295,7 +295,7 @@ async def _slot_reports(session: AsyncSession) -> list[Violation]:
             Slot.reported_at.is_not(None), Slot.reserved_order_id.is_(None),
             Slot.reported_serial.is_distinct_from(Slot.battery_serial), ~open_discrepancy, ~foreign_locked))
     return [Violation(rule=Rule.CUSTODY_SLOT_REPORT_MISMATCH, subject=slot,
-                      detail=f"the cabinet last reported {reported or 'it empty'} ({as_utc(at).isoformat()}), "
+                      detail=f"the cabinet last reported {reported or 'it empty'} ({_iso(at)}), "
                              f"custody has {held or 'none'} there")
             for slot, reported, at, held in mismatched]
 
@@ -441,7 +441,7 @@ async def _refunds(session: AsyncSession, now: datetime) -> list[Violation]:
         select(Refund.id, Refund.expected_by, Refund.provider_status)
         .where(Refund.status.in_(("requested", "processing")), Refund.expected_by < now))
     found += [Violation(rule=Rule.REFUND_OVERDUE, subject=refund_id,
-                        detail=f"{status or 'not accepted'} at the provider, expected by {as_utc(due).isoformat()}")
+                        detail=f"{status or 'not accepted'} at the provider, expected by {_iso(due)}")
               for refund_id, due, status in overdue]
 
     settled_key = literal("refund:") + Refund.id + literal(":settled")
@@ -524,3 +524,7 @@ async def _wallet_credits(session: AsyncSession) -> list[Violation]:
                         detail=f"balance {balance} {currency}, entries sum to {summed}")
               for rider, balance, summed, currency in mismatched]
     return found
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat() if at is not None else "never"

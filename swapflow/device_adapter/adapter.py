@@ -44,6 +44,7 @@ from swapflow.db.models import (
     PresenceCause,
     Slot,
     as_utc,
+    table_of,
     utcnow,
 )
 from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
@@ -640,7 +641,7 @@ class DeviceAdapter:
         rows = [{"dedupe_key": key, "topic": x.topic, "payload": x.payload, "reason": x.reason,
                  "received_at": x.first_at, "last_seen_at": x.last_at, "occurrences": x.occurrences}
                 for key, x in letters.items()]
-        table = DeadLetter.__table__
+        table = table_of(DeadLetter)
 
         async def work(session: AsyncSession) -> None:
             for start in range(0, len(rows), _DEAD_LETTER_INSERT_ROWS):
@@ -662,7 +663,7 @@ class DeviceAdapter:
     async def expire_dead_letters(self) -> int:
         """Delete the dead letters last seen longer ago than their retention; returns how many."""
         cutoff = utcnow() - timedelta(days=self.settings.dead_letter_retention_days)
-        table = DeadLetter.__table__
+        table = table_of(DeadLetter)
         old = select(table.c.id).where(table.c.received_at < cutoff, or_(
             table.c.last_seen_at.is_(None), table.c.last_seen_at < cutoff)).limit(_EXPIRY_BATCH)
         deleted = 0
@@ -858,7 +859,7 @@ class DeviceAdapter:
     ) -> list[asyncio.Task[None]]:
         _check_cabinet_id(cabinet_id, ack.cabinet_id)
         acked_at = utcnow()
-        commands, messages = DeviceCommand.__table__, DeviceMessage.__table__
+        commands, messages = table_of(DeviceCommand), table_of(DeviceMessage)
         # The ack is recorded as a device message (its unique key catches a redelivery) and on its command,
         # only if the command exists and was sent to this cabinet: one statement, no ORM objects. Acks come
         # in beside thousands of telemetry messages a second, and their round trip is the door's.
@@ -934,7 +935,7 @@ class DeviceAdapter:
                     # Heard again after its heartbeats expired, on the same connection (no new birth):
                     # online again, and its full slot state is checked against custody as a birth's is.
                     # Guarded, so a birth committed meanwhile (PostgreSQL runs both at once) wins.
-                    revive = await session.execute(Cabinet.__table__.update().where(
+                    revive = await session.execute(table_of(Cabinet).update().where(
                         Cabinet.id == cabinet_id, Cabinet.online.is_(False)).values(online=True))
                     if not revive.rowcount:  # type: ignore[attr-defined]
                         continue

@@ -67,6 +67,7 @@ class _Bulk:
             await connection.exec_driver_sql(self.sqlite_sql, [self._sqlite_row(row) for row in rows])
             return
         raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None  # a checked-out connection's
         async with raw.cursor() as cursor:
             if self._prepare is not None:
                 await cursor.execute(self._prepare)

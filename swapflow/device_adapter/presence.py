@@ -101,7 +101,7 @@ async def expire_silent_cabinets(session: AsyncSession, *, cutoff: datetime, now
 async def record_discrepancy(session: AsyncSession, cabinet_id: str, slot_no: int, expected: str | None,
                              reported: str | None, at: datetime, order_id: str | None = None) -> bool:
     """Add a custody discrepancy; False when the slot's discrepancy at `at` is recorded already."""
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     inserted = await session.execute(
         insert(CustodyDiscrepancy)
         .values(cabinet_id=cabinet_id, slot_no=slot_no, expected_serial=expected, reported_serial=reported,
