@@ -81,8 +81,11 @@ class Phase:
 async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: SimulatedCabinet, phase: Phase) -> None:
     """One rider's swap through the API and at the doors, timed to its completion."""
     began = time.perf_counter()
-    response = await http.post("/v1/swaps", json={"rider_id": rider.rider_id, "cabinet_id": cabinet.cabinet_id},
-                               headers={"Idempotency-Key": uuid.uuid4().hex})
+    response = await http.post(
+        "/v1/swaps",
+        json={"rider_id": rider.rider_id, "cabinet_id": cabinet.cabinet_id},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
     swap = response.json()
     marks = [("API call → return door open", time.perf_counter())]
     if response.status_code >= 400 or swap["stage"] != "return_door_open":
@@ -112,8 +115,15 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinet: Simulate
         phase.fail(swap["failure_reason"])
 
 
-async def drive(http: httpx.AsyncClient, riders: list[BenchRider], cabinets: dict[str, SimulatedCabinet],
-                by_city: dict[str, list[str]], phase: Phase, rate: float, seconds: float) -> None:
+async def drive(
+    http: httpx.AsyncClient,
+    riders: list[BenchRider],
+    cabinets: dict[str, SimulatedCabinet],
+    by_city: dict[str, list[str]],
+    phase: Phase,
+    rate: float,
+    seconds: float,
+) -> None:
     """Open-loop arrivals at `rate` a second for `seconds`; each takes an idle rider to a cabinet of
     their city; waits for the swaps started to end. Every phase draws the same riders and cabinets (the
     same share of command-only cabinets, whose swaps wait for the packs' own reports), so their figures
@@ -147,22 +157,31 @@ async def event_delays(db: Database, phase: Phase, flooded: str) -> list[float]:
     """Seconds from each event's own timestamp to its being recorded, at cabinets other than `flooded`."""
     assert phase.window is not None
     async with db.sessions() as session:
-        rows = await session.execute(select(DeviceMessage.payload, DeviceMessage.received_at).where(
-            DeviceMessage.kind.in_(["battery_inserted", "battery_removed", "door_closed", "door_opened"]),
-            DeviceMessage.cabinet_id != flooded, DeviceMessage.received_at.between(*phase.window)))
+        rows = await session.execute(
+            select(DeviceMessage.payload, DeviceMessage.received_at).where(
+                DeviceMessage.kind.in_(["battery_inserted", "battery_removed", "door_closed", "door_opened"]),
+                DeviceMessage.cabinet_id != flooded,
+                DeviceMessage.received_at.between(*phase.window),
+            )
+        )
         return [(as_utc(at) - datetime.fromisoformat(payload["ts"])).total_seconds() for payload, at in rows]
 
 
 def report(phase: Phase) -> str:
     failed = sum(phase.failed.values())
-    return (f"{phase.name:<10} {len(phase.completed):>5} completed {failed:>4} failed   "
-            f"p50 {pct(phase.completed, .5):>6.0f} ms   p95 {pct(phase.completed, .95):>6.0f} ms"
-            + (f"   failures: {phase.failed}" if failed else "")
-            + "\n           CPU: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in phase.cpu.items())
-            + f"\n           {'event stamped → recorded':<30} p50 {pct(phase.event_delays, .5):>6.0f} ms   "
-              f"p95 {pct(phase.event_delays, .95):>6.0f} ms"
-            + "".join(f"\n           {name:<30} p50 {pct(times, .5):>6.0f} ms   p95 {pct(times, .95):>6.0f} ms"
-                      for name, times in phase.legs.items()))
+    return (
+        f"{phase.name:<10} {len(phase.completed):>5} completed {failed:>4} failed   "
+        f"p50 {pct(phase.completed, 0.5):>6.0f} ms   p95 {pct(phase.completed, 0.95):>6.0f} ms"
+        + (f"   failures: {phase.failed}" if failed else "")
+        + "\n           CPU: "
+        + ", ".join(f"{name} {100 * share:.0f}%" for name, share in phase.cpu.items())
+        + f"\n           {'event stamped → recorded':<30} p50 {pct(phase.event_delays, 0.5):>6.0f} ms   "
+        f"p95 {pct(phase.event_delays, 0.95):>6.0f} ms"
+        + "".join(
+            f"\n           {name:<30} p50 {pct(times, 0.5):>6.0f} ms   p95 {pct(times, 0.95):>6.0f} ms"
+            for name, times in phase.legs.items()
+        )
+    )
 
 
 async def measured(stack: Stack, phase: Phase, work: Awaitable[None]) -> None:
@@ -177,10 +196,16 @@ async def measured(stack: Stack, phase: Phase, work: Awaitable[None]) -> None:
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="swapflow-flood-"))
     base = Settings()
-    settings = base.model_copy(update={
-        "data_dir": data_dir, "api_port": free_port(), "temporal_dev_port": free_port(),
-        "temporal_ui_port": free_port(), "embedded_broker_port": free_port(), "log_level": "WARNING",
-    })
+    settings = base.model_copy(
+        update={
+            "data_dir": data_dir,
+            "api_port": free_port(),
+            "temporal_dev_port": free_port(),
+            "temporal_ui_port": free_port(),
+            "embedded_broker_port": free_port(),
+            "log_level": "WARNING",
+        }
+    )
     if base.database_url is None:
         settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir / 'swapflow.db'}"})
     url = settings.effective_database_url
@@ -198,13 +223,24 @@ async def main(args: argparse.Namespace) -> None:
     cabinet_tasks: list[asyncio.Task[None]] = []
     try:
         async with db.sessions() as session:
-            city_of = dict((await session.execute(
-                select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id))).all())
-            rows = (await session.execute(select(Rider, Battery).join(Battery, (
-                Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)))).all()
+            city_of = dict(
+                (
+                    await session.execute(
+                        select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id)
+                    )
+                ).all()
+            )
+            rows = (
+                await session.execute(
+                    select(Rider, Battery).join(
+                        Battery, (Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)
+                    )
+                )
+            ).all()
         flooded = sorted(city_of)[0]  # a cabinet of the busiest city: its neighbours swap through the flood
-        cabinets = await build_cabinets(settings, db, cabinet_ids=sorted(set(city_of) - {flooded}),
-                                        charge_speedup=600.0, telemetry_interval_s=10.0)
+        cabinets = await build_cabinets(
+            settings, db, cabinet_ids=sorted(set(city_of) - {flooded}), charge_speedup=600.0, telemetry_interval_s=10.0
+        )
         cabinet_tasks = [asyncio.create_task(c.run()) for c in cabinets.values()]
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cabinets.values())), 60)
         by_city: dict[str, list[str]] = {}
@@ -212,24 +248,36 @@ async def main(args: argparse.Namespace) -> None:
             by_city.setdefault(city_of[cabinet_id], []).append(cabinet_id)
         riders = [BenchRider(r.id, r.city_code, sim_battery(b)) for r, b in rows if r.city_code in by_city]
         await asyncio.sleep(2)  # the adapter takes the births in
-        print(f"{len(cabinets)} simulated cabinets, {len(riders)} riders, {args.rate} swaps/s for "
-              f"{args.phase_seconds:.0f} s per phase; flood: {args.flood_rate:.0f} junk messages/s from {flooded}\n",
-              flush=True)
+        print(
+            f"{len(cabinets)} simulated cabinets, {len(riders)} riders, {args.rate} swaps/s for "
+            f"{args.phase_seconds:.0f} s per phase; flood: {args.flood_rate:.0f} junk messages/s from {flooded}\n",
+            flush=True,
+        )
         login = client_login(settings, flooded)
         messages = junk(settings.mqtt_topic_prefix, flooded, int(args.flood_rate * args.phase_seconds))
         phases = [Phase("unflooded"), Phase("flooded")]
-        async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=120,
-                                     headers={"Authorization": f"Bearer {admin}"},
-                                     limits=httpx.Limits(max_connections=200)) as http:
-            await measured(stack, phases[0], drive(http, riders, cabinets, by_city, phases[0], args.rate,
-                                                   args.phase_seconds))
+        async with httpx.AsyncClient(
+            base_url=settings.effective_api_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {admin}"},
+            limits=httpx.Limits(max_connections=200),
+        ) as http:
+            await measured(
+                stack, phases[0], drive(http, riders, cabinets, by_city, phases[0], args.rate, args.phase_seconds)
+            )
             phases[0].event_delays = await event_delays(db, phases[0], flooded)
             print(report(phases[0]), flush=True)
-            flooding = asyncio.create_task(flood(
-                lambda: mqtt_client(settings, flooded, login=login), messages, args.flood_rate,
-                deadline_s=args.phase_seconds))
-            await measured(stack, phases[1], drive(http, riders, cabinets, by_city, phases[1], args.rate,
-                                                   args.phase_seconds))
+            flooding = asyncio.create_task(
+                flood(
+                    lambda: mqtt_client(settings, flooded, login=login),
+                    messages,
+                    args.flood_rate,
+                    deadline_s=args.phase_seconds,
+                )
+            )
+            await measured(
+                stack, phases[1], drive(http, riders, cabinets, by_city, phases[1], args.rate, args.phase_seconds)
+            )
             sent = await flooding
             for phase in phases:
                 phase.event_delays = await event_delays(db, phase, flooded)
@@ -237,11 +285,13 @@ async def main(args: argparse.Namespace) -> None:
         async with db.sessions() as session:
             letters = await session.scalar(select(func.count()).select_from(DeadLetter)) or 0
             counted = await session.scalar(select(func.sum(DeadLetter.occurrences))) or 0
-        unflooded, flooded_p95 = pct(phases[0].completed, .95), pct(phases[1].completed, .95)
+        unflooded, flooded_p95 = pct(phases[0].completed, 0.95), pct(phases[1].completed, 0.95)
         ratio = flooded_p95 / unflooded
         print(f"\nflood: {sent} junk messages sent; dead letters: {counted} counted on {letters} rows")
-        print(f"swap p95 at other cabinets: unflooded {unflooded:.0f} ms, flooded {flooded_p95:.0f} ms = "
-              f"{ratio:.2f}× (target ≤ {TARGET_RATIO}×: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+        print(
+            f"swap p95 at other cabinets: unflooded {unflooded:.0f} ms, flooded {flooded_p95:.0f} ms = "
+            f"{ratio:.2f}× (target ≤ {TARGET_RATIO}×: {'met' if ratio <= TARGET_RATIO else 'NOT met'})"
+        )
     finally:
         for task in cabinet_tasks:
             task.cancel()

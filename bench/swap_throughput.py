@@ -109,14 +109,23 @@ class BenchRider:
         self.rider_id, self.city, self.battery = rider_id, city, battery
 
 
-async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinets: dict[str, SimulatedCabinet],
-                   city_cabinets: list[str], step: StepResult, rng: random.Random) -> None:
+async def one_swap(
+    http: httpx.AsyncClient,
+    rider: BenchRider,
+    cabinets: dict[str, SimulatedCabinet],
+    city_cabinets: list[str],
+    step: StepResult,
+    rng: random.Random,
+) -> None:
     """One rider's swap through the API and at the doors."""
     cabinet_id = rng.choice(city_cabinets)
     cabinet = cabinets[cabinet_id]
     began = time.perf_counter()
-    response = await http.post("/v1/swaps", json={"rider_id": rider.rider_id, "cabinet_id": cabinet_id},
-                               headers={"Idempotency-Key": uuid.uuid4().hex})
+    response = await http.post(
+        "/v1/swaps",
+        json={"rider_id": rider.rider_id, "cabinet_id": cabinet_id},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
     door_open_s = time.perf_counter() - began
     swap = response.json()
     if response.status_code >= 400 or swap["stage"] != "return_door_open":
@@ -140,8 +149,14 @@ async def one_swap(http: httpx.AsyncClient, rider: BenchRider, cabinets: dict[st
         step.failures[swap["failure_reason"]] = step.failures.get(swap["failure_reason"], 0) + 1
 
 
-async def drive(http: httpx.AsyncClient, riders: list[BenchRider], cabinets: dict[str, SimulatedCabinet],
-                by_city: dict[str, list[str]], rate: float, seconds: float) -> StepResult:
+async def drive(
+    http: httpx.AsyncClient,
+    riders: list[BenchRider],
+    cabinets: dict[str, SimulatedCabinet],
+    by_city: dict[str, list[str]],
+    rate: float,
+    seconds: float,
+) -> StepResult:
     """Open-loop arrivals at `rate` per second for `seconds`; each arrival takes an idle rider."""
     step = StepResult(rate=rate, seconds=seconds)
     idle = list(riders)
@@ -184,8 +199,12 @@ async def empty_workflow_rate(client: Client, count: int, concurrency: int) -> f
 
     async def one(i: int) -> None:
         async with gate:
-            await client.execute_workflow(EmptyWorkflow.run, id=f"bench-empty-{queue}-{i}", task_queue=queue,
-                                          execution_timeout=timedelta(minutes=1))
+            await client.execute_workflow(
+                EmptyWorkflow.run,
+                id=f"bench-empty-{queue}-{i}",
+                task_queue=queue,
+                execution_timeout=timedelta(minutes=1),
+            )
 
     async with Worker(client, task_queue=queue, workflows=[EmptyWorkflow]):
         began = time.perf_counter()
@@ -196,18 +215,30 @@ async def empty_workflow_rate(client: Client, count: int, concurrency: int) -> f
 IDLE_SECONDS = 10.0
 
 # The steps between the API call and the return door's open ack, as a swap's history shows them.
-DOOR_PATH = ("start → first workflow task starts", "first workflow task (admit)", "charge: scheduled → started",
-             "charge: started → completed", "charge done → next workflow task starts",
-             "that workflow task (door command + ack)")
+DOOR_PATH = (
+    "start → first workflow task starts",
+    "first workflow task (admit)",
+    "charge: scheduled → started",
+    "charge: started → completed",
+    "charge done → next workflow task starts",
+    "that workflow task (door command + ack)",
+)
 
 
 def door_path(history: WorkflowHistory) -> list[float] | None:
     """Seconds spent in each DOOR_PATH step of one swap (None if its history does not show them all)."""
     marks: list[datetime] = [history.events[0].event_time.ToDatetime()]
-    wanted = iter([EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
-                   EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
-                   EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
-                   EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
+    wanted = iter(
+        [
+            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+        ]
+    )
     looking_for = next(wanted)
     for event in history.events:
         if event.event_type != looking_for:
@@ -230,11 +261,16 @@ async def histories(client: Client, order_ids: list[str]) -> list[WorkflowHistor
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="swapflow-bench-"))
     base = Settings()
-    settings = base.model_copy(update={
-        "data_dir": data_dir, "api_port": free_port(), "temporal_dev_port": free_port(),
-        "temporal_ui_port": free_port(), "embedded_broker_port": free_port(),
-        "log_level": "WARNING",
-    })
+    settings = base.model_copy(
+        update={
+            "data_dir": data_dir,
+            "api_port": free_port(),
+            "temporal_dev_port": free_port(),
+            "temporal_ui_port": free_port(),
+            "embedded_broker_port": free_port(),
+            "log_level": "WARNING",
+        }
+    )
     if base.database_url is None:
         settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir / 'swapflow.db'}"})
     url = settings.effective_database_url
@@ -255,20 +291,35 @@ async def main(args: argparse.Namespace) -> None:
         cabinet_tasks = [asyncio.create_task(c.run()) for c in cabinets.values()]
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cabinets.values())), 30)
         async with db.sessions() as session:
-            rows = (await session.execute(select(Rider, Battery).join(Battery, (
-                Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)))).all()
-            city_of = dict((await session.execute(
-                select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id))).all())
+            rows = (
+                await session.execute(
+                    select(Rider, Battery).join(
+                        Battery, (Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)
+                    )
+                )
+            ).all()
+            city_of = dict(
+                (
+                    await session.execute(
+                        select(Cabinet.id, Station.city_code).join(Station, Station.id == Cabinet.station_id)
+                    )
+                ).all()
+            )
         riders = [BenchRider(r.id, r.city_code, sim_battery(b)) for r, b in rows]
         by_city: dict[str, list[str]] = {}
         for cabinet_id in cabinets:
             by_city.setdefault(city_of[cabinet_id], []).append(cabinet_id)
         riders = [r for r in riders if r.city in by_city]
         await asyncio.sleep(2)  # the adapter takes the births in
-        print(f"{len(cabinets)} simulated cabinets, {len(riders)} riders; "
-              f"rates {args.rates} swaps/s, {args.step_seconds:.0f} s each\n", flush=True)
-        print(f"{'offered/s':>9} {'done/s':>7} {'done':>5} {'failed':>6} {'skipped':>7} "
-              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   (API call → return door open ack)")
+        print(
+            f"{len(cabinets)} simulated cabinets, {len(riders)} riders; "
+            f"rates {args.rates} swaps/s, {args.step_seconds:.0f} s each\n",
+            flush=True,
+        )
+        print(
+            f"{'offered/s':>9} {'done/s':>7} {'done':>5} {'failed':>6} {'skipped':>7} "
+            f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   (API call → return door open ack)"
+        )
         steps = []
         # What the stack burns with no swaps (telemetry, loops, the simulated world), to tell it from a swap's cost.
         idle_before = stack_cpu(stack)
@@ -276,36 +327,57 @@ async def main(args: argparse.Namespace) -> None:
         cpu_before = stack_cpu(stack)
         idle = {name: (cpu_before[name] - idle_before.get(name, 0)) / IDLE_SECONDS for name in cpu_before}
         driven_s = 0.0
-        async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=60,
-                                     headers={"Authorization": f"Bearer {admin}"},
-                                     limits=httpx.Limits(max_connections=200)) as http:
+        async with httpx.AsyncClient(
+            base_url=settings.effective_api_url,
+            timeout=60,
+            headers={"Authorization": f"Bearer {admin}"},
+            limits=httpx.Limits(max_connections=200),
+        ) as http:
             for rate in args.rates:
                 step = await drive(http, riders, cabinets, by_city, rate, args.step_seconds)
                 steps.append(step)
                 driven_s += step.seconds
-                print(f"{rate:>9.1f} {step.completed / step.seconds:>7.2f} {step.completed:>5} {step.failed:>6} "
-                      f"{step.skipped:>7} {pct(step.door_open_s, .5):>7.0f} {pct(step.door_open_s, .95):>7.0f} "
-                      f"{pct(step.door_open_s, .99):>7.0f}"
-                      + (f"   failures: {step.failures}" if step.failures else ""), flush=True)
+                print(
+                    f"{rate:>9.1f} {step.completed / step.seconds:>7.2f} {step.completed:>5} {step.failed:>6} "
+                    f"{step.skipped:>7} {pct(step.door_open_s, 0.5):>7.0f} {pct(step.door_open_s, 0.95):>7.0f} "
+                    f"{pct(step.door_open_s, 0.99):>7.0f}" + (f"   failures: {step.failures}" if step.failures else ""),
+                    flush=True,
+                )
         cpu_after = stack_cpu(stack)
         cores = os.cpu_count() or 1
-        print(f"\nCPU used while driving swaps ({cores} cores = {100 * cores}%): " + ", ".join(
-            f"{name} {100 * (cpu_after[name] - cpu_before.get(name, 0)) / driven_s:.0f}%" for name in cpu_after))
+        print(
+            f"\nCPU used while driving swaps ({cores} cores = {100 * cores}%): "
+            + ", ".join(
+                f"{name} {100 * (cpu_after[name] - cpu_before.get(name, 0)) / driven_s:.0f}%" for name in cpu_after
+            )
+        )
         completed = sum(step.completed for step in steps)
         if completed:
-            per_swap = {name: max(0.0, cpu_after[name] - cpu_before.get(name, 0) - idle.get(name, 0) * driven_s)
-                        / completed for name in cpu_after}
+            per_swap = {
+                name: max(0.0, cpu_after[name] - cpu_before.get(name, 0) - idle.get(name, 0) * driven_s) / completed
+                for name in cpu_after
+            }
             spare = cores - sum(idle.values())
-            print("CPU per completed swap, beyond the idle stack's: " + ", ".join(
-                f"{name} {1000 * cost:.0f} ms" for name, cost in per_swap.items() if cost >= 0.0005)
+            print(
+                "CPU per completed swap, beyond the idle stack's: "
+                + ", ".join(f"{name} {1000 * cost:.0f} ms" for name, cost in per_swap.items() if cost >= 0.0005)
                 + f"; total {1000 * sum(per_swap.values()):.0f} ms, so these {cores} cores (less "
-                f"{100 * sum(idle.values()):.0f}% idle load) top out near {spare / sum(per_swap.values()):.1f} swaps/s")
+                f"{100 * sum(idle.values()):.0f}% idle load) top out near {spare / sum(per_swap.values()):.1f} swaps/s"
+            )
         async with db.sessions() as session:
-            round_trips = [(c.acked_at - c.sent_at).total_seconds() for c in (await session.scalars(
-                select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()]
+            round_trips = [
+                (c.acked_at - c.sent_at).total_seconds()
+                for c in (await session.scalars(select(DeviceCommand).where(DeviceCommand.acked_at.is_not(None)))).all()
+            ]
             # The last ones: they ran at the highest rate.
-            done_ids = (await session.scalars(select(SwapOrder.id).where(
-                SwapOrder.status == SwapStatus.COMPLETED).order_by(SwapOrder.created_at.desc()).limit(40))).all()
+            done_ids = (
+                await session.scalars(
+                    select(SwapOrder.id)
+                    .where(SwapOrder.status == SwapStatus.COMPLETED)
+                    .order_by(SwapOrder.created_at.desc())
+                    .limit(40)
+                )
+            ).all()
             total = await session.scalar(select(func.count()).select_from(SwapOrder))
         client = await connect_temporal(settings)
         done = await histories(client, list(done_ids))
@@ -314,18 +386,24 @@ async def main(args: argparse.Namespace) -> None:
         empty_rate = await empty_workflow_rate(client, args.empty_workflows, concurrency=50)
         best = max(steps, key=lambda s: s.completed / s.seconds)
         print()
-        print(f"command round trip (publish → ack), {len(round_trips)} commands: "
-              f"p50 {pct(round_trips, .5):.0f} ms, p99 {pct(round_trips, .99):.0f} ms")
+        print(
+            f"command round trip (publish → ack), {len(round_trips)} commands: "
+            f"p50 {pct(round_trips, 0.5):.0f} ms, p99 {pct(round_trips, 0.99):.0f} ms"
+        )
         if events:
-            print(f"history events per completed swap: median {statistics.median(events):.0f} "
-                  f"(min {min(events)}, max {max(events)})")
+            print(
+                f"history events per completed swap: median {statistics.median(events):.0f} "
+                f"(min {min(events)}, max {max(events)})"
+            )
         if paths:
             print(f"where the time to the open door goes, last {len(paths)} completed swaps (p50 / p90 ms):")
             for i, name in enumerate(DOOR_PATH):
-                print(f"  {name:<42} {pct([p[i] for p in paths], .5):>6.0f} / {pct([p[i] for p in paths], .9):>6.0f}")
-        print(f"empty workflow rate on the same server: {empty_rate:.1f}/s "
-              f"(best swap rate {best.completed / best.seconds:.2f}/s = "
-              f"{100 * best.completed / best.seconds / empty_rate:.1f}% of it)")
+                print(f"  {name:<42} {pct([p[i] for p in paths], 0.5):>6.0f} / {pct([p[i] for p in paths], 0.9):>6.0f}")
+        print(
+            f"empty workflow rate on the same server: {empty_rate:.1f}/s "
+            f"(best swap rate {best.completed / best.seconds:.2f}/s = "
+            f"{100 * best.completed / best.seconds / empty_rate:.1f}% of it)"
+        )
         print(f"swap orders in the database: {total}")
     finally:
         for task in cabinet_tasks:

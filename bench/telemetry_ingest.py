@@ -82,25 +82,77 @@ def seed(url: str, cabinets: int) -> None:
     now = datetime.now(UTC)
     stations = (cabinets + CABINETS_PER_STATION - 1) // CABINETS_PER_STATION
     with engine.begin() as conn:
-        conn.execute(insert(City), [{"code": "BEN", "name": "Bench", "timezone": "UTC", "currency": "CNY",
-                                     "swap_price_minor": 500}])
-        conn.execute(insert(Station), [{"id": f"bench-st-{s:06d}", "city_code": "BEN", "name": f"station {s}",
-                                        "lat": 31.0 + s * 1e-5, "lon": 121.0} for s in range(stations)])
+        conn.execute(
+            insert(City),
+            [{"code": "BEN", "name": "Bench", "timezone": "UTC", "currency": "CNY", "swap_price_minor": 500}],
+        )
+        conn.execute(
+            insert(Station),
+            [
+                {
+                    "id": f"bench-st-{s:06d}",
+                    "city_code": "BEN",
+                    "name": f"station {s}",
+                    "lat": 31.0 + s * 1e-5,
+                    "lon": 121.0,
+                }
+                for s in range(stations)
+            ],
+        )
         for start in range(0, cabinets, 5000):
             chunk = range(start, min(cabinets, start + 5000))
-            conn.execute(insert(Cabinet), [
-                {"id": cabinet_id(i), "station_id": f"bench-st-{i // CABINETS_PER_STATION:06d}", "model": "B12",
-                 "slot_count": SLOTS, "capability": "reporting", "online": True, "last_seen_at": now,
-                 "firmware": "bench"} for i in chunk])
-            conn.execute(insert(Battery), [
-                {"serial": serial(i, n), "model": "LFP-60V-32Ah", "chemistry": "LFP", "rated_capacity_mah": 32000,
-                 "soc": 50.0, "soh": 95.0, "voltage_v": 56.0, "temperature_c": 28.0, "cycle_count": 100,
-                 "status": "in_service", "custodian_kind": CustodianKind.SLOT.value,
-                 "custodian_ref": f"{cabinet_id(i)}/{n}"} for i in chunk for n in range(1, PACKS + 1)])
-            conn.execute(insert(Slot), [
-                {"cabinet_id": cabinet_id(i), "slot_no": n, "door": "closed", "charging": n <= PACKS,
-                 "locked": False, "battery_serial": serial(i, n) if n <= PACKS else None}
-                for i in chunk for n in range(1, SLOTS + 1)])
+            conn.execute(
+                insert(Cabinet),
+                [
+                    {
+                        "id": cabinet_id(i),
+                        "station_id": f"bench-st-{i // CABINETS_PER_STATION:06d}",
+                        "model": "B12",
+                        "slot_count": SLOTS,
+                        "capability": "reporting",
+                        "online": True,
+                        "last_seen_at": now,
+                        "firmware": "bench",
+                    }
+                    for i in chunk
+                ],
+            )
+            conn.execute(
+                insert(Battery),
+                [
+                    {
+                        "serial": serial(i, n),
+                        "model": "LFP-60V-32Ah",
+                        "chemistry": "LFP",
+                        "rated_capacity_mah": 32000,
+                        "soc": 50.0,
+                        "soh": 95.0,
+                        "voltage_v": 56.0,
+                        "temperature_c": 28.0,
+                        "cycle_count": 100,
+                        "status": "in_service",
+                        "custodian_kind": CustodianKind.SLOT.value,
+                        "custodian_ref": f"{cabinet_id(i)}/{n}",
+                    }
+                    for i in chunk
+                    for n in range(1, PACKS + 1)
+                ],
+            )
+            conn.execute(
+                insert(Slot),
+                [
+                    {
+                        "cabinet_id": cabinet_id(i),
+                        "slot_no": n,
+                        "door": "closed",
+                        "charging": n <= PACKS,
+                        "locked": False,
+                        "battery_serial": serial(i, n) if n <= PACKS else None,
+                    }
+                    for i in chunk
+                    for n in range(1, SLOTS + 1)
+                ],
+            )
     if engine.dialect.name == "postgresql":
         # Planner statistics for the freshly loaded tables, as autovacuum would gather them in production
         # (it is off on some servers, this machine's among them).
@@ -144,8 +196,9 @@ def run_broker(port: int) -> None:
     asyncio.run(main())
 
 
-def run_fleet(settings_json: str, cabinets: int, interval_s: float, connections: int, sent: Any, late: Any,
-              stop: Any) -> None:
+def run_fleet(
+    settings_json: str, cabinets: int, interval_s: float, connections: int, sent: Any, late: Any, stop: Any
+) -> None:
     """The fleet process (spawned): publishes until `stop` is set; counts into shared values."""
     import uvloop
 
@@ -187,8 +240,9 @@ def server_cpu(command: str) -> dict[int, float]:
     return found
 
 
-def cpu_shares(before: dict[str, float | dict[int, float]], after: dict[str, float | dict[int, float]],
-               elapsed: float) -> dict[str, float]:
+def cpu_shares(
+    before: dict[str, float | dict[int, float]], after: dict[str, float | dict[int, float]], elapsed: float
+) -> dict[str, float]:
     """Percent of one core per process (or group: the processes alive at both ends) between two readings."""
     shares = {}
     for name, start in before.items():
@@ -222,10 +276,16 @@ class Fleet:
         self._topics = [cabinet_topic(prefix, cabinet_id(i), Channel.TELEMETRY) for i in range(cabinets)]
         # Per cabinet, the payload with three holes: ts, seq, and the slots' varying part.
         self._heads = [f'{{"v":1,"cabinet_id":"{cabinet_id(i)}","ts":"' for i in range(cabinets)]
-        self._slot_heads = [[f'{{"slot_no":{n},"door":"closed","charging":true,"battery":{{"serial":"{serial(i, n)}",'
-                             for n in range(1, PACKS + 1)] for i in range(cabinets)]
-        self._empty = ",".join(f'{{"slot_no":{n},"door":"closed","charging":false}}'
-                               for n in range(PACKS + 1, SLOTS + 1))
+        self._slot_heads = [
+            [
+                f'{{"slot_no":{n},"door":"closed","charging":true,"battery":{{"serial":"{serial(i, n)}",'
+                for n in range(1, PACKS + 1)
+            ]
+            for i in range(cabinets)
+        ]
+        self._empty = ",".join(
+            f'{{"slot_no":{n},"door":"closed","charging":false}}' for n in range(PACKS + 1, SLOTS + 1)
+        )
 
     def payload(self, i: int, seq: int) -> bytes:
         now = datetime.now(UTC).isoformat()
@@ -233,14 +293,18 @@ class Fleet:
         slots = ",".join(
             f'{head}"soc":{soc:.1f},"soh":95.0,"voltage_v":{55 + soc / 20:.2f},"current_a":16.0,'
             f'"temperature_c":{29 + n % 3}.5,"cycle_count":100}}}}'
-            for n, head in enumerate(self._slot_heads[i]))
-        return (f'{self._heads[i]}{now}","seq":{seq},"cabinet_temperature_c":30.5,'
-                f'"slots":[{slots},{self._empty}]}}').encode()
+            for n, head in enumerate(self._slot_heads[i])
+        )
+        return (
+            f'{self._heads[i]}{now}","seq":{seq},"cabinet_temperature_c":30.5,"slots":[{slots},{self._empty}]}}'
+        ).encode()
 
     async def run(self, stop: asyncio.Event) -> None:
         endpoint = self.settings.mqtt_endpoint
-        clients = [aiomqtt.Client(endpoint.host, endpoint.port, identifier=f"bench-fleet-{k}-{uuid.uuid4().hex[:6]}")
-                   for k in range(self.connections)]
+        clients = [
+            aiomqtt.Client(endpoint.host, endpoint.port, identifier=f"bench-fleet-{k}-{uuid.uuid4().hex[:6]}")
+            for k in range(self.connections)
+        ]
         for client in clients:
             await client.__aenter__()
         try:
@@ -274,12 +338,16 @@ async def answer_commands(settings: Settings, responders: int, stop: asyncio.Eve
     endpoint = settings.mqtt_endpoint
     prefix = settings.mqtt_topic_prefix
     async with aiomqtt.Client(endpoint.host, endpoint.port, identifier=f"bench-doors-{uuid.uuid4().hex[:6]}") as client:
-        await client.subscribe([(cabinet_topic(prefix, cabinet_id(i), Channel.COMMANDS), 1)
-                                for i in range(responders)])
+        await client.subscribe([(cabinet_topic(prefix, cabinet_id(i), Channel.COMMANDS), 1) for i in range(responders)])
         async for message in client.messages:
             command = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-            ack = {"v": 1, "command_id": command["command_id"], "cabinet_id": command["cabinet_id"], "ok": True,
-                   "ts": datetime.now(UTC).isoformat()}
+            ack = {
+                "v": 1,
+                "command_id": command["command_id"],
+                "cabinet_id": command["cabinet_id"],
+                "ok": True,
+                "ts": datetime.now(UTC).isoformat(),
+            }
             await client.publish(cabinet_topic(prefix, command["cabinet_id"], Channel.ACKS), json.dumps(ack), qos=1)
             if stop.is_set():
                 return
@@ -289,17 +357,30 @@ async def send_command(db: Database, queue: CommandQueue, cab: str) -> None:
     """One door command as the worker's activity sends it: recorded, then queued and published. No
     workflow waits for it, so the adapter records its ack and signals nobody."""
     now = datetime.now(UTC)
-    command = Command(command_id=f"bench-{uuid.uuid4().hex[:12]}", cabinet_id=cab, action=CommandAction.OPEN_DOOR,
-                      slot_no=random.randint(PACKS + 1, SLOTS), issued_at=now, deadline=now + timedelta(seconds=10))
+    command = Command(
+        command_id=f"bench-{uuid.uuid4().hex[:12]}",
+        cabinet_id=cab,
+        action=CommandAction.OPEN_DOOR,
+        slot_no=random.randint(PACKS + 1, SLOTS),
+        issued_at=now,
+        deadline=now + timedelta(seconds=10),
+    )
     async with db.transaction() as session:
-        session.add(DeviceCommand(id=command.command_id, cabinet_id=cab, slot_no=command.slot_no,
-                                  action=command.action.value, workflow_id=None, sent_at=now,
-                                  deadline_at=command.deadline))
+        session.add(
+            DeviceCommand(
+                id=command.command_id,
+                cabinet_id=cab,
+                slot_no=command.slot_no,
+                action=command.action.value,
+                workflow_id=None,
+                sent_at=now,
+                deadline_at=command.deadline,
+            )
+        )
     await queue.send(command)
 
 
-async def send_commands(db: Database, queue: CommandQueue, responders: int, rate: float, stop: asyncio.Event
-                        ) -> None:
+async def send_commands(db: Database, queue: CommandQueue, responders: int, rate: float, stop: asyncio.Event) -> None:
     """Door commands at `rate` per second (Poisson arrivals) to the answering cabinets."""
     pending: set[asyncio.Task[None]] = set()
     while not stop.is_set():
@@ -327,8 +408,10 @@ def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
 
 def window_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
     """The q-quantile of what a histogram observed between two scrapes."""
+
     def buckets(s: dict) -> dict[float, float]:
         return {float(labels["le"]): v for labels, v in s.get(f"{name}_bucket", [])}
+
     b0, b1 = buckets(before), buckets(after)
     return bucket_quantile([(le, b1[le] - b0.get(le, 0.0)) for le in b1], q)
 
@@ -361,12 +444,17 @@ def print_profile(raw: Path) -> None:
 # ------------------------------------------------------------------------------------------- main
 
 
-def cpu_readings(adapter: multiprocessing.process.BaseProcess, fleet: multiprocessing.process.BaseProcess
-                 ) -> dict[str, float | dict[int, float]]:
+def cpu_readings(
+    adapter: multiprocessing.process.BaseProcess, fleet: multiprocessing.process.BaseProcess
+) -> dict[str, float | dict[int, float]]:
     """CPU seconds so far of each process the load runs through (servers only when local)."""
-    return {"adapter": cpu_seconds(adapter.pid or 0), "fleet publisher": cpu_seconds(fleet.pid or 0),
-            "bench (door commands)": cpu_seconds(os.getpid()), "broker (mosquitto)": server_cpu("mosquitto"),
-            "PostgreSQL (all processes)": server_cpu("postgres")}
+    return {
+        "adapter": cpu_seconds(adapter.pid or 0),
+        "fleet publisher": cpu_seconds(fleet.pid or 0),
+        "bench (door commands)": cpu_seconds(os.getpid()),
+        "broker (mosquitto)": server_cpu("mosquitto"),
+        "PostgreSQL (all processes)": server_cpu("postgres"),
+    }
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -383,17 +471,24 @@ async def bench(args: argparse.Namespace) -> None:
         mqtt_url = f"mqtt://127.0.0.1:{port}"
         await asyncio.sleep(2.0)
     started = time.monotonic()
-    print(f"seeding {args.cabinets:,} cabinets ({args.cabinets * SLOTS:,} slots) into {url.split('://')[0]} …",
-          flush=True)
+    print(
+        f"seeding {args.cabinets:,} cabinets ({args.cabinets * SLOTS:,} slots) into {url.split('://')[0]} …", flush=True
+    )
     await asyncio.to_thread(seed, url, args.cabinets)
     print(f"  seeded in {time.monotonic() - started:.0f}s", flush=True)
 
     metrics_port = free_port()
     run = uuid.uuid4().hex[:8]
-    settings = Settings(data_dir=workdir, database_url=url, mqtt_url=mqtt_url,
-                        mqtt_topic_prefix=f"swapflow-bench-{run}/v1", adapter_client_id=f"bench-adapter-{run}",
-                        adapter_metrics_port=metrics_port, heartbeat_interval_s=args.interval,
-                        adapter_telemetry_connections=args.adapter_connections)
+    settings = Settings(
+        data_dir=workdir,
+        database_url=url,
+        mqtt_url=mqtt_url,
+        mqtt_topic_prefix=f"swapflow-bench-{run}/v1",
+        adapter_client_id=f"bench-adapter-{run}",
+        adapter_metrics_port=metrics_port,
+        heartbeat_interval_s=args.interval,
+        adapter_telemetry_connections=args.adapter_connections,
+    )
     adapter = spawn.Process(target=run_adapter, args=(settings.model_dump_json(), args.no_gc_tuning), daemon=True)
     adapter.start()
     processes.append(adapter)
@@ -401,9 +496,19 @@ async def bench(args: argparse.Namespace) -> None:
     queue = CommandQueue(settings, name="bench-commands")
     stop = asyncio.Event()
     sent_value, late_value, fleet_stop = spawn.Value("q", 0), spawn.Value("q", 0), spawn.Event()
-    fleet = spawn.Process(target=run_fleet, daemon=True, args=(
-        settings.model_dump_json(), args.cabinets, args.interval, args.connections, sent_value, late_value,
-        fleet_stop))
+    fleet = spawn.Process(
+        target=run_fleet,
+        daemon=True,
+        args=(
+            settings.model_dump_json(),
+            args.cabinets,
+            args.interval,
+            args.connections,
+            sent_value,
+            late_value,
+            fleet_stop,
+        ),
+    )
     profiler = None
     try:
         for _ in range(100):
@@ -412,30 +517,52 @@ async def bench(args: argparse.Namespace) -> None:
                 break
             except OSError:
                 await asyncio.sleep(0.2)
-        tasks = [asyncio.create_task(queue.run()),
-                 asyncio.create_task(answer_commands(settings, args.responders, stop))]
+        tasks = [
+            asyncio.create_task(queue.run()),
+            asyncio.create_task(answer_commands(settings, args.responders, stop)),
+        ]
         await asyncio.wait_for(queue.publisher.connected.wait(), 10)
         await asyncio.sleep(1.0)  # the responders' subscription
         load_before = os.getloadavg()
         fleet.start()
         processes.append(fleet)
         tasks.append(asyncio.create_task(send_commands(db, queue, args.responders, args.commands_per_s, stop)))
-        print(f"running {args.duration:.0f}s: {args.cabinets:,} cabinets every {args.interval:g}s "
-              f"(≈{args.cabinets / args.interval:,.0f} msg/s, {args.cabinets * PACKS / args.interval:,.0f} "
-              f"readings/s) over {args.connections} connections, {args.commands_per_s:g} door commands/s; "
-              f"warm-up {args.warmup:.0f}s", flush=True)
+        print(
+            f"running {args.duration:.0f}s: {args.cabinets:,} cabinets every {args.interval:g}s "
+            f"(≈{args.cabinets / args.interval:,.0f} msg/s, {args.cabinets * PACKS / args.interval:,.0f} "
+            f"readings/s) over {args.connections} connections, {args.commands_per_s:g} door commands/s; "
+            f"warm-up {args.warmup:.0f}s",
+            flush=True,
+        )
         await asyncio.sleep(args.warmup)
         before, t0 = scrape(metrics_port), time.monotonic()
         cpu0 = cpu_readings(adapter, fleet)
         sent0 = sent_value.value
-        queue_rtt_before = [(float(s.labels["le"]), s.value) for m in queue.metrics.round_trip.collect()
-                            for s in m.samples if s.name.endswith("_bucket")]
+        queue_rtt_before = [
+            (float(s.labels["le"]), s.value)
+            for m in queue.metrics.round_trip.collect()
+            for s in m.samples
+            if s.name.endswith("_bucket")
+        ]
         if args.profile:
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             profiler = await asyncio.create_subprocess_exec(
-                py_spy, "record", "--pid", str(adapter.pid), "--duration", str(int(args.duration - args.warmup)),
-                "--rate", "50", "--format", "raw", "--output", args.profile, "--nonblocking",
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                py_spy,
+                "record",
+                "--pid",
+                str(adapter.pid),
+                "--duration",
+                str(int(args.duration - args.warmup)),
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--output",
+                args.profile,
+                "--nonblocking",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         remaining = args.duration - args.warmup
         while remaining > 0:
             step = min(10.0, remaining)
@@ -443,10 +570,13 @@ async def bench(args: argparse.Namespace) -> None:
             remaining -= step
             now = scrape(metrics_port)
             elapsed = time.monotonic() - t0
-            print(f"  {elapsed:5.0f}s  telemetry in {total(now, 'swapflow_adapter_messages_total', kind='telemetry') - total(before, 'swapflow_adapter_messages_total', kind='telemetry'):>9,.0f}"  # noqa: E501
-                  f"  lag p99 {ms(window_quantile(before, now, 'swapflow_adapter_ingest_lag_seconds', 0.99))}"
-                  f"  history backlog {total(now, 'swapflow_adapter_history_backlog_rows'):,.0f}"
-                  f"  shed {total(now, 'swapflow_adapter_history_rows_shed_total'):,.0f}", flush=True)
+            print(
+                f"  {elapsed:5.0f}s  telemetry in {total(now, 'swapflow_adapter_messages_total', kind='telemetry') - total(before, 'swapflow_adapter_messages_total', kind='telemetry'):>9,.0f}"  # noqa: E501
+                f"  lag p99 {ms(window_quantile(before, now, 'swapflow_adapter_ingest_lag_seconds', 0.99))}"
+                f"  history backlog {total(now, 'swapflow_adapter_history_backlog_rows'):,.0f}"
+                f"  shed {total(now, 'swapflow_adapter_history_rows_shed_total'):,.0f}",
+                flush=True,
+            )
         after, elapsed = scrape(metrics_port), time.monotonic() - t0
         cpu1 = cpu_readings(adapter, fleet)
         sent = sent_value.value - sent0
@@ -469,31 +599,47 @@ async def bench(args: argparse.Namespace) -> None:
 
     telemetry = delta("swapflow_adapter_messages_total", kind="telemetry")
     stale = delta("swapflow_adapter_telemetry_stale_total")
-    queue_rtt_after = [(float(s.labels["le"]), s.value) for m in queue.metrics.round_trip.collect()
-                       for s in m.samples if s.name.endswith("_bucket")]
+    queue_rtt_after = [
+        (float(s.labels["le"]), s.value)
+        for m in queue.metrics.round_trip.collect()
+        for s in m.samples
+        if s.name.endswith("_bucket")
+    ]
     queue_rtt = bucket_quantile([(le, v - dict(queue_rtt_before).get(le, 0.0)) for le, v in queue_rtt_after], 0.99)
     print()
-    print(f"cabinets {args.cabinets:,} × {SLOTS} slots, interval {args.interval:g}s, {elapsed:.0f}s measured after "
-          f"{args.warmup:.0f}s warm-up; broker {mqtt_url}; database {url.split(':')[0]}; "
-          f"{args.adapter_connections} adapter telemetry connections")
+    print(
+        f"cabinets {args.cabinets:,} × {SLOTS} slots, interval {args.interval:g}s, {elapsed:.0f}s measured after "
+        f"{args.warmup:.0f}s warm-up; broker {mqtt_url}; database {url.split(':')[0]}; "
+        f"{args.adapter_connections} adapter telemetry connections"
+    )
     print(f"  telemetry published          {sent / elapsed:10,.0f} msg/s   (late publisher ticks: {late_value.value})")
     print(f"  telemetry received           {telemetry / elapsed:10,.0f} msg/s")
     print(f"  battery readings ingested    {(telemetry - stale) * PACKS / elapsed:10,.0f} /s   (latest state)")
-    print(f"  history rows written         {delta('swapflow_adapter_history_rows_total') / elapsed:10,.0f} /s   "
-          f"shed {delta('swapflow_adapter_history_rows_shed_total'):,.0f}, backlog at end "
-          f"{total(after, 'swapflow_adapter_history_backlog_rows'):,.0f}")
-    print(f"  ingest lag p50 / p99         {ms(window_quantile(before, after, 'swapflow_adapter_ingest_lag_seconds', 0.5))}"  # noqa: E501
-          f" / {ms(window_quantile(before, after, 'swapflow_adapter_ingest_lag_seconds', 0.99))}")
-    print(f"  door commands acked          {delta('swapflow_adapter_command_round_trip_seconds_count'):,.0f}  "
-          f"(expired unacked: {queue.metrics.expired._value.get():.0f})")
-    print(f"  door round trip p99          {ms(queue_rtt)} publish → ack at the sender;  "
-          f"{ms(window_quantile(before, after, 'swapflow_adapter_command_round_trip_seconds', 0.99))} "
-          f"send → ack committed by the adapter")
+    print(
+        f"  history rows written         {delta('swapflow_adapter_history_rows_total') / elapsed:10,.0f} /s   "
+        f"shed {delta('swapflow_adapter_history_rows_shed_total'):,.0f}, backlog at end "
+        f"{total(after, 'swapflow_adapter_history_backlog_rows'):,.0f}"
+    )
+    print(
+        f"  ingest lag p50 / p99         {ms(window_quantile(before, after, 'swapflow_adapter_ingest_lag_seconds', 0.5))}"  # noqa: E501
+        f" / {ms(window_quantile(before, after, 'swapflow_adapter_ingest_lag_seconds', 0.99))}"
+    )
+    print(
+        f"  door commands acked          {delta('swapflow_adapter_command_round_trip_seconds_count'):,.0f}  "
+        f"(expired unacked: {queue.metrics.expired._value.get():.0f})"
+    )
+    print(
+        f"  door round trip p99          {ms(queue_rtt)} publish → ack at the sender;  "
+        f"{ms(window_quantile(before, after, 'swapflow_adapter_command_round_trip_seconds', 0.99))} "
+        f"send → ack committed by the adapter"
+    )
     print(f"  dead letters                 {delta('swapflow_adapter_dead_letters_total'):,.0f}")
     for name, share in cpu_shares(cpu0, cpu1, elapsed).items():
         print(f"  CPU {name:<25} {share:6.0f} %")
-    print(f"  load average (1 min)         {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-          f"({os.cpu_count()} cores)")
+    print(
+        f"  load average (1 min)         {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+        f"({os.cpu_count()} cores)"
+    )
     if args.profile:
         print_profile(Path(args.profile))
     shutil.rmtree(workdir, ignore_errors=True)
@@ -506,14 +652,19 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load, warm-up included")
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=4, help="MQTT connections carrying the fleet")
-    parser.add_argument("--adapter-connections", type=int, default=4,
-                        help="telemetry connections of the adapter (a shared subscription when more than 1)")
+    parser.add_argument(
+        "--adapter-connections",
+        type=int,
+        default=4,
+        help="telemetry connections of the adapter (a shared subscription when more than 1)",
+    )
     parser.add_argument("--responders", type=int, default=50, help="cabinets that answer door commands")
     parser.add_argument("--commands-per-s", type=float, default=20.0)
     parser.add_argument("--mqtt-url", default=os.environ.get("SWAPFLOW_MQTT_URL"))
     parser.add_argument("--database-url", default=os.environ.get("SWAPFLOW_DATABASE_URL"))
-    parser.add_argument("--no-gc-tuning", action="store_true",
-                        help="run the adapter with Python's default garbage collector thresholds")
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true", help="run the adapter with Python's default garbage collector thresholds"
+    )
     parser.add_argument("--profile", metavar="PATH", help="record the adapter with py-spy (raw) into PATH")
     args = parser.parse_args()
     if args.warmup >= args.duration:

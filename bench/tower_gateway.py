@@ -49,20 +49,30 @@ def free_port() -> int:
 
 
 def frames_in() -> float:
-    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "swapflow_gateway_frames_in"
-               for sample in metric.samples if sample.name.endswith("_total"))
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "swapflow_gateway_frames_in"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="swapflow-bench-tower-"))
-    settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'bench.db'}", mqtt_url=None,
-                        embedded_broker_port=free_port(), gateway_host="127.0.0.1", gateway_port=free_port(),
-                        gateway_read_timeout_s=max(30.0, 3 * args.interval))
+    settings = Settings(
+        data_dir=data,
+        database_url=f"sqlite:///{data / 'bench.db'}",
+        mqtt_url=None,
+        embedded_broker_port=free_port(),
+        gateway_host="127.0.0.1",
+        gateway_port=free_port(),
+        gateway_read_timeout_s=max(30.0, 3 * args.interval),
+    )
     upgrade(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
     stations = max(1, -(-args.cabinets // 4))  # four demo cities
-    seed_demo_network(engine, stations_per_city=stations, riders_per_city=1, command_only_share=0.0,
-                      tower_share=1.0)
+    seed_demo_network(engine, stations_per_city=stations, riders_per_city=1, command_only_share=0.0, tower_share=1.0)
     provision_embedded_stack(engine, settings)
     engine.dispose()
 
@@ -103,9 +113,14 @@ async def main(args: argparse.Namespace) -> None:
         for n in range(args.commands):
             cabinet_id = ids[n % len(ids)]
             now = datetime.now(UTC)
-            command = Command(command_id=uuid.uuid4().hex[:20], cabinet_id=cabinet_id,
-                              action=CommandAction.OPEN_DOOR if n % 2 == 0 else CommandAction.CLOSE_DOOR,
-                              slot_no=12, issued_at=now, deadline=now + timedelta(seconds=10))
+            command = Command(
+                command_id=uuid.uuid4().hex[:20],
+                cabinet_id=cabinet_id,
+                action=CommandAction.OPEN_DOOR if n % 2 == 0 else CommandAction.CLOSE_DOOR,
+                slot_no=12,
+                issued_at=now,
+                deadline=now + timedelta(seconds=10),
+            )
             pending[command.command_id] = time.perf_counter()
             await client.publish(cabinet_topic(prefix, cabinet_id, Channel.COMMANDS), command.model_dump_json(), qos=1)
             await asyncio.sleep(1 / args.rate)
@@ -116,13 +131,17 @@ async def main(args: argparse.Namespace) -> None:
         elapsed = time.perf_counter() - t0
         reader.cancel()
     frames_rate = (frames_in() - frames_before) / elapsed
-    print(f"gateway frames in: {frames_rate:.0f}/s (reports every {args.interval:g} s from each cabinet, "
-          f"plus control responses)")
+    print(
+        f"gateway frames in: {frames_rate:.0f}/s (reports every {args.interval:g} s from each cabinet, "
+        f"plus control responses)"
+    )
     if round_trips:
         ordered = sorted(round_trips)
         p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-        print(f"v1 command → tower 500/501 → v1 ack: {len(ordered)}/{args.commands} acked, "
-              f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms at {args.rate:g} commands/s")
+        print(
+            f"v1 command → tower 500/501 → v1 ack: {len(ordered)}/{args.commands} acked, "
+            f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms at {args.rate:g} commands/s"
+        )
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

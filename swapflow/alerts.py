@@ -16,8 +16,9 @@ the excess, counted in its dead letters. Raised by the adapter; each further flo
 
 def alert_key(report: FaultReport) -> str:
     """The device and kind an alert is about."""
-    return ":".join(str(part) for part in (report.kind, report.cabinet_id, report.slot_no or "-",
-                                           report.battery_serial or "-"))
+    return ":".join(
+        str(part) for part in (report.kind, report.cabinet_id, report.slot_no or "-", report.battery_serial or "-")
+    )
 
 
 async def raise_alert(session: AsyncSession, report: FaultReport) -> Alert:
@@ -29,9 +30,16 @@ async def raise_alert(session: AsyncSession, report: FaultReport) -> Alert:
         alert.last_seen_at = utcnow()
         alert.message = report.message
         return alert
-    alert = Alert(kind=report.kind, severity=report.severity, dedupe_key=key, cabinet_id=report.cabinet_id,
-                  slot_no=report.slot_no, battery_serial=report.battery_serial, order_id=report.order_id,
-                  message=report.message)
+    alert = Alert(
+        kind=report.kind,
+        severity=report.severity,
+        dedupe_key=key,
+        cabinet_id=report.cabinet_id,
+        slot_no=report.slot_no,
+        battery_serial=report.battery_serial,
+        order_id=report.order_id,
+        message=report.message,
+    )
     session.add(alert)
     return alert
 

@@ -34,8 +34,7 @@ def _run_until_signal(main: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Each poll and publish is logged at INFO by these libraries; too loud for a fleet.
     for noisy in ("httpx", "amqtt", "transitions", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -61,8 +60,13 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 
     from swapflow.api.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     return 0
 
 
@@ -118,8 +122,11 @@ def cmd_cabinets(settings: Settings, args: argparse.Namespace) -> int:
                     secret = provision_cabinet(session, cabinet_id, rotate=not args.keep)
                 except ProvisioningError as exc:
                     raise SystemExit(f"swapflow cabinets provision: {exc}") from None
-                print(f"{cabinet_id}: kept its credentials" if secret is None
-                      else f"{cabinet_id}: username {cabinet_id} password {secret}  (shown once; store it now)")
+                print(
+                    f"{cabinet_id}: kept its credentials"
+                    if secret is None
+                    else f"{cabinet_id}: username {cabinet_id} password {secret}  (shown once; store it now)"
+                )
         if args.mosquitto_dir:
             passwords, acl = write_mosquitto_files(engine, Path(args.mosquitto_dir), settings.mqtt_topic_prefix)
             print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to reload them")
@@ -172,8 +179,9 @@ def cmd_operators(settings: Settings, args: argparse.Namespace) -> int:
     engine = create_sync_engine(settings.effective_database_url)
     try:
         with Session(engine) as session, session.begin():
-            token = create_operator(session, args.id, args.name or args.id, OperatorRole(args.role), cities,
-                                    location=location, shift=shift)  # type: ignore[arg-type]
+            token = create_operator(
+                session, args.id, args.name or args.id, OperatorRole(args.role), cities, location=location, shift=shift
+            )  # type: ignore[arg-type]
     except ValueError as exc:
         raise SystemExit(f"swapflow operators create: {exc}") from None
     finally:
@@ -200,9 +208,11 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         report = runner.run(check())
-    print(f"checked {report.batteries} batteries, {report.slots} slots, {report.custody_events} custody events, "
-          f"{report.ledger_transactions} ledger transactions ({report.ledger_postings} postings), "
-          f"{report.swaps} swaps")
+    print(
+        f"checked {report.batteries} batteries, {report.slots} slots, {report.custody_events} custody events, "
+        f"{report.ledger_transactions} ledger transactions ({report.ledger_postings} postings), "
+        f"{report.swaps} swaps"
+    )
     by_status = ", ".join(f"{n} {status}" for status, n in sorted(report.swaps_by_status.items()))
     refunds = ", ".join(f"{n} {status}" for status, n in sorted(report.refunds_by_status.items()))
     print(f"swaps: {by_status or 'none'}; refunds: {refunds or 'none'}")
@@ -225,8 +235,10 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             for provider in providers_from_settings(settings, db).values():
                 result = await reconcile_provider(db, provider, args.date)
                 differences += result.exceptions
-                print(f"{args.date} {result.provider}: ours {result.ours}, provider's {result.theirs}, "
-                      f"matched {result.matched}, exceptions {result.exceptions}")
+                print(
+                    f"{args.date} {result.provider}: ours {result.ours}, provider's {result.theirs}, "
+                    f"matched {result.matched}, exceptions {result.exceptions}"
+                )
             return differences
         finally:
             await db.dispose()
@@ -241,10 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack (embedded defaults unless SWAPFLOW_* say otherwise)")
     up.add_argument("--simulate", action="store_true", help="also run simulated cabinets and riders")
     up.add_argument("--riders", type=int, default=20, help="simulated riders (with --simulate)")
-    up.add_argument("--faults", default="", metavar="NAME=RATE,...",
-                    help="inject faults at these rates, e.g. jam=0.02,drop_ack=0.02,offline=0.01,no_insert=0.02,"
-                         "wrong_pack=0.01,hot_pack=0.01,walk_away=0.01,duplicate=0.05,decline=0.02,"
-                         "payment_timeout=0.02 (see swapflow/simulator/faults.py)")
+    up.add_argument(
+        "--faults",
+        default="",
+        metavar="NAME=RATE,...",
+        help="inject faults at these rates, e.g. jam=0.02,drop_ack=0.02,offline=0.01,no_insert=0.02,"
+        "wrong_pack=0.01,hot_pack=0.01,walk_away=0.01,duplicate=0.05,decline=0.02,"
+        "payment_timeout=0.02 (see swapflow/simulator/faults.py)",
+    )
     sub.add_parser("api", help="run the HTTP API")
     sub.add_parser("worker", help="run the Temporal worker")
     sub.add_parser("adapter", help="run the MQTT device adapter")
@@ -253,11 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     cabinets = sub.add_parser("cabinets", help="manage cabinets' device identity")
     cabinets_sub = cabinets.add_subparsers(dest="cabinets_command", required=True)
     provision = cabinets_sub.add_parser(
-        "provision", help="create (or rotate) cabinets' MQTT credentials (a tower cabinet: its gateway login secret)")
+        "provision", help="create (or rotate) cabinets' MQTT credentials (a tower cabinet: its gateway login secret)"
+    )
     provision.add_argument("cabinet_ids", nargs="+", metavar="CABINET_ID")
     provision.add_argument("--keep", action="store_true", help="leave cabinets that have credentials as they are")
-    provision.add_argument("--mosquitto-dir", metavar="DIR",
-                           help="also (re)write Mosquitto's password and ACL files in DIR (see deploy/mosquitto.conf)")
+    provision.add_argument(
+        "--mosquitto-dir",
+        metavar="DIR",
+        help="also (re)write Mosquitto's password and ACL files in DIR (see deploy/mosquitto.conf)",
+    )
     sim = sub.add_parser("simulate", help="run simulated cabinets and riders against a running stack")
     sim.add_argument("--riders", type=int, default=20)
     sim.add_argument("--faults", default="", metavar="NAME=RATE,...", help="as for `up`")
@@ -272,18 +292,29 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--location", default="", help="lat,lon (technicians)")
     create.add_argument("--shift", default="00:00-24:00", help="HH:MM-HH:MM local time (technicians)")
     check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")
-    check.add_argument("--stuck-after-minutes", type=float, default=None,
-                       help="report swaps in progress for longer than this as stuck")
+    check.add_argument(
+        "--stuck-after-minutes", type=float, default=None, help="report swaps in progress for longer than this as stuck"
+    )
     reconcile = sub.add_parser("reconcile", help="reconcile a day with the payment providers; exit 1 on differences")
     reconcile.add_argument("--date", type=date.fromisoformat, required=True, help="YYYY-MM-DD (UTC)")
     return parser
 
 
-COMMANDS = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "adapter": cmd_adapter, "broker": cmd_broker,
-            "gateway": cmd_gateway, "cabinets": cmd_cabinets,
-            "simulate": cmd_simulate, "migrate": cmd_migrate, "seed": cmd_seed, "check": cmd_check,
-            "reconcile": cmd_reconcile,
-            "operators": cmd_operators}
+COMMANDS = {
+    "up": cmd_up,
+    "api": cmd_api,
+    "worker": cmd_worker,
+    "adapter": cmd_adapter,
+    "broker": cmd_broker,
+    "gateway": cmd_gateway,
+    "cabinets": cmd_cabinets,
+    "simulate": cmd_simulate,
+    "migrate": cmd_migrate,
+    "seed": cmd_seed,
+    "check": cmd_check,
+    "reconcile": cmd_reconcile,
+    "operators": cmd_operators,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,7 +182,8 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
         if not is_sqlite(db.url):
             # One snapshot for every query (SQLite's read transaction already is one, in WAL mode).
             await session.connection(
-                execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+                execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+            )
         violations = [
             *await _custody(session),
             *await _slot_reports(session),
@@ -194,16 +195,28 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
         ]
         counts = {
             name: await session.scalar(select(func.count()).select_from(model)) or 0
-            for name, model in (("batteries", Battery), ("slots", Slot), ("custody_events", CustodyEvent),
-                                ("ledger_transactions", LedgerTransaction), ("ledger_postings", LedgerPosting),
-                                ("swaps", SwapOrder))
+            for name, model in (
+                ("batteries", Battery),
+                ("slots", Slot),
+                ("custody_events", CustodyEvent),
+                ("ledger_transactions", LedgerTransaction),
+                ("ledger_postings", LedgerPosting),
+                ("swaps", SwapOrder),
+            )
         }
-        swaps_by_status = dict((await session.execute(
-            select(SwapOrder.status, func.count()).group_by(SwapOrder.status))).tuples().all())
-        refunds_by_status = dict((await session.execute(
-            select(Refund.status, func.count()).group_by(Refund.status))).tuples().all())
-    return InvariantReport(checked_at=checked_at, violations=sorted(violations, key=lambda v: (v.rule, v.subject)),
-                           swaps_by_status=swaps_by_status, refunds_by_status=refunds_by_status, **counts)
+        swaps_by_status = dict(
+            (await session.execute(select(SwapOrder.status, func.count()).group_by(SwapOrder.status))).tuples().all()
+        )
+        refunds_by_status = dict(
+            (await session.execute(select(Refund.status, func.count()).group_by(Refund.status))).tuples().all()
+        )
+    return InvariantReport(
+        checked_at=checked_at,
+        violations=sorted(violations, key=lambda v: (v.rule, v.subject)),
+        swaps_by_status=swaps_by_status,
+        refunds_by_status=refunds_by_status,
+        **counts,
+    )
 
 
 # ------------------------------------------------------------------------------------------ custody
@@ -213,115 +226,195 @@ async def _custody(session: AsyncSession) -> list[Violation]:
     found: list[Violation] = []
 
     no_custodian = await session.execute(
-        select(Battery.serial, Battery.custodian_kind, Battery.custodian_ref).where(or_(
-            Battery.custodian_kind.not_in(list(CustodianKind)), func.trim(Battery.custodian_ref) == "")))
-    found += [Violation(rule=Rule.CUSTODY_NO_CUSTODIAN, subject=serial, detail=f"custodian {kind!r} {ref!r}")
-              for serial, kind, ref in no_custodian]
+        select(Battery.serial, Battery.custodian_kind, Battery.custodian_ref).where(
+            or_(Battery.custodian_kind.not_in(list(CustodianKind)), func.trim(Battery.custodian_ref) == "")
+        )
+    )
+    found += [
+        Violation(rule=Rule.CUSTODY_NO_CUSTODIAN, subject=serial, detail=f"custodian {kind!r} {ref!r}")
+        for serial, kind, ref in no_custodian
+    ]
 
     slot_mismatch = await session.execute(
         select(Battery.serial, Battery.custodian_ref, SLOT_REF)
         .outerjoin(Slot, Slot.battery_serial == Battery.serial)
-        .where(Battery.custodian_kind == CustodianKind.SLOT, or_(Slot.id.is_(None), SLOT_REF != Battery.custodian_ref)))
-    found += [Violation(rule=Rule.CUSTODY_SLOT_MISMATCH, subject=serial,
-                        detail=f"custodian is slot {ref}, but " + ("no slot holds it" if held_by is None
-                                                                  else f"slot {held_by} holds it"))
-              for serial, ref, held_by in slot_mismatch]
+        .where(Battery.custodian_kind == CustodianKind.SLOT, or_(Slot.id.is_(None), SLOT_REF != Battery.custodian_ref))
+    )
+    found += [
+        Violation(
+            rule=Rule.CUSTODY_SLOT_MISMATCH,
+            subject=serial,
+            detail=f"custodian is slot {ref}, but "
+            + ("no slot holds it" if held_by is None else f"slot {held_by} holds it"),
+        )
+        for serial, ref, held_by in slot_mismatch
+    ]
 
     # Every other occupant breaks the slot's custody: a slot's battery in the wrong slot is reported
     # above, a rider's battery as such, anything else (ops, retired, quarantined elsewhere) as the slot's.
     occupants = await session.execute(
         select(SLOT_REF, Battery.serial, Battery.custodian_kind, Battery.custodian_ref)
         .join(Battery, Battery.serial == Slot.battery_serial)
-        .where(Battery.custodian_kind != CustodianKind.SLOT,
-               not_(and_(Battery.custodian_kind == CustodianKind.QUARANTINE, Battery.custodian_ref == SLOT_REF))))
+        .where(
+            Battery.custodian_kind != CustodianKind.SLOT,
+            not_(and_(Battery.custodian_kind == CustodianKind.QUARANTINE, Battery.custodian_ref == SLOT_REF)),
+        )
+    )
     for slot, serial, kind, ref in occupants:
         if kind == CustodianKind.RIDER:
-            found.append(Violation(rule=Rule.CUSTODY_RIDER_IN_SLOT, subject=serial,
-                                   detail=f"in rider {ref}'s custody, but slot {slot} holds it"))
+            found.append(
+                Violation(
+                    rule=Rule.CUSTODY_RIDER_IN_SLOT,
+                    subject=serial,
+                    detail=f"in rider {ref}'s custody, but slot {slot} holds it",
+                )
+            )
         else:
-            found.append(Violation(rule=Rule.CUSTODY_SLOT_OCCUPANT, subject=slot,
-                                   detail=f"holds {serial}, whose custodian is {kind} {ref}"))
+            found.append(
+                Violation(
+                    rule=Rule.CUSTODY_SLOT_OCCUPANT,
+                    subject=slot,
+                    detail=f"holds {serial}, whose custodian is {kind} {ref}",
+                )
+            )
 
-    riders_with_many = (select(Battery.custodian_ref).where(Battery.custodian_kind == CustodianKind.RIDER)
-                        .group_by(Battery.custodian_ref).having(func.count() > 1))
+    riders_with_many = (
+        select(Battery.custodian_ref)
+        .where(Battery.custodian_kind == CustodianKind.RIDER)
+        .group_by(Battery.custodian_ref)
+        .having(func.count() > 1)
+    )
     held: dict[str, list[str]] = {}
     for rider, serial in await session.execute(
-            select(Battery.custodian_ref, Battery.serial)
-            .where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref.in_(riders_with_many))
-            .order_by(Battery.serial)):
+        select(Battery.custodian_ref, Battery.serial)
+        .where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref.in_(riders_with_many))
+        .order_by(Battery.serial)
+    ):
         held.setdefault(rider, []).append(serial)
-    found += [Violation(rule=Rule.CUSTODY_RIDER_HOLDS_MANY, subject=rider, detail=f"holds {', '.join(serials)}")
-              for rider, serials in held.items()]
+    found += [
+        Violation(rule=Rule.CUSTODY_RIDER_HOLDS_MANY, subject=rider, detail=f"holds {', '.join(serials)}")
+        for rider, serials in held.items()
+    ]
 
     no_events = await session.scalars(
-        select(Battery.serial).where(~exists().where(CustodyEvent.battery_serial == Battery.serial)))
-    found += [Violation(rule=Rule.CUSTODY_NO_EVENTS, subject=serial, detail="no custody event recorded")
-              for serial in no_events]
+        select(Battery.serial).where(~exists().where(CustodyEvent.battery_serial == Battery.serial))
+    )
+    found += [
+        Violation(rule=Rule.CUSTODY_NO_EVENTS, subject=serial, detail="no custody event recorded")
+        for serial in no_events
+    ]
 
     latest = select(func.max(CustodyEvent.id).label("id")).group_by(CustodyEvent.battery_serial).subquery()
     mismatched = await session.execute(
-        select(Battery.serial, CustodyEvent.key, CustodyEvent.to_kind, CustodyEvent.to_ref, Battery.custodian_kind,
-               Battery.custodian_ref)
+        select(
+            Battery.serial,
+            CustodyEvent.key,
+            CustodyEvent.to_kind,
+            CustodyEvent.to_ref,
+            Battery.custodian_kind,
+            Battery.custodian_ref,
+        )
         .join(latest, latest.c.id == CustodyEvent.id)
         .join(Battery, Battery.serial == CustodyEvent.battery_serial)
-        .where(or_(CustodyEvent.to_kind != Battery.custodian_kind, CustodyEvent.to_ref != Battery.custodian_ref)))
-    found += [Violation(rule=Rule.CUSTODY_LATEST_EVENT_MISMATCH, subject=serial,
-                        detail=f"latest event {key} ends at {to_kind} {to_ref}, custodian is {kind} {ref}")
-              for serial, key, to_kind, to_ref, kind, ref in mismatched]
+        .where(or_(CustodyEvent.to_kind != Battery.custodian_kind, CustodyEvent.to_ref != Battery.custodian_ref))
+    )
+    found += [
+        Violation(
+            rule=Rule.CUSTODY_LATEST_EVENT_MISMATCH,
+            subject=serial,
+            detail=f"latest event {key} ends at {to_kind} {to_ref}, custodian is {kind} {ref}",
+        )
+        for serial, key, to_kind, to_ref, kind, ref in mismatched
+    ]
 
     by, order = CustodyEvent.battery_serial, CustodyEvent.id
     chained = select(
-        CustodyEvent.battery_serial, CustodyEvent.key, CustodyEvent.from_kind, CustodyEvent.from_ref,
+        CustodyEvent.battery_serial,
+        CustodyEvent.key,
+        CustodyEvent.from_kind,
+        CustodyEvent.from_ref,
         func.lag(CustodyEvent.key).over(partition_by=by, order_by=order).label("prev_key"),
         func.lag(CustodyEvent.to_kind).over(partition_by=by, order_by=order).label("prev_kind"),
         func.lag(CustodyEvent.to_ref).over(partition_by=by, order_by=order).label("prev_ref"),
     ).subquery()
     gaps = await session.execute(
-        select(chained).where(chained.c.prev_key.is_not(None), or_(chained.c.from_kind != chained.c.prev_kind,
-                                                                    chained.c.from_ref != chained.c.prev_ref)))
-    found += [Violation(rule=Rule.CUSTODY_CHAIN_GAP, subject=serial,
-                        detail=f"{key} starts at {from_kind} {from_ref}, {prev_key} ended at {prev_kind} {prev_ref}")
-              for serial, key, from_kind, from_ref, prev_key, prev_kind, prev_ref in gaps]
+        select(chained).where(
+            chained.c.prev_key.is_not(None),
+            or_(chained.c.from_kind != chained.c.prev_kind, chained.c.from_ref != chained.c.prev_ref),
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.CUSTODY_CHAIN_GAP,
+            subject=serial,
+            detail=f"{key} starts at {from_kind} {from_ref}, {prev_key} ended at {prev_kind} {prev_ref}",
+        )
+        for serial, key, from_kind, from_ref, prev_key, prev_kind, prev_ref in gaps
+    ]
     return found
 
 
 async def _slot_reports(session: AsyncSession) -> list[Violation]:
-    open_discrepancy = exists().where(CustodyDiscrepancy.cabinet_id == Slot.cabinet_id,
-                                      CustodyDiscrepancy.slot_no == Slot.slot_no,
-                                      CustodyDiscrepancy.resolved_at.is_(None))
+    open_discrepancy = exists().where(
+        CustodyDiscrepancy.cabinet_id == Slot.cabinet_id,
+        CustodyDiscrepancy.slot_no == Slot.slot_no,
+        CustodyDiscrepancy.resolved_at.is_(None),
+    )
     foreign_locked = and_(Slot.locked, ~exists().where(Battery.serial == Slot.reported_serial))
     mismatched = await session.execute(
         select(SLOT_REF, Slot.reported_serial, Slot.reported_at, Slot.battery_serial).where(
-            Slot.reported_at.is_not(None), Slot.reserved_order_id.is_(None),
-            Slot.reported_serial.is_distinct_from(Slot.battery_serial), ~open_discrepancy, ~foreign_locked))
-    return [Violation(rule=Rule.CUSTODY_SLOT_REPORT_MISMATCH, subject=slot,
-                      detail=f"the cabinet last reported {reported or 'it empty'} ({_iso(at)}), "
-                             f"custody has {held or 'none'} there")
-            for slot, reported, at, held in mismatched]
+            Slot.reported_at.is_not(None),
+            Slot.reserved_order_id.is_(None),
+            Slot.reported_serial.is_distinct_from(Slot.battery_serial),
+            ~open_discrepancy,
+            ~foreign_locked,
+        )
+    )
+    return [
+        Violation(
+            rule=Rule.CUSTODY_SLOT_REPORT_MISMATCH,
+            subject=slot,
+            detail=f"the cabinet last reported {reported or 'it empty'} ({_iso(at)}), "
+            f"custody has {held or 'none'} there",
+        )
+        for slot, reported, at, held in mismatched
+    ]
 
 
 # ------------------------------------------------------------------------------------------ ledger
 
 
 async def _ledger(session: AsyncSession) -> list[Violation]:
-    totals = (select(LedgerPosting.transaction_id, LedgerPosting.currency,
-                     func.sum(LedgerPosting.amount_minor).label("total"))
-              .group_by(LedgerPosting.transaction_id, LedgerPosting.currency)
-              .having(func.sum(LedgerPosting.amount_minor) != 0).subquery())
+    totals = (
+        select(
+            LedgerPosting.transaction_id, LedgerPosting.currency, func.sum(LedgerPosting.amount_minor).label("total")
+        )
+        .group_by(LedgerPosting.transaction_id, LedgerPosting.currency)
+        .having(func.sum(LedgerPosting.amount_minor) != 0)
+        .subquery()
+    )
     unbalanced = await session.execute(
-        select(LedgerTransaction.key, totals.c.currency, totals.c.total)
-        .join(totals, totals.c.transaction_id == LedgerTransaction.id))
-    found = [Violation(rule=Rule.LEDGER_UNBALANCED, subject=key, detail=f"postings sum to {total} {currency}")
-             for key, currency, total in unbalanced]
+        select(LedgerTransaction.key, totals.c.currency, totals.c.total).join(
+            totals, totals.c.transaction_id == LedgerTransaction.id
+        )
+    )
+    found = [
+        Violation(rule=Rule.LEDGER_UNBALANCED, subject=key, detail=f"postings sum to {total} {currency}")
+        for key, currency, total in unbalanced
+    ]
 
-    counts = (select(LedgerPosting.transaction_id, func.count().label("postings"))
-              .group_by(LedgerPosting.transaction_id).subquery())
+    counts = (
+        select(LedgerPosting.transaction_id, func.count().label("postings"))
+        .group_by(LedgerPosting.transaction_id)
+        .subquery()
+    )
     postings = func.coalesce(counts.c.postings, 0)
     too_few = await session.execute(
         select(LedgerTransaction.key, postings)
-        .outerjoin(counts, counts.c.transaction_id == LedgerTransaction.id).where(postings < 2))
-    found += [Violation(rule=Rule.LEDGER_TOO_FEW_POSTINGS, subject=key, detail=f"{n} posting(s)")
-              for key, n in too_few]
+        .outerjoin(counts, counts.c.transaction_id == LedgerTransaction.id)
+        .where(postings < 2)
+    )
+    found += [Violation(rule=Rule.LEDGER_TOO_FEW_POSTINGS, subject=key, detail=f"{n} posting(s)") for key, n in too_few]
     return found
 
 
@@ -343,9 +436,15 @@ def _swap_ledger() -> Subquery:
     is_charge, is_refund = LedgerTransaction.kind == CHARGE, LedgerTransaction.kind == REFUND
     own_key = LedgerTransaction.key == _charge_key(LedgerTransaction.order_id)
     return (
-        select(LedgerTransaction.order_id, count(CHARGE).label("charges"), amount(is_charge).label("charged"),
-               amount(is_charge, own_key).label("charged_by_key"), count(REFUND).label("refunds"),
-               amount(is_refund).label("refunded"), count(REVENUE).label("revenues"))
+        select(
+            LedgerTransaction.order_id,
+            count(CHARGE).label("charges"),
+            amount(is_charge).label("charged"),
+            amount(is_charge, own_key).label("charged_by_key"),
+            count(REFUND).label("refunds"),
+            amount(is_refund).label("refunded"),
+            count(REVENUE).label("revenues"),
+        )
         # Outer: a transaction without postings still counts.
         .outerjoin(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
         .where(LedgerTransaction.order_id.is_not(None), LedgerTransaction.kind.in_((CHARGE, REFUND, REVENUE)))
@@ -359,7 +458,8 @@ async def _money(session: AsyncSession) -> list[Violation]:
     # Orders without ledger transactions join as NULLs: zero of everything.
     charges, charged, charged_by_key, refunds, refunded, revenues = (
         func.coalesce(ledger.c[name], 0).label(name)
-        for name in ("charges", "charged", "charged_by_key", "refunds", "refunded", "revenues"))
+        for name in ("charges", "charged", "charged_by_key", "refunds", "refunded", "revenues")
+    )
     completed, failed = SwapOrder.status == SwapStatus.COMPLETED, SwapOrder.status == SwapStatus.FAILED
     priced = func.coalesce(SwapOrder.price_minor, 0) > 0
     expected_revenues = case((and_(completed, priced), 1), else_=0)
@@ -367,39 +467,67 @@ async def _money(session: AsyncSession) -> list[Violation]:
     rules: dict[Rule, tuple[ColumnElement[bool], str]] = {
         Rule.MONEY_DOUBLE_CHARGE: (charges > 1, "charged {charges} times, {charged} {currency} in all"),
         # A swap priced 0 is free: no provider is asked, so it has no charge (docs/money.md).
-        Rule.MONEY_UNCHARGED_COMPLETION: (and_(completed, charges == 0, priced),
-                                          "completed without a charge, priced {price} {currency}"),
-        Rule.MONEY_REVENUE_COUNT: (revenues != expected_revenues,
-                                   "{status} swap with {revenues} revenue transaction(s), expected {expected}"),
+        Rule.MONEY_UNCHARGED_COMPLETION: (
+            and_(completed, charges == 0, priced),
+            "completed without a charge, priced {price} {currency}",
+        ),
+        Rule.MONEY_REVENUE_COUNT: (
+            revenues != expected_revenues,
+            "{status} swap with {revenues} revenue transaction(s), expected {expected}",
+        ),
         Rule.MONEY_REFUND_ON_COMPLETED: (and_(completed, refunds > 0), "completed swap refunded {refunded} {currency}"),
         Rule.MONEY_MULTIPLE_REFUNDS: (refunds > 1, "refunded {refunds} times, {refunded} {currency} in all"),
-        Rule.MONEY_UNREFUNDED_FAILURE: (and_(failed, charged > 0, refunds == 0),
-                                        "failed swap charged {charged} {currency}, never refunded"),
-        Rule.MONEY_PARTIAL_REFUND: (and_(failed, refunds > 0, refunded < charged),
-                                    "failed swap charged {charged}, refunded only {refunded} {currency}"),
+        Rule.MONEY_UNREFUNDED_FAILURE: (
+            and_(failed, charged > 0, refunds == 0),
+            "failed swap charged {charged} {currency}, never refunded",
+        ),
+        Rule.MONEY_PARTIAL_REFUND: (
+            and_(failed, refunds > 0, refunded < charged),
+            "failed swap charged {charged}, refunded only {refunded} {currency}",
+        ),
         Rule.MONEY_OVER_REFUND: (refunded > charged, "refunded {refunded}, charged only {charged} {currency}"),
         # Against the charge under the provider's key, not the order's total, which a double charge reports.
         Rule.MONEY_PROVIDER_MISMATCH: (
-            and_(SwapOrder.status.in_(FINISHED), SandboxPayment.id.is_not(None),
-                 or_(charged_by_key != SandboxPayment.amount_minor, refunded != SandboxPayment.refunded_minor)),
+            and_(
+                SwapOrder.status.in_(FINISHED),
+                SandboxPayment.id.is_not(None),
+                or_(charged_by_key != SandboxPayment.amount_minor, refunded != SandboxPayment.refunded_minor),
+            ),
             "provider captured {captured} and refunded {provider_refunded} {currency}; "
-            "ledger charged {charged_by_key} and refunded {refunded}"),
+            "ledger charged {charged_by_key} and refunded {refunded}",
+        ),
     }
     swap_ledger = (
-        select(SwapOrder.id, SwapOrder.status, func.coalesce(SwapOrder.currency, "").label("currency"),
-               func.coalesce(SwapOrder.price_minor, 0).label("price"), charges,
-               charged, charged_by_key, refunds, refunded, revenues, expected_revenues.label("expected"),
-               SandboxPayment.amount_minor.label("captured"), SandboxPayment.refunded_minor.label("provider_refunded"),
-               *(condition.label(rule.name) for rule, (condition, _) in rules.items()))
+        select(
+            SwapOrder.id,
+            SwapOrder.status,
+            func.coalesce(SwapOrder.currency, "").label("currency"),
+            func.coalesce(SwapOrder.price_minor, 0).label("price"),
+            charges,
+            charged,
+            charged_by_key,
+            refunds,
+            refunded,
+            revenues,
+            expected_revenues.label("expected"),
+            SandboxPayment.amount_minor.label("captured"),
+            SandboxPayment.refunded_minor.label("provider_refunded"),
+            *(condition.label(rule.name) for rule, (condition, _) in rules.items()),
+        )
         .outerjoin(ledger, ledger.c.order_id == SwapOrder.id)
-        .outerjoin(SandboxPayment, and_(SandboxPayment.idempotency_key == _charge_key(SwapOrder.id),
-                                        SandboxPayment.status == "captured"))
+        .outerjoin(
+            SandboxPayment,
+            and_(SandboxPayment.idempotency_key == _charge_key(SwapOrder.id), SandboxPayment.status == "captured"),
+        )
         .where(or_(*(condition for condition, _ in rules.values())))
     )
     found: list[Violation] = []
     for row in (await session.execute(swap_ledger)).mappings():
-        found += [Violation(rule=rule, subject=row["id"], detail=detail.format(**row))
-                  for rule, (_, detail) in rules.items() if row[rule.name]]
+        found += [
+            Violation(rule=rule, subject=row["id"], detail=detail.format(**row))
+            for rule, (_, detail) in rules.items()
+            if row[rule.name]
+        ]
 
     # A balance left in deferred revenue is the sum of what went wrong; report it only when no rule
     # above already names the order, so one mistake is one violation.
@@ -410,10 +538,18 @@ async def _money(session: AsyncSession) -> list[Violation]:
         .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
         .join(SwapOrder, SwapOrder.id == LedgerTransaction.order_id)
         .where(LedgerPosting.account == DEFERRED_REVENUE, SwapOrder.status.in_(FINISHED))
-        .group_by(LedgerTransaction.order_id, LedgerPosting.currency).having(balance != 0))
-    found += [Violation(rule=Rule.MONEY_DEFERRED_BALANCE, subject=order,
-                        detail=f"finished swap holds {amount} {currency} in {DEFERRED_REVENUE}")
-              for order, currency, amount in deferred if order not in named]
+        .group_by(LedgerTransaction.order_id, LedgerPosting.currency)
+        .having(balance != 0)
+    )
+    found += [
+        Violation(
+            rule=Rule.MONEY_DEFERRED_BALANCE,
+            subject=order,
+            detail=f"finished swap holds {amount} {currency} in {DEFERRED_REVENUE}",
+        )
+        for order, currency, amount in deferred
+        if order not in named
+    ]
     return found
 
 
@@ -421,36 +557,64 @@ async def _money(session: AsyncSession) -> list[Violation]:
 
 
 async def _refunds(session: AsyncSession, now: datetime) -> list[Violation]:
-    refunded = (select(Refund.payment_key, func.sum(Refund.amount_minor).label("refunded"))
-                .group_by(Refund.payment_key).subquery())
+    refunded = (
+        select(Refund.payment_key, func.sum(Refund.amount_minor).label("refunded"))
+        .group_by(Refund.payment_key)
+        .subquery()
+    )
     over = await session.execute(
         select(Payment.key, Payment.amount_minor, refunded.c.refunded, Payment.currency)
         .join(refunded, refunded.c.payment_key == Payment.key)
-        .where(refunded.c.refunded > case((Payment.status == "captured", Payment.amount_minor), else_=0)))
-    found = [Violation(rule=Rule.MONEY_REFUNDS_EXCEED_CAPTURE, subject=key,
-                       detail=f"refunds of {total} {currency} opened against a capture of {captured}")
-             for key, captured, total, currency in over]
+        .where(refunded.c.refunded > case((Payment.status == "captured", Payment.amount_minor), else_=0))
+    )
+    found = [
+        Violation(
+            rule=Rule.MONEY_REFUNDS_EXCEED_CAPTURE,
+            subject=key,
+            detail=f"refunds of {total} {currency} opened against a capture of {captured}",
+        )
+        for key, captured, total, currency in over
+    ]
 
     duplicates = await session.execute(
-        select(Refund.order_id, func.count()).where(Refund.origin == "swap_compensation", Refund.order_id.is_not(None))
-        .group_by(Refund.order_id).having(func.count() > 1))
-    found += [Violation(rule=Rule.MONEY_DUPLICATE_SWAP_REFUND, subject=order,
-                        detail=f"{n} compensation refunds for one failure") for order, n in duplicates]
+        select(Refund.order_id, func.count())
+        .where(Refund.origin == "swap_compensation", Refund.order_id.is_not(None))
+        .group_by(Refund.order_id)
+        .having(func.count() > 1)
+    )
+    found += [
+        Violation(
+            rule=Rule.MONEY_DUPLICATE_SWAP_REFUND, subject=order, detail=f"{n} compensation refunds for one failure"
+        )
+        for order, n in duplicates
+    ]
 
     overdue = await session.execute(
-        select(Refund.id, Refund.expected_by, Refund.provider_status)
-        .where(Refund.status.in_(("requested", "processing")), Refund.expected_by < now))
-    found += [Violation(rule=Rule.REFUND_OVERDUE, subject=refund_id,
-                        detail=f"{status or 'not accepted'} at the provider, expected by {_iso(due)}")
-              for refund_id, due, status in overdue]
+        select(Refund.id, Refund.expected_by, Refund.provider_status).where(
+            Refund.status.in_(("requested", "processing")), Refund.expected_by < now
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.REFUND_OVERDUE,
+            subject=refund_id,
+            detail=f"{status or 'not accepted'} at the provider, expected by {_iso(due)}",
+        )
+        for refund_id, due, status in overdue
+    ]
 
     settled_key = literal("refund:") + Refund.id + literal(":settled")
     unsettled = await session.scalars(
-        select(Refund.id).where(Refund.status == "succeeded",
-                                ~exists().where(LedgerTransaction.key == settled_key)))
-    found += [Violation(rule=Rule.REFUND_UNSETTLED, subject=refund_id,
-                        detail="succeeded at the provider, still owed in refunds payable")
-              for refund_id in unsettled]
+        select(Refund.id).where(Refund.status == "succeeded", ~exists().where(LedgerTransaction.key == settled_key))
+    )
+    found += [
+        Violation(
+            rule=Rule.REFUND_UNSETTLED,
+            subject=refund_id,
+            detail="succeeded at the provider, still owed in refunds payable",
+        )
+        for refund_id in unsettled
+    ]
     return found
 
 
@@ -461,28 +625,47 @@ async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[V
     found: list[Violation] = []
     if stuck_before is not None:
         stuck = await session.execute(
-            select(SwapOrder.id, SwapOrder.stage, SwapOrder.created_at)
-            .where(SwapOrder.status == SwapStatus.IN_PROGRESS, SwapOrder.created_at < stuck_before))
-        found += [Violation(rule=Rule.SWAP_STUCK, subject=order,
-                            detail=f"in progress since {as_utc(created).isoformat()}, at stage {stage}")
-                  for order, stage, created in stuck]
+            select(SwapOrder.id, SwapOrder.stage, SwapOrder.created_at).where(
+                SwapOrder.status == SwapStatus.IN_PROGRESS, SwapOrder.created_at < stuck_before
+            )
+        )
+        found += [
+            Violation(
+                rule=Rule.SWAP_STUCK,
+                subject=order,
+                detail=f"in progress since {as_utc(created).isoformat()}, at stage {stage}",
+            )
+            for order, stage, created in stuck
+        ]
 
     incomplete = await session.execute(
-        select(SwapOrder.id, SwapOrder.returned_battery_serial, SwapOrder.issued_battery_serial)
-        .where(SwapOrder.status == SwapStatus.COMPLETED,
-               or_(SwapOrder.returned_battery_serial.is_(None), SwapOrder.issued_battery_serial.is_(None))))
-    found += [Violation(rule=Rule.SWAP_MISSING_BATTERIES, subject=order,
-                        detail=f"completed with returned battery {returned}, issued battery {issued}")
-              for order, returned, issued in incomplete]
+        select(SwapOrder.id, SwapOrder.returned_battery_serial, SwapOrder.issued_battery_serial).where(
+            SwapOrder.status == SwapStatus.COMPLETED,
+            or_(SwapOrder.returned_battery_serial.is_(None), SwapOrder.issued_battery_serial.is_(None)),
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.SWAP_MISSING_BATTERIES,
+            subject=order,
+            detail=f"completed with returned battery {returned}, issued battery {issued}",
+        )
+        for order, returned, issued in incomplete
+    ]
 
     stale = await session.execute(
         select(SLOT_REF, Slot.reserved_order_id, SwapOrder.status)
         .outerjoin(SwapOrder, SwapOrder.id == Slot.reserved_order_id)
-        .where(Slot.reserved_order_id.is_not(None),
-               or_(SwapOrder.id.is_(None), SwapOrder.status != SwapStatus.IN_PROGRESS)))
-    found += [Violation(rule=Rule.SWAP_STALE_RESERVATION, subject=slot,
-                        detail=f"reserved by {status or 'unknown'} swap {order}")
-              for slot, order, status in stale]
+        .where(
+            Slot.reserved_order_id.is_not(None), or_(SwapOrder.id.is_(None), SwapOrder.status != SwapStatus.IN_PROGRESS)
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.SWAP_STALE_RESERVATION, subject=slot, detail=f"reserved by {status or 'unknown'} swap {order}"
+        )
+        for slot, order, status in stale
+    ]
     return found
 
 
@@ -494,35 +677,69 @@ async def _wallet_credits(session: AsyncSession) -> list[Violation]:
     of its wallet's entries."""
     charge = aliased(WalletEntry)
     settled_top_up = exists().where(
-        WalletTopUp.payment_key == WalletEntry.payment_key, WalletTopUp.rider_id == WalletEntry.rider_id,
-        WalletTopUp.status == "succeeded", Payment.key == WalletTopUp.payment_key, Payment.status == "captured",
-        Payment.amount_minor == WalletEntry.amount_minor, Payment.currency == WalletEntry.currency)
+        WalletTopUp.payment_key == WalletEntry.payment_key,
+        WalletTopUp.rider_id == WalletEntry.rider_id,
+        WalletTopUp.status == "succeeded",
+        Payment.key == WalletTopUp.payment_key,
+        Payment.status == "captured",
+        Payment.amount_minor == WalletEntry.amount_minor,
+        Payment.currency == WalletEntry.currency,
+    )
     approved_goodwill = exists().where(
         literal("goodwill:") + GoodwillCredit.id == WalletEntry.payment_key,
-        GoodwillCredit.rider_id == WalletEntry.rider_id, GoodwillCredit.amount_minor == WalletEntry.amount_minor,
-        func.trim(GoodwillCredit.approved_by) != "", func.trim(GoodwillCredit.reason) != "")
-    refunded_charge = exists().where(charge.key == WalletEntry.payment_key, charge.kind == "charge",
-                                     charge.rider_id == WalletEntry.rider_id)
-    backed = case((WalletEntry.kind == "topup", settled_top_up), (WalletEntry.kind == "goodwill", approved_goodwill),
-                  (WalletEntry.kind == "refund", refunded_charge), else_=literal(False))
+        GoodwillCredit.rider_id == WalletEntry.rider_id,
+        GoodwillCredit.amount_minor == WalletEntry.amount_minor,
+        func.trim(GoodwillCredit.approved_by) != "",
+        func.trim(GoodwillCredit.reason) != "",
+    )
+    refunded_charge = exists().where(
+        charge.key == WalletEntry.payment_key, charge.kind == "charge", charge.rider_id == WalletEntry.rider_id
+    )
+    backed = case(
+        (WalletEntry.kind == "topup", settled_top_up),
+        (WalletEntry.kind == "goodwill", approved_goodwill),
+        (WalletEntry.kind == "refund", refunded_charge),
+        else_=literal(False),
+    )
     unbacked = await session.execute(
-        select(WalletEntry.key, WalletEntry.rider_id, WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.currency,
-               WalletEntry.payment_key)
-        .where(WalletEntry.amount_minor > 0, not_(backed)))
-    found = [Violation(rule=Rule.WALLET_UNBACKED_CREDIT, subject=key,
-                       detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
-                              f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount")
-             for key, rider, kind, amount, currency, source in unbacked]
+        select(
+            WalletEntry.key,
+            WalletEntry.rider_id,
+            WalletEntry.kind,
+            WalletEntry.amount_minor,
+            WalletEntry.currency,
+            WalletEntry.payment_key,
+        ).where(WalletEntry.amount_minor > 0, not_(backed))
+    )
+    found = [
+        Violation(
+            rule=Rule.WALLET_UNBACKED_CREDIT,
+            subject=key,
+            detail=f"{kind} of {amount} {currency} into {rider}'s wallet, backed by "
+            f"{source or 'nothing'}: no settled payment or approved goodwill credit of that amount",
+        )
+        for key, rider, kind, amount, currency, source in unbacked
+    ]
 
-    entries = (select(WalletEntry.rider_id, func.sum(WalletEntry.amount_minor).label("total"))
-               .group_by(WalletEntry.rider_id).subquery())
+    entries = (
+        select(WalletEntry.rider_id, func.sum(WalletEntry.amount_minor).label("total"))
+        .group_by(WalletEntry.rider_id)
+        .subquery()
+    )
     total = func.coalesce(entries.c.total, 0)
     mismatched = await session.execute(
         select(Wallet.rider_id, Wallet.balance_minor, total, Wallet.currency)
-        .outerjoin(entries, entries.c.rider_id == Wallet.rider_id).where(Wallet.balance_minor != total))
-    found += [Violation(rule=Rule.WALLET_BALANCE_MISMATCH, subject=rider,
-                        detail=f"balance {balance} {currency}, entries sum to {summed}")
-              for rider, balance, summed, currency in mismatched]
+        .outerjoin(entries, entries.c.rider_id == Wallet.rider_id)
+        .where(Wallet.balance_minor != total)
+    )
+    found += [
+        Violation(
+            rule=Rule.WALLET_BALANCE_MISMATCH,
+            subject=rider,
+            detail=f"balance {balance} {currency}, entries sum to {summed}",
+        )
+        for rider, balance, summed, currency in mismatched
+    ]
     return found
 
 

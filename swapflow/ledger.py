@@ -68,8 +68,7 @@ async def post_transaction(
     session.add(transaction)
     await session.flush()
     session.add_all(
-        LedgerPosting(transaction_id=transaction.id, account=p.account, amount_minor=p.amount_minor,
-                      currency=currency)
+        LedgerPosting(transaction_id=transaction.id, account=p.account, amount_minor=p.amount_minor, currency=currency)
         for p in postings
     )
     return transaction

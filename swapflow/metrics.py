@@ -11,8 +11,29 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
-LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
-                   3.0, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 """Seconds: fine around the targets that matter (200 ms door round trip, 2 s ingest lag)."""
 
 
@@ -45,8 +66,12 @@ def bucket_quantile(buckets: Iterable[tuple[float, float]], q: float) -> float |
 
 def histogram_quantile(histogram: Histogram, q: float) -> float | None:
     """The q-quantile of an unlabelled histogram in this process."""
-    buckets = [(float(s.labels["le"]), s.value) for metric in histogram.collect() for s in metric.samples
-               if s.name.endswith("_bucket")]
+    buckets = [
+        (float(s.labels["le"]), s.value)
+        for metric in histogram.collect()
+        for s in metric.samples
+        if s.name.endswith("_bucket")
+    ]
     return bucket_quantile(buckets, q)
 
 

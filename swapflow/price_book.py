@@ -32,23 +32,41 @@ async def pricing_context(session: AsyncSession, *, rider_id: str, cabinet_id: s
     of the rider's pack (their vehicle takes that model, and it is known before a charged pack is picked,
     so a quote equals the charge) and how many swaps the rider has completed."""
     city = await session.scalar(
-        select(db.City).join(db.Station, db.Station.city_code == db.City.code)
-        .join(db.Cabinet, db.Cabinet.station_id == db.Station.id).where(db.Cabinet.id == cabinet_id))
+        select(db.City)
+        .join(db.Station, db.Station.city_code == db.City.code)
+        .join(db.Cabinet, db.Cabinet.station_id == db.Station.id)
+        .where(db.Cabinet.id == cabinet_id)
+    )
     if city is None:
         raise UnpricedCabinet(f"no priced cabinet {cabinet_id!r}")
-    model = await session.scalar(select(db.Battery.model).where(
-        db.Battery.custodian_kind == db.CustodianKind.RIDER, db.Battery.custodian_ref == rider_id))
-    completed = await session.scalar(select(func.count()).select_from(db.SwapOrder).where(
-        db.SwapOrder.rider_id == rider_id, db.SwapOrder.status == db.SwapStatus.COMPLETED))
-    return PricingContext(city_code=city.code, currency=city.currency, timezone=city.timezone,
-                          city_price_minor=city.swap_price_minor, battery_model=model, at=db.as_utc(at),
-                          completed_swaps=int(completed or 0))
+    model = await session.scalar(
+        select(db.Battery.model).where(
+            db.Battery.custodian_kind == db.CustodianKind.RIDER, db.Battery.custodian_ref == rider_id
+        )
+    )
+    completed = await session.scalar(
+        select(func.count())
+        .select_from(db.SwapOrder)
+        .where(db.SwapOrder.rider_id == rider_id, db.SwapOrder.status == db.SwapStatus.COMPLETED)
+    )
+    return PricingContext(
+        city_code=city.code,
+        currency=city.currency,
+        timezone=city.timezone,
+        city_price_minor=city.swap_price_minor,
+        battery_model=model,
+        at=db.as_utc(at),
+        completed_swaps=int(completed or 0),
+    )
 
 
 async def rules_for(session: AsyncSession, city_code: str) -> list[PriceRule]:
     """The active rules that may apply in a city (its own and the network-wide ones)."""
-    rows = await session.scalars(select(db.PriceRule).where(
-        db.PriceRule.active.is_(True), or_(db.PriceRule.city_code == city_code, db.PriceRule.city_code.is_(None))))
+    rows = await session.scalars(
+        select(db.PriceRule).where(
+            db.PriceRule.active.is_(True), or_(db.PriceRule.city_code == city_code, db.PriceRule.city_code.is_(None))
+        )
+    )
     return [PriceRule.model_validate(row) for row in rows]
 
 
@@ -61,14 +79,21 @@ async def coupon_named(session: AsyncSession, code: str) -> Coupon | None:
 async def coupon_usage(session: AsyncSession, code: str, rider_id: str) -> CouponUsage:
     """Live redemptions of a coupon: overall, and by one rider."""
     total = await session.scalar(select(db.Coupon.redeemed_count).where(db.Coupon.code == code))
-    by_rider = await session.scalar(select(func.count()).select_from(db.CouponRedemption).where(
-        db.CouponRedemption.coupon_code == code, db.CouponRedemption.rider_id == rider_id,
-        db.CouponRedemption.released_at.is_(None)))
+    by_rider = await session.scalar(
+        select(func.count())
+        .select_from(db.CouponRedemption)
+        .where(
+            db.CouponRedemption.coupon_code == code,
+            db.CouponRedemption.rider_id == rider_id,
+            db.CouponRedemption.released_at.is_(None),
+        )
+    )
     return CouponUsage(total=int(total or 0), by_rider=int(by_rider or 0))
 
 
-async def price_swap(session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime,
-                     coupon_code: str | None) -> tuple[Quote, Coupon | None]:
+async def price_swap(
+    session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime, coupon_code: str | None
+) -> tuple[Quote, Coupon | None]:
     """The quote for a swap, and the coupon it names (None if none or unknown). Redeems nothing."""
     ctx = await pricing_context(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at)
     rules = await rules_for(session, ctx.city_code)
@@ -77,8 +102,9 @@ async def price_swap(session: AsyncSession, *, rider_id: str, cabinet_id: str, a
     return quote(ctx, rules, coupon_code=coupon_code, coupon=coupon, usage=usage), coupon
 
 
-async def redeem_coupon(session: AsyncSession, coupon: Coupon, *, order_id: str, rider_id: str,
-                        discount_minor: int) -> CouponRejection | None:
+async def redeem_coupon(
+    session: AsyncSession, coupon: Coupon, *, order_id: str, rider_id: str, discount_minor: int
+) -> CouponRejection | None:
     """Count one use of `coupon` by a swap, or say which limit stops it. Safe under concurrency on both
     back ends: the total moves by a conditional UPDATE (the row lock on PostgreSQL, the single writer
     on SQLite serialise it), and a rider's uses take numbered seats under a unique constraint. Calling
@@ -86,46 +112,75 @@ async def redeem_coupon(session: AsyncSession, coupon: Coupon, *, order_id: str,
     if await session.scalar(select(db.CouponRedemption.id).where(db.CouponRedemption.order_id == order_id)):
         return None
     counted = await session.execute(
-        update(db.Coupon).where(db.Coupon.code == coupon.code, or_(
-            db.Coupon.max_redemptions.is_(None), db.Coupon.redeemed_count < db.Coupon.max_redemptions))
-        .values(redeemed_count=db.Coupon.redeemed_count + 1))
+        update(db.Coupon)
+        .where(
+            db.Coupon.code == coupon.code,
+            or_(db.Coupon.max_redemptions.is_(None), db.Coupon.redeemed_count < db.Coupon.max_redemptions),
+        )
+        .values(redeemed_count=db.Coupon.redeemed_count + 1)
+    )
     if counted.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
         return CouponRejection.EXHAUSTED
     seats: list[int | None] = [None]
     if coupon.max_per_rider is not None:
-        taken = set((await session.scalars(select(db.CouponRedemption.rider_seq).where(
-            db.CouponRedemption.coupon_code == coupon.code, db.CouponRedemption.rider_id == rider_id,
-            db.CouponRedemption.rider_seq.is_not(None)))).all())
+        taken = set(
+            (
+                await session.scalars(
+                    select(db.CouponRedemption.rider_seq).where(
+                        db.CouponRedemption.coupon_code == coupon.code,
+                        db.CouponRedemption.rider_id == rider_id,
+                        db.CouponRedemption.rider_seq.is_not(None),
+                    )
+                )
+            ).all()
+        )
         seats = [seat for seat in range(1, coupon.max_per_rider + 1) if seat not in taken]
     for seat in seats:
         try:
             async with session.begin_nested():
-                session.add(db.CouponRedemption(coupon_code=coupon.code, order_id=order_id, rider_id=rider_id,
-                                                rider_seq=seat, discount_minor=discount_minor))
+                session.add(
+                    db.CouponRedemption(
+                        coupon_code=coupon.code,
+                        order_id=order_id,
+                        rider_id=rider_id,
+                        rider_seq=seat,
+                        discount_minor=discount_minor,
+                    )
+                )
             return None
         except IntegrityError:
             continue  # a concurrent redemption by the same rider took this seat
-    await session.execute(update(db.Coupon).where(db.Coupon.code == coupon.code)
-                          .values(redeemed_count=db.Coupon.redeemed_count - 1))
+    await session.execute(
+        update(db.Coupon).where(db.Coupon.code == coupon.code).values(redeemed_count=db.Coupon.redeemed_count - 1)
+    )
     return CouponRejection.RIDER_LIMIT_REACHED
 
 
 async def release_redemption(session: AsyncSession, order_id: str, reason: str) -> str | None:
     """Give back the coupon a failed swap redeemed, once: the rider may use it again and it counts no
     more against the total. Returns the coupon's code, or None if there was nothing (left) to release."""
-    redemption = await session.scalar(select(db.CouponRedemption).where(
-        db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)))
+    redemption = await session.scalar(
+        select(db.CouponRedemption).where(
+            db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)
+        )
+    )
     if redemption is None:
         return None
     redemption.released_at = db.utcnow()
     redemption.release_reason = reason[:200]
     redemption.rider_seq = None
-    await session.execute(update(db.Coupon).where(db.Coupon.code == redemption.coupon_code)
-                          .values(redeemed_count=db.Coupon.redeemed_count - 1))
+    await session.execute(
+        update(db.Coupon)
+        .where(db.Coupon.code == redemption.coupon_code)
+        .values(redeemed_count=db.Coupon.redeemed_count - 1)
+    )
     return redemption.coupon_code
 
 
 async def live_redemption(session: AsyncSession, order_id: str) -> str | None:
     """The code of the coupon an order holds redeemed now, if any."""
-    return await session.scalar(select(db.CouponRedemption.coupon_code).where(
-        db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)))
+    return await session.scalar(
+        select(db.CouponRedemption.coupon_code).where(
+            db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)
+        )
+    )

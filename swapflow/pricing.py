@@ -71,20 +71,31 @@ def _wall_clock(value: time) -> time:
     return value
 
 
-WallClock = Annotated[time, AfterValidator(_wall_clock), WithJsonSchema(
-    {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
-     "description": "HH:MM[:SS], the city's local wall clock (no offset)"})]
+WallClock = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+            "description": "HH:MM[:SS], the city's local wall clock (no offset)",
+        }
+    ),
+]
 
 StoredInt = Annotated[int, Field(le=2**31 - 1)]
 """An integer its 32-bit column holds (give each its lower bound, at least -2**31)."""
 
 
-def _when(condition: JsonDict, then: JsonDict, otherwise: JsonDict | None = None,
-          *, required: bool = False) -> JsonDict:
+def _when(
+    condition: JsonDict, then: JsonDict, otherwise: JsonDict | None = None, *, required: bool = False
+) -> JsonDict:
     """A JSON Schema conditional on the model's properties (`then` all `required`, or only where present):
     what a model validator checks, declared."""
-    rule: JsonDict = {"if": {"properties": condition, "required": list(condition)},
-                               "then": {"properties": then, **({"required": list(then)} if required else {})}}
+    rule: JsonDict = {
+        "if": {"properties": condition, "required": list(condition)},
+        "then": {"properties": then, **({"required": list(then)} if required else {})},
+    }
     if otherwise is not None:
         rule["else"] = {"properties": otherwise}
     return rule
@@ -103,18 +114,34 @@ class PriceRuleSpec(_Model):
     `end_local` is exclusive, and an end at or before the start means the window runs past midnight."""
 
     # The model validator's rules, for the OpenAPI document (a rule it refuses is not schema-valid).
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
-        _when({"kind": {"enum": [RuleKind.PEAK, RuleKind.OFF_PEAK]}},
-              {"start_local": _STRING, "end_local": _STRING},
-              {"start_local": _NULL, "end_local": _NULL, "weekdays": _NULL}, required=True),
-        _when({"kind": {"const": RuleKind.BATTERY_MODEL}}, {"battery_model": _STRING}, {"battery_model": _NULL},
-              required=True),
-        _when({"kind": {"const": RuleKind.FIRST_SWAP_FREE}},
-              {"adjustment": {"const": Adjustment.SET}, "value": {"const": 0}}),
-        {"if": {"properties": {"adjustment": {"const": Adjustment.SET}}},  # also when left to its default
-         "then": {"properties": {"value": {"minimum": 0}}}},
-        _when({"adjustment": {"const": Adjustment.PERCENT}}, {"value": {"minimum": -BASIS_POINTS}}),
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                _when(
+                    {"kind": {"enum": [RuleKind.PEAK, RuleKind.OFF_PEAK]}},
+                    {"start_local": _STRING, "end_local": _STRING},
+                    {"start_local": _NULL, "end_local": _NULL, "weekdays": _NULL},
+                    required=True,
+                ),
+                _when(
+                    {"kind": {"const": RuleKind.BATTERY_MODEL}},
+                    {"battery_model": _STRING},
+                    {"battery_model": _NULL},
+                    required=True,
+                ),
+                _when(
+                    {"kind": {"const": RuleKind.FIRST_SWAP_FREE}},
+                    {"adjustment": {"const": Adjustment.SET}, "value": {"const": 0}},
+                ),
+                {
+                    "if": {"properties": {"adjustment": {"const": Adjustment.SET}}},  # also when left to its default
+                    "then": {"properties": {"value": {"minimum": 0}}},
+                },
+                _when({"adjustment": {"const": Adjustment.PERCENT}}, {"value": {"minimum": -BASIS_POINTS}}),
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=100)
     kind: RuleKind
@@ -125,7 +152,8 @@ class PriceRuleSpec(_Model):
     start_local: WallClock | None = Field(None, description="Required for peak / off_peak")
     end_local: WallClock | None = Field(None, description="Required for peak / off_peak")
     weekdays: list[Annotated[int, Field(ge=1, le=7)]] | None = Field(
-        None, min_length=1, description="ISO weekdays (1 = Monday) of the local date; None: all")
+        None, min_length=1, description="ISO weekdays (1 = Monday) of the local date; None: all"
+    )
     priority: StoredInt = Field(0, ge=-(2**31))
     active: bool = True
     valid_from: Bound = None
@@ -164,10 +192,15 @@ class Coupon(_Model):
     """A coupon and its limits, as an operator writes it and as it is stored. A limit left None does not limit."""
 
     # The model validator's rules, for the OpenAPI document.
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
-        _when({"kind": {"const": CouponKind.PERCENT}}, {"value": {"maximum": BASIS_POINTS}}),
-        _when({"kind": {"const": CouponKind.FIXED}}, {"currency": _STRING}, required=True),
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                _when({"kind": {"const": CouponKind.PERCENT}}, {"value": {"maximum": BASIS_POINTS}}),
+                _when({"kind": {"const": CouponKind.FIXED}}, {"currency": _STRING}, required=True),
+            ]
+        },
+    )
 
     code: str = Field(min_length=3, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
     description: str = Field("", max_length=200)
@@ -318,15 +351,17 @@ def _matches(rule: PriceRuleSpec, ctx: PricingContext, local: datetime) -> bool:
     return True
 
 
-def _pick(rules: Sequence[PriceRule], kinds: tuple[RuleKind, ...], ctx: PricingContext,
-          local: datetime) -> PriceRule | None:
+def _pick(
+    rules: Sequence[PriceRule], kinds: tuple[RuleKind, ...], ctx: PricingContext, local: datetime
+) -> PriceRule | None:
     """The one rule of a stage that applies: city-specific first, then higher priority, then older."""
     matching = [rule for rule in rules if rule.kind in kinds and _matches(rule, ctx, local)]
     return min(matching, key=lambda r: (r.city_code is None, -r.priority, r.id), default=None)
 
 
-def coupon_rejection(coupon: Coupon | None, ctx: PricingContext, usage: CouponUsage,
-                     price_minor: int) -> CouponRejection | None:
+def coupon_rejection(
+    coupon: Coupon | None, ctx: PricingContext, usage: CouponUsage, price_minor: int
+) -> CouponRejection | None:
     """Why `coupon` cannot discount a swap priced `price_minor` before it, or None if it can."""
     if coupon is None:
         return CouponRejection.UNKNOWN
@@ -359,8 +394,14 @@ def coupon_discount(coupon: Coupon, price_minor: int) -> int:
     return max(0, min(discount, price_minor))
 
 
-def quote(ctx: PricingContext, rules: Sequence[PriceRule], *, coupon_code: str | None = None,
-          coupon: Coupon | None = None, usage: CouponUsage | None = None) -> Quote:
+def quote(
+    ctx: PricingContext,
+    rules: Sequence[PriceRule],
+    *,
+    coupon_code: str | None = None,
+    coupon: Coupon | None = None,
+    usage: CouponUsage | None = None,
+) -> Quote:
     """Price one swap: the rules in their order, then the coupon the rider gave (`coupon_code`; `coupon`
     is the stored coupon of that code, None if there is none). A coupon that does not apply leaves the
     price as the rules made it and says why in `coupon_rejected`."""
@@ -369,8 +410,15 @@ def quote(ctx: PricingContext, rules: Sequence[PriceRule], *, coupon_code: str |
 
     base = _pick(rules, (RuleKind.BASE,), ctx, local)
     price = _adjusted(ctx.city_price_minor, base) if base is not None else ctx.city_price_minor
-    lines.append(PriceLine(stage=RuleKind.BASE, label=base.name if base else f"{ctx.city_code} swap price",
-                           change_minor=price, price_minor=price, rule_id=base.id if base else None))
+    lines.append(
+        PriceLine(
+            stage=RuleKind.BASE,
+            label=base.name if base else f"{ctx.city_code} swap price",
+            change_minor=price,
+            price_minor=price,
+            rule_id=base.id if base else None,
+        )
+    )
 
     stages = ((RuleKind.BATTERY_MODEL,), (RuleKind.PEAK, RuleKind.OFF_PEAK), (RuleKind.FIRST_SWAP_FREE,))
     for kinds in stages:
@@ -378,8 +426,9 @@ def quote(ctx: PricingContext, rules: Sequence[PriceRule], *, coupon_code: str |
         if rule is None:
             continue
         new = _adjusted(price, rule)
-        lines.append(PriceLine(stage=rule.kind, label=rule.name, change_minor=new - price, price_minor=new,
-                               rule_id=rule.id))
+        lines.append(
+            PriceLine(stage=rule.kind, label=rule.name, change_minor=new - price, price_minor=new, rule_id=rule.id)
+        )
         price = new
 
     applied: str | None = None
@@ -389,16 +438,31 @@ def quote(ctx: PricingContext, rules: Sequence[PriceRule], *, coupon_code: str |
         if rejected is None:
             assert coupon is not None
             discount = coupon_discount(coupon, price)
-            lines.append(PriceLine(stage="coupon", label=coupon.description or coupon.code, change_minor=-discount,
-                                   price_minor=price - discount, coupon_code=coupon.code))
+            lines.append(
+                PriceLine(
+                    stage="coupon",
+                    label=coupon.description or coupon.code,
+                    change_minor=-discount,
+                    price_minor=price - discount,
+                    coupon_code=coupon.code,
+                )
+            )
             price -= discount
             applied = coupon.code
-    return Quote(currency=ctx.currency, at=ctx.at, local_time=local.isoformat(), lines=tuple(lines),
-                 total_minor=price, coupon_code=applied, coupon_rejected=rejected)
+    return Quote(
+        currency=ctx.currency,
+        at=ctx.at,
+        local_time=local.isoformat(),
+        lines=tuple(lines),
+        total_minor=price,
+        coupon_code=applied,
+        coupon_rejected=rejected,
+    )
 
 
 def without_coupon(priced: Quote, reason: CouponRejection) -> Quote:
     """The same quote with its coupon taken off again (it could not be redeemed), saying why."""
     lines = tuple(line for line in priced.lines if line.stage != "coupon")
-    return priced.model_copy(update={"lines": lines, "total_minor": lines[-1].price_minor, "coupon_code": None,
-                                     "coupon_rejected": reason})
+    return priced.model_copy(
+        update={"lines": lines, "total_minor": lines[-1].price_minor, "coupon_code": None, "coupon_rejected": reason}
+    )

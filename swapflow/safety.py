@@ -17,8 +17,9 @@ class BatteryLimits(BaseModel):
     min_voltage_v: float = 48.0
     max_voltage_v: float = 69.5
     min_soh: float = 60.0
-    tolerated_fault_codes: frozenset[str] = Field(default_factory=frozenset,
-                                                  description="BMS codes that do not block (informational).")
+    tolerated_fault_codes: frozenset[str] = Field(
+        default_factory=frozenset, description="BMS codes that do not block (informational)."
+    )
 
 
 class SafetyVerdict(BaseModel):
@@ -32,8 +33,9 @@ def check_pack(reading: BatteryReading, limits: BatteryLimits) -> SafetyVerdict:
     """Every limit the reading breaks, as reasons; passed when there are none."""
     reasons: list[str] = []
     if not limits.min_temperature_c <= reading.temperature_c <= limits.max_temperature_c:
-        reasons.append(f"temperature {reading.temperature_c} °C outside "
-                       f"[{limits.min_temperature_c}, {limits.max_temperature_c}]")
+        reasons.append(
+            f"temperature {reading.temperature_c} °C outside [{limits.min_temperature_c}, {limits.max_temperature_c}]"
+        )
     if not limits.min_voltage_v <= reading.voltage_v <= limits.max_voltage_v:
         reasons.append(f"voltage {reading.voltage_v} V outside [{limits.min_voltage_v}, {limits.max_voltage_v}]")
     if reading.soh < limits.min_soh:

@@ -34,9 +34,12 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "swapflow"
     worker_processes: int = Field(
-        1, ge=1, description="Worker processes `swapflow up` starts on the task queue. A worker runs its workflows "
+        1,
+        ge=1,
+        description="Worker processes `swapflow up` starts on the task queue. A worker runs its workflows "
         "and their local activities on one Python thread: on a machine with spare cores, more processes take more "
-        "swaps a second.")
+        "swaps a second.",
+    )
     temporal_dev_port: int = 7233
     temporal_ui_port: int = 8233
 
@@ -67,8 +70,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"LFP-60V-32Ah": BatteryLimits()},
         description="Safety limits per battery model (JSON in SWAPFLOW_BATTERY_LIMITS).",
     )
-    default_battery_limits: BatteryLimits = Field(default_factory=BatteryLimits,
-                                                  description="Limits of a model not listed above.")
+    default_battery_limits: BatteryLimits = Field(
+        default_factory=BatteryLimits, description="Limits of a model not listed above."
+    )
 
     sandbox_payment_latency_ms: int = 0
     sandbox_decline_rate: float = Field(0.0, ge=0, le=1, description="Share of sandbox charges declined.")
@@ -92,7 +96,6 @@ class Settings(BaseSettings):
     reconciliation_cron: str = Field("30 2 * * *", description="When the daily reconciliation runs (UTC).")
     reconciliation_schedule: bool = Field(True, description="Create the daily reconciliation schedule on start.")
 
-
     # ---- payment providers: WeChat Pay v3, Stripe (issue 4) ----
     wechat_mchid: str | None = Field(None, description="WeChat Pay merchant id; unset: WeChat Pay is off.")
     wechat_appid: str | None = Field(None, description="App id of the mini-program / official account riders pay in.")
@@ -110,61 +113,81 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str | None = Field(None, description="Signing secret of the Stripe webhook endpoint.")
     stripe_api_base: str | None = Field(None, description="Override of https://api.stripe.com (localstripe).")
     stripe_full_api: bool = Field(
-        True, description="The server offers Stripe's whole API (search, `created` list filters); off for "
-                          "localstripe, which lacks them (then objects are listed and filtered here).")
+        True,
+        description="The server offers Stripe's whole API (search, `created` list filters); off for "
+        "localstripe, which lacks them (then objects are listed and filtered here).",
+    )
     stripe_refund_lookback_days: int = Field(
-        120, description="How far back refunds are listed to find one by our key (Stripe cannot search refunds).")
+        120, description="How far back refunds are listed to find one by our key (Stripe cannot search refunds)."
+    )
     stripe_timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
     notification_tolerance_s: int = Field(300, description="Payment notifications older/newer than this are stale.")
 
     # ---- pricing and coupons (issue 4) ----
 
     # ---- device network (issue 5) ----
-    heartbeat_interval_s: float = Field(10.0, gt=0,
-                                        description="How often cabinets publish telemetry (their heartbeat).")
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="How often cabinets publish telemetry (their heartbeat)."
+    )
     heartbeat_missed_limit: int = Field(
         3, ge=1, description="A cabinet unheard for this many heartbeat intervals is marked offline."
     )
     telemetry_history_queue_rows: int = Field(
         200_000, ge=0, description="History rows waiting to be written before new ones are shed (backpressure)."
     )
-    command_resend_s: float = Field(1.5, gt=0, description="Unacknowledged commands are re-sent this often, "
-                                    "until acknowledged or past their deadline.")
+    command_resend_s: float = Field(
+        1.5,
+        gt=0,
+        description="Unacknowledged commands are re-sent this often, until acknowledged or past their deadline.",
+    )
     adapter_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the device adapter; 0: off.")
     adapter_telemetry_connections: int = Field(
-        1, ge=1, description="Broker connections the adapter takes telemetry on; more than one uses an MQTT shared "
-        "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.")
+        1,
+        ge=1,
+        description="Broker connections the adapter takes telemetry on; more than one uses an MQTT shared "
+        "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.",
+    )
 
     # ---- device identity and the tower-protocol gateway (issue 5) ----
     embedded_broker_auth: bool = Field(
-        True, description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
-                          "An external broker enforces what its own configuration says.")
+        True,
+        description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
+        "An external broker enforces what its own configuration says.",
+    )
     mqtt_service_username: str = Field(
-        "swapflow", description="MQTT account of the platform's services (adapter, gateway, worker, simulator).")
+        "swapflow", description="MQTT account of the platform's services (adapter, gateway, worker, simulator)."
+    )
     gateway_host: str = Field("127.0.0.1", description="Where the tower-protocol TCP gateway listens.")
     gateway_port: int = Field(9000, description="Port of the tower-protocol TCP gateway.")
     gateway_max_frame_bytes: int = Field(65_536, ge=64, description="Larger frames are refused and the link closed.")
     gateway_login_timeout_s: float = Field(10.0, gt=0, description="A new connection must log in within this.")
     gateway_read_timeout_s: float = Field(
-        90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed.")
+        90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed."
+    )
     gateway_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the tower-protocol gateway; 0: off.")
     tower_share: float = Field(
-        0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol.")
+        0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol."
+    )
 
     # ---- ops (issue 6) ----
     ops_evaluate_interval_s: float = Field(15.0, gt=0, description="How often the alert rules run.")
 
     # ---- tower gateway: what an unauthenticated connection may cost ----
     gateway_login_max_frame_bytes: int = Field(
-        4096, ge=256, description="Before its login, a connection's larger frames are refused and the link closed.")
+        4096, ge=256, description="Before its login, a connection's larger frames are refused and the link closed."
+    )
     gateway_login_max_frames: int = Field(
-        5, ge=1, description="Frames a connection may send that are not a login before it is closed.")
+        5, ge=1, description="Frames a connection may send that are not a login before it is closed."
+    )
     gateway_login_backoff_s: float = Field(
-        1.0, gt=0, description="Hold on an address's next login after a failed one; doubles per failure.")
+        1.0, gt=0, description="Hold on an address's next login after a failed one; doubles per failure."
+    )
     gateway_login_backoff_max_s: float = Field(
-        60.0, gt=0, description="Longest hold on an address's login; its failures are forgotten after this long.")
+        60.0, gt=0, description="Longest hold on an address's login; its failures are forgotten after this long."
+    )
     gateway_login_backoff_addresses: int = Field(
-        10_000, ge=1, description="Addresses whose failed logins the gateway remembers (the oldest are forgotten).")
+        10_000, ge=1, description="Addresses whose failed logins the gateway remembers (the oldest are forgotten)."
+    )
     ops_evaluations_per_run: int = Field(200, ge=1, description="Evaluations before the evaluator continues-as-new.")
     ops_offline_alert_after_s: float = Field(120.0, description="A cabinet offline this long raises an alert.")
     ops_no_ack_lookback_s: float = Field(900.0, description="Unacknowledged door commands this recent raise alerts.")
@@ -172,38 +195,52 @@ class Settings(BaseSettings):
     ops_evening_peak_start: str = Field("17:30", description="Local time the evening peak starts (HH:MM).")
     ops_peak_lead_minutes: int = Field(90, description="How long before the peak a cabinet must hold a ready pack.")
     ops_sla: dict[str, OpsSla] = Field(
-        default_factory=lambda: {"critical": OpsSla(ack_s=600, resolve_s=3600),
-                                 "warning": OpsSla(ack_s=1800, resolve_s=4 * 3600),
-                                 "info": OpsSla(ack_s=4 * 3600, resolve_s=24 * 3600)},
-        description="Ack and resolve deadlines of a work order per severity (JSON in SWAPFLOW_OPS_SLA).")
+        default_factory=lambda: {
+            "critical": OpsSla(ack_s=600, resolve_s=3600),
+            "warning": OpsSla(ack_s=1800, resolve_s=4 * 3600),
+            "info": OpsSla(ack_s=4 * 3600, resolve_s=24 * 3600),
+        },
+        description="Ack and resolve deadlines of a work order per severity (JSON in SWAPFLOW_OPS_SLA).",
+    )
     ops_work_order_kinds: list[str] = Field(
         default_factory=lambda: ["cabinet_offline", "door_fault", "door_no_ack", "slot_fault"],
-        description="Alert kinds that open a work order.")
+        description="Alert kinds that open a work order.",
+    )
     ops_verify_ack_timeout_s: float = Field(15.0, description="How long the verification's test command may take.")
     ops_webhooks: list[WebhookChannel] = Field(
-        default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS).")
+        default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS)."
+    )
     ops_webhook_attempts: int = Field(5, ge=1, description="Attempts per alert and channel, with backoff.")
     # ---- device clocks: a device's timestamp is trusted only within these bounds of the platform's clock ----
     device_clock_skew_s: float = Field(
-        300.0, ge=0, description="A device message stamped further ahead than this is taken as received now.")
+        300.0, ge=0, description="A device message stamped further ahead than this is taken as received now."
+    )
     device_clock_max_age_s: float = Field(
-        7 * 86400.0, gt=0, description="A device event or report stamped further back than this is taken as "
-                                       "received now (a pack keeps its reports through an outage, not for ever).")
+        7 * 86400.0,
+        gt=0,
+        description="A device event or report stamped further back than this is taken as "
+        "received now (a pack keeps its reports through an outage, not for ever).",
+    )
 
     # ---- what one device may cost: message size, rate, queueing and dead letters ----
     device_max_message_bytes: int = Field(
-        65_536, ge=1024, description="Larger device messages are refused (by the adapter, and by the brokers).")
+        65_536, ge=1024, description="Larger device messages are refused (by the adapter, and by the brokers)."
+    )
     device_rate_per_s: float = Field(
-        20.0, gt=0, description="Messages a second one cabinet (or pack) may send, sustained; beyond that and its "
-        "burst they are dropped, counted as a dead letter, and an alert is raised.")
+        20.0,
+        gt=0,
+        description="Messages a second one cabinet (or pack) may send, sustained; beyond that and its "
+        "burst they are dropped, counted as a dead letter, and an alert is raised.",
+    )
     device_rate_burst: int = Field(200, ge=1, description="Messages one cabinet may send at once above its rate.")
     device_queue_per_cabinet: int = Field(
-        1000, ge=1, description="Events, acks and states of one cabinet waiting for the adapter; more are dropped.")
-    dead_letter_max_payload_bytes: int = Field(
-        4096, ge=0, description="How much of a dead letter's payload is kept.")
+        1000, ge=1, description="Events, acks and states of one cabinet waiting for the adapter; more are dropped."
+    )
+    dead_letter_max_payload_bytes: int = Field(4096, ge=0, description="How much of a dead letter's payload is kept.")
     dead_letter_retention_days: float = Field(30.0, gt=0, description="Dead letters last seen before this go.")
     mqtt_max_queued_messages: int = Field(
-        10_000, ge=1, description="QoS 1 messages the embedded broker keeps per offline client.")
+        10_000, ge=1, description="QoS 1 messages the embedded broker keeps per offline client."
+    )
 
     log_level: str = "INFO"
 

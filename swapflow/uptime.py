@@ -38,8 +38,9 @@ class Uptime(BaseModel):
         return self.online_s / self.period_s if self.period_s else 0.0
 
 
-def online_seconds(initial: bool, transitions: Iterable[tuple[datetime, bool]], start: datetime,
-                   end: datetime) -> float:
+def online_seconds(
+    initial: bool, transitions: Iterable[tuple[datetime, bool]], start: datetime, end: datetime
+) -> float:
     """Seconds online within [start, end), from the state at `start` and the (at, online) transitions
     after it, in time order. Repeats of the current state change nothing."""
     start, end = as_utc(start), as_utc(end)
@@ -56,14 +57,24 @@ def online_seconds(initial: bool, transitions: Iterable[tuple[datetime, bool]], 
     return total
 
 
-async def uptime(session: AsyncSession, start: datetime, end: datetime, *, level: UptimeLevel = UptimeLevel.CABINET,
-                 city_code: str | None = None, station_id: str | None = None,
-                 cabinet_ids: Iterable[str] | None = None) -> list[Uptime]:
+async def uptime(
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    *,
+    level: UptimeLevel = UptimeLevel.CABINET,
+    city_code: str | None = None,
+    station_id: str | None = None,
+    cabinet_ids: Iterable[str] | None = None,
+) -> list[Uptime]:
     """Uptime in [start, end) per cabinet, station or city (`level`), of the reporting cabinets chosen
     by the filters (all when none is given), sorted by key."""
     start, end = as_utc(start), as_utc(end)
-    chosen = (select(Cabinet.id, Cabinet.station_id, Station.city_code).join(Station)
-              .where(Cabinet.capability == CabinetCapability.REPORTING))
+    chosen = (
+        select(Cabinet.id, Cabinet.station_id, Station.city_code)
+        .join(Station)
+        .where(Cabinet.capability == CabinetCapability.REPORTING)
+    )
     if city_code is not None:
         chosen = chosen.where(Station.city_code == city_code)
     if station_id is not None:
@@ -75,14 +86,28 @@ async def uptime(session: AsyncSession, start: datetime, end: datetime, *, level
         return []
     ids = list(cabinets)
 
-    last_before = (select(CabinetPresence.cabinet_id, func.max(CabinetPresence.at).label("at"))
-                   .where(CabinetPresence.cabinet_id.in_(ids), CabinetPresence.at <= start)
-                   .group_by(CabinetPresence.cabinet_id).subquery())
-    initial = dict((await session.execute(
-        select(CabinetPresence.cabinet_id, CabinetPresence.online).join(
-            last_before, and_(CabinetPresence.cabinet_id == last_before.c.cabinet_id,
-                              CabinetPresence.at == last_before.c.at))
-        .order_by(CabinetPresence.id))).tuples().all())
+    last_before = (
+        select(CabinetPresence.cabinet_id, func.max(CabinetPresence.at).label("at"))
+        .where(CabinetPresence.cabinet_id.in_(ids), CabinetPresence.at <= start)
+        .group_by(CabinetPresence.cabinet_id)
+        .subquery()
+    )
+    initial = dict(
+        (
+            await session.execute(
+                select(CabinetPresence.cabinet_id, CabinetPresence.online)
+                .join(
+                    last_before,
+                    and_(
+                        CabinetPresence.cabinet_id == last_before.c.cabinet_id, CabinetPresence.at == last_before.c.at
+                    ),
+                )
+                .order_by(CabinetPresence.id)
+            )
+        )
+        .tuples()
+        .all()
+    )
     during: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
     for cabinet_id, at, online in await session.execute(
         select(CabinetPresence.cabinet_id, CabinetPresence.at, CabinetPresence.online)
@@ -94,8 +119,9 @@ async def uptime(session: AsyncSession, start: datetime, end: datetime, *, level
     period = (end - start).total_seconds()
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     for cabinet_id, row in cabinets.items():
-        key = {UptimeLevel.CABINET: cabinet_id, UptimeLevel.STATION: row.station_id,
-               UptimeLevel.CITY: row.city_code}[level]
+        key = {UptimeLevel.CABINET: cabinet_id, UptimeLevel.STATION: row.station_id, UptimeLevel.CITY: row.city_code}[
+            level
+        ]
         total = totals[key]
         total[0] += 1
         total[1] += period

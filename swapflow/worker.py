@@ -35,8 +35,14 @@ from swapflow.workflows.work_order import WorkOrderWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (SwapWorkflow, RefundWorkflow, ReconciliationWorkflow, WorkOrderWorkflow,
-                             AlertEvaluatorWorkflow, TopUpWorkflow)
+WORKFLOWS: Sequence[type] = (
+    SwapWorkflow,
+    RefundWorkflow,
+    ReconciliationWorkflow,
+    WorkOrderWorkflow,
+    AlertEvaluatorWorkflow,
+    TopUpWorkflow,
+)
 
 
 def build_activities(settings: Settings, db: Database, commands_out: CommandQueue) -> list[Any]:
@@ -49,11 +55,32 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, commands_out)
     ops = OpsActivities(db, settings)
-    return [records.admit, records.record_stage, records.accept_return, records.replace_slot,
-            records.report_fault, records.finish, payments.charge, refunds.prepare, refunds.submit, refunds.poll,
-            refunds.settle, refunds.escalate, reconciliation.reconcile, commands.send, records.release_coupon,
-            ops.evaluate, ops.deliver, ops.record_step, ops.dispatch, ops.escalate, ops.check_live, ops.close,
-            top_ups.collect, top_ups.settle]
+    return [
+        records.admit,
+        records.record_stage,
+        records.accept_return,
+        records.replace_slot,
+        records.report_fault,
+        records.finish,
+        payments.charge,
+        refunds.prepare,
+        refunds.submit,
+        refunds.poll,
+        refunds.settle,
+        refunds.escalate,
+        reconciliation.reconcile,
+        commands.send,
+        records.release_coupon,
+        ops.evaluate,
+        ops.deliver,
+        ops.record_step,
+        ops.dispatch,
+        ops.escalate,
+        ops.check_live,
+        ops.close,
+        top_ups.collect,
+        top_ups.settle,
+    ]
 
 
 def cache_workflow_bytecode() -> None:
@@ -84,15 +111,22 @@ def build_worker(client: Client, settings: Settings, db: Database, commands_out:
 
 def evaluator_input(settings: Settings) -> EvaluatorInput:
     """The alert evaluator's loop, from the settings."""
-    return EvaluatorInput(interval_s=settings.ops_evaluate_interval_s, per_run=settings.ops_evaluations_per_run,
-                          webhook_attempts=settings.ops_webhook_attempts)
+    return EvaluatorInput(
+        interval_s=settings.ops_evaluate_interval_s,
+        per_run=settings.ops_evaluations_per_run,
+        webhook_attempts=settings.ops_webhook_attempts,
+    )
 
 
 async def ensure_alert_evaluator(client: Client, settings: Settings) -> None:
     """Start the alert evaluator unless it runs already (one per namespace, by its id)."""
-    await client.start_workflow(AlertEvaluatorWorkflow.run, evaluator_input(settings), id=EVALUATOR_WORKFLOW_ID,
-                                task_queue=settings.temporal_task_queue,
-                                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    await client.start_workflow(
+        AlertEvaluatorWorkflow.run,
+        evaluator_input(settings),
+        id=EVALUATOR_WORKFLOW_ID,
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
 
 
 async def run_worker(settings: Settings) -> None:

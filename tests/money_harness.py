@@ -54,15 +54,28 @@ class Money:
         """`rider_id` pays by wallet, credited with `balance` (CNY minor units) by finance."""
         await self.pays_by(rider_id, PaymentMethod.WALLET)
         async with self.db.transaction() as session:
-            await grant_goodwill(session, rider_id=rider_id, idempotency_key=key, amount_minor=balance, currency="CNY",
-                                 reason="test balance", approved_by="finance-test")
+            await grant_goodwill(
+                session,
+                rider_id=rider_id,
+                idempotency_key=key,
+                amount_minor=balance,
+                currency="CNY",
+                reason="test balance",
+                approved_by="finance-test",
+            )
 
     async def subscription_rider(self, swaps: int, rider_id: str = RIDER) -> None:
         """`rider_id` pays by a subscription of `swaps` swaps a period (400 minor units each)."""
         await self.pays_by(rider_id, PaymentMethod.SUBSCRIPTION)
         async with self.db.transaction() as session:
-            plan = SubscriptionPlan(id="plan-test", name="test", swaps_per_period=swaps, period_days=30,
-                                    price_minor=swaps * 400, currency="CNY")
+            plan = SubscriptionPlan(
+                id="plan-test",
+                name="test",
+                swaps_per_period=swaps,
+                period_days=30,
+                price_minor=swaps * 400,
+                currency="CNY",
+            )
             session.add(plan)
             await session.flush()
             await subscribe(session, rider_id=rider_id, plan=plan)
@@ -99,8 +112,15 @@ class Money:
 
     async def ledger_kinds(self, order_id: str) -> list[str]:
         async with self.db.sessions() as session:
-            return list((await session.scalars(select(LedgerTransaction.kind).where(
-                LedgerTransaction.order_id == order_id).order_by(LedgerTransaction.id))).all())
+            return list(
+                (
+                    await session.scalars(
+                        select(LedgerTransaction.kind)
+                        .where(LedgerTransaction.order_id == order_id)
+                        .order_by(LedgerTransaction.id)
+                    )
+                ).all()
+            )
 
     async def count(self, model: type, *where: object) -> int:
         async with self.db.sessions() as session:

@@ -15,13 +15,20 @@ async def rider_token(db: Database, rider_id: str) -> str:
         return await issue_token(session, RIDER, rider_id, "test")
 
 
-async def operator_token(db: Database, operator_id: str, role: OperatorRole, cities: Sequence[str] = (), *,
-                         location: tuple[float, float] | None = None,
-                         shift: tuple[int, int] = (0, 24 * 60)) -> str:
+async def operator_token(
+    db: Database,
+    operator_id: str,
+    role: OperatorRole,
+    cities: Sequence[str] = (),
+    *,
+    location: tuple[float, float] | None = None,
+    shift: tuple[int, int] = (0, 24 * 60),
+) -> str:
     """An operator account (created or updated) and a bearer token for it."""
     async with db.transaction() as session:
-        return await session.run_sync(lambda s: create_operator(s, operator_id, operator_id, role, list(cities),
-                                                                location=location, shift=shift))
+        return await session.run_sync(
+            lambda s: create_operator(s, operator_id, operator_id, role, list(cities), location=location, shift=shift)
+        )
 
 
 async def another_token(db: Database, operator_id: str) -> str:

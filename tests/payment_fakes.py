@@ -54,8 +54,9 @@ def localstripe_url() -> Iterator[str]:
     """A localstripe server for the session (tests keep apart by using their own keys)."""
     port = free_port()
     executable = Path(sys.executable).parent / "localstripe"
-    process = subprocess.Popen([str(executable), "--port", str(port), "--from-scratch"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(executable), "--port", str(port), "--from-scratch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}"
@@ -66,20 +67,42 @@ def localstripe_url() -> Iterator[str]:
 
 def stripe_settings_values(api_base: str) -> dict[str, Any]:
     """The `Settings` fields (stripe_*) of a merchant talking to localstripe."""
-    return {"stripe_api_key": "sk_test_swapflow", "stripe_api_base": api_base, "stripe_full_api": False,
-            "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET, "stripe_timeout_s": 5.0}
+    return {
+        "stripe_api_key": "sk_test_swapflow",
+        "stripe_api_base": api_base,
+        "stripe_full_api": False,
+        "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
+        "stripe_timeout_s": 5.0,
+    }
 
 
-def stripe_webhook(event_type: str, obj: dict[str, Any], *, timestamp: int | None = None,
-                   secret: str = STRIPE_WEBHOOK_SECRET, event_id: str | None = None) -> tuple[dict[str, str], bytes]:
+def stripe_webhook(
+    event_type: str,
+    obj: dict[str, Any],
+    *,
+    timestamp: int | None = None,
+    secret: str = STRIPE_WEBHOOK_SECRET,
+    event_id: str | None = None,
+) -> tuple[dict[str, str], bytes]:
     """Headers and body of a Stripe webhook event about `obj`, signed as Stripe signs them."""
-    return signed_stripe_body({"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "type": event_type,
-                               "api_version": "2024-06-20", "created": int(time.time()), "livemode": False,
-                               "data": {"object": obj}}, timestamp=timestamp, secret=secret)
+    return signed_stripe_body(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+            "object": "event",
+            "type": event_type,
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": obj},
+        },
+        timestamp=timestamp,
+        secret=secret,
+    )
 
 
-def signed_stripe_body(content: Any, *, timestamp: int | None = None, secret: str = STRIPE_WEBHOOK_SECRET
-                       ) -> tuple[dict[str, str], bytes]:
+def signed_stripe_body(
+    content: Any, *, timestamp: int | None = None, secret: str = STRIPE_WEBHOOK_SECRET
+) -> tuple[dict[str, str], bytes]:
     """Headers and body of a webhook call carrying `content` (of any shape) as JSON, signed as Stripe signs."""
     body = json.dumps(content)
     header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=timestamp)
@@ -132,8 +155,9 @@ class RefundNotificationRecorder:
         return self._received
 
 
-async def wait_for_received(client: Client, workflow_id: str, count: int, timeout_s: float = 10.0
-                            ) -> list[ProviderRefund]:
+async def wait_for_received(
+    client: Client, workflow_id: str, count: int, timeout_s: float = 10.0
+) -> list[ProviderRefund]:
     """What the recorder under `workflow_id` received, once it holds `count` notifications."""
     handle = client.get_workflow_handle(workflow_id)
     deadline = time.monotonic() + timeout_s

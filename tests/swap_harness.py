@@ -38,13 +38,17 @@ async def running_worker(client: Client, settings: Settings, db: Database) -> As
 
 
 @asynccontextmanager
-async def running_cabinet(client: Client, settings: Settings, db: Database, cabinet_id: str
-                          ) -> AsyncIterator[SimulatedCabinet]:
+async def running_cabinet(
+    client: Client, settings: Settings, db: Database, cabinet_id: str
+) -> AsyncIterator[SimulatedCabinet]:
     """A simulated cabinet on the broker and the real device adapter that routes its messages to
     workflows, both running for the test's duration."""
     adapter = DeviceAdapter(settings, db, client)
-    cabinet = (await build_cabinets(settings, db, cabinet_ids=[cabinet_id], telemetry_interval_s=1.0,
-                                    battery_report_interval_s=0.5))[cabinet_id]
+    cabinet = (
+        await build_cabinets(
+            settings, db, cabinet_ids=[cabinet_id], telemetry_interval_s=1.0, battery_report_interval_s=0.5
+        )
+    )[cabinet_id]
     tasks = [asyncio.create_task(adapter.run()), asyncio.create_task(cabinet.run())]
     try:
         await asyncio.wait_for(adapter.ready.wait(), 10)
@@ -65,8 +69,9 @@ async def new_order(db: Database, rider_id: str, cabinet_id: str) -> str:
     """A swap order as the API creates it; returns its id."""
     order_id = uuid.uuid4().hex
     async with db.transaction() as session:
-        session.add(SwapOrder(id=order_id, rider_id=rider_id, cabinet_id=cabinet_id,
-                              idempotency_key=uuid.uuid4().hex, steps=[]))
+        session.add(
+            SwapOrder(id=order_id, rider_id=rider_id, cabinet_id=cabinet_id, idempotency_key=uuid.uuid4().hex, steps=[])
+        )
     return order_id
 
 
@@ -78,11 +83,13 @@ async def set_online(db: Database, cabinet_id: str, online: bool) -> None:
 async def battery_of(db: Database, rider_id: str) -> Battery | None:
     """The pack a rider holds."""
     async with db.sessions() as session:
-        return await session.scalar(select(Battery).where(
-            Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id))
+        return await session.scalar(
+            select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id)
+        )
 
 
 async def swap_refund_outcome(client: Client, order_id: str) -> RefundOutcome:
     """How the refund a failed swap started ended (its workflow runs on after the swap has finished)."""
-    return await client.get_workflow_handle(refund_workflow_id(swap_refund_id(order_id)),
-                                            result_type=RefundOutcome).result()
+    return await client.get_workflow_handle(
+        refund_workflow_id(swap_refund_id(order_id)), result_type=RefundOutcome
+    ).result()

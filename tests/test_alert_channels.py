@@ -48,8 +48,14 @@ class Receiver:
 async def receiver() -> AsyncIterator[Receiver]:
     port = free_port()
     found = Receiver(f"http://127.0.0.1:{port}/hook")
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/hook", found.handle, methods=["POST"])]),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/hook", found.handle, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -61,21 +67,28 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def deliveries_of(db: Database, channel: str, count: int) -> list[AlertDelivery]:
     for _ in range(300):
         async with db.sessions() as session:
-            rows = (await session.scalars(select(AlertDelivery).where(AlertDelivery.channel == channel)
-                                          .order_by(AlertDelivery.attempt))).all()
+            rows = (
+                await session.scalars(
+                    select(AlertDelivery).where(AlertDelivery.channel == channel).order_by(AlertDelivery.attempt)
+                )
+            ).all()
         if len(rows) >= count:
             return list(rows)
         await asyncio.sleep(0.1)
     raise AssertionError(f"only {len(rows)} deliveries to {channel}")
 
 
-async def run_evaluator(env: WorkflowEnvironment, settings: Settings, db: Database, channel: str,
-                        attempts: int) -> list[AlertDelivery]:
+async def run_evaluator(
+    env: WorkflowEnvironment, settings: Settings, db: Database, channel: str, attempts: int
+) -> list[AlertDelivery]:
     await went_offline(db, CABINET, minutes_ago=5)
     async with running_worker(env.client, settings, db):
         handle = await env.client.start_workflow(
-            AlertEvaluatorWorkflow.run, EvaluatorInput(interval_s=0.5, per_run=1000),
-            id=f"evaluator-{settings.temporal_task_queue}", task_queue=settings.temporal_task_queue)
+            AlertEvaluatorWorkflow.run,
+            EvaluatorInput(interval_s=0.5, per_run=1000),
+            id=f"evaluator-{settings.temporal_task_queue}",
+            task_queue=settings.temporal_task_queue,
+        )
         try:
             return await deliveries_of(db, channel, attempts)
         finally:

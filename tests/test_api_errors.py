@@ -48,8 +48,11 @@ def test_swap_with_malformed_body_names_the_bad_field(api: TestClient, rider: di
 
 
 def test_swap_for_unknown_rider_is_a_404_problem(api: TestClient, admin: dict[str, str]) -> None:
-    response = api.post("/v1/swaps", json={"rider_id": "nobody", "cabinet_id": "cab-sh-001-1"},
-                        headers={"Idempotency-Key": "k2", **admin})
+    response = api.post(
+        "/v1/swaps",
+        json={"rider_id": "nobody", "cabinet_id": "cab-sh-001-1"},
+        headers={"Idempotency-Key": "k2", **admin},
+    )
     assert response.status_code == 404
     assert response.json()["title"] == "Unknown rider"
 
@@ -61,16 +64,18 @@ def test_unknown_swap_is_a_404_problem(api: TestClient, rider: dict[str, str]) -
 
 
 def test_swap_without_a_token_is_a_401_problem(api: TestClient) -> None:
-    response = api.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": "cab-sh-001-1"},
-                        headers={"Idempotency-Key": "k3"})
+    response = api.post(
+        "/v1/swaps", json={"rider_id": RIDER, "cabinet_id": "cab-sh-001-1"}, headers={"Idempotency-Key": "k3"}
+    )
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_text_with_a_nul_character_is_a_422_problem(api: TestClient, rider: dict[str, str]) -> None:
-    response = api.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": "cab\x00"},
-                        headers={"Idempotency-Key": "k4", **rider})
+    response = api.post(
+        "/v1/swaps", json={"rider_id": RIDER, "cabinet_id": "cab\x00"}, headers={"Idempotency-Key": "k4", **rider}
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "cabinet_id"]
 
@@ -90,8 +95,16 @@ def test_a_method_the_path_does_not_take_is_a_405_that_names_those_it_does(api: 
 
 async def test_timestamps_are_answered_in_utc(api: TestClient, db: Database, admin: dict[str, str]) -> None:
     async with db.transaction() as session:
-        session.add(Alert(kind="slot_fault", severity="warning", dedupe_key="slot_fault:cab-sh-001-1:1:-",
-                          cabinet_id="cab-sh-001-1", slot_no=1, message="charger"))
+        session.add(
+            Alert(
+                kind="slot_fault",
+                severity="warning",
+                dedupe_key="slot_fault:cab-sh-001-1:1:-",
+                cabinet_id="cab-sh-001-1",
+                slot_no=1,
+                message="charger",
+            )
+        )
     [alert] = api.get("/v1/ops/alerts", headers=admin).json()
     assert datetime.fromisoformat(alert["created_at"]).utcoffset() == timedelta(0)
 

@@ -77,8 +77,9 @@ class Recorder:
         self.task_queue = task_queue
 
     async def start(self, order_id: str) -> None:
-        await self.client.start_workflow(RecordingWorkflow.run, id=swap_workflow_id(order_id),
-                                         task_queue=self.task_queue)
+        await self.client.start_workflow(
+            RecordingWorkflow.run, id=swap_workflow_id(order_id), task_queue=self.task_queue
+        )
 
     async def signals(self, order_id: str) -> list[DeviceSignal]:
         return await self.client.get_workflow_handle(swap_workflow_id(order_id)).query(RecordingWorkflow.signals)
@@ -86,8 +87,12 @@ class Recorder:
 
 @pytest.fixture
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Recorder]:
-    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[RecordingWorkflow],
-                      workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(
+        temporal_env.client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[RecordingWorkflow],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         yield Recorder(temporal_env.client, settings.temporal_task_queue)
 
 
@@ -124,14 +129,30 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def event(type_: str, slot_no: int | None, *, cabinet_id: str = CABINET, event_id: str | None = None,
-          **extra: Any) -> bytes:
-    return json.dumps({"v": 1, "event_id": event_id or uuid.uuid4().hex, "cabinet_id": cabinet_id,
-                       "ts": now_iso(), "type": type_, "slot_no": slot_no, **extra}).encode()
+def event(
+    type_: str, slot_no: int | None, *, cabinet_id: str = CABINET, event_id: str | None = None, **extra: Any
+) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "event_id": event_id or uuid.uuid4().hex,
+            "cabinet_id": cabinet_id,
+            "ts": now_iso(),
+            "type": type_,
+            "slot_no": slot_no,
+            **extra,
+        }
+    ).encode()
 
 
-READING = {"serial": "BAT0000001", "soc": 42.5, "soh": 91.0, "voltage_v": 57.1, "temperature_c": 27.5,
-           "cycle_count": 321}
+READING = {
+    "serial": "BAT0000001",
+    "soc": 42.5,
+    "soh": 91.0,
+    "voltage_v": 57.1,
+    "temperature_c": 27.5,
+    "cycle_count": 321,
+}
 
 
 async def reserve(db: Database, slot_no: int) -> str:
@@ -139,8 +160,9 @@ async def reserve(db: Database, slot_no: int) -> str:
     order_id = uuid.uuid4().hex
     async with db.transaction() as session:
         session.add(SwapOrder(id=order_id, rider_id=RIDER, cabinet_id=CABINET, idempotency_key=order_id, steps=[]))
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
-                              .values(reserved_order_id=order_id))
+        await session.execute(
+            update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no).values(reserved_order_id=order_id)
+        )
     return order_id
 
 
@@ -175,24 +197,51 @@ async def test_malformed_json_is_dead_lettered_and_the_adapter_keeps_serving(
     assert adapter.stats.messages == 2 and adapter.stats.dead_letters == 1
 
 
-@pytest.mark.parametrize(("cabinet_in_topic", "channel", "payload", "reason"), [
-    pytest.param("cab-nowhere", Channel.EVENTS, event("door_opened", 1, cabinet_id="cab-nowhere"),
-                 "unknown cabinet 'cab-nowhere'", id="unknown_cabinet"),
-    pytest.param(CABINET, Channel.EVENTS, event("door_opened", 1, cabinet_id="cab-sh-002-1"),
-                 "does not match topic cabinet", id="cabinet_id_mismatch"),
-    pytest.param(CABINET, Channel.EVENTS, event("door_exploded", 1), "invalid events payload: type", id="invalid"),
-    pytest.param(CABINET, Channel.EVENTS, event("door_opened", 99), "has no slot 99", id="unknown_slot"),
-    pytest.param(CABINET, Channel.STATE, b"\xff\xfe not utf-8", "malformed JSON", id="not_utf8"),
-    pytest.param(CABINET, Channel.ACKS, json.dumps({"command_id": "nope", "cabinet_id": CABINET, "ok": True,
-                                                    "ts": now_iso()}).encode(),
-                 "ack for unknown command 'nope'", id="unknown_command"),
-    pytest.param(CABINET, Channel.TELEMETRY, json.dumps({"cabinet_id": CABINET, "ts": now_iso()}).encode(),
-                 "invalid telemetry payload: seq", id="invalid_telemetry"),
-    pytest.param(CABINET, Channel.COMMANDS, b"{}", "commands flow from the platform", id="commands_topic"),
-])
+@pytest.mark.parametrize(
+    ("cabinet_in_topic", "channel", "payload", "reason"),
+    [
+        pytest.param(
+            "cab-nowhere",
+            Channel.EVENTS,
+            event("door_opened", 1, cabinet_id="cab-nowhere"),
+            "unknown cabinet 'cab-nowhere'",
+            id="unknown_cabinet",
+        ),
+        pytest.param(
+            CABINET,
+            Channel.EVENTS,
+            event("door_opened", 1, cabinet_id="cab-sh-002-1"),
+            "does not match topic cabinet",
+            id="cabinet_id_mismatch",
+        ),
+        pytest.param(CABINET, Channel.EVENTS, event("door_exploded", 1), "invalid events payload: type", id="invalid"),
+        pytest.param(CABINET, Channel.EVENTS, event("door_opened", 99), "has no slot 99", id="unknown_slot"),
+        pytest.param(CABINET, Channel.STATE, b"\xff\xfe not utf-8", "malformed JSON", id="not_utf8"),
+        pytest.param(
+            CABINET,
+            Channel.ACKS,
+            json.dumps({"command_id": "nope", "cabinet_id": CABINET, "ok": True, "ts": now_iso()}).encode(),
+            "ack for unknown command 'nope'",
+            id="unknown_command",
+        ),
+        pytest.param(
+            CABINET,
+            Channel.TELEMETRY,
+            json.dumps({"cabinet_id": CABINET, "ts": now_iso()}).encode(),
+            "invalid telemetry payload: seq",
+            id="invalid_telemetry",
+        ),
+        pytest.param(CABINET, Channel.COMMANDS, b"{}", "commands flow from the platform", id="commands_topic"),
+    ],
+)
 async def test_message_that_cannot_be_accepted_is_dead_lettered_with_its_reason(
-    settings: Settings, db: Database, adapter: DeviceAdapter, cabinet_in_topic: str, channel: Channel,
-    payload: bytes, reason: str,
+    settings: Settings,
+    db: Database,
+    adapter: DeviceAdapter,
+    cabinet_in_topic: str,
+    channel: Channel,
+    payload: bytes,
+    reason: str,
 ) -> None:
     await adapter.handle(topic(settings, channel, cabinet_in_topic), payload)
     [letter] = await dead_letters(db)
@@ -201,8 +250,9 @@ async def test_message_that_cannot_be_accepted_is_dead_lettered_with_its_reason(
     assert await count(db, DeviceMessage) == 0
 
 
-async def test_message_on_a_foreign_topic_is_dead_lettered(settings: Settings, db: Database,
-                                                           adapter: DeviceAdapter) -> None:
+async def test_message_on_a_foreign_topic_is_dead_lettered(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
     await adapter.handle(f"{settings.mqtt_topic_prefix}/cabinets/{CABINET}/events/extra", event("door_opened", 1))
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("not a cabinet or battery topic")
@@ -216,7 +266,11 @@ async def test_door_event_on_a_reserved_slot_signals_the_swap_workflow(
     await adapter.handle(topic(settings, Channel.EVENTS), event("door_closed", 10, event_id="ev-close-10"))
     [signal] = await recorder.signals(order_id)
     assert (signal.message_id, signal.kind, signal.cabinet_id, signal.slot_no) == (
-        "ev-close-10", DeviceSignalKind.DOOR_CLOSED, CABINET, 10)
+        "ev-close-10",
+        DeviceSignalKind.DOOR_CLOSED,
+        CABINET,
+        10,
+    )
     async with db.sessions() as session:
         message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == "ev-close-10"))
     assert message is not None and message.workflow_id == swap_workflow_id(order_id) and message.kind == "door_closed"
@@ -291,9 +345,17 @@ async def test_an_ack_is_recorded_on_its_command_once_and_is_not_signalled(
     await recorder.start(order_id)
     sent = datetime.now(UTC)
     async with db.transaction() as session:
-        session.add(DeviceCommand(id="cmd-1", cabinet_id=CABINET, slot_no=10, action="read_bms",
-                                  workflow_id=swap_workflow_id(order_id), sent_at=sent,
-                                  deadline_at=sent + timedelta(seconds=10)))
+        session.add(
+            DeviceCommand(
+                id="cmd-1",
+                cabinet_id=CABINET,
+                slot_no=10,
+                action="read_bms",
+                workflow_id=swap_workflow_id(order_id),
+                sent_at=sent,
+                deadline_at=sent + timedelta(seconds=10),
+            )
+        )
     ack = {"v": 1, "command_id": "cmd-1", "cabinet_id": CABINET, "ok": True, "ts": now_iso(), "result": READING}
     await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
     await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())  # a redelivery
@@ -311,8 +373,16 @@ async def test_an_ack_for_a_command_sent_to_another_cabinet_is_dead_lettered_and
 ) -> None:
     sent = datetime.now(UTC)
     async with db.transaction() as session:
-        session.add(DeviceCommand(id="cmd-2", cabinet_id="cab-sh-002-1", slot_no=10, action="open_door",
-                                  sent_at=sent, deadline_at=sent + timedelta(seconds=10)))
+        session.add(
+            DeviceCommand(
+                id="cmd-2",
+                cabinet_id="cab-sh-002-1",
+                slot_no=10,
+                action="open_door",
+                sent_at=sent,
+                deadline_at=sent + timedelta(seconds=10),
+            )
+        )
     ack = {"v": 1, "command_id": "cmd-2", "cabinet_id": CABINET, "ok": True, "ts": now_iso()}
     await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
     [letter] = await dead_letters(db)
@@ -332,10 +402,11 @@ async def test_telemetry_updates_slots_and_readings_not_custody_and_stale_teleme
     assert in_slot_1 is not None and riders_pack is not None
 
     def telemetry(seq: int, soc: float) -> bytes:
-        slots = [{"slot_no": 1, "door": "closed", "charging": True, "battery": READING | {"serial": in_slot_1,
-                                                                                          "soc": soc}},
-                 {"slot_no": 12, "door": "open", "battery": READING | {"serial": riders_pack}},
-                 {"slot_no": 11, "door": "closed", "fault": "E42 charger"}]
+        slots = [
+            {"slot_no": 1, "door": "closed", "charging": True, "battery": READING | {"serial": in_slot_1, "soc": soc}},
+            {"slot_no": 12, "door": "open", "battery": READING | {"serial": riders_pack}},
+            {"slot_no": 11, "door": "closed", "fault": "E42 charger"},
+        ]
         return json.dumps({"v": 1, "cabinet_id": CABINET, "ts": now_iso(), "seq": seq, "slots": slots}).encode()
 
     await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(10, 55.5))
@@ -395,8 +466,16 @@ async def _acked(db: Database, command_id: str) -> bool:
 
 
 def birth(ts: datetime, door_of_slot_12: str) -> bytes:
-    return json.dumps({"v": 1, "cabinet_id": CABINET, "online": True, "ts": ts.isoformat(), "firmware": "2.0.0",
-                       "slots": [{"slot_no": 12, "door": door_of_slot_12}]}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "cabinet_id": CABINET,
+            "online": True,
+            "ts": ts.isoformat(),
+            "firmware": "2.0.0",
+            "slots": [{"slot_no": 12, "door": door_of_slot_12}],
+        }
+    ).encode()
 
 
 async def test_birth_marks_the_cabinet_online_and_applies_its_slots(
@@ -413,8 +492,13 @@ async def test_replayed_old_birth_does_not_undo_newer_telemetry(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
     now = datetime.now(UTC)
-    telemetry = {"v": 1, "cabinet_id": CABINET, "ts": now.isoformat(), "seq": 1,
-                 "slots": [{"slot_no": 12, "door": "closed"}]}
+    telemetry = {
+        "v": 1,
+        "cabinet_id": CABINET,
+        "ts": now.isoformat(),
+        "seq": 1,
+        "slots": [{"slot_no": 12, "door": "closed"}],
+    }
     await adapter.handle(topic(settings, Channel.TELEMETRY), json.dumps(telemetry).encode())
     # The broker hands a reconnecting adapter the retained birth, from when the cabinet connected.
     await adapter.handle(topic(settings, Channel.STATE), birth(now - timedelta(hours=3), "open"))
@@ -429,8 +513,12 @@ async def test_signal_that_cannot_reach_temporal_is_retried_then_dead_lettered(
     settings: Settings, db: Database
 ) -> None:
     # A real client of a Temporal frontend that is down (nothing listens on the port).
-    unreachable = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, retry_config=RetryConfig(max_retries=0),
-                                       data_converter=pydantic_data_converter)
+    unreachable = await Client.connect(
+        f"127.0.0.1:{free_port()}",
+        lazy=True,
+        retry_config=RetryConfig(max_retries=0),
+        data_converter=pydantic_data_converter,
+    )
     adapter = DeviceAdapter(settings, db, unreachable, signal_retry_s=0.5)
     order_id = await reserve(db, 10)
     await adapter.handle(topic(settings, Channel.EVENTS), event("door_closed", 10, event_id="ev-no-temporal"))
@@ -447,11 +535,26 @@ async def test_a_cabinets_messages_reach_the_workflow_in_the_order_it_sent_them(
     order_id = await reserve(db, 10)
     await recorder.start(order_id)
     sent = datetime.now(UTC)
-    command = Command(command_id=f"{order_id}-1", cabinet_id=CABINET, action=CommandAction.OPEN_DOOR, slot_no=10,
-                      issued_at=sent, deadline=sent + timedelta(seconds=10))
+    command = Command(
+        command_id=f"{order_id}-1",
+        cabinet_id=CABINET,
+        action=CommandAction.OPEN_DOOR,
+        slot_no=10,
+        issued_at=sent,
+        deadline=sent + timedelta(seconds=10),
+    )
     async with db.transaction() as session:
-        session.add(DeviceCommand(id=command.command_id, cabinet_id=CABINET, slot_no=10, action="open_door",
-                                  workflow_id=swap_workflow_id(order_id), sent_at=sent, deadline_at=command.deadline))
+        session.add(
+            DeviceCommand(
+                id=command.command_id,
+                cabinet_id=CABINET,
+                slot_no=10,
+                action="open_door",
+                workflow_id=swap_workflow_id(order_id),
+                sent_at=sent,
+                deadline_at=command.deadline,
+            )
+        )
     sim_task = asyncio.create_task(sim.run())
     try:
         async with running(adapter), mqtt_client(settings, "test-platform") as platform:
@@ -489,8 +592,9 @@ async def test_adapter_reconnects_when_the_broker_comes_back(
             await broker.start()
             await asyncio.wait_for(adapter.ready.wait(), 10)
             async with mqtt_client(own, "test-cabinet") as cabinet:
-                await cabinet.publish(topic(own, Channel.EVENTS), event("door_opened", 11, event_id="after-outage"),
-                                      qos=1)
+                await cabinet.publish(
+                    topic(own, Channel.EVENTS), event("door_opened", 11, event_id="after-outage"), qos=1
+                )
             await eventually(lambda: count(db, DeviceMessage, DeviceMessage.message_id == "after-outage"))
     finally:
         await broker.shutdown()
@@ -510,14 +614,25 @@ async def test_without_pre_ping_an_ack_survives_the_server_ending_the_adapters_c
     sent = datetime.now(UTC)
     async with db.transaction() as session:
         for command_id in ("cmd-a", "cmd-b"):
-            session.add(DeviceCommand(id=command_id, cabinet_id=CABINET, slot_no=10, action="open_door",
-                                      sent_at=sent, deadline_at=sent + timedelta(seconds=10)))
+            session.add(
+                DeviceCommand(
+                    id=command_id,
+                    cabinet_id=CABINET,
+                    slot_no=10,
+                    action="open_door",
+                    sent_at=sent,
+                    deadline_at=sent + timedelta(seconds=10),
+                )
+            )
     try:
         for command_id in ("cmd-a", "cmd-b"):
             async with db.transaction() as session:  # ends the adapter's pooled connection (idle since its last use)
-                await session.execute(text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"))
+                await session.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+                    )
+                )
             ack = {"v": 1, "command_id": command_id, "cabinet_id": CABINET, "ok": True, "ts": now_iso()}
             await adapter.handle(topic(settings, Channel.ACKS), json.dumps(ack).encode())
             assert await _acked(db, command_id)

@@ -42,9 +42,15 @@ OTHER = "cab-sh-002-1"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """A low rate, so a test reaches it quickly; swaps with short bounds (the cabinets are real)."""
-    return settings.model_copy(update={"device_rate_per_s": 5.0, "device_rate_burst": 50,
-                                       "command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0,
-                                       "charged_take_timeout_s": 20.0})
+    return settings.model_copy(
+        update={
+            "device_rate_per_s": 5.0,
+            "device_rate_burst": 50,
+            "command_ack_timeout_s": 1.5,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+        }
+    )
 
 
 @pytest.fixture
@@ -97,8 +103,9 @@ def test_a_key_gets_its_burst_then_its_rate() -> None:
 # ------------------------------------------------------------------------------------- dead letters
 
 
-async def test_repeats_of_one_fault_are_counted_on_one_row(settings: Settings, db: Database,
-                                                           adapter: DeviceAdapter) -> None:
+async def test_repeats_of_one_fault_are_counted_on_one_row(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
     for _ in range(30):
         await adapter.handle(topic(settings, Channel.EVENTS), b"{")
     await adapter.handle(topic(settings, Channel.ACKS), b"{")
@@ -124,10 +131,10 @@ def test_the_dead_letter_api_shows_how_often_a_fault_came(settings: Settings, da
     assert letter["occurrences"] == 3 and letter["last_seen_at"] is not None
 
 
-async def test_a_dead_letters_payload_is_cut_to_the_configured_size(settings: Settings, db: Database,
-                                                                    temporal_env: WorkflowEnvironment) -> None:
-    adapter = DeviceAdapter(settings.model_copy(update={"dead_letter_max_payload_bytes": 100}), db,
-                            temporal_env.client)
+async def test_a_dead_letters_payload_is_cut_to_the_configured_size(
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
+    adapter = DeviceAdapter(settings.model_copy(update={"dead_letter_max_payload_bytes": 100}), db, temporal_env.client)
     await adapter.handle(topic(settings, Channel.EVENTS), b"{" + b"x" * 10_000)
     (row,) = await letters(db)
     assert len(row.payload) == 100
@@ -161,16 +168,26 @@ async def _counted_at_least(db: Database, n: int) -> bool:
     return await counted(db) >= n
 
 
-async def test_dead_letters_past_their_retention_are_expired(settings: Settings, db: Database,
-                                                             adapter: DeviceAdapter) -> None:
+async def test_dead_letters_past_their_retention_are_expired(
+    settings: Settings, db: Database, adapter: DeviceAdapter
+) -> None:
     now = datetime.now(UTC)
     async with db.transaction() as session:
-        session.add_all([
-            DeadLetter(topic="old", payload="", reason="r", received_at=now - timedelta(days=40)),
-            DeadLetter(topic="old but seen lately", payload="", reason="r", received_at=now - timedelta(days=40),
-                       last_seen_at=now - timedelta(days=1), dedupe_key="k1", occurrences=7),
-            DeadLetter(topic="recent", payload="", reason="r", received_at=now - timedelta(days=2)),
-        ])
+        session.add_all(
+            [
+                DeadLetter(topic="old", payload="", reason="r", received_at=now - timedelta(days=40)),
+                DeadLetter(
+                    topic="old but seen lately",
+                    payload="",
+                    reason="r",
+                    received_at=now - timedelta(days=40),
+                    last_seen_at=now - timedelta(days=1),
+                    dedupe_key="k1",
+                    occurrences=7,
+                ),
+                DeadLetter(topic="recent", payload="", reason="r", received_at=now - timedelta(days=2)),
+            ]
+        )
     assert await adapter.expire_dead_letters() == 1
     assert sorted(row.topic for row in await letters(db)) == ["old but seen lately", "recent"]
 
@@ -181,13 +198,20 @@ async def test_dead_letters_past_their_retention_are_expired(settings: Settings,
 async def test_a_cabinet_over_its_rate_is_cut_off_counted_and_alerted_and_others_are_not(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
-    async with running(adapter), mqtt_client(settings, "noisy-cabinet") as noisy, \
-            mqtt_client(settings, "quiet-cabinet") as quiet:
+    async with (
+        running(adapter),
+        mqtt_client(settings, "noisy-cabinet") as noisy,
+        mqtt_client(settings, "quiet-cabinet") as quiet,
+    ):
         for i in range(300):
-            await noisy.publish(topic(settings, Channel.EVENTS),
-                                cabinet_event("door_opened", 1 + i % 9, event_id=f"noisy-{i}"), qos=1)
-        await quiet.publish(topic(settings, Channel.EVENTS, OTHER),
-                            cabinet_event("door_opened", 11, cabinet_id=OTHER, event_id="quiet-1"), qos=1)
+            await noisy.publish(
+                topic(settings, Channel.EVENTS), cabinet_event("door_opened", 1 + i % 9, event_id=f"noisy-{i}"), qos=1
+            )
+        await quiet.publish(
+            topic(settings, Channel.EVENTS, OTHER),
+            cabinet_event("door_opened", 11, cabinet_id=OTHER, event_id="quiet-1"),
+            qos=1,
+        )
         await eventually(lambda: count(db, DeviceMessage, DeviceMessage.message_id == "quiet-1"), within_s=20)
         await eventually(lambda: _counted_at_least(db, 300 - 60), within_s=20)
     accepted = await count(db, DeviceMessage, DeviceMessage.cabinet_id == CABINET)
@@ -205,12 +229,21 @@ async def test_the_flood_alert_holds_while_a_cabinet_is_over_its_rate_and_not_on
 ) -> None:
     now = datetime.now(UTC)
     async with db.transaction() as session:
-        session.add(DeadLetter(topic=topic(settings, Channel.EVENTS), payload="", dedupe_key="flood",
-                               reason="rate limit of 5 messages/s exceeded: dropped", occurrences=900,
-                               received_at=now - timedelta(minutes=1), last_seen_at=now - timedelta(seconds=5)))
+        session.add(
+            DeadLetter(
+                topic=topic(settings, Channel.EVENTS),
+                payload="",
+                dedupe_key="flood",
+                reason="rate limit of 5 messages/s exceeded: dropped",
+                occurrences=900,
+                received_at=now - timedelta(minutes=1),
+                last_seen_at=now - timedelta(seconds=5),
+            )
+        )
     async with db.sessions() as session:
         assert [(c.kind, c.cabinet_id) for c in await flooding_cabinets(session, settings, now)] == [
-            (DEVICE_FLOOD, CABINET)]
+            (DEVICE_FLOOD, CABINET)
+        ]
         assert await flooding_cabinets(session, settings, now + timedelta(seconds=FLOOD_QUIET_S)) == []
 
 
@@ -222,8 +255,9 @@ VICTIMS = {"cab-sh-001-1": "rider-sh-0001", "cab-sh-002-1": "rider-sh-0002"}
 
 
 @pytest.fixture
-async def victims(temporal_env: WorkflowEnvironment, settings: Settings, db: Database,
-                  adapter: DeviceAdapter) -> AsyncIterator[dict[str, SimulatedCabinet]]:
+async def victims(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, adapter: DeviceAdapter
+) -> AsyncIterator[dict[str, SimulatedCabinet]]:
     cabinets = await build_cabinets(settings, db, cabinet_ids=list(VICTIMS), telemetry_interval_s=1.0)
     tasks = [asyncio.create_task(c.run()) for c in cabinets.values()]
     try:
@@ -237,13 +271,15 @@ async def victims(temporal_env: WorkflowEnvironment, settings: Settings, db: Dat
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def swap(env: WorkflowEnvironment, settings: Settings, db: Database, cabinet: SimulatedCabinet,
-               rider_id: str) -> SwapStatus:
+async def swap(
+    env: WorkflowEnvironment, settings: Settings, db: Database, cabinet: SimulatedCabinet, rider_id: str
+) -> SwapStatus:
     """One rider's swap at `cabinet`, as the rider would do it at the doors."""
     order_id = await new_order(db, rider_id, cabinet.cabinet_id)
     request = swap_request(settings, order_id=order_id, rider_id=rider_id, cabinet_id=cabinet.cabinet_id)
-    handle = await env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
-                                             task_queue=settings.temporal_task_queue)
+    handle = await env.client.start_workflow(
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+    )
     held = await battery_of(db, rider_id)
     assert held is not None
     slot_no = await _door_open(db, cabinet, order_id, SwapStage.RETURN_DOOR_OPEN, "return_slot_no")
@@ -255,8 +291,9 @@ async def swap(env: WorkflowEnvironment, settings: Settings, db: Database, cabin
     return (await handle.result()).status
 
 
-async def _door_open(db: Database, cabinet: SimulatedCabinet, order_id: str, stage: SwapStage,
-                     slot_field: str) -> int | None:
+async def _door_open(
+    db: Database, cabinet: SimulatedCabinet, order_id: str, stage: SwapStage, slot_field: str
+) -> int | None:
     """The slot whose door the swap opened at `stage`, once it is physically open; None if it failed."""
     while True:
         async with db.sessions() as session:
@@ -271,15 +308,21 @@ async def _door_open(db: Database, cabinet: SimulatedCabinet, order_id: str, sta
 
 
 async def test_a_flood_at_one_cabinet_leaves_swaps_at_other_cabinets_completing(
-    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, adapter: DeviceAdapter,
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    db: Database,
+    adapter: DeviceAdapter,
     victims: dict[str, SimulatedCabinet],
 ) -> None:
     # A cabinet the platform knows, online: its junk reaches every check an honest message goes through.
     async with db.transaction() as session:
         await session.execute(update(Cabinet).where(Cabinet.id == FLOODED).values(online=True))
     messages = junk(settings.mqtt_topic_prefix, FLOODED, 20_000)
-    flooding = asyncio.create_task(flood(lambda: mqtt_client(settings, f"flooder-{uuid.uuid4().hex[:6]}"), messages,
-                                         rate_per_s=20_000, deadline_s=60))
+    flooding = asyncio.create_task(
+        flood(
+            lambda: mqtt_client(settings, f"flooder-{uuid.uuid4().hex[:6]}"), messages, rate_per_s=20_000, deadline_s=60
+        )
+    )
     statuses = await asyncio.gather(*(swap(temporal_env, settings, db, victims[c], r) for c, r in VICTIMS.items()))
     assert await flooding == len(messages)
     assert statuses == [SwapStatus.COMPLETED, SwapStatus.COMPLETED]

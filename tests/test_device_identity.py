@@ -33,7 +33,8 @@ CABINET_A = "cab-sh-001-1"
 CABINET_B = "cab-sh-002-1"
 SERVICE = Login("swapflow", "service-secret-for-tests")
 MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+)
 
 
 @dataclass
@@ -67,8 +68,9 @@ async def amqtt_identities(settings: Settings) -> AsyncIterator[Identities]:
     """The embedded broker enforcing identity from the test's database."""
     a, b = provision(settings.effective_database_url)
     port = free_port()
-    broker = embedded_broker("127.0.0.1", port, auth_plugins(settings.effective_database_url,
-                                                             settings.mqtt_topic_prefix, [SERVICE.username]))
+    broker = embedded_broker(
+        "127.0.0.1", port, auth_plugins(settings.effective_database_url, settings.mqtt_topic_prefix, [SERVICE.username])
+    )
     await broker.start()
     try:
         yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"}), a, b, port)
@@ -91,15 +93,18 @@ def mosquitto_identities(settings: Settings, tmp_path: Path) -> Iterator[Identit
     config = tmp_path / "mosquitto.conf"
     # Run as root, Mosquitto would drop to its own user, who cannot read the test's private files.
     user = "user root\n" if os.geteuid() == 0 else ""
-    config.write_text(listeners(passwords.parent, f"{device_port} 127.0.0.1", f"{service_port} 127.0.0.1")
-                      + f"persistence false\n{user}")
+    config.write_text(
+        listeners(passwords.parent, f"{device_port} 127.0.0.1", f"{service_port} 127.0.0.1")
+        + f"persistence false\n{user}"
+    )
     assert acl.parent == passwords.parent
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_port(device_port, process)
         _wait_for_port(service_port, process)
-        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{service_port}"}), a, b,
-                         device_port)
+        yield Identities(
+            settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{service_port}"}), a, b, device_port
+        )
     finally:
         process.terminate()
         process.wait(10)
@@ -130,10 +135,14 @@ def client(identities: Identities, login: Login | None, client_id: str | None = 
     if login is None:
         return aiomqtt.Client("127.0.0.1", identities.device_port, identifier=f"anon-{uuid.uuid4().hex[:8]}")
     if login == SERVICE:
-        return mqtt_client(identities.settings, client_id or f"swapflow-test-{uuid.uuid4().hex[:8]}",
-                           login=login)
-    return aiomqtt.Client("127.0.0.1", identities.device_port, identifier=client_id or login.username,
-                          username=login.username, password=login.password)
+        return mqtt_client(identities.settings, client_id or f"swapflow-test-{uuid.uuid4().hex[:8]}", login=login)
+    return aiomqtt.Client(
+        "127.0.0.1",
+        identities.device_port,
+        identifier=client_id or login.username,
+        username=login.username,
+        password=login.password,
+    )
 
 
 async def receive_until(messages: aiomqtt.Client, marker: str, timeout_s: float = 5.0) -> list[str]:
@@ -184,10 +193,12 @@ async def test_cabinet_publishes_on_its_own_topics_and_reads_its_own_commands(id
         await cabinet.subscribe(identities.topic(CABINET_A, Channel.COMMANDS), qos=1)
         await cabinet.publish(identities.topic(CABINET_A, Channel.EVENTS), b"{}", qos=1)
         assert await receive_until(platform, identities.topic(CABINET_A, Channel.EVENTS)) == [
-            identities.topic(CABINET_A, Channel.EVENTS)]
+            identities.topic(CABINET_A, Channel.EVENTS)
+        ]
         await platform.publish(identities.topic(CABINET_A, Channel.COMMANDS), b"{}", qos=1)
         assert identities.topic(CABINET_A, Channel.COMMANDS) in await receive_until(
-            cabinet, identities.topic(CABINET_A, Channel.COMMANDS))
+            cabinet, identities.topic(CABINET_A, Channel.COMMANDS)
+        )
 
 
 async def test_cabinet_cannot_publish_on_another_cabinets_topics(identities: Identities) -> None:
@@ -233,7 +244,8 @@ async def test_a_cabinet_cannot_take_over_a_platform_clients_session(identities:
         await connect_claiming(identities, identities.b, platform_id)
         await cabinet.publish(identities.topic(CABINET_A, Channel.EVENTS), b"{}", qos=1)
         assert await receive_until(platform, identities.topic(CABINET_A, Channel.EVENTS)) == [
-            identities.topic(CABINET_A, Channel.EVENTS)]
+            identities.topic(CABINET_A, Channel.EVENTS)
+        ]
 
 
 async def test_a_cabinet_cannot_take_over_another_cabinets_session(identities: Identities) -> None:
@@ -242,7 +254,8 @@ async def test_a_cabinet_cannot_take_over_another_cabinets_session(identities: I
         await connect_claiming(identities, identities.a, CABINET_B)
         await platform.publish(identities.topic(CABINET_B, Channel.COMMANDS), b"{}", qos=1)
         assert await receive_until(victim, identities.topic(CABINET_B, Channel.COMMANDS)) == [
-            identities.topic(CABINET_B, Channel.COMMANDS)]
+            identities.topic(CABINET_B, Channel.COMMANDS)
+        ]
 
 
 async def test_a_cabinet_under_its_own_id_is_refused_nothing(amqtt_identities: Identities) -> None:

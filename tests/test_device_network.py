@@ -70,8 +70,11 @@ def ts(seconds: float) -> datetime:
 
 async def presence(db: Database, cabinet_id: str = CABINET) -> list[tuple[bool, str]]:
     async with db.sessions() as session:
-        rows = await session.execute(select(CabinetPresence.online, CabinetPresence.cause)
-                                     .where(CabinetPresence.cabinet_id == cabinet_id).order_by(CabinetPresence.id))
+        rows = await session.execute(
+            select(CabinetPresence.online, CabinetPresence.cause)
+            .where(CabinetPresence.cabinet_id == cabinet_id)
+            .order_by(CabinetPresence.id)
+        )
         return [(online, str(cause)) for online, cause in rows]
 
 
@@ -81,21 +84,42 @@ async def slot_packs(db: Database) -> dict[int, str | None]:
         return dict(rows.tuples().all())
 
 
-def telemetry(seq: int, slots: list[dict[str, Any]], *, at: datetime | None = None, cabinet_id: str = CABINET
-              ) -> bytes:
-    return json.dumps({"v": 1, "cabinet_id": cabinet_id, "ts": (at or datetime.now(UTC)).isoformat(), "seq": seq,
-                       "cabinet_temperature_c": 31.0, "slots": slots}).encode()
+def telemetry(seq: int, slots: list[dict[str, Any]], *, at: datetime | None = None, cabinet_id: str = CABINET) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "cabinet_id": cabinet_id,
+            "ts": (at or datetime.now(UTC)).isoformat(),
+            "seq": seq,
+            "cabinet_temperature_c": 31.0,
+            "slots": slots,
+        }
+    ).encode()
 
 
 def birth(slots: list[dict[str, Any]], *, at: datetime | None = None) -> bytes:
-    return json.dumps({"v": 1, "cabinet_id": CABINET, "online": True, "ts": (at or datetime.now(UTC)).isoformat(),
-                       "firmware": "1.5.0", "slots": slots}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "cabinet_id": CABINET,
+            "online": True,
+            "ts": (at or datetime.now(UTC)).isoformat(),
+            "firmware": "1.5.0",
+            "slots": slots,
+        }
+    ).encode()
 
 
 def full_slots(packs: dict[int, str | None], **reading: Any) -> list[dict[str, Any]]:
-    return [{"slot_no": n, "door": "closed", "charging": serial is not None,
-             **({"battery": READING | {"serial": serial} | reading} if serial else {})}
-            for n, serial in sorted(packs.items())]
+    return [
+        {
+            "slot_no": n,
+            "door": "closed",
+            "charging": serial is not None,
+            **({"battery": READING | {"serial": serial} | reading} if serial else {}),
+        }
+        for n, serial in sorted(packs.items())
+    ]
 
 
 # ------------------------------------------------------------------------------------------- presence
@@ -140,9 +164,17 @@ async def test_a_last_will_is_stamped_when_it_arrives_not_when_it_was_registered
     await adapter.handle(topic(settings, Channel.STATE), will)
     await adapter.handle(topic(settings, Channel.STATE), will)  # the retained copy, seen again
     async with db.sessions() as session:
-        rows = (await session.execute(select(CabinetPresence.online, CabinetPresence.at)
-                                      .where(CabinetPresence.cabinet_id == CABINET)
-                                      .order_by(CabinetPresence.id))).tuples().all()
+        rows = (
+            (
+                await session.execute(
+                    select(CabinetPresence.online, CabinetPresence.at)
+                    .where(CabinetPresence.cabinet_id == CABINET)
+                    .order_by(CabinetPresence.id)
+                )
+            )
+            .tuples()
+            .all()
+        )
     assert [online for online, _ in rows] == [True, False]
     assert as_utc(rows[1][1]) >= arrived - timedelta(seconds=1)  # ten minutes of uptime, not zero
 
@@ -173,8 +205,11 @@ async def test_a_birth_stamped_like_the_telemetry_heard_before_it_brings_the_cab
     will = {"v": 1, "cabinet_id": CABINET, "online": False, "ts": connected.isoformat()}
     await adapter.handle(topic(settings, Channel.STATE), json.dumps(will).encode())
     await adapter.handle(topic(settings, Channel.STATE), birth(slots, at=report))
-    assert await presence(db) == [(True, PresenceCause.BIRTH), (False, PresenceCause.LAST_WILL),
-                                  (True, PresenceCause.BIRTH)]
+    assert await presence(db) == [
+        (True, PresenceCause.BIRTH),
+        (False, PresenceCause.LAST_WILL),
+        (True, PresenceCause.BIRTH),
+    ]
 
 
 async def test_missed_heartbeats_take_a_cabinet_offline_and_telemetry_brings_it_back(
@@ -187,10 +222,8 @@ async def test_missed_heartbeats_take_a_cabinet_offline_and_telemetry_brings_it_
         await eventually(lambda: _presence_is(db, [(True, "birth")]))
         # Silence for more than 3 × 0.2 s.
         await eventually(lambda: _presence_is(db, [(True, "birth"), (False, "heartbeat_expired")]), within_s=10)
-        await cabinet.publish(topic(settings, Channel.TELEMETRY), telemetry(1, full_slots(await slot_packs(db))),
-                              qos=1)
-        await eventually(lambda: _presence_is(db, [(True, "birth"), (False, "heartbeat_expired"),
-                                                   (True, "telemetry")]))
+        await cabinet.publish(topic(settings, Channel.TELEMETRY), telemetry(1, full_slots(await slot_packs(db))), qos=1)
+        await eventually(lambda: _presence_is(db, [(True, "birth"), (False, "heartbeat_expired"), (True, "telemetry")]))
     async with db.sessions() as session:
         cabinet_row = await session.get(Cabinet, CABINET)
     assert cabinet_row is not None and cabinet_row.online
@@ -204,8 +237,11 @@ async def test_a_restarted_adapter_does_not_expire_cabinets_it_has_not_had_time_
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id == CABINET).values(
-            online=True, last_seen_at=datetime.now(UTC) - timedelta(hours=1)))
+        await session.execute(
+            update(Cabinet)
+            .where(Cabinet.id == CABINET)
+            .values(online=True, last_seen_at=datetime.now(UTC) - timedelta(hours=1))
+        )
     fast = settings.model_copy(update={"heartbeat_interval_s": 1.0, "heartbeat_missed_limit": 3})
     adapter = DeviceAdapter(fast, db, temporal_env.client, sweep_interval_s=60)
     async with running(adapter):
@@ -263,16 +299,19 @@ async def test_older_telemetry_never_overwrites_newer_state_and_duplicates_chang
     newer = telemetry(20, full_slots({1: pack}, soc=80.0), at=now)
     await adapter.handle(topic(settings, Channel.TELEMETRY), newer)
     await adapter.handle(topic(settings, Channel.TELEMETRY), newer)  # duplicate
-    await adapter.handle(topic(settings, Channel.TELEMETRY),
-                         telemetry(19, full_slots({1: pack}, soc=10.0), at=now - timedelta(seconds=10)))
+    await adapter.handle(
+        topic(settings, Channel.TELEMETRY),
+        telemetry(19, full_slots({1: pack}, soc=10.0), at=now - timedelta(seconds=10)),
+    )
     # An older reading by the other path (the pack's own report) is refused by the same guard.
     async with db.transaction() as session:
         await session.execute(update(Battery).where(Battery.serial == pack).values(reading_at=now))
     await adapter.flush_history()
     async with db.sessions() as session:
         battery = await session.get(Battery, pack)
-        history = list(await session.scalars(select(BatteryReadingRecord)
-                                             .where(BatteryReadingRecord.battery_serial == pack)))
+        history = list(
+            await session.scalars(select(BatteryReadingRecord).where(BatteryReadingRecord.battery_serial == pack))
+        )
     assert battery is not None and battery.soc == 80.0 and battery.charge_state == "idle"
     assert [(h.soc, h.slot_no) for h in history] == [(80.0, 1)]
     assert adapter.stats.stale == 2
@@ -312,9 +351,10 @@ async def test_telemetry_writes_readings_and_cabinet_health_history(
     packs = await slot_packs(db)
     base = datetime.now(UTC) - timedelta(minutes=1)
     for seq in range(3):
-        await adapter.handle(topic(settings, Channel.TELEMETRY),
-                             telemetry(seq, full_slots(packs, soc=50.0 + seq, current_a=16.0),
-                                       at=base + timedelta(seconds=10 * seq)))
+        await adapter.handle(
+            topic(settings, Channel.TELEMETRY),
+            telemetry(seq, full_slots(packs, soc=50.0 + seq, current_a=16.0), at=base + timedelta(seconds=10 * seq)),
+        )
     await adapter.flush_history()
     in_packs = sum(1 for serial in packs.values() if serial)
     assert await count(db, BatteryReadingRecord) == 3 * in_packs
@@ -347,20 +387,35 @@ async def test_when_ingestion_falls_behind_history_is_shed_but_state_and_events_
 async def test_a_flood_of_malformed_messages_is_dead_lettered_and_good_traffic_still_flows(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
-    junk = [b"", b"{", b"\xff\xfe", b"[]", b'{"v": 2}', json.dumps({"cabinet_id": CABINET}).encode(),
-            b"null", b'{"v": 1, "cabinet_id": "' + b"x" * 5000 + b'"}']
+    junk = [
+        b"",
+        b"{",
+        b"\xff\xfe",
+        b"[]",
+        b'{"v": 2}',
+        json.dumps({"cabinet_id": CABINET}).encode(),
+        b"null",
+        b'{"v": 1, "cabinet_id": "' + b"x" * 5000 + b'"}',
+    ]
     channels = [Channel.EVENTS, Channel.ACKS, Channel.STATE, Channel.TELEMETRY]
     flood = [(topic(settings, channels[i % 4]), junk[i % len(junk)]) for i in range(400)]
     other = "cab-sh-002-1"
-    async with running(adapter), mqtt_client(settings, "flooding-cabinet") as cabinet, \
-            mqtt_client(settings, "another-cabinet") as neighbour:
+    async with (
+        running(adapter),
+        mqtt_client(settings, "flooding-cabinet") as cabinet,
+        mqtt_client(settings, "another-cabinet") as neighbour,
+    ):
         for i, (where, payload) in enumerate(flood):
             await cabinet.publish(where, payload, qos=1)
             if i == 200:
-                await neighbour.publish(topic(settings, Channel.EVENTS, other),
-                                        event("door_opened", 11, cabinet_id=other, event_id="good-1"), qos=1)
-        await neighbour.publish(topic(settings, Channel.EVENTS, other),
-                                event("door_opened", 12, cabinet_id=other, event_id="good-2"), qos=1)
+                await neighbour.publish(
+                    topic(settings, Channel.EVENTS, other),
+                    event("door_opened", 11, cabinet_id=other, event_id="good-1"),
+                    qos=1,
+                )
+        await neighbour.publish(
+            topic(settings, Channel.EVENTS, other), event("door_opened", 12, cabinet_id=other, event_id="good-2"), qos=1
+        )
         await eventually(lambda: count(db, DeviceMessage, DeviceMessage.message_id == "good-2"), within_s=30)
         # Dead letters are written in batches.
         await eventually(lambda: _at_least(db, 400), within_s=30)
@@ -389,10 +444,15 @@ async def test_adapter_serves_its_metrics_on_the_configured_port(
         await adapter.sweep_presence()
         body = await asyncio.to_thread(lambda: urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read())
     text = body.decode()
-    for name in ("swapflow_adapter_messages_total", 'swapflow_adapter_dead_letters_total{reason="malformed JSON"}',
-                 "swapflow_adapter_ingest_lag_seconds_bucket", "swapflow_adapter_history_rows_shed_total",
-                 "swapflow_adapter_command_round_trip_seconds_bucket", "swapflow_adapter_commands_outstanding",
-                 "swapflow_adapter_cabinets_online"):
+    for name in (
+        "swapflow_adapter_messages_total",
+        'swapflow_adapter_dead_letters_total{reason="malformed JSON"}',
+        "swapflow_adapter_ingest_lag_seconds_bucket",
+        "swapflow_adapter_history_rows_shed_total",
+        "swapflow_adapter_command_round_trip_seconds_bucket",
+        "swapflow_adapter_commands_outstanding",
+        "swapflow_adapter_cabinets_online",
+    ):
         assert name in text, name
 
 
@@ -401,8 +461,7 @@ async def test_adapter_serves_its_metrics_on_the_configured_port(
 
 @pytest.fixture
 async def sim_cabinet(settings: Settings) -> Any:
-    cab = SimulatedCabinet(settings, CABINET, {1: SimBattery("BAT-Q1", soc=100.0), 2: None},
-                           telemetry_interval_s=60.0)
+    cab = SimulatedCabinet(settings, CABINET, {1: SimBattery("BAT-Q1", soc=100.0), 2: None}, telemetry_interval_s=60.0)
     task = asyncio.create_task(cab.run())
     await asyncio.wait_for(cab.ready.wait(), 10)
     yield cab
@@ -422,12 +481,19 @@ async def queue(settings: Settings) -> Any:
 
 def command(action: CommandAction, slot_no: int, *, deadline_s: float, command_id: str | None = None) -> Command:
     now = datetime.now(UTC)
-    return Command(command_id=command_id or uuid.uuid4().hex[:12], cabinet_id=CABINET, action=action,
-                   slot_no=slot_no, issued_at=now, deadline=now + timedelta(seconds=deadline_s))
+    return Command(
+        command_id=command_id or uuid.uuid4().hex[:12],
+        cabinet_id=CABINET,
+        action=action,
+        slot_no=slot_no,
+        issued_at=now,
+        deadline=now + timedelta(seconds=deadline_s),
+    )
 
 
-async def test_a_command_is_acked_and_its_round_trip_measured(queue: CommandQueue, sim_cabinet: SimulatedCabinet
-                                                              ) -> None:
+async def test_a_command_is_acked_and_its_round_trip_measured(
+    queue: CommandQueue, sim_cabinet: SimulatedCabinet
+) -> None:
     await queue.send(command(CommandAction.OPEN_DOOR, 2, deadline_s=5))
     await eventually(lambda: _true(queue.depth == 0))
     assert sim_cabinet.door_open(2)
@@ -495,11 +561,13 @@ async def test_uptime_per_cabinet_station_and_city_comes_from_the_recorded_trans
         cabinets = list(await session.execute(select(Cabinet.id, Cabinet.station_id).order_by(Cabinet.id)))
     (a, station_a), (b, _) = cabinets[0], cabinets[1]
     async with db.transaction() as session:
-        session.add_all([
-            CabinetPresence(cabinet_id=a, online=True, cause=PresenceCause.BIRTH, at=ts(-100)),
-            CabinetPresence(cabinet_id=a, online=False, cause=PresenceCause.HEARTBEAT_EXPIRED, at=ts(900)),
-            CabinetPresence(cabinet_id=b, online=True, cause=PresenceCause.BIRTH, at=ts(500)),
-        ])
+        session.add_all(
+            [
+                CabinetPresence(cabinet_id=a, online=True, cause=PresenceCause.BIRTH, at=ts(-100)),
+                CabinetPresence(cabinet_id=a, online=False, cause=PresenceCause.HEARTBEAT_EXPIRED, at=ts(900)),
+                CabinetPresence(cabinet_id=b, online=True, cause=PresenceCause.BIRTH, at=ts(500)),
+            ]
+        )
     async with db.sessions() as session:
         per_cabinet = {u.key: u for u in await uptime(session, ts(0), ts(1000), cabinet_ids=[a, b])}
         [station] = await uptime(session, ts(0), ts(1000), level=UptimeLevel.STATION, station_id=station_a)
@@ -525,12 +593,15 @@ def test_battery_api_shows_state_readiness_and_recent_history(settings: Settings
         db = Database(database_url)
         try:
             async with db.sessions() as session:
-                serial = await session.scalar(select(Slot.battery_serial).where(
-                    Slot.cabinet_id == CABINET, Slot.slot_no == 1))
+                serial = await session.scalar(
+                    select(Slot.battery_serial).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1)
+                )
             adapter = DeviceAdapter(settings, db, None)  # type: ignore[arg-type]  # no signals in this test
             for seq, soc in enumerate((70.0, 95.0)):
-                await adapter.handle(topic(settings, Channel.TELEMETRY),
-                                     telemetry(seq, full_slots({1: serial}, soc=soc, soh=92.0, current_a=3.0)))
+                await adapter.handle(
+                    topic(settings, Channel.TELEMETRY),
+                    telemetry(seq, full_slots({1: serial}, soc=soc, soh=92.0, current_a=3.0)),
+                )
             await adapter.flush_history()
             assert serial is not None
             return serial
@@ -552,8 +623,9 @@ def test_battery_api_is_for_ops_of_the_city_the_pack_is_in(settings: Settings, d
         db = Database(database_url)
         try:
             async with db.sessions() as session:
-                serial = await session.scalar(select(Slot.battery_serial).where(
-                    Slot.cabinet_id == CABINET, Slot.slot_no == 1))
+                serial = await session.scalar(
+                    select(Slot.battery_serial).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1)
+                )
             assert serial is not None
             return serial, bearer(await operator_token(db, "op-ber", OperatorRole.OPERATOR, ["BER"]))
         finally:
@@ -570,8 +642,9 @@ def test_a_pack_below_the_ready_threshold_says_why_it_is_not_ready(settings: Set
         db = Database(database_url)
         try:
             async with db.transaction() as session:
-                serial = await session.scalar(select(Slot.battery_serial).where(
-                    Slot.cabinet_id == CABINET, Slot.slot_no == 1))
+                serial = await session.scalar(
+                    select(Slot.battery_serial).where(Slot.cabinet_id == CABINET, Slot.slot_no == 1)
+                )
                 await session.execute(update(Battery).where(Battery.serial == serial).values(soc=41.0))
             assert serial is not None
             return serial
@@ -588,21 +661,28 @@ def test_a_pack_below_the_ready_threshold_says_why_it_is_not_ready(settings: Set
 async def test_an_adapter_whose_session_is_taken_over_notices_and_takes_it_back(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    adapter = DeviceAdapter(settings, db, temporal_env.client, telemetry_flush_s=0.1, probe_interval_s=0.5,
-                            probe_timeout_s=1.0)
+    adapter = DeviceAdapter(
+        settings, db, temporal_env.client, telemetry_flush_s=0.1, probe_interval_s=0.5, probe_timeout_s=1.0
+    )
     async with running(adapter), mqtt_client(settings, "takeover-cabinet") as cabinet:
         # Another client under the adapter's own id (on amqtt it silently takes the session over).
         endpoint = settings.mqtt_endpoint
-        async with aiomqtt.Client(endpoint.host, endpoint.port, identifier=adapter.client_id,
-                                  username=endpoint.username, password=endpoint.password):
+        async with aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            identifier=adapter.client_id,
+            username=endpoint.username,
+            password=endpoint.password,
+        ):
             await asyncio.sleep(1.0)
         # What was published while the session was elsewhere went there; new events must arrive again.
         sent = 0
 
         async def flowing() -> bool:
             nonlocal sent
-            await cabinet.publish(topic(settings, Channel.EVENTS),
-                                  event("door_opened", 11, event_id=f"after-{sent}"), qos=1)
+            await cabinet.publish(
+                topic(settings, Channel.EVENTS), event("door_opened", 11, event_id=f"after-{sent}"), qos=1
+            )
             sent += 1
             return await count(db, DeviceMessage, DeviceMessage.message_id.like("after-%")) > 0
 

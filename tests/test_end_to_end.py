@@ -35,10 +35,16 @@ RIDER = "rider-sh-0001"
 @asynccontextmanager
 async def whole_stack(settings: Settings, **changes: Any) -> AsyncIterator[Stack]:
     """The whole stack on free ports (and with `changes` to the settings), stopped on leaving."""
-    stack_settings = settings.model_copy(update={
-        "api_port": free_port(), "temporal_dev_port": free_port(), "temporal_ui_port": free_port(),
-        "embedded_broker_port": free_port(), "gateway_port": free_port(), **changes,
-    })
+    stack_settings = settings.model_copy(
+        update={
+            "api_port": free_port(),
+            "temporal_dev_port": free_port(),
+            "temporal_ui_port": free_port(),
+            "embedded_broker_port": free_port(),
+            "gateway_port": free_port(),
+            **changes,
+        }
+    )
     running = Stack(stack_settings, UpOptions(simulate=False))
     try:
         await running.start()
@@ -98,9 +104,11 @@ async def test_the_stack_runs_as_many_workers_as_configured_each_polling_the_tas
     async with whole_stack(settings, worker_processes=2) as running:
         assert [p.name for p in running.processes if p.name.startswith("worker")] == ["worker", "worker-2"]
         client = await connect_temporal(running.settings)
-        request = DescribeTaskQueueRequest(namespace=client.namespace,
-                                           task_queue=TaskQueue(name=running.settings.temporal_task_queue),
-                                           task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+        request = DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=running.settings.temporal_task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
         for _ in range(100):
             pollers = (await client.workflow_service.describe_task_queue(request)).pollers
             if len({poller.identity for poller in pollers}) == 2:
@@ -125,9 +133,17 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
                     break
                 await asyncio.sleep(0.1)
             assert listed["online"]
-            rider = SimulatedRider(stack.effective_api_url, RIDER, sim_battery(held), listed["lat"],
-                                   listed["lon"], cabinets, http, swap_timeout_s=60,
-                                   token=load_demo_tokens(stack.data_dir).riders[RIDER])
+            rider = SimulatedRider(
+                stack.effective_api_url,
+                RIDER,
+                sim_battery(held),
+                listed["lat"],
+                listed["lon"],
+                cabinets,
+                http,
+                swap_timeout_s=60,
+                token=load_demo_tokens(stack.data_dir).riders[RIDER],
+            )
             swap = await rider.swap_once()
     finally:
         cabinet_task.cancel()
@@ -140,21 +156,33 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
         issued = await session.get(Battery, order.issued_battery_serial)
         assert returned is not None and issued is not None
         assert (returned.custodian_kind, returned.custodian_ref) == (
-            CustodianKind.SLOT, f"{CABINET}/{order.return_slot_no}")
+            CustodianKind.SLOT,
+            f"{CABINET}/{order.return_slot_no}",
+        )
         assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
         custody = (await session.scalars(select(CustodyEvent).where(CustodyEvent.order_id == order.id))).all()
         assert {(c.battery_serial, c.from_kind, c.to_kind) for c in custody} == {
             (held.serial, CustodianKind.RIDER, CustodianKind.SLOT),
             (issued.serial, CustodianKind.SLOT, CustodianKind.RIDER),
         }
-        kinds = set((await session.scalars(
-            select(LedgerTransaction.kind).where(LedgerTransaction.order_id == order.id))).all())
+        kinds = set(
+            (await session.scalars(select(LedgerTransaction.kind).where(LedgerTransaction.order_id == order.id))).all()
+        )
         assert kinds == {"swap_charge", "swap_revenue"}
-        balances = dict((await session.execute(
-            select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
-        )).tuples().all())
-        assert balances == {"provider_clearing:sandbox": order.price_minor, "deferred_revenue:swaps": 0,
-                            "revenue:swaps": -order.price_minor}
+        balances = dict(
+            (
+                await session.execute(
+                    select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        assert balances == {
+            "provider_clearing:sandbox": order.price_minor,
+            "deferred_revenue:swaps": 0,
+            "revenue:swaps": -order.price_minor,
+        }
 
 
 async def test_swap_survives_its_worker_being_killed_mid_swap(
@@ -164,10 +192,16 @@ async def test_swap_survives_its_worker_being_killed_mid_swap(
     assert held is not None
     worker = next(p for p in running_stack.processes if p.name == "worker")
     token = load_demo_tokens(running_stack.settings.data_dir).riders[RIDER]  # seeded by the stack
-    async with httpx.AsyncClient(base_url=running_stack.settings.effective_api_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
-        swap = (await http.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET},
-                                headers={"Idempotency-Key": "kill-the-worker"})).json()
+    async with httpx.AsyncClient(
+        base_url=running_stack.settings.effective_api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        swap = (
+            await http.post(
+                "/v1/swaps",
+                json={"rider_id": RIDER, "cabinet_id": CABINET},
+                headers={"Idempotency-Key": "kill-the-worker"},
+            )
+        ).json()
         assert swap["stage"] == "return_door_open", swap
         assert worker.process is not None
         worker.process.kill()  # no clean shutdown: as if the machine died

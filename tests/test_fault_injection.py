@@ -43,17 +43,20 @@ def test_plan_parses_rates_payment_faults_and_the_offline_window() -> None:
     assert dict(empty.rates) == {} and empty.payment_rates() == {} and empty.offline_seconds == 20.0
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("jamm=0.1", "unknown fault 'jamm' (known: jam, drop_ack"),
-    ("jam=1.5", "rate of fault 'jam' must be a number from 0 to 1, got 1.5"),
-    ("jam=-0.1", "rate of fault 'jam' must be a number from 0 to 1, got -0.1"),
-    ("jam=nan", "rate of fault 'jam' must be a number from 0 to 1, got nan"),
-    ("jam=often", "value of 'jam' is not a number: 'often'"),
-    ("jam", "expected name=rate, got 'jam'"),
-    ("=0.1", "expected name=rate, got '=0.1'"),
-    ("jam=0.1,jam=0.2", "fault 'jam' is given twice"),
-    ("offline_seconds=0", "offline_seconds must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("jamm=0.1", "unknown fault 'jamm' (known: jam, drop_ack"),
+        ("jam=1.5", "rate of fault 'jam' must be a number from 0 to 1, got 1.5"),
+        ("jam=-0.1", "rate of fault 'jam' must be a number from 0 to 1, got -0.1"),
+        ("jam=nan", "rate of fault 'jam' must be a number from 0 to 1, got nan"),
+        ("jam=often", "value of 'jam' is not a number: 'often'"),
+        ("jam", "expected name=rate, got 'jam'"),
+        ("=0.1", "expected name=rate, got '=0.1'"),
+        ("jam=0.1,jam=0.2", "fault 'jam' is given twice"),
+        ("offline_seconds=0", "offline_seconds must be a positive number"),
+    ],
+)
 def test_plan_refuses_what_it_cannot_inject(spec: str, message: str) -> None:
     with pytest.raises(FaultSpecError, match="^" + re.escape(message)):
         FaultPlan.parse(spec)
@@ -94,9 +97,16 @@ def sim_settings(mqtt_url: str) -> Settings:
 
 
 def faulty_cabinet(settings: Settings, spec: str) -> SimulatedCabinet:
-    return SimulatedCabinet(settings, CABINET, {1: SimBattery("BAT-F1", soc=100.0), 3: None},
-                            telemetry_interval_s=60.0, faults=FaultPlan.parse(spec), rng=random.Random(7),
-                            keepalive_s=5, offline_delay_s=(0.0, 0.0))
+    return SimulatedCabinet(
+        settings,
+        CABINET,
+        {1: SimBattery("BAT-F1", soc=100.0), 3: None},
+        telemetry_interval_s=60.0,
+        faults=FaultPlan.parse(spec),
+        rng=random.Random(7),
+        keepalive_s=5,
+        offline_delay_s=(0.0, 0.0),
+    )
 
 
 Scene = Callable[[str], AbstractAsyncContextManager[tuple[SimulatedCabinet, Wire]]]
@@ -160,8 +170,15 @@ async def test_offline_drops_the_cabinet_for_the_window_and_it_comes_back(on_the
 
 
 async def test_duplicate_also_repeats_a_command_only_packs_arrival_report(sim_settings: Settings) -> None:
-    cabinet = SimulatedCabinet(sim_settings, CABINET, {3: None}, command_only=True, battery_report_interval_s=60.0,
-                               insert_report_delay_s=0.1, faults=FaultPlan.parse("duplicate=1"))
+    cabinet = SimulatedCabinet(
+        sim_settings,
+        CABINET,
+        {3: None},
+        command_only=True,
+        battery_report_interval_s=60.0,
+        insert_report_delay_s=0.1,
+        faults=FaultPlan.parse("duplicate=1"),
+    )
     seen: list[dict[str, Any]] = []
     async with mqtt_client(sim_settings, f"wire-{uuid.uuid4().hex[:8]}") as client, running(cabinet):
         await client.subscribe(battery_topic(sim_settings.mqtt_topic_prefix, "+"), qos=1)
@@ -200,8 +217,13 @@ class ScriptedApi:
             return httpx.Response(200, json=[{"id": CABINET, "online": True, "ready_batteries": 1, "free_slots": 1}])
         if request.method == "POST" and request.url.path == "/v1/swaps":
             self.cabinet.slots[3].door_open = True
-            self.swap = {"id": "swap-1", "status": "in_progress", "stage": "return_door_open",
-                         "return_slot_no": 3, "charged_slot_no": 1}
+            self.swap = {
+                "id": "swap-1",
+                "status": "in_progress",
+                "stage": "return_door_open",
+                "return_slot_no": 3,
+                "charged_slot_no": 1,
+            }
             return httpx.Response(201, json=self.swap)
         self.polls += 1
         returned = self.cabinet.battery_in(3)
@@ -223,9 +245,20 @@ async def swap_with(spec: str, **rider_options: Any) -> tuple[SimulatedRider, Si
     own = SimBattery("BAT-RIDER", soc=8.0, temperature_c=30.0)
     api = ScriptedApi(cabinet, own.serial)
     async with httpx.AsyncClient(transport=api.transport()) as http:
-        rider = SimulatedRider("http://api.test", "rider-1", own, 0.0, 0.0, {CABINET: cabinet}, http,
-                               poll_interval_s=0.01, rng=random.Random(3), faults=FaultPlan.parse(spec),
-                               door_wait_s=0.5, **rider_options)
+        rider = SimulatedRider(
+            "http://api.test",
+            "rider-1",
+            own,
+            0.0,
+            0.0,
+            {CABINET: cabinet},
+            http,
+            poll_interval_s=0.01,
+            rng=random.Random(3),
+            faults=FaultPlan.parse(spec),
+            door_wait_s=0.5,
+            **rider_options,
+        )
         swap = await rider.swap_once()
     assert swap is not None
     return rider, cabinet, swap

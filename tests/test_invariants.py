@@ -83,31 +83,55 @@ class Swaps:
     async def paid(self, rider: str) -> tuple[str, Admission]:
         """A new swap, admitted and charged."""
         order_id, admission = await self.admitted(rider)
-        await self.payments.charge(ChargeInput(order_id=order_id, amount_minor=admission.price_minor,
-                                               currency=admission.currency))
+        await self.payments.charge(
+            ChargeInput(order_id=order_id, amount_minor=admission.price_minor, currency=admission.currency)
+        )
         return order_id, admission
 
-    async def return_pack(self, order_id: str, rider: str, admission: Admission, *,
-                          temperature_c: float = 25.0) -> ReturnVerdict:
+    async def return_pack(
+        self, order_id: str, rider: str, admission: Admission, *, temperature_c: float = 25.0
+    ) -> ReturnVerdict:
         """The rider's pack goes into the return slot and is checked at the given temperature."""
-        reading = BatteryReading(serial=admission.rider_battery_serial, soc=15.0, soh=90.0, voltage_v=56.0,
-                                 temperature_c=temperature_c, cycle_count=100)
-        return await self.records.accept_return(ReturnCheck(
-            order_id=order_id, rider_id=rider, cabinet_id=CABINET, slot_no=admission.return_slot_no,
-            expected_serial=admission.rider_battery_serial, reading=reading))
+        reading = BatteryReading(
+            serial=admission.rider_battery_serial,
+            soc=15.0,
+            soh=90.0,
+            voltage_v=56.0,
+            temperature_c=temperature_c,
+            cycle_count=100,
+        )
+        return await self.records.accept_return(
+            ReturnCheck(
+                order_id=order_id,
+                rider_id=rider,
+                cabinet_id=CABINET,
+                slot_no=admission.return_slot_no,
+                expected_serial=admission.rider_battery_serial,
+                reading=reading,
+            )
+        )
 
     async def refund(self, order_id: str) -> None:
         """The saga's refund compensation, as its refund workflow runs it: open, submit, settle."""
-        plan = await self.refunds.prepare(RefundStart(refund_id=swap_refund_id(order_id), order_id=order_id,
-                                                      reason="test rollback", origin=RefundOrigin.SWAP_COMPENSATION))
+        plan = await self.refunds.prepare(
+            RefundStart(
+                refund_id=swap_refund_id(order_id),
+                order_id=order_id,
+                reason="test rollback",
+                origin=RefundOrigin.SWAP_COMPENSATION,
+            )
+        )
         assert plan is not None
         ref = RefundRef(refund_id=plan.refund_id)
         await self.refunds.submit(ref)
         await self.refunds.settle(ref)
 
     async def finish(self, order_id: str, status: SwapStatus) -> None:
-        await self.records.finish(SwapFinish(order_id=order_id, status=status,
-                                             reason=None if status == SwapStatus.COMPLETED else "test rollback"))
+        await self.records.finish(
+            SwapFinish(
+                order_id=order_id, status=status, reason=None if status == SwapStatus.COMPLETED else "test rollback"
+            )
+        )
 
     async def completed(self, rider: str) -> str:
         """A swap run to completion: charged, pack returned, charged pack issued, revenue booked."""
@@ -121,8 +145,13 @@ class Swaps:
         payment = await self.provider.find_payment(charge_key(order_id))
         assert payment is not None
         await self.provider.refund(RefundRequest(key=key, payment=payment, amount_minor=amount_minor, reason="test"))
-        await book(self.db, key=key, kind="swap_refund", order_id=order_id, postings=[
-            Posting(DEFERRED_REVENUE, amount_minor), Posting(provider_clearing(PROVIDER), -amount_minor)])
+        await book(
+            self.db,
+            key=key,
+            kind="swap_refund",
+            order_id=order_id,
+            postings=[Posting(DEFERRED_REVENUE, amount_minor), Posting(provider_clearing(PROVIDER), -amount_minor)],
+        )
 
 
 async def book(db: Database, *, key: str, kind: str, order_id: str | None, postings: list[Posting]) -> None:
@@ -131,17 +160,25 @@ async def book(db: Database, *, key: str, kind: str, order_id: str | None, posti
         await post_transaction(session, key=key, kind=kind, currency="CNY", order_id=order_id, postings=postings)
 
 
-async def transfer(db: Database, serial: str, kind: str, ref: str, *, from_kind: str | None = None,
-                   from_ref: str | None = None) -> None:
+async def transfer(
+    db: Database, serial: str, kind: str, ref: str, *, from_kind: str | None = None, from_ref: str | None = None
+) -> None:
     """A change of custody, recorded with its event. The event starts at the current custodian unless
     `from_kind`/`from_ref` say otherwise."""
     async with db.transaction() as session:
         battery = await session.get(Battery, serial)
         assert battery is not None
-        session.add(CustodyEvent(key=f"test:{uuid.uuid4().hex}", battery_serial=serial,
-                                 from_kind=from_kind or battery.custodian_kind,
-                                 from_ref=battery.custodian_ref if from_ref is None else from_ref,
-                                 to_kind=kind, to_ref=ref, reason="test"))
+        session.add(
+            CustodyEvent(
+                key=f"test:{uuid.uuid4().hex}",
+                battery_serial=serial,
+                from_kind=from_kind or battery.custodian_kind,
+                from_ref=battery.custodian_ref if from_ref is None else from_ref,
+                to_kind=kind,
+                to_ref=ref,
+                reason="test",
+            )
+        )
         battery.custodian_kind, battery.custodian_ref = kind, ref
 
 
@@ -150,15 +187,17 @@ async def place(db: Database, serial: str | None, slot_no: int) -> None:
     async with db.transaction() as session:
         if serial is not None:  # first, as a pack is held by one slot at most (unique)
             await session.execute(update(Slot).where(Slot.battery_serial == serial).values(battery_serial=None))
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
-                              .values(battery_serial=serial))
+        await session.execute(
+            update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no).values(battery_serial=serial)
+        )
 
 
 async def pack_in(db: Database, slot_no: int) -> str:
     """The serial of the pack a slot of CABINET holds."""
     async with db.sessions() as session:
-        serial = await session.scalar(select(Slot.battery_serial).where(Slot.cabinet_id == CABINET,
-                                                                       Slot.slot_no == slot_no))
+        serial = await session.scalar(
+            select(Slot.battery_serial).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
+        )
     assert serial is not None
     return serial
 
@@ -250,8 +289,11 @@ async def test_battery_quarantined_in_another_slot_is_reported(db: Database) -> 
 async def reported(db: Database, slot_no: int, serial: str | None) -> None:
     """The cabinet reports `serial` (None: nothing) in the slot, as an event or a birth records it."""
     async with db.transaction() as session:
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
-                              .values(reported_serial=serial, reported_at=utcnow()))
+        await session.execute(
+            update(Slot)
+            .where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
+            .values(reported_serial=serial, reported_at=utcnow())
+        )
 
 
 async def test_slot_whose_cabinet_last_reported_another_pack_than_custody_holds_is_reported(db: Database) -> None:
@@ -263,8 +305,15 @@ async def test_slot_whose_cabinet_last_reported_another_pack_than_custody_holds_
 async def test_slot_report_mismatch_with_an_open_discrepancy_is_left_to_the_operator(db: Database) -> None:
     await reported(db, 2, None)
     async with db.transaction() as session:
-        session.add(CustodyDiscrepancy(cabinet_id=CABINET, slot_no=2, expected_serial=await pack_in(db, 2),
-                                       reported_serial=None, detected_at=utcnow()))
+        session.add(
+            CustodyDiscrepancy(
+                cabinet_id=CABINET,
+                slot_no=2,
+                expected_serial=await pack_in(db, 2),
+                reported_serial=None,
+                detected_at=utcnow(),
+            )
+        )
     assert found(await check_invariants(db)) == set()
 
 
@@ -285,8 +334,11 @@ async def test_battery_without_custody_events_is_reported(db: Database) -> None:
 async def test_custody_change_without_an_event_is_reported(db: Database) -> None:
     serial = await riders_pack(db, RIDER)
     async with db.transaction() as session:
-        await session.execute(update(Battery).where(Battery.serial == serial)
-                              .values(custodian_kind=CustodianKind.OPS, custodian_ref="warehouse"))
+        await session.execute(
+            update(Battery)
+            .where(Battery.serial == serial)
+            .values(custodian_kind=CustodianKind.OPS, custodian_ref="warehouse")
+        )
     assert found(await check_invariants(db)) == {(Rule.CUSTODY_LATEST_EVENT_MISMATCH, serial)}
 
 
@@ -304,10 +356,13 @@ async def test_unbalanced_transaction_is_reported(db: Database) -> None:
     async with db.transaction() as session:
         result = await session.execute(insert(LedgerTransaction).values(key="manual:1", kind="adjustment", memo=""))
         transaction_id = result.inserted_primary_key[0]
-        await session.execute(insert(LedgerPosting), [
-            {"transaction_id": transaction_id, "account": "cash", "amount_minor": 100, "currency": "CNY"},
-            {"transaction_id": transaction_id, "account": SWAP_REVENUE, "amount_minor": -90, "currency": "CNY"},
-        ])
+        await session.execute(
+            insert(LedgerPosting),
+            [
+                {"transaction_id": transaction_id, "account": "cash", "amount_minor": 100, "currency": "CNY"},
+                {"transaction_id": transaction_id, "account": SWAP_REVENUE, "amount_minor": -90, "currency": "CNY"},
+            ],
+        )
     assert found(await check_invariants(db)) == {(Rule.LEDGER_UNBALANCED, "manual:1")}
 
 
@@ -321,8 +376,13 @@ async def test_transaction_with_a_single_posting_is_reported(db: Database) -> No
 
 async def test_swap_charged_twice_is_reported(swaps: Swaps, db: Database) -> None:
     order_id = await swaps.completed(RIDER)
-    await book(db, key=f"swap:{order_id}:charge-again", kind="swap_charge", order_id=order_id,
-               postings=[Posting(provider_clearing(PROVIDER), PRICE), Posting(DEFERRED_REVENUE, -PRICE)])
+    await book(
+        db,
+        key=f"swap:{order_id}:charge-again",
+        kind="swap_charge",
+        order_id=order_id,
+        postings=[Posting(provider_clearing(PROVIDER), PRICE), Posting(DEFERRED_REVENUE, -PRICE)],
+    )
     assert found(await check_invariants(db)) == {(Rule.MONEY_DOUBLE_CHARGE, order_id)}
 
 
@@ -339,8 +399,11 @@ async def test_completed_swap_without_a_charge_is_reported(swaps: Swaps, db: Dat
 async def test_completed_swap_without_revenue_is_reported(swaps: Swaps, db: Database) -> None:
     order_id = await swaps.completed(RIDER)
     async with db.transaction() as session:
-        revenue = await session.scalar(select(LedgerTransaction.id).where(
-            LedgerTransaction.order_id == order_id, LedgerTransaction.kind == "swap_revenue"))
+        revenue = await session.scalar(
+            select(LedgerTransaction.id).where(
+                LedgerTransaction.order_id == order_id, LedgerTransaction.kind == "swap_revenue"
+            )
+        )
         await session.execute(delete(LedgerPosting).where(LedgerPosting.transaction_id == revenue))
         await session.execute(delete(LedgerTransaction).where(LedgerTransaction.id == revenue))
     assert found(await check_invariants(db)) == {(Rule.MONEY_REVENUE_COUNT, order_id)}
@@ -376,23 +439,38 @@ async def test_failed_swap_refunded_less_than_charged_is_reported(swaps: Swaps, 
 async def test_refund_without_a_capture_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.admitted(RIDER)  # failed before the charge
     await swaps.finish(order_id, SwapStatus.FAILED)
-    await book(db, key=refund_key(swap_refund_id(order_id)), kind="swap_refund", order_id=order_id,
-               postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)])
+    await book(
+        db,
+        key=refund_key(swap_refund_id(order_id)),
+        kind="swap_refund",
+        order_id=order_id,
+        postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)],
+    )
     assert found(await check_invariants(db)) == {(Rule.MONEY_OVER_REFUND, order_id)}
 
 
 async def test_refund_the_provider_never_made_is_reported(swaps: Swaps, db: Database) -> None:
     order_id, _ = await swaps.paid(RIDER)
-    await book(db, key=refund_key(swap_refund_id(order_id)), kind="swap_refund", order_id=order_id,
-               postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)])
+    await book(
+        db,
+        key=refund_key(swap_refund_id(order_id)),
+        kind="swap_refund",
+        order_id=order_id,
+        postings=[Posting(DEFERRED_REVENUE, PRICE), Posting(provider_clearing(PROVIDER), -PRICE)],
+    )
     await swaps.finish(order_id, SwapStatus.FAILED)
     assert found(await check_invariants(db)) == {(Rule.MONEY_PROVIDER_MISMATCH, order_id)}
 
 
 async def test_deferred_revenue_left_on_a_finished_swap_is_reported(swaps: Swaps, db: Database) -> None:
     order_id = await swaps.completed(RIDER)
-    await book(db, key=f"adjust:{order_id}", kind="adjustment", order_id=order_id,
-               postings=[Posting(SWAP_REVENUE, 10), Posting(DEFERRED_REVENUE, -10)])
+    await book(
+        db,
+        key=f"adjust:{order_id}",
+        kind="adjustment",
+        order_id=order_id,
+        postings=[Posting(SWAP_REVENUE, 10), Posting(DEFERRED_REVENUE, -10)],
+    )
     assert found(await check_invariants(db)) == {(Rule.MONEY_DEFERRED_BALANCE, order_id)}
 
 
@@ -403,16 +481,18 @@ async def test_swap_in_progress_longer_than_stuck_after_is_reported(db: Database
     stale = await new_order(db, RIDER, CABINET)
     await new_order(db, OTHER_RIDER, CABINET)  # just started: not stuck
     async with db.transaction() as session:
-        await session.execute(update(SwapOrder).where(SwapOrder.id == stale)
-                              .values(created_at=utcnow() - timedelta(hours=2)))
+        await session.execute(
+            update(SwapOrder).where(SwapOrder.id == stale).values(created_at=utcnow() - timedelta(hours=2))
+        )
     assert found(await check_invariants(db, stuck_after=timedelta(minutes=30))) == {(Rule.SWAP_STUCK, stale)}
 
 
 async def test_no_swap_is_stuck_without_stuck_after(db: Database) -> None:
     stale = await new_order(db, RIDER, CABINET)
     async with db.transaction() as session:
-        await session.execute(update(SwapOrder).where(SwapOrder.id == stale)
-                              .values(created_at=utcnow() - timedelta(days=2)))
+        await session.execute(
+            update(SwapOrder).where(SwapOrder.id == stale).values(created_at=utcnow() - timedelta(days=2))
+        )
     assert (await check_invariants(db)).violations == []
 
 
@@ -426,8 +506,9 @@ async def test_completed_swap_without_its_batteries_is_reported(swaps: Swaps, db
 async def test_slot_reserved_by_a_finished_swap_is_reported(swaps: Swaps, db: Database) -> None:
     order_id = await swaps.completed(RIDER)
     async with db.transaction() as session:
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 12)
-                              .values(reserved_order_id=order_id))
+        await session.execute(
+            update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == 12).values(reserved_order_id=order_id)
+        )
     assert found(await check_invariants(db)) == {(Rule.SWAP_STALE_RESERVATION, slot_ref(CABINET, 12))}
 
 
@@ -461,9 +542,19 @@ def test_check_command_exits_1_and_prints_each_violation(configured: str, capsys
 def test_check_command_reports_stuck_swaps_past_stuck_after_minutes(configured: str) -> None:
     engine = create_sync_engine(configured)
     with engine.begin() as conn:
-        conn.execute(insert(SwapOrder).values(id="stale", rider_id=RIDER, cabinet_id=CABINET, idempotency_key="k",
-                                              status=SwapStatus.IN_PROGRESS, stage="created", steps=[],
-                                              created_at=utcnow() - timedelta(hours=1), updated_at=utcnow()))
+        conn.execute(
+            insert(SwapOrder).values(
+                id="stale",
+                rider_id=RIDER,
+                cabinet_id=CABINET,
+                idempotency_key="k",
+                status=SwapStatus.IN_PROGRESS,
+                stage="created",
+                steps=[],
+                created_at=utcnow() - timedelta(hours=1),
+                updated_at=utcnow(),
+            )
+        )
     engine.dispose()
     assert main(["check"]) == 0
     assert main(["check", "--stuck-after-minutes", "30"]) == 1
@@ -479,13 +570,35 @@ async def failed_and_refunded(swaps: Swaps) -> str:
     return order_id
 
 
-async def extra_refund(db: Database, order_id: str, refund_id: str, *, origin: str, status: str = "processing",
-                       expected_by: datetime | None = None) -> None:
+async def extra_refund(
+    db: Database,
+    order_id: str,
+    refund_id: str,
+    *,
+    origin: str,
+    status: str = "processing",
+    expected_by: datetime | None = None,
+) -> None:
     """A refund row of the swap's payment, written directly (as no code path may)."""
     async with db.transaction() as session:
-        session.add(Refund(id=refund_id, key=refund_key(refund_id), payment_key=charge_key(order_id), order_id=order_id,
-                           rider_id=RIDER, method="sandbox", amount_minor=PRICE, currency="CNY", reason="test",
-                           origin=origin, status=status, attempt=1, escalated=False, expected_by=expected_by))
+        session.add(
+            Refund(
+                id=refund_id,
+                key=refund_key(refund_id),
+                payment_key=charge_key(order_id),
+                order_id=order_id,
+                rider_id=RIDER,
+                method="sandbox",
+                amount_minor=PRICE,
+                currency="CNY",
+                reason="test",
+                origin=origin,
+                status=status,
+                attempt=1,
+                escalated=False,
+                expected_by=expected_by,
+            )
+        )
 
 
 async def test_refunds_beyond_the_capture_are_reported(swaps: Swaps, db: Database) -> None:
@@ -504,8 +617,11 @@ async def test_refund_still_processing_past_its_expected_time_is_reported(swaps:
     order_id = await failed_and_refunded(swaps)
     refund_id = swap_refund_id(order_id)
     async with db.transaction() as session:
-        await session.execute(update(Refund).where(Refund.id == refund_id).values(
-            status="processing", expected_by=utcnow() - timedelta(hours=1)))
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id)
+            .values(status="processing", expected_by=utcnow() - timedelta(hours=1))
+        )
     assert found(await check_invariants(db)) == {(Rule.REFUND_OVERDUE, refund_id)}
 
 
@@ -513,8 +629,9 @@ async def test_succeeded_refund_never_settled_in_the_ledger_is_reported(swaps: S
     order_id = await failed_and_refunded(swaps)
     refund_id = swap_refund_id(order_id)
     async with db.transaction() as session:
-        settled = await session.scalar(select(LedgerTransaction.id).where(
-            LedgerTransaction.key == f"refund:{refund_id}:settled"))
+        settled = await session.scalar(
+            select(LedgerTransaction.id).where(LedgerTransaction.key == f"refund:{refund_id}:settled")
+        )
         await session.execute(delete(LedgerPosting).where(LedgerPosting.transaction_id == settled))
         await session.execute(delete(LedgerTransaction).where(LedgerTransaction.id == settled))
     assert found(await check_invariants(db)) == {(Rule.REFUND_UNSETTLED, refund_id)}

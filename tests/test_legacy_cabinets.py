@@ -103,11 +103,18 @@ class Listener:
 
 async def send_command(settings: Settings, cabinet_id: str, action: CommandAction, slot_no: int) -> None:
     now = datetime.now(UTC)
-    command = Command(command_id=uuid.uuid4().hex, cabinet_id=cabinet_id, action=action, slot_no=slot_no,
-                      issued_at=now, deadline=now + timedelta(seconds=10))
+    command = Command(
+        command_id=uuid.uuid4().hex,
+        cabinet_id=cabinet_id,
+        action=action,
+        slot_no=slot_no,
+        issued_at=now,
+        deadline=now + timedelta(seconds=10),
+    )
     async with mqtt_client(settings, f"platform-{uuid.uuid4().hex[:8]}") as client:
-        await client.publish(cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, Channel.COMMANDS),
-                             command.model_dump_json(), qos=1)
+        await client.publish(
+            cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, Channel.COMMANDS), command.model_dump_json(), qos=1
+        )
 
 
 async def door_opens(cabinet: SimulatedCabinet, slot_no: int) -> None:
@@ -134,9 +141,16 @@ def sim_settings(mqtt_url: str) -> Settings:
 
 def legacy_cabinet(settings: Settings, *, report_every_s: float) -> SimulatedCabinet:
     """Slot 1: a half-charged pack, slot 3: empty; command-only."""
-    return SimulatedCabinet(settings, "cab-legacy-1", {1: SimBattery("BAT-L1", soc=50.0), 3: None},
-                            command_only=True, battery_report_interval_s=report_every_s, insert_report_delay_s=0.2,
-                            charge_speedup=600.0, physics_interval_s=0.05)
+    return SimulatedCabinet(
+        settings,
+        "cab-legacy-1",
+        {1: SimBattery("BAT-L1", soc=50.0), 3: None},
+        command_only=True,
+        battery_report_interval_s=report_every_s,
+        insert_report_delay_s=0.2,
+        charge_speedup=600.0,
+        physics_interval_s=0.05,
+    )
 
 
 # ------------------------------------------------------------------------------------ the simulator
@@ -160,8 +174,10 @@ async def test_command_only_cabinet_publishes_nothing_of_its_own_and_obeys_comma
 
 async def test_packs_in_a_command_only_cabinet_report_themselves_while_in_a_slot(sim_settings: Settings) -> None:
     cabinet = legacy_cabinet(sim_settings, report_every_s=0.2)
-    async with Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire, \
-            cabinet_running(cabinet):
+    async with (
+        Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire,
+        cabinet_running(cabinet),
+    ):
         first = await wire.expect(lambda t, p: p["serial"] == "BAT-L1")
         later = await wire.expect(lambda t, p: p["serial"] == "BAT-L1" and p["seq"] > first["seq"])
     assert (first["cabinet_id"], first["slot_no"], first["charging"]) == ("cab-legacy-1", 1, True)
@@ -172,8 +188,10 @@ async def test_a_pack_put_in_reports_itself_in_the_slot_and_a_pack_taken_out_rep
     sim_settings: Settings,
 ) -> None:
     cabinet = legacy_cabinet(sim_settings, report_every_s=30.0)  # periodic reports do not come into it
-    async with Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire, \
-            cabinet_running(cabinet):
+    async with (
+        Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire,
+        cabinet_running(cabinet),
+    ):
         await send_command(sim_settings, cabinet.cabinet_id, CommandAction.OPEN_DOOR, 3)
         await door_opens(cabinet, 3)
         await cabinet.insert_battery(3, SimBattery("BAT-RIDER", soc=10.0))
@@ -196,11 +214,21 @@ async def test_a_pack_put_in_reports_itself_in_the_slot_and_a_pack_taken_out_rep
 READING = {"soc": 18.5, "soh": 91.0, "voltage_v": 55.1, "temperature_c": 27.5, "cycle_count": 321}
 
 
-def report(serial: str, seq: int, *, cabinet_id: str | None = CABINET, slot_no: int | None = None,
-           **reading: Any) -> bytes:
-    return json.dumps({"v": 1, "serial": serial, "ts": datetime.now(UTC).isoformat(), "seq": seq,
-                       "reading": {"serial": serial, **READING, **reading}, "charging": cabinet_id is not None,
-                       "cabinet_id": cabinet_id, "slot_no": slot_no}).encode()
+def report(
+    serial: str, seq: int, *, cabinet_id: str | None = CABINET, slot_no: int | None = None, **reading: Any
+) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "serial": serial,
+            "ts": datetime.now(UTC).isoformat(),
+            "seq": seq,
+            "reading": {"serial": serial, **READING, **reading},
+            "charging": cabinet_id is not None,
+            "cabinet_id": cabinet_id,
+            "slot_no": slot_no,
+        }
+    ).encode()
 
 
 async def pack(db: Database, serial: str) -> Battery:
@@ -212,8 +240,9 @@ async def pack(db: Database, serial: str) -> Battery:
 
 async def riders_pack(db: Database) -> str:
     async with db.sessions() as session:
-        serial = await session.scalar(select(Battery.serial).where(Battery.custodian_kind == CustodianKind.RIDER,
-                                                                   Battery.custodian_ref == RIDER))
+        serial = await session.scalar(
+            select(Battery.serial).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == RIDER)
+        )
     assert serial is not None
     return serial
 
@@ -232,7 +261,12 @@ async def test_report_placing_a_pack_in_a_reserved_slot_signals_the_swap_in_slot
 
     [signal] = await recorder.signals(order_id)
     assert (signal.kind, signal.message_id, signal.cabinet_id, signal.slot_no, signal.in_slot) == (
-        DeviceSignalKind.BATTERY_REPORT, f"bat:{serial}:7", CABINET, 10, True)
+        DeviceSignalKind.BATTERY_REPORT,
+        f"bat:{serial}:7",
+        CABINET,
+        10,
+        True,
+    )
     assert signal.battery_serial == serial and signal.battery is not None and signal.battery.soc == 18.5
     async with db.sessions() as session:
         message = await session.scalar(select(DeviceMessage).where(DeviceMessage.message_id == f"bat:{serial}:7"))
@@ -257,9 +291,16 @@ async def test_report_that_a_pack_left_its_reserved_slot_signals_the_swap_not_in
 
     [signal] = await recorder.signals(order_id)
     assert (signal.kind, signal.message_id, signal.cabinet_id, signal.slot_no, signal.in_slot) == (
-        DeviceSignalKind.BATTERY_REPORT, f"bat:{serial}:3:left", CABINET, 1, False)
-    assert await count(db, DeviceMessage, DeviceMessage.cabinet_id == "-",
-                       DeviceMessage.message_id == f"bat:{serial}:3") == 1
+        DeviceSignalKind.BATTERY_REPORT,
+        f"bat:{serial}:3:left",
+        CABINET,
+        1,
+        False,
+    )
+    assert (
+        await count(db, DeviceMessage, DeviceMessage.cabinet_id == "-", DeviceMessage.message_id == f"bat:{serial}:3")
+        == 1
+    )
     taken = await pack(db, serial)
     assert (taken.custodian_kind, taken.custodian_ref) == (CustodianKind.SLOT, f"{CABINET}/1")
     assert (await slot(db, 1)).battery_serial == serial
@@ -296,19 +337,38 @@ async def test_unregistered_pack_in_a_reserved_slot_reaches_the_swap_and_is_reco
     assert recorded == 2 and await dead_letters(db) == []
 
 
-@pytest.mark.parametrize(("topic_serial", "payload", "reason"), [
-    pytest.param("BAT0000001", b'{"serial": ', "malformed JSON", id="malformed"),
-    pytest.param("BAT0000001", json.dumps({"serial": "BAT0000001", "ts": "2025-06-01T10:00:00Z", "seq": 1,
-                                           "charging": False}).encode(),
-                 "invalid battery telemetry payload: reading", id="no_reading"),
-    pytest.param("BAT0000002", report("BAT0000001", 1, slot_no=1),
-                 "payload serial 'BAT0000001' does not match topic battery 'BAT0000002'", id="serial_mismatch"),
-    pytest.param("BAT0000001", report("BAT0000001", 1, slot_no=1).replace(b'"serial": "BAT0000001", "soc"',
-                                                                          b'"serial": "BAT0000009", "soc"'),
-                 "reading serial 'BAT0000009' does not match battery 'BAT0000001'", id="reading_mismatch"),
-    pytest.param("BAT0000001", report("BAT0000001", 1, slot_no=None),
-                 "cabinet_id and slot_no must be given together", id="half_a_place"),
-])
+@pytest.mark.parametrize(
+    ("topic_serial", "payload", "reason"),
+    [
+        pytest.param("BAT0000001", b'{"serial": ', "malformed JSON", id="malformed"),
+        pytest.param(
+            "BAT0000001",
+            json.dumps({"serial": "BAT0000001", "ts": "2025-06-01T10:00:00Z", "seq": 1, "charging": False}).encode(),
+            "invalid battery telemetry payload: reading",
+            id="no_reading",
+        ),
+        pytest.param(
+            "BAT0000002",
+            report("BAT0000001", 1, slot_no=1),
+            "payload serial 'BAT0000001' does not match topic battery 'BAT0000002'",
+            id="serial_mismatch",
+        ),
+        pytest.param(
+            "BAT0000001",
+            report("BAT0000001", 1, slot_no=1).replace(
+                b'"serial": "BAT0000001", "soc"', b'"serial": "BAT0000009", "soc"'
+            ),
+            "reading serial 'BAT0000009' does not match battery 'BAT0000001'",
+            id="reading_mismatch",
+        ),
+        pytest.param(
+            "BAT0000001",
+            report("BAT0000001", 1, slot_no=None),
+            "cabinet_id and slot_no must be given together",
+            id="half_a_place",
+        ),
+    ],
+)
 async def test_bad_battery_report_is_dead_lettered(
     settings: Settings, db: Database, adapter: DeviceAdapter, topic_serial: str, payload: bytes, reason: str
 ) -> None:
@@ -323,8 +383,9 @@ async def test_swap_evidence_from_a_command_only_cabinet_reaches_the_swap_throug
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id == CABINET)
-                              .values(capability=CabinetCapability.COMMAND_ONLY))
+        await session.execute(
+            update(Cabinet).where(Cabinet.id == CABINET).values(capability=CabinetCapability.COMMAND_ONLY)
+        )
     [sim] = (await build_cabinets(settings, db, cabinet_ids=[CABINET], battery_report_interval_s=30.0)).values()
     assert sim.command_only
     sim.insert_report_delay_s = 0.1
@@ -354,14 +415,16 @@ async def test_swap_evidence_from_a_command_only_cabinet_reaches_the_swap_throug
 async def reserve_more(db: Database, order_id: str, slot_no: int) -> None:
     """Add a slot to an order's reservation (a swap reserves a return slot and a charged one)."""
     async with db.transaction() as session:
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
-                              .values(reserved_order_id=order_id))
+        await session.execute(
+            update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no).values(reserved_order_id=order_id)
+        )
 
 
 async def has_report(recorder: Recorder, order_id: str, slot_no: int, *, in_slot: bool) -> bool:
     signals: list[DeviceSignal] = await recorder.signals(order_id)
-    return any(s.kind == DeviceSignalKind.BATTERY_REPORT and s.slot_no == slot_no and s.in_slot is in_slot
-               for s in signals)
+    return any(
+        s.kind == DeviceSignalKind.BATTERY_REPORT and s.slot_no == slot_no and s.in_slot is in_slot for s in signals
+    )
 
 
 # ------------------------------------------------------------------------------------ a whole swap
@@ -373,19 +436,27 @@ async def test_a_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_report
     """The real worker and adapter: the return is confirmed when the rider's pack reports itself in the
     return slot, the issue when the charged pack reports it left; the cabinet itself says nothing."""
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id == CABINET)
-                              .values(capability=CabinetCapability.COMMAND_ONLY))
+        await session.execute(
+            update(Cabinet).where(Cabinet.id == CABINET).values(capability=CabinetCapability.COMMAND_ONLY)
+        )
     [sim] = (await build_cabinets(settings, db, cabinet_ids=[CABINET], battery_report_interval_s=30.0)).values()
     sim.insert_report_delay_s = 0.2
     held = await pack(db, await riders_pack(db))
     order_id = await new_order(db, RIDER, CABINET)
-    request = SwapRequest(order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, command_ack_timeout_s=2.0,
-                          return_insert_timeout_s=20.0, charged_take_timeout_s=20.0)
+    request = SwapRequest(
+        order_id=order_id,
+        rider_id=RIDER,
+        cabinet_id=CABINET,
+        command_ack_timeout_s=2.0,
+        return_insert_timeout_s=20.0,
+        charged_take_timeout_s=20.0,
+    )
     adapter = DeviceAdapter(settings, db, temporal_env.client)
     async with running_worker(temporal_env.client, settings, db), running(adapter), cabinet_running(sim):
         with temporal_env.auto_time_skipping_disabled():  # device waits are real: the cabinet lives in real time
-            handle = await temporal_env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
-                                                              task_queue=settings.temporal_task_queue)
+            handle = await temporal_env.client.start_workflow(
+                SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+            )
             order = await until_stage(db, order_id, SwapStage.RETURN_DOOR_OPEN)
             assert order.return_slot_no is not None and order.charged_slot_no is not None, order.failure_reason
             await door_opens(sim, order.return_slot_no)
@@ -399,7 +470,9 @@ async def test_a_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_report
     assert taken.serial == order.issued_battery_serial
     returned, issued = await pack(db, held.serial), await pack(db, taken.serial)
     assert (returned.custodian_kind, returned.custodian_ref) == (
-        CustodianKind.SLOT, f"{CABINET}/{order.return_slot_no}")
+        CustodianKind.SLOT,
+        f"{CABINET}/{order.return_slot_no}",
+    )
     assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
     assert await count(db, DeviceMessage, DeviceMessage.kind == "battery_report") >= 2
     assert await dead_letters(db) == []

@@ -43,17 +43,26 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0,
-                                       "charged_take_timeout_s": 20.0, "offline_grace_s": 20.0})
+    return settings.model_copy(
+        update={
+            "command_ack_timeout_s": 1.5,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+            "offline_grace_s": 20.0,
+        }
+    )
 
 
 @pytest.fixture
 async def legacy(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Scene]:
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id == CABINET)
-                              .values(capability=CabinetCapability.COMMAND_ONLY, online=False))
-    async with running_worker(temporal_env.client, settings, db), \
-            running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet:
+        await session.execute(
+            update(Cabinet).where(Cabinet.id == CABINET).values(capability=CabinetCapability.COMMAND_ONLY, online=False)
+        )
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet,
+    ):
         assert cabinet.command_only
         with temporal_env.auto_time_skipping_disabled():
             yield Scene(temporal_env, settings, db, cabinet)
@@ -114,9 +123,15 @@ async def test_unregistered_pack_reported_in_the_return_slot_is_quarantined(lega
 
 async def publish_report(settings: Settings, pack: SimBattery, *, cabinet_id: str, slot_no: int | None) -> None:
     """One report placing the pack in a slot with no current flowing, as any cabinet could send it."""
-    report = BatteryTelemetry(serial=pack.serial, ts=datetime.now(UTC), seq=time.time_ns() // 1_000_000,
-                              reading=pack.reading().model_copy(update={"current_a": 0.0}), charging=True,
-                              cabinet_id=cabinet_id, slot_no=slot_no)
+    report = BatteryTelemetry(
+        serial=pack.serial,
+        ts=datetime.now(UTC),
+        seq=time.time_ns() // 1_000_000,
+        reading=pack.reading().model_copy(update={"current_a": 0.0}),
+        charging=True,
+        cabinet_id=cabinet_id,
+        slot_no=slot_no,
+    )
     async with mqtt_client(settings, f"forger-{uuid.uuid4().hex[:8]}") as client:
         await client.publish(battery_topic(settings.mqtt_topic_prefix, pack.serial), report.model_dump_json(), qos=1)
 

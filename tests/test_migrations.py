@@ -52,9 +52,11 @@ def test_the_live_device_tables_keep_room_on_their_pages_for_in_place_updates_on
     engine = create_sync_engine(empty_database_url)
     try:
         with engine.connect() as conn:
-            options = dict(conn.exec_driver_sql(
-                "SELECT relname, reloptions FROM pg_class WHERE relname IN ('batteries', 'slots', 'cabinets')"
-            ).all())
+            options = dict(
+                conn.exec_driver_sql(
+                    "SELECT relname, reloptions FROM pg_class WHERE relname IN ('batteries', 'slots', 'cabinets')"
+                ).all()
+            )
     finally:
         engine.dispose()
     assert options == {"batteries": ["fillfactor=80"], "slots": ["fillfactor=80"], "cabinets": ["fillfactor=85"]}

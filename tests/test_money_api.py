@@ -48,9 +48,12 @@ async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Databas
         return temporal_env.client
 
     app.state.temporal = temporal
-    async with running_worker(temporal_env.client, settings, db), \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
-                              headers=await admin_headers(db)) as client:
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api", headers=await admin_headers(db)
+        ) as client,
+    ):
         yield client
 
 
@@ -64,16 +67,26 @@ async def test_top_up_without_idempotency_key_is_a_422_problem(api: httpx.AsyncC
 
 
 async def test_operator_refund_is_followed_and_never_exceeds_the_capture(
-        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
-    running = await api.post("/v1/refunds", json={"order_id": await money.charged(OTHER_RIDER), "reason": "early"},
-                             headers={"Idempotency-Key": "r0"})
+    running = await api.post(
+        "/v1/refunds",
+        json={"order_id": await money.charged(OTHER_RIDER), "reason": "early"},
+        headers={"Idempotency-Key": "r0"},
+    )
     assert running.status_code == 409 and running.json()["title"] == "Swap still running"
-    part = await api.post("/v1/refunds", json={"order_id": order_id, "amount_minor": PRICE - 100, "reason": "slow"},
-                          headers={"Idempotency-Key": "r1"})
+    part = await api.post(
+        "/v1/refunds",
+        json={"order_id": order_id, "amount_minor": PRICE - 100, "reason": "slow"},
+        headers={"Idempotency-Key": "r1"},
+    )
     assert part.status_code == 201, part.json()
-    too_much = await api.post("/v1/refunds", json={"order_id": order_id, "amount_minor": 101, "reason": "again"},
-                              headers={"Idempotency-Key": "r2"})
+    too_much = await api.post(
+        "/v1/refunds",
+        json={"order_id": order_id, "amount_minor": 101, "reason": "again"},
+        headers={"Idempotency-Key": "r2"},
+    )
     assert too_much.status_code == 409 and too_much.json()["title"] == "Refund refused"
 
     outcome = await refund_done(temporal_env, part.json()["id"])
@@ -85,11 +98,13 @@ async def test_operator_refund_is_followed_and_never_exceeds_the_capture(
 
 @pytest.mark.parametrize("amount_minor", [PRICE // 4, None], ids=["partial", "full"])
 async def test_one_refund_request_sent_four_times_at_once_opens_one_refund_and_answers_it_to_each(
-        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money, amount_minor: int | None) -> None:
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money, amount_minor: int | None
+) -> None:
     order_id = await money.failed_after_charge()
     body = {"order_id": order_id, "reason": "slow", **({"amount_minor": amount_minor} if amount_minor else {})}
-    answers = await asyncio.gather(*(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": "once"})
-                                     for _ in range(4)))
+    answers = await asyncio.gather(
+        *(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": "once"}) for _ in range(4))
+    )
 
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.json() for a in answers]
     assert len({a.json()["id"] for a in answers}) == 1
@@ -98,11 +113,13 @@ async def test_one_refund_request_sent_four_times_at_once_opens_one_refund_and_a
 
 
 async def test_two_refunds_asked_at_once_that_together_exceed_the_capture_open_one_and_refuse_the_other(
-        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     body = {"order_id": order_id, "amount_minor": PRICE - 200, "reason": "slow"}
-    answers = await asyncio.gather(*(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": key})
-                                     for key in ("desk", "phone")))
+    answers = await asyncio.gather(
+        *(api.post("/v1/refunds", json=body, headers={"Idempotency-Key": key}) for key in ("desk", "phone"))
+    )
 
     assert sorted(a.status_code for a in answers) == [201, 409]
     opened = next(a.json() for a in answers if a.status_code == 201)
@@ -111,11 +128,14 @@ async def test_two_refunds_asked_at_once_that_together_exceed_the_capture_open_o
 
 
 async def test_the_sandbox_refuses_the_second_of_two_concurrent_refunds_that_together_exceed_the_capture(
-        money: Money) -> None:
+    money: Money,
+) -> None:
     captured = await money.sandbox.find_payment(charge_key(await money.charged()))
     assert captured is not None
-    asks = [RefundRequest(key=f"refund:race-{n}", payment=captured, amount_minor=PRICE - 200, reason="race")
-            for n in range(2)]
+    asks = [
+        RefundRequest(key=f"refund:race-{n}", payment=captured, amount_minor=PRICE - 200, reason="race")
+        for n in range(2)
+    ]
     answers = await asyncio.gather(*(money.sandbox.refund(ask) for ask in asks), return_exceptions=True)
 
     assert sorted(type(a).__name__ for a in answers) == [ProviderRefund.__name__, RefundExceedsCapture.__name__]
@@ -124,7 +144,8 @@ async def test_the_sandbox_refuses_the_second_of_two_concurrent_refunds_that_tog
 
 
 async def test_approved_complaint_refunds_the_swap(
-        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+) -> None:
     await money.pays_by(RIDER, PaymentMethod.SANDBOX)
     order_id = await money.failed_after_charge()
     filed = await api.post("/v1/complaints", json={"rider_id": RIDER, "order_id": order_id, "reason": "pack was flat"})
@@ -138,19 +159,27 @@ async def test_approved_complaint_refunds_the_swap(
 
 
 async def test_failed_swap_shows_its_refund_and_finance_sees_one_stuck_past_its_time(
-        temporal_env: WorkflowEnvironment, settings: Settings, api: httpx.AsyncClient, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, api: httpx.AsyncClient, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id = swap_refund_id(order_id)
     await temporal_env.client.execute_workflow(
-        RefundWorkflow.run, RefundStart(refund_id=refund_id, order_id=order_id, reason="swap failed",
-                                        origin=RefundOrigin.SWAP_COMPENSATION),
-        id=refund_workflow_id(refund_id), task_queue=settings.temporal_task_queue)
+        RefundWorkflow.run,
+        RefundStart(
+            refund_id=refund_id, order_id=order_id, reason="swap failed", origin=RefundOrigin.SWAP_COMPENSATION
+        ),
+        id=refund_workflow_id(refund_id),
+        task_queue=settings.temporal_task_queue,
+    )
     swap = (await api.get(f"/v1/swaps/{order_id}")).json()
     assert (swap["refund"]["id"], swap["refund"]["status"]) == (refund_id, "succeeded")
 
     async with money.db.transaction() as session:  # as if it were still on its way, a day late
-        await session.execute(update(Refund).where(Refund.id == refund_id).values(
-            status="processing", expected_by=utcnow() - timedelta(days=1)))
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id)
+            .values(status="processing", expected_by=utcnow() - timedelta(days=1))
+        )
     stuck = (await api.get("/v1/finance/refunds/stuck")).json()
     assert [r["id"] for r in stuck] == [refund_id]
 
@@ -159,7 +188,8 @@ async def test_failed_swap_shows_its_refund_and_finance_sees_one_stuck_past_its_
 
 
 async def test_a_rider_sees_their_own_wallet_but_another_riders_does_not_exist_for_them(
-        api: httpx.AsyncClient, money: Money) -> None:
+    api: httpx.AsyncClient, money: Money
+) -> None:
     rider = bearer(await rider_token(money.db, RIDER))
     await money.wallet_rider(500)
     assert (await api.get(f"/v1/riders/{RIDER}/wallet", headers=rider)).json()["balance_minor"] == 500
@@ -181,21 +211,27 @@ async def test_finance_reports_are_for_finance_accounts_not_operators(api: httpx
 
 
 async def test_a_rider_files_a_complaint_but_only_a_city_lead_or_finance_approves_it(
-        api: httpx.AsyncClient, money: Money) -> None:
+    api: httpx.AsyncClient, money: Money
+) -> None:
     rider = bearer(await rider_token(money.db, RIDER))
     operator = bearer(await operator_token(money.db, "op-sh", OperatorRole.OPERATOR, ["SH"]))
-    filed = await api.post("/v1/complaints", headers=rider,
-                           json={"rider_id": RIDER, "order_id": await money.failed_after_charge(), "reason": "flat"})
+    filed = await api.post(
+        "/v1/complaints",
+        headers=rider,
+        json={"rider_id": RIDER, "order_id": await money.failed_after_charge(), "reason": "flat"},
+    )
     assert filed.status_code == 201
     for caller in (rider, operator):
         assert (await api.post(f"/v1/complaints/{filed.json()['id']}/approve", headers=caller)).status_code == 403
 
 
 async def test_an_operator_does_not_see_refunds_of_riders_in_other_cities(
-        temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
-    opened = await api.post("/v1/refunds", json={"order_id": order_id, "reason": "slow"},
-                            headers={"Idempotency-Key": "city"})
+    opened = await api.post(
+        "/v1/refunds", json={"order_id": order_id, "reason": "slow"}, headers={"Idempotency-Key": "city"}
+    )
     assert opened.status_code == 201
     elsewhere = bearer(await operator_token(money.db, "op-ber", OperatorRole.OPERATOR, ["BER"]))
     here = bearer(await operator_token(money.db, "op-sh", OperatorRole.OPERATOR, ["SH"]))

@@ -49,8 +49,15 @@ async def ops_sh(db: Database) -> dict[str, str]:
 async def sz_order(db: Database) -> str:
     """A work order at a Shenzhen cabinet."""
     async with db.transaction() as session:
-        order = await new_work_order(session, cabinet_id=SZ_CABINET, slot_no=2, kind="door_fault",
-                                     severity="warning", source="operator", description="jammed")
+        order = await new_work_order(
+            session,
+            cabinet_id=SZ_CABINET,
+            slot_no=2,
+            kind="door_fault",
+            severity="warning",
+            source="operator",
+            description="jammed",
+        )
         return order.id
 
 
@@ -70,15 +77,27 @@ async def test_an_operator_of_the_city_sees_its_work_order_and_timeline(
     ops_sz = bearer(await operator_token(db, "ops-sz", OperatorRole.OPERATOR, ["SZ"]))
     order = api.get(f"/v1/ops/work-orders/{sz_order}", headers=ops_sz).json()
     assert (order["cabinet_id"], order["city_code"], order["workflow_id"]) == (
-        SZ_CABINET, "SZ", f"workorder/{sz_order}")
+        SZ_CABINET,
+        "SZ",
+        f"workorder/{sz_order}",
+    )
 
 
-async def test_an_operator_of_one_city_sees_only_its_alerts(api: TestClient, db: Database,
-                                                            ops_sh: dict[str, str]) -> None:
+async def test_an_operator_of_one_city_sees_only_its_alerts(
+    api: TestClient, db: Database, ops_sh: dict[str, str]
+) -> None:
     async with db.transaction() as session:
         for cabinet in (SH_CABINET, SZ_CABINET):
-            session.add(Alert(kind="slot_fault", severity="warning", dedupe_key=f"slot_fault:{cabinet}:1:-",
-                              cabinet_id=cabinet, slot_no=1, message="charger"))
+            session.add(
+                Alert(
+                    kind="slot_fault",
+                    severity="warning",
+                    dedupe_key=f"slot_fault:{cabinet}:1:-",
+                    cabinet_id=cabinet,
+                    slot_no=1,
+                    message="charger",
+                )
+            )
     alerts = api.get("/v1/ops/alerts", headers=ops_sh).json()
     assert [(a["cabinet_id"], a["city_code"]) for a in alerts] == [(SH_CABINET, "SH")]
 
@@ -107,13 +126,17 @@ async def test_a_rider_sees_only_their_own_swaps(api: TestClient, db: Database) 
 
 async def test_a_rider_may_not_start_a_swap_for_another_rider(api: TestClient, db: Database) -> None:
     other = bearer(await rider_token(db, "rider-sh-0002"))
-    response = api.post("/v1/swaps", json={"rider_id": "rider-sh-0001", "cabinet_id": SH_CABINET},
-                        headers={"Idempotency-Key": "theirs", **other})
+    response = api.post(
+        "/v1/swaps",
+        json={"rider_id": "rider-sh-0001", "cabinet_id": SH_CABINET},
+        headers={"Idempotency-Key": "theirs", **other},
+    )
     assert response.status_code == 403
 
 
-async def test_uptime_is_computed_from_the_recorded_transitions(api: TestClient, db: Database,
-                                                                ops_sh: dict[str, str]) -> None:
+async def test_uptime_is_computed_from_the_recorded_transitions(
+    api: TestClient, db: Database, ops_sh: dict[str, str]
+) -> None:
     end = utcnow().replace(microsecond=0)
     start = end - timedelta(hours=1)
     async with db.transaction() as session:
@@ -121,8 +144,11 @@ async def test_uptime_is_computed_from_the_recorded_transitions(api: TestClient,
         record_transition(session, SH_CABINET, True, PresenceCause.BIRTH, start - timedelta(hours=1))
         record_transition(session, SH_CABINET, False, PresenceCause.LAST_WILL, start + timedelta(minutes=10))
         record_transition(session, SH_CABINET, True, PresenceCause.BIRTH, start + timedelta(minutes=16))
-    report = api.get("/v1/ops/figures/uptime", headers=ops_sh, params={
-        "scope": "cabinet", "key": SH_CABINET, "from": start.isoformat(), "to": end.isoformat()}).json()
+    report = api.get(
+        "/v1/ops/figures/uptime",
+        headers=ops_sh,
+        params={"scope": "cabinet", "key": SH_CABINET, "from": start.isoformat(), "to": end.isoformat()},
+    ).json()
     [item] = report["items"]
     assert (item["observed_s"], item["online_s"], item["transitions"]) == (3600.0, 3240.0, 2)
     assert item["uptime"] == 0.9
@@ -133,14 +159,39 @@ async def test_a_cabinet_trace_orders_its_custody_changes_alerts_and_work_order_
 ) -> None:
     now = utcnow()
     async with db.transaction() as session:
-        order = await new_work_order(session, cabinet_id=SH_CABINET, slot_no=3, kind="door_fault",
-                                     severity="warning", source="alert", description="jammed")
-        session.add(Alert(kind="door_fault", severity="warning", dedupe_key=f"door_fault:{SH_CABINET}:3:-",
-                          cabinet_id=SH_CABINET, slot_no=3, message="jammed", created_at=now - timedelta(minutes=2)))
+        order = await new_work_order(
+            session,
+            cabinet_id=SH_CABINET,
+            slot_no=3,
+            kind="door_fault",
+            severity="warning",
+            source="alert",
+            description="jammed",
+        )
+        session.add(
+            Alert(
+                kind="door_fault",
+                severity="warning",
+                dedupe_key=f"door_fault:{SH_CABINET}:3:-",
+                cabinet_id=SH_CABINET,
+                slot_no=3,
+                message="jammed",
+                created_at=now - timedelta(minutes=2),
+            )
+        )
         session.add(WorkOrderEvent(work_order_id=order.id, seq=1, kind="opened", detail="", at=now))
-        session.add(CustodyEvent(key="t1", battery_serial="BAT0000001", from_kind="slot", from_ref=f"{SH_CABINET}/1",
-                                 to_kind="rider", to_ref="rider-sh-0001", reason="swap",
-                                 at=now - timedelta(minutes=1)))
+        session.add(
+            CustodyEvent(
+                key="t1",
+                battery_serial="BAT0000001",
+                from_kind="slot",
+                from_ref=f"{SH_CABINET}/1",
+                to_kind="rider",
+                to_ref="rider-sh-0001",
+                reason="swap",
+                at=now - timedelta(minutes=1),
+            )
+        )
     trace = api.get(f"/v1/ops/trace/cabinets/{SH_CABINET}", headers=ops_sh).json()
     entries = trace["entries"]
     mine = [e["kind"] for e in entries if e["kind"] in ("alert", "work_order") or e["data"].get("key") == "t1"]
@@ -153,8 +204,12 @@ async def dead_letters_at(db: Database, settings: Settings) -> None:
     one from a device no cabinet is registered as."""
     prefix = settings.mqtt_topic_prefix
     async with db.transaction() as session:
-        for topic in (f"{prefix}/cabinets/{SH_CABINET}/events", f"{prefix}/cabinets/{SZ_CABINET}/telemetry",
-                      f"tower/{SZ_CABINET}", f"{prefix}/cabinets/cab-unknown/events"):
+        for topic in (
+            f"{prefix}/cabinets/{SH_CABINET}/events",
+            f"{prefix}/cabinets/{SZ_CABINET}/telemetry",
+            f"tower/{SZ_CABINET}",
+            f"{prefix}/cabinets/cab-unknown/events",
+        ):
             session.add(DeadLetter(topic=topic, payload='{"secret": 1}', reason="bad payload"))
 
 
@@ -174,7 +229,13 @@ async def test_dead_letters_of_an_unknown_device_are_for_network_wide_roles_only
     admin = bearer(await operator_token(db, "admin", OperatorRole.ADMIN))
     letters = api.get("/v1/dead-letters", headers=admin).json()
     assert [(d["cabinet_id"], d["city_code"]) for d in letters] == [
-        (None, None), (SZ_CABINET, "SZ"), (SZ_CABINET, "SZ"), (SH_CABINET, "SH")]
+        (None, None),
+        (SZ_CABINET, "SZ"),
+        (SZ_CABINET, "SZ"),
+        (SH_CABINET, "SH"),
+    ]
     ops_sz = bearer(await operator_token(db, "ops-sz", OperatorRole.OPERATOR, ["SZ"]))
     assert [d["topic"] for d in api.get("/v1/dead-letters", headers=ops_sz).json()] == [
-        f"tower/{SZ_CABINET}", f"{settings.mqtt_topic_prefix}/cabinets/{SZ_CABINET}/telemetry"]
+        f"tower/{SZ_CABINET}",
+        f"{settings.mqtt_topic_prefix}/cabinets/{SZ_CABINET}/telemetry",
+    ]

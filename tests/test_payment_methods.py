@@ -42,16 +42,22 @@ async def money(db: Database, settings: Settings) -> Money:
 
 async def postings(money: Money, key: str) -> dict[str, int]:
     async with money.db.sessions() as session:
-        rows = await session.execute(select(LedgerPosting.account, LedgerPosting.amount_minor)
-                                     .join(LedgerTransaction).where(LedgerTransaction.key == key))
+        rows = await session.execute(
+            select(LedgerPosting.account, LedgerPosting.amount_minor)
+            .join(LedgerTransaction)
+            .where(LedgerTransaction.key == key)
+        )
         return dict(rows.tuples().all())
 
 
 async def refund_in_full(money: Money, order_id: str) -> None:
     """The failed swap's refund, as its workflow runs it: open, submit, settle (these providers are instant)."""
     await money.records.finish(SwapFinish(order_id=order_id, status=SwapStatus.FAILED, reason="test"))
-    plan = await money.refunds.prepare(RefundStart(refund_id=swap_refund_id(order_id), order_id=order_id,
-                                                   reason="test", origin=RefundOrigin.SWAP_COMPENSATION))
+    plan = await money.refunds.prepare(
+        RefundStart(
+            refund_id=swap_refund_id(order_id), order_id=order_id, reason="test", origin=RefundOrigin.SWAP_COMPENSATION
+        )
+    )
     assert plan is not None
     update = await money.refunds.submit(RefundRef(refund_id=plan.refund_id))
     assert update.provider_status == "succeeded"
@@ -91,7 +97,9 @@ async def test_wallet_refund_credits_the_charge_back(money: Money) -> None:
     await refund_in_full(money, order_id)
     assert await money.wallet_balance() == 1000
     assert await postings(money, f"refund:{swap_refund_id(order_id)}:settled") == {
-        "refunds_payable": PRICE, f"wallet:{RIDER}": -PRICE}
+        "refunds_payable": PRICE,
+        f"wallet:{RIDER}": -PRICE,
+    }
     report = await check_invariants(money.db)
     assert report.ok, report.violations
 
@@ -102,8 +110,7 @@ async def test_wallet_refund_credits_the_charge_back(money: Money) -> None:
 async def test_subscription_swap_uses_one_swap_at_the_plans_per_swap_value(money: Money) -> None:
     await money.subscription_rider(swaps=2)
     order_id = await money.charged()
-    assert await postings(money, charge_key(order_id)) == {f"subscription:{RIDER}": 400,
-                                                           "deferred_revenue:swaps": -400}
+    assert await postings(money, charge_key(order_id)) == {f"subscription:{RIDER}": 400, "deferred_revenue:swaps": -400}
 
 
 async def test_subscription_beyond_its_allowance_is_declined(money: Money) -> None:
@@ -159,26 +166,39 @@ class ChargeOnly:
     @workflow.run
     async def run(self, charge: ChargeInput) -> PaymentResult:
         return await workflow.execute_activity_method(
-            PaymentActivities.charge, charge, start_to_close_timeout=timedelta(seconds=1),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5))
+            PaymentActivities.charge,
+            charge,
+            start_to_close_timeout=timedelta(seconds=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5),
+        )
 
 
 @pytest.fixture
 async def late_worker(temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> AsyncIterator[None]:
-    activities = PaymentActivities(money.db, {**money.providers, PaymentMethod.SANDBOX: AnswersTooLate(money.db)},
-                                   settings)
-    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue, workflows=[ChargeOnly],
-                      activities=[activities.charge], workflow_runner=UnsandboxedWorkflowRunner()):
+    activities = PaymentActivities(
+        money.db, {**money.providers, PaymentMethod.SANDBOX: AnswersTooLate(money.db)}, settings
+    )
+    async with Worker(
+        temporal_env.client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[ChargeOnly],
+        activities=[activities.charge],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         yield
 
 
 async def test_charge_attempt_that_timed_out_after_the_provider_charged_is_not_charged_again(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money, late_worker: None) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money, late_worker: None
+) -> None:
     order_id, price, currency = await money.admitted()
     with temporal_env.auto_time_skipping_disabled():
         result = await temporal_env.client.execute_workflow(
-            ChargeOnly.run, ChargeInput(order_id=order_id, amount_minor=price, currency=currency),
-            id=f"charge-only-{order_id}", task_queue=settings.temporal_task_queue)
+            ChargeOnly.run,
+            ChargeInput(order_id=order_id, amount_minor=price, currency=currency),
+            id=f"charge-only-{order_id}",
+            task_queue=settings.temporal_task_queue,
+        )
     assert result.amount_minor == price
     assert AnswersTooLate.calls == 1  # the retry found the payment and never called charge again
     assert await money.count(SandboxPayment) == 1

@@ -34,14 +34,33 @@ NOON_ISH = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 MODEL = "LFP-60V-32Ah"
 
 
-def context(*, at: datetime = NOON_ISH, price: int = 600, completed: int = 3, city: str = "SH",
-            currency: str = "CNY", model: str | None = MODEL) -> PricingContext:
-    return PricingContext(city_code=city, currency=currency, timezone="Asia/Shanghai", city_price_minor=price,
-                          battery_model=model, at=at, completed_swaps=completed)
+def context(
+    *,
+    at: datetime = NOON_ISH,
+    price: int = 600,
+    completed: int = 3,
+    city: str = "SH",
+    currency: str = "CNY",
+    model: str | None = MODEL,
+) -> PricingContext:
+    return PricingContext(
+        city_code=city,
+        currency=currency,
+        timezone="Asia/Shanghai",
+        city_price_minor=price,
+        battery_model=model,
+        at=at,
+        completed_swaps=completed,
+    )
 
 
-def rule(rule_id: int = 1, kind: RuleKind = RuleKind.PEAK, adjustment: Adjustment = Adjustment.PERCENT,
-         value: int = 2000, **fields: object) -> PriceRule:
+def rule(
+    rule_id: int = 1,
+    kind: RuleKind = RuleKind.PEAK,
+    adjustment: Adjustment = Adjustment.PERCENT,
+    value: int = 2000,
+    **fields: object,
+) -> PriceRule:
     if kind in (RuleKind.PEAK, RuleKind.OFF_PEAK):
         fields = {"start_local": time(18), "end_local": time(21), **fields}
     return PriceRule(id=rule_id, name=f"rule {rule_id}", kind=kind, adjustment=adjustment, value=value, **fields)
@@ -51,8 +70,9 @@ def coupon(kind: CouponKind = CouponKind.PERCENT, value: int = 1000, **fields: o
     return Coupon(code="test10", kind=kind, value=value, **fields)
 
 
-def with_coupon(c: Coupon, ctx: PricingContext | None = None, usage: CouponUsage | None = None,
-                rules: list[PriceRule] | None = None) -> Quote:
+def with_coupon(
+    c: Coupon, ctx: PricingContext | None = None, usage: CouponUsage | None = None, rules: list[PriceRule] | None = None
+) -> Quote:
     return quote(ctx or context(), rules or [], coupon_code=c.code, coupon=c, usage=usage)
 
 
@@ -106,11 +126,14 @@ def test_the_first_swap_is_free_for_a_rider_who_never_completed_one() -> None:
 
 
 def test_rules_apply_base_then_model_then_window_then_first_swap_then_coupon() -> None:
-    rules = [rule(1, RuleKind.PEAK, Adjustment.PERCENT, 5000),
-             rule(2, RuleKind.BATTERY_MODEL, Adjustment.FIXED, 100, battery_model=MODEL),
-             rule(3, RuleKind.BASE, Adjustment.SET, 400)]
-    q = with_coupon(coupon(CouponKind.FIXED, 50, currency="CNY"), context(at=datetime(2026, 11, 20, 11, tzinfo=UTC)),
-                    rules=rules)
+    rules = [
+        rule(1, RuleKind.PEAK, Adjustment.PERCENT, 5000),
+        rule(2, RuleKind.BATTERY_MODEL, Adjustment.FIXED, 100, battery_model=MODEL),
+        rule(3, RuleKind.BASE, Adjustment.SET, 400),
+    ]
+    q = with_coupon(
+        coupon(CouponKind.FIXED, 50, currency="CNY"), context(at=datetime(2026, 11, 20, 11, tzinfo=UTC)), rules=rules
+    )
     assert stages(q) == ["base", "battery_model", "peak", "coupon"]
     assert [line.price_minor for line in q.lines] == [400, 500, 750, 700]  # +50 % of 500, not of 400
     assert [line.change_minor for line in q.lines] == [400, 100, 250, -50]
@@ -161,16 +184,20 @@ def test_a_fixed_coupon_takes_its_amount_in_its_currency_only() -> None:
     assert (euro.total_minor, euro.coupon_rejected) == (600, CouponRejection.WRONG_CURRENCY)
 
 
-@pytest.mark.parametrize(("fields", "reason"), [
-    ({"active": False}, CouponRejection.INACTIVE),
-    ({"valid_from": NOON_ISH + timedelta(minutes=1)}, CouponRejection.NOT_YET_VALID),
-    ({"valid_until": NOON_ISH}, CouponRejection.EXPIRED),
-    ({"city_codes": ["BER"]}, CouponRejection.WRONG_CITY),
-    ({"battery_models": ["NMC-48V-24Ah"]}, CouponRejection.WRONG_BATTERY_MODEL),
-    ({"min_price_minor": 601}, CouponRejection.BELOW_MINIMUM_PRICE),
-])
-def test_a_coupon_outside_its_limits_is_rejected_and_the_price_kept(fields: dict[str, object],
-                                                                  reason: CouponRejection) -> None:
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"active": False}, CouponRejection.INACTIVE),
+        ({"valid_from": NOON_ISH + timedelta(minutes=1)}, CouponRejection.NOT_YET_VALID),
+        ({"valid_until": NOON_ISH}, CouponRejection.EXPIRED),
+        ({"city_codes": ["BER"]}, CouponRejection.WRONG_CITY),
+        ({"battery_models": ["NMC-48V-24Ah"]}, CouponRejection.WRONG_BATTERY_MODEL),
+        ({"min_price_minor": 601}, CouponRejection.BELOW_MINIMUM_PRICE),
+    ],
+)
+def test_a_coupon_outside_its_limits_is_rejected_and_the_price_kept(
+    fields: dict[str, object], reason: CouponRejection
+) -> None:
     q = with_coupon(coupon(**fields))
     assert (q.total_minor, q.coupon_code, q.coupon_rejected, stages(q)) == (600, None, reason, ["base"])
 
@@ -178,8 +205,10 @@ def test_a_coupon_outside_its_limits_is_rejected_and_the_price_kept(fields: dict
 def test_a_coupon_used_up_overall_or_by_the_rider_is_rejected() -> None:
     limited = coupon(max_redemptions=5, max_per_rider=2)
     assert with_coupon(limited, usage=CouponUsage(total=5, by_rider=0)).coupon_rejected == CouponRejection.EXHAUSTED
-    assert with_coupon(limited, usage=CouponUsage(total=4, by_rider=2)).coupon_rejected == \
-        CouponRejection.RIDER_LIMIT_REACHED
+    assert (
+        with_coupon(limited, usage=CouponUsage(total=4, by_rider=2)).coupon_rejected
+        == CouponRejection.RIDER_LIMIT_REACHED
+    )
     assert with_coupon(limited, usage=CouponUsage(total=4, by_rider=1)).coupon_rejected is None
 
 
@@ -248,8 +277,11 @@ async def test_a_released_redemption_frees_the_coupon_for_the_rider_once(db: Dat
     assert await redeemed_count(db, c.code) == 0
     assert await redeem(db, c, "rider-sh-0001") is None
     async with db.sessions() as session:
-        live = await session.scalar(select(func.count()).select_from(tables.CouponRedemption).where(
-            tables.CouponRedemption.released_at.is_(None)))
+        live = await session.scalar(
+            select(func.count())
+            .select_from(tables.CouponRedemption)
+            .where(tables.CouponRedemption.released_at.is_(None))
+        )
     assert live == 1
 
 
@@ -269,8 +301,13 @@ async def test_an_operator_of_one_city_reads_its_and_the_network_wide_price_rule
 async def test_an_operator_of_one_city_reads_the_coupons_valid_there_only(
     api: TestClient, db: Database, ops_sh: dict[str, str]
 ) -> None:
-    for code, cities in (("EVERYWHERE", None), ("SHANGHAI", ["SH"]), ("SHENZHEN", ["SZ"]), ("SOUTH", ["SZ", "GZ"]),
-                         ("BOTH", ["SZ", "SH"])):
+    for code, cities in (
+        ("EVERYWHERE", None),
+        ("SHANGHAI", ["SH"]),
+        ("SHENZHEN", ["SZ"]),
+        ("SOUTH", ["SZ", "GZ"]),
+        ("BOTH", ["SZ", "SH"]),
+    ):
         await add_coupon(db, Coupon(code=code, kind=CouponKind.PERCENT, value=1000, city_codes=cities))
     codes = [c["code"] for c in api.get("/v1/pricing/coupons", headers=ops_sh).json()]
     assert codes == ["BOTH", "EVERYWHERE", "SHANGHAI"]

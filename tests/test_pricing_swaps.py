@@ -40,14 +40,22 @@ CODE = "TEST10"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: device waits run in real time in these tests (the cabinet is real)."""
-    return settings.model_copy(update={"command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0,
-                                       "charged_take_timeout_s": 20.0, "offline_grace_s": 20.0})
+    return settings.model_copy(
+        update={
+            "command_ack_timeout_s": 1.5,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+            "offline_grace_s": 20.0,
+        }
+    )
 
 
 @pytest.fixture
 async def scene(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Scene]:
-    async with running_worker(temporal_env.client, settings, db), \
-            running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet:
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet,
+    ):
         with temporal_env.auto_time_skipping_disabled():
             yield Scene(temporal_env, settings, db, cabinet)
 
@@ -73,15 +81,25 @@ async def order_with_coupon(db: Database, *, at: datetime = NOON_ISH, code: str 
     """A swap order as the API creates it for a rider who gave a coupon, asked for at `at`."""
     order_id = uuid.uuid4().hex
     async with db.transaction() as session:
-        session.add(tables.SwapOrder(id=order_id, rider_id=RIDER, cabinet_id=CABINET, idempotency_key=order_id,
-                                     steps=[], created_at=at, coupon_code=code))
+        session.add(
+            tables.SwapOrder(
+                id=order_id,
+                rider_id=RIDER,
+                cabinet_id=CABINET,
+                idempotency_key=order_id,
+                steps=[],
+                created_at=at,
+                coupon_code=code,
+            )
+        )
     return order_id
 
 
 async def start(scene: Scene, order_id: str) -> WorkflowHandle[SwapWorkflow, SwapProgress]:
     request = swap_request(scene.settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, coupon_code=CODE)
-    return await scene.env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
-                                                 task_queue=scene.settings.temporal_task_queue)
+    return await scene.env.client.start_workflow(
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=scene.settings.temporal_task_queue
+    )
 
 
 async def coupon_row(db: Database) -> tables.Coupon:
@@ -100,8 +118,9 @@ async def redemption(db: Database, order_id: str) -> tables.CouponRedemption:
 
 async def captured(db: Database, order_id: str) -> tables.SandboxPayment:
     async with db.sessions() as session:
-        payment = await session.scalar(select(tables.SandboxPayment).where(
-            tables.SandboxPayment.idempotency_key == f"swap:{order_id}:charge"))
+        payment = await session.scalar(
+            select(tables.SandboxPayment).where(tables.SandboxPayment.idempotency_key == f"swap:{order_id}:charge")
+        )
     assert payment is not None
     return payment
 
@@ -110,7 +129,8 @@ async def captured(db: Database, order_id: str) -> tables.SandboxPayment:
 
 
 async def test_a_swap_with_a_coupon_charges_the_discounted_price_and_records_the_breakdown(
-        scene: Scene, api: TestClient) -> None:
+    scene: Scene, api: TestClient
+) -> None:
     await add_coupon(scene.db)
     order_id = await order_with_coupon(scene.db)
     handle = await start(scene, order_id)
@@ -122,7 +142,9 @@ async def test_a_swap_with_a_coupon_charges_the_discounted_price_and_records_the
     assert (order.price_minor, order.currency, order.coupon_code) == (540, "CNY", CODE)
     assert order.price_breakdown is not None
     assert [(line["stage"], line["change_minor"]) for line in order.price_breakdown["lines"]] == [
-        ("base", 600), ("coupon", -60)]
+        ("base", 600),
+        ("coupon", -60),
+    ]
     assert (await captured(scene.db, order_id)).amount_minor == 540
     assert (await redemption(scene.db, order_id)).released_at is None
     assert (await coupon_row(scene.db)).redeemed_count == 1
@@ -151,12 +173,16 @@ async def test_a_failed_swap_gives_its_coupon_back(scene: Scene) -> None:
 
 async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -> None:
     async with scene.db.transaction() as session:
-        session.add(tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0,
-                                     city_code="SH"))
+        session.add(
+            tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
+        )
     order_id = await order_with_coupon(scene.db, code=None)
     handle = await scene.env.client.start_workflow(
-        SwapWorkflow.run, swap_request(scene.settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
-        id=swap_workflow_id(order_id), task_queue=scene.settings.temporal_task_queue)
+        SwapWorkflow.run,
+        swap_request(scene.settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
+        id=swap_workflow_id(order_id),
+        task_queue=scene.settings.temporal_task_queue,
+    )
     await scene.insert(order_id, await scene.rider_pack())
     await scene.take(order_id)
     assert (await handle.result()).status == tables.SwapStatus.COMPLETED
@@ -169,8 +195,9 @@ async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -
 
 async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_rules(scene: Scene) -> None:
     async with scene.db.transaction() as session:
-        session.add(tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0,
-                                     city_code="SH"))
+        session.add(
+            tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
+        )
     order_id = await order_with_coupon(scene.db, code=None)
     handle = await start(scene, order_id)
     await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
@@ -178,7 +205,8 @@ async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_
     result = await handle.result()
     assert result.status == tables.SwapStatus.FAILED
     assert [(step.step, step.outcome) for step in result.steps if step.step == "refund"] == [
-        ("refund", "nothing_captured")]
+        ("refund", "nothing_captured")
+    ]
     assert "free: price 0, nothing charged" in [step["detail"] for step in (await scene.order(order_id)).steps]
     assert await count(scene.db, tables.Refund) == await count(scene.db, tables.Payment) == 0
     report = await check_invariants(scene.db)
@@ -189,36 +217,47 @@ async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_
 
 
 async def test_a_coupon_used_up_before_admission_is_left_out_and_the_steps_say_why(
-        settings: Settings, db: Database) -> None:
+    settings: Settings, db: Database
+) -> None:
     await add_coupon(db, max_redemptions=1)
     async with db.transaction() as session:  # someone else took the last one after the API checked it
         await session.execute(update(tables.Coupon).where(tables.Coupon.code == CODE).values(redeemed_count=1))
     await set_online(db, CABINET, True)
     order_id = await order_with_coupon(db)
-    admission = await SwapRecords(db, settings).admit(swap_request(
-        settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, coupon_code=CODE))
+    admission = await SwapRecords(db, settings).admit(
+        swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, coupon_code=CODE)
+    )
     assert (admission.price_minor, admission.coupon_code) == (600, None)
     async with db.sessions() as session:
         order = await session.get(tables.SwapOrder, order_id)
         redemptions = await session.scalar(select(func.count()).select_from(tables.CouponRedemption))
     assert order is not None and order.price_breakdown is not None
     assert order.price_breakdown["coupon_rejected"] == "coupon_exhausted"
-    assert {"step": "coupon", "outcome": "not_applied", "detail": f"{CODE}: coupon_exhausted"}.items() <= \
-        next(step for step in order.steps if step["step"] == "coupon").items()
+    assert {"step": "coupon", "outcome": "not_applied", "detail": f"{CODE}: coupon_exhausted"}.items() <= next(
+        step for step in order.steps if step["step"] == "coupon"
+    ).items()
     assert redemptions == 0
 
 
-async def test_a_swap_is_priced_as_of_the_riders_request_not_of_its_admission(
-        settings: Settings, db: Database) -> None:
+async def test_a_swap_is_priced_as_of_the_riders_request_not_of_its_admission(settings: Settings, db: Database) -> None:
     async with db.transaction() as session:
-        session.add(tables.PriceRule(name="SH evening peak", kind="peak", adjustment="percent", value=2000,
-                                     city_code="SH", start_local=datetime(2026, 1, 1, 18).time(),
-                                     end_local=datetime(2026, 1, 1, 21).time()))
+        session.add(
+            tables.PriceRule(
+                name="SH evening peak",
+                kind="peak",
+                adjustment="percent",
+                value=2000,
+                city_code="SH",
+                start_local=datetime(2026, 1, 1, 18).time(),
+                end_local=datetime(2026, 1, 1, 21).time(),
+            )
+        )
     await set_online(db, CABINET, True)
     evening = datetime(2026, 11, 20, 11, 30, tzinfo=UTC)  # 19:30 in Shanghai
     order_id = await order_with_coupon(db, at=evening, code=None)
-    admission = await SwapRecords(db, settings).admit(swap_request(
-        settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET))
+    admission = await SwapRecords(db, settings).admit(
+        swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET)
+    )
     assert admission.price_minor == 720
 
 
@@ -226,22 +265,39 @@ async def test_a_swap_is_priced_as_of_the_riders_request_not_of_its_admission(
 
 
 def test_a_quote_shows_what_the_rider_would_pay_now_line_by_line(api: TestClient) -> None:
-    assert api.post("/v1/pricing/rules", json={"name": "big pack", "kind": "battery_model", "adjustment": "fixed",
-                                               "value": 100, "battery_model": "LFP-60V-32Ah"}).status_code == 201
+    assert (
+        api.post(
+            "/v1/pricing/rules",
+            json={
+                "name": "big pack",
+                "kind": "battery_model",
+                "adjustment": "fixed",
+                "value": 100,
+                "battery_model": "LFP-60V-32Ah",
+            },
+        ).status_code
+        == 201
+    )
     assert api.post("/v1/pricing/coupons", json={"code": "ten", "kind": "percent", "value": 1000}).status_code == 201
     response = api.get("/v1/prices/quote", params={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "TEN"})
     assert response.status_code == 200, response.json()
     quoted = response.json()
     assert [(line["stage"], line["price_minor"]) for line in quoted["lines"]] == [
-        ("base", 600), ("battery_model", 700), ("coupon", 630)]
+        ("base", 600),
+        ("battery_model", 700),
+        ("coupon", 630),
+    ]
     assert (quoted["total_minor"], quoted["currency"], quoted["coupon_code"]) == (630, "CNY", "TEN")
 
 
 def test_starting_a_swap_with_an_expired_coupon_is_a_422_problem_and_creates_no_order(api: TestClient) -> None:
     yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     api.post("/v1/pricing/coupons", json={"code": "OLD", "kind": "percent", "value": 1000, "valid_until": yesterday})
-    response = api.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "old"},
-                        headers={"Idempotency-Key": "k-expired"})
+    response = api.post(
+        "/v1/swaps",
+        json={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "old"},
+        headers={"Idempotency-Key": "k-expired"},
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert (response.json()["title"], response.json()["reason"]) == ("Coupon not applicable", "coupon_expired")
@@ -250,32 +306,63 @@ def test_starting_a_swap_with_an_expired_coupon_is_a_422_problem_and_creates_no_
 
 def test_an_unknown_coupon_is_a_422_problem_for_a_quote_and_a_swap(api: TestClient) -> None:
     quoted = api.get("/v1/prices/quote", params={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "NOPE"})
-    started = api.post("/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "NOPE"},
-                       headers={"Idempotency-Key": "k-unknown"})
+    started = api.post(
+        "/v1/swaps",
+        json={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "NOPE"},
+        headers={"Idempotency-Key": "k-unknown"},
+    )
     assert (quoted.status_code, quoted.json()["reason"]) == (422, "coupon_unknown")
     assert (started.status_code, started.json()["reason"]) == (422, "coupon_unknown")
 
 
 def test_a_coupon_used_up_by_the_rider_is_a_422_problem(api: TestClient, settings: Settings) -> None:
-    api.post("/v1/pricing/coupons", json={"code": "ONCE", "kind": "fixed", "value": 100, "currency": "CNY",
-                                          "max_per_rider": 1})
+    api.post(
+        "/v1/pricing/coupons",
+        json={"code": "ONCE", "kind": "fixed", "value": 100, "currency": "CNY", "max_per_rider": 1},
+    )
     engine = create_sync_engine(settings.effective_database_url)
     with engine.begin() as conn:  # the rider redeemed it on an earlier swap
-        conn.execute(tables.SwapOrder.__table__.insert().values(
-            id="earlier", rider_id=RIDER, cabinet_id=CABINET, idempotency_key="earlier", status="completed",
-            stage="completed", steps=[], created_at=NOON_ISH, updated_at=NOON_ISH))
-        conn.execute(tables.CouponRedemption.__table__.insert().values(
-            coupon_code="ONCE", order_id="earlier", rider_id=RIDER, rider_seq=1, discount_minor=100,
-            redeemed_at=NOON_ISH))
+        conn.execute(
+            tables.SwapOrder.__table__.insert().values(
+                id="earlier",
+                rider_id=RIDER,
+                cabinet_id=CABINET,
+                idempotency_key="earlier",
+                status="completed",
+                stage="completed",
+                steps=[],
+                created_at=NOON_ISH,
+                updated_at=NOON_ISH,
+            )
+        )
+        conn.execute(
+            tables.CouponRedemption.__table__.insert().values(
+                coupon_code="ONCE",
+                order_id="earlier",
+                rider_id=RIDER,
+                rider_seq=1,
+                discount_minor=100,
+                redeemed_at=NOON_ISH,
+            )
+        )
     engine.dispose()
     response = api.get("/v1/prices/quote", params={"rider_id": RIDER, "cabinet_id": CABINET, "coupon_code": "ONCE"})
     assert (response.status_code, response.json()["reason"]) == (422, "coupon_rider_limit_reached")
 
 
 def test_price_rules_and_coupons_are_listed_once_created(api: TestClient) -> None:
-    rule = api.post("/v1/pricing/rules", json={"name": "SH night", "kind": "off_peak", "adjustment": "percent",
-                                               "value": -1500, "city_code": "SH", "start_local": "23:00",
-                                               "end_local": "06:00"}).json()
+    rule = api.post(
+        "/v1/pricing/rules",
+        json={
+            "name": "SH night",
+            "kind": "off_peak",
+            "adjustment": "percent",
+            "value": -1500,
+            "city_code": "SH",
+            "start_local": "23:00",
+            "end_local": "06:00",
+        },
+    ).json()
     api.post("/v1/pricing/coupons", json={"code": "SAVE1", "kind": "fixed", "value": 100, "currency": "CNY"})
     assert [r["id"] for r in api.get("/v1/pricing/rules", params={"city_code": "SH"}).json()] == [rule["id"]]
     assert api.get("/v1/pricing/rules", params={"city_code": "BER"}).json() == []
@@ -290,8 +377,9 @@ def test_a_second_coupon_with_the_same_code_is_a_409_problem(api: TestClient) ->
 
 
 def test_a_peak_rule_without_its_window_is_a_422_problem(api: TestClient) -> None:
-    response = api.post("/v1/pricing/rules", json={"name": "peak", "kind": "peak", "adjustment": "percent",
-                                                   "value": 2000})
+    response = api.post(
+        "/v1/pricing/rules", json={"name": "peak", "kind": "peak", "adjustment": "percent", "value": 2000}
+    )
     assert response.status_code == 422
     assert "start_local" in response.json()["detail"]
 
@@ -307,8 +395,10 @@ async def test_the_demo_network_has_an_evening_peak_in_each_city(empty_database_
     database = Database(empty_database_url)
     try:
         async with database.sessions() as session:
-            evenings = (("cab-sh-001-1", "rider-sh-0001", datetime(2026, 11, 20, 11, tzinfo=UTC)),  # 19:00 local
-                        ("cab-ber-001-1", "rider-ber-0001", datetime(2026, 11, 20, 18, tzinfo=UTC)))
+            evenings = (
+                ("cab-sh-001-1", "rider-sh-0001", datetime(2026, 11, 20, 11, tzinfo=UTC)),  # 19:00 local
+                ("cab-ber-001-1", "rider-ber-0001", datetime(2026, 11, 20, 18, tzinfo=UTC)),
+            )
             for cabinet, rider, evening in evenings:
                 priced, _ = await price_swap(session, rider_id=rider, cabinet_id=cabinet, at=evening, coupon_code=None)
                 assert [line.stage for line in priced.lines] == ["base", "peak"]

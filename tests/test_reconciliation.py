@@ -61,8 +61,15 @@ async def plant_differences(money: Money) -> tuple[str, str]:
     await money.charged(THIRD_RIDER)
     async with money.db.transaction() as session:
         await session.execute(update(Payment).where(Payment.key == mismatched).values(amount_minor=500))
-        session.add(SandboxPayment(id="sbx_pay_stray", idempotency_key="swap:stray:charge", amount_minor=600,
-                                   currency="CNY", status="captured"))
+        session.add(
+            SandboxPayment(
+                id="sbx_pay_stray",
+                idempotency_key="swap:stray:charge",
+                amount_minor=600,
+                currency="CNY",
+                status="captured",
+            )
+        )
     return mismatched, "swap:stray:charge"
 
 
@@ -79,8 +86,11 @@ async def test_reconciliation_files_each_planted_difference_once(money: Money) -
     assert await money.count(ReconciliationException) == 3
     found = {(e.ref, e.kind, e.ours_minor, e.theirs_minor) for e in await exceptions(money)}
     # Our record of the mismatched capture disagrees with the provider and with the ledger alike.
-    assert found == {(mismatched, "amount_mismatch", 500, 600), (stray, "missing_in_ours", None, 600),
-                     (f"ledger:{mismatched}", "ledger_mismatch", 500, 600)}
+    assert found == {
+        (mismatched, "amount_mismatch", 500, 600),
+        (stray, "missing_in_ours", None, 600),
+        (f"ledger:{mismatched}", "ledger_mismatch", 500, 600),
+    }
     # Nothing was corrected: our record still says what it said.
     assert await money.count(Payment, Payment.key == mismatched, Payment.amount_minor == 500) == 1
 
@@ -88,7 +98,8 @@ async def test_reconciliation_files_each_planted_difference_once(money: Money) -
 async def reconcile_today(money: Money) -> dict[str, int]:
     """Exceptions per provider of today's reconciliation."""
     report = await ReconciliationActivities(money.db, money.providers).reconcile(
-        ReconcileProvider(day=utcnow().date(), provider="*"))
+        ReconcileProvider(day=utcnow().date(), provider="*")
+    )
     return {p.provider: p.exceptions for p in report.providers}
 
 
@@ -108,7 +119,8 @@ async def test_a_charge_missing_from_the_ledger_is_found(money: Money) -> None:
 
     assert (await reconcile_today(money))["sandbox"] == 1
     assert [(e.ref, e.kind, e.ours_minor, e.theirs_minor) for e in await exceptions(money)] == [
-        (f"ledger:{key}", "missing_in_ledger", PRICE, None)]
+        (f"ledger:{key}", "missing_in_ledger", PRICE, None)
+    ]
 
 
 async def test_a_charge_booked_short_in_the_ledger_is_found(money: Money) -> None:
@@ -116,25 +128,33 @@ async def test_a_charge_booked_short_in_the_ledger_is_found(money: Money) -> Non
     booked = await ledger_transaction_of(money, key)
     async with money.db.transaction() as session:  # 500 of the 600 the provider took, still balanced
         for sign in (1, -1):
-            await session.execute(update(LedgerPosting).where(
-                LedgerPosting.transaction_id == booked.id, LedgerPosting.amount_minor == sign * PRICE
-            ).values(amount_minor=sign * 500))
+            await session.execute(
+                update(LedgerPosting)
+                .where(LedgerPosting.transaction_id == booked.id, LedgerPosting.amount_minor == sign * PRICE)
+                .values(amount_minor=sign * 500)
+            )
 
     assert (await reconcile_today(money))["sandbox"] == 1
     assert [(e.ref, e.kind, e.ours_minor, e.theirs_minor) for e in await exceptions(money)] == [
-        (f"ledger:{key}", "ledger_mismatch", PRICE, 500)]
+        (f"ledger:{key}", "ledger_mismatch", PRICE, 500)
+    ]
 
 
 async def test_a_charge_in_the_ledger_without_a_payment_behind_it_is_found(money: Money) -> None:
     await money.charged()
     async with money.db.transaction() as session:
-        await post_transaction(session, key="swap:ghost:charge", kind="swap_charge", currency="CNY",
-                               postings=[Posting(provider_clearing("sandbox"), PRICE),
-                                         Posting(DEFERRED_REVENUE, -PRICE)])
+        await post_transaction(
+            session,
+            key="swap:ghost:charge",
+            kind="swap_charge",
+            currency="CNY",
+            postings=[Posting(provider_clearing("sandbox"), PRICE), Posting(DEFERRED_REVENUE, -PRICE)],
+        )
 
     assert (await reconcile_today(money))["sandbox"] == 1
     assert [(e.ref, e.kind, e.ours_minor, e.theirs_minor) for e in await exceptions(money)] == [
-        ("ledger:swap:ghost:charge", "missing_in_payments", None, PRICE)]
+        ("ledger:swap:ghost:charge", "missing_in_payments", None, PRICE)
+    ]
 
 
 async def test_a_day_with_exceptions_raises_one_alert_per_provider_and_a_clean_day_none(money: Money) -> None:
@@ -148,24 +168,30 @@ async def test_a_day_with_exceptions_raises_one_alert_per_provider_and_a_clean_d
         alerts = (await session.scalars(select(Alert).where(Alert.kind == "reconciliation_exceptions"))).all()
     today = utcnow().date().isoformat()
     assert [(a.dedupe_key, a.status, a.occurrences) for a in alerts] == [
-        (f"reconciliation_exceptions:sandbox:{today}", "open", 2)]
+        (f"reconciliation_exceptions:sandbox:{today}", "open", 2)
+    ]
     assert "3 exception(s)" in alerts[0].message
 
 
 async def test_a_charge_recorded_before_midnight_and_captured_after_it_is_reconciled_on_its_capture_day(
-        money: Money) -> None:
+    money: Money,
+) -> None:
     key = charge_key(await money.charged())
     today = utcnow().date()
     yesterday = today - timedelta(days=1)
     async with money.db.transaction() as session:  # our record was written just before midnight
-        await session.execute(update(Payment).where(Payment.key == key).values(
-            created_at=datetime.combine(yesterday, time(23, 59, 59), tzinfo=UTC)))
+        await session.execute(
+            update(Payment)
+            .where(Payment.key == key)
+            .values(created_at=datetime.combine(yesterday, time(23, 59, 59), tzinfo=UTC))
+        )
     activities = ReconciliationActivities(money.db, money.providers)
 
     for day in (yesterday, today):
         report = await activities.reconcile(ReconcileProvider(day=day, provider="sandbox"))
         assert [(p.ours, p.theirs, p.exceptions) for p in report.providers] == [
-            (0, 0, 0) if day == yesterday else (1, 1, 0)]
+            (0, 0, 0) if day == yesterday else (1, 1, 0)
+        ]
 
 
 def at(day: date, hour: int) -> datetime:
@@ -173,7 +199,8 @@ def at(day: date, hour: int) -> datetime:
 
 
 async def test_a_wechat_refund_submitted_one_day_and_succeeding_the_next_is_reconciled_on_its_success_day(
-        db: Database, settings: Settings, wechat_fake: WeChatPayFake) -> None:
+    db: Database, settings: Settings, wechat_fake: WeChatPayFake
+) -> None:
     wechat = WeChatPayProvider(settings.model_copy(update=wechat_fake.settings_values()))
     key, refund_id, day = "swap:late-refund:charge", "late-refund", date(2026, 11, 2)
     paid_at, submitted_at, succeeded_at = at(day, 10), at(day, 20), at(day + timedelta(days=1), 2)
@@ -185,16 +212,49 @@ async def test_a_wechat_refund_submitted_one_day_and_succeeding_the_next_is_reco
     landed = wechat_fake.settle_refund(out_refund_no(refund_key(refund_id)), "SUCCESS")
     landed.created, landed.success_time = submitted_at.timestamp(), succeeded_at.timestamp()
     async with db.transaction() as session:  # our record and ledger, as the charge and refund leave them
-        session.add(Payment(key=key, rider_id=RIDER, method="wechat", amount_minor=PRICE, currency="CNY",
-                            status="captured", created_at=paid_at, captured_at=paid_at))
-        session.add(Refund(id=refund_id, key=refund_key(refund_id), payment_key=key, rider_id=RIDER, method="wechat",
-                           amount_minor=PRICE, currency="CNY", reason="late", origin="operator", status="succeeded",
-                           provider_status="succeeded", submitted_at=submitted_at, succeeded_at=succeeded_at))
-        await post_transaction(session, key=key, kind="swap_charge", currency="CNY",
-                               postings=[Posting(provider_clearing("wechat"), PRICE),
-                                         Posting(DEFERRED_REVENUE, -PRICE)])
-        await post_transaction(session, key=f"refund:{refund_id}", kind="refund", currency="CNY",
-                               postings=[Posting(REFUNDED_REVENUE, PRICE), Posting(REFUNDS_PAYABLE, -PRICE)])
+        session.add(
+            Payment(
+                key=key,
+                rider_id=RIDER,
+                method="wechat",
+                amount_minor=PRICE,
+                currency="CNY",
+                status="captured",
+                created_at=paid_at,
+                captured_at=paid_at,
+            )
+        )
+        session.add(
+            Refund(
+                id=refund_id,
+                key=refund_key(refund_id),
+                payment_key=key,
+                rider_id=RIDER,
+                method="wechat",
+                amount_minor=PRICE,
+                currency="CNY",
+                reason="late",
+                origin="operator",
+                status="succeeded",
+                provider_status="succeeded",
+                submitted_at=submitted_at,
+                succeeded_at=succeeded_at,
+            )
+        )
+        await post_transaction(
+            session,
+            key=key,
+            kind="swap_charge",
+            currency="CNY",
+            postings=[Posting(provider_clearing("wechat"), PRICE), Posting(DEFERRED_REVENUE, -PRICE)],
+        )
+        await post_transaction(
+            session,
+            key=f"refund:{refund_id}",
+            kind="refund",
+            currency="CNY",
+            postings=[Posting(REFUNDED_REVENUE, PRICE), Posting(REFUNDS_PAYABLE, -PRICE)],
+        )
 
     submitted = await reconcile_provider(db, wechat, day)
     succeeded = await reconcile_provider(db, wechat, day + timedelta(days=1))
@@ -208,20 +268,23 @@ async def exceptions(money: Money) -> list[ReconciliationException]:
 
 
 async def test_reconciliation_workflow_reports_the_day_to_finance(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     await plant_differences(money)
     today = utcnow().date()
     async with running_worker(temporal_env.client, settings, money.db):
         report = await temporal_env.client.execute_workflow(
-            ReconciliationWorkflow.run, ReconcileInput(day=today), id=f"reconciliation/{today}",
-            task_queue=settings.temporal_task_queue)
+            ReconciliationWorkflow.run,
+            ReconcileInput(day=today),
+            id=f"reconciliation/{today}",
+            task_queue=settings.temporal_task_queue,
+        )
     assert {p.provider: p.exceptions for p in report.providers}["sandbox"] == 3
 
     with TestClient(create_app(settings), headers=await admin_headers(money.db)) as api:
         body = api.get(f"/v1/finance/reconciliation/{today.isoformat()}").json()
     assert {run["provider"] for run in body["runs"]} >= {"sandbox", "wallet", "subscription"}
     assert sorted(e["kind"] for e in body["exceptions"]) == ["amount_mismatch", "ledger_mismatch", "missing_in_ours"]
-
 
 
 @pytest.fixture
@@ -234,7 +297,8 @@ def configured(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 
 async def test_reconcile_command_prints_each_provider_and_exits_1_on_differences(
-        money: Money, configured: str, capsys: pytest.CaptureFixture[str]) -> None:
+    money: Money, configured: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     await plant_differences(money)
     today = utcnow().date().isoformat()
     exit_code = await asyncio.to_thread(main, ["reconcile", "--date", today])

@@ -47,7 +47,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of this module's own: these tests skip days, and workflows other tests leave
     behind on the shared server (their workers gone) would hold its clock back."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=time_skipping_server_path(), data_converter=pydantic_data_converter)
+        test_server_existing_path=time_skipping_server_path(), data_converter=pydantic_data_converter
+    )
     yield env
     await env.shutdown()
 
@@ -58,16 +59,20 @@ async def money(temporal_env: WorkflowEnvironment, settings: Settings, db: Datab
         yield await Money(db, settings).ready()
 
 
-async def start_refund(env: WorkflowEnvironment, settings: Settings, order_id: str
-                       ) -> tuple[str, WorkflowHandle[RefundWorkflow, RefundOutcome]]:
+async def start_refund(
+    env: WorkflowEnvironment, settings: Settings, order_id: str
+) -> tuple[str, WorkflowHandle[RefundWorkflow, RefundOutcome]]:
     """The refund a failed swap's compensation starts."""
     refund_id = swap_refund_id(order_id)
     handle = await env.client.start_workflow(
         RefundWorkflow.run,
-        RefundStart(refund_id=refund_id, order_id=order_id, reason="swap failed",
-                    origin=RefundOrigin.SWAP_COMPENSATION),
-        id=refund_workflow_id(refund_id), task_queue=settings.temporal_task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        RefundStart(
+            refund_id=refund_id, order_id=order_id, reason="swap failed", origin=RefundOrigin.SWAP_COMPENSATION
+        ),
+        id=refund_workflow_id(refund_id),
+        task_queue=settings.temporal_task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
     return refund_id, handle
 
 
@@ -93,7 +98,8 @@ async def account_balance(db: Database, account: str) -> int:
 
 
 async def test_refund_processing_for_two_days_then_succeeded_is_followed_until_it_lands(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     started = await temporal_env.get_current_time()
@@ -131,7 +137,8 @@ async def test_refund_processing_for_two_days_then_succeeded_is_followed_until_i
 
 
 async def test_refund_the_provider_closed_is_resubmitted_with_a_new_number(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     second = refund_submission_key(refund_id, 2)
@@ -159,7 +166,8 @@ async def test_refund_the_provider_closed_is_resubmitted_with_a_new_number(
 
 
 async def test_abnormal_refund_is_escalated_to_finance(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     await until_submitted(money, refund_key(refund_id))
@@ -176,7 +184,8 @@ async def test_abnormal_refund_is_escalated_to_finance(
 
 
 async def test_notification_before_the_poll_ends_the_wait_early(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     await until_submitted(money, refund_key(refund_id))
@@ -189,7 +198,8 @@ async def test_notification_before_the_poll_ends_the_wait_early(
 
 
 async def test_duplicate_and_stale_notifications_change_nothing(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     await until_submitted(money, refund_key(refund_id))
@@ -210,13 +220,15 @@ async def test_duplicate_and_stale_notifications_change_nothing(
     assert outcome.state == "succeeded"
     assert await money.ledger_kinds(order_id) == ["swap_charge", "swap_refund", "refund_settled"]
     async with money.db.sessions() as session:
-        settled = await session.scalar(select(LedgerTransaction).where(
-            LedgerTransaction.key == f"refund:{refund_id}:settled"))
+        settled = await session.scalar(
+            select(LedgerTransaction).where(LedgerTransaction.key == f"refund:{refund_id}:settled")
+        )
     assert settled is not None
 
 
 async def test_one_failure_opens_one_refund_however_often_its_refund_is_started(
-        temporal_env: WorkflowEnvironment, settings: Settings, money: Money) -> None:
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
     await until_submitted(money, refund_key(refund_id))

@@ -63,18 +63,26 @@ class Wire:
             self.seen[channel].append(json.loads(message.payload))
             self._arrived.set()
 
-    async def command(self, action: CommandAction, slot_no: int | None, *, deadline_s: float = 10.0,
-                      command_id: str | None = None) -> str:
+    async def command(
+        self, action: CommandAction, slot_no: int | None, *, deadline_s: float = 10.0, command_id: str | None = None
+    ) -> str:
         """Publish a command; returns its id."""
         now = datetime.now(UTC)
-        command = Command(command_id=command_id or uuid.uuid4().hex, cabinet_id=self.cabinet_id, action=action,
-                          slot_no=slot_no, issued_at=now, deadline=now + timedelta(seconds=deadline_s))
+        command = Command(
+            command_id=command_id or uuid.uuid4().hex,
+            cabinet_id=self.cabinet_id,
+            action=action,
+            slot_no=slot_no,
+            issued_at=now,
+            deadline=now + timedelta(seconds=deadline_s),
+        )
         topic = cabinet_topic(self.settings.mqtt_topic_prefix, self.cabinet_id, Channel.COMMANDS)
         await self.client.publish(topic, command.model_dump_json(exclude_none=True), qos=1)
         return command.command_id
 
-    async def expect(self, channel: Channel, match: Callable[[dict[str, Any]], bool], within_s: float = 5.0
-                     ) -> dict[str, Any]:
+    async def expect(
+        self, channel: Channel, match: Callable[[dict[str, Any]], bool], within_s: float = 5.0
+    ) -> dict[str, Any]:
         """The first message on `channel` that matches, waiting for it if need be."""
         async with asyncio.timeout(within_s):
             while True:
@@ -115,9 +123,14 @@ async def running(cabinet: SimulatedCabinet) -> AsyncIterator[asyncio.Task[None]
 @pytest.fixture
 async def cabinet(sim_settings: Settings) -> AsyncIterator[SimulatedCabinet]:
     """Slot 1: a full pack, slot 2: a half-charged one, slot 3: empty. Fast telemetry."""
-    cab = SimulatedCabinet(sim_settings, CABINET, {1: SimBattery("BAT-T1", soc=100.0),
-                                                   2: SimBattery("BAT-T2", soc=40.0), 3: None},
-                           telemetry_interval_s=0.3, charge_speedup=600.0, physics_interval_s=0.05)
+    cab = SimulatedCabinet(
+        sim_settings,
+        CABINET,
+        {1: SimBattery("BAT-T1", soc=100.0), 2: SimBattery("BAT-T2", soc=40.0), 3: None},
+        telemetry_interval_s=0.3,
+        charge_speedup=600.0,
+        physics_interval_s=0.05,
+    )
     async with running(cab):
         yield cab
 
@@ -143,7 +156,13 @@ async def test_read_bms_acks_with_the_packs_reading_or_an_error_for_an_empty_slo
     assert ack["ok"] is True
     assert ack["result"]["serial"] == "BAT-T1" and ack["result"]["soc"] == 100.0
     assert (await wire.ack(empty)) | {"ts": None} == {
-        "v": 1, "command_id": empty, "cabinet_id": CABINET, "ok": False, "error": "slot_empty", "ts": None}
+        "v": 1,
+        "command_id": empty,
+        "cabinet_id": CABINET,
+        "ok": False,
+        "error": "slot_empty",
+        "ts": None,
+    }
 
 
 async def test_insert_and_take_emit_battery_and_door_events(cabinet: SimulatedCabinet, wire: Wire) -> None:
@@ -273,13 +292,21 @@ async def test_fleet_is_built_from_the_database(settings: Settings, db: Database
     async with db.sessions() as session:
         cabinet_ids = set(await session.scalars(select(Cabinet.id)))
         slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == "cab-sh-001-1"))).all()
-        rider_packs = dict((await session.execute(select(Battery.custodian_ref, Battery.serial).where(
-            Battery.custodian_kind == CustodianKind.RIDER))).tuples().all())
+        rider_packs = dict(
+            (
+                await session.execute(
+                    select(Battery.custodian_ref, Battery.serial).where(Battery.custodian_kind == CustodianKind.RIDER)
+                )
+            )
+            .tuples()
+            .all()
+        )
     assert set(cabinets) == cabinet_ids
     assert not any(c.command_only for c in cabinets.values())  # the test seed has reporting cabinets only
     sim = cabinets["cab-sh-001-1"]
     assert {n: (b.serial if (b := sim.battery_in(n)) else None) for n in sim.slots} == {
-        s.slot_no: s.battery_serial for s in slots}
+        s.slot_no: s.battery_serial for s in slots
+    }
 
     async with httpx.AsyncClient() as http:
         riders = await build_riders(settings, db, cabinets, http, count=5, seed=1)

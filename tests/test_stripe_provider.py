@@ -63,13 +63,19 @@ def provider(stripe_settings: Settings) -> StripeProvider:
 @pytest.fixture
 def localstripe(localstripe_url: str) -> stripe.StripeClient:
     """A plain client, to look at localstripe's records directly."""
-    return stripe.StripeClient("sk_test_swapflow", base_addresses={"api": localstripe_url},
-                               http_client=stripe.HTTPXClient())
+    return stripe.StripeClient(
+        "sk_test_swapflow", base_addresses={"api": localstripe_url}, http_client=stripe.HTTPXClient()
+    )
 
 
 def charge_request(amount: int = 900, payer: str = CARD) -> ChargeRequest:
-    return ChargeRequest(key=f"swap:{uuid.uuid4().hex}:charge", amount_minor=amount, currency="EUR",
-                         rider_id="rider-sh-0001", payer=payer)
+    return ChargeRequest(
+        key=f"swap:{uuid.uuid4().hex}:charge",
+        amount_minor=amount,
+        currency="EUR",
+        rider_id="rider-sh-0001",
+        payer=payer,
+    )
 
 
 async def captured(provider: StripeProvider, amount: int = 900) -> ProviderPayment:
@@ -127,8 +133,9 @@ async def test_same_key_twice_charges_once(provider: StripeProvider, localstripe
     assert await intents_with(localstripe, request.key) == 1
 
 
-async def test_declined_card_is_declined_also_on_retry(provider: StripeProvider,
-                                                       localstripe: stripe.StripeClient) -> None:
+async def test_declined_card_is_declined_also_on_retry(
+    provider: StripeProvider, localstripe: stripe.StripeClient
+) -> None:
     request = charge_request(payer=DECLINED_CARD)
     with pytest.raises(ProviderDeclined, match="declined"):
         await provider.charge(request)
@@ -149,10 +156,12 @@ async def test_unreachable_stripe_is_unavailable(stripe_settings: Settings) -> N
 
 
 async def test_lost_answer_after_the_authorization_then_the_retry_charges_once(
-        stripe_settings: Settings, localstripe_url: str, localstripe: stripe.StripeClient) -> None:
+    stripe_settings: Settings, localstripe_url: str, localstripe: stripe.StripeClient
+) -> None:
     proxy = LaggingProxy(int(localstripe_url.rsplit(":", 1)[1]))
-    provider = StripeProvider(stripe_settings.model_copy(
-        update={"stripe_api_base": await proxy.start(), "stripe_timeout_s": 1.0}))
+    provider = StripeProvider(
+        stripe_settings.model_copy(update={"stripe_api_base": await proxy.start(), "stripe_timeout_s": 1.0})
+    )
     request = charge_request()
     try:
         proxy.lag_next("POST /v1/payment_intents ", 2.0)
@@ -171,23 +180,27 @@ async def test_lost_answer_after_the_authorization_then_the_retry_charges_once(
 
 async def test_partial_then_full_refund_of_the_rest(provider: StripeProvider) -> None:
     payment = await captured(provider)
-    part = await provider.refund(RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=300,
-                                               reason="partial"))
+    part = await provider.refund(
+        RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=300, reason="partial")
+    )
     assert (part.status, part.amount_minor, part.payment_id) == (RefundStatus.SUCCEEDED, 300, payment.payment_id)
     after = await provider.find_payment(payment.key)
     assert after is not None and after.refunded_minor == 300
-    rest = await provider.refund(RefundRequest(key=refund_key(uuid.uuid4().hex), payment=after, amount_minor=600,
-                                               reason="the rest"))
+    rest = await provider.refund(
+        RefundRequest(key=refund_key(uuid.uuid4().hex), payment=after, amount_minor=600, reason="the rest")
+    )
     assert rest.amount_minor == 600
     assert (await provider.find_payment(payment.key)).refunded_minor == 900  # type: ignore[union-attr]
     assert await provider.find_refund(rest.key) == rest
 
 
-async def test_refund_beyond_the_capture_is_refused_by_our_guard(provider: StripeProvider,
-                                                                 localstripe: stripe.StripeClient) -> None:
+async def test_refund_beyond_the_capture_is_refused_by_our_guard(
+    provider: StripeProvider, localstripe: stripe.StripeClient
+) -> None:
     payment = await captured(provider)
-    await provider.refund(RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=500,
-                                        reason="first"))
+    await provider.refund(
+        RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=500, reason="first")
+    )
     too_much = RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=500, reason="again")
     with pytest.raises(RefundExceedsCapture):
         await provider.refund(too_much)  # localstripe itself would have refunded it
@@ -198,8 +211,9 @@ async def test_refund_of_an_uncaptured_authorization_is_refused(provider: Stripe
     request = charge_request()
     payment = await provider.charge(request)
     with pytest.raises(RefundExceedsCapture):
-        await provider.refund(RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=100,
-                                            reason="nothing taken"))
+        await provider.refund(
+            RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=100, reason="nothing taken")
+        )
 
 
 async def test_same_refund_key_twice_refunds_once(provider: StripeProvider, localstripe: stripe.StripeClient) -> None:
@@ -215,8 +229,9 @@ async def test_same_refund_key_twice_refunds_once(provider: StripeProvider, loca
 
 async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(provider: StripeProvider) -> None:
     payment = await captured(provider, amount=1234)
-    refund = await provider.refund(RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=234,
-                                                 reason="partial"))
+    refund = await provider.refund(
+        RefundRequest(key=refund_key(uuid.uuid4().hex), payment=payment, amount_minor=234, reason="partial")
+    )
     lines = await provider.statement(datetime.now(UTC).date())
     mine = [(line.kind, line.amount_minor) for line in lines if line.key in (payment.key, refund.key)]
     assert sorted(mine) == [("charge", 1234), ("refund", -234)]
@@ -227,8 +242,12 @@ async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(provi
 
 @pytest.fixture
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
-    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue,
-                      workflows=[RefundNotificationRecorder], workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(
+        temporal_env.client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[RefundNotificationRecorder],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         yield temporal_env
 
 
@@ -241,9 +260,13 @@ async def intent_object(client: stripe.StripeClient, payment: ProviderPayment) -
     return (await client.v1.payment_intents.retrieve_async(payment.payment_id)).to_dict()
 
 
-async def test_signed_webhook_is_accepted_and_recorded_once(stripe_settings: Settings, provider: StripeProvider,
-                                                            localstripe: stripe.StripeClient, db: Database,
-                                                            temporal_env: WorkflowEnvironment) -> None:
+async def test_signed_webhook_is_accepted_and_recorded_once(
+    stripe_settings: Settings,
+    provider: StripeProvider,
+    localstripe: stripe.StripeClient,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await captured(provider)
     headers, body = stripe_webhook("payment_intent.succeeded", await intent_object(localstripe, payment))
     async with api_client(stripe_settings, temporal_env.client) as (api, _):
@@ -255,12 +278,17 @@ async def test_signed_webhook_is_accepted_and_recorded_once(stripe_settings: Set
     assert [(row.provider, row.key, row.status) for row in rows] == [("stripe", payment.key, "captured")]
 
 
-async def test_webhook_with_a_wrong_signature_is_rejected(stripe_settings: Settings, provider: StripeProvider,
-                                                          localstripe: stripe.StripeClient, db: Database,
-                                                          temporal_env: WorkflowEnvironment) -> None:
+async def test_webhook_with_a_wrong_signature_is_rejected(
+    stripe_settings: Settings,
+    provider: StripeProvider,
+    localstripe: stripe.StripeClient,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await captured(provider)
-    headers, body = stripe_webhook("payment_intent.succeeded", await intent_object(localstripe, payment),
-                                   secret="whsec_someone_else")
+    headers, body = stripe_webhook(
+        "payment_intent.succeeded", await intent_object(localstripe, payment), secret="whsec_someone_else"
+    )
     async with api_client(stripe_settings, temporal_env.client) as (api, _):
         response = await api.post(WEBHOOK, content=body, headers=headers)
     assert response.status_code == 401
@@ -268,13 +296,18 @@ async def test_webhook_with_a_wrong_signature_is_rejected(stripe_settings: Setti
     assert await notifications(db) == 0
 
 
-async def test_stale_webhook_is_rejected(stripe_settings: Settings, provider: StripeProvider,
-                                         localstripe: stripe.StripeClient, db: Database,
-                                         temporal_env: WorkflowEnvironment) -> None:
+async def test_stale_webhook_is_rejected(
+    stripe_settings: Settings,
+    provider: StripeProvider,
+    localstripe: stripe.StripeClient,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await captured(provider)
     for skew in (-600, 600):  # replayed from the past, or stamped in the future
-        headers, body = stripe_webhook("payment_intent.succeeded", await intent_object(localstripe, payment),
-                                       timestamp=int(time.time()) + skew)
+        headers, body = stripe_webhook(
+            "payment_intent.succeeded", await intent_object(localstripe, payment), timestamp=int(time.time()) + skew
+        )
         async with api_client(stripe_settings, temporal_env.client) as (api, _):
             response = await api.post(WEBHOOK, content=body, headers=headers)
         assert response.status_code == 400
@@ -283,18 +316,28 @@ async def test_stale_webhook_is_rejected(stripe_settings: Settings, provider: St
 
 
 def event_with(obj: object) -> dict[str, object]:
-    return {"id": "evt_shape", "object": "event", "type": "refund.updated", "created": int(time.time()),
-            "data": {"object": obj}}
+    return {
+        "id": "evt_shape",
+        "object": "event",
+        "type": "refund.updated",
+        "created": int(time.time()),
+        "data": {"object": obj},
+    }
 
 
-@pytest.mark.parametrize("content", [
-    [event_with({"id": "re_1"})],
-    "evt_shape",
-    event_with("re_1"),
-    event_with({"id": "re_1", "metadata": [KEY, "refund:x"]}),
-], ids=["body-array", "body-string", "object-string", "metadata-list"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        [event_with({"id": "re_1"})],
+        "evt_shape",
+        event_with("re_1"),
+        event_with({"id": "re_1", "metadata": [KEY, "refund:x"]}),
+    ],
+    ids=["body-array", "body-string", "object-string", "metadata-list"],
+)
 async def test_signed_webhook_of_an_unexpected_shape_is_a_400_problem_recorded_once(
-        settings: Settings, db: Database, temporal_env: WorkflowEnvironment, content: object) -> None:
+    settings: Settings, db: Database, temporal_env: WorkflowEnvironment, content: object
+) -> None:
     configured = settings.model_copy(update=stripe_settings_values("http://127.0.0.1:9"))  # never called
     headers, body = signed_stripe_body(content)
     async with api_client(configured, temporal_env.client) as (api, _):
@@ -309,16 +352,23 @@ async def test_signed_webhook_of_an_unexpected_shape_is_a_400_problem_recorded_o
     assert rows[0].payload == {"error": first.json()["detail"], "content": content}
 
 
-async def test_refund_webhook_signals_the_refund_workflow(stripe_settings: Settings, provider: StripeProvider,
-                                                          localstripe: stripe.StripeClient, db: Database,
-                                                          recorder: WorkflowEnvironment, settings: Settings) -> None:
+async def test_refund_webhook_signals_the_refund_workflow(
+    stripe_settings: Settings,
+    provider: StripeProvider,
+    localstripe: stripe.StripeClient,
+    db: Database,
+    recorder: WorkflowEnvironment,
+    settings: Settings,
+) -> None:
     payment = await captured(provider)
     refund_id = uuid.uuid4().hex
-    refund = await provider.refund(RefundRequest(key=refund_key(refund_id), payment=payment, amount_minor=900,
-                                                 reason="failed swap"))
+    refund = await provider.refund(
+        RefundRequest(key=refund_key(refund_id), payment=payment, amount_minor=900, reason="failed swap")
+    )
     workflow_id = refund_workflow_id(refund_id)
-    await recorder.client.start_workflow(RefundNotificationRecorder.run, id=workflow_id,
-                                         task_queue=settings.temporal_task_queue)
+    await recorder.client.start_workflow(
+        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal_task_queue
+    )
     refund_object = (await localstripe.v1.refunds.retrieve_async(refund.refund_id)).to_dict()
     headers, body = stripe_webhook("refund.updated", refund_object)
     async with api_client(stripe_settings, recorder.client) as (api, _):

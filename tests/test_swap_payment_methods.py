@@ -74,4 +74,3 @@ async def test_subscription_rider_swaps_on_the_plan_and_is_declined_beyond_it(sc
     declined = await handle.result()
     assert (declined.status, declined.failure_reason) == (SwapStatus.FAILED, "payment_declined")
     await assert_invariants(scene.db)
-

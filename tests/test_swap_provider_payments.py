@@ -38,24 +38,35 @@ CARD = "pm_card_visa"
 @pytest.fixture
 def settings(settings: Settings, wechat_fake: WeChatPayFake, localstripe_url: str) -> Settings:
     """The saga's short device bounds, both providers configured, and a pending charge asked about often."""
-    return settings.model_copy(update={
-        "command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0, "charged_take_timeout_s": 20.0,
-        "offline_grace_s": 20.0, "payment_poll_interval_s": 0.2, "payment_pending_timeout_s": 6.0,
-        **wechat_fake.settings_values(), **stripe_settings_values(localstripe_url)})
+    return settings.model_copy(
+        update={
+            "command_ack_timeout_s": 1.5,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+            "offline_grace_s": 20.0,
+            "payment_poll_interval_s": 0.2,
+            "payment_pending_timeout_s": 6.0,
+            **wechat_fake.settings_values(),
+            **stripe_settings_values(localstripe_url),
+        }
+    )
 
 
 @pytest.fixture
 async def scene(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Scene]:
-    async with running_worker(temporal_env.client, settings, db), \
-            running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet:
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet,
+    ):
         with temporal_env.auto_time_skipping_disabled():
             yield Scene(temporal_env, settings, db, cabinet)
 
 
 @pytest.fixture
 def localstripe(localstripe_url: str) -> stripe.StripeClient:
-    return stripe.StripeClient("sk_test_swapflow", base_addresses={"api": localstripe_url},
-                               http_client=stripe.HTTPXClient())
+    return stripe.StripeClient(
+        "sk_test_swapflow", base_addresses={"api": localstripe_url}, http_client=stripe.HTTPXClient()
+    )
 
 
 async def pays_by(scene: Scene, method: PaymentMethod, payer: str) -> None:
@@ -98,7 +109,8 @@ async def fail_at_the_return(scene: Scene, order_id: str) -> SwapProgress:
 
 
 async def test_wechat_rider_confirms_the_order_in_the_app_and_the_swap_completes(
-        scene: Scene, wechat_fake: WeChatPayFake) -> None:
+    scene: Scene, wechat_fake: WeChatPayFake
+) -> None:
     await pays_by(scene, PaymentMethod.WECHAT, OPENID)
     order_id, handle = await scene.start()
     await until_payment(scene, order_id, "pending")
@@ -114,7 +126,8 @@ async def test_wechat_rider_confirms_the_order_in_the_app_and_the_swap_completes
 
 
 async def test_wechat_order_the_rider_never_confirms_is_closed_and_no_door_opens(
-        scene: Scene, wechat_fake: WeChatPayFake) -> None:
+    scene: Scene, wechat_fake: WeChatPayFake
+) -> None:
     await pays_by(scene, PaymentMethod.WECHAT, OPENID)
     order_id, handle = await scene.start()
     result = await handle.result()
@@ -126,7 +139,8 @@ async def test_wechat_order_the_rider_never_confirms_is_closed_and_no_door_opens
 
 
 async def test_failed_wechat_swap_is_refunded_once_and_settled_when_wechat_notifies_the_refund(
-        scene: Scene, wechat_fake: WeChatPayFake) -> None:
+    scene: Scene, wechat_fake: WeChatPayFake
+) -> None:
     await pays_by(scene, PaymentMethod.WECHAT, OPENID)
     order_id, _ = await scene.start()
     await until_payment(scene, order_id, "pending")
@@ -152,7 +166,8 @@ async def test_failed_wechat_swap_is_refunded_once_and_settled_when_wechat_notif
 
 
 async def test_stripe_rider_swaps_on_a_saved_card_authorized_then_captured(
-        scene: Scene, localstripe: stripe.StripeClient) -> None:
+    scene: Scene, localstripe: stripe.StripeClient
+) -> None:
     await pays_by(scene, PaymentMethod.STRIPE, CARD)
     order_id, handle = await scene.start()
     await swap_through(scene, order_id)
@@ -161,14 +176,12 @@ async def test_stripe_rider_swaps_on_a_saved_card_authorized_then_captured(
     row = await until_payment(scene, order_id, "captured")
     assert row.provider_ref is not None
     intent = await localstripe.v1.payment_intents.retrieve_async(row.provider_ref)
-    assert (intent.status, intent.amount, intent.metadata.to_dict()[KEY]) == (
-        "succeeded", 600, charge_key(order_id))
+    assert (intent.status, intent.amount, intent.metadata.to_dict()[KEY]) == ("succeeded", 600, charge_key(order_id))
     assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
     await assert_invariants(scene.db)
 
 
-async def test_failed_stripe_swap_is_refunded_once_on_the_card(
-        scene: Scene, localstripe: stripe.StripeClient) -> None:
+async def test_failed_stripe_swap_is_refunded_once_on_the_card(scene: Scene, localstripe: stripe.StripeClient) -> None:
     await pays_by(scene, PaymentMethod.STRIPE, CARD)
     order_id, _ = await scene.start()
     assert (await fail_at_the_return(scene, order_id)).status == SwapStatus.FAILED

@@ -56,8 +56,14 @@ EMPTY_SLOTS = (10, 11, 12)  # the seed leaves the last three slots of each cabin
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: device waits run in real time in these tests (the cabinet is real)."""
-    return settings.model_copy(update={"command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0,
-                                       "charged_take_timeout_s": 20.0, "offline_grace_s": 20.0})
+    return settings.model_copy(
+        update={
+            "command_ack_timeout_s": 1.5,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+            "offline_grace_s": 20.0,
+        }
+    )
 
 
 @dataclass
@@ -70,8 +76,9 @@ class Scene:
     async def start(self, rider_id: str = RIDER) -> tuple[str, WorkflowHandle[SwapWorkflow, object]]:
         order_id = await new_order(self.db, rider_id, CABINET)
         request = swap_request(self.settings, order_id=order_id, rider_id=rider_id, cabinet_id=CABINET)
-        handle = await self.env.client.start_workflow(SwapWorkflow.run, request, id=swap_workflow_id(order_id),
-                                                      task_queue=self.settings.temporal_task_queue)
+        handle = await self.env.client.start_workflow(
+            SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=self.settings.temporal_task_queue
+        )
         return order_id, handle
 
     async def order(self, order_id: str) -> SwapOrder:
@@ -123,8 +130,10 @@ class Scene:
 
 @pytest.fixture
 async def scene(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Scene]:
-    async with running_worker(temporal_env.client, settings, db), \
-            running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet:
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        running_cabinet(temporal_env.client, settings, db, CABINET) as cabinet,
+    ):
         # Device waits are real: time moves only as the cabinet does, or when a test skips it.
         with temporal_env.auto_time_skipping_disabled():
             yield Scene(temporal_env, settings, db, cabinet)
@@ -137,8 +146,15 @@ async def count(db: Database, model: type, *where: object) -> int:
 
 async def ledger_kinds(db: Database, order_id: str) -> list[str]:
     async with db.sessions() as session:
-        return list((await session.scalars(select(LedgerTransaction.kind).where(
-            LedgerTransaction.order_id == order_id).order_by(LedgerTransaction.id))).all())
+        return list(
+            (
+                await session.scalars(
+                    select(LedgerTransaction.kind)
+                    .where(LedgerTransaction.order_id == order_id)
+                    .order_by(LedgerTransaction.id)
+                )
+            ).all()
+        )
 
 
 async def battery(db: Database, serial: str) -> Battery:
@@ -166,8 +182,9 @@ async def assert_refunded_once(db: Database, order_id: str, client: Client) -> N
     assert outcome.state == "succeeded"
     assert await ledger_kinds(db, order_id) == ["swap_charge", "swap_refund", "refund_settled"]
     async with db.sessions() as session:
-        payment = await session.scalar(select(SandboxPayment).where(
-            SandboxPayment.idempotency_key == f"swap:{order_id}:charge"))
+        payment = await session.scalar(
+            select(SandboxPayment).where(SandboxPayment.idempotency_key == f"swap:{order_id}:charge")
+        )
     assert payment is not None and payment.refunded_minor == payment.amount_minor
 
 
@@ -206,8 +223,13 @@ async def test_rider_not_eligible_is_rejected_before_any_money_moves(scene: Scen
 
 async def test_two_riders_racing_for_the_last_charged_pack_exactly_one_wins(scene: Scene) -> None:
     async with scene.db.transaction() as session:  # leave one ready pack: the others are flat
-        serials = (await session.scalars(select(Slot.battery_serial).where(
-            Slot.cabinet_id == CABINET, Slot.battery_serial.is_not(None)).order_by(Slot.slot_no))).all()
+        serials = (
+            await session.scalars(
+                select(Slot.battery_serial)
+                .where(Slot.cabinet_id == CABINET, Slot.battery_serial.is_not(None))
+                .order_by(Slot.slot_no)
+            )
+        ).all()
         await session.execute(update(Battery).where(Battery.serial.in_(serials[1:])).values(soc=20.0))
     (first, first_handle), (second, second_handle) = await asyncio.gather(scene.start(RIDER), scene.start(OTHER_RIDER))
     loser = await scene.until_stage(second, SwapStage.RETURN_DOOR_OPEN)
@@ -225,13 +247,17 @@ async def test_two_riders_racing_for_the_last_charged_pack_exactly_one_wins(scen
 
 async def test_declined_payment_opens_no_door(scene: Scene) -> None:
     # A worker of its own, whose sandbox provider declines every charge.
-    declining = scene.settings.model_copy(update={
-        "sandbox_decline_rate": 1.0, "temporal_task_queue": scene.settings.temporal_task_queue + "-declines"})
+    declining = scene.settings.model_copy(
+        update={"sandbox_decline_rate": 1.0, "temporal_task_queue": scene.settings.temporal_task_queue + "-declines"}
+    )
     async with running_worker(scene.env.client, declining, scene.db):
         order_id = await new_order(scene.db, RIDER, CABINET)
         result = await scene.env.client.execute_workflow(
-            SwapWorkflow.run, swap_request(declining, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
-            id=swap_workflow_id(order_id), task_queue=declining.temporal_task_queue)
+            SwapWorkflow.run,
+            swap_request(declining, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
+            id=swap_workflow_id(order_id),
+            task_queue=declining.temporal_task_queue,
+        )
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "payment_declined")
     assert await count(scene.db, DeviceCommand) == 0
     assert await ledger_kinds(scene.db, order_id) == []
@@ -242,8 +268,10 @@ async def test_charge_whose_answer_is_lost_is_resolved_by_asking_the_provider_an
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database
 ) -> None:
     lossy = settings.model_copy(update={"sandbox_timeout_rate": 1.0})
-    async with running_worker(temporal_env.client, lossy, db), \
-            running_cabinet(temporal_env.client, lossy, db, CABINET) as cabinet:
+    async with (
+        running_worker(temporal_env.client, lossy, db),
+        running_cabinet(temporal_env.client, lossy, db, CABINET) as cabinet,
+    ):
         with temporal_env.auto_time_skipping_disabled():
             scene = Scene(temporal_env, lossy, db, cabinet)
             order_id, handle = await scene.start()
@@ -441,8 +469,13 @@ async def test_duplicated_events_change_nothing(scene: Scene) -> None:
 async def test_door_closed_before_the_door_was_even_opened_is_not_taken_for_a_return(scene: Scene) -> None:
     order_id, handle = await scene.start()
     order = await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
-    early = DeviceSignal(message_id="early-close", kind=DeviceSignalKind.DOOR_CLOSED, cabinet_id=CABINET,
-                         at=order.created_at, slot_no=order.return_slot_no)
+    early = DeviceSignal(
+        message_id="early-close",
+        kind=DeviceSignalKind.DOOR_CLOSED,
+        cabinet_id=CABINET,
+        at=order.created_at,
+        slot_no=order.return_slot_no,
+    )
     await handle.signal(DEVICE_SIGNAL, early)
     await handle.signal(DEVICE_SIGNAL, early)
     await asyncio.sleep(0.5)

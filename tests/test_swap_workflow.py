@@ -27,7 +27,8 @@ RIDER = "rider-sh-0001"
 async def run_swap(temporal_env, settings: Settings, order_id: str):
     request = swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET)
     return await temporal_env.client.execute_workflow(
-        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue)
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+    )
 
 
 async def test_offline_cabinet_is_rejected_before_any_money_moves(temporal_env, settings, db):
@@ -56,9 +57,16 @@ async def test_cabinet_that_never_acknowledges_refunds_the_rider_and_releases_th
         assert order.payment_ref and order.refund_ref
         payment = await session.scalar(select(SandboxPayment))
         assert payment is not None and payment.refunded_minor == payment.amount_minor == order.price_minor
-        balances = dict((await session.execute(
-            select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
-        )).tuples().all())
+        balances = dict(
+            (
+                await session.execute(
+                    select(LedgerPosting.account, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.account)
+                )
+            )
+            .tuples()
+            .all()
+        )
         assert balances == {"provider_clearing:sandbox": 0, "deferred_revenue:swaps": 0, "refunds_payable": 0}
-        assert await session.scalar(select(func.count()).select_from(Slot).where(
-            Slot.reserved_order_id == order_id)) == 0
+        assert (
+            await session.scalar(select(func.count()).select_from(Slot).where(Slot.reserved_order_id == order_id)) == 0
+        )

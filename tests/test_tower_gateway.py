@@ -57,19 +57,26 @@ RIGHT_SECRET = "<the cabinet's own>"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """A gateway port of the test's own, and a short silence before a link counts as dead."""
-    return settings.model_copy(update={
-        "gateway_host": "127.0.0.1", "gateway_port": free_port(), "gateway_read_timeout_s": 1.5,
-        "gateway_login_timeout_s": 2.0, "command_ack_timeout_s": 3.0, "return_insert_timeout_s": 20.0,
-        "charged_take_timeout_s": 20.0,
-    })
+    return settings.model_copy(
+        update={
+            "gateway_host": "127.0.0.1",
+            "gateway_port": free_port(),
+            "gateway_read_timeout_s": 1.5,
+            "gateway_login_timeout_s": 2.0,
+            "command_ack_timeout_s": 3.0,
+            "return_insert_timeout_s": 20.0,
+            "charged_take_timeout_s": 20.0,
+        }
+    )
 
 
 @pytest.fixture
 async def platform(settings: Settings, db: Database, temporal_env: WorkflowEnvironment) -> AsyncIterator[TowerGateway]:
     """Two tower cabinets registered with their secrets, and the gateway and the device adapter running."""
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id.in_([CABINET, OTHER]))
-                              .values(protocol=CabinetProtocol.TOWER))
+        await session.execute(
+            update(Cabinet).where(Cabinet.id.in_([CABINET, OTHER])).values(protocol=CabinetProtocol.TOWER)
+        )
     engine = create_sync_engine(settings.effective_database_url)
     try:
         assert provision_simulated_tower_cabinets(engine, settings) == 2
@@ -113,8 +120,10 @@ class RawTower:
 
     @classmethod
     async def connect(cls, settings: Settings, *, from_host: str = "127.0.0.1") -> RawTower:
-        return cls(settings, *await asyncio.open_connection(settings.gateway_host, settings.gateway_port,
-                                                            local_addr=(from_host, 0)))
+        return cls(
+            settings,
+            *await asyncio.open_connection(settings.gateway_host, settings.gateway_port, local_addr=(from_host, 0)),
+        )
 
     @property
     def address(self) -> str:
@@ -139,8 +148,15 @@ class RawTower:
 
     async def login(self, cabinet_id: str, secret: str | None = RIGHT_SECRET) -> dict[str, Any] | None:
         """Log in with the cabinet's own secret (by default), another, or none."""
-        message = {"messageType": 100, "txnNo": txn_now(), "devId": cabinet_id, "imsi": "460001234567890",
-                   "hardVersion": "HW1", "softVersion": "2.0.1", "protocolVersion": "1.0"}
+        message = {
+            "messageType": 100,
+            "txnNo": txn_now(),
+            "devId": cabinet_id,
+            "imsi": "460001234567890",
+            "hardVersion": "HW1",
+            "softVersion": "2.0.1",
+            "protocolVersion": "1.0",
+        }
         if secret is RIGHT_SECRET:
             secret = simulated_cabinet_login(self.settings, cabinet_id).password
         if secret is not None:
@@ -151,9 +167,11 @@ class RawTower:
     async def full_report(self, cabinet_id: str, *, door_open: int = 0) -> dict[str, Any] | None:
         attrs = [{"id": Signal.CABINET_TEMPERATURE, "value": 31.0}]
         for door in range(1, 13):
-            attrs += [{"id": Signal.DOOR_STATUS, "value": door_open if door == 1 else 0, "doorId": door},
-                      {"id": Signal.SLOT_STATUS, "value": 0, "doorId": door},
-                      {"id": Signal.BATTERY_SERIAL, "value": "", "doorId": door}]
+            attrs += [
+                {"id": Signal.DOOR_STATUS, "value": door_open if door == 1 else 0, "doorId": door},
+                {"id": Signal.SLOT_STATUS, "value": 0, "doorId": door},
+                {"id": Signal.BATTERY_SERIAL, "value": "", "doorId": door},
+            ]
         await self.send({"messageType": 300, "txnNo": txn_now(), "devId": cabinet_id, "isFull": 1, "attrList": attrs})
         return await self.receive()
 
@@ -200,13 +218,16 @@ async def send_command(settings: Settings, db: Database, action: CommandAction, 
     now = datetime.now(UTC)
     deadline = now + timedelta(seconds=10)
     async with db.transaction() as session:
-        session.add(DeviceCommand(id=command_id, cabinet_id=CABINET, slot_no=slot_no, action=action.value,
-                                  deadline_at=deadline))
-    command = Command(command_id=command_id, cabinet_id=CABINET, action=action, slot_no=slot_no, issued_at=now,
-                      deadline=deadline)
+        session.add(
+            DeviceCommand(id=command_id, cabinet_id=CABINET, slot_no=slot_no, action=action.value, deadline_at=deadline)
+        )
+    command = Command(
+        command_id=command_id, cabinet_id=CABINET, action=action, slot_no=slot_no, issued_at=now, deadline=deadline
+    )
     async with mqtt_client(settings, f"test-commands-{uuid.uuid4().hex[:8]}") as client:
-        await client.publish(cabinet_topic(settings.mqtt_topic_prefix, CABINET, Channel.COMMANDS),
-                             command.model_dump_json(), qos=1)
+        await client.publish(
+            cabinet_topic(settings.mqtt_topic_prefix, CABINET, Channel.COMMANDS), command.model_dump_json(), qos=1
+        )
     return command_id
 
 
@@ -306,8 +327,13 @@ async def test_a_second_login_replaces_the_first_connection_and_the_cabinet_stay
 
 async def _went_offline_and_back(db: Database, cabinet_id: str) -> bool:
     async with db.sessions() as session:
-        seen = list(await session.scalars(select(CabinetPresence.online).where(
-            CabinetPresence.cabinet_id == cabinet_id).order_by(CabinetPresence.id)))
+        seen = list(
+            await session.scalars(
+                select(CabinetPresence.online)
+                .where(CabinetPresence.cabinet_id == cabinet_id)
+                .order_by(CabinetPresence.id)
+            )
+        )
     return False in seen and seen[-1] is True
 
 
@@ -417,8 +443,11 @@ async def _acked(db: Database, command_id: str) -> bool:
 
 BAD_FRAMES = {
     "corrupt JSON": (encode_frame(b'{"messageType": 300, "txnNo": '), "malformed JSON", True),
-    "unknown message type": (encode_frame(json.dumps({"messageType": 777, "txnNo": 1_700_000_000_000,
-                                                      "devId": OTHER}).encode()), "unknown messageType", True),
+    "unknown message type": (
+        encode_frame(json.dumps({"messageType": 777, "txnNo": 1_700_000_000_000, "devId": OTHER}).encode()),
+        "unknown messageType",
+        True,
+    ),
     "oversized length": (struct.pack(">I", 50_000_000) + b"{}", "exceeds the maximum", False),
     "length longer than the body": (struct.pack(">I", 500) + b'{"messageType": 100}', None, False),
 }
@@ -457,8 +486,15 @@ async def test_report_with_a_bad_signal_value_is_dead_lettered_and_changes_nothi
     await raw.login(CABINET)
     await raw.full_report(CABINET)
     await eventually(lambda: is_online(db, CABINET))
-    await raw.send({"messageType": 300, "txnNo": txn_now(), "devId": CABINET, "isFull": 0,
-                    "attrList": [{"id": Signal.DOOR_STATUS, "value": 7, "doorId": 3}]})
+    await raw.send(
+        {
+            "messageType": 300,
+            "txnNo": txn_now(),
+            "devId": CABINET,
+            "isFull": 0,
+            "attrList": [{"id": Signal.DOOR_STATUS, "value": 7, "doorId": 3}],
+        }
+    )
     answer = await raw.receive()
     assert answer is not None and (answer["messageType"], answer["result"]) == (301, 0)
     await eventually(lambda: _dead_letter_with(db, "door status"))
@@ -477,8 +513,11 @@ async def test_a_swap_at_a_tower_cabinet_completes_end_to_end(
             assert held is not None
             order_id = await new_order(db, RIDER, CABINET)
             handle = await temporal_env.client.start_workflow(
-                SwapWorkflow.run, swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
-                id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue)
+                SwapWorkflow.run,
+                swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
+                id=swap_workflow_id(order_id),
+                task_queue=settings.temporal_task_queue,
+            )
             return_slot = await _open_door_of(cabinet, 30)
             await cabinet.insert_battery(return_slot, sim_battery(held))
             charged_slot = await _open_door_of(cabinet, 30, exclude=return_slot)
@@ -539,8 +578,9 @@ async def test_a_failed_login_leaves_the_live_session_of_the_cabinet_intact(
     assert answer is not None and (answer["messageType"], answer["result"]) == (301, 1)
     assert platform.sessions[CABINET] is session
     async with db.sessions() as db_session:
-        seen = list(await db_session.scalars(select(CabinetPresence.online).where(
-            CabinetPresence.cabinet_id == CABINET)))
+        seen = list(
+            await db_session.scalars(select(CabinetPresence.online).where(CabinetPresence.cabinet_id == CABINET))
+        )
     assert False not in seen
     await live.close()
 
@@ -614,8 +654,15 @@ async def _sampled_above(name: str, value: float, **labels: str) -> bool:
 def test_login_backoff_doubles_per_failure_up_to_its_cap_and_remembers_a_bounded_number_of_addresses(
     settings: Settings,
 ) -> None:
-    throttle = LoginThrottle(settings.model_copy(update={
-        "gateway_login_backoff_s": 1.0, "gateway_login_backoff_max_s": 8.0, "gateway_login_backoff_addresses": 3}))
+    throttle = LoginThrottle(
+        settings.model_copy(
+            update={
+                "gateway_login_backoff_s": 1.0,
+                "gateway_login_backoff_max_s": 8.0,
+                "gateway_login_backoff_addresses": 3,
+            }
+        )
+    )
     assert throttle.reserve("10.0.0.1", now=0.0) == 0.0
     holds = [throttle.failed("10.0.0.1", now=0.0) for _ in range(5)]
     assert holds == [1.0, 2.0, 4.0, 8.0, 8.0]

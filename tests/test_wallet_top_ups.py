@@ -131,7 +131,8 @@ async def test_a_captured_top_up_reconciles_with_the_ledger_and_the_provider(
     opened = await api.post(TOP_UPS, json={"amount_minor": 3000}, headers={"Idempotency-Key": "t-rec"})
     await top_up_done(temporal_env, opened.json()["workflow_id"])
     report = await ReconciliationActivities(money.db, money.providers).reconcile(
-        ReconcileProvider(day=utcnow().date(), provider="sandbox"))
+        ReconcileProvider(day=utcnow().date(), provider="sandbox")
+    )
     assert [(p.provider, p.exceptions) for p in report.providers] == [("sandbox", 0)]
 
 

@@ -60,8 +60,13 @@ def provider(wechat_settings: Settings) -> WeChatPayProvider:
 
 
 def charge_request(amount: int = 600) -> ChargeRequest:
-    return ChargeRequest(key=f"swap:{uuid.uuid4().hex}:charge", amount_minor=amount, currency="CNY",
-                         rider_id="rider-sh-0001", payer="o-rider-openid-0001")
+    return ChargeRequest(
+        key=f"swap:{uuid.uuid4().hex}:charge",
+        amount_minor=amount,
+        currency="CNY",
+        rider_id="rider-sh-0001",
+        payer="o-rider-openid-0001",
+    )
 
 
 async def paid(provider: WeChatPayProvider, fake: WeChatPayFake, amount: int = 600) -> ProviderPayment:
@@ -86,7 +91,8 @@ def test_provider_implements_the_payment_provider_interface(provider: WeChatPayP
 
 
 async def test_charge_creates_an_order_pending_for_the_rider_with_signed_app_parameters(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     request = charge_request()
     payment = await provider.charge(request)
     assert payment.status is PaymentStatus.PENDING
@@ -95,8 +101,9 @@ async def test_charge_creates_an_order_pending_for_the_rider_with_signed_app_par
     params = payment.client_params
     assert params is not None and params["package"] == f"prepay_id={order.prepay_id}"
     message = f"{params['appId']}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
-    wechat_fake.merchant_key.public_key().verify(base64.b64decode(params["paySign"]), message.encode(),
-                                                 padding.PKCS1v15(), hashes.SHA256())
+    wechat_fake.merchant_key.public_key().verify(
+        base64.b64decode(params["paySign"]), message.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
     assert wechat_fake.bad_signatures == 0
 
 
@@ -107,13 +114,17 @@ async def test_order_the_rider_paid_is_found_captured(provider: WeChatPayProvide
     order = wechat_fake.pay(out_trade_no(request.key))
     payment = await provider.find_payment(request.key)
     assert payment is not None
-    assert (payment.status, payment.payment_id, payment.amount_minor) == (PaymentStatus.CAPTURED,
-                                                                          order.transaction_id, 600)
+    assert (payment.status, payment.payment_id, payment.amount_minor) == (
+        PaymentStatus.CAPTURED,
+        order.transaction_id,
+        600,
+    )
     assert (await provider.capture(request.key)).status is PaymentStatus.CAPTURED
 
 
 async def test_charge_again_with_the_same_key_creates_no_second_order(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     request = charge_request()
     first = await provider.charge(request)
     again = await provider.charge(request)
@@ -143,7 +154,8 @@ async def test_close_abandons_an_unpaid_order(provider: WeChatPayProvider, wecha
 
 
 async def test_close_of_an_order_the_rider_already_paid_answers_it_captured(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     payment = await paid(provider, wechat_fake)
     assert (await provider.close(payment.key)).status is PaymentStatus.CAPTURED
 
@@ -151,24 +163,30 @@ async def test_close_of_an_order_the_rider_already_paid_answers_it_captured(
 # ---- refunds ----
 
 
-@pytest.mark.parametrize(("back_office", "status"), [("SUCCESS", RefundStatus.SUCCEEDED),
-                                                      ("CLOSED", RefundStatus.CLOSED),
-                                                      ("ABNORMAL", RefundStatus.ABNORMAL)])
-async def test_refund_is_processing_until_wechat_settles_it(provider: WeChatPayProvider, wechat_fake: WeChatPayFake,
-                                                            back_office: str, status: RefundStatus) -> None:
+@pytest.mark.parametrize(
+    ("back_office", "status"),
+    [("SUCCESS", RefundStatus.SUCCEEDED), ("CLOSED", RefundStatus.CLOSED), ("ABNORMAL", RefundStatus.ABNORMAL)],
+)
+async def test_refund_is_processing_until_wechat_settles_it(
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake, back_office: str, status: RefundStatus
+) -> None:
     payment = await paid(provider, wechat_fake)
     request = refund_request(payment, 600)
     submitted = await provider.refund(request)
-    assert (submitted.status, submitted.amount_minor, submitted.payment_id) == (RefundStatus.PROCESSING, 600,
-                                                                                payment.payment_id)
+    assert (submitted.status, submitted.amount_minor, submitted.payment_id) == (
+        RefundStatus.PROCESSING,
+        600,
+        payment.payment_id,
+    )
     wechat_fake.settle_refund(out_refund_no(request.key), back_office)
     found = await provider.find_refund(request.key)
     assert found is not None and found.status is status
     assert (found.succeeded_at is not None) == (status is RefundStatus.SUCCEEDED)
 
 
-async def test_refund_again_with_the_same_key_refunds_once(provider: WeChatPayProvider,
-                                                           wechat_fake: WeChatPayFake) -> None:
+async def test_refund_again_with_the_same_key_refunds_once(
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     payment = await paid(provider, wechat_fake)
     request = refund_request(payment, 200)
     first, again = await provider.refund(request), await provider.refund(request)
@@ -177,7 +195,8 @@ async def test_refund_again_with_the_same_key_refunds_once(provider: WeChatPayPr
 
 
 async def test_refund_beyond_what_is_left_of_the_capture_is_refused_by_our_guard(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     payment = await paid(provider, wechat_fake)
     with pytest.raises(RefundExceedsCapture):
         await provider.refund(refund_request(payment.model_copy(update={"refunded_minor": 500}), 200))
@@ -188,7 +207,8 @@ async def test_refund_beyond_what_is_left_of_the_capture_is_refused_by_our_guard
 
 
 async def test_lost_answer_after_the_order_was_created_is_a_timeout_and_the_retry_creates_no_second_order(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     request = charge_request()
     wechat_fake.delay_next_answer(3.0)
     with pytest.raises(ProviderTimeout):
@@ -200,8 +220,9 @@ async def test_lost_answer_after_the_order_was_created_is_a_timeout_and_the_retr
     assert wechat_fake.created_orders == 1
 
 
-async def test_lost_answer_to_a_refund_then_the_retry_refunds_once(provider: WeChatPayProvider,
-                                                                   wechat_fake: WeChatPayFake) -> None:
+async def test_lost_answer_to_a_refund_then_the_retry_refunds_once(
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     payment = await paid(provider, wechat_fake)
     request = refund_request(payment, 600)
     wechat_fake.delay_next_answer(3.0)
@@ -212,7 +233,8 @@ async def test_lost_answer_to_a_refund_then_the_retry_refunds_once(provider: WeC
 
 
 async def test_system_error_is_unavailable_and_a_business_error_is_declined(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     wechat_fake.fail_next(500, "SYSTEM_ERROR")
     with pytest.raises(ProviderUnavailable):
         await provider.charge(charge_request())
@@ -226,14 +248,14 @@ async def test_system_error_is_unavailable_and_a_business_error_is_declined(
 
 
 async def test_unreachable_gateway_is_unavailable(wechat_settings: Settings) -> None:
-    provider = WeChatPayProvider(wechat_settings.model_copy(
-        update={"wechat_gateway_url": f"http://127.0.0.1:{free_port()}"}))
+    provider = WeChatPayProvider(
+        wechat_settings.model_copy(update={"wechat_gateway_url": f"http://127.0.0.1:{free_port()}"})
+    )
     with pytest.raises(ProviderUnavailable):
         await provider.find_payment("swap:x:charge")
 
 
-async def test_answer_not_signed_by_wechat_is_rejected(provider: WeChatPayProvider,
-                                                       wechat_fake: WeChatPayFake) -> None:
+async def test_answer_not_signed_by_wechat_is_rejected(provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
     request = charge_request()
     await provider.charge(request)
     wechat_fake.platform_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -241,8 +263,9 @@ async def test_answer_not_signed_by_wechat_is_rejected(provider: WeChatPayProvid
         await provider.find_payment(request.key)
 
 
-async def test_request_not_signed_by_the_merchant_is_refused_by_wechat(wechat_settings: Settings,
-                                                                       wechat_fake: WeChatPayFake) -> None:
+async def test_request_not_signed_by_the_merchant_is_refused_by_wechat(
+    wechat_settings: Settings, wechat_fake: WeChatPayFake
+) -> None:
     unknown = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key WeChat does not know
     provider = WeChatPayProvider(wechat_settings.model_copy(update={"wechat_private_key": private_pem(unknown)}))
     with pytest.raises(ProviderDeclined, match="SIGN_ERROR"):
@@ -254,14 +277,17 @@ async def test_request_not_signed_by_the_merchant_is_refused_by_wechat(wechat_se
 
 
 async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(
-        provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     payment = await paid(provider, wechat_fake, amount=1234)
     request = refund_request(payment, 234)
     await provider.refund(request)
     wechat_fake.settle_refund(out_refund_no(request.key), "SUCCESS")
     lines = await provider.statement(datetime.now(UTC).date())
     assert [(line.kind, line.key, line.amount_minor) for line in lines] == [
-        ("charge", payment.key, 1234), ("refund", request.key, -234)]
+        ("charge", payment.key, 1234),
+        ("refund", request.key, -234),
+    ]
 
 
 # ---- notifications ----
@@ -269,8 +295,12 @@ async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(
 
 @pytest.fixture
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
-    async with Worker(temporal_env.client, task_queue=settings.temporal_task_queue,
-                      workflows=[RefundNotificationRecorder], workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(
+        temporal_env.client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[RefundNotificationRecorder],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         yield temporal_env
 
 
@@ -281,19 +311,25 @@ async def notifications(db: Database) -> int:
 
 async def test_notification_is_verified_and_decrypted(provider: WeChatPayProvider, wechat_fake: WeChatPayFake) -> None:
     payment = await paid(provider, wechat_fake)
-    headers, body = wechat_fake.notification("TRANSACTION.SUCCESS", wechat_fake.order_resource(
-        out_trade_no(payment.key)))
+    headers, body = wechat_fake.notification(
+        "TRANSACTION.SUCCESS", wechat_fake.order_resource(out_trade_no(payment.key))
+    )
     note = provider.verify_notification(headers, body)
     assert (note.event_type, note.key) == ("TRANSACTION.SUCCESS", payment.key)
     assert note.payload["resource"]["transaction_id"] == payment.payment_id
 
 
-async def test_payment_notification_is_recorded_once(wechat_settings: Settings, provider: WeChatPayProvider,
-                                                     wechat_fake: WeChatPayFake, db: Database,
-                                                     temporal_env: WorkflowEnvironment) -> None:
+async def test_payment_notification_is_recorded_once(
+    wechat_settings: Settings,
+    provider: WeChatPayProvider,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await paid(provider, wechat_fake)
-    headers, body = wechat_fake.notification("TRANSACTION.SUCCESS",
-                                             wechat_fake.order_resource(out_trade_no(payment.key)))
+    headers, body = wechat_fake.notification(
+        "TRANSACTION.SUCCESS", wechat_fake.order_resource(out_trade_no(payment.key))
+    )
     async with api_client(wechat_settings, temporal_env.client) as (api, _):
         first = await api.post(NOTIFY, content=body, headers=headers)
         again = await api.post(NOTIFY, content=body, headers=headers)
@@ -303,12 +339,19 @@ async def test_payment_notification_is_recorded_once(wechat_settings: Settings, 
     assert [(row.provider, row.key, row.status) for row in rows] == [("wechat", payment.key, "captured")]
 
 
-async def test_stale_notification_is_rejected(wechat_settings: Settings, provider: WeChatPayProvider,
-                                              wechat_fake: WeChatPayFake, db: Database,
-                                              temporal_env: WorkflowEnvironment) -> None:
+async def test_stale_notification_is_rejected(
+    wechat_settings: Settings,
+    provider: WeChatPayProvider,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await paid(provider, wechat_fake)
-    headers, body = wechat_fake.notification("TRANSACTION.SUCCESS", wechat_fake.order_resource(
-        out_trade_no(payment.key)), timestamp=int(datetime.now(UTC).timestamp()) - 600)
+    headers, body = wechat_fake.notification(
+        "TRANSACTION.SUCCESS",
+        wechat_fake.order_resource(out_trade_no(payment.key)),
+        timestamp=int(datetime.now(UTC).timestamp()) - 600,
+    )
     async with api_client(wechat_settings, temporal_env.client) as (api, _):
         response = await api.post(NOTIFY, content=body, headers=headers)
     assert response.status_code == 400
@@ -317,14 +360,23 @@ async def test_stale_notification_is_rejected(wechat_settings: Settings, provide
     assert await notifications(db) == 0
 
 
-@pytest.mark.parametrize(("event_type", "resource"), [
-    ("TRANSACTION.SUCCESS", [{"attach": "swap:x:charge"}]),
-    ("REFUND.SUCCESS", "refund*swap-x"),
-    ("TRANSACTION.SUCCESS", {"out_trade_no": "sfx", "attach": 42}),
-], ids=["resource-list", "resource-string", "attach-number"])
+@pytest.mark.parametrize(
+    ("event_type", "resource"),
+    [
+        ("TRANSACTION.SUCCESS", [{"attach": "swap:x:charge"}]),
+        ("REFUND.SUCCESS", "refund*swap-x"),
+        ("TRANSACTION.SUCCESS", {"out_trade_no": "sfx", "attach": 42}),
+    ],
+    ids=["resource-list", "resource-string", "attach-number"],
+)
 async def test_signed_notification_of_an_unexpected_shape_is_a_400_fail_recorded_once(
-        wechat_settings: Settings, wechat_fake: WeChatPayFake, db: Database, temporal_env: WorkflowEnvironment,
-        event_type: str, resource: object) -> None:
+    wechat_settings: Settings,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+    event_type: str,
+    resource: object,
+) -> None:
     headers, body = wechat_fake.notification(event_type, resource)
     async with api_client(wechat_settings, temporal_env.client) as (api, _):
         first = await api.post(NOTIFY, content=body, headers=headers)
@@ -335,16 +387,18 @@ async def test_signed_notification_of_an_unexpected_shape_is_a_400_fail_recorded
     async with db.sessions() as session:
         rows = (await session.scalars(select(PaymentNotification))).all()
     assert [(row.provider, row.event_type, row.key, row.status) for row in rows] == [
-        ("wechat", event_type, None, "malformed")]
+        ("wechat", event_type, None, "malformed")
+    ]
     assert rows[0].payload["error"] == first.json()["detail"]
 
 
-async def test_notification_signed_with_another_key_is_rejected(wechat_settings: Settings,
-                                                                wechat_fake: WeChatPayFake, db: Database,
-                                                                temporal_env: WorkflowEnvironment) -> None:
+async def test_notification_signed_with_another_key_is_rejected(
+    wechat_settings: Settings, wechat_fake: WeChatPayFake, db: Database, temporal_env: WorkflowEnvironment
+) -> None:
     forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    headers, body = wechat_fake.notification("TRANSACTION.SUCCESS", {"out_trade_no": "x", "attach": "swap:x:charge"},
-                                             signing_key=forger)
+    headers, body = wechat_fake.notification(
+        "TRANSACTION.SUCCESS", {"out_trade_no": "x", "attach": "swap:x:charge"}, signing_key=forger
+    )
     async with api_client(wechat_settings, temporal_env.client) as (api, _):
         response = await api.post(NOTIFY, content=body, headers=headers)
     assert response.status_code == 401
@@ -352,23 +406,30 @@ async def test_notification_signed_with_another_key_is_rejected(wechat_settings:
     assert await notifications(db) == 0
 
 
-async def test_notification_encrypted_with_another_key_is_rejected(provider: WeChatPayProvider,
-                                                                   wechat_fake: WeChatPayFake) -> None:
+async def test_notification_encrypted_with_another_key_is_rejected(
+    provider: WeChatPayProvider, wechat_fake: WeChatPayFake
+) -> None:
     headers, body = wechat_fake.notification("TRANSACTION.SUCCESS", {"out_trade_no": "x"}, apiv3_key="0" * 32)
     with pytest.raises(NotificationRejected):
         provider.verify_notification(headers, body)
 
 
 async def test_refund_notification_signals_the_refund_workflow_with_the_re_read_state(
-        wechat_settings: Settings, provider: WeChatPayProvider, wechat_fake: WeChatPayFake, db: Database,
-        recorder: WorkflowEnvironment, settings: Settings) -> None:
+    wechat_settings: Settings,
+    provider: WeChatPayProvider,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    recorder: WorkflowEnvironment,
+    settings: Settings,
+) -> None:
     payment = await paid(provider, wechat_fake)
     refund_id = uuid.uuid4().hex
     request = RefundRequest(key=refund_key(refund_id), payment=payment, amount_minor=600, reason="swap failed")
     await provider.refund(request)
     workflow_id = refund_workflow_id(refund_id)
-    await recorder.client.start_workflow(RefundNotificationRecorder.run, id=workflow_id,
-                                         task_queue=settings.temporal_task_queue)
+    await recorder.client.start_workflow(
+        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal_task_queue
+    )
     headers, body = wechat_fake.notification("REFUND.SUCCESS", wechat_fake.refund_resource(out_refund_no(request.key)))
     wechat_fake.settle_refund(out_refund_no(request.key), "SUCCESS")  # settled after the message was built
     async with api_client(wechat_settings, recorder.client) as (api, _):
@@ -383,8 +444,12 @@ async def test_refund_notification_signals_the_refund_workflow_with_the_re_read_
 
 
 async def test_refund_notification_without_a_workflow_is_recorded_and_answered(
-        wechat_settings: Settings, provider: WeChatPayProvider, wechat_fake: WeChatPayFake, db: Database,
-        temporal_env: WorkflowEnvironment) -> None:
+    wechat_settings: Settings,
+    provider: WeChatPayProvider,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    temporal_env: WorkflowEnvironment,
+) -> None:
     payment = await paid(provider, wechat_fake)
     request = refund_request(payment, 100)
     await provider.refund(request)
@@ -397,14 +462,20 @@ async def test_refund_notification_without_a_workflow_is_recorded_and_answered(
 
 
 async def test_notification_whose_signal_failed_is_not_recorded_and_its_retry_gets_through(
-        wechat_settings: Settings, provider: WeChatPayProvider, wechat_fake: WeChatPayFake, db: Database,
-        recorder: WorkflowEnvironment, settings: Settings) -> None:
+    wechat_settings: Settings,
+    provider: WeChatPayProvider,
+    wechat_fake: WeChatPayFake,
+    db: Database,
+    recorder: WorkflowEnvironment,
+    settings: Settings,
+) -> None:
     payment = await paid(provider, wechat_fake)
     refund_id = uuid.uuid4().hex
     request = RefundRequest(key=refund_key(refund_id), payment=payment, amount_minor=600, reason="swap failed")
     await provider.refund(request)
-    await recorder.client.start_workflow(RefundNotificationRecorder.run, id=refund_workflow_id(refund_id),
-                                         task_queue=settings.temporal_task_queue)
+    await recorder.client.start_workflow(
+        RefundNotificationRecorder.run, id=refund_workflow_id(refund_id), task_queue=settings.temporal_task_queue
+    )
     headers, body = wechat_fake.notification("REFUND.SUCCESS", wechat_fake.refund_resource(out_refund_no(request.key)))
     async with api_client(wechat_settings, recorder.client) as (api, app):
         working = app.state.temporal
@@ -423,9 +494,9 @@ async def test_notification_whose_signal_failed_is_not_recorded_and_its_retry_ge
     await recorder.client.get_workflow_handle(refund_workflow_id(refund_id)).terminate()
 
 
-async def test_notify_without_wechat_configured_is_a_404_fail(settings: Settings,
-                                                              temporal_env: WorkflowEnvironment) -> None:
+async def test_notify_without_wechat_configured_is_a_404_fail(
+    settings: Settings, temporal_env: WorkflowEnvironment
+) -> None:
     async with api_client(settings, temporal_env.client) as (api, _):
         response = await api.post(NOTIFY, content=b"{}")
     assert response.status_code == 404 and response.json()["code"] == "FAIL"
-

@@ -56,8 +56,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of each test's own: skipping an SLA's worth of time must not fire the
     timers of earlier tests' workflows (an alert evaluator's loop would run its activities for every
     interval skipped, in real time, and the skip would time out)."""
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=time_skipping_server(),
-                                                        data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=time_skipping_server(), data_converter=pydantic_data_converter
+    )
     yield env
     await env.shutdown()
 
@@ -65,8 +66,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: the evaluator and the verification run in real time here."""
-    return settings.model_copy(update={"ops_offline_alert_after_s": 60.0, "ops_verify_ack_timeout_s": 3.0,
-                                       "command_ack_timeout_s": 1.5})
+    return settings.model_copy(
+        update={"ops_offline_alert_after_s": 60.0, "ops_verify_ack_timeout_s": 3.0, "command_ack_timeout_s": 1.5}
+    )
 
 
 @pytest.fixture
@@ -85,8 +87,9 @@ async def staff(db: Database) -> None:
 
 
 @pytest.fixture
-async def worker(temporal_env: WorkflowEnvironment, settings: Settings, db: Database,
-                 staff: None) -> AsyncIterator[WorkflowEnvironment]:
+async def worker(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, staff: None
+) -> AsyncIterator[WorkflowEnvironment]:
     """The real worker; time moves only when a test skips it (the evaluator and the cabinet are real)."""
     async with running_worker(temporal_env.client, settings, db):
         with temporal_env.auto_time_skipping_disabled():
@@ -103,8 +106,9 @@ async def went_offline(db: Database, cabinet_id: str, minutes_ago: float) -> Non
     """The cabinet dropped off the network some minutes ago, as the adapter records it."""
     at = utcnow() - timedelta(minutes=minutes_ago)
     async with db.transaction() as session:
-        await session.execute(update(Cabinet).where(Cabinet.id == cabinet_id).values(
-            online=False, last_seen_at=at - timedelta(seconds=5)))
+        await session.execute(
+            update(Cabinet).where(Cabinet.id == cabinet_id).values(online=False, last_seen_at=at - timedelta(seconds=5))
+        )
         record_transition(session, cabinet_id, True, PresenceCause.BIRTH, at - timedelta(hours=1))
         record_transition(session, cabinet_id, False, PresenceCause.LAST_WILL, at)
 
@@ -128,21 +132,43 @@ async def work_order(db: Database, work_order_id: str) -> WorkOrder:
 
 async def timeline(db: Database, work_order_id: str) -> list[str]:
     async with db.sessions() as session:
-        return list((await session.scalars(select(WorkOrderEvent.kind).where(
-            WorkOrderEvent.work_order_id == work_order_id).order_by(WorkOrderEvent.seq))).all())
+        return list(
+            (
+                await session.scalars(
+                    select(WorkOrderEvent.kind)
+                    .where(WorkOrderEvent.work_order_id == work_order_id)
+                    .order_by(WorkOrderEvent.seq)
+                )
+            ).all()
+        )
 
 
-async def open_order(env: WorkflowEnvironment, settings: Settings, db: Database, slot_no: int | None,
-                     kind: str = "door_fault", severity: str = "warning"
-                     ) -> tuple[str, WorkflowHandle[WorkOrderWorkflow, object]]:
+async def open_order(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    db: Database,
+    slot_no: int | None,
+    kind: str = "door_fault",
+    severity: str = "warning",
+) -> tuple[str, WorkflowHandle[WorkOrderWorkflow, object]]:
     """A work order as the evaluator or the API opens one, and its running workflow, once dispatched."""
     async with db.transaction() as session:
-        order = await new_work_order(session, cabinet_id=CABINET, slot_no=slot_no, kind=kind, severity=severity,
-                                     source="operator", description="test")
+        order = await new_work_order(
+            session,
+            cabinet_id=CABINET,
+            slot_no=slot_no,
+            kind=kind,
+            severity=severity,
+            source="operator",
+            description="test",
+        )
         request = work_order_input(settings, order, CabinetCapability.REPORTING)
-    handle = await env.client.start_workflow(WorkOrderWorkflow.run, request,
-                                             id=work_order_workflow_id(request.work_order_id),
-                                             task_queue=settings.temporal_task_queue)
+    handle = await env.client.start_workflow(
+        WorkOrderWorkflow.run,
+        request,
+        id=work_order_workflow_id(request.work_order_id),
+        task_queue=settings.temporal_task_queue,
+    )
 
     async def dispatched() -> bool:
         return (await work_order(db, request.work_order_id)).status != WorkOrderStatus.NEW
@@ -161,8 +187,11 @@ async def open_order(env: WorkflowEnvironment, settings: Settings, db: Database,
 
 async def door_out_of_service(db: Database, slot_no: int) -> None:
     async with db.transaction() as session:
-        await session.execute(update(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no).values(
-            out_of_service="open_door_not_acknowledged"))
+        await session.execute(
+            update(Slot)
+            .where(Slot.cabinet_id == CABINET, Slot.slot_no == slot_no)
+            .values(out_of_service="open_door_not_acknowledged")
+        )
 
 
 async def test_an_offline_cabinet_raises_one_alert_and_one_work_order_for_the_nearest_technician_on_duty(
@@ -170,13 +199,17 @@ async def test_an_offline_cabinet_raises_one_alert_and_one_work_order_for_the_ne
 ) -> None:
     await went_offline(db, CABINET, minutes_ago=5)
     evaluator = await worker.client.start_workflow(
-        AlertEvaluatorWorkflow.run, EvaluatorInput(interval_s=0.2, per_run=1000),
-        id=f"evaluator-{settings.temporal_task_queue}", task_queue=settings.temporal_task_queue)
+        AlertEvaluatorWorkflow.run,
+        EvaluatorInput(interval_s=0.2, per_run=1000),
+        id=f"evaluator-{settings.temporal_task_queue}",
+        task_queue=settings.temporal_task_queue,
+    )
 
     async def dispatched_order() -> WorkOrder | None:
         async with db.sessions() as session:
-            return await session.scalar(select(WorkOrder).where(WorkOrder.cabinet_id == CABINET,
-                                                                WorkOrder.status == WorkOrderStatus.DISPATCHED))
+            return await session.scalar(
+                select(WorkOrder).where(WorkOrder.cabinet_id == CABINET, WorkOrder.status == WorkOrderStatus.DISPATCHED)
+            )
 
     order = await until(dispatched_order)
     await asyncio.sleep(1.0)  # a few more rounds of the rules: nothing is opened twice
@@ -246,8 +279,10 @@ async def test_a_verified_fix_closes_the_order_puts_the_slot_back_and_counts_in_
     assert await timeline(db, order_id) == ["opened", "dispatched", "accepted", "resolved", "closed"]
     async with db.sessions() as session:
         slot = await session.scalar(select(Slot).where(Slot.cabinet_id == CABINET, Slot.slot_no == SLOT))
-        steps = {e.kind: as_utc(e.at) for e in await session.scalars(
-            select(WorkOrderEvent).where(WorkOrderEvent.work_order_id == order_id))}
+        steps = {
+            e.kind: as_utc(e.at)
+            for e in await session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.work_order_id == order_id))
+        }
         figures = await incident_figures(session, Period(utcnow() - timedelta(hours=1), utcnow()), ["SH"])
     assert slot is not None and slot.out_of_service is None and not slot.locked
     assert len(figures) == 1 and figures[0].closed == 1
@@ -265,14 +300,15 @@ async def test_a_technician_accepts_and_resolves_through_the_api_and_only_their_
     api_settings = settings.model_copy(update={"temporal_address": worker.client.service_client.config.target_host})
     app = create_app(api_settings)
     # An async client in this loop: the worker runs here too, and must keep running while the API waits.
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
+    ):
         mine = (await api.get("/v1/ops/work-orders", params={"assigned": "me"}, headers=near)).json()
         assert [o["id"] for o in mine] == [order_id]
         assert (await api.post(f"/v1/ops/work-orders/{order_id}/accept", headers=far)).status_code == 409
         accepted = await api.post(f"/v1/ops/work-orders/{order_id}/accept", headers=near)
         assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
-        resolved = await api.post(f"/v1/ops/work-orders/{order_id}/resolve", json={"note": "new latch"},
-                                  headers=near)
+        resolved = await api.post(f"/v1/ops/work-orders/{order_id}/resolve", json={"note": "new latch"}, headers=near)
         assert resolved.status_code == 200
     assert (await handle.result()).status == WorkOrderStatus.CLOSED

@@ -28,9 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 CHINA = timezone(timedelta(hours=8))
-BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
-               "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
-               "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注").split(",")
+BILL_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+    "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
+    "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+).split(",")
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -38,13 +40,17 @@ def _new_key() -> rsa.RSAPrivateKey:
 
 
 def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def _sign(key: rsa.RSAPrivateKey, message: str) -> str:
@@ -134,11 +140,16 @@ class WeChatPayFake:
     def settings_values(self, notify_url: str = "https://swapflow.example/v1/payments/wechat/notify") -> dict[str, Any]:
         """The `Settings` fields (wechat_*) of a merchant talking to this fake."""
         return {
-            "wechat_mchid": self.mchid, "wechat_appid": self.appid,
-            "wechat_private_key": private_pem(self.merchant_key), "wechat_cert_serial_no": self.merchant_serial,
-            "wechat_apiv3_key": self.apiv3_key, "wechat_public_key": _public_pem(self.platform_key),
-            "wechat_public_key_id": self.public_key_id, "wechat_notify_url": notify_url,
-            "wechat_gateway_url": self.url, "wechat_timeout_s": 2.0,
+            "wechat_mchid": self.mchid,
+            "wechat_appid": self.appid,
+            "wechat_private_key": private_pem(self.merchant_key),
+            "wechat_cert_serial_no": self.merchant_serial,
+            "wechat_apiv3_key": self.apiv3_key,
+            "wechat_public_key": _public_pem(self.platform_key),
+            "wechat_public_key_id": self.public_key_id,
+            "wechat_notify_url": notify_url,
+            "wechat_gateway_url": self.url,
+            "wechat_timeout_s": 2.0,
         }
 
     # ---- knobs: the rider, WeChat's back office, faults ----
@@ -172,19 +183,37 @@ class WeChatPayFake:
 
     # ---- notifications ----
 
-    def notification(self, event_type: str, resource: Any, *, timestamp: int | None = None,
-                     notification_id: str | None = None, signing_key: rsa.RSAPrivateKey | None = None,
-                     apiv3_key: str | None = None) -> tuple[dict[str, str], bytes]:
+    def notification(
+        self,
+        event_type: str,
+        resource: Any,
+        *,
+        timestamp: int | None = None,
+        notification_id: str | None = None,
+        signing_key: rsa.RSAPrivateKey | None = None,
+        apiv3_key: str | None = None,
+    ) -> tuple[dict[str, str], bytes]:
         """Headers and body of a notify call, encrypted and signed as WeChat Pay does."""
         nonce, associated = secrets.token_hex(6), "transaction" if event_type.startswith("TRANSACTION") else "refund"
         ciphertext = AESGCM((apiv3_key or self.apiv3_key).encode()).encrypt(
-            nonce.encode(), json.dumps(resource).encode(), associated.encode())
-        body = json.dumps({
-            "id": notification_id or str(uuid.uuid4()), "create_time": _beijing(time.time()),
-            "resource_type": "encrypt-resource", "event_type": event_type, "summary": event_type,
-            "resource": {"original_type": associated, "algorithm": "AEAD_AES_256_GCM",
-                         "ciphertext": base64.b64encode(ciphertext).decode(), "associated_data": associated,
-                         "nonce": nonce}}).encode()
+            nonce.encode(), json.dumps(resource).encode(), associated.encode()
+        )
+        body = json.dumps(
+            {
+                "id": notification_id or str(uuid.uuid4()),
+                "create_time": _beijing(time.time()),
+                "resource_type": "encrypt-resource",
+                "event_type": event_type,
+                "summary": event_type,
+                "resource": {
+                    "original_type": associated,
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "ciphertext": base64.b64encode(ciphertext).decode(),
+                    "associated_data": associated,
+                    "nonce": nonce,
+                },
+            }
+        ).encode()
         return self._signed_headers(body.decode(), timestamp=timestamp, key=signing_key), body
 
     def order_resource(self, out_trade_no: str) -> dict[str, Any]:
@@ -194,32 +223,50 @@ class WeChatPayFake:
     def refund_resource(self, out_refund_no: str) -> dict[str, Any]:
         """The decrypted resource of a REFUND.* notification."""
         refund = self.refunds[out_refund_no]
-        return {"mchid": self.mchid, "out_trade_no": refund.out_trade_no,
-                "transaction_id": self.orders[refund.out_trade_no].transaction_id,
-                "out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id,
-                "refund_status": refund.status, "amount": {"total": refund.total, "refund": refund.amount,
-                                                           "payer_total": refund.total, "payer_refund": refund.amount}}
+        return {
+            "mchid": self.mchid,
+            "out_trade_no": refund.out_trade_no,
+            "transaction_id": self.orders[refund.out_trade_no].transaction_id,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "refund_status": refund.status,
+            "amount": {
+                "total": refund.total,
+                "refund": refund.amount,
+                "payer_total": refund.total,
+                "payer_refund": refund.amount,
+            },
+        }
 
     # ---- the server side ----
 
-    def _signed_headers(self, body: str, *, timestamp: int | None = None,
-                        key: rsa.RSAPrivateKey | None = None) -> dict[str, str]:
+    def _signed_headers(
+        self, body: str, *, timestamp: int | None = None, key: rsa.RSAPrivateKey | None = None
+    ) -> dict[str, str]:
         stamp, nonce = str(int(time.time()) if timestamp is None else timestamp), secrets.token_hex(16)
-        return {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": nonce,
-                "Wechatpay-Signature": _sign(key or self.platform_key, f"{stamp}\n{nonce}\n{body}\n"),
-                "Wechatpay-Serial": self.public_key_id, "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
+        return {
+            "Wechatpay-Timestamp": stamp,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": _sign(key or self.platform_key, f"{stamp}\n{nonce}\n{body}\n"),
+            "Wechatpay-Serial": self.public_key_id,
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        }
 
     def _verify_request(self, method: str, path: str, body: str, authorization: str) -> bool:
         scheme, _, params = authorization.partition(" ")
         fields = dict(part.split("=", 1) for part in params.split(",") if "=" in part)
         fields = {name: value.strip('"') for name, value in fields.items()}
-        if scheme != "WECHATPAY2-SHA256-RSA2048" or fields.get("mchid") != self.mchid \
-                or fields.get("serial_no") != self.merchant_serial:
+        if (
+            scheme != "WECHATPAY2-SHA256-RSA2048"
+            or fields.get("mchid") != self.mchid
+            or fields.get("serial_no") != self.merchant_serial
+        ):
             return False
         message = f"{method}\n{path}\n{fields.get('timestamp')}\n{fields.get('nonce_str')}\n{body}\n"
         try:
-            self.merchant_key.public_key().verify(base64.b64decode(fields.get("signature", "")), message.encode(),
-                                                  padding.PKCS1v15(), hashes.SHA256())
+            self.merchant_key.public_key().verify(
+                base64.b64decode(fields.get("signature", "")), message.encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -284,8 +331,11 @@ class WeChatPayFake:
                 return 404, {"code": "RESOURCE_NOT_EXISTS", "message": "refund does not exist"}
             return 200, self._refund_json(refund)
         if method == "GET" and path == "/v3/bill/tradebill":
-            return 200, {"hash_type": "SHA1", "hash_value": "",
-                         "download_url": f"{self.url}/v3/billdownload/file?token={query['bill_date']}"}
+            return 200, {
+                "hash_type": "SHA1",
+                "hash_value": "",
+                "download_url": f"{self.url}/v3/billdownload/file?token={query['bill_date']}",
+            }
         if method == "GET" and path == "/v3/billdownload/file":
             return 200, gzip.compress(self._bill(query["token"]).encode("utf-8"))
         return 404, {"code": "NOT_FOUND", "message": f"no route {method} {path}"}
@@ -303,9 +353,15 @@ class WeChatPayFake:
             if order.amount != amount["total"]:
                 return 400, {"code": "OUT_TRADE_NO_USED", "message": "out_trade_no used with other parameters"}
             return 200, {"prepay_id": order.prepay_id}
-        order = FakeOrder(out_trade_no=out_trade_no, prepay_id=f"wx{uuid.uuid4().hex}", amount=amount["total"],
-                          currency=amount.get("currency", "CNY"), openid=data["payer"]["openid"],
-                          description=data["description"], attach=data.get("attach", ""))
+        order = FakeOrder(
+            out_trade_no=out_trade_no,
+            prepay_id=f"wx{uuid.uuid4().hex}",
+            amount=amount["total"],
+            currency=amount.get("currency", "CNY"),
+            openid=data["payer"]["openid"],
+            description=data["description"],
+            attach=data.get("attach", ""),
+        )
         self.orders[out_trade_no] = order
         self.created_orders += 1
         return 200, {"prepay_id": order.prepay_id}
@@ -329,45 +385,76 @@ class WeChatPayFake:
         if order.state not in ("SUCCESS", "REFUND"):
             return 400, {"code": "INVALID_REQUEST", "message": "order not paid"}
         amount = data["amount"]
-        refunded = sum(r.amount for r in self.refunds.values()
-                       if r.out_trade_no == order.out_trade_no and r.status != "CLOSED")
+        refunded = sum(
+            r.amount for r in self.refunds.values() if r.out_trade_no == order.out_trade_no and r.status != "CLOSED"
+        )
         if amount["total"] != order.amount or amount["refund"] > order.amount - refunded:
             return 400, {"code": "INVALID_REQUEST", "message": "refund amount exceeds what is left"}
-        refund = FakeRefund(out_refund_no=data["out_refund_no"], refund_id=f"50{secrets.randbelow(10**26):026d}",
-                            out_trade_no=order.out_trade_no, amount=amount["refund"], total=order.amount,
-                            currency=amount.get("currency", "CNY"))
+        refund = FakeRefund(
+            out_refund_no=data["out_refund_no"],
+            refund_id=f"50{secrets.randbelow(10**26):026d}",
+            out_trade_no=order.out_trade_no,
+            amount=amount["refund"],
+            total=order.amount,
+            currency=amount.get("currency", "CNY"),
+        )
         self.refunds[refund.out_refund_no] = refund
         order.state = "REFUND"
         return 200, self._refund_json(refund)
 
     def _order_json(self, order: FakeOrder) -> dict[str, Any]:
         answer: dict[str, Any] = {
-            "appid": self.appid, "mchid": self.mchid, "out_trade_no": order.out_trade_no,
-            "trade_type": "JSAPI", "trade_state": order.state, "trade_state_desc": order.state,
-            "payer": {"openid": order.openid}, "attach": order.attach,
-            "amount": {"total": order.amount, "currency": order.currency,
-                       **({"payer_total": order.amount, "payer_currency": order.currency}
-                          if order.transaction_id else {})}}
+            "appid": self.appid,
+            "mchid": self.mchid,
+            "out_trade_no": order.out_trade_no,
+            "trade_type": "JSAPI",
+            "trade_state": order.state,
+            "trade_state_desc": order.state,
+            "payer": {"openid": order.openid},
+            "attach": order.attach,
+            "amount": {
+                "total": order.amount,
+                "currency": order.currency,
+                **({"payer_total": order.amount, "payer_currency": order.currency} if order.transaction_id else {}),
+            },
+        }
         if order.transaction_id:
-            answer |= {"transaction_id": order.transaction_id, "bank_type": "OTHERS",
-                       "success_time": _beijing(order.success_time or time.time())}
+            answer |= {
+                "transaction_id": order.transaction_id,
+                "bank_type": "OTHERS",
+                "success_time": _beijing(order.success_time or time.time()),
+            }
         return answer
 
     def _refund_json(self, refund: FakeRefund) -> dict[str, Any]:
         answer: dict[str, Any] = {
-            "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "out_refund_no": refund.out_refund_no,
             "transaction_id": self.orders[refund.out_trade_no].transaction_id,
-            "out_trade_no": refund.out_trade_no, "channel": "ORIGINAL", "user_received_account": "招商银行信用卡0403",
-            "create_time": _beijing(refund.created), "status": refund.status, "funds_account": "AVAILABLE",
-            "amount": {"total": refund.total, "refund": refund.amount, "payer_total": refund.total,
-                       "payer_refund": refund.amount, "settlement_refund": refund.amount,
-                       "settlement_total": refund.total, "discount_refund": 0, "currency": refund.currency}}
+            "out_trade_no": refund.out_trade_no,
+            "channel": "ORIGINAL",
+            "user_received_account": "招商银行信用卡0403",
+            "create_time": _beijing(refund.created),
+            "status": refund.status,
+            "funds_account": "AVAILABLE",
+            "amount": {
+                "total": refund.total,
+                "refund": refund.amount,
+                "payer_total": refund.total,
+                "payer_refund": refund.amount,
+                "settlement_refund": refund.amount,
+                "settlement_total": refund.total,
+                "discount_refund": 0,
+                "currency": refund.currency,
+            },
+        }
         if refund.success_time:
             answer["success_time"] = _beijing(refund.success_time)
         return answer
 
     def _bill(self, bill_date: str) -> str:
         """The ALL trade bill of a Beijing-time day, in WeChat's CSV layout."""
+
         def row(values: dict[str, str]) -> str:
             return ",".join("`" + values.get(name, "") for name in BILL_HEADER)
 
@@ -375,26 +462,61 @@ class WeChatPayFake:
         for order in self.orders.values():
             if order.success_time and datetime.fromtimestamp(order.success_time, CHINA).date().isoformat() == bill_date:
                 total += order.amount
-                rows.append(row({"交易时间": _bill_time(order.success_time), "公众账号ID": self.appid,
-                                 "商户号": self.mchid, "微信订单号": order.transaction_id or "",
-                                 "商户订单号": order.out_trade_no, "用户标识": order.openid, "交易类型": "JSAPI",
-                                 "交易状态": "SUCCESS", "货币种类": order.currency,
-                                 "应结订单金额": _yuan(order.amount), "订单金额": _yuan(order.amount),
-                                 "退款金额": "0.00", "商品名称": order.description, "商户数据包": order.attach}))
+                rows.append(
+                    row(
+                        {
+                            "交易时间": _bill_time(order.success_time),
+                            "公众账号ID": self.appid,
+                            "商户号": self.mchid,
+                            "微信订单号": order.transaction_id or "",
+                            "商户订单号": order.out_trade_no,
+                            "用户标识": order.openid,
+                            "交易类型": "JSAPI",
+                            "交易状态": "SUCCESS",
+                            "货币种类": order.currency,
+                            "应结订单金额": _yuan(order.amount),
+                            "订单金额": _yuan(order.amount),
+                            "退款金额": "0.00",
+                            "商品名称": order.description,
+                            "商户数据包": order.attach,
+                        }
+                    )
+                )
         for refund in self.refunds.values():
-            if refund.success_time and \
-                    datetime.fromtimestamp(refund.success_time, CHINA).date().isoformat() == bill_date:
+            if (
+                refund.success_time
+                and datetime.fromtimestamp(refund.success_time, CHINA).date().isoformat() == bill_date
+            ):
                 refunded += refund.amount
                 order = self.orders[refund.out_trade_no]
-                rows.append(row({"交易时间": _bill_time(refund.success_time), "公众账号ID": self.appid,
-                                 "商户号": self.mchid, "微信订单号": order.transaction_id or "",
-                                 "商户订单号": order.out_trade_no, "用户标识": order.openid, "交易类型": "JSAPI",
-                                 "交易状态": "REFUND", "货币种类": refund.currency, "应结订单金额": "0.00",
-                                 "微信退款单号": refund.refund_id, "商户退款单号": refund.out_refund_no,
-                                 "退款金额": _yuan(refund.amount), "退款类型": "ORIGINAL", "退款状态": "SUCCESS",
-                                 "订单金额": "0.00", "申请退款金额": _yuan(refund.amount), "商户数据包": order.attach}))
-        summary = ["总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额",
-                   f"`{len(rows)},`{_yuan(total)},`{_yuan(refunded)},`0.00,`0.00,`{_yuan(total)},`{_yuan(refunded)}"]
+                rows.append(
+                    row(
+                        {
+                            "交易时间": _bill_time(refund.success_time),
+                            "公众账号ID": self.appid,
+                            "商户号": self.mchid,
+                            "微信订单号": order.transaction_id or "",
+                            "商户订单号": order.out_trade_no,
+                            "用户标识": order.openid,
+                            "交易类型": "JSAPI",
+                            "交易状态": "REFUND",
+                            "货币种类": refund.currency,
+                            "应结订单金额": "0.00",
+                            "微信退款单号": refund.refund_id,
+                            "商户退款单号": refund.out_refund_no,
+                            "退款金额": _yuan(refund.amount),
+                            "退款类型": "ORIGINAL",
+                            "退款状态": "SUCCESS",
+                            "订单金额": "0.00",
+                            "申请退款金额": _yuan(refund.amount),
+                            "商户数据包": order.attach,
+                        }
+                    )
+                )
+        summary = [
+            "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额",
+            f"`{len(rows)},`{_yuan(total)},`{_yuan(refunded)},`0.00,`0.00,`{_yuan(total)},`{_yuan(refunded)}",
+        ]
         return "\n".join([",".join(BILL_HEADER), *rows, *summary]) + "\n"
 
 

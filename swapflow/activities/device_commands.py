@@ -39,16 +39,26 @@ class DeviceCommands:
             row = await session.get(DeviceCommand, request.command_id)
             if row is None:
                 row = DeviceCommand(
-                    id=request.command_id, cabinet_id=request.cabinet_id, slot_no=request.slot_no,
-                    action=request.action.value, workflow_id=request.workflow_id, sent_at=now,
+                    id=request.command_id,
+                    cabinet_id=request.cabinet_id,
+                    slot_no=request.slot_no,
+                    action=request.action.value,
+                    workflow_id=request.workflow_id,
+                    sent_at=now,
                     deadline_at=now + timedelta(seconds=request.timeout_s),
                 )
                 session.add(row)
             elif row.acked_at is not None:
                 return _recorded_answer(row)
             issued_at, deadline = as_utc(row.sent_at), as_utc(row.deadline_at)
-        command = Command(command_id=request.command_id, cabinet_id=request.cabinet_id, action=request.action,
-                          slot_no=request.slot_no, issued_at=issued_at, deadline=deadline)
+        command = Command(
+            command_id=request.command_id,
+            cabinet_id=request.cabinet_id,
+            action=request.action,
+            slot_no=request.slot_no,
+            issued_at=issued_at,
+            deadline=deadline,
+        )
         if request.ack_wait_s <= 0:
             await self.commands_out.send(command)
             return CommandAnswer(acked=False)

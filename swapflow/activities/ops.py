@@ -57,17 +57,37 @@ def work_order_key(cabinet_id: str, slot_no: int | None) -> str:
     return f"{cabinet_id}/{slot_no or '-'}"
 
 
-async def new_work_order(session: AsyncSession, *, cabinet_id: str, slot_no: int | None, kind: str, severity: str,
-                         source: str, description: str, alert_id: int | None = None) -> WorkOrder:
+async def new_work_order(
+    session: AsyncSession,
+    *,
+    cabinet_id: str,
+    slot_no: int | None,
+    kind: str,
+    severity: str,
+    source: str,
+    description: str,
+    alert_id: int | None = None,
+) -> WorkOrder:
     """A new work order row (status new) for a cabinet and slot."""
     key = work_order_key(cabinet_id, slot_no)
     city = await cabinet_city(session, cabinet_id)
     if city is None:
         raise ValueError(f"no cabinet {cabinet_id!r}")
     # Readable, and unique beyond this database: a Temporal namespace outlives a reset database.
-    order = WorkOrder(id=f"{cabinet_id}.{slot_no or 0}.{secrets.token_hex(4)}", dedupe_key=key, cabinet_id=cabinet_id,
-                      slot_no=slot_no, city_code=city, kind=kind, severity=severity, source=source,
-                      alert_id=alert_id, description=description, status=WorkOrderStatus.NEW, opened_at=utcnow())
+    order = WorkOrder(
+        id=f"{cabinet_id}.{slot_no or 0}.{secrets.token_hex(4)}",
+        dedupe_key=key,
+        cabinet_id=cabinet_id,
+        slot_no=slot_no,
+        city_code=city,
+        kind=kind,
+        severity=severity,
+        source=source,
+        alert_id=alert_id,
+        description=description,
+        status=WorkOrderStatus.NEW,
+        opened_at=utcnow(),
+    )
     session.add(order)
     await session.flush()
     return order
@@ -75,17 +95,28 @@ async def new_work_order(session: AsyncSession, *, cabinet_id: str, slot_no: int
 
 async def open_work_order_for(session: AsyncSession, cabinet_id: str, slot_no: int | None) -> WorkOrder | None:
     """The open work order of a cabinet and slot, if any."""
-    return await session.scalar(select(WorkOrder).where(
-        WorkOrder.dedupe_key == work_order_key(cabinet_id, slot_no), WorkOrder.status.in_(OPEN_WORK_ORDER_STATUSES)))
+    return await session.scalar(
+        select(WorkOrder).where(
+            WorkOrder.dedupe_key == work_order_key(cabinet_id, slot_no), WorkOrder.status.in_(OPEN_WORK_ORDER_STATUSES)
+        )
+    )
 
 
 def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> WorkOrderInput:
     """The workflow input of a work order, with the SLA of its severity."""
     sla = settings.ops_sla.get(order.severity) or settings.ops_sla["warning"]
-    return WorkOrderInput(work_order_id=order.id, cabinet_id=order.cabinet_id, slot_no=order.slot_no,
-                          city_code=order.city_code, severity=order.severity, kind=order.kind,
-                          reporting=capability == CabinetCapability.REPORTING, ack_s=sla.ack_s,
-                          resolve_s=sla.resolve_s, verify_ack_timeout_s=settings.ops_verify_ack_timeout_s)
+    return WorkOrderInput(
+        work_order_id=order.id,
+        cabinet_id=order.cabinet_id,
+        slot_no=order.slot_no,
+        city_code=order.city_code,
+        severity=order.severity,
+        kind=order.kind,
+        reporting=capability == CabinetCapability.REPORTING,
+        ack_s=sla.ack_s,
+        resolve_s=sla.resolve_s,
+        verify_ack_timeout_s=settings.ops_verify_ack_timeout_s,
+    )
 
 
 class OpsActivities:
@@ -106,36 +137,65 @@ class OpsActivities:
             conditions = await current_conditions(session, self.settings, now)
             opened, resolved = await apply_conditions(session, conditions)
             await self._work_orders_for_alerts(session)
-            new_orders = (await session.execute(
-                select(WorkOrder, Cabinet.capability).join(Cabinet, Cabinet.id == WorkOrder.cabinet_id)
-                .where(WorkOrder.status == WorkOrderStatus.NEW))).tuples().all()
+            new_orders = (
+                (
+                    await session.execute(
+                        select(WorkOrder, Cabinet.capability)
+                        .join(Cabinet, Cabinet.id == WorkOrder.cabinet_id)
+                        .where(WorkOrder.status == WorkOrderStatus.NEW)
+                    )
+                )
+                .tuples()
+                .all()
+            )
             deliveries = await self._pending_deliveries(session)
-        return Evaluation(opened=len(opened), resolved=len(resolved), deliveries=tuple(deliveries),
-                          work_orders=tuple(work_order_input(self.settings, o, c) for o, c in new_orders))
+        return Evaluation(
+            opened=len(opened),
+            resolved=len(resolved),
+            deliveries=tuple(deliveries),
+            work_orders=tuple(work_order_input(self.settings, o, c) for o, c in new_orders),
+        )
 
     async def _work_orders_for_alerts(self, session: AsyncSession) -> None:
         """A work order for each open alert of a kind that needs a person, unless the alert already has
         one or its cabinet and slot already have an open one."""
         covered = select(WorkOrder.alert_id).where(WorkOrder.alert_id.is_not(None))
-        alerts = await session.scalars(select(Alert).where(
-            Alert.status == AlertStatus.OPEN, Alert.kind.in_(self.settings.ops_work_order_kinds),
-            Alert.cabinet_id.is_not(None), Alert.id.not_in(covered)).order_by(Alert.id))
+        alerts = await session.scalars(
+            select(Alert)
+            .where(
+                Alert.status == AlertStatus.OPEN,
+                Alert.kind.in_(self.settings.ops_work_order_kinds),
+                Alert.cabinet_id.is_not(None),
+                Alert.id.not_in(covered),
+            )
+            .order_by(Alert.id)
+        )
         for alert in alerts:
             assert alert.cabinet_id is not None
             if await open_work_order_for(session, alert.cabinet_id, alert.slot_no) is not None:
                 continue
-            await new_work_order(session, cabinet_id=alert.cabinet_id, slot_no=alert.slot_no, kind=alert.kind,
-                                 severity=alert.severity, source="swap" if alert.order_id else "alert",
-                                 description=alert.message, alert_id=alert.id)
+            await new_work_order(
+                session,
+                cabinet_id=alert.cabinet_id,
+                slot_no=alert.slot_no,
+                kind=alert.kind,
+                severity=alert.severity,
+                source="swap" if alert.order_id else "alert",
+                description=alert.message,
+                alert_id=alert.id,
+            )
 
     async def _pending_deliveries(self, session: AsyncSession) -> list[AlertDeliveryRequest]:
         if not self.settings.ops_webhooks:
             return []
         since = utcnow() - _DELIVERY_LOOKBACK
-        attempted = {(d.alert_id, d.event, d.channel) for d in await session.scalars(
-            select(AlertDelivery).where(AlertDelivery.at >= since - _DELIVERY_LOOKBACK))}
-        alerts = await session.scalars(select(Alert).where(
-            (Alert.created_at >= since) | (Alert.resolved_at >= since)).order_by(Alert.id))
+        attempted = {
+            (d.alert_id, d.event, d.channel)
+            for d in await session.scalars(select(AlertDelivery).where(AlertDelivery.at >= since - _DELIVERY_LOOKBACK))
+        }
+        alerts = await session.scalars(
+            select(Alert).where((Alert.created_at >= since) | (Alert.resolved_at >= since)).order_by(Alert.id)
+        )
         pending = []
         for alert in alerts:
             events = ["opened"] + (["resolved"] if alert.status == AlertStatus.RESOLVED else [])
@@ -170,12 +230,26 @@ class OpsActivities:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         async with self.db.transaction() as session:
-            exists = await session.scalar(select(AlertDelivery.id).where(
-                AlertDelivery.alert_id == request.alert_id, AlertDelivery.event == request.event,
-                AlertDelivery.channel == request.channel, AlertDelivery.attempt == attempt))
+            exists = await session.scalar(
+                select(AlertDelivery.id).where(
+                    AlertDelivery.alert_id == request.alert_id,
+                    AlertDelivery.event == request.event,
+                    AlertDelivery.channel == request.channel,
+                    AlertDelivery.attempt == attempt,
+                )
+            )
             if exists is None:
-                session.add(AlertDelivery(alert_id=request.alert_id, event=request.event, channel=request.channel,
-                                          attempt=attempt, ok=error is None, status_code=status_code, error=error))
+                session.add(
+                    AlertDelivery(
+                        alert_id=request.alert_id,
+                        event=request.event,
+                        channel=request.channel,
+                        attempt=attempt,
+                        ok=error is None,
+                        status_code=status_code,
+                        error=error,
+                    )
+                )
         if error is not None:
             raise ApplicationError(f"delivery to {channel.name} failed: {error}")
 
@@ -185,13 +259,24 @@ class OpsActivities:
         order = await session.get(WorkOrder, step.work_order_id)
         if order is None:
             raise ApplicationError(f"no work order {step.work_order_id!r}", non_retryable=True)
-        done = await session.scalar(select(WorkOrderEvent.id).where(
-            WorkOrderEvent.work_order_id == step.work_order_id, WorkOrderEvent.seq == step.seq))
+        done = await session.scalar(
+            select(WorkOrderEvent.id).where(
+                WorkOrderEvent.work_order_id == step.work_order_id, WorkOrderEvent.seq == step.seq
+            )
+        )
         if done is not None:
             return order  # a retry: recorded already
         now = utcnow()
-        session.add(WorkOrderEvent(work_order_id=step.work_order_id, seq=step.seq, kind=step.kind, actor=step.actor,
-                                   detail=step.detail, at=now))
+        session.add(
+            WorkOrderEvent(
+                work_order_id=step.work_order_id,
+                seq=step.seq,
+                kind=step.kind,
+                actor=step.actor,
+                detail=step.detail,
+                at=now,
+            )
+        )
         if step.status is not None:
             order.status = step.status
         if step.technician_id is not None:
@@ -219,26 +304,44 @@ class OpsActivities:
             order = await session.get(WorkOrder, request.work_order_id)
             if order is None:
                 raise ApplicationError(f"no work order {request.work_order_id!r}", non_retryable=True)
-            station = await session.scalar(select(Station).join(Cabinet, Cabinet.station_id == Station.id)
-                                           .where(Cabinet.id == order.cabinet_id))
+            station = await session.scalar(
+                select(Station).join(Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id == order.cabinet_id)
+            )
             assert station is not None
             chosen: tuple[str, float] | None
             if request.technician_id is not None:
                 chosen = (request.technician_id, 0.0)
             else:
-                chosen = await nearest_on_duty(session, order.city_code, station.lat, station.lon, utcnow(),
-                                               request.exclude)
+                chosen = await nearest_on_duty(
+                    session, order.city_code, station.lat, station.lon, utcnow(), request.exclude
+                )
             if chosen is None:
-                await self._record(session, WorkOrderStep(
-                    work_order_id=order.id, seq=request.seq, kind="unassigned", actor=request.actor,
-                    detail=f"no technician on duty in {order.city_code}", status=WorkOrderStatus.UNASSIGNED,
-                    clear_technician=True))
+                await self._record(
+                    session,
+                    WorkOrderStep(
+                        work_order_id=order.id,
+                        seq=request.seq,
+                        kind="unassigned",
+                        actor=request.actor,
+                        detail=f"no technician on duty in {order.city_code}",
+                        status=WorkOrderStatus.UNASSIGNED,
+                        clear_technician=True,
+                    ),
+                )
                 return DispatchResult(technician_id=None)
             technician, km = chosen
-            await self._record(session, WorkOrderStep(
-                work_order_id=order.id, seq=request.seq, kind="dispatched", actor=request.actor,
-                detail=f"to {technician}" + (f", {km:.1f} km away" if request.technician_id is None else ""),
-                status=WorkOrderStatus.DISPATCHED, technician_id=technician))
+            await self._record(
+                session,
+                WorkOrderStep(
+                    work_order_id=order.id,
+                    seq=request.seq,
+                    kind="dispatched",
+                    actor=request.actor,
+                    detail=f"to {technician}" + (f", {km:.1f} km away" if request.technician_id is None else ""),
+                    status=WorkOrderStatus.DISPATCHED,
+                    technician_id=technician,
+                ),
+            )
             return DispatchResult(technician_id=technician, distance_km=round(km, 3))
 
     @activity.defn(name="escalate_work_order")
@@ -249,14 +352,27 @@ class OpsActivities:
             if order is None:
                 raise ApplicationError(f"no work order {request.work_order_id!r}", non_retryable=True)
             lead = await city_lead(session, order.city_code)
-            await self._record(session, WorkOrderStep(
-                work_order_id=order.id, seq=request.seq, kind="escalated", actor=None,
-                detail=f"{request.timer} SLA of {request.limit_s:.0f} s breached; escalated to {lead or 'nobody'}"))
+            await self._record(
+                session,
+                WorkOrderStep(
+                    work_order_id=order.id,
+                    seq=request.seq,
+                    kind="escalated",
+                    actor=None,
+                    detail=f"{request.timer} SLA of {request.limit_s:.0f} s breached; escalated to {lead or 'nobody'}",
+                ),
+            )
             order.escalated_to = lead
-            await raise_alert(session, FaultReport(
-                kind=f"work_order_{request.timer}_sla", severity="critical", cabinet_id=order.cabinet_id,
-                slot_no=order.slot_no, message=f"work order {order.id}: {request.timer} SLA breached; "
-                f"escalated to {lead or 'nobody'}"))
+            await raise_alert(
+                session,
+                FaultReport(
+                    kind=f"work_order_{request.timer}_sla",
+                    severity="critical",
+                    cabinet_id=order.cabinet_id,
+                    slot_no=order.slot_no,
+                    message=f"work order {order.id}: {request.timer} SLA breached; escalated to {lead or 'nobody'}",
+                ),
+            )
             return lead
 
     @activity.defn(name="check_work_order_live_state")
@@ -275,8 +391,9 @@ class OpsActivities:
                 problems.append("cabinet offline")
             test_slot = order.slot_no
             if order.slot_no is not None:
-                slot = await session.scalar(select(Slot).where(Slot.cabinet_id == order.cabinet_id,
-                                                               Slot.slot_no == order.slot_no))
+                slot = await session.scalar(
+                    select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.slot_no)
+                )
                 if slot is None:
                     raise ApplicationError(f"no slot {order.slot_no}", non_retryable=True)
                 if slot.fault:
@@ -286,8 +403,11 @@ class OpsActivities:
                     if battery is not None and battery.status == BatteryStatus.QUARANTINED:
                         problems.append(f"quarantined pack {battery.serial} still in the slot")
             else:  # a cabinet-wide order: any slot not in a swap answers the test
-                test_slot = await session.scalar(select(func.min(Slot.slot_no)).where(
-                    Slot.cabinet_id == order.cabinet_id, Slot.reserved_order_id.is_(None)))
+                test_slot = await session.scalar(
+                    select(func.min(Slot.slot_no)).where(
+                        Slot.cabinet_id == order.cabinet_id, Slot.reserved_order_id.is_(None)
+                    )
+                )
         return LiveCheck(work_order_id=work_order_id, problems=tuple(problems), test_slot_no=test_slot)
 
     @activity.defn(name="close_work_order")
@@ -296,8 +416,9 @@ class OpsActivities:
         async with self.db.transaction() as session:
             order = await self._record(session, step)
             if order.slot_no is not None:
-                slot = await session.scalar(select(Slot).where(Slot.cabinet_id == order.cabinet_id,
-                                                               Slot.slot_no == order.slot_no))
+                slot = await session.scalar(
+                    select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.slot_no)
+                )
                 if slot is not None and slot.reserved_order_id is None:
                     slot.out_of_service = None
                     slot.locked = False

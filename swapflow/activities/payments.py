@@ -58,9 +58,16 @@ class PaymentActivities:
                 if order is None:
                     raise ApplicationError(f"no order {charge.order_id}", type="UnknownOrder", non_retryable=True)
                 how = await payer_method(session, order.rider_id)
-                payment = Payment(key=key, order_id=charge.order_id, rider_id=order.rider_id, method=how.method,
-                                  amount_minor=charge.amount_minor, currency=charge.currency, status="initiated",
-                                  payer=how.payer)
+                payment = Payment(
+                    key=key,
+                    order_id=charge.order_id,
+                    rider_id=order.rider_id,
+                    method=how.method,
+                    amount_minor=charge.amount_minor,
+                    currency=charge.currency,
+                    status="initiated",
+                    payer=how.payer,
+                )
                 session.add(payment)
         return payment
 
@@ -104,9 +111,16 @@ class PaymentActivities:
         payment = await provider.find_payment(key)
         if payment is None:
             try:
-                payment = await provider.charge(ChargeRequest(
-                    key=key, amount_minor=record.amount_minor, currency=record.currency, rider_id=record.rider_id,
-                    payer=record.payer, description=description))
+                payment = await provider.charge(
+                    ChargeRequest(
+                        key=key,
+                        amount_minor=record.amount_minor,
+                        currency=record.currency,
+                        rider_id=record.rider_id,
+                        payer=record.payer,
+                        description=description,
+                    )
+                )
             except ProviderDeclined as declined:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
@@ -119,8 +133,9 @@ class PaymentActivities:
             raise await self._declined(key, payment.status)
         return payment
 
-    async def _until_settled(self, provider: PaymentProvider, record: Payment,
-                             payment: ProviderPayment) -> ProviderPayment:
+    async def _until_settled(
+        self, provider: PaymentProvider, record: Payment, payment: ProviderPayment
+    ) -> ProviderPayment:
         """Poll a pending payment until it is no longer pending; close it at its deadline (counted from
         our record, so retries do not extend it)."""
         deadline = as_utc(record.created_at) + self.pending_timeout
@@ -145,21 +160,32 @@ async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None
         row = await session.scalar(select(Payment).where(Payment.key == key))
         assert row is not None
         await post_transaction(
-            session, key=key, kind="swap_charge", currency=payment.currency, order_id=row.order_id,
+            session,
+            key=key,
+            kind="swap_charge",
+            currency=payment.currency,
+            order_id=row.order_id,
             memo=f"{row.method} payment {payment.payment_id}",
-            postings=[Posting(method_account(row.method, row.rider_id), payment.amount_minor),
-                      Posting(DEFERRED_REVENUE, -payment.amount_minor)],
+            postings=[
+                Posting(method_account(row.method, row.rider_id), payment.amount_minor),
+                Posting(DEFERRED_REVENUE, -payment.amount_minor),
+            ],
         )
-        row.status, row.provider_ref, row.amount_minor = PaymentStatus.CAPTURED, payment.payment_id, \
-            payment.amount_minor
+        row.status, row.provider_ref, row.amount_minor = (
+            PaymentStatus.CAPTURED,
+            payment.payment_id,
+            payment.amount_minor,
+        )
         row.captured_at = row.captured_at or utcnow()  # the day a provider's statement lists the charge
         order = await session.get(SwapOrder, row.order_id) if row.order_id else None
         if order is not None and order.payment_ref is None:
             order.payment_ref = payment.payment_id
             if order.stage in (SwapStage.CREATED, SwapStage.RESERVED):
                 order.stage = SwapStage.PAID
-            order.steps = [*order.steps, {"step": "charge", "outcome": "ok",
-                                          "detail": f"{row.method} {payment.payment_id}"}]
+            order.steps = [
+                *order.steps,
+                {"step": "charge", "outcome": "ok", "detail": f"{row.method} {payment.payment_id}"},
+            ]
 
 
 async def book_free(db: Database, order_id: str) -> None:

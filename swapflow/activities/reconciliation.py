@@ -49,14 +49,30 @@ async def our_movements(db: Database, day: date, method: str) -> dict[str, Movem
     captured_at = func.coalesce(Payment.captured_at, Payment.created_at)
     refunded_at = Refund.succeeded_at if method in _REFUNDS_LISTED_ON_SUCCESS else Refund.submitted_at
     async with db.sessions() as session:
-        payments = (await session.execute(select(Payment.key, Payment.amount_minor).where(
-            Payment.method == method, Payment.status == PaymentStatus.CAPTURED, captured_at >= start,
-            captured_at < end))).all()
-        refunds = (await session.execute(select(Refund.id, Refund.key, Refund.amount_minor).where(
-            Refund.method == method, refunded_at >= start, refunded_at < end,
-            Refund.provider_status.not_in(_NO_MONEY)))).all()
-    return {**{key: Movement(amount, key) for key, amount in payments},
-            **{key: Movement(-amount, f"refund:{refund_id}") for refund_id, key, amount in refunds}}
+        payments = (
+            await session.execute(
+                select(Payment.key, Payment.amount_minor).where(
+                    Payment.method == method,
+                    Payment.status == PaymentStatus.CAPTURED,
+                    captured_at >= start,
+                    captured_at < end,
+                )
+            )
+        ).all()
+        refunds = (
+            await session.execute(
+                select(Refund.id, Refund.key, Refund.amount_minor).where(
+                    Refund.method == method,
+                    refunded_at >= start,
+                    refunded_at < end,
+                    Refund.provider_status.not_in(_NO_MONEY),
+                )
+            )
+        ).all()
+    return {
+        **{key: Movement(amount, key) for key, amount in payments},
+        **{key: Movement(-amount, f"refund:{refund_id}") for refund_id, key, amount in refunds},
+    }
 
 
 async def _ledger_amounts(session: AsyncSession, keys: list[str]) -> dict[str, int]:
@@ -67,7 +83,8 @@ async def _ledger_amounts(session: AsyncSession, keys: list[str]) -> dict[str, i
         select(LedgerTransaction.key, func.sum(LedgerPosting.amount_minor))
         .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
         .where(LedgerTransaction.key.in_(keys), LedgerPosting.amount_minor > 0)
-        .group_by(LedgerTransaction.key))
+        .group_by(LedgerTransaction.key)
+    )
     return {key: int(amount) for key, amount in rows.all()}
 
 
@@ -77,18 +94,33 @@ async def _unbacked_ledger_charges(session: AsyncSession, day: date, method: str
     rows = await session.execute(
         select(LedgerTransaction.key, LedgerPosting.amount_minor)
         .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
-        .where(LedgerTransaction.kind == "swap_charge", LedgerTransaction.created_at >= start,
-               LedgerTransaction.created_at < end, LedgerPosting.amount_minor > 0,
-               # The method's account: its clearing account, or a rider's wallet or subscription in it.
-               LedgerPosting.account.startswith(method_account(method, ""))))
+        .where(
+            LedgerTransaction.kind == "swap_charge",
+            LedgerTransaction.created_at >= start,
+            LedgerTransaction.created_at < end,
+            LedgerPosting.amount_minor > 0,
+            # The method's account: its clearing account, or a rider's wallet or subscription in it.
+            LedgerPosting.account.startswith(method_account(method, "")),
+        )
+    )
     booked = {key: int(amount) for key, amount in rows.all()}
-    backed = set((await session.scalars(select(Payment.key).where(
-        Payment.key.in_(list(booked)), Payment.status == PaymentStatus.CAPTURED))).all()) if booked else set()
+    backed = (
+        set(
+            (
+                await session.scalars(
+                    select(Payment.key).where(Payment.key.in_(list(booked)), Payment.status == PaymentStatus.CAPTURED)
+                )
+            ).all()
+        )
+        if booked
+        else set()
+    )
     return {key: amount for key, amount in booked.items() if key not in backed}
 
 
-async def ledger_differences(session: AsyncSession, day: date, method: str, ours: dict[str, Movement]
-                             ) -> list[tuple[str, str, int | None, int | None]]:
+async def ledger_differences(
+    session: AsyncSession, day: date, method: str, ours: dict[str, Movement]
+) -> list[tuple[str, str, int | None, int | None]]:
     """Where the ledger and our payments and refunds disagree: (ref, kind, ours, the ledger's)."""
     booked = await _ledger_amounts(session, [movement.ledger_key for movement in ours.values()])
     differences: list[tuple[str, str, int | None, int | None]] = []
@@ -127,16 +159,31 @@ async def reconcile_provider(db: Database, provider: PaymentProvider, day: date)
     async with db.transaction() as session:
         differences += await ledger_differences(session, day, provider.method, ours)
         for ref, kind, mine, their in differences:
-            known = await session.scalar(select(ReconciliationException).where(
-                ReconciliationException.day == name, ReconciliationException.provider == provider.method,
-                ReconciliationException.ref == ref))
+            known = await session.scalar(
+                select(ReconciliationException).where(
+                    ReconciliationException.day == name,
+                    ReconciliationException.provider == provider.method,
+                    ReconciliationException.ref == ref,
+                )
+            )
             if known is None:
                 other = "the ledger's" if ref.startswith(LEDGER_REF) else "the provider's"
-                session.add(ReconciliationException(
-                    day=name, provider=provider.method, ref=ref, kind=kind, ours_minor=mine, theirs_minor=their,
-                    detail=f"{kind}: ours {mine}, {other} {their}"))
-        run = await session.scalar(select(ReconciliationRun).where(
-            ReconciliationRun.day == name, ReconciliationRun.provider == provider.method))
+                session.add(
+                    ReconciliationException(
+                        day=name,
+                        provider=provider.method,
+                        ref=ref,
+                        kind=kind,
+                        ours_minor=mine,
+                        theirs_minor=their,
+                        detail=f"{kind}: ours {mine}, {other} {their}",
+                    )
+                )
+        run = await session.scalar(
+            select(ReconciliationRun).where(
+                ReconciliationRun.day == name, ReconciliationRun.provider == provider.method
+            )
+        )
         if run is None:
             run = ReconciliationRun(day=name, provider=provider.method, ours=0, theirs=0, matched=0, exceptions=0)
             session.add(run)
@@ -144,10 +191,10 @@ async def reconcile_provider(db: Database, provider: PaymentProvider, day: date)
         run.matched = len(ours.keys() & theirs.keys()) - mismatched
         run.exceptions = len(differences)
         if differences:
-            await raise_reconciliation_alert(session, day=name, provider=provider.method,
-                                             exceptions=len(differences))
-    return ProviderReconciliation(provider=provider.method, ours=len(ours), theirs=len(theirs), matched=run.matched,
-                                  exceptions=len(differences))
+            await raise_reconciliation_alert(session, day=name, provider=provider.method, exceptions=len(differences))
+    return ProviderReconciliation(
+        provider=provider.method, ours=len(ours), theirs=len(theirs), matched=run.matched, exceptions=len(differences)
+    )
 
 
 class ReconciliationActivities:

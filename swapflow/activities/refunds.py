@@ -45,13 +45,24 @@ DECLINED = "declined"  # provider_status of a submission the provider refused ou
 
 
 def _plan(refund: Refund) -> RefundPlan:
-    return RefundPlan(refund_id=refund.id, amount_minor=refund.amount_minor, currency=refund.currency,
-                      status=refund.status, attempt=refund.attempt, key=refund.key)
+    return RefundPlan(
+        refund_id=refund.id,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+        status=refund.status,
+        attempt=refund.attempt,
+        key=refund.key,
+    )
 
 
 def _update(refund: Refund) -> RefundUpdate:
-    return RefundUpdate(refund_id=refund.id, key=refund.key, attempt=refund.attempt,
-                        provider_status=refund.provider_status, state=refund.status)
+    return RefundUpdate(
+        refund_id=refund.id,
+        key=refund.key,
+        attempt=refund.attempt,
+        provider_status=refund.provider_status,
+        state=refund.status,
+    )
 
 
 class RefundActivities:
@@ -82,13 +93,20 @@ class RefundActivities:
             if existing is not None:
                 return _plan(existing)
             if start.opened:
-                raise ApplicationError(f"no refund {start.refund_id} was opened", type=REFUND_REFUSED,
-                                       non_retryable=True)
+                raise ApplicationError(
+                    f"no refund {start.refund_id} was opened", type=REFUND_REFUSED, non_retryable=True
+                )
             payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
             assert payment is not None
             try:
-                refund, _ = await open_refund(session, refund_id=start.refund_id, payment=payment, amount_minor=None,
-                                              reason=start.reason, origin=RefundOrigin(start.origin))
+                refund, _ = await open_refund(
+                    session,
+                    refund_id=start.refund_id,
+                    payment=payment,
+                    amount_minor=None,
+                    reason=start.reason,
+                    origin=RefundOrigin(start.origin),
+                )
             except RefundRefused:
                 return None  # already refunded in full by other refunds: nothing left to give back
             order = await session.get(SwapOrder, start.order_id)
@@ -136,8 +154,11 @@ class RefundActivities:
             if captured is None:
                 return await self._record(ref, None, declined="the provider has no such payment")
             try:
-                state = await provider.refund(RefundRequest(key=refund.key, payment=captured,
-                                                            amount_minor=refund.amount_minor, reason=refund.reason))
+                state = await provider.refund(
+                    RefundRequest(
+                        key=refund.key, payment=captured, amount_minor=refund.amount_minor, reason=refund.reason
+                    )
+                )
             except ProviderDeclined as refused:
                 return await self._record(ref, None, declined=str(refused))
             except ProviderTimeout as lost:
@@ -154,8 +175,9 @@ class RefundActivities:
             return await self.submit(ref)
         return await self._record(ref, state)
 
-    async def _record(self, ref: RefundRef, state: ProviderRefund | None, *, declined: str | None = None
-                      ) -> RefundUpdate:
+    async def _record(
+        self, ref: RefundRef, state: ProviderRefund | None, *, declined: str | None = None
+    ) -> RefundUpdate:
         async with self.db.transaction() as session:
             refund = await self._refund(session, ref.refund_id)
             if state is None:
@@ -179,10 +201,17 @@ class RefundActivities:
         compensation = refund.origin == RefundOrigin.SWAP_COMPENSATION
         from_deferred = order is not None and order.status != SwapStatus.COMPLETED
         await post_transaction(
-            session, key=f"refund:{refund.id}", kind="swap_refund" if compensation else "refund",
-            currency=refund.currency, order_id=refund.order_id, memo=f"{refund.origin}: {refund.reason}"[:200],
-            postings=[Posting(DEFERRED_REVENUE if from_deferred else REFUNDED_REVENUE, refund.amount_minor),
-                      Posting(REFUNDS_PAYABLE, -refund.amount_minor)])
+            session,
+            key=f"refund:{refund.id}",
+            kind="swap_refund" if compensation else "refund",
+            currency=refund.currency,
+            order_id=refund.order_id,
+            memo=f"{refund.origin}: {refund.reason}"[:200],
+            postings=[
+                Posting(DEFERRED_REVENUE if from_deferred else REFUNDED_REVENUE, refund.amount_minor),
+                Posting(REFUNDS_PAYABLE, -refund.amount_minor),
+            ],
+        )
 
     @activity.defn(name="settle_refund")
     async def settle(self, ref: RefundRef) -> RefundUpdate:
@@ -190,10 +219,17 @@ class RefundActivities:
         async with self.db.transaction() as session:
             refund = await self._refund(session, ref.refund_id)
             await post_transaction(
-                session, key=f"refund:{refund.id}:settled", kind="refund_settled", currency=refund.currency,
-                order_id=refund.order_id, memo=f"{refund.method} refund {refund.provider_ref}",
-                postings=[Posting(REFUNDS_PAYABLE, refund.amount_minor),
-                          Posting(method_account(refund.method, refund.rider_id), -refund.amount_minor)])
+                session,
+                key=f"refund:{refund.id}:settled",
+                kind="refund_settled",
+                currency=refund.currency,
+                order_id=refund.order_id,
+                memo=f"{refund.method} refund {refund.provider_ref}",
+                postings=[
+                    Posting(REFUNDS_PAYABLE, refund.amount_minor),
+                    Posting(method_account(refund.method, refund.rider_id), -refund.amount_minor),
+                ],
+            )
             if refund.status != RefundState.SUCCEEDED:
                 refund.status, refund.final_at = RefundState.SUCCEEDED, utcnow()
             return _update(refund)
@@ -206,11 +242,15 @@ class RefundActivities:
             refund = await self._refund(session, ref.refund_id)
             if refund.status != RefundState.ESCALATED:
                 refund.status, refund.escalated, refund.final_at = RefundState.ESCALATED, True, utcnow()
-                session.add(Alert(
-                    kind="refund_escalated", severity="critical", dedupe_key=f"refund_escalated:{refund.id}",
-                    order_id=refund.order_id,
-                    message=f"refund {refund.id} ({refund.amount_minor} {refund.currency}, {refund.method}) is "
-                            f"{refund.provider_status} at the provider after {refund.attempt} submission(s): "
-                            "abnormal-refund path"))
+                session.add(
+                    Alert(
+                        kind="refund_escalated",
+                        severity="critical",
+                        dedupe_key=f"refund_escalated:{refund.id}",
+                        order_id=refund.order_id,
+                        message=f"refund {refund.id} ({refund.amount_minor} {refund.currency}, {refund.method}) is "
+                        f"{refund.provider_status} at the provider after {refund.attempt} submission(s): "
+                        "abnormal-refund path",
+                    )
+                )
             return _update(refund)
-

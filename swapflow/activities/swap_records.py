@@ -73,18 +73,28 @@ async def transfer_custody(
     """Move a battery to a new custodian and record the change (brief, invariant 1). Idempotent by key."""
     if await session.scalar(select(CustodyEvent.id).where(CustodyEvent.key == key)) is not None:
         return
-    session.add(CustodyEvent(
-        key=key, battery_serial=battery.serial, from_kind=battery.custodian_kind,
-        from_ref=battery.custodian_ref, to_kind=to_kind, to_ref=to_ref, reason=reason, order_id=order_id,
-    ))
+    session.add(
+        CustodyEvent(
+            key=key,
+            battery_serial=battery.serial,
+            from_kind=battery.custodian_kind,
+            from_ref=battery.custodian_ref,
+            to_kind=to_kind,
+            to_ref=to_ref,
+            reason=reason,
+            order_id=order_id,
+        )
+    )
     battery.custodian_kind = to_kind
     battery.custodian_ref = to_ref
 
 
 def _append_step(order: SwapOrder, update: StageUpdate) -> None:
     # A new list, so SQLAlchemy sees the JSON column change.
-    order.steps = [*order.steps, {"step": update.step, "outcome": update.outcome, "detail": update.detail,
-                                  "at": utcnow().isoformat()}]
+    order.steps = [
+        *order.steps,
+        {"step": update.step, "outcome": update.outcome, "detail": update.detail, "at": utcnow().isoformat()},
+    ]
     order.stage = update.stage
 
 
@@ -104,18 +114,31 @@ class SwapRecords:
     async def _candidates(self, session: AsyncSession, cabinet_id: str, role: SlotRole) -> Sequence[Slot]:
         """Slots that could take a role now: free, unlocked, fault-free, door shut; for the charged role
         holding a ready pack (charged, healthy, in service), best first."""
-        usable = and_(Slot.cabinet_id == cabinet_id, Slot.reserved_order_id.is_(None),
-                      Slot.locked.is_(False), Slot.fault.is_(None),
-                      Slot.out_of_service.is_(None), Slot.door == DoorState.CLOSED)
+        usable = and_(
+            Slot.cabinet_id == cabinet_id,
+            Slot.reserved_order_id.is_(None),
+            Slot.locked.is_(False),
+            Slot.fault.is_(None),
+            Slot.out_of_service.is_(None),
+            Slot.door == DoorState.CLOSED,
+        )
         if role == SlotRole.RETURN:
-            return (await session.scalars(
-                select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no))).all()
-        return (await session.scalars(
-            select(Slot).join(Battery, Battery.serial == Slot.battery_serial)
-            .where(usable, Battery.status == BatteryStatus.IN_SERVICE,
-                   Battery.soc >= self.settings.ready_soc_threshold, Battery.soh >= self.settings.min_soh)
-            .order_by(Battery.soc.desc(), Slot.slot_no)
-        )).all()
+            return (
+                await session.scalars(select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no))
+            ).all()
+        return (
+            await session.scalars(
+                select(Slot)
+                .join(Battery, Battery.serial == Slot.battery_serial)
+                .where(
+                    usable,
+                    Battery.status == BatteryStatus.IN_SERVICE,
+                    Battery.soc >= self.settings.ready_soc_threshold,
+                    Battery.soh >= self.settings.min_soh,
+                )
+                .order_by(Battery.soc.desc(), Slot.slot_no)
+            )
+        ).all()
 
     async def _reserve_first(self, session: AsyncSession, order_id: str, candidates: Sequence[Slot]) -> Slot | None:
         """Claim the first candidate slot nobody else claimed meanwhile. The conditional UPDATE is the
@@ -124,7 +147,8 @@ class SwapRecords:
             if slot.reserved_order_id == order_id:
                 return slot
             claimed = await session.execute(
-                update(Slot).where(Slot.id == slot.id, Slot.reserved_order_id.is_(None))
+                update(Slot)
+                .where(Slot.id == slot.id, Slot.reserved_order_id.is_(None))
                 .values(reserved_order_id=order_id)
             )
             if claimed.rowcount == 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
@@ -141,8 +165,9 @@ class SwapRecords:
             rider = await session.get(Rider, request.rider_id)
             if rider is None or rider.status != RiderStatus.ACTIVE:
                 raise _reject("rider_not_eligible")
-            rider_battery = await session.scalar(select(Battery).where(
-                Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider.id))
+            rider_battery = await session.scalar(
+                select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider.id)
+            )
             if rider_battery is None:
                 raise _reject("rider_holds_no_battery")
             cabinet = await session.get(Cabinet, request.cabinet_id)
@@ -169,50 +194,89 @@ class SwapRecords:
             order.charged_slot_no = charged_slot.slot_no
             order.issued_battery_serial = charged_slot.battery_serial
             priced = await self._price(session, order, request)
-            _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RESERVED, step="admit",
-                                            detail=f"return slot {return_slot.slot_no}, "
-                                                   f"charged slot {charged_slot.slot_no}"))
-            return Admission(return_slot_no=return_slot.slot_no, charged_slot_no=charged_slot.slot_no,
-                             charged_battery_serial=charged_slot.battery_serial or "",
-                             rider_battery_serial=rider_battery.serial, price_minor=priced.total_minor,
-                             currency=priced.currency, capability=cabinet.capability,
-                             coupon_code=priced.coupon_code)
+            _append_step(
+                order,
+                StageUpdate(
+                    order_id=order.id,
+                    stage=SwapStage.RESERVED,
+                    step="admit",
+                    detail=f"return slot {return_slot.slot_no}, charged slot {charged_slot.slot_no}",
+                ),
+            )
+            return Admission(
+                return_slot_no=return_slot.slot_no,
+                charged_slot_no=charged_slot.slot_no,
+                charged_battery_serial=charged_slot.battery_serial or "",
+                rider_battery_serial=rider_battery.serial,
+                price_minor=priced.total_minor,
+                currency=priced.currency,
+                capability=cabinet.capability,
+                coupon_code=priced.coupon_code,
+            )
 
     async def _price(self, session: AsyncSession, order: SwapOrder, request: SwapRequest) -> Quote:
         """Price the swap as of when the rider asked for it (the order's creation, not now: a retry or a
         slow queue must not move it into another peak window), redeem the coupon, record the breakdown.
         A coupon that stopped applying since the API checked it (used up meanwhile, expired) is left out,
         and the steps say why."""
-        priced, coupon = await price_swap(session, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
-                                          at=as_utc(order.created_at), coupon_code=request.coupon_code)
+        priced, coupon = await price_swap(
+            session,
+            rider_id=order.rider_id,
+            cabinet_id=order.cabinet_id,
+            at=as_utc(order.created_at),
+            coupon_code=request.coupon_code,
+        )
         if priced.coupon_code is not None:
             assert coupon is not None
-            refused = await redeem_coupon(session, coupon, order_id=order.id, rider_id=order.rider_id,
-                                          discount_minor=priced.discount_minor)
+            refused = await redeem_coupon(
+                session, coupon, order_id=order.id, rider_id=order.rider_id, discount_minor=priced.discount_minor
+            )
             if refused is not None:
                 priced = without_coupon(priced, refused)
         if priced.coupon_rejected is not None:
-            _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="coupon",
-                                            outcome="not_applied", detail=f"{request.coupon_code}: "
-                                                                          f"{priced.coupon_rejected}"))
+            _append_step(
+                order,
+                StageUpdate(
+                    order_id=order.id,
+                    stage=order.stage,
+                    step="coupon",
+                    outcome="not_applied",
+                    detail=f"{request.coupon_code}: {priced.coupon_rejected}",
+                ),
+            )
         order.price_minor = priced.total_minor
         order.currency = priced.currency
         order.price_breakdown = priced.model_dump(mode="json")
-        _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="price",
-                                        detail=f"{priced.total_minor} {priced.currency}"
-                                               + (f", coupon {priced.coupon_code}" if priced.coupon_code else "")))
+        _append_step(
+            order,
+            StageUpdate(
+                order_id=order.id,
+                stage=order.stage,
+                step="price",
+                detail=f"{priced.total_minor} {priced.currency}"
+                + (f", coupon {priced.coupon_code}" if priced.coupon_code else ""),
+            ),
+        )
         return priced
 
     async def _admission_of(self, session: AsyncSession, order: SwapOrder) -> Admission:
-        rider_battery = await session.scalar(select(Battery.serial).where(
-            Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id))
+        rider_battery = await session.scalar(
+            select(Battery.serial).where(
+                Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id
+            )
+        )
         cabinet = await session.get(Cabinet, order.cabinet_id)
         assert cabinet is not None
-        return Admission(return_slot_no=order.return_slot_no or 0, charged_slot_no=order.charged_slot_no or 0,
-                         charged_battery_serial=order.issued_battery_serial or "",
-                         rider_battery_serial=rider_battery or order.returned_battery_serial or "",
-                         price_minor=order.price_minor or 0, currency=order.currency or "",
-                         capability=cabinet.capability, coupon_code=await live_redemption(session, order.id))
+        return Admission(
+            return_slot_no=order.return_slot_no or 0,
+            charged_slot_no=order.charged_slot_no or 0,
+            charged_battery_serial=order.issued_battery_serial or "",
+            rider_battery_serial=rider_battery or order.returned_battery_serial or "",
+            price_minor=order.price_minor or 0,
+            currency=order.currency or "",
+            capability=cabinet.capability,
+            coupon_code=await live_redemption(session, order.id),
+        )
 
     @activity.defn(name="record_swap_stage")
     async def record_stage(self, update: StageUpdate) -> None:
@@ -231,8 +295,9 @@ class SwapRecords:
         reading = check.reading
         async with self.db.transaction() as session:
             order = await self._order(session, check.order_id)
-            slot = await session.scalar(select(Slot).where(
-                Slot.cabinet_id == check.cabinet_id, Slot.slot_no == check.slot_no))
+            slot = await session.scalar(
+                select(Slot).where(Slot.cabinet_id == check.cabinet_id, Slot.slot_no == check.slot_no)
+            )
             assert slot is not None
             battery = await session.get(Battery, reading.serial)
             order.returned_battery_serial = reading.serial
@@ -245,13 +310,20 @@ class SwapRecords:
                     reasons.append("returned_battery_not_riders")
                 limits = self.settings.battery_limits.get(battery.model, self.settings.default_battery_limits)
                 reasons.extend(check_pack(reading, limits).reasons)
-            session.add(SafetyEvent(
-                key=f"swap:{check.order_id}:return-check", battery_serial=reading.serial,
-                battery_model=battery.model if battery else None, order_id=check.order_id,
-                cabinet_id=check.cabinet_id, slot_no=check.slot_no, reading=reading.model_dump(mode="json"),
-                limits=limits.model_dump(mode="json") if limits else None,
-                verdict="rejected" if reasons else "accepted", reasons=reasons,
-            ))
+            session.add(
+                SafetyEvent(
+                    key=f"swap:{check.order_id}:return-check",
+                    battery_serial=reading.serial,
+                    battery_model=battery.model if battery else None,
+                    order_id=check.order_id,
+                    cabinet_id=check.cabinet_id,
+                    slot_no=check.slot_no,
+                    reading=reading.model_dump(mode="json"),
+                    limits=limits.model_dump(mode="json") if limits else None,
+                    verdict="rejected" if reasons else "accepted",
+                    reasons=reasons,
+                )
+            )
             if battery is not None:
                 battery.soc, battery.soh, battery.voltage_v = reading.soc, reading.soh, reading.voltage_v
                 battery.temperature_c, battery.cycle_count = reading.temperature_c, reading.cycle_count
@@ -263,23 +335,55 @@ class SwapRecords:
                 slot.out_of_service = reasons[0][:100]
                 if battery is not None:
                     battery.status = BatteryStatus.QUARANTINED
-                    await transfer_custody(session, battery, to_kind=CustodianKind.QUARANTINE,
-                                           to_ref=slot_ref(check.cabinet_id, check.slot_no), reason=reason[:200],
-                                           key=f"swap:{check.order_id}:return", order_id=check.order_id)
-                await raise_alert(session, FaultReport(
-                    kind="battery_quarantined", severity="critical", cabinet_id=check.cabinet_id,
-                    slot_no=check.slot_no, battery_serial=reading.serial, order_id=check.order_id,
-                    message=f"returned pack {reading.serial} quarantined in slot {check.slot_no}: {reason}"))
-                _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_INSERTED,
-                                                step="verify_return", outcome="rejected", detail=reason))
+                    await transfer_custody(
+                        session,
+                        battery,
+                        to_kind=CustodianKind.QUARANTINE,
+                        to_ref=slot_ref(check.cabinet_id, check.slot_no),
+                        reason=reason[:200],
+                        key=f"swap:{check.order_id}:return",
+                        order_id=check.order_id,
+                    )
+                await raise_alert(
+                    session,
+                    FaultReport(
+                        kind="battery_quarantined",
+                        severity="critical",
+                        cabinet_id=check.cabinet_id,
+                        slot_no=check.slot_no,
+                        battery_serial=reading.serial,
+                        order_id=check.order_id,
+                        message=f"returned pack {reading.serial} quarantined in slot {check.slot_no}: {reason}",
+                    ),
+                )
+                _append_step(
+                    order,
+                    StageUpdate(
+                        order_id=order.id,
+                        stage=SwapStage.RETURN_INSERTED,
+                        step="verify_return",
+                        outcome="rejected",
+                        detail=reason,
+                    ),
+                )
                 return ReturnVerdict(accepted=False, reason=reasons[0], quarantined=True)
 
             assert battery is not None
-            await transfer_custody(session, battery, to_kind=CustodianKind.SLOT,
-                                   to_ref=slot_ref(check.cabinet_id, check.slot_no), reason="swap return",
-                                   key=f"swap:{check.order_id}:return", order_id=check.order_id)
-            _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.RETURN_VERIFIED,
-                                            step="verify_return", detail=reading.serial))
+            await transfer_custody(
+                session,
+                battery,
+                to_kind=CustodianKind.SLOT,
+                to_ref=slot_ref(check.cabinet_id, check.slot_no),
+                reason="swap return",
+                key=f"swap:{check.order_id}:return",
+                order_id=check.order_id,
+            )
+            _append_step(
+                order,
+                StageUpdate(
+                    order_id=order.id, stage=SwapStage.RETURN_VERIFIED, step="verify_return", detail=reading.serial
+                ),
+            )
             return ReturnVerdict(accepted=True)
 
     @activity.defn(name="replace_swap_slot")
@@ -288,35 +392,51 @@ class SwapRecords:
         another slot for the same role if one is free."""
         async with self.db.transaction() as session:
             order = await self._order(session, request.order_id)
-            faulty = await session.scalar(select(Slot).where(
-                Slot.cabinet_id == request.cabinet_id, Slot.slot_no == request.faulty_slot_no))
+            faulty = await session.scalar(
+                select(Slot).where(Slot.cabinet_id == request.cabinet_id, Slot.slot_no == request.faulty_slot_no)
+            )
             assert faulty is not None
             if faulty.reserved_order_id == order.id:
                 faulty.reserved_order_id = None
                 faulty.out_of_service = request.reason[:100]
-                await raise_alert(session, FaultReport(
-                    kind="door_fault", severity="warning", cabinet_id=request.cabinet_id,
-                    slot_no=request.faulty_slot_no, order_id=order.id,
-                    message=f"slot {request.faulty_slot_no} door: {request.reason}"))
+                await raise_alert(
+                    session,
+                    FaultReport(
+                        kind="door_fault",
+                        severity="warning",
+                        cabinet_id=request.cabinet_id,
+                        slot_no=request.faulty_slot_no,
+                        order_id=order.id,
+                        message=f"slot {request.faulty_slot_no} door: {request.reason}",
+                    ),
+                )
             current = order.return_slot_no if request.role == SlotRole.RETURN else order.charged_slot_no
             if current != request.faulty_slot_no:  # a retry after this already happened
-                slot = await session.scalar(select(Slot).where(
-                    Slot.cabinet_id == request.cabinet_id, Slot.slot_no == current))
+                slot = await session.scalar(
+                    select(Slot).where(Slot.cabinet_id == request.cabinet_id, Slot.slot_no == current)
+                )
                 return SlotReplacement(slot_no=current, battery_serial=slot.battery_serial if slot else None)
             replacement = await self._reserve_first(
-                session, order.id, await self._candidates(session, request.cabinet_id, request.role))
+                session, order.id, await self._candidates(session, request.cabinet_id, request.role)
+            )
             step, detail = f"replace_{request.role}_slot", f"slot {request.faulty_slot_no} failed ({request.reason})"
             if replacement is None:
-                _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step=step, outcome="none_free",
-                                                detail=detail))
+                _append_step(
+                    order,
+                    StageUpdate(order_id=order.id, stage=order.stage, step=step, outcome="none_free", detail=detail),
+                )
                 return SlotReplacement(slot_no=None)
             if request.role == SlotRole.RETURN:
                 order.return_slot_no = replacement.slot_no
             else:
                 order.charged_slot_no = replacement.slot_no
                 order.issued_battery_serial = replacement.battery_serial
-            _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step=step,
-                                            detail=f"{detail}; now slot {replacement.slot_no}"))
+            _append_step(
+                order,
+                StageUpdate(
+                    order_id=order.id, stage=order.stage, step=step, detail=f"{detail}; now slot {replacement.slot_no}"
+                ),
+            )
             return SlotReplacement(slot_no=replacement.slot_no, battery_serial=replacement.battery_serial)
 
     @activity.defn(name="release_swap_coupon")
@@ -326,8 +446,9 @@ class SwapRecords:
             order = await self._order(session, release.order_id)
             code = await release_redemption(session, order.id, release.reason)
             if code is not None:
-                _append_step(order, StageUpdate(order_id=order.id, stage=order.stage, step="release_coupon",
-                                                detail=code))
+                _append_step(
+                    order, StageUpdate(order_id=order.id, stage=order.stage, step="release_coupon", detail=code)
+                )
 
     @activity.defn(name="report_swap_fault")
     async def report_fault(self, report: FaultReport) -> None:
@@ -348,30 +469,45 @@ class SwapRecords:
                 _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.COMPLETED, step="finish"))
             else:
                 order.failure_reason = finish.reason
-                _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.FAILED, step="finish",
-                                                outcome="failed", detail=finish.reason))
+                _append_step(
+                    order,
+                    StageUpdate(
+                        order_id=order.id, stage=SwapStage.FAILED, step="finish", outcome="failed", detail=finish.reason
+                    ),
+                )
             order.status = finish.status
             order.finished_at = utcnow()
-            await session.execute(update(Slot).where(Slot.reserved_order_id == order.id)
-                                  .values(reserved_order_id=None))
+            await session.execute(update(Slot).where(Slot.reserved_order_id == order.id).values(reserved_order_id=None))
 
     async def _hand_over_charged(self, session: AsyncSession, order: SwapOrder) -> None:
-        slot = await session.scalar(select(Slot).where(
-            Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no))
+        slot = await session.scalar(
+            select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no)
+        )
         battery = await session.get(Battery, order.issued_battery_serial)
         assert slot is not None and battery is not None
         slot.battery_serial = None
         slot.charging = False
-        await transfer_custody(session, battery, to_kind=CustodianKind.RIDER, to_ref=order.rider_id,
-                               reason="swap issue", key=f"swap:{order.id}:issue", order_id=order.id)
+        await transfer_custody(
+            session,
+            battery,
+            to_kind=CustodianKind.RIDER,
+            to_ref=order.rider_id,
+            reason="swap issue",
+            key=f"swap:{order.id}:issue",
+            order_id=order.id,
+        )
         # What the charge captured is what was deferred (a subscription swap captures its per-swap value).
-        captured = await session.scalar(select(Payment.amount_minor).where(
-            Payment.key == f"swap:{order.id}:charge", Payment.status == "captured"))
+        captured = await session.scalar(
+            select(Payment.amount_minor).where(Payment.key == f"swap:{order.id}:charge", Payment.status == "captured")
+        )
         amount = order.price_minor if captured is None else captured
         if amount:
             await post_transaction(
-                session, key=f"swap:{order.id}:revenue", kind="swap_revenue", currency=order.currency or "",
-                order_id=order.id, memo="swap completed: revenue recognised",
+                session,
+                key=f"swap:{order.id}:revenue",
+                kind="swap_revenue",
+                currency=order.currency or "",
+                order_id=order.id,
+                memo="swap completed: revenue recognised",
                 postings=[Posting(DEFERRED_REVENUE, amount), Posting(SWAP_REVENUE, -amount)],
             )
-

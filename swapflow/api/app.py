@@ -66,7 +66,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     install_contract(app)
-    for module in (swaps, cabinets, riders, network, batteries, ops, pricing, wallets, refunds, complaints,
-                   finance, payments):
+    for module in (
+        swaps,
+        cabinets,
+        riders,
+        network,
+        batteries,
+        ops,
+        pricing,
+        wallets,
+        refunds,
+        complaints,
+        finance,
+        payments,
+    ):
         app.include_router(module.router)
     return app

@@ -60,8 +60,7 @@ class Principal:
         return None if self.cities is None else sorted(self.cities)
 
 
-async def check_rider_access(session: AsyncSession, principal: Principal, rider_id: str, what: str,
-                             ident: str) -> None:
+async def check_rider_access(session: AsyncSession, principal: Principal, rider_id: str, what: str, ident: str) -> None:
     """404 unless the caller may see `rider_id`'s `what`: a rider their own only, an operator the riders
     of their cities."""
     if principal.is_rider:
@@ -84,8 +83,9 @@ bearer_scheme = HTTPBearer(auto_error=False, description="A rider's or an operat
 """Declares the scheme in the OpenAPI document (Swagger's Authorize button); the 401 is ours."""
 
 
-async def authenticate(db: DatabaseDep, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                               Depends(bearer_scheme)]) -> Principal:
+async def authenticate(
+    db: DatabaseDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Principal:
     """The caller named by `Authorization: Bearer <token>`, or 401."""
     if credentials is None:
         raise _unauthorized("send Authorization: Bearer <token>")

@@ -21,8 +21,16 @@ log = logging.getLogger(__name__)
 class Problem(Exception):
     """Raise to answer with a problem document."""
 
-    def __init__(self, status: int, title: str, detail: str, *, type_: str = "about:blank",
-                 headers: Mapping[str, str] | None = None, **extensions: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        type_: str = "about:blank",
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.type, self.extensions = status, title, detail, type_, extensions
         self.headers = headers
@@ -41,9 +49,16 @@ class ProblemDocument(BaseModel):
     instance: str | None = Field(None, description="The path the request was for")
 
 
-def problem_response(status: int, title: str, detail: str, *, type_: str = "about:blank",
-                     instance: str | None = None, headers: Mapping[str, str] | None = None,
-                     **extensions: Any) -> JSONResponse:
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
     if instance:
@@ -64,24 +79,34 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, type_=exc.type, instance=request.url.path,
-                                headers=exc.headers, **exc.extensions)
+        return problem_response(
+            exc.status,
+            exc.title,
+            exc.detail,
+            type_=exc.type,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extensions,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Its headers matter: `Allow` of a 405, `WWW-Authenticate` of a 401.
-        return problem_response(exc.status_code, str(exc.detail), str(exc.detail), instance=request.url.path,
-                                headers=exc.headers)
+        return problem_response(
+            exc.status_code, str(exc.detail), str(exc.detail), instance=request.url.path, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "Internal error", f"{type(exc).__name__}: the error is logged",
-                                instance=request.url.path)
+        return problem_response(
+            500, "Internal error", f"{type(exc).__name__}: the error is logged", instance=request.url.path
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         return problem_response(422, "Invalid request", detail, instance=request.url.path, errors=errors)

@@ -42,7 +42,8 @@ class SwapView(BaseModel):
     steps: list[dict[str, Any]]
     workflow_id: str
     source: Literal["workflow", "database"] = Field(
-        "database", description="workflow: live from the running workflow; database: as it recorded it")
+        "database", description="workflow: live from the running workflow; database: as it recorded it"
+    )
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None

@@ -14,8 +14,9 @@ async def cabinet_city(session: AsyncSession, cabinet_id: str | None) -> str | N
     """The city of the cabinet's station; None for no or an unknown cabinet."""
     if cabinet_id is None:
         return None
-    return await session.scalar(select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id)
-                                .where(Cabinet.id == cabinet_id))
+    return await session.scalar(
+        select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id == cabinet_id)
+    )
 
 
 async def rider_city(session: AsyncSession, rider_id: str) -> str | None:
@@ -41,8 +42,12 @@ def topic_cabinet(topic: ColumnElement[str] | InstrumentedAttribute[str], prefix
     """In SQL: the cabinet id a device topic names (`<prefix>/cabinets/<id>/<channel>`, `tower/<id>`),
     or NULL; the caller joins it to `Cabinet.id`, so an id no cabinet has names none."""
     head = f"{prefix}/cabinets/"  # as protocol.v1.cabinet_topic writes it
-    whens = [(and_(topic.startswith(head, autoescape=True), topic.endswith(f"/{channel.value}")),
-              func.substr(topic, len(head) + 1, func.length(topic) - len(head) - len(channel.value) - 1))
-             for channel in Channel]
+    whens = [
+        (
+            and_(topic.startswith(head, autoescape=True), topic.endswith(f"/{channel.value}")),
+            func.substr(topic, len(head) + 1, func.length(topic) - len(head) - len(channel.value) - 1),
+        )
+        for channel in Channel
+    ]
     whens.append((topic.startswith(TOWER_TOPIC), func.substr(topic, len(TOWER_TOPIC) + 1)))
     return case(*whens)

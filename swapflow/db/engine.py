@@ -90,8 +90,11 @@ class Database:
         device adapter): a dropped connection then costs one retry instead of a ping per transaction."""
         self.url = url
         self.engine = create_async_db_engine(url, pool_size=pool_size, pre_ping=pre_ping)
-        self._read_engine = (create_async_db_engine(url, pool_size=pool_size, writes=False, pre_ping=pre_ping)
-                             if is_sqlite(url) else None)
+        self._read_engine = (
+            create_async_db_engine(url, pool_size=pool_size, writes=False, pre_ping=pre_ping)
+            if is_sqlite(url)
+            else None
+        )
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
         # Queuing this process's writers here instead hands the lock over at once.

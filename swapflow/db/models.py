@@ -185,9 +185,7 @@ class Slot(Base):
     cabinet_id: Mapped[str] = mapped_column(ForeignKey("cabinets.id"))
     slot_no: Mapped[int] = mapped_column(Integer)
     door: Mapped[DoorState] = mapped_column(String(8), default=DoorState.CLOSED)
-    battery_serial: Mapped[str | None] = mapped_column(
-        ForeignKey("batteries.serial"), nullable=True, unique=True
-    )
+    battery_serial: Mapped[str | None] = mapped_column(ForeignKey("batteries.serial"), nullable=True, unique=True)
     charging: Mapped[bool] = mapped_column(Boolean, default=False)
     locked: Mapped[bool] = mapped_column(Boolean, default=False, doc="Locked slots take no part in swaps.")
     fault: Mapped[str | None] = mapped_column(String(100), nullable=True, doc="As the cabinet reports it.")
@@ -196,7 +194,8 @@ class Slot(Base):
     )
     reserved_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     reported_serial: Mapped[str | None] = mapped_column(
-        String(40), nullable=True, doc="The pack the cabinet last reported in the slot (an event or a birth).")
+        String(40), nullable=True, doc="The pack the cabinet last reported in the slot (an event or a birth)."
+    )
     reported_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When; null: never reported.")
 
     cabinet: Mapped[Cabinet] = relationship(back_populates="slots")
@@ -219,8 +218,9 @@ class Battery(Base):
     custodian_ref: Mapped[str] = mapped_column(String(60), doc="slot: '<cabinet>/<slot>'; rider: rider id.")
     reading_at: Mapped[datetime | None] = mapped_column(nullable=True)
     current_a: Mapped[float | None] = mapped_column(Float, nullable=True, doc="Latest current; positive: charging.")
-    charge_state: Mapped[str | None] = mapped_column(String(12), nullable=True,
-                                                     doc="charging | discharging | idle (battery_state.py).")
+    charge_state: Mapped[str | None] = mapped_column(
+        String(12), nullable=True, doc="charging | discharging | idle (battery_state.py)."
+    )
 
     __table_args__ = (Index("ix_batteries_custodian", "custodian_kind", "custodian_ref"),)
 
@@ -382,8 +382,11 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     dedupe_key: Mapped[str | None] = mapped_column(
-        String(64), nullable=True, unique=True,
-        doc="The same fault (topic and reason) within one hour: counted on one row, not stored again.")
+        String(64),
+        nullable=True,
+        unique=True,
+        doc="The same fault (topic and reason) within one hour: counted on one row, not stored again.",
+    )
     occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -468,8 +471,9 @@ class Payment(Base):
     method: Mapped[str] = mapped_column(String(16))
     amount_minor: Mapped[int] = mapped_column(Integer, doc="Asked for; the captured amount once captured.")
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16),
-                                        doc="initiated | pending | authorized | captured | declined | closed")
+    status: Mapped[str] = mapped_column(
+        String(16), doc="initiated | pending | authorized | captured | declined | closed"
+    )
     payer: Mapped[str | None] = mapped_column(String(120), nullable=True, doc="The provider's handle for the rider.")
     provider_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -492,8 +496,9 @@ class Refund(Base):
     currency: Mapped[str] = mapped_column(String(3))
     reason: Mapped[str] = mapped_column(Text)
     origin: Mapped[str] = mapped_column(String(24), doc="swap_compensation | operator | complaint")
-    status: Mapped[str] = mapped_column(String(16), index=True,
-                                        doc="requested | processing | succeeded | escalated | rejected")
+    status: Mapped[str] = mapped_column(
+        String(16), index=True, doc="requested | processing | succeeded | escalated | rejected"
+    )
     provider_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     provider_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1, doc="Submission number; a new key each.")
@@ -620,7 +625,6 @@ class ReconciliationException(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-
 # ---- payment provider notifications (issue 4, providers) ----
 
 
@@ -710,7 +714,6 @@ class CouponRedemption(Base):
     release_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-
 # ---- device network: online transitions, telemetry history, command queues (issue 5) ----
 
 
@@ -789,7 +792,8 @@ class CustodyDiscrepancy(Base):
     detected_at: Mapped[datetime] = mapped_column(doc="Time of the birth or the late event that revealed it.")
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
     order_id: Mapped[str | None] = mapped_column(
-        String(40), nullable=True, index=True, doc="The ended swap a late event belonged to (finance reviews it).")
+        String(40), nullable=True, index=True, doc="The ended swap a late event belonged to (finance reviews it)."
+    )
 
 
 # ---- device identity and the tower-protocol gateway (issue 5) ----
@@ -878,8 +882,13 @@ class WorkOrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-OPEN_WORK_ORDER_STATUSES = (WorkOrderStatus.NEW, WorkOrderStatus.DISPATCHED, WorkOrderStatus.UNASSIGNED,
-                            WorkOrderStatus.ACCEPTED, WorkOrderStatus.VERIFYING)
+OPEN_WORK_ORDER_STATUSES = (
+    WorkOrderStatus.NEW,
+    WorkOrderStatus.DISPATCHED,
+    WorkOrderStatus.UNASSIGNED,
+    WorkOrderStatus.ACCEPTED,
+    WorkOrderStatus.VERIFYING,
+)
 
 
 class WorkOrder(Base):

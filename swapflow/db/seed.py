@@ -102,8 +102,15 @@ def seed_demo_network(
             return False
         battery_no = 0
         for c in DEMO_CITIES:
-            session.add(City(code=c.code, name=c.name, timezone=c.timezone, currency=c.currency,
-                             swap_price_minor=c.swap_price_minor))
+            session.add(
+                City(
+                    code=c.code,
+                    name=c.name,
+                    timezone=c.timezone,
+                    currency=c.currency,
+                    swap_price_minor=c.swap_price_minor,
+                )
+            )
             for s in range(1, stations_per_city + 1):
                 station = Station(
                     id=f"st-{c.code.lower()}-{s:03d}",
@@ -117,13 +124,18 @@ def seed_demo_network(
                     cabinet_id = f"cab-{c.code.lower()}-{s:03d}-{k}"
                     command_only = rng.random() < command_only_share
                     tower = tower_rng.random() < tower_share and not command_only
-                    session.add(Cabinet(
-                        id=cabinet_id, station_id=station.id, model="SC-12", slot_count=slots_per_cabinet,
-                        capability=CabinetCapability.COMMAND_ONLY if command_only
-                        else CabinetCapability.REPORTING,
-                        online=False, firmware="1.4.2",
-                        protocol=CabinetProtocol.TOWER if tower else CabinetProtocol.V1,
-                    ))
+                    session.add(
+                        Cabinet(
+                            id=cabinet_id,
+                            station_id=station.id,
+                            model="SC-12",
+                            slot_count=slots_per_cabinet,
+                            capability=CabinetCapability.COMMAND_ONLY if command_only else CabinetCapability.REPORTING,
+                            online=False,
+                            firmware="1.4.2",
+                            protocol=CabinetProtocol.TOWER if tower else CabinetProtocol.V1,
+                        )
+                    )
                     for n in range(1, slots_per_cabinet + 1):
                         serial = None
                         if n <= slots_per_cabinet - empty_slots_per_cabinet:
@@ -131,8 +143,9 @@ def seed_demo_network(
                             serial = f"BAT{battery_no:07d}"
                             soc = 100.0 if rng.random() < 0.75 else round(rng.uniform(30, 85), 1)
                             session.add(_battery(rng, serial, soc, CustodianKind.SLOT, slot_ref(cabinet_id, n)))
-                        session.add(Slot(cabinet_id=cabinet_id, slot_no=n, battery_serial=serial,
-                                         charging=serial is not None))
+                        session.add(
+                            Slot(cabinet_id=cabinet_id, slot_no=n, battery_serial=serial, charging=serial is not None)
+                        )
             for r in range(1, riders_per_city + 1):
                 rider_id = f"rider-{c.code.lower()}-{r:04d}"
                 session.add(Rider(id=rider_id, name=f"Rider {c.code}-{r}", city_code=c.code))
@@ -144,11 +157,17 @@ def seed_demo_network(
         session.flush()
         _seed_payment_methods(session)
         for battery in session.scalars(select(Battery)):
-            session.add(CustodyEvent(
-                key=f"commission:{battery.serial}", battery_serial=battery.serial,
-                from_kind=CustodianKind.OPS, from_ref="warehouse",
-                to_kind=battery.custodian_kind, to_ref=battery.custodian_ref, reason="commissioned",
-            ))
+            session.add(
+                CustodyEvent(
+                    key=f"commission:{battery.serial}",
+                    battery_serial=battery.serial,
+                    from_kind=CustodianKind.OPS,
+                    from_ref="warehouse",
+                    to_kind=battery.custodian_kind,
+                    to_ref=battery.custodian_ref,
+                    reason="commissioned",
+                )
+            )
     return True
 
 
@@ -165,9 +184,14 @@ def _seed_payment_methods(session: Session) -> None:
     """Wallet riders get a balance (a goodwill credit), subscription riders a plan, both booked in the ledger."""
     plans: dict[str, SubscriptionPlan] = {}
     for city in session.scalars(select(City)):
-        plan = SubscriptionPlan(id=f"plan-{city.code.lower()}-60", name=f"{city.name}: 60 swaps a month",
-                                swaps_per_period=60, period_days=30, price_minor=city.swap_price_minor * 50,
-                                currency=city.currency)
+        plan = SubscriptionPlan(
+            id=f"plan-{city.code.lower()}-60",
+            name=f"{city.name}: 60 swaps a month",
+            swaps_per_period=60,
+            period_days=30,
+            price_minor=city.swap_price_minor * 50,
+            currency=city.currency,
+        )
         session.add(plan)
         plans[city.code] = plan
     session.flush()
@@ -180,18 +204,49 @@ def _seed_payment_methods(session: Session) -> None:
             # A demo balance is a goodwill credit: money into a wallet is a payment or finance's gift.
             amount, credit_id = home.swap_price_minor * DEMO_WALLET_TOPUP, f"gw_seed_{rider.id}"[:40]
             key = f"wallet:{rider.id}:goodwill:{credit_id}"
-            session.add(GoodwillCredit(id=credit_id, rider_id=rider.id, idempotency_key="seed", amount_minor=amount,
-                                       currency=home.currency, reason="demo balance", approved_by="seed"))
-            _book(session, key=key, kind="wallet_goodwill", currency=home.currency, debit=GOODWILL,
-                  credit=wallet_account(rider.id), amount=amount)
+            session.add(
+                GoodwillCredit(
+                    id=credit_id,
+                    rider_id=rider.id,
+                    idempotency_key="seed",
+                    amount_minor=amount,
+                    currency=home.currency,
+                    reason="demo balance",
+                    approved_by="seed",
+                )
+            )
+            _book(
+                session,
+                key=key,
+                kind="wallet_goodwill",
+                currency=home.currency,
+                debit=GOODWILL,
+                credit=wallet_account(rider.id),
+                amount=amount,
+            )
             session.add(Wallet(rider_id=rider.id, currency=home.currency, balance_minor=amount))
-            session.add(WalletEntry(id=f"wal_seed_{rider.id}"[:40], key=key, rider_id=rider.id, kind="goodwill",
-                                    currency=home.currency, amount_minor=amount, payment_key=f"goodwill:{credit_id}"))
+            session.add(
+                WalletEntry(
+                    id=f"wal_seed_{rider.id}"[:40],
+                    key=key,
+                    rider_id=rider.id,
+                    kind="goodwill",
+                    currency=home.currency,
+                    amount_minor=amount,
+                    payment_key=f"goodwill:{credit_id}",
+                )
+            )
         elif method == "subscription":
             plan = plans[rider.city_code]
-            _book(session, key=f"subscription:{rider.id}:{plan.id}:sale", kind="subscription_sale",
-                  currency=plan.currency, debit=provider_clearing("subscription_sales"),
-                  credit=subscription_account(rider.id), amount=plan.price_minor)
+            _book(
+                session,
+                key=f"subscription:{rider.id}:{plan.id}:sale",
+                kind="subscription_sale",
+                currency=plan.currency,
+                debit=provider_clearing("subscription_sales"),
+                credit=subscription_account(rider.id),
+                amount=plan.price_minor,
+            )
             session.add(Subscription(rider_id=rider.id, plan_id=plan.id, started_at=utcnow(), active=True))
 
 
@@ -199,7 +254,9 @@ def _book(session: Session, *, key: str, kind: str, currency: str, debit: str, c
     transaction = LedgerTransaction(key=key, kind=kind, memo="demo seed")
     session.add(transaction)
     session.flush()
-    session.add_all([
-        LedgerPosting(transaction_id=transaction.id, account=debit, amount_minor=amount, currency=currency),
-        LedgerPosting(transaction_id=transaction.id, account=credit, amount_minor=-amount, currency=currency),
-    ])
+    session.add_all(
+        [
+            LedgerPosting(transaction_id=transaction.id, account=debit, amount_minor=amount, currency=currency),
+            LedgerPosting(transaction_id=transaction.id, account=credit, amount_minor=-amount, currency=currency),
+        ]
+    )

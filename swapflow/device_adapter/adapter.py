@@ -103,8 +103,9 @@ SUBSCRIBED_CHANNELS = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel
 _SWAP_PATH_CHANNELS = frozenset({Channel.STATE, Channel.EVENTS, Channel.ACKS})
 # door_opened only updates state: the open_door ack already told the sender, and every signal costs
 # the workflow a task. What a swap waits for is signalled.
-SIGNALLED_EVENTS = frozenset({EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED, EventType.BATTERY_REMOVED,
-                              EventType.FAULT})
+SIGNALLED_EVENTS = frozenset(
+    {EventType.DOOR_CLOSED, EventType.BATTERY_INSERTED, EventType.BATTERY_REMOVED, EventType.FAULT}
+)
 """What the adapter listens to; `commands` flows the other way."""
 
 _MAX_PENDING_LETTERS = 10_000  # distinct dead letters waiting for the next batch write; more are only counted
@@ -226,17 +227,39 @@ def _route_battery_report(
     place = (report.cabinet_id, report.slot_no) if report.cabinet_id and report.slot_no else None
     routes = []
     if place is not None and (slot := reserved_at.get(place)) is not None and slot.reserved_order_id:
-        routes.append(_Route(swap_workflow_id(slot.reserved_order_id), DeviceSignal(
-            message_id=message_id, kind=DeviceSignalKind.BATTERY_REPORT, cabinet_id=slot.cabinet_id, at=at,
-            slot_no=slot.slot_no, battery=report.reading, battery_serial=report.serial, in_slot=True,
-        )))
+        routes.append(
+            _Route(
+                swap_workflow_id(slot.reserved_order_id),
+                DeviceSignal(
+                    message_id=message_id,
+                    kind=DeviceSignalKind.BATTERY_REPORT,
+                    cabinet_id=slot.cabinet_id,
+                    at=at,
+                    slot_no=slot.slot_no,
+                    battery=report.reading,
+                    battery_serial=report.serial,
+                    in_slot=True,
+                ),
+            )
+        )
     held = reserved_holding.get(report.serial)
     if held is not None and held.reserved_order_id and (held.cabinet_id, held.slot_no) != place:
         # Its own id: the same report may also have told the same swap the pack is in another of its slots.
-        routes.append(_Route(swap_workflow_id(held.reserved_order_id), DeviceSignal(
-            message_id=f"{message_id}:left", kind=DeviceSignalKind.BATTERY_REPORT, cabinet_id=held.cabinet_id,
-            at=at, slot_no=held.slot_no, battery=report.reading, battery_serial=report.serial, in_slot=False,
-        )))
+        routes.append(
+            _Route(
+                swap_workflow_id(held.reserved_order_id),
+                DeviceSignal(
+                    message_id=f"{message_id}:left",
+                    kind=DeviceSignalKind.BATTERY_REPORT,
+                    cabinet_id=held.cabinet_id,
+                    at=at,
+                    slot_no=held.slot_no,
+                    battery=report.reading,
+                    battery_serial=report.serial,
+                    in_slot=False,
+                ),
+            )
+        )
     return routes
 
 
@@ -299,8 +322,9 @@ class DeviceAdapter:
         self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
         self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
-        self._clock = DeviceClock(settings.device_clock_skew_s, settings.device_clock_max_age_s,
-                                  self.metrics.clock_clamped)
+        self._clock = DeviceClock(
+            settings.device_clock_skew_s, settings.device_clock_max_age_s, self.metrics.clock_clamped
+        )
         self._signals = SignalSender(
             temporal, self._dead_letter, retry_for_s=signal_retry_s, on_delivered=self._count_signal
         )
@@ -345,8 +369,10 @@ class DeviceAdapter:
         # An MQTT client reads about one message per turn of the event loop, so at thousands of
         # telemetry messages a second one connection is the limit; several share the subscription.
         connections = [asyncio.create_task(self._consume(telemetry=False))]
-        connections += [asyncio.create_task(self._consume(telemetry=True, index=i))
-                        for i in range(self.settings.adapter_telemetry_connections)]
+        connections += [
+            asyncio.create_task(self._consume(telemetry=True, index=i))
+            for i in range(self.settings.adapter_telemetry_connections)
+        ]
         try:
             await asyncio.gather(*connections)
         finally:
@@ -422,8 +448,10 @@ class DeviceAdapter:
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
-        raise aiomqtt.MqttError(f"nothing heard, not even our probe, in {self._probe_timeout_s:.0f}s: the session "
-                                "was taken over or the subscription lost")
+        raise aiomqtt.MqttError(
+            f"nothing heard, not even our probe, in {self._probe_timeout_s:.0f}s: the session "
+            "was taken over or the subscription lost"
+        )
 
     async def _watch(self, client: aiomqtt.Client, probe: tuple[str, int], heard: asyncio.Event) -> None:
         """Publish a probe every `probe_interval_s`; return when nothing (the probe or any other message:
@@ -462,14 +490,16 @@ class DeviceAdapter:
         key = route[0] if route is not None else f"battery:{serial}"
         # What a device sends beyond its rate costs a counter; refusals are counted, not stored one by one.
         if not self._limiter.allow(key):
-            self._reject(topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: "
-                                     "dropped")
+            self._reject(topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: dropped")
             if route is not None:
                 self._flooding.add(route[0])
             return
         if len(payload) > self.settings.device_max_message_bytes:
-            self._reject(topic, payload, f"message of {len(payload)} bytes exceeds the limit of "
-                                         f"{self.settings.device_max_message_bytes}")
+            self._reject(
+                topic,
+                payload,
+                f"message of {len(payload)} bytes exceeds the limit of {self.settings.device_max_message_bytes}",
+            )
             return
         if route is not None:
             self._heard[route[0]] = asyncio.get_running_loop().time()
@@ -487,8 +517,9 @@ class DeviceAdapter:
         # A queue per cabinet keeps its messages in order; cabinets take turns, so one's backlog never
         # delays another's events.
         elif not self._queue.put(key, (topic, payload)):
-            self._reject(topic, b"", f"cabinet queue of {self.settings.device_queue_per_cabinet} messages full: "
-                                     "dropped")
+            self._reject(
+                topic, b"", f"cabinet queue of {self.settings.device_queue_per_cabinet} messages full: dropped"
+            )
 
     async def _lane(self) -> None:
         while True:
@@ -520,6 +551,7 @@ class DeviceAdapter:
         writes interleave with them."""
         while len(self.history):
             readings, health = self.history.take(_HISTORY_BATCH)
+
             async def work(session: AsyncSession, r: list[Any] = readings, h: list[Any] = health) -> None:
                 await self._relaxed_commit(session)
                 await write_history(session, r, h)
@@ -555,7 +587,8 @@ class DeviceAdapter:
 
         async def work(session: AsyncSession) -> list[tuple[str, list[str]]]:
             expired = await expire_silent_cabinets(
-                session, cutoff=cutoff, now=now, spare=lambda c: self._heard.get(c, -math.inf) > heard_since)
+                session, cutoff=cutoff, now=now, spare=lambda c: self._heard.get(c, -math.inf) > heard_since
+            )
             return [(e.cabinet_id, e.order_ids) for e in expired]
 
         for cabinet_id, order_ids in await self._transaction(work) if listening else []:
@@ -563,17 +596,24 @@ class DeviceAdapter:
             self.metrics.presence_transitions.labels(PresenceCause.HEARTBEAT_EXPIRED.value).inc()
             self._slots_written.pop(cabinet_id, None)
             message_id = f"state:{DeviceSignalKind.CABINET_OFFLINE.value}:expired:{now.isoformat()}"[:80]
-            signal = DeviceSignal(message_id=message_id, kind=DeviceSignalKind.CABINET_OFFLINE,
-                                  cabinet_id=cabinet_id, at=now)
+            signal = DeviceSignal(
+                message_id=message_id, kind=DeviceSignalKind.CABINET_OFFLINE, cabinet_id=cabinet_id, at=now
+            )
             topic = cabinet_topic(self.prefix, cabinet_id, Channel.STATE)
             for order_id in order_ids:
                 self._signals.send(swap_workflow_id(order_id), signal, topic=topic, payload=b"heartbeat expired")
         async with self.db.sessions() as session:
             self.metrics.cabinets_online.set(
-                await session.scalar(select(func.count()).select_from(Cabinet).where(Cabinet.online.is_(True))) or 0)
-            self.metrics.commands_outstanding.set(await session.scalar(
-                select(func.count()).select_from(DeviceCommand).where(
-                    DeviceCommand.acked_at.is_(None), DeviceCommand.deadline_at > now)) or 0)
+                await session.scalar(select(func.count()).select_from(Cabinet).where(Cabinet.online.is_(True))) or 0
+            )
+            self.metrics.commands_outstanding.set(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(DeviceCommand)
+                    .where(DeviceCommand.acked_at.is_(None), DeviceCommand.deadline_at > now)
+                )
+                or 0
+            )
 
     async def _telemetry_writer(self) -> None:
         while True:
@@ -635,25 +675,52 @@ class DeviceAdapter:
             return
         sample = next(iter(letters.values()), None)
         if sample is not None:
-            log.warning("%d dead letters (%d kinds%s), e.g. on %s: %s", sum(x.occurrences for x in letters.values()),
-                        len(letters), f", {lost} more not kept" if lost else "", sample.topic, sample.reason)
+            log.warning(
+                "%d dead letters (%d kinds%s), e.g. on %s: %s",
+                sum(x.occurrences for x in letters.values()),
+                len(letters),
+                f", {lost} more not kept" if lost else "",
+                sample.topic,
+                sample.reason,
+            )
         insert = postgresql.insert if self._postgres else sqlite.insert
-        rows = [{"dedupe_key": key, "topic": x.topic, "payload": x.payload, "reason": x.reason,
-                 "received_at": x.first_at, "last_seen_at": x.last_at, "occurrences": x.occurrences}
-                for key, x in letters.items()]
+        rows = [
+            {
+                "dedupe_key": key,
+                "topic": x.topic,
+                "payload": x.payload,
+                "reason": x.reason,
+                "received_at": x.first_at,
+                "last_seen_at": x.last_at,
+                "occurrences": x.occurrences,
+            }
+            for key, x in letters.items()
+        ]
         table = table_of(DeadLetter)
 
         async def work(session: AsyncSession) -> None:
             for start in range(0, len(rows), _DEAD_LETTER_INSERT_ROWS):
                 statement = insert(table).values(rows[start : start + _DEAD_LETTER_INSERT_ROWS])
-                await session.execute(statement.on_conflict_do_update(index_elements=["dedupe_key"], set_={
-                    "occurrences": table.c.occurrences + statement.excluded.occurrences,
-                    "last_seen_at": statement.excluded.last_seen_at}))
+                await session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["dedupe_key"],
+                        set_={
+                            "occurrences": table.c.occurrences + statement.excluded.occurrences,
+                            "last_seen_at": statement.excluded.last_seen_at,
+                        },
+                    )
+                )
             for cabinet_id in sorted(flooding):
-                await raise_alert(session, FaultReport(
-                    kind=DEVICE_FLOOD, severity="warning", cabinet_id=cabinet_id,
-                    message=f"cabinet {cabinet_id} sent more than {self.settings.device_rate_per_s:g} messages a "
-                            "second; the excess was dropped (see its dead letters)"))
+                await raise_alert(
+                    session,
+                    FaultReport(
+                        kind=DEVICE_FLOOD,
+                        severity="warning",
+                        cabinet_id=cabinet_id,
+                        message=f"cabinet {cabinet_id} sent more than {self.settings.device_rate_per_s:g} messages a "
+                        "second; the excess was dropped (see its dead letters)",
+                    ),
+                )
 
         try:
             await self._transaction(work)
@@ -664,10 +731,14 @@ class DeviceAdapter:
         """Delete the dead letters last seen longer ago than their retention; returns how many."""
         cutoff = utcnow() - timedelta(days=self.settings.dead_letter_retention_days)
         table = table_of(DeadLetter)
-        old = select(table.c.id).where(table.c.received_at < cutoff, or_(
-            table.c.last_seen_at.is_(None), table.c.last_seen_at < cutoff)).limit(_EXPIRY_BATCH)
+        old = (
+            select(table.c.id)
+            .where(table.c.received_at < cutoff, or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < cutoff))
+            .limit(_EXPIRY_BATCH)
+        )
         deleted = 0
         while True:
+
             async def work(session: AsyncSession) -> int:
                 result = await session.execute(table.delete().where(table.c.id.in_(old.scalar_subquery())))
                 return int(result.rowcount)  # type: ignore[attr-defined]
@@ -774,8 +845,9 @@ class DeviceAdapter:
                 return [], 0
             changed = cabinet.online != state.online
             # A transition seen before (a retained copy, another adapter) changes nothing, not even the flag.
-            if changed and not await self._record(session, cabinet_id, message_id, kind.value, topic,
-                                                  state.model_dump(mode="json", exclude_none=True)):
+            if changed and not await self._record(
+                session, cabinet_id, message_id, kind.value, topic, state.model_dump(mode="json", exclude_none=True)
+            ):
                 return [], 0
             cabinet.online = state.online
             if state.firmware:
@@ -864,18 +936,34 @@ class DeviceAdapter:
         # only if the command exists and was sent to this cabinet: one statement, no ORM objects. Acks come
         # in beside thousands of telemetry messages a second, and their round trip is the door's.
         known = select(
-            commands.c.cabinet_id, literal(f"ack:{ack.command_id}"), literal("command_ack"), literal(topic[:200]),
-            literal(raw, messages.c.payload.type), commands.c.workflow_id,
+            commands.c.cabinet_id,
+            literal(f"ack:{ack.command_id}"),
+            literal("command_ack"),
+            literal(topic[:200]),
+            literal(raw, messages.c.payload.type),
+            commands.c.workflow_id,
             literal(acked_at, messages.c.received_at.type),
         ).where(commands.c.id == ack.command_id, commands.c.cabinet_id == cabinet_id)
         insert = postgresql.insert if self._postgres else sqlite.insert
-        record = insert(messages).from_select(
-            ["cabinet_id", "message_id", "kind", "topic", "payload", "workflow_id", "received_at"], known,
-        ).on_conflict_do_nothing(index_elements=["cabinet_id", "message_id"])
-        acknowledge = commands.update().where(commands.c.id == ack.command_id).values(
-            acked_at=acked_at, ok=ack.ok, error=ack.error[:200] if ack.error else None,
-            result=ack.result.model_dump(mode="json") if ack.result else null(),
-        ).returning(commands.c.sent_at)
+        record = (
+            insert(messages)
+            .from_select(
+                ["cabinet_id", "message_id", "kind", "topic", "payload", "workflow_id", "received_at"],
+                known,
+            )
+            .on_conflict_do_nothing(index_elements=["cabinet_id", "message_id"])
+        )
+        acknowledge = (
+            commands.update()
+            .where(commands.c.id == ack.command_id)
+            .values(
+                acked_at=acked_at,
+                ok=ack.ok,
+                error=ack.error[:200] if ack.error else None,
+                result=ack.result.model_dump(mode="json") if ack.result else null(),
+            )
+            .returning(commands.c.sent_at)
+        )
 
         async def work(session: AsyncSession) -> datetime | None:
             if self._postgres:
@@ -916,27 +1004,42 @@ class DeviceAdapter:
         fresh = {telemetry.cabinet_id: (topic, payload, telemetry) for topic, payload, telemetry in batch}
         if not fresh:
             return
-        written = {cabinet_id: tuple((r.slot_no, r.door, r.charging, r.fault) for r in telemetry.slots)
-                   for cabinet_id, (_, _, telemetry) in fresh.items()}
+        written = {
+            cabinet_id: tuple((r.slot_no, r.door, r.charging, r.fault) for r in telemetry.slots)
+            for cabinet_id, (_, _, telemetry) in fresh.items()
+        }
 
         async def work(session: AsyncSession) -> tuple[set[str], list[tuple[str, datetime, list[str]]]]:
             await self._relaxed_commit(session)
-            online = dict((await session.execute(
-                select(Cabinet.id, Cabinet.online).where(Cabinet.id.in_(list(fresh))))).tuples().all())
+            online = dict(
+                (await session.execute(select(Cabinet.id, Cabinet.online).where(Cabinet.id.in_(list(fresh)))))
+                .tuples()
+                .all()
+            )
             reports, revived = [], []
             for cabinet_id, (_, _, telemetry) in fresh.items():
                 if cabinet_id not in online:
                     continue
                 at = as_utc(telemetry.ts)
-                reports.append(CabinetReport(
-                    cabinet_id, at, telemetry.slots, doors_current=at >= self._event_at.get(cabinet_id, at),
-                    write_slots=self._slots_written.get(cabinet_id) != written[cabinet_id]))
+                reports.append(
+                    CabinetReport(
+                        cabinet_id,
+                        at,
+                        telemetry.slots,
+                        doors_current=at >= self._event_at.get(cabinet_id, at),
+                        write_slots=self._slots_written.get(cabinet_id) != written[cabinet_id],
+                    )
+                )
                 if not online[cabinet_id] and await telemetry_may_revive(session, cabinet_id):
                     # Heard again after its heartbeats expired, on the same connection (no new birth):
                     # online again, and its full slot state is checked against custody as a birth's is.
                     # Guarded, so a birth committed meanwhile (PostgreSQL runs both at once) wins.
-                    revive = await session.execute(table_of(Cabinet).update().where(
-                        Cabinet.id == cabinet_id, Cabinet.online.is_(False)).values(online=True))
+                    revive = await session.execute(
+                        table_of(Cabinet)
+                        .update()
+                        .where(Cabinet.id == cabinet_id, Cabinet.online.is_(False))
+                        .values(online=True)
+                    )
                     if not revive.rowcount:  # type: ignore[attr-defined]
                         continue
                     record_transition(session, cabinet_id, True, PresenceCause.TELEMETRY, at)
@@ -968,8 +1071,9 @@ class DeviceAdapter:
         for cabinet_id, at, order_ids in revived:
             self.metrics.presence_transitions.labels(PresenceCause.TELEMETRY.value).inc()
             message_id = f"state:{DeviceSignalKind.CABINET_ONLINE.value}:telemetry:{at.isoformat()}"[:80]
-            signal = DeviceSignal(message_id=message_id, kind=DeviceSignalKind.CABINET_ONLINE,
-                                  cabinet_id=cabinet_id, at=at)
+            signal = DeviceSignal(
+                message_id=message_id, kind=DeviceSignalKind.CABINET_ONLINE, cabinet_id=cabinet_id, at=at
+            )
             topic, payload, _ = fresh[cabinet_id]
             for order_id in order_ids:
                 self._signals.send(swap_workflow_id(order_id), signal, topic=topic, payload=payload)
@@ -1016,10 +1120,14 @@ class DeviceAdapter:
                         stale += 1
                     else:
                         latest[serial] = (topic, payload, data, report)
-            reserved = list(await session.scalars(select(Slot).where(
-                Slot.reserved_order_id.is_not(None),
-                or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
-            )))
+            reserved = list(
+                await session.scalars(
+                    select(Slot).where(
+                        Slot.reserved_order_id.is_not(None),
+                        or_(Slot.cabinet_id.in_(list(places)), Slot.battery_serial.in_(serials)),
+                    )
+                )
+            )
             reserved_at = {(s.cabinet_id, s.slot_no): s for s in reserved}
             reserved_holding = {s.battery_serial: s for s in reserved if s.battery_serial}
             routed: list[tuple[str, bytes, _Route]] = []
@@ -1032,8 +1140,13 @@ class DeviceAdapter:
                 # follows. Other reports are routine readings, kept only as the pack's latest values.
                 if routes or battery is None:
                     recorded = await self._record(
-                        session, report.cabinet_id or _NO_CABINET, f"bat:{report.serial}:{report.seq}",
-                        _BATTERY_REPORT, topic, data, routes[0].workflow_id if routes else None,
+                        session,
+                        report.cabinet_id or _NO_CABINET,
+                        f"bat:{report.serial}:{report.seq}",
+                        _BATTERY_REPORT,
+                        topic,
+                        data,
+                        routes[0].workflow_id if routes else None,
                     )
                     if not recorded:
                         duplicates += 1
@@ -1059,10 +1172,13 @@ class DeviceAdapter:
             await self._dead_letter(topic, payload, reason)
         for serial, (*_, report) in latest.items():
             self._battery_seq[serial] = self._clock.bound_seq(report.seq)
-        self.history.offer([history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no)
-                            for *_, r in latest.values()], [])
-        return [self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)
-                for topic, payload, route in routed]
+        self.history.offer(
+            [history_row(r.reading, as_utc(r.ts), r.cabinet_id, r.slot_no) for *_, r in latest.values()], []
+        )
+        return [
+            self._signals.send(route.workflow_id, route.signal, topic=topic, payload=payload)
+            for topic, payload, route in routed
+        ]
 
     # ------------------------------------------------------------------------------------- database
 

@@ -41,8 +41,14 @@ def readiness(battery: Battery, slot: Slot | None, settings: Settings) -> list[s
     if battery.soh < settings.min_soh:
         reasons.append(f"SoH {battery.soh:.1f}% below {settings.min_soh:.0f}%")
     limits = settings.battery_limits.get(battery.model, settings.default_battery_limits)
-    reading = BatteryReading(serial=battery.serial, soc=battery.soc, soh=battery.soh, voltage_v=battery.voltage_v,
-                             current_a=battery.current_a or 0.0, temperature_c=battery.temperature_c,
-                             cycle_count=battery.cycle_count)
+    reading = BatteryReading(
+        serial=battery.serial,
+        soc=battery.soc,
+        soh=battery.soh,
+        voltage_v=battery.voltage_v,
+        current_a=battery.current_a or 0.0,
+        temperature_c=battery.temperature_c,
+        cycle_count=battery.cycle_count,
+    )
     reasons.extend(check_pack(reading, limits).reasons)
     return reasons

@@ -38,8 +38,14 @@ class CommandQueue:
     """Sends commands for workflows. Run `run()` as a task; `send()` queues a command and publishes it
     at once unless an earlier command to the same slot is still waiting for its ack."""
 
-    def __init__(self, settings: Settings, *, name: str = "swapflow-commands", metrics: CommandMetrics | None = None,
-                 resend_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str = "swapflow-commands",
+        metrics: CommandMetrics | None = None,
+        resend_s: float | None = None,
+    ) -> None:
         self.publisher = CommandPublisher(settings, name=name, on_ack=self.acknowledged)
         self.metrics = metrics or CommandMetrics()
         self._resend_s = resend_s or settings.command_resend_s
@@ -86,8 +92,7 @@ class CommandQueue:
         came (the ack subscription is QoS 0: the caller may still find it where the adapter recorded it)."""
         entry = self._answers.get(command.command_id)
         if entry is None:
-            entry = self._answers[command.command_id] = (command.cabinet_id,
-                                                         asyncio.get_running_loop().create_future())
+            entry = self._answers[command.command_id] = (command.cabinet_id, asyncio.get_running_loop().create_future())
         answer = entry[1]
         try:
             await self.send(command)
@@ -128,8 +133,12 @@ class CommandQueue:
         self._pending.pop(command_id, None)
         self.metrics.expired.inc()
         self.metrics.queue_depth.set(len(self._pending))
-        log.info("command %s (%s to %s) expired unacknowledged at its deadline", command_id, command.action.value,
-                 command.cabinet_id)
+        log.info(
+            "command %s (%s to %s) expired unacknowledged at its deadline",
+            command_id,
+            command.action.value,
+            command.cabinet_id,
+        )
 
     async def _tick(self) -> None:
         now, loop_now = utcnow(), asyncio.get_running_loop().time()

@@ -27,8 +27,9 @@ class CommandPublisher:
     """Sends commands with QoS 1. Run `run()` as a task for the connection's lifetime. With `on_ack`, it
     also hears every cabinet's acks (QoS 0: a lost one only costs a resend) and passes them on."""
 
-    def __init__(self, settings: Settings, *, name: str = "swapflow-commands",
-                 on_ack: Callable[[CommandAck], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, name: str = "swapflow-commands", on_ack: Callable[[CommandAck], None] | None = None
+    ) -> None:
         self.settings = settings
         self.identifier = f"{name}-{uuid.uuid4().hex[:8]}"
         self._client: aiomqtt.Client | None = None

@@ -46,8 +46,9 @@ class RateLimiter:
     def forget_idle(self) -> None:
         """Drop the buckets that would be full by now: they are as if never used."""
         now = self._clock()
-        self._buckets = {key: b for key, b in self._buckets.items()
-                         if b.tokens + (now - b.at) * self._rate < self._burst}
+        self._buckets = {
+            key: b for key, b in self._buckets.items() if b.tokens + (now - b.at) * self._rate < self._burst
+        }
 
 
 class FairQueue(Generic[T]):

@@ -35,8 +35,13 @@ class _Bulk:
     floats): straight into the table for history, or into a temporary staging table that one
     set-based statement applies to the live table."""
 
-    def __init__(self, name: str, columns: Sequence[tuple[str, str]], sqlite_sql: str | None = None,
-                 postgres_sql: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        columns: Sequence[tuple[str, str]],
+        sqlite_sql: str | None = None,
+        postgres_sql: str | None = None,
+    ) -> None:
         """`columns` name the rows' fields and their PostgreSQL types, in order. Without statements the
         rows are inserted into table `name` as they are; otherwise `sqlite_sql` applies one row and
         `postgres_sql` the staged rows, read as `v` after its `{staged}` prefix."""
@@ -52,8 +57,10 @@ class _Bulk:
         stage = f"swapflow_stage_{name}"
         # Lives as long as the connection, emptied at commit; IF NOT EXISTS makes it one cheap round trip
         # after the connection's first use, and a rolled-back creation is simply made again.
-        self._prepare = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} "
-                         f"({', '.join(f'{column} {kind}' for column, kind in columns)}) ON COMMIT DELETE ROWS")
+        self._prepare = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} "
+            f"({', '.join(f'{column} {kind}' for column, kind in columns)}) ON COMMIT DELETE ROWS"
+        )
         self._copy = f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)"
         # The staged rows are deleted as they are read: a second run in the same transaction starts empty.
         self._apply = postgres_sql.replace("{staged}", f"WITH v AS (DELETE FROM {stage} RETURNING *)")
@@ -93,14 +100,24 @@ class _Bulk:
 # adapters and the packs' own reports arriving by the other path. (SQLite's ?N reuses a parameter.)
 UPDATE_BATTERY = _Bulk(
     "battery",
-    (("soc", _F), ("soh", _F), ("voltage_v", _F), ("temperature_c", _F), ("cycle_count", _I), ("current_a", _F),
-     ("charge_state", _T), ("at", _TS), ("serial", _T)),
+    (
+        ("soc", _F),
+        ("soh", _F),
+        ("voltage_v", _F),
+        ("temperature_c", _F),
+        ("cycle_count", _I),
+        ("current_a", _F),
+        ("charge_state", _T),
+        ("at", _TS),
+        ("serial", _T),
+    ),
     "UPDATE batteries SET soc = ?1, soh = ?2, voltage_v = ?3, temperature_c = ?4, cycle_count = ?5, current_a = ?6, "
     "charge_state = ?7, reading_at = ?8 WHERE serial = ?9 AND (reading_at IS NULL OR reading_at <= ?8)",
     "{staged} UPDATE batteries AS b SET soc = v.soc, soh = v.soh, voltage_v = v.voltage_v, "
     "temperature_c = v.temperature_c, cycle_count = v.cycle_count, current_a = v.current_a, "
     "charge_state = v.charge_state, reading_at = v.at "
-    "FROM v WHERE b.serial = v.serial AND (b.reading_at IS NULL OR b.reading_at <= v.at)")
+    "FROM v WHERE b.serial = v.serial AND (b.reading_at IS NULL OR b.reading_at <= v.at)",
+)
 # On PostgreSQL a slot that reads as stored is left alone: an UPDATE writes a new row version even when
 # nothing changes, and after an adapter restart (which forgets what it wrote) every slot of every
 # cabinet would be rewritten once. SQLite rewrites a row in place, so its statements need no guard.
@@ -110,49 +127,96 @@ UPDATE_SLOT = _Bulk(
     "UPDATE slots SET door = ?, charging = ?, fault = ? WHERE cabinet_id = ? AND slot_no = ?",
     "{staged} UPDATE slots AS s SET door = v.door, charging = v.charging, fault = v.fault "
     "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no "
-    "AND (s.door, s.charging, s.fault) IS DISTINCT FROM (v.door, v.charging, v.fault)")
+    "AND (s.door, s.charging, s.fault) IS DISTINCT FROM (v.door, v.charging, v.fault)",
+)
 UPDATE_SLOT_KEEP_DOOR = _Bulk(
     "slot_keep_door",
     (("charging", _B), ("fault", _T), ("cabinet_id", _T), ("slot_no", _I)),
     "UPDATE slots SET charging = ?, fault = ? WHERE cabinet_id = ? AND slot_no = ?",
     "{staged} UPDATE slots AS s SET charging = v.charging, fault = v.fault "
     "FROM v WHERE s.cabinet_id = v.cabinet_id AND s.slot_no = v.slot_no "
-    "AND (s.charging, s.fault) IS DISTINCT FROM (v.charging, v.fault)")
+    "AND (s.charging, s.fault) IS DISTINCT FROM (v.charging, v.fault)",
+)
 UPDATE_LAST_SEEN = _Bulk(
     "last_seen",
     (("at", _TS), ("id", _T)),
     "UPDATE cabinets SET last_seen_at = ?1 WHERE id = ?2 AND (last_seen_at IS NULL OR last_seen_at < ?1)",
     "{staged} UPDATE cabinets AS c SET last_seen_at = v.at "
-    "FROM v WHERE c.id = v.id AND (c.last_seen_at IS NULL OR c.last_seen_at < v.at)")
+    "FROM v WHERE c.id = v.id AND (c.last_seen_at IS NULL OR c.last_seen_at < v.at)",
+)
 INSERT_READING = _Bulk(
     "battery_readings",
-    (("battery_serial", _T), ("at", _TS), ("soc", _F), ("soh", _F), ("voltage_v", _F), ("current_a", _F),
-     ("temperature_c", _F), ("cycle_count", _I), ("cabinet_id", _T), ("slot_no", _I)))
+    (
+        ("battery_serial", _T),
+        ("at", _TS),
+        ("soc", _F),
+        ("soh", _F),
+        ("voltage_v", _F),
+        ("current_a", _F),
+        ("temperature_c", _F),
+        ("cycle_count", _I),
+        ("cabinet_id", _T),
+        ("slot_no", _I),
+    ),
+)
 INSERT_HEALTH = _Bulk(
     "cabinet_health",
-    (("cabinet_id", _T), ("at", _TS), ("temperature_c", _F), ("batteries", _I), ("charging", _I), ("faults", _I),
-     ("doors_open", _I)))
+    (
+        ("cabinet_id", _T),
+        ("at", _TS),
+        ("temperature_c", _F),
+        ("batteries", _I),
+        ("charging", _I),
+        ("faults", _I),
+        ("doors_open", _I),
+    ),
+)
 
 
 def battery_row(reading: BatteryReading, at: datetime) -> tuple[Any, ...]:
     """Parameters of the guarded latest-reading update of one pack."""
-    return (reading.soc, reading.soh, reading.voltage_v, reading.temperature_c, reading.cycle_count,
-            reading.current_a, charge_state(reading.current_a).value, at, reading.serial)
+    return (
+        reading.soc,
+        reading.soh,
+        reading.voltage_v,
+        reading.temperature_c,
+        reading.cycle_count,
+        reading.current_a,
+        charge_state(reading.current_a).value,
+        at,
+        reading.serial,
+    )
 
 
-def history_row(reading: BatteryReading, at: datetime, cabinet_id: str | None, slot_no: int | None
-                ) -> tuple[Any, ...]:
+def history_row(reading: BatteryReading, at: datetime, cabinet_id: str | None, slot_no: int | None) -> tuple[Any, ...]:
     """One `battery_readings` row."""
-    return (reading.serial, at, reading.soc, reading.soh, reading.voltage_v, reading.current_a,
-            reading.temperature_c, reading.cycle_count, cabinet_id, slot_no)
+    return (
+        reading.serial,
+        at,
+        reading.soc,
+        reading.soh,
+        reading.voltage_v,
+        reading.current_a,
+        reading.temperature_c,
+        reading.cycle_count,
+        cabinet_id,
+        slot_no,
+    )
 
 
-def health_row(cabinet_id: str, at: datetime, temperature_c: float | None, slots: Sequence[SlotReport]
-               ) -> tuple[Any, ...]:
+def health_row(
+    cabinet_id: str, at: datetime, temperature_c: float | None, slots: Sequence[SlotReport]
+) -> tuple[Any, ...]:
     """One `cabinet_health` row, summarising a telemetry report."""
-    return (cabinet_id, at, temperature_c, sum(1 for s in slots if s.battery is not None),
-            sum(1 for s in slots if s.charging), sum(1 for s in slots if s.fault),
-            sum(1 for s in slots if s.door == "open"))
+    return (
+        cabinet_id,
+        at,
+        temperature_c,
+        sum(1 for s in slots if s.battery is not None),
+        sum(1 for s in slots if s.charging),
+        sum(1 for s in slots if s.fault),
+        sum(1 for s in slots if s.door == "open"),
+    )
 
 
 @dataclass
@@ -227,8 +291,12 @@ class HistoryBuffer:
             now = time.monotonic()
             if now - self._last_warning > 10:
                 self._last_warning = now
-                log.warning("telemetry ingestion is behind: %d history rows waiting; shedding new history rows "
-                            "(%d now; latest state and events are unaffected)", len(self), shed)
+                log.warning(
+                    "telemetry ingestion is behind: %d history rows waiting; shedding new history rows "
+                    "(%d now; latest state and events are unaffected)",
+                    len(self),
+                    shed,
+                )
 
     def take(self, max_rows: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Up to `max_rows` rows of each kind, oldest first."""
@@ -238,8 +306,9 @@ class HistoryBuffer:
         return readings, health
 
 
-async def write_history(session: AsyncSession, readings: Sequence[tuple[Any, ...]],
-                        health: Sequence[tuple[Any, ...]]) -> None:
+async def write_history(
+    session: AsyncSession, readings: Sequence[tuple[Any, ...]], health: Sequence[tuple[Any, ...]]
+) -> None:
     """Append history rows (from `history_row` and `health_row`)."""
     await INSERT_READING.run(session, readings)
     await INSERT_HEALTH.run(session, health)

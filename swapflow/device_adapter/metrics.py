@@ -15,33 +15,54 @@ class AdapterMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.messages = Counter("swapflow_adapter_messages", "MQTT messages received, by kind", ["kind"], registry=r)
-        self.dead_letters = Counter("swapflow_adapter_dead_letters", "Dead letters, by reason", ["reason"],
-                                    registry=r)
-        self.ingest_lag = Histogram("swapflow_adapter_ingest_lag_seconds",
-                                    "From a telemetry report's timestamp to its state being written",
-                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.dead_letters = Counter("swapflow_adapter_dead_letters", "Dead letters, by reason", ["reason"], registry=r)
+        self.ingest_lag = Histogram(
+            "swapflow_adapter_ingest_lag_seconds",
+            "From a telemetry report's timestamp to its state being written",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.history_rows = Counter("swapflow_adapter_history_rows", "History rows written", registry=r)
-        self.history_shed = Counter("swapflow_adapter_history_rows_shed",
-                                    "History rows dropped because ingestion fell behind", registry=r)
-        self.history_backlog = Gauge("swapflow_adapter_history_backlog_rows", "History rows waiting to be written",
-                                     registry=r)
-        self.telemetry_stale = Counter("swapflow_adapter_telemetry_stale",
-                                       "Telemetry dropped as a duplicate or older than what was applied", registry=r)
-        self.command_round_trip = Histogram("swapflow_adapter_command_round_trip_seconds",
-                                            "From a command's first send to its ack being processed",
-                                            buckets=LATENCY_BUCKETS, registry=r)
-        self.commands_outstanding = Gauge("swapflow_adapter_commands_outstanding",
-                                          "Commands sent, not acknowledged and not yet past their deadline",
-                                          registry=r)
+        self.history_shed = Counter(
+            "swapflow_adapter_history_rows_shed", "History rows dropped because ingestion fell behind", registry=r
+        )
+        self.history_backlog = Gauge(
+            "swapflow_adapter_history_backlog_rows", "History rows waiting to be written", registry=r
+        )
+        self.telemetry_stale = Counter(
+            "swapflow_adapter_telemetry_stale",
+            "Telemetry dropped as a duplicate or older than what was applied",
+            registry=r,
+        )
+        self.command_round_trip = Histogram(
+            "swapflow_adapter_command_round_trip_seconds",
+            "From a command's first send to its ack being processed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commands_outstanding = Gauge(
+            "swapflow_adapter_commands_outstanding",
+            "Commands sent, not acknowledged and not yet past their deadline",
+            registry=r,
+        )
         self.cabinets_online = Gauge("swapflow_adapter_cabinets_online", "Cabinets online", registry=r)
-        self.presence_transitions = Counter("swapflow_adapter_presence_transitions",
-                                            "Online/offline transitions recorded, by cause", ["cause"], registry=r)
-        self.clock_clamped = Counter("swapflow_adapter_device_clock_clamped",
-                                     "Device timestamps beyond the allowed skew, taken as the receive time, "
-                                     "by direction (future, past)", ["direction"], registry=r)
-        self.forged_reports = Counter("swapflow_adapter_forged_pack_reports",
-                                      "Pack reports refused as sent by a cabinet that does not hold the pack",
-                                      registry=r)
+        self.presence_transitions = Counter(
+            "swapflow_adapter_presence_transitions",
+            "Online/offline transitions recorded, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.clock_clamped = Counter(
+            "swapflow_adapter_device_clock_clamped",
+            "Device timestamps beyond the allowed skew, taken as the receive time, by direction (future, past)",
+            ["direction"],
+            registry=r,
+        )
+        self.forged_reports = Counter(
+            "swapflow_adapter_forged_pack_reports",
+            "Pack reports refused as sent by a cabinet that does not hold the pack",
+            registry=r,
+        )
 
     def dead_letter(self, reason: str) -> None:
         """Count one dead letter under its reason's label."""
@@ -54,12 +75,18 @@ class CommandMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.queue_depth = Gauge("swapflow_commands_queue_depth",
-                                 "Commands waiting to be sent or for their ack", registry=r)
-        self.round_trip = Histogram("swapflow_commands_round_trip_seconds",
-                                    "From a command's first publish to its first ack", buckets=LATENCY_BUCKETS,
-                                    registry=r)
-        self.sent = Counter("swapflow_commands_sent", "Command publishes, first sends and resends", ["attempt"],
-                            registry=r)
-        self.expired = Counter("swapflow_commands_expired", "Commands dropped unacknowledged at their deadline",
-                               registry=r)
+        self.queue_depth = Gauge(
+            "swapflow_commands_queue_depth", "Commands waiting to be sent or for their ack", registry=r
+        )
+        self.round_trip = Histogram(
+            "swapflow_commands_round_trip_seconds",
+            "From a command's first publish to its first ack",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sent = Counter(
+            "swapflow_commands_sent", "Command publishes, first sends and resends", ["attempt"], registry=r
+        )
+        self.expired = Counter(
+            "swapflow_commands_expired", "Commands dropped unacknowledged at their deadline", registry=r
+        )

@@ -17,15 +17,17 @@ log = logging.getLogger(__name__)
 
 # Statuses that a retry cannot fix. NOT_FOUND (no such or no longer running workflow) is reported
 # apart because it is the common, expected case.
-_PERMANENT = frozenset({
-    RPCStatusCode.INVALID_ARGUMENT,
-    RPCStatusCode.ALREADY_EXISTS,
-    RPCStatusCode.PERMISSION_DENIED,
-    RPCStatusCode.FAILED_PRECONDITION,
-    RPCStatusCode.OUT_OF_RANGE,
-    RPCStatusCode.UNIMPLEMENTED,
-    RPCStatusCode.UNAUTHENTICATED,
-})
+_PERMANENT = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.ALREADY_EXISTS,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.OUT_OF_RANGE,
+        RPCStatusCode.UNIMPLEMENTED,
+        RPCStatusCode.UNAUTHENTICATED,
+    }
+)
 
 DeadLetterSink = Callable[[str, bytes, str], Awaitable[None]]
 """Called as (topic, raw payload, reason) for a signal that could not be delivered."""

@@ -32,19 +32,28 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int, timeout_s: fl
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 return None
-            raise FrameError("connection closed inside a length prefix", reason="truncated", fatal=True,
-                             data=exc.partial) from None
+            raise FrameError(
+                "connection closed inside a length prefix", reason="truncated", fatal=True, data=exc.partial
+            ) from None
         (length,) = HEADER.unpack(header)
         if length == 0:
             raise FrameError("empty frame (length 0)", reason="empty", fatal=False, data=header)
         if length > max_bytes:
-            raise FrameError(f"frame length {length} exceeds the maximum of {max_bytes} bytes",
-                             reason="oversized", fatal=True, data=header)
+            raise FrameError(
+                f"frame length {length} exceeds the maximum of {max_bytes} bytes",
+                reason="oversized",
+                fatal=True,
+                data=header,
+            )
         try:
             return await reader.readexactly(length)
         except asyncio.IncompleteReadError as exc:
-            raise FrameError(f"connection closed after {len(exc.partial)} of {length} bytes",
-                             reason="truncated", fatal=True, data=exc.partial) from None
+            raise FrameError(
+                f"connection closed after {len(exc.partial)} of {length} bytes",
+                reason="truncated",
+                fatal=True,
+                data=exc.partial,
+            ) from None
 
 
 def encode_frame(body: bytes) -> bytes:

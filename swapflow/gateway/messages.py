@@ -125,8 +125,14 @@ class ControlResponse(_Tower):
 
 
 TowerMessage = Annotated[
-    LoginRequest | LoginResponse | AttributeReport | AttributeResponse | AlarmReport | AlarmResponse
-    | ControlRequest | ControlResponse,
+    LoginRequest
+    | LoginResponse
+    | AttributeReport
+    | AttributeResponse
+    | AlarmReport
+    | AlarmResponse
+    | ControlRequest
+    | ControlResponse,
     Field(discriminator="messageType"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(TowerMessage)

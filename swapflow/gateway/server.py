@@ -215,8 +215,11 @@ class TowerGateway:
         cabinet's secret (checked against the stored hash; the digests compared in constant time)."""
         async with self.db.sessions() as session:
             cabinet = await session.get(Cabinet, login.devId)
-            credential = await session.scalar(select(CabinetCredential).where(
-                CabinetCredential.cabinet_id == login.devId, CabinetCredential.role == CredentialRole.CABINET))
+            credential = await session.scalar(
+                select(CabinetCredential).where(
+                    CabinetCredential.cabinet_id == login.devId, CabinetCredential.role == CredentialRole.CABINET
+                )
+            )
         matches = verify_password(login.secret or "", credential.password_hash if credential else _NO_CREDENTIAL)
         if cabinet is None or cabinet.protocol != CabinetProtocol.TOWER:
             return f"{login.devId!r} is no registered tower cabinet"
@@ -226,8 +229,9 @@ class TowerGateway:
             return f"no secret for {login.devId!r}"
         return None if matches else f"wrong secret for {login.devId!r}"
 
-    async def dead_letter(self, source: str, payload: bytes, reason: str, label: str,
-                          limit: int = _MAX_DEAD_LETTER_PAYLOAD) -> None:
+    async def dead_letter(
+        self, source: str, payload: bytes, reason: str, label: str, limit: int = _MAX_DEAD_LETTER_PAYLOAD
+    ) -> None:
         """Keep a frame that could not be accepted, for an operator (the adapter's `dead_letters` table,
         topic `tower/<source>`), its first `limit` bytes. Never raises."""
         metrics.BAD_FRAMES.labels(label).inc()
@@ -237,8 +241,14 @@ class TowerGateway:
 
         try:
             async with self.db.transaction() as session:
-                session.add(DeadLetter(topic=DeadLetter.text(topic, 300), payload=text,
-                                       reason=DeadLetter.text(reason, 2000), received_at=utcnow()))
+                session.add(
+                    DeadLetter(
+                        topic=DeadLetter.text(topic, 300),
+                        payload=text,
+                        reason=DeadLetter.text(reason, 2000),
+                        received_at=utcnow(),
+                    )
+                )
         except Exception:
             log.exception("could not store dead letter on %s (%s); payload: %r", topic, reason, text)
 
@@ -316,8 +326,9 @@ class TowerSession:
                     if isinstance(message, LoginRequest):
                         return message
                     kind = int(getattr(message, "messageType", 0))
-                    await self._refuse(message.model_dump_json().encode(), f"message type {kind} before login",
-                                       "not_logged_in")
+                    await self._refuse(
+                        message.model_dump_json().encode(), f"message type {kind} before login", "not_logged_in"
+                    )
                     raise SessionClosed("spoke before logging in", "not_logged_in")
         except TimeoutError:
             raise SessionClosed(f"no login within {timeout_s:g}s", "login_timeout") from None
@@ -329,8 +340,9 @@ class TowerSession:
         if hold is None:
             metrics.LOGINS.labels("throttled").inc()
             await self._send(LoginResponse(txnNo=login.txnNo, devId=login.devId, result=0))
-            raise SessionClosed(f"login as {login.devId!r} refused unchecked: too many failures from {self.host}",
-                                "login_throttled")
+            raise SessionClosed(
+                f"login as {login.devId!r} refused unchecked: too many failures from {self.host}", "login_throttled"
+            )
         if hold > 0:
             metrics.LOGINS.labels("held").inc()
             await asyncio.sleep(hold)
@@ -340,8 +352,12 @@ class TowerSession:
         self.gateway.throttle.failed(self.host, now=time.monotonic())
         metrics.LOGINS.labels("refused").inc()
         await self._send(LoginResponse(txnNo=login.txnNo, devId=login.devId, result=0))
-        await self.gateway.dead_letter(self.peer, login.model_dump_json(exclude={"secret"}).encode(),
-                                       f"login refused from {self.peer}: {refusal}", "login")
+        await self.gateway.dead_letter(
+            self.peer,
+            login.model_dump_json(exclude={"secret"}).encode(),
+            f"login refused from {self.peer}: {refusal}",
+            "login",
+        )
         raise SessionClosed(f"login as {login.devId!r} refused: {refusal}", "login_refused")
 
     async def _serve(self, login: LoginRequest) -> None:
@@ -382,8 +398,10 @@ class TowerSession:
         reason = "replaced" if self._replaced() else "link_closed"
         offline = self.view.offline(reason).model_dump_json(exclude_none=True)
         try:
-            await asyncio.wait_for(asyncio.shield(
-                mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True)), _PUBLISH_TIMEOUT_S)
+            await asyncio.wait_for(
+                asyncio.shield(mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True)),
+                _PUBLISH_TIMEOUT_S,
+            )
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("tower %s: offline state not published (%s); the will covers it", self.source, exc)
 
@@ -401,8 +419,9 @@ class TowerSession:
             try:
                 body = await read_frame(self.reader, max_bytes, timeout_s)
             except TimeoutError:
-                raise SessionClosed(f"no complete frame for {timeout_s:g}s (half-open or stuck link)",
-                                    "read_timeout") from None
+                raise SessionClosed(
+                    f"no complete frame for {timeout_s:g}s (half-open or stuck link)", "read_timeout"
+                ) from None
             except FrameError as exc:
                 await self._refuse(exc.data, f"bad frame: {exc}", exc.reason)
                 if exc.fatal:
@@ -418,12 +437,18 @@ class TowerSession:
                 continue
             metrics.FRAMES_IN.labels(str(int(message.messageType))).inc()
             if message.messageType not in FROM_CABINET:
-                await self._refuse(body, f"message type {int(message.messageType)} flows from the platform to "
-                                   "cabinets, not back", "wrong_direction")
+                await self._refuse(
+                    body,
+                    f"message type {int(message.messageType)} flows from the platform to cabinets, not back",
+                    "wrong_direction",
+                )
                 continue
             if self.cabinet_id is not None and message.devId != self.cabinet_id:
-                await self._refuse(body, f"devId {message.devId!r} does not match the logged-in cabinet "
-                                   f"{self.cabinet_id!r}", "wrong_device")
+                await self._refuse(
+                    body,
+                    f"devId {message.devId!r} does not match the logged-in cabinet {self.cabinet_id!r}",
+                    "wrong_device",
+                )
                 continue
             return message
 
@@ -435,8 +460,9 @@ class TowerSession:
             return
         self._refused_before_login += 1
         if self._refused_before_login == 1:
-            await self.gateway.dead_letter(self.source, payload, reason, label,
-                                           limit=_MAX_PRE_LOGIN_DEAD_LETTER_PAYLOAD)
+            await self.gateway.dead_letter(
+                self.source, payload, reason, label, limit=_MAX_PRE_LOGIN_DEAD_LETTER_PAYLOAD
+            )
         else:
             metrics.BAD_FRAMES.labels(label).inc()
         if self._refused_before_login > self.settings.gateway_login_max_frames:
@@ -462,8 +488,9 @@ class TowerSession:
         try:
             events = self.view.apply_report(report, at)
         except TranslationError as exc:
-            await self.gateway.dead_letter(self.source, report.model_dump_json().encode(),
-                                           f"invalid tower report: {exc}", "bad_value")
+            await self.gateway.dead_letter(
+                self.source, report.model_dump_json().encode(), f"invalid tower report: {exc}", "bad_value"
+            )
             await self._send(AttributeResponse(txnNo=report.txnNo, devId=self.cabinet_id, result=0))
             return
         await self._send(AttributeResponse(txnNo=report.txnNo, devId=self.cabinet_id))
@@ -524,9 +551,12 @@ class TowerSession:
         assert self.view is not None and self.mqtt is not None
         pending = self.view.ack(response, _now())
         if pending is None or pending.ack is None:
-            await self.gateway.dead_letter(self.source, response.model_dump_json().encode(),
-                                           f"control response for unknown transaction {response.txnNo}",
-                                           "unknown_transaction")
+            await self.gateway.dead_letter(
+                self.source,
+                response.model_dump_json().encode(),
+                f"control response for unknown transaction {response.txnNo}",
+                "unknown_transaction",
+            )
             return
         metrics.COMMAND_ROUND_TRIP.observe(time.perf_counter() - pending.sent_at)
         await self.mqtt.publish(self._topic(Channel.ACKS), _json(pending.ack), qos=1)
@@ -563,4 +593,3 @@ async def run_gateway(settings: Settings) -> None:
         await TowerGateway(settings, db).serve()
     finally:
         await db.dispose()
-

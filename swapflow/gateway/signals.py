@@ -43,8 +43,19 @@ class Control(IntEnum):
     UNLOCK_SLOT = 5
 
 
-NUMERIC = frozenset({Signal.SOC, Signal.SOH, Signal.PACK_VOLTAGE, Signal.PACK_CURRENT, Signal.CELL_TEMPERATURE,
-                     Signal.CYCLE_COUNT, Signal.CABINET_TEMPERATURE, Signal.LONGITUDE, Signal.LATITUDE})
+NUMERIC = frozenset(
+    {
+        Signal.SOC,
+        Signal.SOH,
+        Signal.PACK_VOLTAGE,
+        Signal.PACK_CURRENT,
+        Signal.CELL_TEMPERATURE,
+        Signal.CYCLE_COUNT,
+        Signal.CABINET_TEMPERATURE,
+        Signal.LONGITUDE,
+        Signal.LATITUDE,
+    }
+)
 """Signals whose value must be a number."""
 
 ALARMS: dict[str, str] = {

@@ -142,8 +142,14 @@ class CabinetView:
             if was_open and not is_open:
                 closed.append((EventType.DOOR_CLOSED, door, {}))
         return [
-            CabinetEvent(event_id=f"{self.cabinet_id}-{report.txnNo}-{n}", cabinet_id=self.cabinet_id, ts=at,
-                         type=kind, slot_no=door, **extra)
+            CabinetEvent(
+                event_id=f"{self.cabinet_id}-{report.txnNo}-{n}",
+                cabinet_id=self.cabinet_id,
+                ts=at,
+                type=kind,
+                slot_no=door,
+                **extra,
+            )
             for n, (kind, door, extra) in enumerate(opened + moved + closed, start=1)
         ]
 
@@ -158,10 +164,17 @@ class CabinetView:
                 self.alarms.get(door, {}).pop(alarm.id, None)
                 continue
             self.alarms.setdefault(door, {})[alarm.id] = code
-            events.append(CabinetEvent(
-                event_id=f"{self.cabinet_id}-{report.txnNo}-a{n}", cabinet_id=self.cabinet_id, ts=at,
-                type=EventType.FAULT, slot_no=door or None, fault_code=code, detail=_alarm_detail(alarm),
-            ))
+            events.append(
+                CabinetEvent(
+                    event_id=f"{self.cabinet_id}-{report.txnNo}-a{n}",
+                    cabinet_id=self.cabinet_id,
+                    ts=at,
+                    type=EventType.FAULT,
+                    slot_no=door or None,
+                    fault_code=code,
+                    detail=_alarm_detail(alarm),
+                )
+            )
         return events
 
     def slots(self) -> list[SlotReport]:
@@ -171,37 +184,55 @@ class CabinetView:
             status = str(values.get(Signal.SLOT_STATUS, "0"))
             alarms = self.alarms.get(door)
             fault = next(iter(alarms.values())) if alarms else ("slot_fault" if status == "5" else None)
-            reports.append(SlotReport(
-                slot_no=door, door="open" if _is_open(values) else "closed",
-                battery=battery_reading(values), charging=status == str(int(SlotStatus.CHARGING)), fault=fault,
-            ))
+            reports.append(
+                SlotReport(
+                    slot_no=door,
+                    door="open" if _is_open(values) else "closed",
+                    battery=battery_reading(values),
+                    charging=status == str(int(SlotStatus.CHARGING)),
+                    fault=fault,
+                )
+            )
         return reports
 
     def birth(self, at: datetime) -> CabinetState:
         """The v1 birth: online, with every slot."""
-        return CabinetState(cabinet_id=self.cabinet_id, online=True, ts=at, firmware=self.firmware,
-                            slots=self.slots())
+        return CabinetState(cabinet_id=self.cabinet_id, online=True, ts=at, firmware=self.firmware, slots=self.slots())
 
     def offline(self, reason: str | None = None) -> CabinetState:
         """The v1 offline state: the last-will (no reason), or the state the gateway publishes itself
         when it closes the cabinet's link, stamped now, with why (`reason`)."""
-        return CabinetState(cabinet_id=self.cabinet_id, online=False, ts=datetime.now(UTC),
-                            firmware=self.firmware, reason=reason)
+        return CabinetState(
+            cabinet_id=self.cabinet_id, online=False, ts=datetime.now(UTC), firmware=self.firmware, reason=reason
+        )
 
     def telemetry(self, at: datetime, txn_no: int) -> Telemetry:
         """v1 telemetry of the whole cabinet; `seq` keeps increasing across reconnects."""
         self.seq = max(self.seq + 1, txn_no)
         temperature = self.cabinet.get(Signal.CABINET_TEMPERATURE)
-        return Telemetry(cabinet_id=self.cabinet_id, ts=at, seq=self.seq, slots=self.slots(),
-                         cabinet_temperature_c=None if temperature in (None, "") else float(temperature))
+        return Telemetry(
+            cabinet_id=self.cabinet_id,
+            ts=at,
+            seq=self.seq,
+            slots=self.slots(),
+            cabinet_temperature_c=None if temperature in (None, "") else float(temperature),
+        )
 
     # ------------------------------------------------------------------------------ platform → cabinet
 
     def control_request(self, command: Command, txn_no: int) -> ControlRequest:
         """The control request (500) carrying a v1 command."""
-        return ControlRequest(txnNo=txn_no, devId=self.cabinet_id, paramList=[Param(
-            id=Signal.CABINET_CONTROL, value=int(CONTROL_OF_ACTION[command.action]), doorId=command.slot_no,
-        )])
+        return ControlRequest(
+            txnNo=txn_no,
+            devId=self.cabinet_id,
+            paramList=[
+                Param(
+                    id=Signal.CABINET_CONTROL,
+                    value=int(CONTROL_OF_ACTION[command.action]),
+                    doorId=command.slot_no,
+                )
+            ],
+        )
 
     def remember(self, pending: PendingCommand) -> None:
         """Keep a command sent on, forgetting the oldest beyond what any deadline needs."""
@@ -223,8 +254,12 @@ class CabinetView:
             if pending.command.action is CommandAction.READ_BMS and response.result == 1:
                 result = battery_reading({p.id: p.value for p in response.paramList})
             pending.ack = CommandAck(
-                command_id=pending.command.command_id, cabinet_id=self.cabinet_id, ok=response.result == 1, ts=at,
-                error=None if response.result == 1 else (response.reason or "failed"), result=result,
+                command_id=pending.command.command_id,
+                cabinet_id=self.cabinet_id,
+                ok=response.result == 1,
+                ts=at,
+                error=None if response.result == 1 else (response.reason or "failed"),
+                result=result,
             )
         return pending
 

@@ -131,8 +131,11 @@ def _set_cabinet_hash(session: Session, cabinet_id: str, password_hash: str, *, 
     if existing is not None and existing.role != CredentialRole.CABINET:
         raise ProvisioningError(f"{cabinet_id!r} is a service account's name")
     if existing is None:
-        session.add(CabinetCredential(username=cabinet_id, cabinet_id=cabinet_id, role=CredentialRole.CABINET,
-                                      password_hash=password_hash))
+        session.add(
+            CabinetCredential(
+                username=cabinet_id, cabinet_id=cabinet_id, role=CredentialRole.CABINET, password_hash=password_hash
+            )
+        )
         return True
     if not rotate:
         return False
@@ -145,8 +148,14 @@ def ensure_service_account(session: Session, login: Login) -> None:
     """The service account exists with this password (rotated when it no longer matches)."""
     existing = session.get(CabinetCredential, login.username)
     if existing is None:
-        session.add(CabinetCredential(username=login.username, cabinet_id=None, role=CredentialRole.SERVICE,
-                                      password_hash=hash_password(login.password)))
+        session.add(
+            CabinetCredential(
+                username=login.username,
+                cabinet_id=None,
+                role=CredentialRole.SERVICE,
+                password_hash=hash_password(login.password),
+            )
+        )
     elif not verify_password(login.password, existing.password_hash):
         existing.password_hash = hash_password(login.password)
         existing.rotated_at = utcnow()

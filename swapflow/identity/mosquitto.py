@@ -25,18 +25,24 @@ ACL_FILE = "acl"
 def password_file(engine: Engine, role: CredentialRole = CredentialRole.CABINET) -> str:
     """`username:$7$…` lines, one per account of `role`, as `mosquitto_passwd` writes them."""
     with Session(engine) as session:
-        rows = session.execute(select(CabinetCredential.username, CabinetCredential.password_hash)
-                               .where(CabinetCredential.role == role)
-                               .order_by(CabinetCredential.username)).tuples()
+        rows = session.execute(
+            select(CabinetCredential.username, CabinetCredential.password_hash)
+            .where(CabinetCredential.role == role)
+            .order_by(CabinetCredential.username)
+        ).tuples()
         return "".join(f"{username}:{password_hash}\n" for username, password_hash in rows)
 
 
 def service_usernames(engine: Engine) -> list[str]:
     """The service accounts in the table."""
     with Session(engine) as session:
-        return list(session.scalars(select(CabinetCredential.username)
-                                    .where(CabinetCredential.role == CredentialRole.SERVICE)
-                                    .order_by(CabinetCredential.username)))
+        return list(
+            session.scalars(
+                select(CabinetCredential.username)
+                .where(CabinetCredential.role == CredentialRole.SERVICE)
+                .order_by(CabinetCredential.username)
+            )
+        )
 
 
 def write_mosquitto_files(engine: Engine, directory: Path, prefix: str) -> tuple[Path, Path]:

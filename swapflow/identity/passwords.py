@@ -33,8 +33,9 @@ def verify_password(password: str, stored: str) -> bool:
         if kind != "7":
             return False
         expected = base64.b64decode(digest, validate=True)
-        actual = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt, validate=True),
-                                     int(iterations))
+        actual = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(salt, validate=True), int(iterations)
+        )
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)

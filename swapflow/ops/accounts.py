@@ -60,8 +60,16 @@ def load_demo_tokens(data_dir: Path) -> DemoTokens:
     return DemoTokens.model_validate_json(path.read_text()) if path.exists() else DemoTokens()
 
 
-def create_operator(session: Session, operator_id: str, name: str, role: OperatorRole, cities: Sequence[str],
-                    *, location: tuple[float, float] | None = None, shift: tuple[int, int] = (0, 24 * 60)) -> str:
+def create_operator(
+    session: Session,
+    operator_id: str,
+    name: str,
+    role: OperatorRole,
+    cities: Sequence[str],
+    *,
+    location: tuple[float, float] | None = None,
+    shift: tuple[int, int] = (0, 24 * 60),
+) -> str:
     """Create (or update) an operator account and return a new token for it. A technician needs a
     `location` in its (single) city and a shift in minutes after local midnight."""
     operator = session.get(Operator, operator_id)
@@ -97,13 +105,16 @@ def seed_demo_accounts(engine: Engine, data_dir: Path) -> bool:
         tokens.operators["admin"] = create_operator(session, "admin", "Admin", OperatorRole.ADMIN, [])
         for city in session.scalars(select(City).order_by(City.code)):
             code = city.code.lower()
-            for role, prefix in ((OperatorRole.OPERATOR, "ops"), (OperatorRole.CITY_LEAD, "lead"),
-                                 (OperatorRole.FINANCE, "finance")):
+            for role, prefix in (
+                (OperatorRole.OPERATOR, "ops"),
+                (OperatorRole.CITY_LEAD, "lead"),
+                (OperatorRole.FINANCE, "finance"),
+            ):
                 operator_id = f"{prefix}-{code}"
                 tokens.operators[operator_id] = create_operator(
-                    session, operator_id, f"{city.name} {role.value}", role, [city.code])
-            stations = session.scalars(select(Station).where(Station.city_code == city.code)
-                                       .order_by(Station.id)).all()
+                    session, operator_id, f"{city.name} {role.value}", role, [city.code]
+                )
+            stations = session.scalars(select(Station).where(Station.city_code == city.code).order_by(Station.id)).all()
             shifts = ((6 * 60, 18 * 60), (18 * 60, 6 * 60), (0, 24 * 60))
             for n, shift in enumerate(shifts, start=1):
                 if not stations:
@@ -111,8 +122,14 @@ def seed_demo_accounts(engine: Engine, data_dir: Path) -> bool:
                 home = stations[(n - 1) * len(stations) // len(shifts)]
                 operator_id = f"tech-{code}-{n}"
                 tokens.operators[operator_id] = create_operator(
-                    session, operator_id, f"{city.name} technician {n}", OperatorRole.TECHNICIAN, [city.code],
-                    location=(home.lat, home.lon), shift=shift)
+                    session,
+                    operator_id,
+                    f"{city.name} technician {n}",
+                    OperatorRole.TECHNICIAN,
+                    [city.code],
+                    location=(home.lat, home.lon),
+                    shift=shift,
+                )
         for rider_id in session.scalars(select(Rider.id).order_by(Rider.id)):
             token, row = _token_row(RIDER, rider_id, "demo")
             session.add(row)

@@ -36,11 +36,21 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
 
 def alert_document(alert: Alert, event: str, city_code: str | None) -> dict[str, Any]:
     """The alert as channels see it."""
-    return {"event": event, "id": alert.id, "kind": alert.kind, "severity": alert.severity,
-            "status": alert.status, "cabinet_id": alert.cabinet_id, "slot_no": alert.slot_no,
-            "battery_serial": alert.battery_serial, "city_code": city_code, "message": alert.message,
-            "occurrences": alert.occurrences, "created_at": _iso(alert.created_at),
-            "resolved_at": _iso(alert.resolved_at)}
+    return {
+        "event": event,
+        "id": alert.id,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "status": alert.status,
+        "cabinet_id": alert.cabinet_id,
+        "slot_no": alert.slot_no,
+        "battery_serial": alert.battery_serial,
+        "city_code": city_code,
+        "message": alert.message,
+        "occurrences": alert.occurrences,
+        "created_at": _iso(alert.created_at),
+        "resolved_at": _iso(alert.resolved_at),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -54,9 +64,17 @@ def render_body(channel: WebhookChannel, document: dict[str, Any]) -> bytes:
     return _templates.from_string(channel.template).render(alert=document).encode()
 
 
-async def post_signed(http: httpx.AsyncClient, channel: WebhookChannel, body: bytes, event: str,
-                      timestamp: str) -> httpx.Response:
+async def post_signed(
+    http: httpx.AsyncClient, channel: WebhookChannel, body: bytes, event: str, timestamp: str
+) -> httpx.Response:
     """POST the body to the channel with its signature headers."""
-    return await http.post(channel.url, content=body, headers={
-        "Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, EVENT_HEADER: event,
-        SIGNATURE_HEADER: sign(channel.secret, timestamp, body)})
+    return await http.post(
+        channel.url,
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            EVENT_HEADER: event,
+            SIGNATURE_HEADER: sign(channel.secret, timestamp, body),
+        },
+    )

@@ -44,15 +44,20 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
 
-async def incident_figures(session: AsyncSession, period: Period,
-                           cities: Sequence[str] | None = None) -> list[IncidentFigures]:
+async def incident_figures(
+    session: AsyncSession, period: Period, cities: Sequence[str] | None = None
+) -> list[IncidentFigures]:
     """MTTA and MTTR per city of the work orders opened in `period`: from the moment each was opened
     to the first `accepted` and the `closed` step of its timeline."""
-    query = (select(WorkOrder.id, WorkOrder.city_code, WorkOrder.opened_at, WorkOrderEvent.kind, WorkOrderEvent.at)
-             .outerjoin(WorkOrderEvent, (WorkOrderEvent.work_order_id == WorkOrder.id)
-                        & WorkOrderEvent.kind.in_(("accepted", "closed")))
-             .where(WorkOrder.opened_at >= period.start, WorkOrder.opened_at < period.end)
-             .order_by(WorkOrder.id, WorkOrderEvent.seq))
+    query = (
+        select(WorkOrder.id, WorkOrder.city_code, WorkOrder.opened_at, WorkOrderEvent.kind, WorkOrderEvent.at)
+        .outerjoin(
+            WorkOrderEvent,
+            (WorkOrderEvent.work_order_id == WorkOrder.id) & WorkOrderEvent.kind.in_(("accepted", "closed")),
+        )
+        .where(WorkOrder.opened_at >= period.start, WorkOrder.opened_at < period.end)
+        .order_by(WorkOrder.id, WorkOrderEvent.seq)
+    )
     if cities is not None:
         query = query.where(WorkOrder.city_code.in_(list(cities)))
     steps: dict[str, dict[str, datetime]] = defaultdict(dict)
@@ -69,8 +74,16 @@ async def incident_figures(session: AsyncSession, period: Period,
     for city_code, orders in sorted(by_city.items()):
         acks = [(o["accepted"] - o["opened"]).total_seconds() for o in orders if "accepted" in o]
         repairs = [(o["closed"] - o["opened"]).total_seconds() for o in orders if "closed" in o]
-        figures.append(IncidentFigures(city_code=city_code, opened=len(orders), acked=len(acks), closed=len(repairs),
-                                       mtta_s=_mean(acks), mttr_s=_mean(repairs)))
+        figures.append(
+            IncidentFigures(
+                city_code=city_code,
+                opened=len(orders),
+                acked=len(acks),
+                closed=len(repairs),
+                mtta_s=_mean(acks),
+                mttr_s=_mean(repairs),
+            )
+        )
     return figures
 
 
@@ -78,11 +91,16 @@ def age_bucket(age_s: float) -> str:
     return next((label for bound, label in AGE_BUCKETS_S if age_s < bound), ">24h")
 
 
-async def open_by_age(session: AsyncSession, now: datetime,
-                      cities: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+async def open_by_age(
+    session: AsyncSession, now: datetime, cities: Sequence[str] | None = None
+) -> dict[str, dict[str, int]]:
     """Open alerts and open work orders counted by age bucket."""
-    alerts = select(Alert.created_at).outerjoin(Cabinet, Cabinet.id == Alert.cabinet_id).outerjoin(
-        Station, Station.id == Cabinet.station_id).where(Alert.status == AlertStatus.OPEN)
+    alerts = (
+        select(Alert.created_at)
+        .outerjoin(Cabinet, Cabinet.id == Alert.cabinet_id)
+        .outerjoin(Station, Station.id == Cabinet.station_id)
+        .where(Alert.status == AlertStatus.OPEN)
+    )
     orders = select(WorkOrder.opened_at).where(WorkOrder.status.in_(OPEN_WORK_ORDER_STATUSES))
     if cities is not None:
         alerts = alerts.where(Station.city_code.in_(list(cities)))

@@ -50,12 +50,14 @@ class Uptime:
         return None if self.observed_s <= 0 else self.online_s / self.observed_s
 
 
-async def _transitions(session: AsyncSession, cabinet_ids: Sequence[str],
-                       before: datetime) -> dict[str, list[tuple[datetime, bool]]]:
+async def _transitions(
+    session: AsyncSession, cabinet_ids: Sequence[str], before: datetime
+) -> dict[str, list[tuple[datetime, bool]]]:
     rows = await session.execute(
         select(CabinetPresence.cabinet_id, CabinetPresence.at, CabinetPresence.online)
         .where(CabinetPresence.cabinet_id.in_(list(cabinet_ids)), CabinetPresence.at < before)
-        .order_by(CabinetPresence.cabinet_id, CabinetPresence.at, CabinetPresence.id))
+        .order_by(CabinetPresence.cabinet_id, CabinetPresence.at, CabinetPresence.id)
+    )
     found: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
     for cabinet_id, at, online in rows.tuples():
         found[cabinet_id].append((as_utc(at), online))
@@ -86,13 +88,22 @@ def cabinet_uptime(transitions: Sequence[tuple[datetime, bool]], period: Period)
     return observed, online_s, count
 
 
-async def uptime(session: AsyncSession, scope: UptimeScope, period: Period, *,
-                 cities: Sequence[str] | None = None, key: str | None = None) -> list[Uptime]:
+async def uptime(
+    session: AsyncSession,
+    scope: UptimeScope,
+    period: Period,
+    *,
+    cities: Sequence[str] | None = None,
+    key: str | None = None,
+) -> list[Uptime]:
     """Uptime of each cabinet, station or city (of `cities` when given; only `key` when given) over
     `period` (its end capped at now). Command-only cabinets never report, so they are left out."""
     period = Period(period.start, min(period.end, utcnow()))
-    query = (select(Cabinet.id, Station.id, Station.city_code).join(Station, Station.id == Cabinet.station_id)
-             .where(Cabinet.capability == CabinetCapability.REPORTING))
+    query = (
+        select(Cabinet.id, Station.id, Station.city_code)
+        .join(Station, Station.id == Cabinet.station_id)
+        .where(Cabinet.capability == CabinetCapability.REPORTING)
+    )
     if cities is not None:
         query = query.where(Station.city_code.in_(list(cities)))
     cabinets = (await session.execute(query)).tuples().all()
@@ -109,5 +120,14 @@ async def uptime(session: AsyncSession, scope: UptimeScope, period: Period, *,
         sums[1] += online_s
         sums[2] += count
         city_of[group] = city_code
-    return [Uptime(scope=scope, key=group, city_code=city_of[group], observed_s=round(o, 3), online_s=round(s, 3),
-                   transitions=int(n)) for group, (o, s, n) in sorted(totals.items())]
+    return [
+        Uptime(
+            scope=scope,
+            key=group,
+            city_code=city_of[group],
+            observed_s=round(o, 3),
+            online_s=round(s, 3),
+            transitions=int(n),
+        )
+        for group, (o, s, n) in sorted(totals.items())
+    ]

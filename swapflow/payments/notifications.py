@@ -45,11 +45,23 @@ class NotificationMalformed(Exception):
     """An authentic notification whose content is not what the provider documents (a resource that is not an
     object, a key that is not text, ...): answered 400 and recorded as malformed, never acted on."""
 
-    def __init__(self, reason: str, *, body: bytes = b"", notification_id: str | None = None, event_type: str = "",
-                 content: Any = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        body: bytes = b"",
+        notification_id: str | None = None,
+        event_type: str = "",
+        content: Any = None,
+    ) -> None:
         super().__init__(reason)
         self.reason, self.body, self.notification_id, self.event_type, self.content = (
-            reason, body, notification_id, event_type, content)
+            reason,
+            body,
+            notification_id,
+            event_type,
+            content,
+        )
 
 
 MALFORMED = "malformed"  # the status of a recorded malformed notification
@@ -79,17 +91,31 @@ async def record_malformed(db: Database, provider: PaymentMethod, malformed: Not
     notification_id = malformed.notification_id
     if not notification_id or len(notification_id) > NOTIFICATION_ID_LENGTH:
         notification_id = f"body:{hashlib.sha256(malformed.body).hexdigest()[:40]}"
-    payload = {"error": malformed.reason,
-               "content": malformed.content if malformed.content is not None
-               else malformed.body.decode("utf-8", "replace")}
+    payload = {
+        "error": malformed.reason,
+        "content": malformed.content if malformed.content is not None else malformed.body.decode("utf-8", "replace"),
+    }
     try:
         async with db.transaction() as session:
-            if await session.scalar(select(PaymentNotification.id).where(
-                    PaymentNotification.provider == provider.value,
-                    PaymentNotification.notification_id == notification_id)) is None:
-                session.add(PaymentNotification(provider=provider.value, notification_id=notification_id,
-                                                event_type=malformed.event_type[:60], key=None, status=MALFORMED,
-                                                payload=payload))
+            if (
+                await session.scalar(
+                    select(PaymentNotification.id).where(
+                        PaymentNotification.provider == provider.value,
+                        PaymentNotification.notification_id == notification_id,
+                    )
+                )
+                is None
+            ):
+                session.add(
+                    PaymentNotification(
+                        provider=provider.value,
+                        notification_id=notification_id,
+                        event_type=malformed.event_type[:60],
+                        key=None,
+                        status=MALFORMED,
+                        payload=payload,
+                    )
+                )
     except IntegrityError:
         pass  # a concurrent duplicate recorded it
 
@@ -124,8 +150,9 @@ class NotificationOutcome(StrEnum):
 TemporalConnector = Callable[[], Awaitable[Client]]
 
 
-async def process_notification(note: VerifiedNotification, provider: PaymentProvider, db: Database,
-                               temporal: TemporalConnector) -> NotificationOutcome:
+async def process_notification(
+    note: VerifiedNotification, provider: PaymentProvider, db: Database, temporal: TemporalConnector
+) -> NotificationOutcome:
     """Record `note` once and pass a refund's re-read state to its workflow.
 
     Order matters: the provider is re-read first (outside any transaction: it is a network call), then the
@@ -139,9 +166,14 @@ async def process_notification(note: VerifiedNotification, provider: PaymentProv
     state = await _reread(note, provider)
     try:
         async with db.transaction() as session:
-            row = PaymentNotification(provider=note.provider.value, notification_id=note.notification_id,
-                                      event_type=note.event_type, key=note.key,
-                                      status=state.status.value if state else None, payload=note.payload)
+            row = PaymentNotification(
+                provider=note.provider.value,
+                notification_id=note.notification_id,
+                event_type=note.event_type,
+                key=note.key,
+                status=state.status.value if state else None,
+                payload=note.payload,
+            )
             session.add(row)
             await session.flush()  # a concurrent duplicate fails here, before anything is signalled
             if isinstance(state, ProviderRefund):
@@ -153,9 +185,12 @@ async def process_notification(note: VerifiedNotification, provider: PaymentProv
 
 async def _recorded(db: Database, note: VerifiedNotification) -> bool:
     async with db.sessions() as session:
-        found = await session.scalar(select(PaymentNotification.id).where(
-            PaymentNotification.provider == note.provider.value,
-            PaymentNotification.notification_id == note.notification_id))
+        found = await session.scalar(
+            select(PaymentNotification.id).where(
+                PaymentNotification.provider == note.provider.value,
+                PaymentNotification.notification_id == note.notification_id,
+            )
+        )
     return found is not None
 
 

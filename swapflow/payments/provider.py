@@ -48,8 +48,9 @@ class RefundStatus(StrEnum):
     FAILED = "failed"  # Stripe: the refund failed
 
 
-FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.CLOSED, RefundStatus.ABNORMAL,
-                                   RefundStatus.FAILED})
+FINAL_REFUND_STATUSES = frozenset(
+    {RefundStatus.SUCCEEDED, RefundStatus.CLOSED, RefundStatus.ABNORMAL, RefundStatus.FAILED}
+)
 
 
 class ChargeRequest(BaseModel):

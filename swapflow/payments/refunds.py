@@ -43,8 +43,6 @@ def charge_key(order_id: str) -> str:
     return f"swap:{order_id}:charge"
 
 
-
-
 def method_account(method: str, rider_id: str) -> str:
     """The ledger account a method's money for a rider sits in: the rider's wallet or subscription, or
     the provider's clearing account."""
@@ -71,13 +69,26 @@ class RefundRefused(ValueError):
 
 async def refundable_minor(session: AsyncSession, payment: Payment, *, excluding: str | None = None) -> int:
     """What is left of a capture once the refunds opened against it are taken off."""
-    taken = await session.scalar(select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
-        Refund.payment_key == payment.key, Refund.id != (excluding or ""))) or 0
+    taken = (
+        await session.scalar(
+            select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
+                Refund.payment_key == payment.key, Refund.id != (excluding or "")
+            )
+        )
+        or 0
+    )
     return payment.amount_minor - int(taken)
 
 
-async def open_refund(session: AsyncSession, *, refund_id: str, payment: Payment, amount_minor: int | None,
-                      reason: str, origin: RefundOrigin) -> tuple[Refund, bool]:
+async def open_refund(
+    session: AsyncSession,
+    *,
+    refund_id: str,
+    payment: Payment,
+    amount_minor: int | None,
+    reason: str,
+    origin: RefundOrigin,
+) -> tuple[Refund, bool]:
     """The refund `refund_id`, opened now if new: of `amount_minor` (None: all that is left), never more
     than what is left of the capture. The same id returns the refund it already opened. Returns (refund,
     whether it was opened now)."""
@@ -92,10 +103,21 @@ async def open_refund(session: AsyncSession, *, refund_id: str, payment: Payment
     amount = left if amount_minor is None else amount_minor
     if amount <= 0 or amount > left:
         raise RefundRefused(f"refund of {amount} {payment.currency} asked; {left} left of the capture")
-    refund = Refund(id=refund_id, key=refund_submission_key(refund_id, 1), payment_key=payment.key,
-                    order_id=payment.order_id, rider_id=payment.rider_id, method=payment.method,
-                    amount_minor=amount, currency=payment.currency,
-                    reason=reason, origin=origin, status=RefundState.REQUESTED, attempt=1, escalated=False)
+    refund = Refund(
+        id=refund_id,
+        key=refund_submission_key(refund_id, 1),
+        payment_key=payment.key,
+        order_id=payment.order_id,
+        rider_id=payment.rider_id,
+        method=payment.method,
+        amount_minor=amount,
+        currency=payment.currency,
+        reason=reason,
+        origin=origin,
+        status=RefundState.REQUESTED,
+        attempt=1,
+        escalated=False,
+    )
     session.add(refund)
     await session.flush()
     return refund, True

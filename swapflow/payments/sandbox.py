@@ -40,16 +40,28 @@ _RELEASING = frozenset({RefundStatus.CLOSED, RefundStatus.FAILED})
 
 
 def _payment(row: SandboxPayment) -> ProviderPayment:
-    return ProviderPayment(provider=PaymentMethod.SANDBOX, key=row.idempotency_key, payment_id=row.id,
-                           status=PaymentStatus(row.status), amount_minor=row.amount_minor, currency=row.currency,
-                           refunded_minor=row.refunded_minor)
+    return ProviderPayment(
+        provider=PaymentMethod.SANDBOX,
+        key=row.idempotency_key,
+        payment_id=row.id,
+        status=PaymentStatus(row.status),
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        refunded_minor=row.refunded_minor,
+    )
 
 
 def _refund(row: SandboxRefund, payment: SandboxPayment) -> ProviderRefund:
-    return ProviderRefund(provider=PaymentMethod.SANDBOX, key=row.idempotency_key, refund_id=row.id,
-                          payment_id=payment.id, status=RefundStatus(row.status), amount_minor=row.amount_minor,
-                          created_at=as_utc(row.created_at),
-                          succeeded_at=as_utc(row.final_at) if row.final_at and row.status == "succeeded" else None)
+    return ProviderRefund(
+        provider=PaymentMethod.SANDBOX,
+        key=row.idempotency_key,
+        refund_id=row.id,
+        payment_id=payment.id,
+        status=RefundStatus(row.status),
+        amount_minor=row.amount_minor,
+        created_at=as_utc(row.created_at),
+        succeeded_at=as_utc(row.final_at) if row.final_at and row.status == "succeeded" else None,
+    )
 
 
 class SandboxProvider:
@@ -57,9 +69,16 @@ class SandboxProvider:
 
     method = PaymentMethod.SANDBOX
 
-    def __init__(self, db: Database, *, latency_ms: int = 0, decline_rate: float = 0.0,
-                 timeout_rate: float = 0.0, refund_processing_s: float = 0.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        latency_ms: int = 0,
+        decline_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        refund_processing_s: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.db = db
         self.latency_ms = latency_ms
         self.decline_rate = decline_rate
@@ -79,9 +98,13 @@ class SandboxProvider:
         async with self.db.transaction() as session:
             row = await session.scalar(select(SandboxPayment).where(SandboxPayment.idempotency_key == request.key))
             if row is None:
-                row = SandboxPayment(id=f"sbx_pay_{uuid.uuid4().hex[:20]}", idempotency_key=request.key,
-                                     amount_minor=request.amount_minor, currency=request.currency,
-                                     status=PaymentStatus.DECLINED if declined else PaymentStatus.CAPTURED)
+                row = SandboxPayment(
+                    id=f"sbx_pay_{uuid.uuid4().hex[:20]}",
+                    idempotency_key=request.key,
+                    amount_minor=request.amount_minor,
+                    currency=request.currency,
+                    status=PaymentStatus.DECLINED if declined else PaymentStatus.CAPTURED,
+                )
                 session.add(row)
         if self.rng.random() < self.timeout_rate:
             raise ProviderTimeout(f"sandbox: no answer for {request.key}")
@@ -121,21 +144,26 @@ class SandboxProvider:
             payment = await session.get(SandboxPayment, request.payment.payment_id, with_for_update=True)
             if payment is None or payment.status != PaymentStatus.CAPTURED:
                 raise ProviderDeclined(f"sandbox: no captured payment {request.payment.payment_id}")
-            existing = await session.scalar(
-                select(SandboxRefund).where(SandboxRefund.idempotency_key == request.key))
+            existing = await session.scalar(select(SandboxRefund).where(SandboxRefund.idempotency_key == request.key))
             if existing is not None:
                 return _refund(existing, payment)
             if payment.refunded_minor + request.amount_minor > payment.amount_minor:
                 raise RefundExceedsCapture(
-                    f"refund {request.amount_minor} exceeds the {payment.amount_minor - payment.refunded_minor} left")
+                    f"refund {request.amount_minor} exceeds the {payment.amount_minor - payment.refunded_minor} left"
+                )
             payment.refunded_minor += request.amount_minor
             now = utcnow()
             at_once = self.refund_processing_s <= 0
-            row = SandboxRefund(id=f"sbx_re_{uuid.uuid4().hex[:20]}", idempotency_key=request.key,
-                                payment_id=payment.id, amount_minor=request.amount_minor, created_at=now,
-                                status=RefundStatus.SUCCEEDED if at_once else RefundStatus.PROCESSING,
-                                settles_at=now + timedelta(seconds=self.refund_processing_s),
-                                final_at=now if at_once else None)
+            row = SandboxRefund(
+                id=f"sbx_re_{uuid.uuid4().hex[:20]}",
+                idempotency_key=request.key,
+                payment_id=payment.id,
+                amount_minor=request.amount_minor,
+                created_at=now,
+                status=RefundStatus.SUCCEEDED if at_once else RefundStatus.PROCESSING,
+                settles_at=now + timedelta(seconds=self.refund_processing_s),
+                final_at=now if at_once else None,
+            )
             session.add(row)
         return _refund(row, payment)
 
@@ -147,8 +175,11 @@ class SandboxProvider:
                 return None
             payment = await session.get(SandboxPayment, row.payment_id)
             assert payment is not None
-            if (row.status == RefundStatus.PROCESSING and row.settles_at is not None
-                    and as_utc(row.settles_at) <= utcnow()):
+            if (
+                row.status == RefundStatus.PROCESSING
+                and row.settles_at is not None
+                and as_utc(row.settles_at) <= utcnow()
+            ):
                 row.status, row.final_at = RefundStatus.SUCCEEDED, utcnow()
             return _refund(row, payment)
 
@@ -172,19 +203,49 @@ class SandboxProvider:
         """Captures made and refunds accepted on `day`; closed and failed refunds moved no money."""
         start, end = day_bounds(day)
         async with self.db.sessions() as session:
-            payments = (await session.scalars(select(SandboxPayment).where(
-                SandboxPayment.status == PaymentStatus.CAPTURED, SandboxPayment.created_at >= start,
-                SandboxPayment.created_at < end))).all()
-            refunds = (await session.scalars(select(SandboxRefund).where(
-                SandboxRefund.status.not_in(list(_RELEASING)), SandboxRefund.created_at >= start,
-                SandboxRefund.created_at < end))).all()
+            payments = (
+                await session.scalars(
+                    select(SandboxPayment).where(
+                        SandboxPayment.status == PaymentStatus.CAPTURED,
+                        SandboxPayment.created_at >= start,
+                        SandboxPayment.created_at < end,
+                    )
+                )
+            ).all()
+            refunds = (
+                await session.scalars(
+                    select(SandboxRefund).where(
+                        SandboxRefund.status.not_in(list(_RELEASING)),
+                        SandboxRefund.created_at >= start,
+                        SandboxRefund.created_at < end,
+                    )
+                )
+            ).all()
             currencies = {p.id: p.currency for p in payments}
             for refund in refunds:
                 if refund.payment_id not in currencies:
                     payment = await session.get(SandboxPayment, refund.payment_id)
                     currencies[refund.payment_id] = payment.currency if payment else ""
-        lines = [StatementLine(kind="charge", key=p.idempotency_key, provider_ref=p.id, amount_minor=p.amount_minor,
-                               currency=p.currency, at=as_utc(p.created_at)) for p in payments]
-        lines += [StatementLine(kind="refund", key=r.idempotency_key, provider_ref=r.id, amount_minor=-r.amount_minor,
-                                currency=currencies[r.payment_id], at=as_utc(r.created_at)) for r in refunds]
+        lines = [
+            StatementLine(
+                kind="charge",
+                key=p.idempotency_key,
+                provider_ref=p.id,
+                amount_minor=p.amount_minor,
+                currency=p.currency,
+                at=as_utc(p.created_at),
+            )
+            for p in payments
+        ]
+        lines += [
+            StatementLine(
+                kind="refund",
+                key=r.idempotency_key,
+                provider_ref=r.id,
+                amount_minor=-r.amount_minor,
+                currency=currencies[r.payment_id],
+                at=as_utc(r.created_at),
+            )
+            for r in refunds
+        ]
         return lines

@@ -92,13 +92,21 @@ class StripeProvider:
                 raise ProviderDeclined("a Stripe charge needs the rider's payment method as payer")
             customer, _, method = request.payer.rpartition("/")
             params: dict[str, Any] = {
-                "amount": request.amount_minor, "currency": request.currency.lower(), "payment_method": method,
-                "payment_method_types": ["card"], "capture_method": "manual", "confirm": True,
-                "metadata": {KEY: request.key, "rider_id": request.rider_id, "description": request.description}}
+                "amount": request.amount_minor,
+                "currency": request.currency.lower(),
+                "payment_method": method,
+                "payment_method_types": ["card"],
+                "capture_method": "manual",
+                "confirm": True,
+                "metadata": {KEY: request.key, "rider_id": request.rider_id, "description": request.description},
+            }
             if customer:
                 params["customer"] = customer
-            intent = await self._call(self._client.v1.payment_intents.create_async(
-                params=cast(PaymentIntentCreateParams, params), options={"idempotency_key": request.key}))
+            intent = await self._call(
+                self._client.v1.payment_intents.create_async(
+                    params=cast(PaymentIntentCreateParams, params), options={"idempotency_key": request.key}
+                )
+            )
             existing = await self._payment_from(intent, request.key)
         if existing.status is PaymentStatus.DECLINED:
             raise ProviderDeclined(f"Stripe declined {request.key}")
@@ -113,8 +121,9 @@ class StripeProvider:
         """Capture an authorized PaymentIntent; one already captured is answered as it is."""
         intent = await self._require_intent(key)
         if intent.status == "requires_capture":
-            intent = await self._call(self._client.v1.payment_intents.capture_async(
-                intent.id, options={"idempotency_key": f"{key}:capture"}))
+            intent = await self._call(
+                self._client.v1.payment_intents.capture_async(intent.id, options={"idempotency_key": f"{key}:capture"})
+            )
         payment = await self._payment_from(intent, key)
         if payment.status is not PaymentStatus.CAPTURED:
             raise ProviderDeclined(f"Stripe payment {key} is {payment.status.value}: nothing to capture")
@@ -124,8 +133,9 @@ class StripeProvider:
         """Cancel an uncaptured PaymentIntent (releasing the hold); a captured one is answered as it is."""
         intent = await self._require_intent(key)
         if intent.status not in ("canceled", "succeeded"):
-            intent = await self._call(self._client.v1.payment_intents.cancel_async(
-                intent.id, options={"idempotency_key": f"{key}:cancel"}))
+            intent = await self._call(
+                self._client.v1.payment_intents.cancel_async(intent.id, options={"idempotency_key": f"{key}:cancel"})
+            )
         return await self._payment_from(intent, key)
 
     # ---- refunds ----
@@ -135,19 +145,27 @@ class StripeProvider:
         intent = await self._require_intent(request.payment.key)
         payment = await self._payment_from(intent, request.payment.key)
         if payment.status is not PaymentStatus.CAPTURED:
-            raise RefundExceedsCapture(f"Stripe payment {request.payment.key} is {payment.status.value}: "
-                                       "nothing was captured")
+            raise RefundExceedsCapture(
+                f"Stripe payment {request.payment.key} is {payment.status.value}: nothing was captured"
+            )
         existing = await self._refund_of_intent(intent.id, request.key)
         if existing is not None:
             return existing
         left = payment.amount_minor - payment.refunded_minor
         if request.amount_minor > left:
-            raise RefundExceedsCapture(f"refund of {request.amount_minor} exceeds the {left} left of "
-                                       f"{request.payment.key}")
-        refund = await self._call(self._client.v1.refunds.create_async(
-            params={"payment_intent": intent.id, "amount": request.amount_minor,
-                    "metadata": {KEY: request.key, "reason": request.reason[:500]}},
-            options={"idempotency_key": request.key}))
+            raise RefundExceedsCapture(
+                f"refund of {request.amount_minor} exceeds the {left} left of {request.payment.key}"
+            )
+        refund = await self._call(
+            self._client.v1.refunds.create_async(
+                params={
+                    "payment_intent": intent.id,
+                    "amount": request.amount_minor,
+                    "metadata": {KEY: request.key, "reason": request.reason[:500]},
+                },
+                options={"idempotency_key": request.key},
+            )
+        )
         return self._refund_from(refund, request.key)
 
     async def find_refund(self, key: str) -> ProviderRefund | None:
@@ -184,9 +202,16 @@ class StripeProvider:
                 continue
             source = txn.source if isinstance(txn.source, str) else txn.source.id
             kind = "refund" if txn.type == "refund" else "charge"
-            lines.append(StatementLine(kind=kind, key=await self._key_of_source(source), provider_ref=source,
-                                       amount_minor=int(txn.amount), currency=str(txn.currency).upper(),
-                                       at=datetime.fromtimestamp(txn.created, UTC)))
+            lines.append(
+                StatementLine(
+                    kind=kind,
+                    key=await self._key_of_source(source),
+                    provider_ref=source,
+                    amount_minor=int(txn.amount),
+                    currency=str(txn.currency).upper(),
+                    at=datetime.fromtimestamp(txn.created, UTC),
+                )
+            )
         return sorted(lines, key=lambda line: line.at)
 
     async def _key_of_source(self, source: str) -> str | None:
@@ -200,8 +225,9 @@ class StripeProvider:
 
     # ---- notifications ----
 
-    def verify_notification(self, headers: Mapping[str, str], body: bytes, *,
-                            now: float | None = None) -> VerifiedNotification:
+    def verify_notification(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> VerifiedNotification:
         """Check a webhook's `Stripe-Signature` (HMAC with the endpoint's secret) and that its timestamp
         is within the tolerance either way. Raises `NotificationRejected`."""
         if not self._webhook_secret:
@@ -222,31 +248,43 @@ class StripeProvider:
             content = json.loads(body)
             payload = object_value(content, where="event")
             event_type = text_field(payload, "type", where="event") or ""
-            subject_object = object_value(object_value(payload.get("data"), where="event.data").get("object"),
-                                          where="event.data.object")
+            subject_object = object_value(
+                object_value(payload.get("data"), where="event.data").get("object"), where="event.data.object"
+            )
             metadata = object_value(subject_object.get("metadata"), where="event.data.object.metadata")
             key = text_field(metadata, KEY, where="event.data.object.metadata")
             notification_id = text_field(payload, "id", where="event") or ""
         except (NotificationMalformed, ValueError) as exc:
             event = content if isinstance(content, dict) else {}
             raise NotificationMalformed(
-                str(exc), body=body, content=content, event_type=str(event.get("type", "")),
-                notification_id=event["id"] if isinstance(event.get("id"), str) else None) from None
+                str(exc),
+                body=body,
+                content=content,
+                event_type=str(event.get("type", "")),
+                notification_id=event["id"] if isinstance(event.get("id"), str) else None,
+            ) from None
         if event_type.startswith("payment_intent."):
             subject = NotificationSubject.PAYMENT
         elif event_type.startswith(("refund.", "charge.refund.")):
             subject = NotificationSubject.REFUND
         else:
             subject, key = NotificationSubject.OTHER, None
-        return VerifiedNotification(provider=self.method, notification_id=notification_id,
-                                    event_type=event_type, subject=subject, key=key, payload=payload)
+        return VerifiedNotification(
+            provider=self.method,
+            notification_id=notification_id,
+            event_type=event_type,
+            subject=subject,
+            key=key,
+            payload=payload,
+        )
 
     # ---- plumbing ----
 
     async def _find_intent(self, key: str) -> stripe.PaymentIntent | None:
         if self._full_api:
-            found = await self._call(self._client.v1.payment_intents.search_async(
-                params={"query": f"metadata['{KEY}']:'{key}'", "limit": 1}))
+            found = await self._call(
+                self._client.v1.payment_intents.search_async(params={"query": f"metadata['{KEY}']:'{key}'", "limit": 1})
+            )
             return found.data[0] if found.data else None
         page = await self._call(self._client.v1.payment_intents.list_async(params={"limit": 100}))
         async for intent in page.auto_paging_iter():
@@ -261,8 +299,7 @@ class StripeProvider:
         return intent
 
     async def _refund_of_intent(self, intent_id: str, key: str) -> ProviderRefund | None:
-        page = await self._call(self._client.v1.refunds.list_async(params={"payment_intent": intent_id,
-                                                                          "limit": 100}))
+        page = await self._call(self._client.v1.refunds.list_async(params={"payment_intent": intent_id, "limit": 100}))
         async for refund in page.auto_paging_iter():
             if _metadata(refund).get(KEY) == key:
                 return self._refund_from(refund, key)
@@ -277,18 +314,30 @@ class StripeProvider:
                 charge = await self._call(self._client.v1.charges.retrieve_async(charge))
             if charge is not None:
                 refunded = int(getattr(charge, "amount_refunded", 0) or 0)
-        return ProviderPayment(provider=self.method, key=key, payment_id=intent.id, status=status,
-                               amount_minor=int(getattr(intent, "amount_received", None) or intent.amount),
-                               currency=str(intent.currency).upper(), refunded_minor=refunded)
+        return ProviderPayment(
+            provider=self.method,
+            key=key,
+            payment_id=intent.id,
+            status=status,
+            amount_minor=int(getattr(intent, "amount_received", None) or intent.amount),
+            currency=str(intent.currency).upper(),
+            refunded_minor=refunded,
+        )
 
     def _refund_from(self, refund: stripe.Refund, key: str) -> ProviderRefund:
         status = _REFUND_STATES.get(str(refund.status), RefundStatus.PROCESSING)
         created = datetime.fromtimestamp(refund.created, UTC)
         payment = getattr(refund, "payment_intent", None) or getattr(refund, "charge", None) or ""
-        return ProviderRefund(provider=self.method, key=key, refund_id=refund.id,
-                              payment_id=payment if isinstance(payment, str) else payment.id, status=status,
-                              amount_minor=int(refund.amount), created_at=created,
-                              succeeded_at=created if status is RefundStatus.SUCCEEDED else None)
+        return ProviderRefund(
+            provider=self.method,
+            key=key,
+            refund_id=refund.id,
+            payment_id=payment if isinstance(payment, str) else payment.id,
+            status=status,
+            amount_minor=int(refund.amount),
+            created_at=created,
+            succeeded_at=created if status is RefundStatus.SUCCEEDED else None,
+        )
 
     @staticmethod
     async def _call(request: Any) -> Any:
@@ -303,8 +352,13 @@ class StripeProvider:
             raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
         except stripe.RateLimitError as exc:
             raise ProviderUnavailable(f"Stripe rate limit: {exc}") from exc
-        except (stripe.CardError, stripe.InvalidRequestError, stripe.IdempotencyError,
-                stripe.AuthenticationError, stripe.PermissionError) as exc:
+        except (
+            stripe.CardError,
+            stripe.InvalidRequestError,
+            stripe.IdempotencyError,
+            stripe.AuthenticationError,
+            stripe.PermissionError,
+        ) as exc:
             raise ProviderDeclined(f"Stripe refused: {exc}") from exc
         except stripe.StripeError as exc:  # 5xx and anything unexpected from the server
             raise ProviderUnavailable(f"Stripe error: {exc}") from exc

@@ -47,29 +47,50 @@ def period_start(subscription: Subscription, plan: SubscriptionPlan, now: dateti
     return started + length * max(0, (now - started) // length)
 
 
-async def subscribe(session: AsyncSession, *, rider_id: str, plan: SubscriptionPlan,
-                    started_at: datetime | None = None) -> Subscription:
+async def subscribe(
+    session: AsyncSession, *, rider_id: str, plan: SubscriptionPlan, started_at: datetime | None = None
+) -> Subscription:
     """Put a rider on a plan, booking its price as swaps owed to the rider (the sale)."""
     subscription = Subscription(rider_id=rider_id, plan_id=plan.id, started_at=started_at or utcnow(), active=True)
     session.add(subscription)
-    await post_transaction(session, key=f"subscription:{rider_id}:{plan.id}:sale", kind="subscription_sale",
-                           currency=plan.currency, memo=f"plan {plan.id}",
-                           postings=[Posting(SALES_CLEARING, plan.price_minor),
-                                     Posting(subscription_account(rider_id), -plan.price_minor)])
+    await post_transaction(
+        session,
+        key=f"subscription:{rider_id}:{plan.id}:sale",
+        kind="subscription_sale",
+        currency=plan.currency,
+        memo=f"plan {plan.id}",
+        postings=[
+            Posting(SALES_CLEARING, plan.price_minor),
+            Posting(subscription_account(rider_id), -plan.price_minor),
+        ],
+    )
     return subscription
 
 
 def _payment(use: SubscriptionUse) -> ProviderPayment:
-    return ProviderPayment(provider=PaymentMethod.SUBSCRIPTION, key=use.key, payment_id=use.id,
-                           status=PaymentStatus.CAPTURED, amount_minor=use.amount_minor, currency=use.currency,
-                           refunded_minor=use.amount_minor if use.returned_at else 0)
+    return ProviderPayment(
+        provider=PaymentMethod.SUBSCRIPTION,
+        key=use.key,
+        payment_id=use.id,
+        status=PaymentStatus.CAPTURED,
+        amount_minor=use.amount_minor,
+        currency=use.currency,
+        refunded_minor=use.amount_minor if use.returned_at else 0,
+    )
 
 
 def _refund(use: SubscriptionUse) -> ProviderRefund:
     assert use.refund_key is not None and use.returned_at is not None
-    return ProviderRefund(provider=PaymentMethod.SUBSCRIPTION, key=use.refund_key, refund_id=f"{use.id}-back",
-                          payment_id=use.id, status=RefundStatus.SUCCEEDED, amount_minor=use.amount_minor,
-                          created_at=as_utc(use.returned_at), succeeded_at=as_utc(use.returned_at))
+    return ProviderRefund(
+        provider=PaymentMethod.SUBSCRIPTION,
+        key=use.refund_key,
+        refund_id=f"{use.id}-back",
+        payment_id=use.id,
+        status=RefundStatus.SUCCEEDED,
+        amount_minor=use.amount_minor,
+        created_at=as_utc(use.returned_at),
+        succeeded_at=as_utc(use.returned_at),
+    )
 
 
 class SubscriptionProvider:
@@ -93,13 +114,28 @@ class SubscriptionProvider:
             plan = await session.get(SubscriptionPlan, subscription.plan_id)
             assert plan is not None
             start = period_start(subscription, plan, utcnow())
-            used = await session.scalar(select(func.count()).select_from(SubscriptionUse).where(
-                SubscriptionUse.rider_id == request.rider_id, SubscriptionUse.period_start == start,
-                SubscriptionUse.returned_at.is_(None))) or 0
+            used = (
+                await session.scalar(
+                    select(func.count())
+                    .select_from(SubscriptionUse)
+                    .where(
+                        SubscriptionUse.rider_id == request.rider_id,
+                        SubscriptionUse.period_start == start,
+                        SubscriptionUse.returned_at.is_(None),
+                    )
+                )
+                or 0
+            )
             if used >= plan.swaps_per_period:
                 raise ProviderDeclined("subscription_allowance_used")
-            use = SubscriptionUse(id=f"sub_{uuid.uuid4().hex[:20]}", key=request.key, rider_id=request.rider_id,
-                                  period_start=start, amount_minor=per_swap_minor(plan), currency=plan.currency)
+            use = SubscriptionUse(
+                id=f"sub_{uuid.uuid4().hex[:20]}",
+                key=request.key,
+                rider_id=request.rider_id,
+                period_start=start,
+                amount_minor=per_swap_minor(plan),
+                currency=plan.currency,
+            )
             session.add(use)
         return _payment(use)
 
@@ -143,13 +179,39 @@ class SubscriptionProvider:
         """Swaps used and given back on `day`, at their per-swap value."""
         start, end = day_bounds(day)
         async with self.db.sessions() as session:
-            used = (await session.scalars(select(SubscriptionUse).where(
-                SubscriptionUse.at >= start, SubscriptionUse.at < end))).all()
-            back = (await session.scalars(select(SubscriptionUse).where(
-                SubscriptionUse.returned_at >= start, SubscriptionUse.returned_at < end))).all()
-        lines = [StatementLine(kind="charge", key=u.key, provider_ref=u.id, amount_minor=u.amount_minor,
-                               currency=u.currency, at=as_utc(u.at)) for u in used]
-        lines += [StatementLine(kind="refund", key=u.refund_key, provider_ref=f"{u.id}-back",
-                                amount_minor=-u.amount_minor, currency=u.currency, at=as_utc(u.returned_at))
-                  for u in back if u.returned_at is not None]
+            used = (
+                await session.scalars(
+                    select(SubscriptionUse).where(SubscriptionUse.at >= start, SubscriptionUse.at < end)
+                )
+            ).all()
+            back = (
+                await session.scalars(
+                    select(SubscriptionUse).where(
+                        SubscriptionUse.returned_at >= start, SubscriptionUse.returned_at < end
+                    )
+                )
+            ).all()
+        lines = [
+            StatementLine(
+                kind="charge",
+                key=u.key,
+                provider_ref=u.id,
+                amount_minor=u.amount_minor,
+                currency=u.currency,
+                at=as_utc(u.at),
+            )
+            for u in used
+        ]
+        lines += [
+            StatementLine(
+                kind="refund",
+                key=u.refund_key,
+                provider_ref=f"{u.id}-back",
+                amount_minor=-u.amount_minor,
+                currency=u.currency,
+                at=as_utc(u.returned_at),
+            )
+            for u in back
+            if u.returned_at is not None
+        ]
         return lines

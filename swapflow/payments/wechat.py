@@ -122,11 +122,22 @@ class WeChatPayProvider:
     method = PaymentMethod.WECHAT
 
     def __init__(self, settings: Settings) -> None:
-        missing = [name for name in ("wechat_mchid", "wechat_appid", "wechat_cert_serial_no", "wechat_apiv3_key",
-                                     "wechat_public_key", "wechat_public_key_id", "wechat_notify_url")
-                   if not getattr(settings, name)]
+        missing = [
+            name
+            for name in (
+                "wechat_mchid",
+                "wechat_appid",
+                "wechat_cert_serial_no",
+                "wechat_apiv3_key",
+                "wechat_public_key",
+                "wechat_public_key_id",
+                "wechat_notify_url",
+            )
+            if not getattr(settings, name)
+        ]
         private_key = settings.wechat_private_key or (
-            settings.wechat_private_key_path.read_text() if settings.wechat_private_key_path else None)
+            settings.wechat_private_key_path.read_text() if settings.wechat_private_key_path else None
+        )
         if not private_key:
             missing.append("wechat_private_key (or wechat_private_key_path)")
         if missing:
@@ -157,10 +168,15 @@ class WeChatPayProvider:
         """Create the JSAPI order under `request.key` for the rider's openid (`request.payer`): PENDING."""
         if not request.payer:
             raise ProviderDeclined("a WeChat Pay charge needs the rider's openid as payer")
-        answer = await self._call(self._sdk.pay, description=request.description[:127],
-                                  out_trade_no=out_trade_no(request.key), attach=request.key,
-                                  amount={"total": request.amount_minor, "currency": request.currency.upper()},
-                                  payer={"openid": request.payer}, pay_type=WeChatPayType.JSAPI)
+        answer = await self._call(
+            self._sdk.pay,
+            description=request.description[:127],
+            out_trade_no=out_trade_no(request.key),
+            attach=request.key,
+            amount={"total": request.amount_minor, "currency": request.currency.upper()},
+            payer={"openid": request.payer},
+            pay_type=WeChatPayType.JSAPI,
+        )
         if answer.code in ("ORDERPAID", "ORDER_CLOSED", "ORDERCLOSED", "OUT_TRADE_NO_USED"):
             # The key was used before: the first order is the answer.
             existing = await self.find_payment(request.key)
@@ -168,10 +184,15 @@ class WeChatPayProvider:
                 return existing
         self._raise_for(answer)
         # Until the rider pays there is no transaction_id: the order is known by its out_trade_no.
-        return ProviderPayment(provider=self.method, key=request.key, payment_id=request.key,
-                               status=PaymentStatus.PENDING, amount_minor=request.amount_minor,
-                               currency=request.currency.upper(),
-                               client_params=self._jsapi_params(str(answer.json["prepay_id"])))
+        return ProviderPayment(
+            provider=self.method,
+            key=request.key,
+            payment_id=request.key,
+            status=PaymentStatus.PENDING,
+            amount_minor=request.amount_minor,
+            currency=request.currency.upper(),
+            client_params=self._jsapi_params(str(answer.json["prepay_id"])),
+        )
 
     async def find_payment(self, key: str) -> ProviderPayment | None:
         """The order `key` as WeChat Pay sees it now; None if it was never created."""
@@ -182,9 +203,13 @@ class WeChatPayProvider:
         order = answer.json
         amount = order.get("amount") or {}
         return ProviderPayment(
-            provider=self.method, key=key, payment_id=str(order.get("transaction_id") or key),
+            provider=self.method,
+            key=key,
+            payment_id=str(order.get("transaction_id") or key),
             status=_TRADE_STATES.get(str(order.get("trade_state")), PaymentStatus.PENDING),
-            amount_minor=int(amount.get("total", 0)), currency=str(amount.get("currency", "CNY")))
+            amount_minor=int(amount.get("total", 0)),
+            currency=str(amount.get("currency", "CNY")),
+        )
 
     async def capture(self, key: str) -> ProviderPayment:
         """WeChat Pay has no separate capture: the rider's confirmation captures. Answers a captured order."""
@@ -211,13 +236,20 @@ class WeChatPayProvider:
         """Submit a refund with `out_refund_no` = `request.key` against the order `request.payment.key`."""
         left = request.payment.amount_minor - request.payment.refunded_minor
         if request.amount_minor > left:
-            raise RefundExceedsCapture(f"refund of {request.amount_minor} exceeds the {left} left of "
-                                       f"{request.payment.key}")
+            raise RefundExceedsCapture(
+                f"refund of {request.amount_minor} exceeds the {left} left of {request.payment.key}"
+            )
         answer = await self._call(
-            self._sdk.refund, out_refund_no=out_refund_no(request.key), out_trade_no=out_trade_no(request.payment.key),
-            amount={"refund": request.amount_minor, "total": request.payment.amount_minor,
-                    "currency": request.payment.currency.upper()},
-            reason=request.reason[:80] or None)
+            self._sdk.refund,
+            out_refund_no=out_refund_no(request.key),
+            out_trade_no=out_trade_no(request.payment.key),
+            amount={
+                "refund": request.amount_minor,
+                "total": request.payment.amount_minor,
+                "currency": request.payment.currency.upper(),
+            },
+            reason=request.reason[:80] or None,
+        )
         self._raise_for(answer)
         return self._refund_from(answer.json, request.key)
 
@@ -244,8 +276,9 @@ class WeChatPayProvider:
         return sorted(lines, key=lambda line: line.at)
 
     async def _bill(self, bill_day: date) -> list[StatementLine]:
-        answer = await self._call(self._sdk.trade_bill, bill_date=bill_day.isoformat(), bill_type="ALL",
-                                  tar_type="GZIP")
+        answer = await self._call(
+            self._sdk.trade_bill, bill_date=bill_day.isoformat(), bill_type="ALL", tar_type="GZIP"
+        )
         if answer.code in _NO_BILL_CODES or answer.code in _NOT_FOUND_CODES:
             return []
         self._raise_for(answer)
@@ -256,8 +289,9 @@ class WeChatPayProvider:
 
     # ---- notifications ----
 
-    def verify_notification(self, headers: Mapping[str, str], body: bytes, *,
-                            now: float | None = None) -> VerifiedNotification:
+    def verify_notification(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> VerifiedNotification:
         """Check a notify call's signature (WeChat Pay public key) and timestamp, decrypt its resource
         (AES-256-GCM with the APIv3 key). Raises `NotificationRejected`."""
         lowered = {name.lower(): value for name, value in headers.items()}
@@ -289,11 +323,21 @@ class WeChatPayProvider:
             else:
                 subject, key = NotificationSubject.OTHER, None
         except (NotificationMalformed, ValueError) as exc:
-            raise NotificationMalformed(str(exc), body=body, event_type=event_type,
-                                        notification_id=notification_id if isinstance(notification_id, str) else None,
-                                        content={**result, "resource": decrypted}) from None
-        return VerifiedNotification(provider=self.method, notification_id=str(notification_id or ""),
-                                    event_type=event_type, subject=subject, key=key, payload=result)
+            raise NotificationMalformed(
+                str(exc),
+                body=body,
+                event_type=event_type,
+                notification_id=notification_id if isinstance(notification_id, str) else None,
+                content={**result, "resource": decrypted},
+            ) from None
+        return VerifiedNotification(
+            provider=self.method,
+            notification_id=str(notification_id or ""),
+            event_type=event_type,
+            subject=subject,
+            key=key,
+            payload=result,
+        )
 
     # ---- plumbing ----
 
@@ -301,8 +345,14 @@ class WeChatPayProvider:
         """What the mini-program passes to wx.requestPayment, signed with the merchant key."""
         timestamp, nonce, package = str(int(time.time())), secrets.token_hex(16), f"prepay_id={prepay_id}"
         signature = self._sdk.sign([self._appid, timestamp, nonce, package])
-        return {"appId": str(self._appid), "timeStamp": timestamp, "nonceStr": nonce, "package": package,
-                "signType": "RSA", "paySign": signature}
+        return {
+            "appId": str(self._appid),
+            "timeStamp": timestamp,
+            "nonceStr": nonce,
+            "package": package,
+            "signType": "RSA",
+            "paySign": signature,
+        }
 
     async def _call(self, fn: Callable[..., tuple[int, str | bytes]], **kwargs: Any) -> _Answer:
         """Run one SDK call in a thread, classifying transport failures."""
@@ -331,11 +381,15 @@ class WeChatPayProvider:
     def _refund_from(self, body: dict[str, Any], key: str) -> ProviderRefund:
         amount = body.get("amount") or {}
         return ProviderRefund(
-            provider=self.method, key=key, refund_id=str(body.get("refund_id", "")),
+            provider=self.method,
+            key=key,
+            refund_id=str(body.get("refund_id", "")),
             payment_id=str(body.get("transaction_id") or body.get("out_trade_no") or ""),
             status=_REFUND_STATES.get(str(body.get("status")), RefundStatus.PROCESSING),
             amount_minor=int(amount.get("refund", 0)),
-            created_at=_parse_time(body.get("create_time")), succeeded_at=_parse_time(body.get("success_time")))
+            created_at=_parse_time(body.get("create_time")),
+            succeeded_at=_parse_time(body.get("success_time")),
+        )
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -360,13 +414,27 @@ def parse_trade_bill(text: str) -> list[StatementLine]:
         at = datetime.strptime(record[_BILL_TIME], "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA).astimezone(UTC)
         currency = record.get(_BILL_CURRENCY) or "CNY"
         if record[_BILL_STATE] == "REFUND":
-            lines.append(StatementLine(kind="refund", key=key_of_refund_no(record[_BILL_OUT_REFUND_NO]),
-                                       provider_ref=record[_BILL_REFUND_ID], amount_minor=-_minor(record[_BILL_REFUND]),
-                                       currency=currency, at=at))
+            lines.append(
+                StatementLine(
+                    kind="refund",
+                    key=key_of_refund_no(record[_BILL_OUT_REFUND_NO]),
+                    provider_ref=record[_BILL_REFUND_ID],
+                    amount_minor=-_minor(record[_BILL_REFUND]),
+                    currency=currency,
+                    at=at,
+                )
+            )
         elif record[_BILL_STATE] == "SUCCESS":
-            lines.append(StatementLine(kind="charge", key=record.get(_BILL_ATTACH) or None,
-                                       provider_ref=record[_BILL_TRANSACTION], amount_minor=_minor(record[_BILL_TOTAL]),
-                                       currency=currency, at=at))
+            lines.append(
+                StatementLine(
+                    kind="charge",
+                    key=record.get(_BILL_ATTACH) or None,
+                    provider_ref=record[_BILL_TRANSACTION],
+                    amount_minor=_minor(record[_BILL_TOTAL]),
+                    currency=currency,
+                    at=at,
+                )
+            )
     return lines
 
 

@@ -96,8 +96,9 @@ class CabinetState(_Message):
     ts: datetime | None = None
     firmware: str | None = None
     slots: list[SlotReport] | None = None
-    reason: str | None = Field(None, max_length=40,
-                               description='Offline only: "shutdown" when the cabinet disconnects cleanly.')
+    reason: str | None = Field(
+        None, max_length=40, description='Offline only: "shutdown" when the cabinet disconnects cleanly.'
+    )
 
 
 class Telemetry(_Message):

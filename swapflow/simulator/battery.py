@@ -127,9 +127,15 @@ class SimBattery:
         # From the clock, and never backwards: the seq keeps increasing as the pack moves between
         # cabinets and across restarts of the simulator.
         self._report_seq = max(self._report_seq + 1, time.time_ns() // 1_000_000)
-        return BatteryTelemetry(serial=self.serial, ts=datetime.now(UTC), seq=self._report_seq,
-                                reading=self.reading(), charging=cabinet_id is not None,
-                                cabinet_id=cabinet_id, slot_no=slot_no)
+        return BatteryTelemetry(
+            serial=self.serial,
+            ts=datetime.now(UTC),
+            seq=self._report_seq,
+            reading=self.reading(),
+            charging=cabinet_id is not None,
+            cabinet_id=cabinet_id,
+            slot_no=slot_no,
+        )
 
     @staticmethod
     def _steps(seconds: float) -> list[float]:

@@ -221,14 +221,20 @@ class SimulatedCabinet:
 
     async def _session(self) -> None:
         # A command-only cabinet has nothing to say about itself, not even that it went away.
-        will = None if self.command_only else aiomqtt.Will(
-            self.topic(Channel.STATE), self.state(online=False).model_dump_json(exclude_none=True), qos=1, retain=True
+        will = (
+            None
+            if self.command_only
+            else aiomqtt.Will(
+                self.topic(Channel.STATE),
+                self.state(online=False).model_dump_json(exclude_none=True),
+                qos=1,
+                retain=True,
+            )
         )
         login = client_login(self.settings, self.cabinet_id)  # each cabinet its own identity
         # A broker that checks identity takes a cabinet only under its own id.
         client_id = self._client_id if login is None else self.cabinet_id
-        async with mqtt_client(self.settings, client_id, will=will, keepalive=self.keepalive_s,
-                               login=login) as client:
+        async with mqtt_client(self.settings, client_id, will=will, keepalive=self.keepalive_s, login=login) as client:
             helpers: list[asyncio.Task[None]] = []
             try:
                 # Subscribed before the birth: once it says "online" the cabinet takes commands.
@@ -349,8 +355,11 @@ class SimulatedCabinet:
                 if slot.report_at <= now:
                     self._report_battery(slot.battery, slot, announces=slot.report_announces)
                     slot.report_at, slot.report_announces = now + self.battery_report_interval_s, False
-            due = [slot.report_at for slot in self.slots.values()
-                   if slot.battery is not None and slot.report_at is not None]
+            due = [
+                slot.report_at
+                for slot in self.slots.values()
+                if slot.battery is not None and slot.report_at is not None
+            ]
             self._reports_rescheduled.clear()
             with suppress(TimeoutError):
                 async with asyncio.timeout(max(min(due, default=now + self.battery_report_interval_s) - now, 0.0)):
@@ -359,8 +368,9 @@ class SimulatedCabinet:
     def _report_battery(self, battery: SimBattery, slot: SimSlot | None, *, announces: bool) -> None:
         """Publish the pack's own report: in `slot`, or out of any cabinet. A report that announces a
         change (put in, taken out) may be duplicated like an event."""
-        telemetry = battery.telemetry(cabinet_id=self.cabinet_id if slot else None,
-                                      slot_no=slot.slot_no if slot else None)
+        telemetry = battery.telemetry(
+            cabinet_id=self.cabinet_id if slot else None, slot_no=slot.slot_no if slot else None
+        )
         # Nulls kept: "cabinet_id": null is how a pack says it is out of any cabinet.
         payload = telemetry.model_dump_json().encode()
         copies = 2 if announces and self._fault("duplicate", forced=self.duplicate_events) else 1
@@ -420,8 +430,12 @@ class SimulatedCabinet:
             return
         if action is CommandAction.OPEN_DOOR:
             if self._fault("jam", forced=slot.slot_no in self.jammed_slots):
-                log.info("%s: slot %d is jammed; open_door %s goes unanswered",
-                         self.cabinet_id, slot.slot_no, command.command_id)
+                log.info(
+                    "%s: slot %d is jammed; open_door %s goes unanswered",
+                    self.cabinet_id,
+                    slot.slot_no,
+                    command.command_id,
+                )
                 return
             if slot.locked:
                 self._ack(command, ok=False, error="slot_locked")
@@ -449,8 +463,9 @@ class SimulatedCabinet:
     ) -> None:
         if self.command_only:
             return
-        ack = CommandAck(command_id=command.command_id, cabinet_id=self.cabinet_id, ok=ok, ts=_now(),
-                         error=error, result=result)
+        ack = CommandAck(
+            command_id=command.command_id, cabinet_id=self.cabinet_id, ok=ok, ts=_now(), error=error, result=result
+        )
         self._seen_commands[command.command_id] = ack
         self._publish_ack(ack)
 

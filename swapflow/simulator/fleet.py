@@ -67,8 +67,9 @@ class FleetStats:
 
 def sim_battery(row: Battery) -> SimBattery:
     """The simulated pack for a battery row, starting from its last known reading."""
-    return SimBattery(serial=row.serial, soc=row.soc, soh=row.soh, temperature_c=row.temperature_c,
-                      cycle_count=row.cycle_count)
+    return SimBattery(
+        serial=row.serial, soc=row.soc, soh=row.soh, temperature_c=row.temperature_c, cycle_count=row.cycle_count
+    )
 
 
 async def build_cabinets(
@@ -105,10 +106,16 @@ async def build_cabinets(
     return {
         # Tower-protocol cabinets speak TCP to the gateway; the rest v1 on MQTT.
         cabinet_id: (TowerCabinet if cabinets[cabinet_id].protocol == CabinetProtocol.TOWER else SimulatedCabinet)(
-            settings, cabinet_id, slots, telemetry_interval_s=telemetry_interval_s,
-            charge_speedup=charge_speedup, firmware=cabinets[cabinet_id].firmware or "1.4.2",
+            settings,
+            cabinet_id,
+            slots,
+            telemetry_interval_s=telemetry_interval_s,
+            charge_speedup=charge_speedup,
+            firmware=cabinets[cabinet_id].firmware or "1.4.2",
             command_only=cabinets[cabinet_id].capability == CabinetCapability.COMMAND_ONLY,
-            battery_report_interval_s=battery_report_interval_s, faults=faults, fault_stats=stats,
+            battery_report_interval_s=battery_report_interval_s,
+            faults=faults,
+            fault_stats=stats,
             rng=random.Random(f"{seed}:{cabinet_id}") if seed is not None else None,
         )
         for cabinet_id, slots in layouts.items()
@@ -137,31 +144,60 @@ async def build_riders(
     stats = stats or RiderStats()
     fault_stats = fault_stats or FaultStats()
     async with db.sessions() as session:
-        stations = (await session.execute(
-            select(Station.city_code, Station.lat, Station.lon)
-            .join(Cabinet, Cabinet.station_id == Station.id)
-            .where(Cabinet.id.in_(list(cabinets)))
-        )).tuples().all()
+        stations = (
+            (
+                await session.execute(
+                    select(Station.city_code, Station.lat, Station.lon)
+                    .join(Cabinet, Cabinet.station_id == Station.id)
+                    .where(Cabinet.id.in_(list(cabinets)))
+                )
+            )
+            .tuples()
+            .all()
+        )
         places: dict[str, list[tuple[float, float]]] = {}
         for city_code, lat, lon in stations:
             places.setdefault(city_code, []).append((lat, lon))
-        holders = (await session.execute(
-            select(Rider, Battery)
-            .join(Battery, (Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id))
-            .where(Rider.status == RiderStatus.ACTIVE, Rider.city_code.in_(list(places)),
-                   Battery.status == BatteryStatus.IN_SERVICE)
-            .order_by(Rider.id)
-        )).tuples().all()
+        holders = (
+            (
+                await session.execute(
+                    select(Rider, Battery)
+                    .join(
+                        Battery, (Battery.custodian_kind == CustodianKind.RIDER) & (Battery.custodian_ref == Rider.id)
+                    )
+                    .where(
+                        Rider.status == RiderStatus.ACTIVE,
+                        Rider.city_code.in_(list(places)),
+                        Battery.status == BatteryStatus.IN_SERVICE,
+                    )
+                    .order_by(Rider.id)
+                )
+            )
+            .tuples()
+            .all()
+        )
     chosen = rng.sample(holders, min(count, len(holders)))
     riders = []
     for rider, battery in sorted(chosen, key=lambda pair: pair[0].id):
         lat, lon = rng.choice(places[rider.city_code])
-        riders.append(SimulatedRider(
-            settings.effective_api_url, rider.id, sim_battery(battery),
-            lat + rng.uniform(-0.01, 0.01), lon + rng.uniform(-0.01, 0.01), cabinets, http,
-            think_time_s=think_time_s, ride_speedup=ride_speedup, stats=stats, rng=random.Random(rng.random()),
-            faults=faults, fault_stats=fault_stats, token=(tokens or {}).get(rider.id),
-        ))
+        riders.append(
+            SimulatedRider(
+                settings.effective_api_url,
+                rider.id,
+                sim_battery(battery),
+                lat + rng.uniform(-0.01, 0.01),
+                lon + rng.uniform(-0.01, 0.01),
+                cabinets,
+                http,
+                think_time_s=think_time_s,
+                ride_speedup=ride_speedup,
+                stats=stats,
+                rng=random.Random(rng.random()),
+                faults=faults,
+                fault_stats=fault_stats,
+                token=(tokens or {}).get(rider.id),
+            )
+        )
     return riders
 
 
@@ -212,20 +248,36 @@ async def run_fleet(
     async with httpx.AsyncClient(timeout=30.0) as http:
         db = Database(settings.effective_database_url, pool_size=2)
         try:
-            cabinets = await build_cabinets(settings, db, charge_speedup=charge_speedup,
-                                            telemetry_interval_s=telemetry_interval_s,
-                                            battery_report_interval_s=battery_report_interval_s,
-                                            faults=plan, fault_stats=fault_stats, seed=seed)
+            cabinets = await build_cabinets(
+                settings,
+                db,
+                charge_speedup=charge_speedup,
+                telemetry_interval_s=telemetry_interval_s,
+                battery_report_interval_s=battery_report_interval_s,
+                faults=plan,
+                fault_stats=fault_stats,
+                seed=seed,
+            )
             tokens = load_demo_tokens(settings.data_dir)
-            sim_riders = await build_riders(settings, db, cabinets, http, count=riders, think_time_s=think_time_s,
-                                            ride_speedup=charge_speedup, stats=rider_stats, seed=seed,
-                                            faults=plan, fault_stats=fault_stats, tokens=tokens.riders)
+            sim_riders = await build_riders(
+                settings,
+                db,
+                cabinets,
+                http,
+                count=riders,
+                think_time_s=think_time_s,
+                ride_speedup=charge_speedup,
+                stats=rider_stats,
+                seed=seed,
+                faults=plan,
+                fault_stats=fault_stats,
+                tokens=tokens.riders,
+            )
             technicians = await build_technicians(settings, db, cabinets, http, tokens.operators)
         finally:
             await db.dispose()
         command_only = sum(1 for c in cabinets.values() if c.command_only)
-        log.info("simulating %d cabinets (%d command-only) and %d riders", len(cabinets), command_only,
-                 len(sim_riders))
+        log.info("simulating %d cabinets (%d command-only) and %d riders", len(cabinets), command_only, len(sim_riders))
         if plan is not None and plan.rates:
             log.info("injecting faults: %s", ", ".join(f"{name}={rate:g}" for name, rate in plan.rates.items()))
         async with asyncio.TaskGroup() as tasks:
@@ -259,8 +311,16 @@ def _log_stats(stats: FleetStats) -> None:
     log.info(
         "fleet: %d/%d cabinets connected, %d riders (%d stranded), %d swaps done, %d failed, %d in flight, "
         "p50 %s s, p95 %s s, %d faults injected%s",
-        stats.cabinets_connected, stats.cabinets, stats.riders, stats.stranded, stats.swaps_done,
-        stats.swaps_failed, stats.in_flight, _fmt(stats.p50_s), _fmt(stats.p95_s), stats.faults_total,
+        stats.cabinets_connected,
+        stats.cabinets,
+        stats.riders,
+        stats.stranded,
+        stats.swaps_done,
+        stats.swaps_failed,
+        stats.in_flight,
+        _fmt(stats.p50_s),
+        _fmt(stats.p95_s),
+        stats.faults_total,
         f" ({by_kind})" if by_kind else "",
     )
 

@@ -25,17 +25,29 @@ def junk(prefix: str, cabinet_id: str, n: int) -> list[tuple[str, bytes]]:
         return cabinet_topic(prefix, cabinet_id, channel)
 
     now = datetime.now(UTC).isoformat()
-    replayed = {"v": 1, "event_id": "replayed", "cabinet_id": cabinet_id, "ts": now, "type": "door_opened",
-                "slot_no": 1}
+    replayed = {
+        "v": 1,
+        "event_id": "replayed",
+        "cabinet_id": cabinet_id,
+        "ts": now,
+        "type": "door_opened",
+        "slot_no": 1,
+    }
     kinds = [
         (at(Channel.EVENTS), b"{not json"),
         (at(Channel.EVENTS), json.dumps({"v": 1, "event_id": 7, "cabinet_id": cabinet_id, "ts": "soon"}).encode()),
-        (at(Channel.ACKS), json.dumps({"v": 1, "command_id": "never-sent", "cabinet_id": cabinet_id, "ok": True,
-                                       "ts": now}).encode()),
+        (
+            at(Channel.ACKS),
+            json.dumps({"v": 1, "command_id": "never-sent", "cabinet_id": cabinet_id, "ok": True, "ts": now}).encode(),
+        ),
         (at(Channel.STATE), json.dumps({"v": 1, "cabinet_id": cabinet_id, "online": "maybe"}).encode()),
         (at(Channel.EVENTS), json.dumps(replayed).encode()),
-        (at(Channel.TELEMETRY), json.dumps({"v": 1, "cabinet_id": cabinet_id, "seq": 1,
-                                            "ts": "2099-01-01T00:00:00Z", "slots": []}).encode()),
+        (
+            at(Channel.TELEMETRY),
+            json.dumps(
+                {"v": 1, "cabinet_id": cabinet_id, "seq": 1, "ts": "2099-01-01T00:00:00Z", "slots": []}
+            ).encode(),
+        ),
         (battery_topic(prefix, "BAT-NOWHERE"), b"[]"),
         (at(Channel.EVENTS), b"\xff" * 64),
     ]
@@ -46,8 +58,9 @@ def junk(prefix: str, cabinet_id: str, n: int) -> list[tuple[str, bytes]]:
     return messages
 
 
-async def flood(connect: Callable[[], aiomqtt.Client], messages: list[tuple[str, bytes]], rate_per_s: float,
-                deadline_s: float) -> int:
+async def flood(
+    connect: Callable[[], aiomqtt.Client], messages: list[tuple[str, bytes]], rate_per_s: float, deadline_s: float
+) -> int:
     """Publish `messages` (QoS 0) at `rate_per_s` on a connection from `connect` until they are sent or
     `deadline_s` has passed; returns how many went out. A broker may close the link of a client that
     sends what it refuses: the flood comes back, as a misbehaving cabinet would."""

@@ -154,8 +154,14 @@ class SimulatedRider:
             self.stats.durations_s.append(loop.time() - started)
         else:
             self.stats.failed += 1
-            log.info("rider %s: swap %s at %s ended %s (%s)", self.rider_id, swap.get("id"), cabinet_id,
-                     swap.get("status"), swap.get("failure_reason"))
+            log.info(
+                "rider %s: swap %s at %s ended %s (%s)",
+                self.rider_id,
+                swap.get("id"),
+                cabinet_id,
+                swap.get("status"),
+                swap.get("failure_reason"),
+            )
         if self.on_result is not None:
             self.on_result(swap)
         return swap
@@ -172,9 +178,12 @@ class SimulatedRider:
         found = await self._request("GET", "/v1/cabinets", params={"near": f"{self.lat},{self.lon}", "limit": 10})
         # A command-only cabinet never reports itself online: its doors are trusted to the commands.
         usable = [
-            c["id"] for c in found
-            if c.get("id") in self.cabinets and (c.get("online") or c.get("capability") == "command_only")
-            and c.get("ready_batteries", 0) > 0 and c.get("free_slots", 0) > 0
+            c["id"]
+            for c in found
+            if c.get("id") in self.cabinets
+            and (c.get("online") or c.get("capability") == "command_only")
+            and c.get("ready_batteries", 0) > 0
+            and c.get("free_slots", 0) > 0
         ]
         # Usually the nearest, sometimes the next: real riders do not all queue at one cabinet.
         return self.rng.choice(usable[:2]) if usable else None
@@ -188,8 +197,13 @@ class SimulatedRider:
             try:
                 return await self._request("POST", "/v1/swaps", json=body, headers=headers)
             except HttpFailure as exc:
-                log.warning("rider %s: starting a swap at %s failed (attempt %d): %s",
-                            self.rider_id, cabinet_id, attempt + 1, exc)
+                log.warning(
+                    "rider %s: starting a swap at %s failed (attempt %d): %s",
+                    self.rider_id,
+                    cabinet_id,
+                    attempt + 1,
+                    exc,
+                )
                 if not exc.retryable:
                     return None
             await asyncio.sleep(delay)
@@ -226,8 +240,12 @@ class SimulatedRider:
             if status in TERMINAL:
                 if self.battery is None:
                     self.stats.stranded += 1
-                    log.warning("rider %s: swap %s ended %s and left the rider without a pack",
-                                self.rider_id, swap.get("id"), status)
+                    log.warning(
+                        "rider %s: swap %s ended %s and left the rider without a pack",
+                        self.rider_id,
+                        swap.get("id"),
+                        status,
+                    )
                 return swap
             if loop.time() > give_up_at:
                 log.warning("rider %s: gave up waiting for swap %s at stage %s", self.rider_id, swap.get("id"), stage)
@@ -305,6 +323,7 @@ class SimulatedRider:
         if response.status_code >= 400:
             self.stats.http_errors += 1
             detail = response.text[:300]
-            raise HttpFailure(f"{method} {path}: {response.status_code} {detail}",
-                              retryable=response.status_code in _RETRYABLE_STATUS)
+            raise HttpFailure(
+                f"{method} {path}: {response.status_code} {detail}", retryable=response.status_code in _RETRYABLE_STATUS
+            )
         return response.json()

@@ -24,9 +24,18 @@ log = logging.getLogger(__name__)
 class SimulatedTechnician:
     """One technician working through their work orders."""
 
-    def __init__(self, api_url: str, technician_id: str, token: str, cabinets: dict[str, SimulatedCabinet],
-                 http: httpx.AsyncClient, *, poll_interval_s: float = 3.0,
-                 repair_time_s: tuple[float, float] = (3.0, 15.0), rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        technician_id: str,
+        token: str,
+        cabinets: dict[str, SimulatedCabinet],
+        http: httpx.AsyncClient,
+        *,
+        poll_interval_s: float = 3.0,
+        repair_time_s: tuple[float, float] = (3.0, 15.0),
+        rng: random.Random | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.technician_id = technician_id
         self.cabinets = cabinets
@@ -62,8 +71,9 @@ class SimulatedTechnician:
             await asyncio.sleep(self.rng.uniform(*self.repair_time_s))
             self.repair(order["cabinet_id"], order["slot_no"])
             await asyncio.sleep(1.0)  # the repaired cabinet reports itself before the verification looks
-            await self._call("POST", f"/v1/ops/work-orders/{order['id']}/resolve",
-                             json={"note": f"repaired by {self.technician_id}"})
+            await self._call(
+                "POST", f"/v1/ops/work-orders/{order['id']}/resolve", json={"note": f"repaired by {self.technician_id}"}
+            )
             self.resolved += 1
         except (httpx.HTTPError, ValueError) as exc:
             log.info("technician %s: work order %s: %s", self.technician_id, order["id"], exc)
@@ -89,17 +99,43 @@ class SimulatedTechnician:
         return response.json()
 
 
-async def build_technicians(settings: Settings, db: Database, cabinets: dict[str, SimulatedCabinet],
-                            http: httpx.AsyncClient, tokens: dict[str, str]) -> list[SimulatedTechnician]:
+async def build_technicians(
+    settings: Settings,
+    db: Database,
+    cabinets: dict[str, SimulatedCabinet],
+    http: httpx.AsyncClient,
+    tokens: dict[str, str],
+) -> list[SimulatedTechnician]:
     """A simulated technician for each technician account with a token, in the simulated cabinets' cities."""
     if not cabinets or not tokens:
         return []
     async with db.sessions() as session:
-        cities = set((await session.scalars(select(Station.city_code).join(
-            Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id.in_(list(cabinets))))).all())
-        rows = (await session.scalars(select(Technician).join(Operator, Operator.id == Technician.operator_id)
-                                      .where(Operator.role == OperatorRole.TECHNICIAN, Operator.active.is_(True))
-                                      .order_by(Technician.operator_id))).all()
-    return [SimulatedTechnician(settings.effective_api_url, t.operator_id, tokens[t.operator_id], cabinets, http,
-                                rng=random.Random(t.operator_id))
-            for t in rows if t.operator_id in tokens and t.city_code in cities]
+        cities = set(
+            (
+                await session.scalars(
+                    select(Station.city_code)
+                    .join(Cabinet, Cabinet.station_id == Station.id)
+                    .where(Cabinet.id.in_(list(cabinets)))
+                )
+            ).all()
+        )
+        rows = (
+            await session.scalars(
+                select(Technician)
+                .join(Operator, Operator.id == Technician.operator_id)
+                .where(Operator.role == OperatorRole.TECHNICIAN, Operator.active.is_(True))
+                .order_by(Technician.operator_id)
+            )
+        ).all()
+    return [
+        SimulatedTechnician(
+            settings.effective_api_url,
+            t.operator_id,
+            tokens[t.operator_id],
+            cabinets,
+            http,
+            rng=random.Random(t.operator_id),
+        )
+        for t in rows
+        if t.operator_id in tokens and t.city_code in cities
+    ]

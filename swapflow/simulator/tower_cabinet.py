@@ -63,18 +63,27 @@ def door_attrs(slot: SimSlot) -> list[Attr]:
     if battery is not None:
         reading = battery.reading()
         values += [
-            (Signal.SOC, round(reading.soc, 1)), (Signal.SOH, round(reading.soh, 1)),
-            (Signal.PACK_VOLTAGE, round(reading.voltage_v, 2)), (Signal.PACK_CURRENT, round(reading.current_a, 2)),
-            (Signal.CELL_TEMPERATURE, round(reading.temperature_c, 1)), (Signal.CYCLE_COUNT, reading.cycle_count),
+            (Signal.SOC, round(reading.soc, 1)),
+            (Signal.SOH, round(reading.soh, 1)),
+            (Signal.PACK_VOLTAGE, round(reading.voltage_v, 2)),
+            (Signal.PACK_CURRENT, round(reading.current_a, 2)),
+            (Signal.CELL_TEMPERATURE, round(reading.temperature_c, 1)),
+            (Signal.CYCLE_COUNT, reading.cycle_count),
         ]
     return [Attr(id=signal, value=value, doorId=slot.slot_no) for signal, value in values]
 
 
 def reading_params(reading: BatteryReading, door: int) -> list[Param]:
     """A BMS reading as control-response parameters."""
-    values = [(Signal.BATTERY_SERIAL, reading.serial), (Signal.SOC, reading.soc), (Signal.SOH, reading.soh),
-              (Signal.PACK_VOLTAGE, reading.voltage_v), (Signal.PACK_CURRENT, reading.current_a),
-              (Signal.CELL_TEMPERATURE, reading.temperature_c), (Signal.CYCLE_COUNT, reading.cycle_count)]
+    values = [
+        (Signal.BATTERY_SERIAL, reading.serial),
+        (Signal.SOC, reading.soc),
+        (Signal.SOH, reading.soh),
+        (Signal.PACK_VOLTAGE, reading.voltage_v),
+        (Signal.PACK_CURRENT, reading.current_a),
+        (Signal.CELL_TEMPERATURE, reading.temperature_c),
+        (Signal.CYCLE_COUNT, reading.cycle_count),
+    ]
     return [Param(id=signal, value=value, doorId=door) for signal, value in values]
 
 
@@ -100,9 +109,18 @@ class TowerCabinet(SimulatedCabinet):
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.gateway), 10.0)
         helpers: list[asyncio.Task[None]] = []
         try:
-            self._write(writer, LoginRequest(txnNo=self._txn(), devId=self.cabinet_id, imsi="460000000000000",
-                                             hardVersion="SC-12", softVersion=self.firmware, protocolVersion="1.0",
-                                             secret=simulated_cabinet_login(self.settings, self.cabinet_id).password))
+            self._write(
+                writer,
+                LoginRequest(
+                    txnNo=self._txn(),
+                    devId=self.cabinet_id,
+                    imsi="460000000000000",
+                    hardVersion="SC-12",
+                    softVersion=self.firmware,
+                    protocolVersion="1.0",
+                    secret=simulated_cabinet_login(self.settings, self.cabinet_id).password,
+                ),
+            )
             answer = await self._read(reader, 30.0)
             if not isinstance(answer, LoginResponse) or answer.result != 1:
                 self.login_refused = True
@@ -189,12 +207,25 @@ class TowerCabinet(SimulatedCabinet):
         for _ in range(copies):
             self._queue(report)
 
-    def raise_alarm(self, alarm_id: str, *, door_id: int | None = None, battery_id: str | None = None,
-                    active: bool = True) -> None:
+    def raise_alarm(
+        self, alarm_id: str, *, door_id: int | None = None, battery_id: str | None = None, active: bool = True
+    ) -> None:
         """Report an alarm starting (or, with `active=False`, ending)."""
-        self._queue(AlarmReport(txnNo=self._txn(), devId=self.cabinet_id, alarmList=[Alarm(
-            id=alarm_id, alarmTime=txn_now(), alarmFlag=1 if active else 0, doorId=door_id, batteryId=battery_id,
-        )]))
+        self._queue(
+            AlarmReport(
+                txnNo=self._txn(),
+                devId=self.cabinet_id,
+                alarmList=[
+                    Alarm(
+                        id=alarm_id,
+                        alarmTime=txn_now(),
+                        alarmFlag=1 if active else 0,
+                        doorId=door_id,
+                        batteryId=battery_id,
+                    )
+                ],
+            )
+        )
 
     # ---------------------------------------------------------------------------------------- commands
 
@@ -205,12 +236,19 @@ class TowerCabinet(SimulatedCabinet):
             try:
                 action = ACTION_OF_CONTROL[Control(int(param.value))]
             except (KeyError, ValueError):
-                self._queue(ControlResponse(txnNo=request.txnNo, devId=self.cabinet_id, result=0,
-                                            reason="unknown_control"))
+                self._queue(
+                    ControlResponse(txnNo=request.txnNo, devId=self.cabinet_id, result=0, reason="unknown_control")
+                )
                 continue
             now = datetime.now(UTC)
-            command = Command(command_id=str(request.txnNo), cabinet_id=self.cabinet_id, action=action,
-                              slot_no=param.doorId or None, issued_at=now, deadline=now + _COMMAND_LIFETIME)
+            command = Command(
+                command_id=str(request.txnNo),
+                cabinet_id=self.cabinet_id,
+                action=action,
+                slot_no=param.doorId or None,
+                issued_at=now,
+                deadline=now + _COMMAND_LIFETIME,
+            )
             # The v1 firmware's logic: a transaction acted on once, its answer repeated, faults rolled.
             self._on_command(command.model_dump_json())
 
@@ -223,8 +261,15 @@ class TowerCabinet(SimulatedCabinet):
         if ack.result is not None:
             slot_no = next((n for n, s in self.slots.items() if s.battery and s.battery.serial == ack.result.serial), 0)
             params = reading_params(ack.result, slot_no)
-        self._queue(ControlResponse(txnNo=int(ack.command_id), devId=self.cabinet_id, result=1 if ack.ok else 0,
-                                    reason=ack.error, paramList=params))
+        self._queue(
+            ControlResponse(
+                txnNo=int(ack.command_id),
+                devId=self.cabinet_id,
+                result=1 if ack.ok else 0,
+                reason=ack.error,
+                paramList=params,
+            )
+        )
 
     # ---------------------------------------------------------------------------------------- sending
 

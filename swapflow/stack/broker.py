@@ -48,15 +48,21 @@ class EmbeddedBroker(Broker):
         self._max_message_bytes = max_message_bytes
         self._max_queued_messages = max_queued_messages
 
-    async def _broadcast_message(self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
-                                 force_qos: int | None = None) -> None:
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
+    ) -> None:
         if session is not None and data is not None and len(data) > self._max_message_bytes:
             self.logger.warning("dropped a message of %d bytes from %s on %s", len(data), session.client_id, topic)
             return
         await super()._broadcast_message(session, topic, data, force_qos)
 
-    async def retain_message(self, source_session: Session | None, topic_name: str | None,
-                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
         if source_session is not None and data is not None and len(data) > self._max_message_bytes:
             return
         await super().retain_message(source_session, topic_name, data, qos)
@@ -107,12 +113,18 @@ class EmbeddedBroker(Broker):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
-def embedded_broker(host: str, port: int, plugins: dict[str, Any] | None = None, *,
-                    max_message_bytes: int = _DEFAULTS["device_max_message_bytes"].default,
-                    max_queued_messages: int = _DEFAULTS["mqtt_max_queued_messages"].default) -> EmbeddedBroker:
+def embedded_broker(
+    host: str,
+    port: int,
+    plugins: dict[str, Any] | None = None,
+    *,
+    max_message_bytes: int = _DEFAULTS["device_max_message_bytes"].default,
+    max_queued_messages: int = _DEFAULTS["mqtt_max_queued_messages"].default,
+) -> EmbeddedBroker:
     """An embedded broker listening on host:port once started."""
-    return EmbeddedBroker(broker_config(host, port, plugins), max_message_bytes=max_message_bytes,
-                          max_queued_messages=max_queued_messages)
+    return EmbeddedBroker(
+        broker_config(host, port, plugins), max_message_bytes=max_message_bytes, max_queued_messages=max_queued_messages
+    )
 
 
 def settings_plugins(settings: Settings) -> dict[str, Any] | None:
@@ -125,9 +137,13 @@ def settings_plugins(settings: Settings) -> dict[str, Any] | None:
 async def run_broker(settings: Settings) -> None:
     """Serve MQTT on the embedded broker's port until cancelled, with the settings' identity plugins and
     limits."""
-    broker = embedded_broker("127.0.0.1", settings.embedded_broker_port, settings_plugins(settings),
-                             max_message_bytes=settings.device_max_message_bytes,
-                             max_queued_messages=settings.mqtt_max_queued_messages)
+    broker = embedded_broker(
+        "127.0.0.1",
+        settings.embedded_broker_port,
+        settings_plugins(settings),
+        max_message_bytes=settings.device_max_message_bytes,
+        max_queued_messages=settings.mqtt_max_queued_messages,
+    )
     await broker.start()
     try:
         await asyncio.Event().wait()

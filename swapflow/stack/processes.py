@@ -29,8 +29,9 @@ def find_binary(name: str) -> str:
         return str(beside_python)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"{name!r} not found beside {sys.executable} or on PATH; "
-                                f"is swapflow installed with its dependencies?")
+        raise FileNotFoundError(
+            f"{name!r} not found beside {sys.executable} or on PATH; is swapflow installed with its dependencies?"
+        )
     return found
 
 
@@ -78,8 +79,13 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, **self.env}, start_new_session=True, preexec_fn=_die_with_parent,
+            *self.argv,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
 

@@ -53,9 +53,11 @@ class Stack:
             wanted.append(("MQTT broker", "127.0.0.1", s.embedded_broker_port))
         taken = [f"{what} port {port}" for what, host, port in wanted if not port_is_free(host, port)]
         if taken:
-            raise SystemExit(f"swapflow up: already in use: {', '.join(taken)}. Is another stack running? "
-                             "Set SWAPFLOW_API_PORT / SWAPFLOW_TEMPORAL_DEV_PORT / SWAPFLOW_TEMPORAL_UI_PORT / "
-                             "SWAPFLOW_EMBEDDED_BROKER_PORT / SWAPFLOW_GATEWAY_PORT to other ports.")
+            raise SystemExit(
+                f"swapflow up: already in use: {', '.join(taken)}. Is another stack running? "
+                "Set SWAPFLOW_API_PORT / SWAPFLOW_TEMPORAL_DEV_PORT / SWAPFLOW_TEMPORAL_UI_PORT / "
+                "SWAPFLOW_EMBEDDED_BROKER_PORT / SWAPFLOW_GATEWAY_PORT to other ports."
+            )
 
     async def start(self) -> None:
         """Start every part, waiting for each dependency to listen before starting what needs it."""
@@ -64,15 +66,31 @@ class Stack:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         temporal = broker = None
         if s.temporal_address is None:
-            temporal = self._process("temporal", [
-                find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
-                "--port", str(s.temporal_dev_port), "--ui-port", str(s.temporal_ui_port),
-                "--db-filename", str((s.data_dir / "temporal.db").resolve()), "--log-level", "warn",
-                "--ui-disable-news-fetch",
-                # WAL with NORMAL sync survives a crash of any process and writes half as often: the
-                # dev server's throughput on its SQLite file goes from ~40 to ~60 empty workflows/s here.
-                "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-            ])
+            temporal = self._process(
+                "temporal",
+                [
+                    find_binary("temporal"),
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(s.temporal_dev_port),
+                    "--ui-port",
+                    str(s.temporal_ui_port),
+                    "--db-filename",
+                    str((s.data_dir / "temporal.db").resolve()),
+                    "--log-level",
+                    "warn",
+                    "--ui-disable-news-fetch",
+                    # WAL with NORMAL sync survives a crash of any process and writes half as often: the
+                    # dev server's throughput on its SQLite file goes from ~40 to ~60 empty workflows/s here.
+                    "--sqlite-pragma",
+                    "journal_mode=wal",
+                    "--sqlite-pragma",
+                    "synchronous=normal",
+                ],
+            )
             await temporal.start()
         if s.mqtt_url is None:
             broker = self._process("broker", swapflow_command("broker"))
@@ -89,8 +107,10 @@ class Stack:
         api = self.processes[-1]
         await wait_for_port(s.api_host, s.api_port, timeout_s=60, process=api)
         if self.options.simulate:
-            await self._process("simulator", swapflow_command(
-                "simulate", "--riders", str(self.options.riders), "--faults", self.options.faults)).start()
+            await self._process(
+                "simulator",
+                swapflow_command("simulate", "--riders", str(self.options.riders), "--faults", self.options.faults),
+            ).start()
 
     def _prepare_database(self) -> None:
         url = self.settings.effective_database_url
@@ -145,9 +165,11 @@ async def summary_line(http: httpx.AsyncClient) -> str:
         stats = (await http.get("/v1/stats")).json()
     except (httpx.HTTPError, ValueError) as exc:
         return f"(API not answering: {type(exc).__name__})"
-    return (f"swaps done {stats['swaps_completed']} | failed {stats['swaps_failed']} | "
-            f"in flight {stats['swaps_in_flight']} | cabinets online {stats['cabinets_online']}/"
-            f"{stats['cabinets_total']} | dead letters {stats['dead_letters']}")
+    return (
+        f"swaps done {stats['swaps_completed']} | failed {stats['swaps_failed']} | "
+        f"in flight {stats['swaps_in_flight']} | cabinets online {stats['cabinets_online']}/"
+        f"{stats['cabinets_total']} | dead letters {stats['dead_letters']}"
+    )
 
 
 async def run_up(settings: Settings, options: UpOptions) -> int:

@@ -33,7 +33,8 @@ class AlertEvaluatorWorkflow:
     async def run(self, request: EvaluatorInput) -> None:
         for round_no in range(request.per_run):
             evaluation = await workflow.execute_activity_method(
-                OpsActivities.evaluate, EvaluateInput(round=round_no),
+                OpsActivities.evaluate,
+                EvaluateInput(round=round_no),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)),
             )
@@ -46,7 +47,9 @@ class AlertEvaluatorWorkflow:
     async def _start_work_order(self, order: WorkOrderInput) -> None:
         try:
             await workflow.start_child_workflow(
-                WorkOrderWorkflow.run, order, id=work_order_workflow_id(order.work_order_id),
+                WorkOrderWorkflow.run,
+                order,
+                id=work_order_workflow_id(order.work_order_id),
                 # A work order outlives this round, and this run of the evaluator.
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
@@ -56,10 +59,17 @@ class AlertEvaluatorWorkflow:
     async def _deliver(self, delivery: AlertDeliveryRequest, attempts: int) -> None:
         try:
             await workflow.execute_activity_method(
-                OpsActivities.deliver, delivery, start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                                         maximum_interval=timedelta(seconds=30), maximum_attempts=attempts),
+                OpsActivities.deliver,
+                delivery,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=attempts,
+                ),
             )
         except ActivityError:
-            workflow.logger.warning("alert %s (%s) not delivered to %s", delivery.alert_id, delivery.event,
-                                    delivery.channel)
+            workflow.logger.warning(
+                "alert %s (%s) not delivered to %s", delivery.alert_id, delivery.event, delivery.channel
+            )

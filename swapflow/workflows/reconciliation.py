@@ -39,7 +39,8 @@ class ReconciliationWorkflow:
         """Compare and file the differences."""
         day = request.day or (workflow.now() - timedelta(days=1)).date()
         return await workflow.execute_activity_method(
-            ReconciliationActivities.reconcile, ReconcileProvider(day=day, provider="*"),
+            ReconciliationActivities.reconcile,
+            ReconcileProvider(day=day, provider="*"),
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=20),
         )
@@ -48,8 +49,12 @@ class ReconciliationWorkflow:
 async def ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
     """Create the daily schedule unless it exists (every worker calls this on start: idempotent)."""
     schedule = Schedule(
-        action=ScheduleActionStartWorkflow(ReconciliationWorkflow.run, ReconcileInput(), id="reconciliation-daily-run",
-                                           task_queue=settings.temporal_task_queue),
+        action=ScheduleActionStartWorkflow(
+            ReconciliationWorkflow.run,
+            ReconcileInput(),
+            id="reconciliation-daily-run",
+            task_queue=settings.temporal_task_queue,
+        ),
         spec=ScheduleSpec(cron_expressions=[settings.reconciliation_cron]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )

@@ -31,8 +31,11 @@ with workflow.unsafe.imports_passed_through():
 # Money must move, however long a provider is down: retried without a bound, backing off to 5 minutes.
 MONEY_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5),
-                                non_retryable_error_types=["RefundRefused"]),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(minutes=5),
+        non_retryable_error_types=["RefundRefused"],
+    ),
 }
 
 ESCALATING = frozenset({RefundStatus.ABNORMAL.value, RefundStatus.FAILED.value, DECLINED})
@@ -59,8 +62,9 @@ class RefundWorkflow:
     @workflow.query(name="progress")
     def progress(self) -> RefundProgress:
         """Where the refund is."""
-        return RefundProgress(refund_id=self._start.refund_id, state=self._state, key=self._key,
-                              attempt=self._attempt, polls=self._polls)
+        return RefundProgress(
+            refund_id=self._start.refund_id, state=self._state, key=self._key, attempt=self._attempt, polls=self._polls
+        )
 
     @workflow.run
     async def run(self, start: RefundStart) -> RefundOutcome:
@@ -90,8 +94,13 @@ class RefundWorkflow:
             waits += 1
             self._polls += 1
             update = await self._do(RefundActivities.poll, ref)
-        return RefundOutcome(refund_id=plan.refund_id, state=update.state, amount_minor=plan.amount_minor,
-                             attempts=update.attempt, polls=self._polls)
+        return RefundOutcome(
+            refund_id=plan.refund_id,
+            state=update.state,
+            amount_minor=plan.amount_minor,
+            attempts=update.attempt,
+            polls=self._polls,
+        )
 
     async def _do(self, step: Any, ref: RefundRef) -> RefundUpdate:
         update: RefundUpdate = await workflow.execute_activity_method(step, ref, **MONEY_STEP)
@@ -103,7 +112,8 @@ class RefundWorkflow:
         try:
             await workflow.wait_condition(
                 lambda: self._notified.get(key, RefundStatus.PROCESSING.value) != RefundStatus.PROCESSING.value,
-                timeout=timedelta(seconds=seconds))
+                timeout=timedelta(seconds=seconds),
+            )
         except TimeoutError:
             pass
         # Consumed: a notification the provider's state does not bear out yet wakes the workflow once.

@@ -62,8 +62,9 @@ with workflow.unsafe.imports_passed_through():
 # time-skipping test server does) crashes the SDK core.
 DB_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5),
-                                maximum_attempts=15),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5), maximum_attempts=15
+    ),
 }
 # Compensations must happen, however long the outage: retried without a bound.
 MUST_COMPLETE: dict[str, Any] = {
@@ -72,8 +73,12 @@ MUST_COMPLETE: dict[str, Any] = {
 }
 # The charge is a regular activity: a real provider may keep it pending for minutes (the rider confirms
 # in the app) while it heartbeats. A lost answer is retried; the retry asks the provider first.
-PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
-                            maximum_attempts=12, non_retryable_error_types=[PAYMENT_DECLINED])
+PAYMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=12,
+    non_retryable_error_types=[PAYMENT_DECLINED],
+)
 PAYMENT_HEARTBEAT = timedelta(seconds=30)
 
 # A swap priced 0 charged nothing (docs/money.md), so its failure starts no refund workflow.
@@ -158,9 +163,13 @@ class SwapWorkflow:
     def progress(self) -> SwapProgress:
         """Where the swap is now, each step's outcome, and the reason for a rollback."""
         return SwapProgress(
-            order_id=self._request.order_id, status=self._status, stage=self._stage,
-            return_slot_no=self._return_slot, charged_slot_no=self._charged_slot,
-            failure_reason=self._failure, steps=tuple(self._steps),
+            order_id=self._request.order_id,
+            status=self._status,
+            stage=self._stage,
+            return_slot_no=self._return_slot,
+            charged_slot_no=self._charged_slot,
+            failure_reason=self._failure,
+            steps=tuple(self._steps),
         )
 
     # ---------------------------------------------------------------------------------- the swap
@@ -201,7 +210,8 @@ class SwapWorkflow:
                 PaymentActivities.charge,
                 ChargeInput(order_id=request.order_id, amount_minor=admission.price_minor, currency=admission.currency),
                 start_to_close_timeout=timedelta(seconds=request.payment_pending_timeout_s + 60),
-                heartbeat_timeout=PAYMENT_HEARTBEAT, retry_policy=PAYMENT_RETRY,
+                heartbeat_timeout=PAYMENT_HEARTBEAT,
+                retry_policy=PAYMENT_RETRY,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError) and error.cause.type == PAYMENT_DECLINED:
@@ -219,9 +229,14 @@ class SwapWorkflow:
         self._stage = SwapStage.RETURN_INSERTED
         verdict = await workflow.execute_local_activity_method(
             SwapRecords.accept_return,
-            ReturnCheck(order_id=request.order_id, rider_id=request.rider_id, cabinet_id=request.cabinet_id,
-                        slot_no=self._slot(SlotRole.RETURN), expected_serial=admission.rider_battery_serial,
-                        reading=reading),
+            ReturnCheck(
+                order_id=request.order_id,
+                rider_id=request.rider_id,
+                cabinet_id=request.cabinet_id,
+                slot_no=self._slot(SlotRole.RETURN),
+                expected_serial=admission.rider_battery_serial,
+                reading=reading,
+            ),
             **DB_STEP,
         )
         if not verdict.accepted:
@@ -272,8 +287,13 @@ class SwapWorkflow:
                 self._step(f"open_{role}_door", "no_ack", f"slot {slot}")
                 replacement = await workflow.execute_local_activity_method(
                     SwapRecords.replace_slot,
-                    ReplaceSlot(order_id=self._request.order_id, cabinet_id=self._request.cabinet_id, role=role,
-                                faulty_slot_no=slot, reason=failed.reason),
+                    ReplaceSlot(
+                        order_id=self._request.order_id,
+                        cabinet_id=self._request.cabinet_id,
+                        role=role,
+                        faulty_slot_no=slot,
+                        reason=failed.reason,
+                    ),
                     **DB_STEP,
                 )
                 if replacement.slot_no is None:
@@ -289,14 +309,21 @@ class SwapWorkflow:
         if not self._reporting:
             find = self._evidence if workflow.patched(LEGACY_TWO_FACTS) else self._report
             report = await self._wait_for(
-                lambda: find(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed")
+                lambda: find(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed"
+            )
             assert report.battery is not None
             await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)
             return report.battery
-        inserted = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_INSERTED, slot),
-                                        request.return_insert_timeout_s, "battery_not_returned_in_time")
-        await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot, after=inserted),
-                             request.return_insert_timeout_s, "return_door_not_closed")
+        inserted = await self._wait_for(
+            lambda: self._event(DeviceSignalKind.BATTERY_INSERTED, slot),
+            request.return_insert_timeout_s,
+            "battery_not_returned_in_time",
+        )
+        await self._wait_for(
+            lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot, after=inserted),
+            request.return_insert_timeout_s,
+            "return_door_not_closed",
+        )
         # The cabinet reads the pack's BMS as it goes in; ask for a reading only if it sent none.
         reading = inserted.battery or (await self._command(CommandAction.READ_BMS, slot)).battery
         if reading is None:
@@ -306,27 +333,43 @@ class SwapWorkflow:
     async def _charged_pack_taken(self) -> None:
         request, slot = self._request, self._slot(SlotRole.CHARGED)
         if self._reporting:
-            self._removed = await self._wait_for(lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
-                                                 request.charged_take_timeout_s, "charged_battery_not_taken")
+            self._removed = await self._wait_for(
+                lambda: self._event(DeviceSignalKind.BATTERY_REMOVED, slot),
+                request.charged_take_timeout_s,
+                "charged_battery_not_taken",
+            )
         else:
             find = self._evidence if workflow.patched(LEGACY_TWO_FACTS) else self._report
-            await self._wait_for(lambda: find(slot, in_slot=False),
-                                 request.charged_take_timeout_s, "charged_take_not_confirmed")
+            await self._wait_for(
+                lambda: find(slot, in_slot=False), request.charged_take_timeout_s, "charged_take_not_confirmed"
+            )
 
     # ---------------------------------------------------------------------------------- waiting
 
     def _event(self, kind: DeviceSignalKind, slot_no: int, *, after: DeviceSignal | None = None) -> DeviceSignal | None:
         """The first `kind` event of the slot; with `after`, the first the cabinet stamped no earlier than it
         (a door closing before the pack went in does not close the door behind it)."""
-        return next((e for e in self._events if e.kind == kind and e.slot_no == slot_no
-                     and (after is None or e.at >= after.at)), None)
+        return next(
+            (
+                e
+                for e in self._events
+                if e.kind == kind and e.slot_no == slot_no and (after is None or e.at >= after.at)
+            ),
+            None,
+        )
 
     def _report(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
         return next(iter(self._reports(slot_no, in_slot=in_slot)), None)
 
     def _reports(self, slot_no: int, *, in_slot: bool) -> list[DeviceSignal]:
-        return [e for e in self._events if e.kind == DeviceSignalKind.BATTERY_REPORT
-                and e.slot_no == slot_no and e.in_slot is in_slot and e.battery is not None]
+        return [
+            e
+            for e in self._events
+            if e.kind == DeviceSignalKind.BATTERY_REPORT
+            and e.slot_no == slot_no
+            and e.in_slot is in_slot
+            and e.battery is not None
+        ]
 
     def _evidence(self, slot_no: int, *, in_slot: bool) -> DeviceSignal | None:
         """A pack's report that it is in (or has left) the slot, and a second fact: its reading shows the
@@ -337,8 +380,14 @@ class SwapWorkflow:
             assert report.battery is not None
             if (report.battery.current_a > IDLE_CURRENT_A) is in_slot:
                 return report
-        return next((report for i, report in enumerate(reports)
-                     if any(earlier.battery_serial == report.battery_serial for earlier in reports[:i])), None)
+        return next(
+            (
+                report
+                for i, report in enumerate(reports)
+                if any(earlier.battery_serial == report.battery_serial for earlier in reports[:i])
+            ),
+            None,
+        )
 
     async def _wait_for(self, find: Callable[[], DeviceSignal | None], timeout_s: float, reason: str) -> DeviceSignal:
         """What `find` finds, waited for up to `timeout_s` of the cabinet being online (else SwapFailed).
@@ -347,8 +396,9 @@ class SwapWorkflow:
         while True:
             started = workflow.now()
             try:
-                await workflow.wait_condition(lambda: find() is not None or not self._online,
-                                              timeout=timedelta(seconds=remaining))
+                await workflow.wait_condition(
+                    lambda: find() is not None or not self._online, timeout=timedelta(seconds=remaining)
+                )
             except TimeoutError:
                 raise SwapFailed(reason) from None
             found = find()
@@ -363,11 +413,13 @@ class SwapWorkflow:
         grace; past it the swap fails."""
         self._step("cabinet", "offline", f"waiting up to {self._request.offline_grace_s:.0f}s")
         try:
-            await workflow.wait_condition(lambda: self._online or find() is not None,
-                                          timeout=timedelta(seconds=self._request.offline_grace_s))
+            await workflow.wait_condition(
+                lambda: self._online or find() is not None, timeout=timedelta(seconds=self._request.offline_grace_s)
+            )
         except TimeoutError:
-            await self._report_fault("cabinet_offline_mid_swap", "warning",
-                                     f"cabinet went offline during swap {self._request.order_id}")
+            await self._report_fault(
+                "cabinet_offline_mid_swap", "warning", f"cabinet went offline during swap {self._request.order_id}"
+            )
             raise SwapFailed("cabinet_offline_mid_swap") from None
         self._step("cabinet", "online", None)
 
@@ -376,14 +428,21 @@ class SwapWorkflow:
         self._commands_sent += 1
         return f"{self._request.order_id}-{self._commands_sent}"
 
-    async def _send(self, action: CommandAction, slot_no: int, command_id: str, ack_wait_s: float = 0.0
-                    ) -> CommandAnswer:
+    async def _send(
+        self, action: CommandAction, slot_no: int, command_id: str, ack_wait_s: float = 0.0
+    ) -> CommandAnswer:
         """Record and publish a command; with `ack_wait_s`, the activity also waits that long for the ack."""
         return await workflow.execute_local_activity_method(
             DeviceCommands.send,
-            SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
-                             slot_no=slot_no, workflow_id=workflow.info().workflow_id,
-                             timeout_s=self._request.command_ack_timeout_s, ack_wait_s=ack_wait_s),
+            SendCommandInput(
+                command_id=command_id,
+                cabinet_id=self._request.cabinet_id,
+                action=action,
+                slot_no=slot_no,
+                workflow_id=workflow.info().workflow_id,
+                timeout_s=self._request.command_ack_timeout_s,
+                ack_wait_s=ack_wait_s,
+            ),
             **DB_STEP,
         )
 
@@ -423,8 +482,11 @@ class SwapWorkflow:
     async def _door_closed_or_close(self, slot_no: int, timeout_s: float) -> None:
         """The swap ends with the door shut: wait for the rider to close it, else close it by command."""
         try:
-            await self._wait_for(lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot_no, after=self._removed),
-                                 timeout_s, "door_left_open")
+            await self._wait_for(
+                lambda: self._event(DeviceSignalKind.DOOR_CLOSED, slot_no, after=self._removed),
+                timeout_s,
+                "door_left_open",
+            )
         except SwapFailed:
             await self._command_best_effort(CommandAction.CLOSE_DOOR, slot_no)
 
@@ -445,8 +507,14 @@ class SwapWorkflow:
     async def _report_fault(self, kind: str, severity: str, message: str, slot_no: int | None = None) -> None:
         await workflow.execute_local_activity_method(
             SwapRecords.report_fault,
-            FaultReport(kind=kind, severity=severity, cabinet_id=self._request.cabinet_id, message=message,
-                        order_id=self._request.order_id, slot_no=slot_no),
+            FaultReport(
+                kind=kind,
+                severity=severity,
+                cabinet_id=self._request.cabinet_id,
+                message=message,
+                order_id=self._request.order_id,
+                slot_no=slot_no,
+            ),
             **MUST_COMPLETE,
         )
 
@@ -472,10 +540,16 @@ class SwapWorkflow:
         try:
             await workflow.start_child_workflow(
                 RefundWorkflow.run,
-                RefundStart(refund_id=refund_id, order_id=request.order_id, reason=reason,
-                            origin=RefundOrigin.SWAP_COMPENSATION, poll_schedule_s=request.refund_poll_schedule_s,
-                            expected_days=request.refund_expected_days),
-                id=refund_workflow_id(refund_id), parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                RefundStart(
+                    refund_id=refund_id,
+                    order_id=request.order_id,
+                    reason=reason,
+                    origin=RefundOrigin.SWAP_COMPENSATION,
+                    poll_schedule_s=request.refund_poll_schedule_s,
+                    expected_days=request.refund_expected_days,
+                ),
+                id=refund_workflow_id(refund_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
@@ -494,15 +568,19 @@ class SwapWorkflow:
         if self._returned:
             return
         if not self._reporting and reason == "return_not_confirmed":
-            await self._report_fault("operator_check", "warning",
-                                     f"no evidence of the return in slot {self._return_slot}: check the slot",
-                                     self._return_slot)
+            await self._report_fault(
+                "operator_check",
+                "warning",
+                f"no evidence of the return in slot {self._return_slot}: check the slot",
+                self._return_slot,
+            )
         await self._command_best_effort(CommandAction.CLOSE_DOOR, self._slot(SlotRole.RETURN))
 
     async def _close_charged_door(self, reason: str) -> None:
         """The rider did not take the charged pack: close its door; the pack stays in the cabinet."""
         slot = self._slot(SlotRole.CHARGED)
         if not self._reporting and reason == "charged_take_not_confirmed":
-            await self._report_fault("operator_check", "warning",
-                                     f"no evidence that the pack left slot {slot}: check the slot", slot)
+            await self._report_fault(
+                "operator_check", "warning", f"no evidence that the pack left slot {slot}: check the slot", slot
+            )
         await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)

@@ -64,9 +64,14 @@ class WorkOrderWorkflow:
 
     @workflow.query(name="state")
     def state(self) -> WorkOrderState:
-        return WorkOrderState(work_order_id=self._request.work_order_id, status=self._status,
-                              technician_id=self._technician, escalations=tuple(self._escalated),
-                              reopen_count=self._reopened, last_verification=self._last_verification)
+        return WorkOrderState(
+            work_order_id=self._request.work_order_id,
+            status=self._status,
+            technician_id=self._technician,
+            escalations=tuple(self._escalated),
+            reopen_count=self._reopened,
+            last_verification=self._last_verification,
+        )
 
     def _open(self) -> None:
         if self._status in _TERMINAL or self._cancel is not None:
@@ -135,20 +140,29 @@ class WorkOrderWorkflow:
     @workflow.run
     async def run(self, request: WorkOrderInput) -> WorkOrderState:
         opened = workflow.now()
-        deadlines = {"ack": opened + timedelta(seconds=request.ack_s),
-                     "resolve": opened + timedelta(seconds=request.resolve_s)}
-        await self._step("opened", f"{request.kind} ({request.severity}); SLA: ack {request.ack_s:.0f} s, "
-                         f"resolve {request.resolve_s:.0f} s", status=WorkOrderStatus.NEW)
+        deadlines = {
+            "ack": opened + timedelta(seconds=request.ack_s),
+            "resolve": opened + timedelta(seconds=request.resolve_s),
+        }
+        await self._step(
+            "opened",
+            f"{request.kind} ({request.severity}); SLA: ack {request.ack_s:.0f} s, resolve {request.resolve_s:.0f} s",
+            status=WorkOrderStatus.NEW,
+        )
         await self._dispatch(None, None, ())
         while True:
             if self._cancel is not None:
-                await self._step("cancelled", self._cancel.reason, actor=self._cancel.actor,
-                                 status=WorkOrderStatus.CANCELLED)
+                await self._step(
+                    "cancelled", self._cancel.reason, actor=self._cancel.actor, status=WorkOrderStatus.CANCELLED
+                )
                 return self.state()
             if self._reassign is not None:
                 reassign, previous = self._reassign, self._technician
-                await self._dispatch(reassign.actor, reassign.technician_id,
-                                     (previous,) if previous and reassign.technician_id is None else ())
+                await self._dispatch(
+                    reassign.actor,
+                    reassign.technician_id,
+                    (previous,) if previous and reassign.technician_id is None else (),
+                )
                 deadlines["ack"] = workflow.now() + timedelta(seconds=request.ack_s)
                 if "ack" in self._escalated:
                     self._escalated.remove("ack")
@@ -165,20 +179,28 @@ class WorkOrderWorkflow:
                 problems = await self._verify()
                 self._last_verification = tuple(problems)
                 if not problems:
-                    await self._step("closed", "verified: device healthy", status=WorkOrderStatus.CLOSED,
-                                     closed=True, close=True)
+                    await self._step(
+                        "closed", "verified: device healthy", status=WorkOrderStatus.CLOSED, closed=True, close=True
+                    )
                     return self.state()
                 self._reopened += 1
-                await self._step("reopened", "verification failed: " + "; ".join(problems),
-                                 status=WorkOrderStatus.ACCEPTED, reopened=True)
+                await self._step(
+                    "reopened",
+                    "verification failed: " + "; ".join(problems),
+                    status=WorkOrderStatus.ACCEPTED,
+                    reopened=True,
+                )
                 continue
             await self._wait(deadlines)
 
     async def _wait(self, deadlines: dict[str, datetime]) -> None:
         """Wait for the next update, escalating when an SLA timer that still runs fires first."""
-        running = {timer: at for timer, at in deadlines.items() if timer not in self._escalated
-                   and not (timer == "ack" and self._status not in (WorkOrderStatus.DISPATCHED,
-                                                                    WorkOrderStatus.UNASSIGNED))}
+        running = {
+            timer: at
+            for timer, at in deadlines.items()
+            if timer not in self._escalated
+            and not (timer == "ack" and self._status not in (WorkOrderStatus.DISPATCHED, WorkOrderStatus.UNASSIGNED))
+        }
         if not running:
             await workflow.wait_condition(self._pending)
             return
@@ -196,24 +218,50 @@ class WorkOrderWorkflow:
         await workflow.execute_local_activity_method(
             OpsActivities.escalate,
             EscalationRequest(work_order_id=self._request.work_order_id, seq=self._seq, timer=timer, limit_s=limit),
-            **DB_STEP)
+            **DB_STEP,
+        )
 
     async def _dispatch(self, actor: str | None, technician_id: str | None, exclude: tuple[str, ...]) -> None:
         self._seq += 1
         result = await workflow.execute_local_activity_method(
             OpsActivities.dispatch,
-            DispatchRequest(work_order_id=self._request.work_order_id, seq=self._seq, actor=actor,
-                            technician_id=technician_id, exclude=exclude),
-            **DB_STEP)
+            DispatchRequest(
+                work_order_id=self._request.work_order_id,
+                seq=self._seq,
+                actor=actor,
+                technician_id=technician_id,
+                exclude=exclude,
+            ),
+            **DB_STEP,
+        )
         self._technician = result.technician_id
         self._status = WorkOrderStatus.DISPATCHED if result.technician_id else WorkOrderStatus.UNASSIGNED
 
-    async def _step(self, kind: str, detail: str, *, actor: str | None = None, status: WorkOrderStatus,
-                    acked: bool = False, closed: bool = False, reopened: bool = False, close: bool = False) -> None:
+    async def _step(
+        self,
+        kind: str,
+        detail: str,
+        *,
+        actor: str | None = None,
+        status: WorkOrderStatus,
+        acked: bool = False,
+        closed: bool = False,
+        reopened: bool = False,
+        close: bool = False,
+    ) -> None:
         """Record a step in the timeline (and close the order, with `close`), then take its status."""
         self._seq += 1
-        step = WorkOrderStep(work_order_id=self._request.work_order_id, seq=self._seq, kind=kind, actor=actor,
-                             detail=detail, status=status, acked=acked, closed=closed, reopened=reopened)
+        step = WorkOrderStep(
+            work_order_id=self._request.work_order_id,
+            seq=self._seq,
+            kind=kind,
+            actor=actor,
+            detail=detail,
+            status=status,
+            acked=acked,
+            closed=closed,
+            reopened=reopened,
+        )
         activity = OpsActivities.close if close else OpsActivities.record_step
         await workflow.execute_local_activity_method(activity, step, **DB_STEP)
         self._status = status
@@ -223,8 +271,7 @@ class WorkOrderWorkflow:
     async def _verify(self) -> list[str]:
         """What is still wrong; empty when the device is verified healthy."""
         request = self._request
-        check = await workflow.execute_local_activity_method(
-            OpsActivities.check_live, request.work_order_id, **DB_STEP)
+        check = await workflow.execute_local_activity_method(OpsActivities.check_live, request.work_order_id, **DB_STEP)
         problems = list(check.problems)
         if problems or not request.reporting or check.test_slot_no is None:
             return problems
@@ -245,11 +292,17 @@ class WorkOrderWorkflow:
         for _ in range(_COMMAND_ATTEMPTS):
             answer = await workflow.execute_local_activity_method(
                 DeviceCommands.send,
-                SendCommandInput(command_id=command_id, cabinet_id=self._request.cabinet_id, action=action,
-                                 slot_no=slot_no, workflow_id=workflow.info().workflow_id,
-                                 timeout_s=self._request.verify_ack_timeout_s,
-                                 ack_wait_s=self._request.verify_ack_timeout_s / _COMMAND_ATTEMPTS),
-                **DB_STEP)
+                SendCommandInput(
+                    command_id=command_id,
+                    cabinet_id=self._request.cabinet_id,
+                    action=action,
+                    slot_no=slot_no,
+                    workflow_id=workflow.info().workflow_id,
+                    timeout_s=self._request.verify_ack_timeout_s,
+                    ack_wait_s=self._request.verify_ack_timeout_s / _COMMAND_ATTEMPTS,
+                ),
+                **DB_STEP,
+            )
             if answer.acked:
                 return answer
         return None

@@ -75,7 +75,10 @@ class BatteryView(BaseModel):
 
 @router.get("/{serial}", response_model=BatteryView)
 async def get_battery(
-    serial: str, session: SessionDep, settings: SettingsDep, principal: StaffOrTechnician,
+    serial: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: StaffOrTechnician,
     hours: Annotated[float, Query(gt=0, le=24 * 90, description="How far back the history goes.")] = 24.0,
     limit: Annotated[int, Query(ge=0, le=5000, description="At most this many readings, newest first.")] = 500,
 ) -> BatteryView:
@@ -87,23 +90,48 @@ async def get_battery(
         principal.check_city(await battery_city(session, battery) or "", "battery", serial)
     slot = await session.scalar(select(Slot).where(Slot.battery_serial == serial))
     since = utcnow() - timedelta(hours=hours)
-    history = (await session.scalars(
-        select(BatteryReadingRecord)
-        .where(BatteryReadingRecord.battery_serial == serial, BatteryReadingRecord.at >= since)
-        .order_by(BatteryReadingRecord.at.desc()).limit(limit))).all()
+    history = (
+        await session.scalars(
+            select(BatteryReadingRecord)
+            .where(BatteryReadingRecord.battery_serial == serial, BatteryReadingRecord.at >= since)
+            .order_by(BatteryReadingRecord.at.desc())
+            .limit(limit)
+        )
+    ).all()
     reasons = readiness(battery, slot, settings)
     return BatteryView(
-        serial=battery.serial, model=battery.model, chemistry=battery.chemistry,
-        rated_capacity_mah=battery.rated_capacity_mah, status=battery.status,
-        custodian_kind=battery.custodian_kind, custodian_ref=battery.custodian_ref,
+        serial=battery.serial,
+        model=battery.model,
+        chemistry=battery.chemistry,
+        rated_capacity_mah=battery.rated_capacity_mah,
+        status=battery.status,
+        custodian_kind=battery.custodian_kind,
+        custodian_ref=battery.custodian_ref,
         slot=BatterySlotView(cabinet_id=slot.cabinet_id, slot_no=slot.slot_no, charging=slot.charging)
-        if slot is not None else None,
-        soc=battery.soc, soh=battery.soh, voltage_v=battery.voltage_v, current_a=battery.current_a,
-        temperature_c=battery.temperature_c, cycle_count=battery.cycle_count, charge_state=battery.charge_state,
+        if slot is not None
+        else None,
+        soc=battery.soc,
+        soh=battery.soh,
+        voltage_v=battery.voltage_v,
+        current_a=battery.current_a,
+        temperature_c=battery.temperature_c,
+        cycle_count=battery.cycle_count,
+        charge_state=battery.charge_state,
         reading_at=as_utc(battery.reading_at) if battery.reading_at else None,
-        ready=not reasons, not_ready_because=reasons,
-        history=[BatteryReadingView(at=as_utc(r.at), soc=r.soc, soh=r.soh, voltage_v=r.voltage_v,
-                                    current_a=r.current_a, temperature_c=r.temperature_c,
-                                    cycle_count=r.cycle_count, cabinet_id=r.cabinet_id, slot_no=r.slot_no)
-                 for r in history],
+        ready=not reasons,
+        not_ready_because=reasons,
+        history=[
+            BatteryReadingView(
+                at=as_utc(r.at),
+                soc=r.soc,
+                soh=r.soh,
+                voltage_v=r.voltage_v,
+                current_a=r.current_a,
+                temperature_c=r.temperature_c,
+                cycle_count=r.cycle_count,
+                cabinet_id=r.cabinet_id,
+                slot_no=r.slot_no,
+            )
+            for r in history
+        ],
     )

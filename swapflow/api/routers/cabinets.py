@@ -31,15 +31,22 @@ def parse_near(near: str) -> tuple[float, float]:
 
 def _status_query(settings: Settings) -> Select[Any]:
     """Cabinets with their station and live counts of ready packs and free slots."""
-    usable = and_(Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None),
-                  Slot.out_of_service.is_(None))
-    ready = and_(usable, Battery.status == BatteryStatus.IN_SERVICE, Battery.soc >= settings.ready_soc_threshold,
-                 Battery.soh >= settings.min_soh)
+    usable = and_(
+        Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None)
+    )
+    ready = and_(
+        usable,
+        Battery.status == BatteryStatus.IN_SERVICE,
+        Battery.soc >= settings.ready_soc_threshold,
+        Battery.soh >= settings.min_soh,
+    )
     return (
-        select(Cabinet, Station,
-               func.coalesce(func.sum(case((ready, 1), else_=0)), 0).label("ready"),
-               func.coalesce(func.sum(case((and_(usable, Slot.battery_serial.is_(None)), 1), else_=0)), 0)
-               .label("free"))
+        select(
+            Cabinet,
+            Station,
+            func.coalesce(func.sum(case((ready, 1), else_=0)), 0).label("ready"),
+            func.coalesce(func.sum(case((and_(usable, Slot.battery_serial.is_(None)), 1), else_=0)), 0).label("free"),
+        )
         .join(Station, Station.id == Cabinet.station_id)
         .outerjoin(Slot, Slot.cabinet_id == Cabinet.id)
         .outerjoin(Battery, Battery.serial == Slot.battery_serial)
@@ -49,12 +56,20 @@ def _status_query(settings: Settings) -> Select[Any]:
 
 def _summary(cabinet: Cabinet, station: Station, ready: int, free: int, distance: float | None) -> CabinetSummary:
     return CabinetSummary(
-        id=cabinet.id, station_id=station.id, station_name=station.name, city_code=station.city_code,
-        lat=station.lat, lon=station.lon, distance_km=None if distance is None else round(distance, 3),
+        id=cabinet.id,
+        station_id=station.id,
+        station_name=station.name,
+        city_code=station.city_code,
+        lat=station.lat,
+        lon=station.lon,
+        distance_km=None if distance is None else round(distance, 3),
         # A command-only cabinet never reports, so whether it is online is not known.
         online=None if cabinet.capability == CabinetCapability.COMMAND_ONLY else cabinet.online,
-        capability=cabinet.capability, ready_batteries=int(ready), free_slots=int(free),
-        slot_count=cabinet.slot_count, last_seen_at=cabinet.last_seen_at,
+        capability=cabinet.capability,
+        ready_batteries=int(ready),
+        free_slots=int(free),
+        slot_count=cabinet.slot_count,
+        last_seen_at=cabinet.last_seen_at,
     )
 
 
@@ -62,8 +77,9 @@ def _summary(cabinet: Cabinet, station: Station, ready: int, free: int, distance
 async def list_cabinets(
     session: SessionDep,
     settings: SettingsDep,
-    near: Annotated[str | None, Query(description="lat,lon: nearest first", examples=["31.23,121.47"],
-                                      pattern=NEAR_PATTERN)] = None,
+    near: Annotated[
+        str | None, Query(description="lat,lon: nearest first", examples=["31.23,121.47"], pattern=NEAR_PATTERN)
+    ] = None,
     radius_km: Annotated[float, Query(gt=0, le=500)] = 20.0,
     city: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
@@ -95,7 +111,17 @@ async def get_cabinet(cabinet_id: str, session: SessionDep, settings: SettingsDe
     slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no))).all()
     return CabinetDetail(
         **_summary(cabinet, station, ready, free, None).model_dump(),
-        slots=[SlotView(slot_no=s.slot_no, door=s.door, battery_serial=s.battery_serial, charging=s.charging,
-                        locked=s.locked, fault=s.fault, out_of_service=s.out_of_service,
-                        reserved=s.reserved_order_id is not None) for s in slots],
+        slots=[
+            SlotView(
+                slot_no=s.slot_no,
+                door=s.door,
+                battery_serial=s.battery_serial,
+                charging=s.charging,
+                locked=s.locked,
+                fault=s.fault,
+                out_of_service=s.out_of_service,
+                reserved=s.reserved_order_id is not None,
+            )
+            for s in slots
+        ],
     )

@@ -26,8 +26,7 @@ def complaint_refund_id(complaint_id: str) -> str:
     return f"complaint-{complaint_id}"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ComplaintView,
-             responses=problem_responses(404))
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ComplaintView, responses=problem_responses(404))
 async def file_complaint(body: ComplaintCreate, db: DatabaseDep, principal: RiderOrMoneyStaff) -> ComplaintView:
     """A rider asks for (part of) a swap's money back (ops may file it for them); nothing moves until a
     city lead or finance approves."""
@@ -36,8 +35,14 @@ async def file_complaint(body: ComplaintCreate, db: DatabaseDep, principal: Ride
         order = await session.get(SwapOrder, body.order_id)
         if order is None or order.rider_id != body.rider_id:
             raise Problem(404, "Unknown swap", f"rider {body.rider_id!r} has no swap {body.order_id!r}")
-        complaint = Complaint(id=uuid.uuid4().hex, rider_id=body.rider_id, order_id=body.order_id,
-                              reason=body.reason, amount_minor=body.amount_minor, status="open")
+        complaint = Complaint(
+            id=uuid.uuid4().hex,
+            rider_id=body.rider_id,
+            order_id=body.order_id,
+            reason=body.reason,
+            amount_minor=body.amount_minor,
+            status="open",
+        )
         session.add(complaint)
         await session.flush()
         return ComplaintView.model_validate(complaint)
@@ -54,8 +59,9 @@ async def get_complaint(complaint_id: str, session: SessionDep, principal: Rider
 
 
 @router.post("/{complaint_id}/approve", response_model=ComplaintView, responses=problem_responses(409, 503))
-async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep,
-                            principal: Approver) -> ComplaintView:
+async def approve_complaint(
+    complaint_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, principal: Approver
+) -> ComplaintView:
     """A city lead or finance approves a complaint: its refund is opened and followed (approving again
     changes nothing)."""
     async with db.sessions() as session:
@@ -64,9 +70,13 @@ async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: Settin
             raise Problem(404, "Unknown complaint", f"no complaint {complaint_id!r}")
         await check_rider_access(session, principal, complaint.rider_id, "complaint", complaint_id)
     refund, _ = await open_order_refund(
-        db, refund_id=complaint_refund_id(complaint.id), order_id=complaint.order_id,
-        amount_minor=complaint.amount_minor, reason=f"complaint: {complaint.reason}"[:2000],
-        origin=RefundOrigin.COMPLAINT)
+        db,
+        refund_id=complaint_refund_id(complaint.id),
+        order_id=complaint.order_id,
+        amount_minor=complaint.amount_minor,
+        reason=f"complaint: {complaint.reason}"[:2000],
+        origin=RefundOrigin.COMPLAINT,
+    )
     async with db.transaction() as session:
         row = await session.get(Complaint, complaint_id)
         assert row is not None
@@ -74,5 +84,3 @@ async def approve_complaint(complaint_id: str, db: DatabaseDep, settings: Settin
         view = ComplaintView.model_validate(row)
     await start_refund_workflow(temporal, settings, refund)
     return view
-
-

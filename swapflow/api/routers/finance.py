@@ -30,20 +30,33 @@ UNSUBMITTED_AFTER = timedelta(hours=1)
 async def stuck_refunds(session: SessionDep, _: Finance) -> list[RefundView]:
     """Refunds past their expected arrival, never accepted by the provider, or escalated to finance."""
     now = utcnow()
-    rows = await session.scalars(select(Refund).where(or_(
-        and_(Refund.status == RefundState.PROCESSING, Refund.expected_by < now),
-        and_(Refund.status == RefundState.REQUESTED, Refund.created_at < now - UNSUBMITTED_AFTER),
-        Refund.status == RefundState.ESCALATED,
-    )).order_by(Refund.created_at))
+    rows = await session.scalars(
+        select(Refund)
+        .where(
+            or_(
+                and_(Refund.status == RefundState.PROCESSING, Refund.expected_by < now),
+                and_(Refund.status == RefundState.REQUESTED, Refund.created_at < now - UNSUBMITTED_AFTER),
+                Refund.status == RefundState.ESCALATED,
+            )
+        )
+        .order_by(Refund.created_at)
+    )
     return [refund_view(row) for row in rows]
 
 
 @router.get("/reconciliation/{day}", response_model=ReconciliationView)
 async def reconciliation(day: date, session: SessionDep, _: Finance) -> ReconciliationView:
     """A day's reconciliation per provider and every difference filed for finance."""
-    runs = await session.scalars(select(ReconciliationRun).where(ReconciliationRun.day == day.isoformat())
-                                 .order_by(ReconciliationRun.provider))
-    exceptions = await session.scalars(select(ReconciliationException).where(
-        ReconciliationException.day == day.isoformat()).order_by(ReconciliationException.id))
-    return ReconciliationView(day=day.isoformat(), runs=[ReconciliationRunView.model_validate(r) for r in runs],
-                              exceptions=[ReconciliationExceptionView.model_validate(e) for e in exceptions])
+    runs = await session.scalars(
+        select(ReconciliationRun).where(ReconciliationRun.day == day.isoformat()).order_by(ReconciliationRun.provider)
+    )
+    exceptions = await session.scalars(
+        select(ReconciliationException)
+        .where(ReconciliationException.day == day.isoformat())
+        .order_by(ReconciliationException.id)
+    )
+    return ReconciliationView(
+        day=day.isoformat(),
+        runs=[ReconciliationRunView.model_validate(r) for r in runs],
+        exceptions=[ReconciliationExceptionView.model_validate(e) for e in exceptions],
+    )

@@ -40,8 +40,9 @@ NotifyingProvider = WeChatPayProvider | StripeProvider
 
 def notifying_provider(request: Request, settings: Settings, method: PaymentMethod) -> NotifyingProvider | None:
     """The provider that verifies `method`'s notifications, built once per app; None when not configured."""
-    cache: dict[PaymentMethod, NotifyingProvider | None] | None = getattr(request.app.state, "notifying_providers",
-                                                                        None)
+    cache: dict[PaymentMethod, NotifyingProvider | None] | None = getattr(
+        request.app.state, "notifying_providers", None
+    )
     if cache is None:
         cache = request.app.state.notifying_providers = {}
     if method not in cache:
@@ -50,8 +51,9 @@ def notifying_provider(request: Request, settings: Settings, method: PaymentMeth
     return cache[method]
 
 
-async def _receive(request: Request, method: PaymentMethod, settings: Settings, db: Database,
-                   temporal: TemporalConnector, ok: Response) -> Response:
+async def _receive(
+    request: Request, method: PaymentMethod, settings: Settings, db: Database, temporal: TemporalConnector, ok: Response
+) -> Response:
     def fail(status: int, title: str, detail: str) -> JSONResponse:
         # WeChat reads {"code": "FAIL", "message": ...}: both fit in one problem document.
         extensions: dict[str, Any] = {"code": "FAIL", "message": detail} if method is PaymentMethod.WECHAT else {}
@@ -80,8 +82,9 @@ async def _receive(request: Request, method: PaymentMethod, settings: Settings, 
     except NotificationNotDelivered as exc:  # nothing was recorded: the provider will send it again
         log.warning("%s notification %s: %s", method.value, note.notification_id, exc)
         return fail(503, "Workflow unavailable", f"could not pass the notification on: {exc}")
-    log.info("%s notification %s (%s, %s): %s", method.value, note.notification_id, note.event_type, note.key,
-             outcome.value)
+    log.info(
+        "%s notification %s (%s, %s): %s", method.value, note.notification_id, note.event_type, note.key, outcome.value
+    )
     return ok
 
 
@@ -89,17 +92,17 @@ NOTIFICATION_PROBLEMS = problem_responses(400, 401, 404, 503)
 """Stale or malformed, not authentic, provider not configured here, not recorded yet (sent again)."""
 
 
-@router.post("/wechat/notify", status_code=204,
-             responses={204: {"description": "Accepted (or a duplicate)."}, **NOTIFICATION_PROBLEMS})
-async def wechat_notify(request: Request, settings: SettingsDep, db: DatabaseDep,
-                        temporal: TemporalDep) -> Response:
+@router.post(
+    "/wechat/notify",
+    status_code=204,
+    responses={204: {"description": "Accepted (or a duplicate)."}, **NOTIFICATION_PROBLEMS},
+)
+async def wechat_notify(request: Request, settings: SettingsDep, db: DatabaseDep, temporal: TemporalDep) -> Response:
     """WeChat Pay v3 notification (payment or refund): verified, decrypted, recorded once."""
     return await _receive(request, PaymentMethod.WECHAT, settings, db, temporal, Response(status_code=204))
 
 
 @router.post("/stripe/webhook", responses=NOTIFICATION_PROBLEMS)
-async def stripe_webhook(request: Request, settings: SettingsDep, db: DatabaseDep,
-                         temporal: TemporalDep) -> Response:
+async def stripe_webhook(request: Request, settings: SettingsDep, db: DatabaseDep, temporal: TemporalDep) -> Response:
     """Stripe webhook event: signature-checked, recorded once."""
-    return await _receive(request, PaymentMethod.STRIPE, settings, db, temporal,
-                          JSONResponse({"received": True}))
+    return await _receive(request, PaymentMethod.STRIPE, settings, db, temporal, JSONResponse({"received": True}))

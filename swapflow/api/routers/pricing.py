@@ -28,18 +28,21 @@ class CouponView(Coupon):
     created_at: datetime
 
 
-async def check_coupon(session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime,
-                       coupon_code: str) -> Quote:
+async def check_coupon(
+    session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime, coupon_code: str
+) -> Quote:
     """The quote with the rider's coupon applied, or a 422 problem naming why the coupon cannot be used."""
     try:
-        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at,
-                                     coupon_code=coupon_code)
+        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
     except UnpricedCabinet as exc:
         raise Problem(404, "Unknown cabinet", str(exc)) from exc
     if priced.coupon_rejected is not None:
-        raise Problem(422, "Coupon not applicable",
-                      f"coupon {coupon_code!r} cannot be used for this swap: {priced.coupon_rejected}",
-                      reason=priced.coupon_rejected.value)
+        raise Problem(
+            422,
+            "Coupon not applicable",
+            f"coupon {coupon_code!r} cannot be used for this swap: {priced.coupon_rejected}",
+            reason=priced.coupon_rejected.value,
+        )
     return priced
 
 
@@ -67,8 +70,9 @@ async def get_quote(
 
 
 @router.get("/v1/pricing/rules", response_model=list[PriceRule])
-async def list_rules(session: SessionDep, principal: MoneyStaff,
-                     city_code: Annotated[str | None, Query(max_length=16)] = None) -> list[PriceRule]:
+async def list_rules(
+    session: SessionDep, principal: MoneyStaff, city_code: Annotated[str | None, Query(max_length=16)] = None
+) -> list[PriceRule]:
     """Price rules, oldest first: the network-wide ones and those of `city_code`, or of the caller's cities."""
     cities = principal.visible_cities(city_code)
     query = select(db.PriceRule).order_by(db.PriceRule.id)
@@ -77,8 +81,9 @@ async def list_rules(session: SessionDep, principal: MoneyStaff,
     return [PriceRule.model_validate(row) for row in await session.scalars(query)]
 
 
-@router.post("/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED,
-             responses=problem_responses(404))
+@router.post(
+    "/v1/pricing/rules", response_model=PriceRule, status_code=status.HTTP_201_CREATED, responses=problem_responses(404)
+)
 async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> PriceRule:
     """Add a price rule (admins); it prices every swap admitted from now on."""
     async with database.transaction() as session:
@@ -95,12 +100,19 @@ async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[Coupo
     """The coupons valid in the caller's cities (every one, for an admin), by code, with their live
     redemptions."""
     rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
-    return [CouponView.model_validate(row) for row in rows if row.city_codes is None or principal.cities is None
-            or not principal.cities.isdisjoint(row.city_codes)]
+    return [
+        CouponView.model_validate(row)
+        for row in rows
+        if row.city_codes is None or principal.cities is None or not principal.cities.isdisjoint(row.city_codes)
+    ]
 
 
-@router.post("/v1/pricing/coupons", response_model=CouponView, status_code=status.HTTP_201_CREATED,
-             responses=problem_responses(409))
+@router.post(
+    "/v1/pricing/coupons",
+    response_model=CouponView,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(409),
+)
 async def create_coupon(spec: Coupon, database: DatabaseDep, _: Admin) -> CouponView:
     """Add a coupon (admins); its code (case-insensitive) must be new."""
     async with database.transaction() as session:

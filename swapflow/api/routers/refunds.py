@@ -28,12 +28,15 @@ router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 
 def refund_view(refund: Refund) -> RefundView:
     """The API's view of a refund."""
-    return RefundView(**{name: getattr(refund, name) for name in RefundView.model_fields if name != "workflow_id"},
-                      workflow_id=refund_workflow_id(refund.id))
+    return RefundView(
+        **{name: getattr(refund, name) for name in RefundView.model_fields if name != "workflow_id"},
+        workflow_id=refund_workflow_id(refund.id),
+    )
 
 
-async def open_order_refund(db: Database, *, refund_id: str, order_id: str, amount_minor: int | None, reason: str,
-                            origin: RefundOrigin) -> tuple[Refund, bool]:
+async def open_order_refund(
+    db: Database, *, refund_id: str, order_id: str, amount_minor: int | None, reason: str, origin: RefundOrigin
+) -> tuple[Refund, bool]:
     """Open refund `refund_id` of the order's capture (a problem if it may not be). Returns (refund, created)."""
     async with db.transaction() as session:
         existing = await session.get(Refund, refund_id)
@@ -49,8 +52,9 @@ async def open_order_refund(db: Database, *, refund_id: str, order_id: str, amou
         if payment is None:
             raise Problem(409, "Nothing to refund", f"swap {order_id!r} was never charged")
         try:
-            return await open_refund(session, refund_id=refund_id, payment=payment, amount_minor=amount_minor,
-                                     reason=reason, origin=origin)
+            return await open_refund(
+                session, refund_id=refund_id, payment=payment, amount_minor=amount_minor, reason=reason, origin=origin
+            )
         except RefundRefused as refused:
             raise Problem(409, "Refund refused", str(refused)) from None
 
@@ -62,14 +66,24 @@ async def start_refund_workflow(temporal: TemporalDep, settings: Settings, refun
     except RuntimeError as exc:
         # The refund is kept: the same request starts its workflow once Temporal is back.
         raise Problem(503, "Refunds unavailable", f"workflow service unreachable: {exc}") from exc
-    start = RefundStart(refund_id=refund.id, order_id=refund.order_id, reason=refund.reason, origin=refund.origin,
-                        opened=True, poll_schedule_s=tuple(settings.refund_poll_schedule_s),
-                        expected_days=settings.refund_expected_days)
+    start = RefundStart(
+        refund_id=refund.id,
+        order_id=refund.order_id,
+        reason=refund.reason,
+        origin=refund.origin,
+        opened=True,
+        poll_schedule_s=tuple(settings.refund_poll_schedule_s),
+        expected_days=settings.refund_expected_days,
+    )
     try:
-        await client.start_workflow(RefundWorkflow.run, start, id=refund_workflow_id(refund.id),
-                                    task_queue=settings.temporal_task_queue,
-                                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        await client.start_workflow(
+            RefundWorkflow.run,
+            start,
+            id=refund_workflow_id(refund.id),
+            task_queue=settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
     except WorkflowAlreadyStartedError:
         pass  # already ran to the end
 
@@ -81,9 +95,15 @@ def operator_refund_id(order_id: str, idempotency_key: str) -> str:
     return f"op-{digest}"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RefundView,
-             responses={200: {"model": RefundView, "description": "The refund this Idempotency-Key already opened"},
-                        **problem_responses(404, 409, 503)})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RefundView,
+    responses={
+        200: {"model": RefundView, "description": "The refund this Idempotency-Key already opened"},
+        **problem_responses(404, 409, 503),
+    },
+)
 async def create_refund(
     body: RefundCreate,
     response: Response,
@@ -98,8 +118,13 @@ async def create_refund(
         order = await session.get(SwapOrder, body.order_id)
         await check_rider_access(session, principal, order.rider_id if order else "", "swap", body.order_id)
     refund, created = await open_order_refund(
-        db, refund_id=operator_refund_id(body.order_id, idempotency_key), order_id=body.order_id,
-        amount_minor=body.amount_minor, reason=body.reason, origin=RefundOrigin.OPERATOR)
+        db,
+        refund_id=operator_refund_id(body.order_id, idempotency_key),
+        order_id=body.order_id,
+        amount_minor=body.amount_minor,
+        reason=body.reason,
+        origin=RefundOrigin.OPERATOR,
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     await start_refund_workflow(temporal, settings, refund)

@@ -34,8 +34,9 @@ RiderOrStaff = Annotated[Principal, Depends(require(*STAFF, riders=True))]
 
 def swap_view(order: SwapOrder) -> SwapView:
     """The API's view of an order."""
-    fields = {name: getattr(order, name) for name in SwapView.model_fields
-              if name not in ("workflow_id", "source", "refund")}
+    fields = {
+        name: getattr(order, name) for name in SwapView.model_fields if name not in ("workflow_id", "source", "refund")
+    }
     return SwapView(**fields, workflow_id=swap_workflow_id(order.id), source="database")
 
 
@@ -43,7 +44,8 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
     """The order this idempotency key names, created if new. Returns (order, created)."""
     async with db.transaction() as session:
         order = await session.scalar(
-            select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key))
+            select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key)
+        )
         if order is None:
             if await session.get(Rider, body.rider_id) is None:
                 raise Problem(404, "Unknown rider", f"no rider {body.rider_id!r}")
@@ -51,11 +53,22 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
                 raise Problem(404, "Unknown cabinet", f"no cabinet {body.cabinet_id!r}")
             created_at = utcnow()  # the time the swap is priced at, here and at admission
             if body.coupon_code is not None:
-                await check_coupon(session, rider_id=body.rider_id, cabinet_id=body.cabinet_id, at=created_at,
-                                   coupon_code=body.coupon_code)
-            order = SwapOrder(id=uuid.uuid4().hex, rider_id=body.rider_id, cabinet_id=body.cabinet_id,
-                              idempotency_key=key, steps=[], created_at=created_at,
-                              coupon_code=normalise_code(body.coupon_code) if body.coupon_code else None)
+                await check_coupon(
+                    session,
+                    rider_id=body.rider_id,
+                    cabinet_id=body.cabinet_id,
+                    at=created_at,
+                    coupon_code=body.coupon_code,
+                )
+            order = SwapOrder(
+                id=uuid.uuid4().hex,
+                rider_id=body.rider_id,
+                cabinet_id=body.cabinet_id,
+                idempotency_key=key,
+                steps=[],
+                created_at=created_at,
+                coupon_code=normalise_code(body.coupon_code) if body.coupon_code else None,
+            )
             session.add(order)
             try:
                 await session.flush()
@@ -66,20 +79,33 @@ async def _order_for_key(db: DatabaseDep, body: SwapCreate, key: str) -> tuple[S
     if order is None:  # a concurrent request with the same key won the insert
         async with db.sessions() as session:
             order = await session.scalar(
-                select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key))
+                select(SwapOrder).where(SwapOrder.rider_id == body.rider_id, SwapOrder.idempotency_key == key)
+            )
         assert order is not None
     if order.cabinet_id != body.cabinet_id:
-        raise Problem(409, "Idempotency-Key reused",
-                      f"Idempotency-Key {key!r} was used for a swap at cabinet {order.cabinet_id!r}")
+        raise Problem(
+            409,
+            "Idempotency-Key reused",
+            f"Idempotency-Key {key!r} was used for a swap at cabinet {order.cabinet_id!r}",
+        )
     if order.coupon_code != (normalise_code(body.coupon_code) if body.coupon_code else None):
-        raise Problem(409, "Idempotency-Key reused",
-                      f"Idempotency-Key {key!r} was used for a swap with coupon {order.coupon_code!r}")
+        raise Problem(
+            409,
+            "Idempotency-Key reused",
+            f"Idempotency-Key {key!r} was used for a swap with coupon {order.coupon_code!r}",
+        )
     return order, False
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SwapView,
-             responses={200: {"model": SwapView, "description": "The swap this Idempotency-Key already started"},
-                        **problem_responses(404, 409, 503)})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SwapView,
+    responses={
+        200: {"model": SwapView, "description": "The swap this Idempotency-Key already started"},
+        **problem_responses(404, 409, 503),
+    },
+)
 async def start_swap(
     body: SwapCreate,
     response: Response,
@@ -97,10 +123,18 @@ async def start_swap(
     if not created:
         response.status_code = status.HTTP_200_OK
     if order.status == SwapStatus.IN_PROGRESS:
-        request = swap_request(settings, order_id=order.id, rider_id=order.rider_id, cabinet_id=order.cabinet_id,
-                               coupon_code=order.coupon_code)
+        request = swap_request(
+            settings,
+            order_id=order.id,
+            rider_id=order.rider_id,
+            cabinet_id=order.cabinet_id,
+            coupon_code=order.coupon_code,
+        )
         start = WithStartWorkflowOperation(
-            SwapWorkflow.run, request, id=swap_workflow_id(order.id), task_queue=settings.temporal_task_queue,
+            SwapWorkflow.run,
+            request,
+            id=swap_workflow_id(order.id),
+            task_queue=settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             # A finished swap is never run again under the same id.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -138,11 +172,18 @@ async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep, pri
     try:
         client = await temporal()
         progress = await client.get_workflow_handle(swap_workflow_id(order.id)).query(
-            SwapWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+            SwapWorkflow.progress, rpc_timeout=timedelta(seconds=5)
+        )
     except (RuntimeError, RPCError, WorkflowQueryFailedError):
         return view.model_copy(update={"source": "database"})  # the workflow is not reachable right now
-    return view.model_copy(update={
-        "status": progress.status, "stage": progress.stage, "failure_reason": progress.failure_reason,
-        "return_slot_no": progress.return_slot_no, "charged_slot_no": progress.charged_slot_no,
-        "steps": [step.model_dump(mode="json") for step in progress.steps], "source": "workflow",
-    })
+    return view.model_copy(
+        update={
+            "status": progress.status,
+            "stage": progress.stage,
+            "failure_reason": progress.failure_reason,
+            "return_slot_no": progress.return_slot_no,
+            "charged_slot_no": progress.charged_slot_no,
+            "steps": [step.model_dump(mode="json") for step in progress.steps],
+            "source": "workflow",
+        }
+    )

@@ -59,8 +59,10 @@ async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoney
     "/{rider_id}/wallet/top-ups",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TopUpView,
-    responses={200: {"model": TopUpView, "description": "The top-up this Idempotency-Key already opened"},
-               **problem_responses(409, 503)},
+    responses={
+        200: {"model": TopUpView, "description": "The top-up this Idempotency-Key already opened"},
+        **problem_responses(409, 503),
+    },
 )
 async def create_top_up(
     rider_id: str,
@@ -124,8 +126,10 @@ async def get_top_up(rider_id: str, top_up_id: str, session: SessionDep, princip
     "/{rider_id}/wallet/goodwill-credits",
     status_code=status.HTTP_201_CREATED,
     response_model=GoodwillView,
-    responses={200: {"model": GoodwillView, "description": "The credit this Idempotency-Key already made"},
-               **problem_responses(409)},
+    responses={
+        200: {"model": GoodwillView, "description": "The credit this Idempotency-Key already made"},
+        **problem_responses(409),
+    },
 )
 async def create_goodwill_credit(
     rider_id: str,

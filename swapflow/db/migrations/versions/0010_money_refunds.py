@@ -14,21 +14,21 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0010'
-down_revision: str | None = '0009'
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('payments') as batch:
-        batch.add_column(sa.Column('captured_at', sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table('refunds') as batch:
-        batch.add_column(sa.Column('succeeded_at', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("payments") as batch:
+        batch.add_column(sa.Column("captured_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("refunds") as batch:
+        batch.add_column(sa.Column("succeeded_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('refunds') as batch:
-        batch.drop_column('succeeded_at')
-    with op.batch_alter_table('payments') as batch:
-        batch.drop_column('captured_at')
+    with op.batch_alter_table("refunds") as batch:
+        batch.drop_column("succeeded_at")
+    with op.batch_alter_table("payments") as batch:
+        batch.drop_column("captured_at")
