@@ -174,14 +174,23 @@ def cmd_operators(settings: Settings, args: argparse.Namespace) -> int:
     from swapflow.ops.accounts import create_operator
 
     cities = [c for c in args.cities.split(",") if c]
-    location = tuple(float(v) for v in args.location.split(",")) if args.location else None
-    shift = tuple(int(v.split(":")[0]) * 60 + int(v.split(":")[1]) for v in args.shift.split("-"))
     engine = create_sync_engine(settings.effective_database_url)
     try:
+        location: tuple[float, float] | None = None
+        if args.location:
+            lat, lon = (float(v) for v in args.location.split(","))
+            location = (lat, lon)
+        start, end = (int(v.split(":")[0]) * 60 + int(v.split(":")[1]) for v in args.shift.split("-"))
         with Session(engine) as session, session.begin():
             token = create_operator(
-                session, args.id, args.name or args.id, OperatorRole(args.role), cities, location=location, shift=shift
-            )  # type: ignore[arg-type]
+                session,
+                args.id,
+                args.name or args.id,
+                OperatorRole(args.role),
+                cities,
+                location=location,
+                shift=(start, end),
+            )
     except ValueError as exc:
         raise SystemExit(f"swapflow operators create: {exc}") from None
     finally:
