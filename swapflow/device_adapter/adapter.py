@@ -351,8 +351,11 @@ class DeviceAdapter:
         # telemetry waits for the next batch write.
         self._heard: dict[str, float] = {}
         self._listening_since: float | None = None  # loop time since when the subscription has been up
-        # The slot states last written per cabinet: unchanged slots are not written again.
+        # The slot states last written per cabinet: unchanged slots are not written again. Anything else
+        # that writes a cabinet's slots forgets them and bumps its count here, so a telemetry write that
+        # ran meanwhile does not remember states the database no longer holds.
         self._slots_written: dict[str, tuple[tuple[Any, ...], ...]] = {}
+        self._slots_touched: dict[str, int] = {}
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -594,7 +597,7 @@ class DeviceAdapter:
         for cabinet_id, order_ids in await self._transaction(work) if listening else []:
             log.info("cabinet %s missed its heartbeats for %.0fs: offline", cabinet_id, self._silence_s)
             self.metrics.presence_transitions.labels(PresenceCause.HEARTBEAT_EXPIRED.value).inc()
-            self._slots_written.pop(cabinet_id, None)
+            self._forget_slots(cabinet_id)
             message_id = f"state:{DeviceSignalKind.CABINET_OFFLINE.value}:expired:{now.isoformat()}"[:80]
             signal = DeviceSignal(
                 message_id=message_id, kind=DeviceSignalKind.CABINET_OFFLINE, cabinet_id=cabinet_id, at=now
@@ -868,7 +871,7 @@ class DeviceAdapter:
         order_ids, discrepancies = await self._transaction(work)
         if discrepancies:
             log.warning("cabinet %s reconnected with %d slots that differ from custody", cabinet_id, discrepancies)
-        self._slots_written.pop(cabinet_id, None)
+        self._forget_slots(cabinet_id)
         if state.online:
             self._telemetry_seq.pop(cabinet_id, None)  # a new session may restart its seq
         else:
@@ -911,7 +914,7 @@ class DeviceAdapter:
             return []
         if event.type in (EventType.DOOR_OPENED, EventType.DOOR_CLOSED):
             self._event_at[cabinet_id] = max(at, self._event_at.get(cabinet_id, at))
-        self._slots_written.pop(cabinet_id, None)  # the event changed a slot behind telemetry's back
+        self._forget_slots(cabinet_id)  # the event changed a slot behind telemetry's back
         if workflow_id is None or event.type not in SIGNALLED_EVENTS:
             return []
         signal = DeviceSignal(
@@ -998,6 +1001,11 @@ class DeviceAdapter:
             raise Rejected(f"ack for unknown command {command_id!r}")
         raise Rejected(f"ack for command {command_id!r}, which was sent to {owner}")
 
+    def _forget_slots(self, cabinet_id: str) -> None:
+        """The cabinet's slots were written by something other than telemetry: the next telemetry writes them."""
+        self._slots_written.pop(cabinet_id, None)
+        self._slots_touched[cabinet_id] = self._slots_touched.get(cabinet_id, 0) + 1
+
     async def _apply_telemetry(self, batch: Sequence[tuple[str, bytes, Telemetry]]) -> None:
         """Write the latest state of a batch of cabinets' (validated, fresh) telemetry in one
         transaction, and queue their readings for the history writer."""
@@ -1008,6 +1016,7 @@ class DeviceAdapter:
             cabinet_id: tuple((r.slot_no, r.door, r.charging, r.fault) for r in telemetry.slots)
             for cabinet_id, (_, _, telemetry) in fresh.items()
         }
+        touched = {cabinet_id: self._slots_touched.get(cabinet_id, 0) for cabinet_id in fresh}
 
         async def work(session: AsyncSession) -> tuple[set[str], list[tuple[str, datetime, list[str]]]]:
             await self._relaxed_commit(session)
@@ -1062,7 +1071,8 @@ class DeviceAdapter:
                 await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
                 continue
             self._telemetry_seq[cabinet_id] = self._clock.bound_seq(telemetry.seq)
-            self._slots_written[cabinet_id] = written[cabinet_id]
+            if self._slots_touched.get(cabinet_id, 0) == touched[cabinet_id]:
+                self._slots_written[cabinet_id] = written[cabinet_id]
             at = as_utc(telemetry.ts)
             self.metrics.ingest_lag.observe(max(0.0, (now - at).total_seconds()))
             readings.extend(history_row(r.battery, at, cabinet_id, r.slot_no) for r in telemetry.slots if r.battery)
