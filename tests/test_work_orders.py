@@ -266,6 +266,28 @@ async def test_a_resolution_while_the_door_still_jams_reopens_the_order(
     assert slot is not None and slot.out_of_service is not None  # still out of swaps
 
 
+async def test_a_resolution_while_the_cabinet_still_reports_a_pack_that_is_not_ours_there_reopens_the_order(
+    cabinet: SimulatedCabinet, worker: WorkflowEnvironment, settings: Settings, db: Database
+) -> None:
+    await door_out_of_service(db, SLOT)
+    async with db.transaction() as session:  # as the adapter records a foreign pack's report
+        await session.execute(
+            update(Slot)
+            .where(Slot.cabinet_id == CABINET, Slot.slot_no == SLOT)
+            .values(battery_serial=None, reported_serial="FAKE-0001", reported_at=utcnow())
+        )
+    order_id, handle = await open_order(worker, settings, db, SLOT)
+    await handle.execute_update(WorkOrderWorkflow.accept, Accept(actor="tech-near"))
+    await handle.execute_update(WorkOrderWorkflow.resolve, Resolve(actor="tech-near"))
+
+    async def reopened() -> bool:
+        return (await work_order(db, order_id)).reopen_count > 0
+
+    await until(reopened)
+    state = await handle.query(WorkOrderWorkflow.state)
+    assert state.last_verification == ("the cabinet reports pack FAKE-0001 in the slot, which custody does not hold",)
+
+
 async def test_a_verified_fix_closes_the_order_puts_the_slot_back_and_counts_in_mttr(
     cabinet: SimulatedCabinet, worker: WorkflowEnvironment, settings: Settings, db: Database
 ) -> None:

@@ -378,7 +378,8 @@ class OpsActivities:
     @activity.defn(name="check_work_order_live_state")
     async def check_live(self, work_order_id: str) -> LiveCheck:
         """Whether the live state shows the device fixed: the cabinet online (if it reports), the slot's
-        fault cleared and no quarantined pack left in it. Also names the slot for a test command."""
+        fault cleared, no quarantined pack left in it and none that custody does not hold there. Also names
+        the slot for a test command."""
         async with self.db.sessions() as session:
             order = await session.get(WorkOrder, work_order_id)
             if order is None:
@@ -402,6 +403,11 @@ class OpsActivities:
                     battery = await session.get(Battery, slot.battery_serial)
                     if battery is not None and battery.status == BatteryStatus.QUARANTINED:
                         problems.append(f"quarantined pack {battery.serial} still in the slot")
+                if slot.reported_serial and slot.reported_serial != slot.battery_serial:
+                    # A pack that is not ours (or not where custody has it) must leave before swaps resume.
+                    problems.append(
+                        f"the cabinet reports pack {slot.reported_serial} in the slot, which custody does not hold"
+                    )
             else:  # a cabinet-wide order: any slot not in a swap answers the test
                 test_slot = await session.scalar(
                     select(func.min(Slot.slot_no)).where(

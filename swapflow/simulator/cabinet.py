@@ -492,6 +492,13 @@ class SimulatedCabinet:
             self._reports_rescheduled.set()
         await self._shut_door(slot, door_close_delay_s)
 
+    def open_with_service_key(self, slot_no: int) -> None:
+        """A technician opens the door by hand (a locked slot too): event door_opened."""
+        slot = self._slot(slot_no)
+        if not slot.door_open:
+            slot.door_open = True
+            self._emit(EventType.DOOR_OPENED, slot_no)
+
     async def take_battery(self, slot_no: int, *, door_close_delay_s: float = 0.0) -> SimBattery:
         """A rider takes the pack out of the slot behind an open door, then shuts the door: events
         battery_removed and door_closed. Returns the pack."""

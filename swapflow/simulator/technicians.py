@@ -16,7 +16,7 @@ from sqlalchemy import select
 from swapflow.db.engine import Database
 from swapflow.db.models import Cabinet, Operator, OperatorRole, Station, Technician
 from swapflow.settings import Settings
-from swapflow.simulator.cabinet import SimulatedCabinet
+from swapflow.simulator.cabinet import PhysicalActionError, SimulatedCabinet
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class SimulatedTechnician:
             if order["status"] == "dispatched":
                 await self._call("POST", f"/v1/ops/work-orders/{order['id']}/accept")
             await asyncio.sleep(self.rng.uniform(*self.repair_time_s))
+            await self.take_away_a_pack_that_is_not_ours(order["cabinet_id"], order["slot_no"])
             self.repair(order["cabinet_id"], order["slot_no"])
             await asyncio.sleep(1.0)  # the repaired cabinet reports itself before the verification looks
             await self._call(
@@ -79,6 +80,20 @@ class SimulatedTechnician:
             log.info("technician %s: work order %s: %s", self.technician_id, order["id"], exc)
         finally:
             self.working.discard(order["id"])
+
+    async def take_away_a_pack_that_is_not_ours(self, cabinet_id: str, slot_no: int | None) -> None:
+        """A pack in the slot that the platform does not know (its scan answers 404) leaves with the technician."""
+        cabinet = self.cabinets.get(cabinet_id)
+        pack = cabinet.battery_in(slot_no) if cabinet is not None and slot_no is not None else None
+        if cabinet is None or slot_no is None or pack is None:
+            return
+        scan = await self.http.get(f"{self.api_url}/v1/batteries/{pack.serial}", headers=self.headers)
+        if scan.status_code == 404:
+            cabinet.open_with_service_key(slot_no)
+            try:
+                await cabinet.take_battery(slot_no)
+            except PhysicalActionError as exc:  # taken meanwhile
+                log.info("technician %s: %s", self.technician_id, exc)
 
     def repair(self, cabinet_id: str, slot_no: int | None) -> None:
         """What a technician does on site: restore the cabinet's link, free the door, clear the fault."""
