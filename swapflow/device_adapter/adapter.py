@@ -1,6 +1,6 @@
 """The device adapter: the bridge from cabinets (MQTT, protocol v1) to the database and to the swap
 workflows waiting for door and battery events. Command acks are recorded here; the activity that sent a
-command hears its ack itself (swapflow/device_adapter/command_queue.py). It also takes the packs' own
+command hears its ack itself (swapflow/device_commands/queue.py). It also takes the packs' own
 reports, which are the only evidence a command-only (legacy) cabinet's swaps leave.
 
 It holds no state that a second copy would need: routing comes from the database (a slot's
