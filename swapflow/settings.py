@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="Share of sandbox charges whose answer is lost after the capture."
     )
 
-    # ---- payments (issue 4) ----
+    # ---- payments ----
     sandbox_refund_processing_s: float = Field(
         0.0, ge=0, description="How long a sandbox refund stays processing before it succeeds (0: at once)."
     )
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     reconciliation_cron: str = Field("30 2 * * *", description="When the daily reconciliation runs (UTC).")
     reconciliation_schedule: bool = Field(True, description="Create the daily reconciliation schedule on start.")
 
-    # ---- payment providers: WeChat Pay v3, Stripe (issue 4) ----
+    # ---- payment providers: WeChat Pay v3, Stripe ----
     wechat_mchid: str | None = Field(None, description="WeChat Pay merchant id; unset: WeChat Pay is off.")
     wechat_appid: str | None = Field(None, description="App id of the mini-program / official account riders pay in.")
     wechat_private_key: str | None = Field(None, description="Merchant API private key (PEM text).")
@@ -123,9 +123,7 @@ class Settings(BaseSettings):
     stripe_timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
     notification_tolerance_s: int = Field(300, description="Payment notifications older/newer than this are stale.")
 
-    # ---- pricing and coupons (issue 4) ----
-
-    # ---- device network (issue 5) ----
+    # ---- device network ----
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often cabinets publish telemetry (their heartbeat)."
     )
@@ -148,7 +146,7 @@ class Settings(BaseSettings):
         "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.",
     )
 
-    # ---- device identity and the tower-protocol gateway (issue 5) ----
+    # ---- device identity and the tower-protocol gateway ----
     embedded_broker_auth: bool = Field(
         True,
         description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
@@ -169,7 +167,7 @@ class Settings(BaseSettings):
         0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol."
     )
 
-    # ---- ops (issue 6) ----
+    # ---- ops ----
     ops_evaluate_interval_s: float = Field(15.0, gt=0, description="How often the alert rules run.")
 
     # ---- tower gateway: what an unauthenticated connection may cost ----

@@ -21,7 +21,7 @@ from swapflow.activities.refunds import RefundActivities
 from swapflow.activities.swap_records import SwapRecords
 from swapflow.activities.topup import TopUpActivities
 from swapflow.db.engine import Database
-from swapflow.device_adapter.command_queue import CommandQueue
+from swapflow.device_commands.queue import CommandQueue
 from swapflow.payments.registry import providers_from_settings
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal

@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.device_adapter.command_queue import CommandQueue
+from swapflow.device_commands.queue import CommandQueue
 from swapflow.payments.provider import refund_workflow_id
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings

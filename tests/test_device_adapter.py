@@ -35,7 +35,7 @@ from swapflow.db.models import (
     SwapOrder,
     as_utc,
 )
-from swapflow.device_adapter import adapter as adapter_module
+from swapflow.device_adapter import telemetry as telemetry_module
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
@@ -676,14 +676,14 @@ async def test_a_slot_fault_an_event_sets_while_telemetry_is_written_is_cleared_
         return json.dumps({"v": 1, "cabinet_id": CABINET, "ts": now_iso(), "seq": seq, "slots": slots}).encode()
 
     await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(1))
-    write = adapter_module.write_latest_state
+    write = telemetry_module.write_latest_state
 
     async def fault_lands_meanwhile(session: AsyncSession, reports: Any) -> None:
-        monkeypatch.setattr(adapter_module, "write_latest_state", write)
+        monkeypatch.setattr(telemetry_module, "write_latest_state", write)
         await adapter.handle(topic(settings, Channel.EVENTS), event("fault", 11, fault_code="over_temperature"))
         await write(session, reports)
 
-    monkeypatch.setattr(adapter_module, "write_latest_state", fault_lands_meanwhile)
+    monkeypatch.setattr(telemetry_module, "write_latest_state", fault_lands_meanwhile)
     await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(2))  # read before the fault: none
     assert (await slot(db, 11)).fault == "over_temperature"
     await adapter.handle(topic(settings, Channel.TELEMETRY), telemetry(3))  # the fault has cleared

@@ -188,7 +188,7 @@ async def test_dead_letters_past_their_retention_are_expired(
                 DeadLetter(topic="recent", payload="", reason="r", received_at=now - timedelta(days=2)),
             ]
         )
-    assert await adapter.expire_dead_letters() == 1
+    assert await adapter.dead_letters.expire() == 1
     assert sorted(row.topic for row in await letters(db)) == ["old but seen lately", "recent"]
 
 

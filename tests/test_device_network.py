@@ -1,4 +1,4 @@
-"""The device network at city scale (issue 5), on a real broker and a real database: online state and
+"""The device network at city scale, on a real broker and a real database: online state and
 its causes, reconnect reconciliation, heartbeat expiry, telemetry ordering and backpressure, commands
 that expire, a flood of junk, metrics, uptime and the battery API."""
 
@@ -36,16 +36,16 @@ from swapflow.db.models import (
     as_utc,
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.device_adapter.command_queue import CommandQueue
 from swapflow.device_adapter.ingest import CabinetReport, battery_row, write_battery_readings, write_latest_state
+from swapflow.device_commands.queue import CommandQueue
 from swapflow.metrics import histogram_quantile
 from swapflow.mqtt import mqtt_client
+from swapflow.ops.uptime import Period, UptimeScope, cabinet_uptime, uptime
 from swapflow.protocol.v1 import BatteryReading, Channel, Command, CommandAction, SlotReport
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets
-from swapflow.uptime import UptimeLevel, online_seconds, uptime
 from tests.conftest import free_port
 from tests.ops_harness import bearer, operator_token
 from tests.test_device_adapter import (  # adapter is a fixture shared with those tests
@@ -549,11 +549,12 @@ async def _true(value: bool) -> bool:
 
 
 def test_online_seconds_counts_only_the_time_online_within_the_period() -> None:
-    transitions = [(ts(10), False), (ts(30), True), (ts(30), True), (ts(90), False)]
-    assert online_seconds(True, transitions, ts(0), ts(100)) == 10 + 60
-    assert online_seconds(False, [], ts(0), ts(100)) == 0
-    assert online_seconds(True, [], ts(0), ts(100)) == 100
-    assert online_seconds(False, [(ts(-5), True)], ts(0), ts(100)) == 100
+    period = Period(ts(0), ts(100))
+    transitions = [(ts(0), True), (ts(10), False), (ts(30), True), (ts(30), True), (ts(90), False)]
+    assert cabinet_uptime(transitions, period)[1] == 10 + 60
+    assert cabinet_uptime([(ts(0), False)], period)[1] == 0
+    assert cabinet_uptime([(ts(0), True)], period)[1] == 100
+    assert cabinet_uptime([(ts(-10), False), (ts(-5), True)], period)[1] == 100
 
 
 async def test_uptime_per_cabinet_station_and_city_comes_from_the_recorded_transitions(db: Database) -> None:
@@ -568,13 +569,14 @@ async def test_uptime_per_cabinet_station_and_city_comes_from_the_recorded_trans
                 CabinetPresence(cabinet_id=b, online=True, cause=PresenceCause.BIRTH, at=ts(500)),
             ]
         )
+    period = Period(ts(0), ts(1000))
     async with db.sessions() as session:
-        per_cabinet = {u.key: u for u in await uptime(session, ts(0), ts(1000), cabinet_ids=[a, b])}
-        [station] = await uptime(session, ts(0), ts(1000), level=UptimeLevel.STATION, station_id=station_a)
-        cities = await uptime(session, ts(0), ts(1000), level=UptimeLevel.CITY)
+        per_cabinet = {u.key: u for u in await uptime(session, UptimeScope.CABINET, period)}
+        [station] = await uptime(session, UptimeScope.STATION, period, key=station_a)
+        cities = await uptime(session, UptimeScope.CITY, period)
     assert per_cabinet[a].ratio == 0.9 and per_cabinet[b].online_s == 500
-    assert station.online_s >= 900 and station.cabinets >= 1
-    assert sum(c.cabinets for c in cities) == len(cabinets)
+    assert station.online_s >= 900 and station.observed_s >= 1000
+    assert sum(c.observed_s for c in cities) == sum(u.observed_s for u in per_cabinet.values()) == 1000 + 500
 
 
 def staff_headers(database_url: str) -> dict[str, str]:

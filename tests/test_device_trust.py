@@ -219,7 +219,7 @@ async def test_a_forged_report_does_not_hide_the_packs_own_report_in_the_same_ba
     await eventually(lambda: recorder_heard(recorder, order_id))
     [signal] = await recorder.signals(order_id)
     assert (signal.message_id, signal.in_slot) == (f"bat:{serial}:5", True)
-    await adapter.flush_dead_letters()  # as the adapter does about once a second
+    await adapter.dead_letters.flush()  # as the adapter does about once a second
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("forged_pack_report")
 

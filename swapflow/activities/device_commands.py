@@ -9,7 +9,7 @@ from temporalio import activity
 
 from swapflow.db.engine import Database
 from swapflow.db.models import DeviceCommand, as_utc, utcnow
-from swapflow.device_adapter.command_queue import CommandQueue
+from swapflow.device_commands.queue import CommandQueue
 from swapflow.protocol.v1 import BatteryReading, Command
 from swapflow.workflows.models import CommandAnswer, SendCommandInput
 

@@ -1,1 +1,1 @@
-"""The HTTP API (FastAPI): rider endpoints now, ops and finance later."""
+"""The HTTP API (FastAPI): riders', finance's and ops' endpoints, one router per area under `routers/`."""

@@ -261,7 +261,7 @@ class SwapOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     return_door_opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # pricing (issue 4): the coupon the rider gave, and how the price came about (swapflow.pricing.Quote)
+    # pricing: the coupon the rider gave, and how the price came about (swapflow.pricing.Quote)
     coupon_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     price_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -443,7 +443,7 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
-# ---- payments: our record of charges and refunds, wallets, subscriptions, pricing (issue 4) ----
+# ---- payments: our record of charges and refunds, wallets, subscriptions, pricing ----
 
 
 class RiderPaymentMethod(Base):
@@ -625,7 +625,7 @@ class ReconciliationException(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# ---- payment provider notifications (issue 4, providers) ----
+# ---- payment provider notifications ----
 
 
 class PaymentNotification(Base):
@@ -646,7 +646,7 @@ class PaymentNotification(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# ---- pricing rules and coupons (issue 4, pricing) ----
+# ---- pricing rules and coupons ----
 
 
 class PriceRule(Base):
@@ -714,7 +714,7 @@ class CouponRedemption(Base):
     release_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-# ---- device network: online transitions, telemetry history, command queues (issue 5) ----
+# ---- device network: online transitions, telemetry history, command queues ----
 
 
 class PresenceCause(StrEnum):
@@ -729,7 +729,7 @@ class PresenceCause(StrEnum):
 
 class CabinetPresence(Base):
     """One online/offline transition of a cabinet, with its cause. Append-only: uptime for any period
-    is computed from it (swapflow/uptime.py)."""
+    is computed from it (swapflow/ops/uptime.py)."""
 
     __tablename__ = "cabinet_presence"
     __table_args__ = (Index("ix_cabinet_presence_cabinet_at", "cabinet_id", "at"),)
@@ -796,7 +796,7 @@ class CustodyDiscrepancy(Base):
     )
 
 
-# ---- device identity and the tower-protocol gateway (issue 5) ----
+# ---- device identity and the tower-protocol gateway ----
 
 
 class CredentialRole(StrEnum):
@@ -820,7 +820,7 @@ class CabinetCredential(Base):
     rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
-# ---- ops: operators, technicians, alerts, work orders (issue 6) ----
+# ---- ops: operators, technicians, alerts, work orders ----
 
 
 class OperatorRole(StrEnum):

@@ -1,6 +1,6 @@
 """The device adapter: the bridge from cabinets (MQTT, protocol v1) to the database and to the swap
 workflows waiting for door and battery events. Command acks are recorded here; the activity that sent a
-command hears its ack itself (swapflow/device_adapter/command_queue.py). It also takes the packs' own
+command hears its ack itself (swapflow/device_commands/queue.py). It also takes the packs' own
 reports, which are the only evidence a command-only (legacy) cabinet's swaps leave.
 
 It holds no state that a second copy would need: routing comes from the database (a slot's
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -32,12 +31,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Battery,
     Cabinet,
-    DeadLetter,
     DeviceCommand,
     DeviceMessage,
     DoorState,
@@ -49,12 +46,12 @@ from swapflow.db.models import (
 )
 from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
 from swapflow.device_adapter.clock import DeviceClock
+from swapflow.device_adapter.dead_letters import DeadLetters
 from swapflow.device_adapter.fairness import FairQueue, RateLimiter
 from swapflow.device_adapter.ingest import (
     CabinetReport,
     HistoryBuffer,
     battery_row,
-    health_row,
     history_row,
     write_battery_readings,
     write_history,
@@ -68,10 +65,10 @@ from swapflow.device_adapter.presence import (
     reconcile_slots,
     record_transition,
     swaps_in_progress,
-    telemetry_may_revive,
 )
 from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
+from swapflow.device_adapter.telemetry import TelemetryBatch
 from swapflow.identity.credentials import service_client_id
 from swapflow.metrics import serve_metrics
 from swapflow.mqtt import mqtt_client
@@ -90,7 +87,7 @@ from swapflow.protocol.v1 import (
 )
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, FaultReport, swap_workflow_id
+from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, swap_workflow_id
 
 log = logging.getLogger(__name__)
 
@@ -108,41 +105,17 @@ SIGNALLED_EVENTS = frozenset(
 )
 """What the adapter listens to; `commands` flows the other way."""
 
-_MAX_PENDING_LETTERS = 10_000  # distinct dead letters waiting for the next batch write; more are only counted
 _MAX_PENDING_BATTERY_REPORTS = 50_000  # battery reports waiting for the next batch write; more are refused
-_DEAD_LETTER_WINDOW_S = 3600  # repeats of one fault within this window count on one row
-_DEAD_LETTER_INSERT_ROWS = 500  # rows per insert statement (SQLite's bound on parameters)
-_EXPIRY_INTERVAL_S = 3600.0  # how often dead letters past their retention are deleted
-_EXPIRY_BATCH = 5_000  # dead letters deleted per transaction
-_TELEMETRY_BATCH = 200  # cabinets per transaction: short transactions keep SQLite's writer lock free
-# PostgreSQL takes bigger batches, several at once (each batch holds other cabinets, so they never
-# contend), committed without waiting for the WAL flush: telemetry repeats, a lost last second costs
-# nothing, and the fsync per commit would otherwise bound ingestion.
-_PG_TELEMETRY_BATCH = 1000
-_PG_TELEMETRY_WRITERS = 3
 _HISTORY_BATCH = 5_000  # history rows per transaction
 _BATTERY_BATCH = 200  # battery reports per transaction: each is one small row update
 _BATTERY_REPORT = "battery_report"  # kind of a battery report in device_messages
 _NO_CABINET = "-"  # device_messages.cabinet_id of a report from a pack that is in no cabinet
 _MAX_CABINET_ID = 40  # cabinets.id is at most this long
 _GC_YOUNG_THRESHOLD = 100_000  # allocations between young collections (default 700); see tune_gc_for_ingestion
-_AFTER_WILL = math.inf  # seq watermark after a last-will: buffered telemetry must not revive the cabinet
 
 
 class Rejected(Exception):
     """A message the adapter cannot accept; it becomes a dead letter with this reason."""
-
-
-@dataclass
-class _Letter:
-    """Dead letters of one fault waiting for the next batch write: the first payload, and how often."""
-
-    topic: str
-    payload: str
-    reason: str
-    first_at: datetime
-    last_at: datetime
-    occurrences: int = 1
 
 
 @dataclass
@@ -325,24 +298,27 @@ class DeviceAdapter:
         self._clock = DeviceClock(
             settings.device_clock_skew_s, settings.device_clock_max_age_s, self.metrics.clock_clamped
         )
+        self._postgres = db.engine.dialect.name == "postgresql"
+        self.dead_letters = DeadLetters(
+            settings, self.metrics, self._transaction, postgres=self._postgres, on_reject=self._count_dead_letter
+        )
         self._signals = SignalSender(
             temporal, self._dead_letter, retry_for_s=signal_retry_s, on_delivered=self._count_signal
         )
-        self._postgres = db.engine.dialect.name == "postgresql"
-        # Highest telemetry seq applied per cabinet; reset by a birth, blocked by a last-will.
-        self._telemetry_seq: dict[str, float] = {}
-        # Time of the latest door event per cabinet: older telemetry must not undo the door it reported.
-        self._event_at: dict[str, datetime] = {}
-        # Latest telemetry per cabinet waiting for the next batch write (newer replaces older).
-        self._pending_telemetry: dict[str, tuple[str, bytes, Telemetry]] = {}
-        # Dead letters waiting for the next batch write, by dedupe key (repeats of one fault are counted).
-        self._letters: dict[str, _Letter] = {}
-        self._letters_lost = 0  # distinct dead letters beyond _MAX_PENDING_LETTERS since the last write
+        self.telemetry = TelemetryBatch(
+            self._clock,
+            self.metrics,
+            self.history,
+            self._signals,
+            self._transaction,
+            self._relaxed_commit,
+            self._dead_letter,
+            postgres=self._postgres,
+            on_stale=self._count_stale,
+        )
         # Events, acks and states per cabinet, served round-robin; each cabinet's rate is limited.
         self._queue: FairQueue[tuple[str, bytes]] = FairQueue(settings.device_queue_per_cabinet)
         self._limiter = RateLimiter(settings.device_rate_per_s, settings.device_rate_burst, time.monotonic)
-        self._flooding: set[str] = set()  # cabinets over their rate since the last dead-letter write
-        self._next_expiry = 0.0  # loop time of the next expiry of old dead letters
         # Highest battery report seq applied per pack serial.
         self._battery_seq: dict[str, int] = {}
         # Battery reports waiting for the next batch, in arrival order.
@@ -351,11 +327,6 @@ class DeviceAdapter:
         # telemetry waits for the next batch write.
         self._heard: dict[str, float] = {}
         self._listening_since: float | None = None  # loop time since when the subscription has been up
-        # The slot states last written per cabinet: unchanged slots are not written again. Anything else
-        # that writes a cabinet's slots forgets them and bumps its count here, so a telemetry write that
-        # ran meanwhile does not remember states the database no longer holds.
-        self._slots_written: dict[str, tuple[tuple[Any, ...], ...]] = {}
-        self._slots_touched: dict[str, int] = {}
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -393,7 +364,7 @@ class DeviceAdapter:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await self._signals.drain(self._drain_timeout_s)
-            await self.flush_dead_letters()  # those of signals that could not be delivered
+            await self.dead_letters.flush()  # those of signals that could not be delivered
             log.info("device adapter stopped: %s", asdict(self.stats))
 
     async def _consume(self, *, telemetry: bool, index: int = 0) -> None:
@@ -493,12 +464,14 @@ class DeviceAdapter:
         key = route[0] if route is not None else f"battery:{serial}"
         # What a device sends beyond its rate costs a counter; refusals are counted, not stored one by one.
         if not self._limiter.allow(key):
-            self._reject(topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: dropped")
+            self.dead_letters.reject(
+                topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: dropped"
+            )
             if route is not None:
-                self._flooding.add(route[0])
+                self.dead_letters.flooding(route[0])
             return
         if len(payload) > self.settings.device_max_message_bytes:
-            self._reject(
+            self.dead_letters.reject(
                 topic,
                 payload,
                 f"message of {len(payload)} bytes exceeds the limit of {self.settings.device_max_message_bytes}",
@@ -514,13 +487,13 @@ class DeviceAdapter:
             # Batched like telemetry: packs report every few seconds, and one transaction per report
             # would keep SQLite's writer lock busy.
             if len(self._pending_battery_reports) >= _MAX_PENDING_BATTERY_REPORTS:
-                self._reject(topic, b"", "battery reports backlog full: dropped")
+                self.dead_letters.reject(topic, b"", "battery reports backlog full: dropped")
             else:
                 self._pending_battery_reports.append((topic, payload))
         # A queue per cabinet keeps its messages in order; cabinets take turns, so one's backlog never
         # delays another's events.
         elif not self._queue.put(key, (topic, payload)):
-            self._reject(
+            self.dead_letters.reject(
                 topic, b"", f"cabinet queue of {self.settings.device_queue_per_cabinet} messages full: dropped"
             )
 
@@ -535,10 +508,10 @@ class DeviceAdapter:
 
     async def _drain(self) -> None:
         await self._queue.join()
-        await self._write_pending_telemetry()
+        await self.telemetry.write_pending()
         await self._write_pending_battery_reports()
         await self.flush_history()
-        await self.flush_dead_letters()
+        await self.dead_letters.flush()
 
     async def _history_writer(self) -> None:
         while True:
@@ -570,12 +543,7 @@ class DeviceAdapter:
             except Exception:
                 log.exception("presence sweep failed")
             self._limiter.forget_idle()
-            if asyncio.get_running_loop().time() >= self._next_expiry:
-                self._next_expiry = asyncio.get_running_loop().time() + _EXPIRY_INTERVAL_S
-                try:
-                    await self.expire_dead_letters()
-                except Exception:
-                    log.exception("failed to expire old dead letters")
+            await self.dead_letters.expire_when_due()
 
     async def sweep_presence(self) -> None:
         """Mark offline the cabinets whose heartbeats stopped, tell their swaps, and refresh the gauges
@@ -597,7 +565,7 @@ class DeviceAdapter:
         for cabinet_id, order_ids in await self._transaction(work) if listening else []:
             log.info("cabinet %s missed its heartbeats for %.0fs: offline", cabinet_id, self._silence_s)
             self.metrics.presence_transitions.labels(PresenceCause.HEARTBEAT_EXPIRED.value).inc()
-            self._forget_slots(cabinet_id)
+            self.telemetry.forget_slots(cabinet_id)
             message_id = f"state:{DeviceSignalKind.CABINET_OFFLINE.value}:expired:{now.isoformat()}"[:80]
             signal = DeviceSignal(
                 message_id=message_id, kind=DeviceSignalKind.CABINET_OFFLINE, cabinet_id=cabinet_id, at=now
@@ -621,9 +589,9 @@ class DeviceAdapter:
     async def _telemetry_writer(self) -> None:
         while True:
             await asyncio.sleep(self._telemetry_flush_s)
-            await self._write_pending_telemetry()
+            await self.telemetry.write_pending()
             await self._write_pending_battery_reports()
-            await self.flush_dead_letters()
+            await self.dead_letters.flush()
 
     async def _write_pending_battery_reports(self) -> None:
         # The signals go out on their own tasks (SignalSender), like those of the lanes.
@@ -632,140 +600,16 @@ class DeviceAdapter:
             await self._apply_battery_reports(batch[start : start + _BATTERY_BATCH])
 
     def _offer_telemetry(self, cabinet_id: str, topic: str, payload: bytes) -> None:
-        """Validate a telemetry message as it arrives (a bad one is never hidden by a later one) and
-        keep it as the cabinet's pending report unless it is older than what is pending or applied."""
+        """Validate a telemetry message as it arrives (a bad one is never hidden by a later one) and hand
+        it to the batch."""
         try:
             telemetry = _parse_json(Telemetry, Channel.TELEMETRY.value, payload)
             _check_cabinet_id(cabinet_id, telemetry.cabinet_id)
             telemetry = self._clock.bound_report(telemetry)
         except Rejected as exc:
-            self._reject(topic, payload, str(exc))
+            self.dead_letters.reject(topic, payload, str(exc))
             return
-        pending = self._pending_telemetry.get(cabinet_id)
-        newest = max(self._telemetry_seq.get(cabinet_id, -1), pending[2].seq if pending else -1)
-        if telemetry.seq <= newest:
-            self.stats.stale += 1
-            self.metrics.telemetry_stale.inc()
-            return
-        self._pending_telemetry[cabinet_id] = (topic, payload, telemetry)
-
-    def _reject(self, topic: str, payload: bytes, reason: str) -> None:
-        """Keep a message that could not be accepted, for an operator, at the next batch write: its payload
-        cut to a bounded size, and a repeat of the same fault (topic and reason, within a window) only
-        counted."""
-        self.stats.dead_letters += 1
-        self.metrics.dead_letter(reason)
-        window = int(time.time() // _DEAD_LETTER_WINDOW_S)
-        key = hashlib.sha256(f"{topic}\0{reason}\0{window}".encode()).hexdigest()
-        now = utcnow()
-        letter = self._letters.get(key)
-        if letter is not None:
-            letter.occurrences += 1
-            letter.last_at = now
-        elif len(self._letters) < _MAX_PENDING_LETTERS:
-            text = DeadLetter.text(payload, self.settings.dead_letter_max_payload_bytes)
-            self._letters[key] = _Letter(DeadLetter.text(topic, 300), text, DeadLetter.text(reason, 2000), now, now)
-        else:
-            self._letters_lost += 1
-
-    async def flush_dead_letters(self) -> None:
-        """Write the dead letters waiting (adding repeats to the rows of their fault), and raise an alert
-        for each cabinet that went over its rate meanwhile. Never raises."""
-        letters, self._letters = self._letters, {}
-        flooding, self._flooding = self._flooding, set()
-        lost, self._letters_lost = self._letters_lost, 0
-        if not letters and not flooding:
-            return
-        sample = next(iter(letters.values()), None)
-        if sample is not None:
-            log.warning(
-                "%d dead letters (%d kinds%s), e.g. on %s: %s",
-                sum(x.occurrences for x in letters.values()),
-                len(letters),
-                f", {lost} more not kept" if lost else "",
-                sample.topic,
-                sample.reason,
-            )
-        insert = postgresql.insert if self._postgres else sqlite.insert
-        rows = [
-            {
-                "dedupe_key": key,
-                "topic": x.topic,
-                "payload": x.payload,
-                "reason": x.reason,
-                "received_at": x.first_at,
-                "last_seen_at": x.last_at,
-                "occurrences": x.occurrences,
-            }
-            for key, x in letters.items()
-        ]
-        table = table_of(DeadLetter)
-
-        async def work(session: AsyncSession) -> None:
-            for start in range(0, len(rows), _DEAD_LETTER_INSERT_ROWS):
-                statement = insert(table).values(rows[start : start + _DEAD_LETTER_INSERT_ROWS])
-                await session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["dedupe_key"],
-                        set_={
-                            "occurrences": table.c.occurrences + statement.excluded.occurrences,
-                            "last_seen_at": statement.excluded.last_seen_at,
-                        },
-                    )
-                )
-            for cabinet_id in sorted(flooding):
-                await raise_alert(
-                    session,
-                    FaultReport(
-                        kind=DEVICE_FLOOD,
-                        severity="warning",
-                        cabinet_id=cabinet_id,
-                        message=f"cabinet {cabinet_id} sent more than {self.settings.device_rate_per_s:g} messages a "
-                        "second; the excess was dropped (see its dead letters)",
-                    ),
-                )
-
-        try:
-            await self._transaction(work)
-        except Exception:
-            log.exception("could not store %d dead letters", len(rows))
-
-    async def expire_dead_letters(self) -> int:
-        """Delete the dead letters last seen longer ago than their retention; returns how many."""
-        cutoff = utcnow() - timedelta(days=self.settings.dead_letter_retention_days)
-        table = table_of(DeadLetter)
-        old = (
-            select(table.c.id)
-            .where(table.c.received_at < cutoff, or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < cutoff))
-            .limit(_EXPIRY_BATCH)
-        )
-        deleted = 0
-        while True:
-
-            async def work(session: AsyncSession) -> int:
-                result = await session.execute(table.delete().where(table.c.id.in_(old.scalar_subquery())))
-                return int(result.rowcount)  # type: ignore[attr-defined]
-
-            batch = await self._transaction(work)
-            deleted += batch
-            if batch < _EXPIRY_BATCH:
-                return deleted
-
-    async def _write_pending_telemetry(self) -> None:
-        batch, self._pending_telemetry = list(self._pending_telemetry.values()), {}
-        size = _PG_TELEMETRY_BATCH if self._postgres else _TELEMETRY_BATCH
-        chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
-        if not self._postgres:
-            for chunk in chunks:
-                await self._apply_telemetry(chunk)
-            return
-        writers = asyncio.Semaphore(_PG_TELEMETRY_WRITERS)
-
-        async def write(chunk: list[tuple[str, bytes, Telemetry]]) -> None:
-            async with writers:
-                await self._apply_telemetry(chunk)
-
-        await asyncio.gather(*(write(chunk) for chunk in chunks))
+        self.telemetry.offer(cabinet_id, topic, payload, telemetry)
 
     async def _report_stats(self) -> None:
         last: dict[str, int] = {}
@@ -779,6 +623,12 @@ class DeviceAdapter:
     def _count_signal(self) -> None:
         self.stats.signals += 1
 
+    def _count_stale(self) -> None:
+        self.stats.stale += 1
+
+    def _count_dead_letter(self) -> None:
+        self.stats.dead_letters += 1
+
     # -------------------------------------------------------------------------------------- messages
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -788,7 +638,7 @@ class DeviceAdapter:
         tasks = await self._process(topic, payload)
         if tasks:
             await asyncio.gather(*tasks)
-        await self.flush_dead_letters()
+        await self.dead_letters.flush()
 
     async def _process(self, topic: str, payload: bytes) -> list[asyncio.Task[None]]:
         """Parse, record and route one message; returns the signal deliveries it started."""
@@ -801,7 +651,7 @@ class DeviceAdapter:
             cabinet_id, channel = route
             if channel is Channel.TELEMETRY:
                 self._offer_telemetry(cabinet_id, topic, payload)
-                await self._write_pending_telemetry()
+                await self.telemetry.write_pending()
                 return []
             if channel is Channel.COMMANDS:
                 raise Rejected("commands flow from the platform to cabinets, not back")
@@ -871,11 +721,11 @@ class DeviceAdapter:
         order_ids, discrepancies = await self._transaction(work)
         if discrepancies:
             log.warning("cabinet %s reconnected with %d slots that differ from custody", cabinet_id, discrepancies)
-        self._forget_slots(cabinet_id)
+        self.telemetry.forget_slots(cabinet_id)
         if state.online:
-            self._telemetry_seq.pop(cabinet_id, None)  # a new session may restart its seq
+            self.telemetry.new_session(cabinet_id)
         else:
-            self._telemetry_seq[cabinet_id] = _AFTER_WILL
+            self.telemetry.last_will(cabinet_id)
         signal = DeviceSignal(message_id=message_id, kind=kind, cabinet_id=cabinet_id, at=at)
         return [self._signals.send(swap_workflow_id(o), signal, topic=topic, payload=payload) for o in order_ids]
 
@@ -913,8 +763,8 @@ class DeviceAdapter:
             self.stats.duplicates += 1
             return []
         if event.type in (EventType.DOOR_OPENED, EventType.DOOR_CLOSED):
-            self._event_at[cabinet_id] = max(at, self._event_at.get(cabinet_id, at))
-        self._forget_slots(cabinet_id)  # the event changed a slot behind telemetry's back
+            self.telemetry.door_event(cabinet_id, at)
+        self.telemetry.forget_slots(cabinet_id)  # the event changed a slot behind telemetry's back
         if workflow_id is None or event.type not in SIGNALLED_EVENTS:
             return []
         signal = DeviceSignal(
@@ -1000,93 +850,6 @@ class DeviceAdapter:
         if owner is None:
             raise Rejected(f"ack for unknown command {command_id!r}")
         raise Rejected(f"ack for command {command_id!r}, which was sent to {owner}")
-
-    def _forget_slots(self, cabinet_id: str) -> None:
-        """The cabinet's slots were written by something other than telemetry: the next telemetry writes them."""
-        self._slots_written.pop(cabinet_id, None)
-        self._slots_touched[cabinet_id] = self._slots_touched.get(cabinet_id, 0) + 1
-
-    async def _apply_telemetry(self, batch: Sequence[tuple[str, bytes, Telemetry]]) -> None:
-        """Write the latest state of a batch of cabinets' (validated, fresh) telemetry in one
-        transaction, and queue their readings for the history writer."""
-        fresh = {telemetry.cabinet_id: (topic, payload, telemetry) for topic, payload, telemetry in batch}
-        if not fresh:
-            return
-        written = {
-            cabinet_id: tuple((r.slot_no, r.door, r.charging, r.fault) for r in telemetry.slots)
-            for cabinet_id, (_, _, telemetry) in fresh.items()
-        }
-        touched = {cabinet_id: self._slots_touched.get(cabinet_id, 0) for cabinet_id in fresh}
-
-        async def work(session: AsyncSession) -> tuple[set[str], list[tuple[str, datetime, list[str]]]]:
-            await self._relaxed_commit(session)
-            online = dict(
-                (await session.execute(select(Cabinet.id, Cabinet.online).where(Cabinet.id.in_(list(fresh)))))
-                .tuples()
-                .all()
-            )
-            reports, revived = [], []
-            for cabinet_id, (_, _, telemetry) in fresh.items():
-                if cabinet_id not in online:
-                    continue
-                at = as_utc(telemetry.ts)
-                reports.append(
-                    CabinetReport(
-                        cabinet_id,
-                        at,
-                        telemetry.slots,
-                        doors_current=at >= self._event_at.get(cabinet_id, at),
-                        write_slots=self._slots_written.get(cabinet_id) != written[cabinet_id],
-                    )
-                )
-                if not online[cabinet_id] and await telemetry_may_revive(session, cabinet_id):
-                    # Heard again after its heartbeats expired, on the same connection (no new birth):
-                    # online again, and its full slot state is checked against custody as a birth's is.
-                    # Guarded, so a birth committed meanwhile (PostgreSQL runs both at once) wins.
-                    revive = await session.execute(
-                        table_of(Cabinet)
-                        .update()
-                        .where(Cabinet.id == cabinet_id, Cabinet.online.is_(False))
-                        .values(online=True)
-                    )
-                    if not revive.rowcount:  # type: ignore[attr-defined]
-                        continue
-                    record_transition(session, cabinet_id, True, PresenceCause.TELEMETRY, at)
-                    await reconcile_slots(session, cabinet_id, at, telemetry.slots)
-                    revived.append((cabinet_id, at, await swaps_in_progress(session, cabinet_id)))
-            await write_latest_state(session, reports)
-            return set(fresh) - set(online), revived
-
-        try:
-            unknown, revived = await self._transaction(work)
-        except Exception:
-            # Telemetry repeats every few seconds; losing one batch costs nothing but freshness.
-            log.exception("failed to write telemetry of %d cabinets", len(fresh))
-            return
-        now = utcnow()
-        readings: list[tuple[Any, ...]] = []
-        health: list[tuple[Any, ...]] = []
-        for cabinet_id, (topic, payload, telemetry) in fresh.items():
-            if cabinet_id in unknown:
-                await self._dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
-                continue
-            self._telemetry_seq[cabinet_id] = self._clock.bound_seq(telemetry.seq)
-            if self._slots_touched.get(cabinet_id, 0) == touched[cabinet_id]:
-                self._slots_written[cabinet_id] = written[cabinet_id]
-            at = as_utc(telemetry.ts)
-            self.metrics.ingest_lag.observe(max(0.0, (now - at).total_seconds()))
-            readings.extend(history_row(r.battery, at, cabinet_id, r.slot_no) for r in telemetry.slots if r.battery)
-            health.append(health_row(cabinet_id, at, telemetry.cabinet_temperature_c, telemetry.slots))
-        self.history.offer(readings, health)
-        for cabinet_id, at, order_ids in revived:
-            self.metrics.presence_transitions.labels(PresenceCause.TELEMETRY.value).inc()
-            message_id = f"state:{DeviceSignalKind.CABINET_ONLINE.value}:telemetry:{at.isoformat()}"[:80]
-            signal = DeviceSignal(
-                message_id=message_id, kind=DeviceSignalKind.CABINET_ONLINE, cabinet_id=cabinet_id, at=at
-            )
-            topic, payload, _ = fresh[cabinet_id]
-            for order_id in order_ids:
-                self._signals.send(swap_workflow_id(order_id), signal, topic=topic, payload=payload)
 
     async def _apply_battery_reports(self, batch: Sequence[tuple[str, bytes]]) -> list[asyncio.Task[None]]:
         """Validate a batch of packs' own reports, route those about reserved slots to their swaps and
@@ -1256,8 +1019,8 @@ class DeviceAdapter:
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Keep a message that could not be accepted or routed, for an operator (at the next batch write:
-        see `_reject`). Never raises."""
-        self._reject(topic, payload, reason)
+        see dead_letters.py). Never raises."""
+        self.dead_letters.reject(topic, payload, reason)
 
 
 def tune_gc_for_ingestion() -> None:

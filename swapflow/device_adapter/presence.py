@@ -3,7 +3,7 @@ the reconciliation of the full slot state a cabinet announces when it comes back
 
 A cabinet is online from its birth until its last-will, its clean disconnect, or
 `heartbeat_missed_limit` × `heartbeat_interval_s` without a word from it, whichever comes first. Every
-transition is one `cabinet_presence` row; swapflow/uptime.py computes uptime from them.
+transition is one `cabinet_presence` row; swapflow/ops/uptime.py computes uptime from them.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Live ops: alert rules and channels, work orders, incident figures, operator accounts (issue 6)."""
+"""Live ops: alert rules and channels, work orders, incident figures, operator accounts."""

@@ -1,1 +1,2 @@
-"""Temporal workflows: deterministic orchestration of swaps (and later refunds, settlements, work orders)."""
+"""Temporal workflows: deterministic orchestration of swaps, refunds, top-ups, reconciliation, work orders
+and alert evaluation."""

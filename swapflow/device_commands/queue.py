@@ -16,8 +16,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from swapflow.db.models import as_utc, utcnow
-from swapflow.device_adapter.commands import CommandPublisher
-from swapflow.device_adapter.metrics import CommandMetrics
+from swapflow.device_commands.metrics import CommandMetrics
+from swapflow.device_commands.publish import CommandPublisher
 from swapflow.protocol.v1 import Command, CommandAck
 from swapflow.settings import Settings
 

@@ -1,6 +1,6 @@
 """Publishing commands to cabinets: one long-lived MQTT connection per process, re-established when
 the broker goes away. The worker's door-opening activity sends through it (by way of the command
-queue, swapflow/device_adapter/command_queue.py, which also listens to acks on this connection)."""
+queue, swapflow/device_commands/queue.py, which also listens to acks on this connection)."""
 
 from __future__ import annotations
 
