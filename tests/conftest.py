@@ -22,6 +22,7 @@ from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
 from swapflow.settings import Settings
+from tests.history_recording import HISTORIES, RecordHistory, history_recorder
 
 CONFIGURED_DATABASE_URL = os.environ.get("SWAPFLOW_DATABASE_URL")
 CONFIGURED_MQTT_URL = os.environ.get("SWAPFLOW_MQTT_URL")
@@ -136,3 +137,21 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-histories",
+        action="store_true",
+        help=f"tests marked records_history write their workflows' histories to {HISTORIES}",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "records_history: the test records histories tests/test_replay.py replays")
+
+
+@pytest.fixture
+def record_history(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment) -> RecordHistory:
+    """`await record_history(workflow_id, name)`: writes the workflow's history under --record-histories."""
+    return history_recorder(temporal_env.client, bool(request.config.getoption("--record-histories")))

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -26,6 +25,7 @@ from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import sim_battery
 from swapflow.workflows.swap import SwapWorkflow
+from tests.history_recording import HISTORIES, RecordHistory
 from tests.swap_harness import battery_of, running_cabinet, running_worker
 from tests.test_swap_saga import (
     CABINET,
@@ -37,8 +37,6 @@ from tests.test_swap_saga import (
     count,
     ledger_kinds,
 )
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -68,12 +66,16 @@ async def legacy(temporal_env: WorkflowEnvironment, settings: Settings, db: Data
             yield Scene(temporal_env, settings, db, cabinet)
 
 
-async def test_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_own_reports(legacy: Scene) -> None:
+@pytest.mark.records_history
+async def test_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_own_reports(
+    legacy: Scene, record_history: RecordHistory
+) -> None:
     order_id, handle = await legacy.start()
     returned = await legacy.rider_pack()
     order = await legacy.insert(order_id, returned)
     taken = await legacy.take(order_id)
     result = await handle.result()
+    await record_history(handle.id, "swap_command_only_completed")
     assert result.status == SwapStatus.COMPLETED, result
     assert (await battery(legacy.db, returned.serial)).custodian_ref == f"{CABINET}/{order.return_slot_no}"
     issued = await battery(legacy.db, taken.serial)
@@ -173,5 +175,7 @@ async def test_a_swap_recorded_before_the_two_fact_rule_replays_as_it_ran() -> N
     """A command-only cabinet's swap whose return one report without charging current confirmed, as the
     workflow did before it asked for a second fact (it then failed on the take): its history, recorded
     with that workflow, replays on today's (the rule is behind a patch)."""
-    history = WorkflowHistory.from_json("swap/recorded", (DATA / "legacy_swap_before_two_facts.json").read_text())
+    history = WorkflowHistory.from_json(
+        "swap/recorded", (HISTORIES / "swap_command_only_before_two_facts.json").read_text()
+    )
     await Replayer(workflows=[SwapWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)

@@ -41,6 +41,7 @@ from swapflow.payments.wechat import WeChatPayProvider, out_refund_no, out_trade
 from swapflow.settings import Settings, get_settings
 from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
+from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, THIRD_RIDER, Money
 from tests.ops_harness import admin_headers
 from tests.payment_fakes import wechat_fake  # noqa: F401  (fixture)
@@ -267,8 +268,9 @@ async def exceptions(money: Money) -> list[ReconciliationException]:
         return list((await session.scalars(select(ReconciliationException))).all())
 
 
+@pytest.mark.records_history
 async def test_reconciliation_workflow_reports_the_day_to_finance(
-    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money, record_history: RecordHistory
 ) -> None:
     await plant_differences(money)
     today = utcnow().date()
@@ -279,6 +281,7 @@ async def test_reconciliation_workflow_reports_the_day_to_finance(
             id=f"reconciliation/{today}",
             task_queue=settings.temporal_task_queue,
         )
+    await record_history(f"reconciliation/{today}", "reconciliation_day")
     assert {p.provider: p.exceptions for p in report.providers}["sandbox"] == 3
 
     with TestClient(create_app(settings), headers=await admin_headers(money.db)) as api:

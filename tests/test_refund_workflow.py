@@ -33,6 +33,7 @@ from swapflow.settings import Settings
 from swapflow.workflows.payment_models import RefundOutcome, RefundStart
 from swapflow.workflows.refund import RefundWorkflow
 from tests.conftest import test_server_path as time_skipping_server_path
+from tests.history_recording import RecordHistory
 from tests.money_harness import PRICE, Money
 from tests.swap_harness import running_worker
 
@@ -136,8 +137,9 @@ async def test_refund_processing_for_two_days_then_succeeded_is_followed_until_i
     assert report.ok, report.violations
 
 
+@pytest.mark.records_history
 async def test_refund_the_provider_closed_is_resubmitted_with_a_new_number(
-    temporal_env: WorkflowEnvironment, settings: Settings, money: Money
+    temporal_env: WorkflowEnvironment, settings: Settings, money: Money, record_history: RecordHistory
 ) -> None:
     order_id = await money.failed_after_charge()
     refund_id, handle = await start_refund(temporal_env, settings, order_id)
@@ -154,6 +156,7 @@ async def test_refund_the_provider_closed_is_resubmitted_with_a_new_number(
     banking = asyncio.create_task(bank())
     outcome = await handle.result()
     await banking
+    await record_history(handle.id, "refund_resubmitted_after_the_provider_closed_it")
 
     assert (outcome.state, outcome.attempts) == ("succeeded", 2)
     refund = await money.refund(refund_id)

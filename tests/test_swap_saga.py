@@ -33,6 +33,8 @@ from swapflow.db.models import (
     SwapStatus,
 )
 from swapflow.invariants import check_invariants
+from swapflow.payments.provider import refund_workflow_id
+from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
@@ -45,6 +47,7 @@ from swapflow.workflows.models import (
     swap_workflow_id,
 )
 from swapflow.workflows.swap import SwapWorkflow
+from tests.history_recording import RecordHistory
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker, swap_refund_outcome
 
 CABINET = "cab-sh-001-1"
@@ -191,12 +194,14 @@ async def assert_refunded_once(db: Database, order_id: str, client: Client) -> N
 # ----------------------------------------------------------------------------------------- happy path
 
 
-async def test_happy_path_swaps_the_packs_and_books_the_revenue(scene: Scene) -> None:
+@pytest.mark.records_history
+async def test_happy_path_swaps_the_packs_and_books_the_revenue(scene: Scene, record_history: RecordHistory) -> None:
     order_id, handle = await scene.start()
     held = await scene.rider_pack()
     await scene.insert(order_id, held)
     taken = await scene.take(order_id)
     result = await handle.result()
+    await record_history(handle.id, "swap_completed")
     assert result.status == SwapStatus.COMPLETED, result
     order = await scene.order(order_id)
     assert order.stage == SwapStage.COMPLETED
@@ -245,7 +250,8 @@ async def test_two_riders_racing_for_the_last_charged_pack_exactly_one_wins(scen
 # ----------------------------------------------------------------------------------------- payment
 
 
-async def test_declined_payment_opens_no_door(scene: Scene) -> None:
+@pytest.mark.records_history
+async def test_declined_payment_opens_no_door(scene: Scene, record_history: RecordHistory) -> None:
     # A worker of its own, whose sandbox provider declines every charge.
     declining = scene.settings.model_copy(
         update={"sandbox_decline_rate": 1.0, "temporal_task_queue": scene.settings.temporal_task_queue + "-declines"}
@@ -258,6 +264,7 @@ async def test_declined_payment_opens_no_door(scene: Scene) -> None:
             id=swap_workflow_id(order_id),
             task_queue=declining.temporal_task_queue,
         )
+    await record_history(swap_workflow_id(order_id), "swap_payment_declined")
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "payment_declined")
     assert await count(scene.db, DeviceCommand) == 0
     assert await ledger_kinds(scene.db, order_id) == []
@@ -299,19 +306,26 @@ async def test_jammed_return_door_moves_the_swap_to_another_slot(scene: Scene) -
     await assert_invariants(scene.db)
 
 
-async def test_no_return_door_opening_refunds_and_records_each_fault(scene: Scene) -> None:
+@pytest.mark.records_history
+async def test_no_return_door_opening_refunds_and_records_each_fault(
+    scene: Scene, record_history: RecordHistory
+) -> None:
     scene.cabinet.jammed_slots.update(EMPTY_SLOTS)
     order_id, handle = await scene.start()
     held = await battery_of(scene.db, RIDER)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "no_working_return_slot")
     await assert_refunded_once(scene.db, order_id, scene.env.client)
+    await record_history(handle.id, "swap_door_no_ack_refunded")
     assert await count(scene.db, Alert, Alert.kind == "door_fault") == len(EMPTY_SLOTS)
     assert held is not None and (await battery(scene.db, held.serial)).custodian_ref == RIDER
     await assert_invariants(scene.db)
 
 
-async def test_rider_who_never_inserts_gets_the_door_closed_a_refund_and_keeps_the_pack(scene: Scene) -> None:
+@pytest.mark.records_history
+async def test_rider_who_never_inserts_gets_the_door_closed_a_refund_and_keeps_the_pack(
+    scene: Scene, record_history: RecordHistory
+) -> None:
     order_id, handle = await scene.start()
     held = await battery_of(scene.db, RIDER)
     order = await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
@@ -320,6 +334,8 @@ async def test_rider_who_never_inserts_gets_the_door_closed_a_refund_and_keeps_t
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "battery_not_returned_in_time")
     assert order.return_slot_no is not None and not scene.cabinet.door_open(order.return_slot_no)
     await assert_refunded_once(scene.db, order_id, scene.env.client)
+    await record_history(handle.id, "swap_walk_away_refunded")
+    await record_history(refund_workflow_id(swap_refund_id(order_id)), "refund_of_a_failed_swap")
     assert held is not None and (await battery(scene.db, held.serial)).custodian_ref == RIDER
     assert await count(scene.db, Slot, Slot.reserved_order_id == order_id) == 0
     await assert_invariants(scene.db)

@@ -29,6 +29,7 @@ from swapflow.payments.wallet import credit_wallet
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.payment_models import ReconcileProvider
+from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.payment_fakes import localstripe_url, stripe_settings_values, wechat_fake  # noqa: F401  (fixtures)
@@ -109,13 +110,15 @@ async def wallet_violations(db: Database) -> list[str]:
 # ------------------------------------------------------------------------------------------ top-ups
 
 
+@pytest.mark.records_history
 async def test_a_top_up_is_pending_until_the_sandbox_captures_it_then_credited_once(
-    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, db: Database
+    temporal_env: WorkflowEnvironment, api: httpx.AsyncClient, db: Database, record_history: RecordHistory
 ) -> None:
     opened = await api.post(TOP_UPS, json={"amount_minor": 5000}, headers={"Idempotency-Key": "t1"})
     assert opened.status_code == 202, opened.json()
     assert (opened.json()["status"], opened.json()["method"]) == ("pending", "sandbox")
     outcome = await top_up_done(temporal_env, opened.json()["workflow_id"])
+    await record_history(opened.json()["workflow_id"], "topup_succeeded")
     assert (outcome.status, outcome.amount_minor) == ("succeeded", 5000)
 
     again = await api.post(TOP_UPS, json={"amount_minor": 5000}, headers={"Idempotency-Key": "t1"})

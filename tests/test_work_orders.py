@@ -43,6 +43,7 @@ from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.ops_models import Accept, EvaluatorInput, Resolve, work_order_workflow_id
 from swapflow.workflows.work_order import WorkOrderWorkflow
 from tests.conftest import test_server_path as time_skipping_server  # not a test
+from tests.history_recording import RecordHistory
 from tests.ops_harness import another_token, bearer, operator_token
 from tests.swap_harness import running_cabinet, running_worker
 
@@ -194,8 +195,9 @@ async def door_out_of_service(db: Database, slot_no: int) -> None:
         )
 
 
+@pytest.mark.records_history
 async def test_an_offline_cabinet_raises_one_alert_and_one_work_order_for_the_nearest_technician_on_duty(
-    worker: WorkflowEnvironment, settings: Settings, db: Database
+    worker: WorkflowEnvironment, settings: Settings, db: Database, record_history: RecordHistory
 ) -> None:
     await went_offline(db, CABINET, minutes_ago=5)
     evaluator = await worker.client.start_workflow(
@@ -214,6 +216,7 @@ async def test_an_offline_cabinet_raises_one_alert_and_one_work_order_for_the_ne
     order = await until(dispatched_order)
     await asyncio.sleep(1.0)  # a few more rounds of the rules: nothing is opened twice
     await evaluator.terminate()
+    await record_history(evaluator.id, "alert_evaluator")
     await worker.client.get_workflow_handle(work_order_workflow_id(order.id)).terminate()  # left to its SLA
     async with db.sessions() as session:
         alerts = (await session.scalars(select(Alert).where(Alert.cabinet_id == CABINET))).all()
@@ -288,14 +291,20 @@ async def test_a_resolution_while_the_cabinet_still_reports_a_pack_that_is_not_o
     assert state.last_verification == ("the cabinet reports pack FAKE-0001 in the slot, which custody does not hold",)
 
 
+@pytest.mark.records_history
 async def test_a_verified_fix_closes_the_order_puts_the_slot_back_and_counts_in_mttr(
-    cabinet: SimulatedCabinet, worker: WorkflowEnvironment, settings: Settings, db: Database
+    cabinet: SimulatedCabinet,
+    worker: WorkflowEnvironment,
+    settings: Settings,
+    db: Database,
+    record_history: RecordHistory,
 ) -> None:
     await door_out_of_service(db, SLOT)
     order_id, handle = await open_order(worker, settings, db, SLOT)
     await handle.execute_update(WorkOrderWorkflow.accept, Accept(actor="tech-near"))
     await handle.execute_update(WorkOrderWorkflow.resolve, Resolve(actor="tech-near"))
     state = await handle.result()
+    await record_history(handle.id, "work_order_closed_after_verification")
 
     assert state.status == WorkOrderStatus.CLOSED
     assert await timeline(db, order_id) == ["opened", "dispatched", "accepted", "resolved", "closed"]
