@@ -33,6 +33,7 @@ from swapflow.db.models import (
     SwapStatus,
 )
 from swapflow.invariants import check_invariants
+from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
@@ -41,7 +42,6 @@ from swapflow.workflows.models import (
     DEVICE_SIGNAL,
     DeviceSignal,
     DeviceSignalKind,
-    swap_request,
     swap_workflow_id,
 )
 from swapflow.workflows.swap import SwapWorkflow
