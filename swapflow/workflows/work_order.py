@@ -293,7 +293,7 @@ class WorkOrderWorkflow:
         self._commands += 1
         command_id = f"{self._request.work_order_id}-t{self._commands}"[:60]
         for _ in range(_COMMAND_ATTEMPTS):
-            answer = await workflow.execute_local_activity(
+            answer: CommandAnswer = await workflow.execute_local_activity(
                 send_device_command,
                 SendCommandInput(
                     command_id=command_id,
