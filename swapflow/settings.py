@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from swapflow.domain import timing
+from swapflow.domain.safety import BatteryLimits
 from swapflow.ops.config import OpsSla, WebhookChannel
-from swapflow.safety import BatteryLimits
 
 
 class Settings(BaseSettings):

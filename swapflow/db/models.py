@@ -193,7 +193,7 @@ class SwapOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     return_door_opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # pricing (issue 4): the coupon the rider gave, and how the price came about (swapflow.pricing.Quote)
+    # pricing (issue 4): the coupon the rider gave, and how the price came about (swapflow.domain.pricing.Quote)
     coupon_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     price_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -577,7 +577,7 @@ class PaymentNotification(Base):
 
 
 class PriceRule(Base):
-    """One price rule (swapflow.pricing says how rules combine). Edited by operators; never by a swap."""
+    """One price rule (swapflow.domain.pricing says how rules combine). Edited by operators; never by a swap."""
 
     __tablename__ = "price_rules"
 
