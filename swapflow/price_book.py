@@ -1,6 +1,6 @@
 """The price book in the database: loading the rules and coupon that price a swap, and redeeming and
 releasing coupons so that no limit is passed however many swaps redeem at once. The arithmetic is in
-swapflow.pricing; this module only reads and writes rows."""
+swapflow.domain.pricing; this module only reads and writes rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db import models as db
-from swapflow.pricing import (
+from swapflow.domain.pricing import (
     Coupon,
     CouponRejection,
     CouponUsage,

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from swapflow.domain import timing
+from swapflow.domain.safety import BatteryLimits
 from swapflow.ops.config import OpsSla, WebhookChannel
-from swapflow.safety import BatteryLimits
 
 
 class Settings(BaseSettings):
@@ -57,15 +58,25 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="Base URL simulated riders use; default from host/port.")
 
     # Swap timing. Every wait in a swap is bounded; these are the bounds.
-    command_ack_timeout_s: float = Field(10.0, description="How long a cabinet has to acknowledge a command.")
-    command_attempts: int = Field(3, ge=1, description="Sends of one command (same id) within that time.")
-    return_insert_timeout_s: float = Field(120.0, description="How long a rider has to insert the flat pack.")
-    charged_take_timeout_s: float = Field(120.0, description="How long a rider has to take the charged pack.")
+    command_ack_timeout_s: float = Field(
+        timing.COMMAND_ACK_TIMEOUT_S, description="How long a cabinet has to acknowledge a command."
+    )
+    command_attempts: int = Field(
+        timing.COMMAND_ATTEMPTS, ge=1, description="Sends of one command (same id) within that time."
+    )
+    return_insert_timeout_s: float = Field(
+        timing.RETURN_INSERT_TIMEOUT_S, description="How long a rider has to insert the flat pack."
+    )
+    charged_take_timeout_s: float = Field(
+        timing.CHARGED_TAKE_TIMEOUT_S, description="How long a rider has to take the charged pack."
+    )
 
     ready_soc_threshold: float = Field(90.0, description="A pack is 'ready' at or above this SoC (percent).")
     min_soh: float = Field(70.0, description="Packs below this SoH are not issued to riders.")
 
-    offline_grace_s: float = Field(120.0, description="How long a swap waits for a cabinet that went offline.")
+    offline_grace_s: float = Field(
+        timing.OFFLINE_GRACE_S, description="How long a swap waits for a cabinet that went offline."
+    )
     battery_limits: dict[str, BatteryLimits] = Field(
         default_factory=lambda: {"LFP-60V-32Ah": BatteryLimits()},
         description="Safety limits per battery model (JSON in SWAPFLOW_BATTERY_LIMITS).",
@@ -85,12 +96,15 @@ class Settings(BaseSettings):
         0.0, ge=0, description="How long a sandbox refund stays processing before it succeeds (0: at once)."
     )
     payment_pending_timeout_s: float = Field(
-        300.0, description="How long a charge may stay pending (rider confirming in the app) before it is closed."
+        timing.PAYMENT_PENDING_TIMEOUT_S,
+        description="How long a charge may stay pending (rider confirming in the app) before it is closed.",
     )
     payment_poll_interval_s: float = Field(2.0, description="How often a pending charge is asked about.")
-    refund_expected_days: int = Field(3, description="Days a refund may take to land (WeChat: 1-3 business days).")
+    refund_expected_days: int = Field(
+        timing.REFUND_EXPECTED_DAYS, description="Days a refund may take to land (WeChat: 1-3 business days)."
+    )
     refund_poll_schedule_s: list[float] = Field(
-        default_factory=lambda: [60.0, 300.0, 600.0, 1200.0, 1800.0],
+        default_factory=lambda: list(timing.REFUND_POLL_SCHEDULE_S),
         description="Waits between refund polls; the last repeats until the refund is final.",
     )
     reconciliation_cron: str = Field("30 2 * * *", description="When the daily reconciliation runs (UTC).")
@@ -204,7 +218,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["cabinet_offline", "door_fault", "door_no_ack", "slot_fault"],
         description="Alert kinds that open a work order.",
     )
-    ops_verify_ack_timeout_s: float = Field(15.0, description="How long the verification's test command may take.")
+    ops_verify_ack_timeout_s: float = Field(
+        timing.VERIFY_ACK_TIMEOUT_S, description="How long the verification's test command may take."
+    )
     ops_webhooks: list[WebhookChannel] = Field(
         default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS)."
     )

@@ -23,11 +23,12 @@ from swapflow.activities.topup import TopUpActivities
 from swapflow.db.engine import Database
 from swapflow.device_commands.queue import CommandQueue
 from swapflow.payments.registry import providers_from_settings
+from swapflow.services.reconciliation import ensure_reconciliation_schedule
 from swapflow.settings import Settings
 from swapflow.temporal import connect_temporal
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.ops_models import EVALUATOR_WORKFLOW_ID, EvaluatorInput
-from swapflow.workflows.reconciliation import ReconciliationWorkflow, ensure_reconciliation_schedule
+from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.topup import TopUpWorkflow

@@ -23,12 +23,13 @@ from swapflow.device_adapter.fairness import FairQueue, RateLimiter
 from swapflow.mqtt import mqtt_client
 from swapflow.ops.alert_rules import FLOOD_QUIET_S, flooding_cabinets
 from swapflow.protocol.v1 import Channel
+from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.flood import flood, junk
 from swapflow.stack.broker import embedded_broker
-from swapflow.workflows.models import swap_request, swap_workflow_id
+from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 from tests.conftest import free_port
 from tests.ops_harness import admin_headers

@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 
 from swapflow.db import models as tables
 from swapflow.db.engine import Database
-from swapflow.price_book import coupon_named, redeem_coupon, release_redemption
-from swapflow.pricing import (
+from swapflow.domain.pricing import (
     Adjustment,
     Coupon,
     CouponKind,
@@ -26,6 +25,7 @@ from swapflow.pricing import (
     percent_of,
     quote,
 )
+from swapflow.price_book import coupon_named, redeem_coupon, release_redemption
 from tests.swap_harness import new_order
 from tests.test_ops_api import api, ops_sh  # noqa: F401  (fixtures shared with the ops API's tests)
 

@@ -21,11 +21,12 @@ from swapflow.db import models as tables
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
+from swapflow.domain.pricing import Coupon, CouponKind
 from swapflow.invariants import check_invariants
 from swapflow.price_book import price_swap
-from swapflow.pricing import Coupon, CouponKind
+from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
-from swapflow.workflows.models import SwapProgress, swap_request, swap_workflow_id
+from swapflow.workflows.models import SwapProgress, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 from tests.ops_harness import admin_headers
 from tests.swap_harness import running_cabinet, running_worker, set_online

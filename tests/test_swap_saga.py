@@ -35,6 +35,7 @@ from swapflow.db.models import (
 from swapflow.invariants import check_invariants
 from swapflow.payments.provider import refund_workflow_id
 from swapflow.payments.refunds import swap_refund_id
+from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
@@ -43,7 +44,6 @@ from swapflow.workflows.models import (
     DEVICE_SIGNAL,
     DeviceSignal,
     DeviceSignalKind,
-    swap_request,
     swap_workflow_id,
 )
 from swapflow.workflows.swap import SwapWorkflow

@@ -15,8 +15,9 @@ from swapflow.db.models import (
     SwapStage,
     SwapStatus,
 )
+from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
-from swapflow.workflows.models import swap_request, swap_workflow_id
+from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 from tests.swap_harness import new_order, running_worker, set_online, swap_refund_outcome
 

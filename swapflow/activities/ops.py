@@ -16,7 +16,6 @@ from swapflow.alerts import raise_alert
 from swapflow.db.cities import cabinet_city
 from swapflow.db.engine import Database
 from swapflow.db.models import (
-    OPEN_WORK_ORDER_STATUSES,
     Alert,
     AlertDelivery,
     AlertStatus,
@@ -31,6 +30,7 @@ from swapflow.db.models import (
     WorkOrderStatus,
     utcnow,
 )
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
 from swapflow.ops.channels import alert_document, post_signed, render_body
 from swapflow.ops.dispatch import city_lead, nearest_on_duty

@@ -31,9 +31,8 @@ from swapflow.payments.provider import (
 from swapflow.payments.refunds import charge_key, method_account
 from swapflow.payments.registry import UnknownProvider, payer_method, provider_for
 from swapflow.settings import Settings
-from swapflow.workflows.models import ChargeInput, PaymentResult
+from swapflow.workflows.models import PAYMENT_DECLINED, ChargeInput, PaymentResult
 
-PAYMENT_DECLINED = "PaymentDeclined"
 PAYMENT_UNKNOWN = "PaymentOutcomeUnknown"
 
 __all__ = ["PAYMENT_DECLINED", "PaymentActivities", "charge_key"]

@@ -38,10 +38,9 @@ from swapflow.payments.refunds import (
     open_refund,
 )
 from swapflow.payments.registry import provider_for
-from swapflow.workflows.payment_models import RefundPlan, RefundRef, RefundStart, RefundUpdate
+from swapflow.workflows.payment_models import REFUND_DECLINED, RefundPlan, RefundRef, RefundStart, RefundUpdate
 
 REFUND_REFUSED = "RefundRefused"
-DECLINED = "declined"  # provider_status of a submission the provider refused outright
 
 
 def _plan(refund: Refund) -> RefundPlan:
@@ -181,7 +180,7 @@ class RefundActivities:
         async with self.db.transaction() as session:
             refund = await self._refund(session, ref.refund_id)
             if state is None:
-                refund.provider_status = DECLINED
+                refund.provider_status = REFUND_DECLINED
                 refund.reason = f"{refund.reason} (provider refused: {declined})"[:2000]
                 return _update(refund)
             refund.provider_status, refund.provider_ref = state.status, state.refund_id

@@ -33,10 +33,10 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed import slot_ref
+from swapflow.domain.pricing import Quote, without_coupon
+from swapflow.domain.safety import BatteryLimits, check_pack
 from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
 from swapflow.price_book import live_redemption, price_swap, redeem_coupon, release_redemption
-from swapflow.pricing import Quote, without_coupon
-from swapflow.safety import BatteryLimits, check_pack
 from swapflow.settings import Settings
 from swapflow.workflows.models import (
     Admission,

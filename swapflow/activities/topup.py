@@ -6,7 +6,6 @@ can be taken later for a top-up that failed."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from temporalio import activity
 
@@ -16,26 +15,7 @@ from swapflow.db.models import Payment, WalletTopUp, utcnow
 from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
 from swapflow.payments.registry import UnknownProvider, provider_for
 from swapflow.payments.topups import TopUpState, credit_top_up
-
-
-class TopUpStart(BaseModel):
-    """Input of workflow `topup/<top_up_id>`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    top_up_id: str
-    pending_timeout_s: float = 900.0
-
-
-class TopUpOutcome(BaseModel):
-    """How a top-up ended: `succeeded` (credited) or `failed` (nothing taken, nothing credited)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    top_up_id: str
-    status: str
-    amount_minor: int = 0
-    reason: str | None = None
+from swapflow.workflows.payment_models import TopUpOutcome, TopUpStart
 
 
 class TopUpActivities:

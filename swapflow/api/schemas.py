@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swapflow.api.payment_schemas import RefundView
 from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
-from swapflow.pricing import Quote
+from swapflow.domain.pricing import Quote
 
 
 class SwapCreate(BaseModel):

@@ -5,8 +5,7 @@ beside this file, which run on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-from enum import StrEnum
+from datetime import datetime, time
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -28,16 +27,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    """Timezone-aware now, the only clock the database layer uses."""
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """A timestamp as aware UTC. A naive one is taken as UTC, never as local time: SQLite hands stored
-    timestamps back naive, and devices may omit the offset."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+# The tables are typed by the domain's vocabulary; code that reads them may import it from here too.
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import (
+    BatteryStatus,
+    CabinetCapability,
+    CabinetProtocol,
+    CredentialRole,
+    CustodianKind,
+    DoorState,
+    PresenceCause,
+)
+from swapflow.domain.ops import AlertStatus, OperatorRole, WorkOrderStatus
+from swapflow.domain.swaps import RiderStatus, SwapStage, SwapStatus
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -61,76 +63,6 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """A mapped class's table, typed as one (SQLAlchemy types `__table__` as any FromClause)."""
     return cast(Table, model.__table__)
-
-
-class CabinetCapability(StrEnum):
-    """Whether a cabinet reports doors and batteries, or only obeys commands (legacy)."""
-
-    REPORTING = "reporting"
-    COMMAND_ONLY = "command_only"
-
-
-class CabinetProtocol(StrEnum):
-    """What a cabinet speaks: protocol v1 over MQTT, or the tower protocol over TCP (through the gateway)."""
-
-    V1 = "v1"
-    TOWER = "tower"
-
-
-class DoorState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    UNKNOWN = "unknown"
-
-
-class BatteryStatus(StrEnum):
-    """Lifecycle of a pack."""
-
-    COMMISSIONED = "commissioned"
-    IN_SERVICE = "in_service"
-    QUARANTINED = "quarantined"
-    IN_REPAIR = "in_repair"
-    SECOND_LIFE = "second_life"
-    RETIRED = "retired"
-
-
-class CustodianKind(StrEnum):
-    """Who holds a battery. Exactly one custodian at every moment (brief, invariant 1)."""
-
-    SLOT = "slot"
-    RIDER = "rider"
-    OPS = "ops"
-    QUARANTINE = "quarantine"
-    RETIRED = "retired"
-    MISSING = "missing"
-    """Left its slot with no one to hold it (a removal outside any swap); ref: the slot it left."""
-
-
-class SwapStatus(StrEnum):
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-class SwapStage(StrEnum):
-    """Where a swap is; the order a rider sees them in."""
-
-    CREATED = "created"
-    RESERVED = "reserved"
-    PAID = "paid"
-    RETURN_DOOR_OPEN = "return_door_open"
-    RETURN_INSERTED = "return_inserted"
-    RETURN_VERIFIED = "return_verified"
-    CHARGED_DOOR_OPEN = "charged_door_open"
-    CHARGED_TAKEN = "charged_taken"
-    COMPLETED = "completed"
-    COMPENSATING = "compensating"
-    FAILED = "failed"
-
-
-class RiderStatus(StrEnum):
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
 
 
 class City(Base):
@@ -261,7 +193,7 @@ class SwapOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     return_door_opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # pricing: the coupon the rider gave, and how the price came about (swapflow.pricing.Quote)
+    # pricing: the coupon the rider gave, and how the price came about (swapflow.domain.pricing.Quote)
     coupon_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     price_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -415,11 +347,6 @@ class SafetyEvent(Base):
     verdict: Mapped[str] = mapped_column(String(16), doc="accepted | rejected")
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class AlertStatus(StrEnum):
-    OPEN = "open"
-    RESOLVED = "resolved"
 
 
 class Alert(Base):
@@ -650,7 +577,7 @@ class PaymentNotification(Base):
 
 
 class PriceRule(Base):
-    """One price rule (swapflow.pricing says how rules combine). Edited by operators; never by a swap."""
+    """One price rule (swapflow.domain.pricing says how rules combine). Edited by operators; never by a swap."""
 
     __tablename__ = "price_rules"
 
@@ -715,16 +642,6 @@ class CouponRedemption(Base):
 
 
 # ---- device network: online transitions, telemetry history, command queues ----
-
-
-class PresenceCause(StrEnum):
-    """Why a cabinet went online or offline."""
-
-    BIRTH = "birth"
-    TELEMETRY = "telemetry"  # heard from again after its heartbeats had expired, without a new birth
-    LAST_WILL = "last_will"
-    CLEAN_DISCONNECT = "clean_disconnect"
-    HEARTBEAT_EXPIRED = "heartbeat_expired"
 
 
 class CabinetPresence(Base):
@@ -799,13 +716,6 @@ class CustodyDiscrepancy(Base):
 # ---- device identity and the tower-protocol gateway ----
 
 
-class CredentialRole(StrEnum):
-    """A cabinet's own account (its username is its id) or a platform service's (adapter, gateway…)."""
-
-    CABINET = "cabinet"
-    SERVICE = "service"
-
-
 class CabinetCredential(Base):
     """MQTT credentials of one cabinet or service account. Only the hash is kept (Mosquitto's `$7$`
     PBKDF2-SHA512 format, so the same line goes into a Mosquitto password file)."""
@@ -821,16 +731,6 @@ class CabinetCredential(Base):
 
 
 # ---- ops: operators, technicians, alerts, work orders ----
-
-
-class OperatorRole(StrEnum):
-    """What an account may do; `cities` on the account says where."""
-
-    OPERATOR = "operator"
-    TECHNICIAN = "technician"
-    CITY_LEAD = "city_lead"
-    FINANCE = "finance"
-    ADMIN = "admin"
 
 
 class Operator(Base):
@@ -870,25 +770,6 @@ class Technician(Base):
     lon: Mapped[float] = mapped_column(Float)
     shift_start_minute: Mapped[int] = mapped_column(Integer, doc="Minutes after local midnight.")
     shift_end_minute: Mapped[int] = mapped_column(Integer, doc="May be below the start: a shift over midnight.")
-
-
-class WorkOrderStatus(StrEnum):
-    NEW = "new"  # recorded, its workflow not started yet
-    DISPATCHED = "dispatched"  # assigned, not accepted
-    UNASSIGNED = "unassigned"  # nobody on duty: waits for a reassign (and escalates)
-    ACCEPTED = "accepted"
-    VERIFYING = "verifying"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-
-
-OPEN_WORK_ORDER_STATUSES = (
-    WorkOrderStatus.NEW,
-    WorkOrderStatus.DISPATCHED,
-    WorkOrderStatus.UNASSIGNED,
-    WorkOrderStatus.ACCEPTED,
-    WorkOrderStatus.VERIFYING,
-)
 
 
 class WorkOrder(Base):

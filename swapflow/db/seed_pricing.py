@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time
 from sqlalchemy.orm import Session
 
 from swapflow.db.models import Coupon, PriceRule
-from swapflow.pricing import Adjustment, CouponKind, RuleKind
+from swapflow.domain.pricing import Adjustment, CouponKind, RuleKind
 
 
 def seed_demo_pricing(session: Session, city_codes: Iterable[str]) -> None:

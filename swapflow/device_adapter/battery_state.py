@@ -6,8 +6,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 from swapflow.db.models import Battery, BatteryStatus, Slot
+from swapflow.domain.safety import check_pack
 from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading
-from swapflow.safety import check_pack
 from swapflow.settings import Settings
 
 

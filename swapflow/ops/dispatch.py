@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import City, Operator, OperatorRole, Technician
-from swapflow.geo import distance_km
+from swapflow.domain.geo import distance_km
 
 
 def on_shift(technician: Technician, local: datetime) -> bool:

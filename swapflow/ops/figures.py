@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import (
-    OPEN_WORK_ORDER_STATUSES,
     Alert,
     AlertStatus,
     Cabinet,
@@ -21,6 +20,7 @@ from swapflow.db.models import (
     WorkOrderEvent,
     as_utc,
 )
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.uptime import Period
 
 AGE_BUCKETS_S = ((15 * 60, "<15m"), (3600, "15m-1h"), (4 * 3600, "1h-4h"), (24 * 3600, "4h-24h"))

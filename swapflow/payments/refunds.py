@@ -5,37 +5,24 @@ accounts a method's money sits in."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import Payment, Refund
+from swapflow.domain.refunds import (
+    RefundOrigin as RefundOrigin,
+)
+from swapflow.domain.refunds import (
+    RefundState as RefundState,
+)
+from swapflow.domain.refunds import (
+    swap_refund_id as swap_refund_id,
+)
 from swapflow.ledger import provider_clearing, subscription_account, wallet_account
 from swapflow.payments.provider import PaymentMethod, PaymentStatus, refund_submission_key
 
-
-class RefundOrigin(StrEnum):
-    SWAP_COMPENSATION = "swap_compensation"  # a failed swap's saga
-    OPERATOR = "operator"  # POST /v1/refunds
-    COMPLAINT = "complaint"  # a rider complaint that ops approved
-
-
-class RefundState(StrEnum):
-    """Our status of a refund (the provider's is `Refund.provider_status`)."""
-
-    REQUESTED = "requested"  # recorded, not yet accepted by the provider
-    PROCESSING = "processing"  # accepted, money on its way
-    SUCCEEDED = "succeeded"  # the money is back with the rider
-    ESCALATED = "escalated"  # abnormal or failed at the provider: finance's abnormal-refund path
-
-
 OPEN_STATES = (RefundState.REQUESTED, RefundState.PROCESSING)
-
-
-def swap_refund_id(order_id: str) -> str:
-    """The refund id of a failed swap's compensation: one failure can only ever open this one refund."""
-    return f"swap-{order_id}"
 
 
 def charge_key(order_id: str) -> str:

@@ -14,12 +14,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.ops import OpsActivities
     from swapflow.workflows.ops_models import (
         AlertDeliveryRequest,
         EvaluateInput,
         EvaluatorInput,
         WorkOrderInput,
+        deliver_alert,
+        evaluate_alert_rules,
         work_order_workflow_id,
     )
     from swapflow.workflows.work_order import WorkOrderWorkflow
@@ -32,8 +33,8 @@ class AlertEvaluatorWorkflow:
     @workflow.run
     async def run(self, request: EvaluatorInput) -> None:
         for round_no in range(request.per_run):
-            evaluation = await workflow.execute_activity_method(
-                OpsActivities.evaluate,
+            evaluation = await workflow.execute_activity(
+                evaluate_alert_rules,
                 EvaluateInput(round=round_no),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)),
@@ -58,8 +59,8 @@ class AlertEvaluatorWorkflow:
 
     async def _deliver(self, delivery: AlertDeliveryRequest, attempts: int) -> None:
         try:
-            await workflow.execute_activity_method(
-                OpsActivities.deliver,
+            await workflow.execute_activity(
+                deliver_alert,
                 delivery,
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=RetryPolicy(

@@ -7,10 +7,13 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, field_validator
+from temporalio import activity
 
-from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus, as_utc
+from swapflow.domain import timing
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import CabinetCapability
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.protocol.v1 import BatteryReading, CommandAction
-from swapflow.settings import Settings
 
 
 class _Model(BaseModel):
@@ -64,35 +67,15 @@ class SwapRequest(_Model):
     order_id: str
     rider_id: str
     cabinet_id: str
-    command_ack_timeout_s: float = 10.0
-    command_attempts: int = 3  # sends of one command (same id) within command_ack_timeout_s
-    return_insert_timeout_s: float = 120.0
-    charged_take_timeout_s: float = 120.0
-    offline_grace_s: float = 120.0
+    command_ack_timeout_s: float = timing.COMMAND_ACK_TIMEOUT_S
+    command_attempts: int = timing.COMMAND_ATTEMPTS  # sends of one command (same id) within command_ack_timeout_s
+    return_insert_timeout_s: float = timing.RETURN_INSERT_TIMEOUT_S
+    charged_take_timeout_s: float = timing.CHARGED_TAKE_TIMEOUT_S
+    offline_grace_s: float = timing.OFFLINE_GRACE_S
     coupon_code: str | None = None  # as the rider gave it; admission redeems it if it still applies
-    payment_pending_timeout_s: float = 300.0  # a pending charge is closed after this
-    refund_poll_schedule_s: tuple[float, ...] = (60.0, 300.0, 600.0, 1200.0, 1800.0)
-    refund_expected_days: int = 3
-
-
-def swap_request(
-    settings: Settings, *, order_id: str, rider_id: str, cabinet_id: str, coupon_code: str | None = None
-) -> SwapRequest:
-    """The swap workflow's input for an order, with the bounds of its waits from the settings."""
-    return SwapRequest(
-        order_id=order_id,
-        rider_id=rider_id,
-        cabinet_id=cabinet_id,
-        coupon_code=coupon_code,
-        command_ack_timeout_s=settings.command_ack_timeout_s,
-        command_attempts=settings.command_attempts,
-        return_insert_timeout_s=settings.return_insert_timeout_s,
-        charged_take_timeout_s=settings.charged_take_timeout_s,
-        offline_grace_s=settings.offline_grace_s,
-        payment_pending_timeout_s=settings.payment_pending_timeout_s,
-        refund_poll_schedule_s=tuple(settings.refund_poll_schedule_s),
-        refund_expected_days=settings.refund_expected_days,
-    )
+    payment_pending_timeout_s: float = timing.PAYMENT_PENDING_TIMEOUT_S  # a pending charge is closed after this
+    refund_poll_schedule_s: tuple[float, ...] = timing.REFUND_POLL_SCHEDULE_S
+    refund_expected_days: int = timing.REFUND_EXPECTED_DAYS
 
 
 class SendCommandInput(_Model):
@@ -244,3 +227,66 @@ class SwapProgress(_Model):
     charged_slot_no: int | None = None
     failure_reason: str | None = None
     steps: tuple[SwapStep, ...] = ()
+
+
+# ---------------------------------------------------------------------------------- activities
+# The activities of the swap workflow and of a workflow's device commands, by name and types: a workflow
+# calls these, never the implementations the worker registers (SwapRecords, PaymentActivities and
+# DeviceCommands in swapflow.activities), so their database and network I/O stays out of the sandbox.
+
+PAYMENT_DECLINED = "PaymentDeclined"
+"""ApplicationError type of a charge the provider refused (not retried: no money can be taken)."""
+
+
+@activity.defn(name="admit_swap")
+async def admit_swap(request: SwapRequest) -> Admission:
+    """Reserve the swap's slots and packs and price it (or reject the swap)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="charge_swap")
+async def charge_swap(charge: ChargeInput) -> PaymentResult:
+    """Charge the swap's price through the rider's provider (or PAYMENT_DECLINED)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="record_swap_stage")
+async def record_swap_stage(update: StageUpdate) -> None:
+    """Record the stage a swap reached."""
+    raise NotImplementedError
+
+
+@activity.defn(name="accept_returned_battery")
+async def accept_returned_battery(check: ReturnCheck) -> ReturnVerdict:
+    """Check the returned pack and take it into the cabinet's custody."""
+    raise NotImplementedError
+
+
+@activity.defn(name="replace_swap_slot")
+async def replace_swap_slot(request: ReplaceSlot) -> SlotReplacement:
+    """Take a faulty slot out of the swap and reserve another one."""
+    raise NotImplementedError
+
+
+@activity.defn(name="release_swap_coupon")
+async def release_swap_coupon(release: CouponRelease) -> None:
+    """Give back the coupon a failed swap redeemed."""
+    raise NotImplementedError
+
+
+@activity.defn(name="report_swap_fault")
+async def report_swap_fault(report: FaultReport) -> None:
+    """Raise an alert about a fault a swap ran into."""
+    raise NotImplementedError
+
+
+@activity.defn(name="finish_swap")
+async def finish_swap(finish: SwapFinish) -> None:
+    """Record how the swap ended and move custody and money accordingly."""
+    raise NotImplementedError
+
+
+@activity.defn(name="send_device_command")
+async def send_device_command(request: SendCommandInput) -> CommandAnswer:
+    """Record and publish a command to a cabinet; wait for its ack if asked to."""
+    raise NotImplementedError

@@ -4,8 +4,10 @@ inputs, updates, activity arguments and results. No I/O."""
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+from temporalio import activity
 
-from swapflow.db.models import WorkOrderStatus
+from swapflow.domain import timing
+from swapflow.domain.ops import WorkOrderStatus
 
 EVALUATOR_WORKFLOW_ID = "ops/alert-evaluator"
 
@@ -51,7 +53,7 @@ class WorkOrderInput(_Model):
     reporting: bool = True  # a command-only cabinet cannot answer a test command
     ack_s: float
     resolve_s: float
-    verify_ack_timeout_s: float = 15.0
+    verify_ack_timeout_s: float = timing.VERIFY_ACK_TIMEOUT_S
 
 
 class Evaluation(_Model):
@@ -137,3 +139,51 @@ class WorkOrderState(_Model):
     escalations: tuple[str, ...] = ()
     reopen_count: int = 0
     last_verification: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------- activities
+# The activities of the alert evaluator and work order workflows, by name and types: a workflow calls
+# these, never the implementations the worker registers (OpsActivities in swapflow.activities.ops), so
+# their database and network I/O stays out of the sandbox.
+
+
+@activity.defn(name="evaluate_alert_rules")
+async def evaluate_alert_rules(request: EvaluateInput) -> Evaluation:
+    """Run one round of the alert rules."""
+    raise NotImplementedError
+
+
+@activity.defn(name="deliver_alert")
+async def deliver_alert(request: AlertDeliveryRequest) -> None:
+    """Post one alert to one webhook channel."""
+    raise NotImplementedError
+
+
+@activity.defn(name="record_work_order_step")
+async def record_work_order_step(step: WorkOrderStep) -> None:
+    """Record a step in a work order's timeline."""
+    raise NotImplementedError
+
+
+@activity.defn(name="dispatch_work_order")
+async def dispatch_work_order(request: DispatchRequest) -> DispatchResult:
+    """Assign a work order to a technician (the nearest on duty unless one is named)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="escalate_work_order")
+async def escalate_work_order(request: EscalationRequest) -> str | None:
+    """Escalate a work order whose deadline passed to the city's lead."""
+    raise NotImplementedError
+
+
+@activity.defn(name="check_work_order_live_state")
+async def check_work_order_live_state(work_order_id: str) -> LiveCheck:
+    """What the work order's device still reports wrong."""
+    raise NotImplementedError
+
+
+@activity.defn(name="close_work_order")
+async def close_work_order(step: WorkOrderStep) -> None:
+    """Record the closing step of a work order and close it."""
+    raise NotImplementedError

@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+
+from swapflow.domain import timing
 
 
 class _Model(BaseModel):
@@ -22,8 +25,8 @@ class RefundStart(_Model):
     reason: str
     origin: str
     opened: bool = False
-    poll_schedule_s: tuple[float, ...] = (60.0, 300.0, 600.0, 1200.0, 1800.0)
-    expected_days: int = 3
+    poll_schedule_s: tuple[float, ...] = timing.REFUND_POLL_SCHEDULE_S
+    expected_days: int = timing.REFUND_EXPECTED_DAYS
     max_submissions: int = 5
 
 
@@ -31,7 +34,7 @@ class RefundRef(_Model):
     """Names one refund, for the activities that act on it."""
 
     refund_id: str
-    expected_days: int = 3
+    expected_days: int = timing.REFUND_EXPECTED_DAYS
     attempt: int = 1  # the submission number the workflow is on; a higher one resubmits with a new key
 
 
@@ -99,3 +102,76 @@ class ReconciliationReport(_Model):
     day: date
     providers: tuple[ProviderReconciliation, ...]
     ran_at: datetime | None = None
+
+
+class TopUpStart(_Model):
+    """Input of workflow `topup/<top_up_id>`."""
+
+    top_up_id: str
+    pending_timeout_s: float = 900.0
+
+
+class TopUpOutcome(_Model):
+    """How a top-up ended: `succeeded` (credited) or `failed` (nothing taken, nothing credited)."""
+
+    top_up_id: str
+    status: str
+    amount_minor: int = 0
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------- activities
+# The activities of the refund, reconciliation and top-up workflows, by name and types: a workflow calls
+# these, never the implementations the worker registers (RefundActivities, ReconciliationActivities and
+# TopUpActivities in swapflow.activities), so their database and network I/O stays out of the sandbox.
+
+REFUND_DECLINED = "declined"
+"""provider_status of a refund submission the provider refused outright."""
+
+
+@activity.defn(name="prepare_refund")
+async def prepare_refund(start: RefundStart) -> RefundPlan | None:
+    """Open the refund (or find it) and say what the workflow follows."""
+    raise NotImplementedError
+
+
+@activity.defn(name="submit_refund")
+async def submit_refund(ref: RefundRef) -> RefundUpdate:
+    """Submit the refund to its provider (again, with a new key, on a higher attempt)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="poll_refund")
+async def poll_refund(ref: RefundRef) -> RefundUpdate:
+    """Ask the provider where the refund is."""
+    raise NotImplementedError
+
+
+@activity.defn(name="settle_refund")
+async def settle_refund(ref: RefundRef) -> RefundUpdate:
+    """Book a refund the provider paid out."""
+    raise NotImplementedError
+
+
+@activity.defn(name="escalate_refund")
+async def escalate_refund(ref: RefundRef) -> RefundUpdate:
+    """Hand an abnormal or failed refund to finance."""
+    raise NotImplementedError
+
+
+@activity.defn(name="reconcile_day")
+async def reconcile_day(request: ReconcileProvider) -> ReconciliationReport:
+    """Compare a day's payments and refunds with the providers' statements."""
+    raise NotImplementedError
+
+
+@activity.defn(name="collect_top_up")
+async def collect_top_up(start: TopUpStart) -> None:
+    """Collect a top-up's payment through the rider's provider (or PAYMENT_DECLINED)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="settle_top_up")
+async def settle_top_up(start: TopUpStart) -> TopUpOutcome:
+    """Credit the wallet if the provider captured the money; else void the payment."""
+    raise NotImplementedError

@@ -6,23 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-)
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.reconciliation import ReconciliationActivities
-    from swapflow.settings import Settings
-    from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider, ReconciliationReport
-
-SCHEDULE_ID = "reconciliation-daily"
+    from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider, ReconciliationReport, reconcile_day
 
 
 def reconciliation_workflow_id(day: str) -> str:
@@ -38,27 +25,9 @@ class ReconciliationWorkflow:
     async def run(self, request: ReconcileInput) -> ReconciliationReport:
         """Compare and file the differences."""
         day = request.day or (workflow.now() - timedelta(days=1)).date()
-        return await workflow.execute_activity_method(
-            ReconciliationActivities.reconcile,
+        return await workflow.execute_activity(
+            reconcile_day,
             ReconcileProvider(day=day, provider="*"),
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=20),
         )
-
-
-async def ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
-    """Create the daily schedule unless it exists (every worker calls this on start: idempotent)."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconciliationWorkflow.run,
-            ReconcileInput(),
-            id="reconciliation-daily-run",
-            task_queue=settings.temporal_task_queue,
-        ),
-        spec=ScheduleSpec(cron_expressions=[settings.reconciliation_cron]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        pass

@@ -23,10 +23,21 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.refunds import DECLINED, RefundActivities
+    from swapflow.domain.refunds import RefundState
     from swapflow.payments.provider import REFUND_NOTIFICATION_SIGNAL, ProviderRefund, RefundStatus
-    from swapflow.payments.refunds import RefundState
-    from swapflow.workflows.payment_models import RefundOutcome, RefundProgress, RefundRef, RefundStart, RefundUpdate
+    from swapflow.workflows.payment_models import (
+        REFUND_DECLINED,
+        RefundOutcome,
+        RefundProgress,
+        RefundRef,
+        RefundStart,
+        RefundUpdate,
+        escalate_refund,
+        poll_refund,
+        prepare_refund,
+        settle_refund,
+        submit_refund,
+    )
 
 # Money must move, however long a provider is down: retried without a bound, backing off to 5 minutes.
 MONEY_STEP: dict[str, Any] = {
@@ -38,7 +49,7 @@ MONEY_STEP: dict[str, Any] = {
     ),
 }
 
-ESCALATING = frozenset({RefundStatus.ABNORMAL.value, RefundStatus.FAILED.value, DECLINED})
+ESCALATING = frozenset({RefundStatus.ABNORMAL.value, RefundStatus.FAILED.value, REFUND_DECLINED})
 
 
 @workflow.defn(name="Refund")
@@ -69,31 +80,31 @@ class RefundWorkflow:
     @workflow.run
     async def run(self, start: RefundStart) -> RefundOutcome:
         """Submit the refund and follow it until it is final."""
-        plan = await workflow.execute_activity_method(RefundActivities.prepare, start, **MONEY_STEP)
+        plan = await workflow.execute_activity(prepare_refund, start, **MONEY_STEP)
         if plan is None:
             self._state = "nothing_to_refund"
             return RefundOutcome(refund_id=start.refund_id, state=self._state)
         self._attempt = plan.attempt
         ref = RefundRef(refund_id=plan.refund_id, expected_days=start.expected_days, attempt=plan.attempt)
-        update = await self._do(RefundActivities.submit, ref)
+        update = await self._do(submit_refund, ref)
         waits = 0
         while True:
             status = update.provider_status
             if status == RefundStatus.SUCCEEDED:
-                update = await self._do(RefundActivities.settle, ref)
+                update = await self._do(settle_refund, ref)
                 break
             if status in ESCALATING or (status == RefundStatus.CLOSED and ref.attempt >= start.max_submissions):
-                update = await self._do(RefundActivities.escalate, ref)
+                update = await self._do(escalate_refund, ref)
                 break
             if status == RefundStatus.CLOSED:
                 ref = ref.model_copy(update={"attempt": ref.attempt + 1})
-                update = await self._do(RefundActivities.submit, ref)
+                update = await self._do(submit_refund, ref)
                 waits = 0
                 continue
             await self._wait(start.poll_schedule_s[min(waits, len(start.poll_schedule_s) - 1)], update.key)
             waits += 1
             self._polls += 1
-            update = await self._do(RefundActivities.poll, ref)
+            update = await self._do(poll_refund, ref)
         return RefundOutcome(
             refund_id=plan.refund_id,
             state=update.state,
@@ -103,7 +114,7 @@ class RefundWorkflow:
         )
 
     async def _do(self, step: Any, ref: RefundRef) -> RefundUpdate:
-        update: RefundUpdate = await workflow.execute_activity_method(step, ref, **MONEY_STEP)
+        update: RefundUpdate = await workflow.execute_activity(step, ref, **MONEY_STEP)
         self._state, self._key, self._attempt = update.state, update.key, update.attempt
         return update
 

@@ -27,15 +27,14 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.device_commands import DeviceCommands
-    from swapflow.activities.payments import PAYMENT_DECLINED, PaymentActivities
-    from swapflow.activities.swap_records import SwapRecords
-    from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+    from swapflow.domain.network import CabinetCapability
+    from swapflow.domain.refunds import RefundOrigin, swap_refund_id
+    from swapflow.domain.swaps import SwapStage, SwapStatus
     from swapflow.payments.provider import refund_workflow_id
-    from swapflow.payments.refunds import RefundOrigin, swap_refund_id
     from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading, CommandAction
     from swapflow.workflows.models import (
         DEVICE_SIGNAL,
+        PAYMENT_DECLINED,
         Admission,
         ChargeInput,
         CommandAnswer,
@@ -52,6 +51,15 @@ with workflow.unsafe.imports_passed_through():
         SwapProgress,
         SwapRequest,
         SwapStep,
+        accept_returned_battery,
+        admit_swap,
+        charge_swap,
+        finish_swap,
+        record_swap_stage,
+        release_swap_coupon,
+        replace_swap_slot,
+        report_swap_fault,
+        send_device_command,
     )
     from swapflow.workflows.payment_models import RefundStart
     from swapflow.workflows.refund import RefundWorkflow
@@ -195,7 +203,7 @@ class SwapWorkflow:
         return self.progress()
 
     async def _swap(self, request: SwapRequest, compensations: list[Callable[[str], Awaitable[None]]]) -> None:
-        admission = await workflow.execute_local_activity_method(SwapRecords.admit, request, **DB_STEP)
+        admission = await workflow.execute_local_activity(admit_swap, request, **DB_STEP)
         self._admission = admission
         self._return_slot, self._charged_slot = admission.return_slot_no, admission.charged_slot_no
         self._stage = SwapStage.RESERVED
@@ -206,8 +214,8 @@ class SwapWorkflow:
         # Registered before the charge: a charge whose outcome is unknown is still refunded if it landed.
         compensations.append(self._refund)
         try:
-            await workflow.execute_activity_method(
-                PaymentActivities.charge,
+            await workflow.execute_activity(
+                charge_swap,
                 ChargeInput(order_id=request.order_id, amount_minor=admission.price_minor, currency=admission.currency),
                 start_to_close_timeout=timedelta(seconds=request.payment_pending_timeout_s + 60),
                 heartbeat_timeout=PAYMENT_HEARTBEAT,
@@ -227,8 +235,8 @@ class SwapWorkflow:
         reading = await self._returned_pack()
         self._returned = True
         self._stage = SwapStage.RETURN_INSERTED
-        verdict = await workflow.execute_local_activity_method(
-            SwapRecords.accept_return,
+        verdict = await workflow.execute_local_activity(
+            accept_returned_battery,
             ReturnCheck(
                 order_id=request.order_id,
                 rider_id=request.rider_id,
@@ -285,8 +293,8 @@ class SwapWorkflow:
                 return
             except NoAck as failed:
                 self._step(f"open_{role}_door", "no_ack", f"slot {slot}")
-                replacement = await workflow.execute_local_activity_method(
-                    SwapRecords.replace_slot,
+                replacement = await workflow.execute_local_activity(
+                    replace_swap_slot,
                     ReplaceSlot(
                         order_id=self._request.order_id,
                         cabinet_id=self._request.cabinet_id,
@@ -432,8 +440,8 @@ class SwapWorkflow:
         self, action: CommandAction, slot_no: int, command_id: str, ack_wait_s: float = 0.0
     ) -> CommandAnswer:
         """Record and publish a command; with `ack_wait_s`, the activity also waits that long for the ack."""
-        return await workflow.execute_local_activity_method(
-            DeviceCommands.send,
+        return await workflow.execute_local_activity(
+            send_device_command,
             SendCommandInput(
                 command_id=command_id,
                 cabinet_id=self._request.cabinet_id,
@@ -496,8 +504,8 @@ class SwapWorkflow:
         self._steps.append(SwapStep(step=step, outcome=outcome, detail=detail, at=workflow.now()))
 
     async def _record(self, stage: SwapStage, step: str, detail: str) -> None:
-        await workflow.execute_local_activity_method(
-            SwapRecords.record_stage,
+        await workflow.execute_local_activity(
+            record_swap_stage,
             StageUpdate(order_id=self._request.order_id, stage=stage, step=step, detail=detail),
             **DB_STEP,
         )
@@ -505,8 +513,8 @@ class SwapWorkflow:
         self._step(step, "ok", detail)
 
     async def _report_fault(self, kind: str, severity: str, message: str, slot_no: int | None = None) -> None:
-        await workflow.execute_local_activity_method(
-            SwapRecords.report_fault,
+        await workflow.execute_local_activity(
+            report_swap_fault,
             FaultReport(
                 kind=kind,
                 severity=severity,
@@ -519,7 +527,7 @@ class SwapWorkflow:
         )
 
     async def _finish(self, finish: SwapFinish) -> None:
-        await workflow.execute_local_activity_method(SwapRecords.finish, finish, **MUST_COMPLETE)
+        await workflow.execute_local_activity(finish_swap, finish, **MUST_COMPLETE)
         self._status = finish.status
         self._stage = SwapStage.COMPLETED if finish.status == SwapStatus.COMPLETED else SwapStage.FAILED
         self._step("finish", finish.status.value, finish.reason)
@@ -558,8 +566,8 @@ class SwapWorkflow:
 
     async def _release_coupon(self, reason: str) -> None:
         """The rider gets back the coupon the failed swap redeemed."""
-        await workflow.execute_local_activity_method(
-            SwapRecords.release_coupon, CouponRelease(order_id=self._request.order_id, reason=reason), **MUST_COMPLETE
+        await workflow.execute_local_activity(
+            release_swap_coupon, CouponRelease(order_id=self._request.order_id, reason=reason), **MUST_COMPLETE
         )
         self._step("release_coupon", "ok", self._admission.coupon_code if self._admission else None)
 

@@ -17,8 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.payments import PAYMENT_DECLINED
-    from swapflow.activities.topup import TopUpActivities, TopUpOutcome, TopUpStart
+    from swapflow.workflows.models import PAYMENT_DECLINED
+    from swapflow.workflows.payment_models import TopUpOutcome, TopUpStart, collect_top_up, settle_top_up
 
 COLLECT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -37,8 +37,8 @@ class TopUpWorkflow:
     @workflow.run
     async def run(self, start: TopUpStart) -> TopUpOutcome:
         try:
-            await workflow.execute_activity_method(
-                TopUpActivities.collect,
+            await workflow.execute_activity(
+                collect_top_up,
                 start,
                 start_to_close_timeout=timedelta(seconds=start.pending_timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=30),
@@ -46,6 +46,6 @@ class TopUpWorkflow:
             )
         except ActivityError:
             pass  # declined, or out of attempts: settle asks the provider what happened and voids what is open
-        return await workflow.execute_activity_method(
-            TopUpActivities.settle, start, start_to_close_timeout=timedelta(seconds=60), retry_policy=SETTLE_RETRY
+        return await workflow.execute_activity(
+            settle_top_up, start, start_to_close_timeout=timedelta(seconds=60), retry_policy=SETTLE_RETRY
         )

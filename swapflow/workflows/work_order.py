@@ -18,11 +18,9 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.activities.device_commands import DeviceCommands
-    from swapflow.activities.ops import OpsActivities
-    from swapflow.db.models import WorkOrderStatus
+    from swapflow.domain.ops import WorkOrderStatus
     from swapflow.protocol.v1 import CommandAction
-    from swapflow.workflows.models import CommandAnswer, SendCommandInput
+    from swapflow.workflows.models import CommandAnswer, SendCommandInput, send_device_command
     from swapflow.workflows.ops_models import (
         Accept,
         Cancel,
@@ -33,6 +31,11 @@ with workflow.unsafe.imports_passed_through():
         WorkOrderInput,
         WorkOrderState,
         WorkOrderStep,
+        check_work_order_live_state,
+        close_work_order,
+        dispatch_work_order,
+        escalate_work_order,
+        record_work_order_step,
     )
     from swapflow.workflows.swap import DB_STEP
 
@@ -215,16 +218,16 @@ class WorkOrderWorkflow:
         self._escalated.append(timer)
         self._seq += 1
         limit = self._request.ack_s if timer == "ack" else self._request.resolve_s
-        await workflow.execute_local_activity_method(
-            OpsActivities.escalate,
+        await workflow.execute_local_activity(
+            escalate_work_order,
             EscalationRequest(work_order_id=self._request.work_order_id, seq=self._seq, timer=timer, limit_s=limit),
             **DB_STEP,
         )
 
     async def _dispatch(self, actor: str | None, technician_id: str | None, exclude: tuple[str, ...]) -> None:
         self._seq += 1
-        result = await workflow.execute_local_activity_method(
-            OpsActivities.dispatch,
+        result = await workflow.execute_local_activity(
+            dispatch_work_order,
             DispatchRequest(
                 work_order_id=self._request.work_order_id,
                 seq=self._seq,
@@ -262,8 +265,8 @@ class WorkOrderWorkflow:
             closed=closed,
             reopened=reopened,
         )
-        activity = OpsActivities.close if close else OpsActivities.record_step
-        await workflow.execute_local_activity_method(activity, step, **DB_STEP)
+        activity = close_work_order if close else record_work_order_step
+        await workflow.execute_local_activity(activity, step, **DB_STEP)
         self._status = status
 
     # ---------------------------------------------------------------------------------- verification
@@ -271,7 +274,7 @@ class WorkOrderWorkflow:
     async def _verify(self) -> list[str]:
         """What is still wrong; empty when the device is verified healthy."""
         request = self._request
-        check = await workflow.execute_local_activity_method(OpsActivities.check_live, request.work_order_id, **DB_STEP)
+        check = await workflow.execute_local_activity(check_work_order_live_state, request.work_order_id, **DB_STEP)
         problems = list(check.problems)
         if problems or not request.reporting or check.test_slot_no is None:
             return problems
@@ -290,8 +293,8 @@ class WorkOrderWorkflow:
         self._commands += 1
         command_id = f"{self._request.work_order_id}-t{self._commands}"[:60]
         for _ in range(_COMMAND_ATTEMPTS):
-            answer = await workflow.execute_local_activity_method(
-                DeviceCommands.send,
+            answer: CommandAnswer = await workflow.execute_local_activity(
+                send_device_command,
                 SendCommandInput(
                     command_id=command_id,
                     cabinet_id=self._request.cabinet_id,

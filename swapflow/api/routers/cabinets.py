@@ -12,7 +12,7 @@ from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import CabinetDetail, CabinetSummary, SlotView
 from swapflow.db.models import Battery, BatteryStatus, Cabinet, CabinetCapability, Slot, Station
-from swapflow.geo import distance_km
+from swapflow.domain.geo import distance_km
 from swapflow.settings import Settings
 
 router = APIRouter(prefix="/v1/cabinets", tags=["cabinets"])

@@ -38,7 +38,6 @@ from swapflow.api.ops_schemas import (
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.cities import battery_city, cabinet_city
 from swapflow.db.models import (
-    OPEN_WORK_ORDER_STATUSES,
     Alert,
     AlertDelivery,
     AlertStatus,
@@ -57,6 +56,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.models import Technician as TechnicianRow
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.figures import incident_figures, open_by_age
 from swapflow.ops.uptime import Period, UptimeScope, uptime
 from swapflow.workflows.ops_models import Accept, Cancel, Reassign, Resolve, work_order_workflow_id

@@ -1,5 +1,5 @@
 """Prices: what a rider would pay now (a quote with its breakdown), and the operators' price rules and
-coupons (swapflow.pricing says how they combine)."""
+coupons (swapflow.domain.pricing says how they combine)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db import models as db
+from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
 from swapflow.price_book import UnpricedCabinet, price_swap
-from swapflow.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
 
 router = APIRouter(tags=["pricing"])
 

@@ -22,8 +22,9 @@ from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
 from swapflow.db.cities import cabinet_city
 from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
-from swapflow.pricing import normalise_code
-from swapflow.workflows.models import swap_request, swap_workflow_id
+from swapflow.domain.pricing import normalise_code
+from swapflow.services.swaps import swap_request
+from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from swapflow.activities.topup import TopUpStart
 from swapflow.api.auth import Finance, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.models import City, Rider, Wallet, WalletTopUp
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up, top_up_workflow_id
+from swapflow.workflows.payment_models import TopUpStart
 from swapflow.workflows.topup import TopUpWorkflow
 
 router = APIRouter(prefix="/v1/riders", tags=["wallets"])

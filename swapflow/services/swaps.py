@@ -1,0 +1,26 @@
+"""Swaps: the swap workflow's input, with the bounds of its waits from the settings."""
+
+from __future__ import annotations
+
+from swapflow.settings import Settings
+from swapflow.workflows.models import SwapRequest
+
+
+def swap_request(
+    settings: Settings, *, order_id: str, rider_id: str, cabinet_id: str, coupon_code: str | None = None
+) -> SwapRequest:
+    """The swap workflow's input for an order, with the bounds of its waits from the settings."""
+    return SwapRequest(
+        order_id=order_id,
+        rider_id=rider_id,
+        cabinet_id=cabinet_id,
+        coupon_code=coupon_code,
+        command_ack_timeout_s=settings.command_ack_timeout_s,
+        command_attempts=settings.command_attempts,
+        return_insert_timeout_s=settings.return_insert_timeout_s,
+        charged_take_timeout_s=settings.charged_take_timeout_s,
+        offline_grace_s=settings.offline_grace_s,
+        payment_pending_timeout_s=settings.payment_pending_timeout_s,
+        refund_poll_schedule_s=tuple(settings.refund_poll_schedule_s),
+        refund_expected_days=settings.refund_expected_days,
+    )
