@@ -282,6 +282,9 @@ class DeviceAdapter:
         self.ready = asyncio.Event()
         """Set while subscribed to the broker (both connections)."""
         self._events_subscribed = asyncio.Event()
+        # Set when one of our connections is lost: the others may be half-open to a broker that went away
+        # (amqtt does not always close its clients' sockets when it stops), so they subscribe again too.
+        self._connection_lost = asyncio.Event()
         self._telemetry_subscribed = asyncio.Event()
         self.stats = AdapterStats()
         self._lanes = lanes
@@ -390,6 +393,7 @@ class DeviceAdapter:
         while True:
             try:
                 async with mqtt_client(self.settings, client_id, clean_session=not telemetry) as client:
+                    lost_elsewhere = self._connection_lost
                     await client.subscribe([*filters, (probe, qos)])
                     subscribed.set()
                     if self._telemetry_subscribed.is_set() and self._events_subscribed.is_set():
@@ -398,30 +402,39 @@ class DeviceAdapter:
                         self._listening_since = asyncio.get_running_loop().time()
                     delay = 0.5
                     log.info("device adapter subscribed to %s", ", ".join(f for f, _ in filters))
-                    await self._until_lost(client, (probe, qos), telemetry=telemetry)
+                    await self._until_lost(client, (probe, qos), lost_elsewhere, telemetry=telemetry)
             except aiomqtt.MqttError as exc:
                 subscribed.clear()
                 self.ready.clear()
+                if not isinstance(exc, _PeerConnectionLost):
+                    lost, self._connection_lost = self._connection_lost, asyncio.Event()
+                    lost.set()
                 if telemetry:
                     self._listening_since = None
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)
 
-    async def _until_lost(self, client: aiomqtt.Client, probe: tuple[str, int], *, telemetry: bool) -> None:
-        """Take the connection's messages until it fails or stays silent through a probe; raises MqttError."""
+    async def _until_lost(
+        self, client: aiomqtt.Client, probe: tuple[str, int], lost_elsewhere: asyncio.Event, *, telemetry: bool
+    ) -> None:
+        """Take the connection's messages until it fails, stays silent through a probe, or another of our
+        connections is lost; raises MqttError."""
         heard = asyncio.Event()
         reader = asyncio.create_task(self._read(client, probe[0], heard, telemetry=telemetry))
         watchdog = asyncio.create_task(self._watch(client, probe, heard))
+        elsewhere = asyncio.create_task(lost_elsewhere.wait())
         try:
-            await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, watchdog, elsewhere}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            reader.cancel()
-            watchdog.cancel()
+            for task in (reader, watchdog, elsewhere):
+                task.cancel()
             outcomes = await asyncio.gather(reader, watchdog, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
+        if lost_elsewhere.is_set():
+            raise _PeerConnectionLost("another connection to the broker was lost: subscribing again")
         raise aiomqtt.MqttError(
             f"nothing heard, not even our probe, in {self._probe_timeout_s:.0f}s: the session "
             "was taken over or the subscription lost"
@@ -1021,6 +1034,10 @@ class DeviceAdapter:
         """Keep a message that could not be accepted or routed, for an operator (at the next batch write:
         see dead_letters.py). Never raises."""
         self.dead_letters.reject(topic, payload, reason)
+
+
+class _PeerConnectionLost(aiomqtt.MqttError):
+    """This connection reconnects because another of the adapter's was lost (it is not lost itself)."""
 
 
 def tune_gc_for_ingestion() -> None:
