@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable
@@ -34,10 +33,9 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swap_throughput import BenchRider, free_port, pct, stack_cpu  # noqa: E402
+from swap_throughput import BenchRider, bench_network, pct, stack_cpu  # noqa: E402
 
-from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
-from swapflow.db.migrate import upgrade  # noqa: E402
+from swapflow.db.engine import Database  # noqa: E402
 from swapflow.db.models import (  # noqa: E402
     Battery,
     Cabinet,
@@ -48,11 +46,8 @@ from swapflow.db.models import (  # noqa: E402
     Station,
     as_utc,
 )
-from swapflow.db.seed import seed_demo_network  # noqa: E402
 from swapflow.identity.credentials import client_login  # noqa: E402
 from swapflow.mqtt import mqtt_client  # noqa: E402
-from swapflow.ops.accounts import load_demo_tokens, seed_demo_accounts  # noqa: E402
-from swapflow.settings import Settings  # noqa: E402
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402
 from swapflow.simulator.fleet import build_cabinets, sim_battery  # noqa: E402
 from swapflow.simulator.flood import flood, junk  # noqa: E402
@@ -194,32 +189,12 @@ async def measured(stack: Stack, phase: Phase, work: Awaitable[None]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="swapflow-flood-"))
-    base = Settings()
-    settings = base.model_copy(
-        update={
-            "data_dir": data_dir,
-            "api_port": free_port(),
-            "temporal_dev_port": free_port(),
-            "temporal_ui_port": free_port(),
-            "embedded_broker_port": free_port(),
-            "log_level": "WARNING",
-        }
-    )
-    if base.database_url is None:
-        settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir / 'swapflow.db'}"})
-    url = settings.effective_database_url
-    upgrade(url)
-    engine = create_sync_engine(url)
-    seed_demo_network(engine, stations_per_city=args.stations_per_city, riders_per_city=args.riders_per_city)
-    seed_demo_accounts(engine, data_dir)
-    engine.dispose()
-    admin = load_demo_tokens(data_dir).operators["admin"]
+    settings, data_dir, admin = bench_network("swapflow-flood-", args.stations_per_city, args.riders_per_city)
 
     stack = Stack(settings, UpOptions(simulate=False, seed=False))
     print(f"starting the embedded stack in {data_dir} …", flush=True)
     await stack.start()
-    db = Database(url)
+    db = Database(settings.effective_database_url)
     cabinet_tasks: list[asyncio.Task[None]] = []
     try:
         async with db.sessions() as session:

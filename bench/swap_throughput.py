@@ -258,8 +258,11 @@ async def histories(client: Client, order_ids: list[str]) -> list[WorkflowHistor
     return [await client.get_workflow_handle(swap_workflow_id(order_id)).fetch_history() for order_id in order_ids]
 
 
-async def main(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="swapflow-bench-"))
+def bench_network(prefix: str, stations_per_city: int, riders_per_city: int) -> tuple[Settings, Path, str]:
+    """Settings for an embedded stack in a new temporary folder on free ports (the configured database if
+    any), that database migrated and seeded with the demo network; with the folder and an admin's token
+    (an admin starts swaps on any rider's behalf)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     base = Settings()
     settings = base.model_copy(
         update={
@@ -276,15 +279,19 @@ async def main(args: argparse.Namespace) -> None:
     url = settings.effective_database_url
     upgrade(url)
     engine = create_sync_engine(url)
-    seed_demo_network(engine, stations_per_city=args.stations_per_city, riders_per_city=args.riders_per_city)
+    seed_demo_network(engine, stations_per_city=stations_per_city, riders_per_city=riders_per_city)
     seed_demo_accounts(engine, data_dir)
     engine.dispose()
-    admin = load_demo_tokens(data_dir).operators["admin"]  # an admin starts swaps on any rider's behalf
+    return settings, data_dir, load_demo_tokens(data_dir).operators["admin"]
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings, data_dir, admin = bench_network("swapflow-bench-", args.stations_per_city, args.riders_per_city)
 
     stack = Stack(settings, UpOptions(simulate=False, seed=False))
     print(f"starting the embedded stack in {data_dir} …", flush=True)
     await stack.start()
-    db = Database(url)
+    db = Database(settings.effective_database_url)
     cabinet_tasks: list[asyncio.Task[None]] = []
     try:
         cabinets = await build_cabinets(settings, db, charge_speedup=600.0, telemetry_interval_s=10.0)
