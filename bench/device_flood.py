@@ -47,7 +47,7 @@ from swapflow.db.models import (  # noqa: E402
     as_utc,
 )
 from swapflow.identity.credentials import client_login  # noqa: E402
-from swapflow.mqtt import mqtt_client  # noqa: E402
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402
 from swapflow.simulator.fleet import build_cabinets, sim_battery  # noqa: E402
 from swapflow.simulator.flood import flood, junk  # noqa: E402

@@ -52,14 +52,14 @@ from swapflow.db.models import (  # noqa: E402
     SwapStatus,
 )
 from swapflow.db.seed import seed_demo_network  # noqa: E402
+from swapflow.infra.temporal import connect_temporal
 from swapflow.ops.accounts import load_demo_tokens, seed_demo_accounts  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402
 from swapflow.simulator.battery import SimBattery  # noqa: E402
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402
 from swapflow.simulator.fleet import build_cabinets, sim_battery  # noqa: E402
 from swapflow.stack.supervisor import Stack, UpOptions  # noqa: E402
-from swapflow.temporal import connect_temporal  # noqa: E402
-from swapflow.workflows.models import swap_workflow_id  # noqa: E402
+from swapflow.workflows.swap_contract import swap_workflow_id
 
 
 @dataclass

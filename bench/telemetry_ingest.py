@@ -49,7 +49,7 @@ from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
 from swapflow.db.models import Battery, Cabinet, City, CustodianKind, DeviceCommand, Slot, Station  # noqa: E402
 from swapflow.device_commands.queue import CommandQueue  # noqa: E402
-from swapflow.metrics import bucket_quantile  # noqa: E402
+from swapflow.infra.metrics import bucket_quantile
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402
 

@@ -35,7 +35,7 @@ from swapflow.db.models import Cabinet  # noqa: E402
 from swapflow.db.seed import seed_demo_network  # noqa: E402
 from swapflow.gateway.server import TowerGateway  # noqa: E402
 from swapflow.identity.credentials import provision_embedded_stack  # noqa: E402
-from swapflow.mqtt import mqtt_client  # noqa: E402
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAck, CommandAction, cabinet_topic  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402
 from swapflow.simulator.fleet import build_cabinets  # noqa: E402

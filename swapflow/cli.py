@@ -204,7 +204,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from swapflow.db.engine import Database
-    from swapflow.invariants import InvariantReport, check_invariants
+    from swapflow.ops.invariants import InvariantReport, check_invariants
 
     stuck_after = None if args.stuck_after_minutes is None else timedelta(minutes=args.stuck_after_minutes)
 

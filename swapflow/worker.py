@@ -14,20 +14,20 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from swapflow.activities.device_commands import DeviceCommands
-from swapflow.activities.ops import OpsActivities
 from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
-from swapflow.activities.refunds import RefundActivities
-from swapflow.activities.swap_records import SwapRecords
+from swapflow.activities.refund import RefundActivities
+from swapflow.activities.swap import SwapRecords
 from swapflow.activities.topup import TopUpActivities
+from swapflow.activities.work_order import OpsActivities
 from swapflow.db.engine import Database
 from swapflow.device_commands.queue import CommandQueue
+from swapflow.infra.temporal import connect_temporal
 from swapflow.payments.registry import providers_from_settings
 from swapflow.services.reconciliation import ensure_reconciliation_schedule
 from swapflow.settings import Settings
-from swapflow.temporal import connect_temporal
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
-from swapflow.workflows.ops_models import EVALUATOR_WORKFLOW_ID, EvaluatorInput
+from swapflow.workflows.alert_evaluator_contract import EVALUATOR_WORKFLOW_ID, EvaluatorInput
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow

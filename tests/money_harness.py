@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from swapflow.activities.payments import PaymentActivities
-from swapflow.activities.refunds import RefundActivities
-from swapflow.activities.swap_records import SwapRecords
+from swapflow.activities.refund import RefundActivities
+from swapflow.activities.swap import SwapRecords
 from swapflow.db.engine import Database
 from swapflow.db.models import LedgerTransaction, Refund, RiderPaymentMethod, SubscriptionPlan, SwapStatus, Wallet
 from swapflow.payments.provider import PaymentMethod
@@ -16,7 +16,7 @@ from swapflow.payments.sandbox import SandboxProvider
 from swapflow.payments.subscription import subscribe
 from swapflow.payments.topups import grant_goodwill
 from swapflow.settings import Settings
-from swapflow.workflows.models import ChargeInput, SwapFinish, SwapRequest
+from swapflow.workflows.swap_contract import ChargeInput, SwapFinish, SwapRequest
 from tests.swap_harness import new_order, set_online
 
 CABINET = "cab-sh-001-1"

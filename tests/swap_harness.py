@@ -15,13 +15,12 @@ from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_commands.queue import CommandQueue
-from swapflow.payments.provider import refund_workflow_id
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets
 from swapflow.worker import build_worker
-from swapflow.workflows.payment_models import RefundOutcome
+from swapflow.workflows.refund_contract import RefundOutcome, refund_workflow_id
 
 
 @asynccontextmanager

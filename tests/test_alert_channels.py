@@ -23,7 +23,7 @@ from swapflow.ops.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from swapflow.ops.config import WebhookChannel
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
-from swapflow.workflows.ops_models import EvaluatorInput
+from swapflow.workflows.alert_evaluator_contract import EvaluatorInput
 from tests.conftest import free_port
 from tests.swap_harness import running_worker
 from tests.test_work_orders import CABINET, went_offline

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from swapflow.activities.ops import new_work_order
+from swapflow.activities.work_order import new_work_order
 from swapflow.api.app import create_app
 from swapflow.api.deps import get_temporal
 from swapflow.db import models as tables

@@ -37,13 +37,14 @@ from swapflow.db.models import (
 )
 from swapflow.device_adapter import telemetry as telemetry_module
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.fleet import build_cabinets
 from swapflow.stack.broker import embedded_broker
-from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind, swap_workflow_id
+from swapflow.workflows.device_contract import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind
+from swapflow.workflows.swap_contract import swap_workflow_id
 from tests.conftest import free_port, uses_postgres
 
 CABINET = "cab-sh-001-1"  # seeded: 12 slots, packs in 1–9, 10–12 empty

@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.alerts import DEVICE_FLOOD
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, DeadLetter, DeviceMessage, SwapOrder, SwapStage, SwapStatus
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.fairness import FairQueue, RateLimiter
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.ops.alert_rules import FLOOD_QUIET_S, flooding_cabinets
+from swapflow.ops.alerts import DEVICE_FLOOD
 from swapflow.protocol.v1 import Channel
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
@@ -29,8 +29,8 @@ from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.flood import flood, junk
 from swapflow.stack.broker import embedded_broker
-from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import swap_workflow_id
 from tests.conftest import free_port
 from tests.ops_harness import admin_headers
 from tests.swap_harness import battery_of, new_order, running_worker

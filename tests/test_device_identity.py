@@ -22,7 +22,7 @@ from swapflow.db.engine import create_sync_engine
 from swapflow.identity.credentials import Login, ProvisioningError, ensure_service_account, provision_cabinet
 from swapflow.identity.mosquitto import listeners, write_mosquitto_files
 from swapflow.identity.passwords import hash_password, verify_password
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.stack.broker import embedded_broker

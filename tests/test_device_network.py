@@ -38,8 +38,8 @@ from swapflow.db.models import (
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.ingest import CabinetReport, battery_row, write_battery_readings, write_latest_state
 from swapflow.device_commands.queue import CommandQueue
-from swapflow.metrics import histogram_quantile
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.metrics import histogram_quantile
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.ops.uptime import Period, UptimeScope, cabinet_uptime, uptime
 from swapflow.protocol.v1 import BatteryReading, Channel, Command, CommandAction, SlotReport
 from swapflow.settings import Settings

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from swapflow.activities.swap_records import transfer_custody
+from swapflow.activities.swap import transfer_custody
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Alert,
@@ -26,7 +26,7 @@ from swapflow.db.models import (
     as_utc,
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.invariants import Violation, check_invariants
+from swapflow.ops.invariants import Violation, check_invariants
 from swapflow.protocol.v1 import Channel, battery_topic
 from swapflow.settings import Settings
 from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests

@@ -17,14 +17,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
-from swapflow.invariants import check_invariants
+from swapflow.infra.temporal import connect_temporal
 from swapflow.ops.accounts import load_demo_tokens
+from swapflow.ops.invariants import check_invariants
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.riders import SimulatedRider
 from swapflow.stack.supervisor import Stack, UpOptions
-from swapflow.temporal import connect_temporal
 from tests.conftest import free_port
 from tests.swap_harness import battery_of
 

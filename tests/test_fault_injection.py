@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, CommandAction, battery_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery

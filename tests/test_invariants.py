@@ -1,4 +1,4 @@
-"""The invariant check (swapflow.invariants) and `swapflow check`, against a real database.
+"""The invariant check (swapflow.ops.invariants) and `swapflow check`, against a real database.
 
 Swaps are driven through the real activities, so the rows a clean swap leaves are the ones a worker
 writes. Each test then breaks exactly one invariant by writing rows directly, and expects exactly that
@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import delete, insert, select, update
 
 from swapflow.activities.payments import PaymentActivities, charge_key
-from swapflow.activities.refunds import RefundActivities
-from swapflow.activities.swap_records import SwapRecords
+from swapflow.activities.refund import RefundActivities
+from swapflow.activities.swap import SwapRecords
 from swapflow.cli import main
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.models import (
@@ -33,23 +33,16 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed import slot_ref
-from swapflow.invariants import InvariantReport, Rule, check_invariants
-from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction, provider_clearing
+from swapflow.ops.invariants import InvariantReport, Rule, check_invariants
+from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction, provider_clearing
 from swapflow.payments.provider import PaymentMethod, RefundRequest, refund_key
 from swapflow.payments.refunds import RefundOrigin, swap_refund_id
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import PROVIDER, SandboxProvider
 from swapflow.protocol.v1 import BatteryReading
 from swapflow.settings import Settings, get_settings
-from swapflow.workflows.models import (
-    Admission,
-    ChargeInput,
-    ReturnCheck,
-    ReturnVerdict,
-    SwapFinish,
-    SwapRequest,
-)
-from swapflow.workflows.payment_models import RefundRef, RefundStart
+from swapflow.workflows.refund_contract import RefundRef, RefundStart
+from swapflow.workflows.swap_contract import Admission, ChargeInput, ReturnCheck, ReturnVerdict, SwapFinish, SwapRequest
 from tests.swap_harness import battery_of, new_order, set_online
 
 CABINET = "cab-sh-001-1"  # slots 1-9 hold packs, 10-12 are empty

@@ -31,14 +31,15 @@ from swapflow.db.models import (
     SwapStatus,
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, battery_topic, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets, sim_battery
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, SwapRequest, swap_workflow_id
+from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import SwapRequest, swap_workflow_id
 from tests.swap_harness import new_order, running_worker
 from tests.test_device_adapter import (  # adapter and recorder are fixtures shared with those tests
     CABINET,

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Cabinet, CabinetCapability, CustodianKind, SwapStage, SwapStatus
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import BatteryTelemetry, battery_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery

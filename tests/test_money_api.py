@@ -17,17 +17,11 @@ from temporalio.testing import WorkflowEnvironment
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import OperatorRole, Refund, SandboxRefund, utcnow
-from swapflow.payments.provider import (
-    PaymentMethod,
-    ProviderRefund,
-    RefundExceedsCapture,
-    RefundRequest,
-    refund_workflow_id,
-)
+from swapflow.payments.provider import PaymentMethod, ProviderRefund, RefundExceedsCapture, RefundRequest
 from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.settings import Settings
-from swapflow.workflows.payment_models import RefundOutcome, RefundStart
 from swapflow.workflows.refund import RefundWorkflow
+from swapflow.workflows.refund_contract import RefundOutcome, RefundStart, refund_workflow_id
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, Money
 from tests.ops_harness import admin_headers, bearer, operator_token, rider_token
 from tests.swap_harness import running_worker

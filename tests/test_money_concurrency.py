@@ -10,17 +10,11 @@ from temporalio.exceptions import ApplicationError
 
 from swapflow.activities.payments import PAYMENT_DECLINED
 from swapflow.db.engine import Database
-from swapflow.ledger import provider_clearing
-from swapflow.payments.provider import (
-    ChargeRequest,
-    PaymentMethod,
-    ProviderDeclined,
-    ProviderPayment,
-    RefundRequest,
-)
+from swapflow.payments.ledger import provider_clearing
+from swapflow.payments.provider import ChargeRequest, PaymentMethod, ProviderDeclined, ProviderPayment, RefundRequest
 from swapflow.payments.wallet import credit_wallet
 from swapflow.settings import Settings
-from swapflow.workflows.models import ChargeInput
+from swapflow.workflows.swap_contract import ChargeInput
 from tests.money_harness import PRICE, RIDER, Money
 
 ROUNDS = 10  # the race is lost in most rounds without serialization: ten make a miss very unlikely

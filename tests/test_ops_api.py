@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from swapflow.activities.ops import new_work_order
+from swapflow.activities.work_order import new_work_order
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import (

@@ -25,13 +25,13 @@ from swapflow.db.models import (
     SandboxPayment,
     SwapStatus,
 )
-from swapflow.invariants import check_invariants
+from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import ChargeRequest, PaymentMethod, ProviderPayment, ProviderUnavailable
 from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.settings import Settings
-from swapflow.workflows.models import ChargeInput, PaymentResult, SwapFinish
-from swapflow.workflows.payment_models import RefundRef, RefundStart
+from swapflow.workflows.refund_contract import RefundRef, RefundStart
+from swapflow.workflows.swap_contract import ChargeInput, PaymentResult, SwapFinish
 from tests.money_harness import PRICE, RIDER, Money
 
 

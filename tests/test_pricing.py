@@ -25,7 +25,7 @@ from swapflow.domain.pricing import (
     percent_of,
     quote,
 )
-from swapflow.price_book import coupon_named, redeem_coupon, release_redemption
+from swapflow.services.pricing import coupon_named, redeem_coupon, release_redemption
 from tests.swap_harness import new_order
 from tests.test_ops_api import api, ops_sh  # noqa: F401  (fixtures shared with the ops API's tests)
 

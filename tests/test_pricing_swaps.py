@@ -15,19 +15,19 @@ from sqlalchemy import func, select, update
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.activities.swap_records import SwapRecords
+from swapflow.activities.swap import SwapRecords
 from swapflow.api.app import create_app
 from swapflow.db import models as tables
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.seed import seed_demo_network
 from swapflow.domain.pricing import Coupon, CouponKind
-from swapflow.invariants import check_invariants
-from swapflow.price_book import price_swap
+from swapflow.ops.invariants import check_invariants
+from swapflow.services.pricing import price_swap
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
-from swapflow.workflows.models import SwapProgress, swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import SwapProgress, swap_workflow_id
 from tests.ops_harness import admin_headers
 from tests.swap_harness import running_cabinet, running_worker, set_online
 from tests.test_swap_saga import Scene, count

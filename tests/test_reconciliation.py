@@ -27,7 +27,7 @@ from swapflow.db.models import (
     SandboxPayment,
     utcnow,
 )
-from swapflow.ledger import (
+from swapflow.payments.ledger import (
     DEFERRED_REVENUE,
     REFUNDED_REVENUE,
     REFUNDS_PAYABLE,
@@ -39,8 +39,8 @@ from swapflow.payments.provider import ChargeRequest, RefundRequest, refund_key
 from swapflow.payments.refunds import charge_key
 from swapflow.payments.wechat import WeChatPayProvider, out_refund_no, out_trade_no
 from swapflow.settings import Settings, get_settings
-from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
+from swapflow.workflows.reconciliation_contract import ReconcileInput, ReconcileProvider
 from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, THIRD_RIDER, Money
 from tests.ops_harness import admin_headers

@@ -19,19 +19,18 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, LedgerPosting, LedgerTransaction, Refund, SandboxRefund
-from swapflow.invariants import check_invariants
+from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import (
     REFUND_NOTIFICATION_SIGNAL,
     RefundStatus,
     refund_id_from_key,
     refund_key,
     refund_submission_key,
-    refund_workflow_id,
 )
 from swapflow.payments.refunds import RefundOrigin, swap_refund_id
 from swapflow.settings import Settings
-from swapflow.workflows.payment_models import RefundOutcome, RefundStart
 from swapflow.workflows.refund import RefundWorkflow
+from swapflow.workflows.refund_contract import RefundOutcome, RefundStart, refund_workflow_id
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.history_recording import RecordHistory
 from tests.money_harness import PRICE, Money

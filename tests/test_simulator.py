@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Battery, Cabinet, CustodianKind, Slot
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.simulator.battery import CC_CURRENT_A, CV_KNEE_SOC, SimBattery

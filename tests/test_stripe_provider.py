@@ -30,10 +30,10 @@ from swapflow.payments.provider import (
     RefundRequest,
     RefundStatus,
     refund_key,
-    refund_workflow_id,
 )
 from swapflow.payments.stripe import KEY, StripeProvider
 from swapflow.settings import Settings
+from swapflow.workflows.refund_contract import refund_workflow_id
 from tests.conftest import free_port
 from tests.payment_fakes import (
     LaggingProxy,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from swapflow.db.models import DeviceCommand, SubscriptionUse, SwapStage, SwapStatus
-from swapflow.workflows.models import SwapProgress
+from swapflow.workflows.swap_contract import SwapProgress
 from tests.money_harness import Money
 from tests.swap_harness import swap_refund_outcome
 from tests.test_swap_saga import (  # noqa: F401  (fixtures: the saga's scene and its short bounds)

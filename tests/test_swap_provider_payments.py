@@ -20,7 +20,7 @@ from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.stripe import KEY
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
-from swapflow.workflows.models import SwapProgress, swap_workflow_id
+from swapflow.workflows.swap_contract import SwapProgress, swap_workflow_id
 from tests.payment_fakes import (  # noqa: F401  (fixtures)
     api_client,
     localstripe_url,

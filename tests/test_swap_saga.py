@@ -32,21 +32,17 @@ from swapflow.db.models import (
     SwapStage,
     SwapStatus,
 )
-from swapflow.invariants import check_invariants
-from swapflow.payments.provider import refund_workflow_id
+from swapflow.ops.invariants import check_invariants
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import sim_battery
-from swapflow.workflows.models import (
-    DEVICE_SIGNAL,
-    DeviceSignal,
-    DeviceSignalKind,
-    swap_workflow_id,
-)
+from swapflow.workflows.device_contract import DEVICE_SIGNAL, DeviceSignal, DeviceSignalKind
+from swapflow.workflows.refund_contract import refund_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import swap_workflow_id
 from tests.history_recording import RecordHistory
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker, swap_refund_outcome
 

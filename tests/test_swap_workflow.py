@@ -17,8 +17,8 @@ from swapflow.db.models import (
 )
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
-from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import swap_workflow_id
 from tests.swap_harness import new_order, running_worker, set_online, swap_refund_outcome
 
 CABINET = "cab-sh-001-1"

@@ -38,14 +38,14 @@ from swapflow.gateway.messages import txn_now
 from swapflow.gateway.server import LoginThrottle, TowerGateway
 from swapflow.gateway.signals import Signal
 from swapflow.identity.credentials import provision_simulated_tower_cabinets, simulated_cabinet_login
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, EventType, cabinet_topic
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.fleet import build_cabinets, sim_battery
 from swapflow.simulator.tower_cabinet import TowerCabinet
-from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import swap_workflow_id
 from tests.conftest import free_port
 from tests.swap_harness import battery_of, new_order, running_worker
 

@@ -21,14 +21,14 @@ from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.models import LedgerPosting, LedgerTransaction, OperatorRole, Wallet, utcnow
 from swapflow.db.seed import seed_demo_network
-from swapflow.invariants import Rule, check_invariants
-from swapflow.ledger import provider_clearing
+from swapflow.ops.invariants import Rule, check_invariants
+from swapflow.payments.ledger import provider_clearing
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.topups import top_up_payment_key
 from swapflow.payments.wallet import credit_wallet
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
-from swapflow.workflows.payment_models import ReconcileProvider
+from swapflow.workflows.reconciliation_contract import ReconcileProvider
 from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token

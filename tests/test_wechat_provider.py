@@ -18,6 +18,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.db.engine import Database
 from swapflow.db.models import PaymentNotification
+from swapflow.infra.temporal import connect_temporal
 from swapflow.payments.notifications import NotificationRejected
 from swapflow.payments.provider import (
     ChargeRequest,
@@ -32,11 +33,10 @@ from swapflow.payments.provider import (
     RefundRequest,
     RefundStatus,
     refund_key,
-    refund_workflow_id,
 )
 from swapflow.payments.wechat import WeChatPayProvider, out_refund_no, out_trade_no
 from swapflow.settings import Settings
-from swapflow.temporal import connect_temporal
+from swapflow.workflows.refund_contract import refund_workflow_id
 from tests.conftest import free_port
 from tests.payment_fakes import (
     RefundNotificationRecorder,

@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.activities.ops import new_work_order, work_order_input
+from swapflow.activities.work_order import new_work_order, work_order_input
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import (
@@ -40,8 +40,9 @@ from swapflow.ops.uptime import Period
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
-from swapflow.workflows.ops_models import Accept, EvaluatorInput, Resolve, work_order_workflow_id
+from swapflow.workflows.alert_evaluator_contract import EvaluatorInput
 from swapflow.workflows.work_order import WorkOrderWorkflow
+from swapflow.workflows.work_order_contract import Accept, Resolve, work_order_workflow_id
 from tests.conftest import test_server_path as time_skipping_server  # not a test
 from tests.history_recording import RecordHistory
 from tests.ops_harness import another_token, bearer, operator_token

@@ -9,11 +9,11 @@ from sqlalchemy import update
 
 from swapflow.db.engine import Database
 from swapflow.db.models import LedgerTransaction, Payment, SubscriptionUse, SwapOrder, SwapStatus, WalletEntry
-from swapflow.invariants import check_invariants
+from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.refunds import charge_key
 from swapflow.settings import Settings
-from swapflow.workflows.models import ChargeInput, SwapFinish
+from swapflow.workflows.swap_contract import ChargeInput, SwapFinish
 from tests.money_harness import RIDER, Money
 from tests.payment_fakes import localstripe_url, stripe_settings_values, wechat_fake  # noqa: F401  (fixtures)
 from tests.wechat_fake import WeChatPayFake

@@ -11,7 +11,7 @@ from swapflow.db.engine import Database
 from swapflow.db.models import DeviceCommand, as_utc, utcnow
 from swapflow.device_commands.queue import CommandQueue
 from swapflow.protocol.v1 import BatteryReading, Command
-from swapflow.workflows.models import CommandAnswer, SendCommandInput
+from swapflow.workflows.device_contract import CommandAnswer, SendCommandInput
 
 
 def _recorded_answer(row: DeviceCommand) -> CommandAnswer:

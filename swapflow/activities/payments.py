@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
-from swapflow.ledger import DEFERRED_REVENUE, Posting, post_transaction
+from swapflow.payments.ledger import DEFERRED_REVENUE, Posting, post_transaction
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,
@@ -31,7 +31,7 @@ from swapflow.payments.provider import (
 from swapflow.payments.refunds import charge_key, method_account
 from swapflow.payments.registry import UnknownProvider, payer_method, provider_for
 from swapflow.settings import Settings
-from swapflow.workflows.models import PAYMENT_DECLINED, ChargeInput, PaymentResult
+from swapflow.workflows.swap_contract import PAYMENT_DECLINED, ChargeInput, PaymentResult
 
 PAYMENT_UNKNOWN = "PaymentOutcomeUnknown"
 

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
-from swapflow.alerts import raise_reconciliation_alert
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     LedgerPosting,
@@ -26,9 +25,10 @@ from swapflow.db.models import (
     ReconciliationRun,
     Refund,
 )
+from swapflow.ops.alerts import raise_reconciliation_alert
 from swapflow.payments.provider import PaymentMethod, PaymentProvider, PaymentStatus, RefundStatus, day_bounds
 from swapflow.payments.refunds import method_account
-from swapflow.workflows.payment_models import ProviderReconciliation, ReconcileProvider, ReconciliationReport
+from swapflow.workflows.reconciliation_contract import ProviderReconciliation, ReconcileProvider, ReconciliationReport
 
 _NO_MONEY = (RefundStatus.CLOSED.value, RefundStatus.FAILED.value, "declined")
 _REFUNDS_LISTED_ON_SUCCESS = frozenset({PaymentMethod.WECHAT.value})

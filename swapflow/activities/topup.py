@@ -15,7 +15,7 @@ from swapflow.db.models import Payment, WalletTopUp, utcnow
 from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
 from swapflow.payments.registry import UnknownProvider, provider_for
 from swapflow.payments.topups import TopUpState, credit_top_up
-from swapflow.workflows.payment_models import TopUpOutcome, TopUpStart
+from swapflow.workflows.topup_contract import TopUpOutcome, TopUpStart
 
 
 class TopUpActivities:

@@ -26,8 +26,8 @@ from swapflow.api.routers import (
     wallets,
 )
 from swapflow.db.engine import Database
+from swapflow.infra.temporal import connect_temporal
 from swapflow.settings import Settings, get_settings
-from swapflow.temporal import connect_temporal
 
 
 def _lazy_temporal(settings: Settings) -> Callable[[], Awaitable[Client]]:

@@ -31,7 +31,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed_pricing import seed_demo_pricing
-from swapflow.ledger import GOODWILL, provider_clearing, subscription_account, wallet_account
+from swapflow.payments.ledger import GOODWILL, provider_clearing, subscription_account, wallet_account
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,9 @@ from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.device_adapter.telemetry import TelemetryBatch
 from swapflow.identity.credentials import service_client_id
-from swapflow.metrics import serve_metrics
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.metrics import serve_metrics
+from swapflow.infra.mqtt import mqtt_client
+from swapflow.infra.temporal import connect_temporal
 from swapflow.protocol.v1 import (
     BatteryTelemetry,
     CabinetEvent,
@@ -86,8 +87,8 @@ from swapflow.protocol.v1 import (
     parse_cabinet_topic,
 )
 from swapflow.settings import Settings
-from swapflow.temporal import connect_temporal
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, swap_workflow_id
+from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
+from swapflow.workflows.swap_contract import swap_workflow_id
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.alerts import FORGED_PACK_REPORT, raise_alert
 from swapflow.db.models import Battery, CustodianKind, SwapOrder, SwapStatus
+from swapflow.ops.alerts import FORGED_PACK_REPORT, raise_alert
 from swapflow.protocol.v1 import BatteryTelemetry
-from swapflow.workflows.models import FaultReport
+from swapflow.workflows.swap_contract import FaultReport
 
 _HELD_IN_SLOTS = frozenset({CustodianKind.SLOT, CustodianKind.QUARANTINE})
 

@@ -18,11 +18,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.db.models import DeadLetter, table_of, utcnow
 from swapflow.device_adapter.metrics import AdapterMetrics
+from swapflow.ops.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.settings import Settings
-from swapflow.workflows.models import FaultReport
+from swapflow.workflows.swap_contract import FaultReport
 
 log = logging.getLogger(__name__)
 

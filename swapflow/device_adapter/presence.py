@@ -16,7 +16,6 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.alerts import raise_alert
 from swapflow.db.models import (
     Cabinet,
     CabinetCapability,
@@ -27,8 +26,9 @@ from swapflow.db.models import (
     SwapOrder,
     SwapStatus,
 )
+from swapflow.ops.alerts import raise_alert
 from swapflow.protocol.v1 import CabinetState, SlotReport
-from swapflow.workflows.models import FaultReport
+from swapflow.workflows.swap_contract import FaultReport
 
 DISCREPANCY_ALERT = "custody_discrepancy"
 """Alert kind raised for a pack that moved while its cabinet was offline."""

@@ -21,8 +21,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.activities.swap_records import transfer_custody
-from swapflow.alerts import LATE_DEVICE_FACT, raise_alert
+from swapflow.activities.swap import transfer_custody
 from swapflow.db.models import (
     Battery,
     BatteryStatus,
@@ -34,8 +33,9 @@ from swapflow.db.models import (
 )
 from swapflow.db.seed import slot_ref
 from swapflow.device_adapter.presence import record_discrepancy
+from swapflow.ops.alerts import LATE_DEVICE_FACT, raise_alert
 from swapflow.protocol.v1 import CabinetEvent, EventType
-from swapflow.workflows.models import FaultReport
+from swapflow.workflows.swap_contract import FaultReport
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 import temporalio.client
 from temporalio.service import RPCError, RPCStatusCode
 
-from swapflow.workflows.models import DEVICE_SIGNAL, DeviceSignal
+from swapflow.workflows.device_contract import DEVICE_SIGNAL, DeviceSignal
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from swapflow.device_adapter.metrics import AdapterMetrics
 from swapflow.device_adapter.presence import reconcile_slots, record_transition, swaps_in_progress, telemetry_may_revive
 from swapflow.device_adapter.signals import DeadLetterSink, SignalSender
 from swapflow.protocol.v1 import Telemetry
-from swapflow.workflows.models import DeviceSignal, DeviceSignalKind, swap_workflow_id
+from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
+from swapflow.workflows.swap_contract import swap_workflow_id
 
 log = logging.getLogger(__name__)
 

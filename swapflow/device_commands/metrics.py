@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from swapflow.metrics import LATENCY_BUCKETS
+from swapflow.infra.metrics import LATENCY_BUCKETS
 
 
 class CommandMetrics:

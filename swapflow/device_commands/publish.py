@@ -12,7 +12,7 @@ from collections.abc import Callable
 import aiomqtt
 from pydantic import ValidationError
 
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAck, cabinet_topic
 from swapflow.settings import Settings
 

@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (served with swapflow.metrics.serve_metrics)."""
+"""The gateway's Prometheus metrics (served with swapflow.infra.metrics.serve_metrics)."""
 
 from __future__ import annotations
 

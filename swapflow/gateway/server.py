@@ -61,8 +61,8 @@ from swapflow.gateway.messages import (
 )
 from swapflow.gateway.translate import CabinetView, PendingCommand, TranslationError
 from swapflow.identity.passwords import hash_password, new_secret, verify_password
-from swapflow.metrics import serve_metrics
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.metrics import serve_metrics
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import CabinetEvent, Channel, Command, cabinet_topic
 from swapflow.settings import Settings
 

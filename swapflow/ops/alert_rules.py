@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.alerts import DEVICE_FLOOD
 from swapflow.db.models import (
     Alert,
     AlertStatus,
@@ -34,6 +33,7 @@ from swapflow.db.models import (
     as_utc,
     utcnow,
 )
+from swapflow.ops.alerts import DEVICE_FLOOD
 from swapflow.protocol.v1 import parse_cabinet_topic
 from swapflow.settings import Settings
 
@@ -67,7 +67,7 @@ class Condition:
 
     @property
     def key(self) -> str:
-        """The same key `swapflow.alerts.alert_key` gives a swap's report of the same problem."""
+        """The same key `swapflow.ops.alerts.alert_key` gives a swap's report of the same problem."""
         return ":".join(
             str(p) for p in (self.kind, self.cabinet_id or "-", self.slot_no or "-", self.battery_serial or "-")
         )

@@ -27,8 +27,8 @@ from swapflow.payments.provider import (
     ProviderPayment,
     ProviderRefund,
     refund_id_from_key,
-    refund_workflow_id,
 )
+from swapflow.workflows.refund_contract import refund_workflow_id
 
 log = logging.getLogger(__name__)
 

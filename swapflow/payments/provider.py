@@ -196,11 +196,6 @@ def refund_id_from_key(key: str) -> str | None:
     return refund_id
 
 
-def refund_workflow_id(refund_id: str) -> str:
-    """Workflow id of the refund workflow that follows refund `refund_id` until the money is back."""
-    return f"refund/{refund_id}"
-
-
 REFUND_NOTIFICATION_SIGNAL = "provider_notification"
 """Signal a payment notification (WeChat notify, Stripe webhook) sends to the refund workflow; its
 argument is the `ProviderRefund` re-read from the provider after the notification was verified."""

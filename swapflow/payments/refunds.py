@@ -19,7 +19,7 @@ from swapflow.domain.refunds import (
 from swapflow.domain.refunds import (
     swap_refund_id as swap_refund_id,
 )
-from swapflow.ledger import provider_clearing, subscription_account, wallet_account
+from swapflow.payments.ledger import provider_clearing, subscription_account, wallet_account
 from swapflow.payments.provider import PaymentMethod, PaymentStatus, refund_submission_key
 
 OPEN_STATES = (RefundState.REQUESTED, RefundState.PROCESSING)

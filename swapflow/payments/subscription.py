@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Subscription, SubscriptionPlan, SubscriptionUse, as_utc, utcnow
-from swapflow.ledger import Posting, post_transaction, provider_clearing, subscription_account
+from swapflow.payments.ledger import Posting, post_transaction, provider_clearing, subscription_account
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,

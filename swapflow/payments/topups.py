@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp, utcnow
-from swapflow.ledger import GOODWILL, provider_clearing
+from swapflow.payments.ledger import GOODWILL, provider_clearing
 from swapflow.payments.provider import PaymentMethod, PaymentStatus
 from swapflow.payments.registry import DEFAULT_METHOD, payer_method
 from swapflow.payments.wallet import credit_wallet
@@ -27,10 +27,6 @@ class TopUpState:
     PENDING = "pending"  # collecting: not credited
     SUCCEEDED = "succeeded"  # the provider captured it: credited
     FAILED = "failed"  # nothing was taken (declined, abandoned, voided): nothing credited
-
-
-def top_up_workflow_id(top_up_id: str) -> str:
-    return f"topup/{top_up_id}"
 
 
 def top_up_payment_key(top_up_id: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Wallet, WalletEntry, as_utc
-from swapflow.ledger import Posting, post_transaction, wallet_account
+from swapflow.payments.ledger import Posting, post_transaction, wallet_account
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,

@@ -13,8 +13,8 @@ from temporalio.client import (
 )
 
 from swapflow.settings import Settings
-from swapflow.workflows.payment_models import ReconcileInput
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
+from swapflow.workflows.reconciliation_contract import ReconcileInput
 
 SCHEDULE_ID = "reconciliation-daily"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swapflow.settings import Settings
-from swapflow.workflows.models import SwapRequest
+from swapflow.workflows.swap_contract import SwapRequest
 
 
 def swap_request(

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from swapflow.db.models import as_utc
 from swapflow.identity.credentials import client_login
-from swapflow.mqtt import mqtt_client
+from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import (
     BatteryReading,
     CabinetEvent,

@@ -14,16 +14,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.workflows.ops_models import (
+    from swapflow.workflows.alert_evaluator_contract import (
         AlertDeliveryRequest,
         EvaluateInput,
         EvaluatorInput,
-        WorkOrderInput,
         deliver_alert,
         evaluate_alert_rules,
-        work_order_workflow_id,
     )
     from swapflow.workflows.work_order import WorkOrderWorkflow
+    from swapflow.workflows.work_order_contract import WorkOrderInput, work_order_workflow_id
 
 
 @workflow.defn(name="AlertEvaluator")

@@ -9,12 +9,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.workflows.payment_models import ReconcileInput, ReconcileProvider, ReconciliationReport, reconcile_day
-
-
-def reconciliation_workflow_id(day: str) -> str:
-    """Workflow id of a manual reconciliation of `day` (YYYY-MM-DD)."""
-    return f"reconciliation/{day}"
+    from swapflow.workflows.reconciliation_contract import (
+        ReconcileInput,
+        ReconcileProvider,
+        ReconciliationReport,
+        reconcile_day,
+    )
 
 
 @workflow.defn(name="Reconciliation")

@@ -25,7 +25,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from swapflow.domain.refunds import RefundState
     from swapflow.payments.provider import REFUND_NOTIFICATION_SIGNAL, ProviderRefund, RefundStatus
-    from swapflow.workflows.payment_models import (
+    from swapflow.workflows.refund_contract import (
         REFUND_DECLINED,
         RefundOutcome,
         RefundProgress,

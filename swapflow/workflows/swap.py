@@ -30,21 +30,25 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.domain.network import CabinetCapability
     from swapflow.domain.refunds import RefundOrigin, swap_refund_id
     from swapflow.domain.swaps import SwapStage, SwapStatus
-    from swapflow.payments.provider import refund_workflow_id
     from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading, CommandAction
-    from swapflow.workflows.models import (
+    from swapflow.workflows.device_contract import (
         DEVICE_SIGNAL,
+        CommandAnswer,
+        DeviceSignal,
+        DeviceSignalKind,
+        SendCommandInput,
+        send_device_command,
+    )
+    from swapflow.workflows.refund import RefundWorkflow
+    from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
+    from swapflow.workflows.swap_contract import (
         PAYMENT_DECLINED,
         Admission,
         ChargeInput,
-        CommandAnswer,
         CouponRelease,
-        DeviceSignal,
-        DeviceSignalKind,
         FaultReport,
         ReplaceSlot,
         ReturnCheck,
-        SendCommandInput,
         SlotRole,
         StageUpdate,
         SwapFinish,
@@ -59,10 +63,7 @@ with workflow.unsafe.imports_passed_through():
         release_swap_coupon,
         replace_swap_slot,
         report_swap_fault,
-        send_device_command,
     )
-    from swapflow.workflows.payment_models import RefundStart
-    from swapflow.workflows.refund import RefundWorkflow
 
 # Short database steps: retried quickly, given up after a bound (about a minute) so the swap can
 # compensate. The bound is in attempts, not a schedule-to-close timeout: local activity deadlines are

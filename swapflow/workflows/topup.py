@@ -17,8 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.workflows.models import PAYMENT_DECLINED
-    from swapflow.workflows.payment_models import TopUpOutcome, TopUpStart, collect_top_up, settle_top_up
+    from swapflow.workflows.swap_contract import PAYMENT_DECLINED
+    from swapflow.workflows.topup_contract import TopUpOutcome, TopUpStart, collect_top_up, settle_top_up
 
 COLLECT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),

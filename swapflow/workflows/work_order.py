@@ -20,8 +20,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from swapflow.domain.ops import WorkOrderStatus
     from swapflow.protocol.v1 import CommandAction
-    from swapflow.workflows.models import CommandAnswer, SendCommandInput, send_device_command
-    from swapflow.workflows.ops_models import (
+    from swapflow.workflows.device_contract import CommandAnswer, SendCommandInput, send_device_command
+    from swapflow.workflows.swap import DB_STEP
+    from swapflow.workflows.work_order_contract import (
         Accept,
         Cancel,
         DispatchRequest,
@@ -37,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         escalate_work_order,
         record_work_order_step,
     )
-    from swapflow.workflows.swap import DB_STEP
 
 _COMMAND_ATTEMPTS = 3  # sends of one test command (same id) within its timeout
 _SLOT_TEST = (CommandAction.UNLOCK_SLOT, CommandAction.OPEN_DOOR, CommandAction.CLOSE_DOOR)

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from swapflow.activities.ops import new_work_order, open_work_order_for, work_order_input
+from swapflow.activities.work_order import new_work_order, open_work_order_for, work_order_input
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.ops_schemas import (
@@ -59,8 +59,8 @@ from swapflow.db.models import Technician as TechnicianRow
 from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.figures import incident_figures, open_by_age
 from swapflow.ops.uptime import Period, UptimeScope, uptime
-from swapflow.workflows.ops_models import Accept, Cancel, Reassign, Resolve, work_order_workflow_id
 from swapflow.workflows.work_order import WorkOrderWorkflow
+from swapflow.workflows.work_order_contract import Accept, Cancel, Reassign, Resolve, work_order_workflow_id
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 

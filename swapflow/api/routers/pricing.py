@@ -16,7 +16,7 @@ from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db import models as db
 from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
-from swapflow.price_book import UnpricedCabinet, price_swap
+from swapflow.services.pricing import UnpricedCabinet, price_swap
 
 router = APIRouter(tags=["pricing"])
 

@@ -17,11 +17,10 @@ from swapflow.api.payment_schemas import RefundCreate, RefundView
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, Refund, SwapOrder, SwapStatus
-from swapflow.payments.provider import refund_workflow_id
 from swapflow.payments.refunds import RefundOrigin, RefundRefused, charge_key, open_refund
 from swapflow.settings import Settings
-from swapflow.workflows.payment_models import RefundStart
 from swapflow.workflows.refund import RefundWorkflow
+from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 

@@ -24,8 +24,8 @@ from swapflow.db.cities import cabinet_city
 from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
 from swapflow.domain.pricing import normalise_code
 from swapflow.services.swaps import swap_request
-from swapflow.workflows.models import swap_workflow_id
 from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import swap_workflow_id
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
 

@@ -16,9 +16,9 @@ from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.models import City, Rider, Wallet, WalletTopUp
-from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up, top_up_workflow_id
-from swapflow.workflows.payment_models import TopUpStart
+from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
 from swapflow.workflows.topup import TopUpWorkflow
+from swapflow.workflows.topup_contract import TopUpStart, top_up_workflow_id
 
 router = APIRouter(prefix="/v1/riders", tags=["wallets"])
 

@@ -1,19 +1,13 @@
-"""Pydantic models crossing the boundary of the ops workflows (the alert evaluator and work orders):
-inputs, updates, activity arguments and results. No I/O."""
+"""The work-order workflow's contract: its input, id, updates, query, and its activities' arguments
+and results. No I/O."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from swapflow.domain import timing
 from swapflow.domain.ops import WorkOrderStatus
-
-EVALUATOR_WORKFLOW_ID = "ops/alert-evaluator"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
+from swapflow.workflows.contract import Contract
 
 
 def work_order_workflow_id(work_order_id: str) -> str:
@@ -21,27 +15,7 @@ def work_order_workflow_id(work_order_id: str) -> str:
     return f"workorder/{work_order_id}"
 
 
-class EvaluatorInput(_Model):
-    """The evaluator's loop: evaluate every `interval_s`, continue-as-new after `per_run` rounds."""
-
-    interval_s: float = 15.0
-    per_run: int = 200
-    webhook_attempts: int = 5
-
-
-class EvaluateInput(_Model):
-    round: int
-
-
-class AlertDeliveryRequest(_Model):
-    """Push one alert event (opened | resolved) to one channel."""
-
-    alert_id: int
-    event: str
-    channel: str
-
-
-class WorkOrderInput(_Model):
+class WorkOrderInput(Contract):
     """Input of the work-order workflow; its SLA travels with it, so it is in its history."""
 
     work_order_id: str
@@ -56,16 +30,7 @@ class WorkOrderInput(_Model):
     verify_ack_timeout_s: float = timing.VERIFY_ACK_TIMEOUT_S
 
 
-class Evaluation(_Model):
-    """What one round of the alert rules did, and what the evaluator must do next."""
-
-    opened: int = 0
-    resolved: int = 0
-    deliveries: tuple[AlertDeliveryRequest, ...] = ()
-    work_orders: tuple[WorkOrderInput, ...] = ()
-
-
-class WorkOrderStep(_Model):
+class WorkOrderStep(Contract):
     """One step of a work order for its timeline, with the row changes it makes."""
 
     work_order_id: str
@@ -81,7 +46,7 @@ class WorkOrderStep(_Model):
     reopened: bool = False
 
 
-class DispatchRequest(_Model):
+class DispatchRequest(Contract):
     """Pick a technician (`technician_id`, or the nearest on duty not in `exclude`) and record it."""
 
     work_order_id: str
@@ -91,19 +56,19 @@ class DispatchRequest(_Model):
     exclude: tuple[str, ...] = ()
 
 
-class DispatchResult(_Model):
+class DispatchResult(Contract):
     technician_id: str | None
     distance_km: float | None = None
 
 
-class EscalationRequest(_Model):
+class EscalationRequest(Contract):
     work_order_id: str
     seq: int
     timer: str  # ack | resolve
     limit_s: float
 
 
-class LiveCheck(_Model):
+class LiveCheck(Contract):
     """What the live state says about the fixed device."""
 
     work_order_id: str
@@ -111,26 +76,26 @@ class LiveCheck(_Model):
     test_slot_no: int | None = None  # the slot the test command goes to
 
 
-class Accept(_Model):
+class Accept(Contract):
     actor: str
 
 
-class Resolve(_Model):
+class Resolve(Contract):
     actor: str
     note: str = ""
 
 
-class Reassign(_Model):
+class Reassign(Contract):
     actor: str
     technician_id: str | None = None  # None: the nearest other technician on duty
 
 
-class Cancel(_Model):
+class Cancel(Contract):
     actor: str
     reason: str = ""
 
 
-class WorkOrderState(_Model):
+class WorkOrderState(Contract):
     """The work order as its workflow sees it (query and update result)."""
 
     work_order_id: str
@@ -139,24 +104,6 @@ class WorkOrderState(_Model):
     escalations: tuple[str, ...] = ()
     reopen_count: int = 0
     last_verification: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------------------------- activities
-# The activities of the alert evaluator and work order workflows, by name and types: a workflow calls
-# these, never the implementations the worker registers (OpsActivities in swapflow.activities.ops), so
-# their database and network I/O stays out of the sandbox.
-
-
-@activity.defn(name="evaluate_alert_rules")
-async def evaluate_alert_rules(request: EvaluateInput) -> Evaluation:
-    """Run one round of the alert rules."""
-    raise NotImplementedError
-
-
-@activity.defn(name="deliver_alert")
-async def deliver_alert(request: AlertDeliveryRequest) -> None:
-    """Post one alert to one webhook channel."""
-    raise NotImplementedError
 
 
 @activity.defn(name="record_work_order_step")

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from swapflow.alerts import raise_alert
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     Battery,
@@ -35,10 +34,11 @@ from swapflow.db.models import (
 from swapflow.db.seed import slot_ref
 from swapflow.domain.pricing import Quote, without_coupon
 from swapflow.domain.safety import BatteryLimits, check_pack
-from swapflow.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
-from swapflow.price_book import live_redemption, price_swap, redeem_coupon, release_redemption
+from swapflow.ops.alerts import raise_alert
+from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
+from swapflow.services.pricing import live_redemption, price_swap, redeem_coupon, release_redemption
 from swapflow.settings import Settings
-from swapflow.workflows.models import (
+from swapflow.workflows.swap_contract import (
     Admission,
     CouponRelease,
     FaultReport,

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import Alert, AlertStatus, utcnow
-from swapflow.workflows.models import FaultReport
+from swapflow.workflows.swap_contract import FaultReport
 
 DEVICE_FLOOD = "device_flood"
 """A cabinet sent more than its rate of messages (SWAPFLOW_DEVICE_RATE_PER_S); the device adapter dropped

@@ -1,21 +1,14 @@
-"""Pydantic models that cross the boundary of the refund and reconciliation workflows and their
-activities. Imported by the worker and the API; holds no I/O."""
+"""The refund workflow's contract: its input, its activities' arguments and results, its query. No I/O."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from swapflow.domain import timing
+from swapflow.workflows.contract import Contract
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class RefundStart(_Model):
+class RefundStart(Contract):
     """Input of the refund workflow `refund/<refund_id>`. A swap's compensation names only its order: the
     workflow opens the refund of whatever the swap's charge captured (maybe nothing). The API opens the
     refund row itself (it answers the operator at once) and starts the workflow with `opened=True`."""
@@ -30,7 +23,7 @@ class RefundStart(_Model):
     max_submissions: int = 5
 
 
-class RefundRef(_Model):
+class RefundRef(Contract):
     """Names one refund, for the activities that act on it."""
 
     refund_id: str
@@ -38,7 +31,7 @@ class RefundRef(_Model):
     attempt: int = 1  # the submission number the workflow is on; a higher one resubmits with a new key
 
 
-class RefundPlan(_Model):
+class RefundPlan(Contract):
     """The refund the workflow follows (None when the swap had nothing captured)."""
 
     refund_id: str
@@ -49,7 +42,7 @@ class RefundPlan(_Model):
     key: str
 
 
-class RefundProgress(_Model):
+class RefundProgress(Contract):
     """The refund workflow's query result: where it is."""
 
     refund_id: str
@@ -59,7 +52,7 @@ class RefundProgress(_Model):
     polls: int
 
 
-class RefundUpdate(_Model):
+class RefundUpdate(Contract):
     """The provider's view of the refund's current submission, after our row was updated from it."""
 
     refund_id: str
@@ -69,7 +62,7 @@ class RefundUpdate(_Model):
     state: str  # our RefundState
 
 
-class RefundOutcome(_Model):
+class RefundOutcome(Contract):
     """How a refund workflow ended."""
 
     refund_id: str
@@ -77,47 +70,6 @@ class RefundOutcome(_Model):
     amount_minor: int = 0
     attempts: int = 0
     polls: int = 0
-
-
-class ReconcileInput(_Model):
-    """Reconcile one UTC day; None: the day before the workflow's start."""
-
-    day: date | None = None
-
-
-class ReconcileProvider(_Model):
-    day: date
-    provider: str
-
-
-class ProviderReconciliation(_Model):
-    provider: str
-    ours: int
-    theirs: int
-    matched: int
-    exceptions: int
-
-
-class ReconciliationReport(_Model):
-    day: date
-    providers: tuple[ProviderReconciliation, ...]
-    ran_at: datetime | None = None
-
-
-class TopUpStart(_Model):
-    """Input of workflow `topup/<top_up_id>`."""
-
-    top_up_id: str
-    pending_timeout_s: float = 900.0
-
-
-class TopUpOutcome(_Model):
-    """How a top-up ended: `succeeded` (credited) or `failed` (nothing taken, nothing credited)."""
-
-    top_up_id: str
-    status: str
-    amount_minor: int = 0
-    reason: str | None = None
 
 
 # ---------------------------------------------------------------------------------- activities
@@ -159,19 +111,6 @@ async def escalate_refund(ref: RefundRef) -> RefundUpdate:
     raise NotImplementedError
 
 
-@activity.defn(name="reconcile_day")
-async def reconcile_day(request: ReconcileProvider) -> ReconciliationReport:
-    """Compare a day's payments and refunds with the providers' statements."""
-    raise NotImplementedError
-
-
-@activity.defn(name="collect_top_up")
-async def collect_top_up(start: TopUpStart) -> None:
-    """Collect a top-up's payment through the rider's provider (or PAYMENT_DECLINED)."""
-    raise NotImplementedError
-
-
-@activity.defn(name="settle_top_up")
-async def settle_top_up(start: TopUpStart) -> TopUpOutcome:
-    """Credit the wallet if the provider captured the money; else void the payment."""
-    raise NotImplementedError
+def refund_workflow_id(refund_id: str) -> str:
+    """Workflow id of the refund workflow that follows refund `refund_id` until the money is back."""
+    return f"refund/{refund_id}"

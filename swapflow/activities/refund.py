@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from swapflow.activities.payments import book_capture
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Payment, Refund, SwapOrder, SwapStatus, as_utc, utcnow
-from swapflow.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
+from swapflow.payments.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
 from swapflow.payments.provider import (
     PaymentMethod,
     PaymentProvider,
@@ -38,7 +38,7 @@ from swapflow.payments.refunds import (
     open_refund,
 )
 from swapflow.payments.registry import provider_for
-from swapflow.workflows.payment_models import REFUND_DECLINED, RefundPlan, RefundRef, RefundStart, RefundUpdate
+from swapflow.workflows.refund_contract import REFUND_DECLINED, RefundPlan, RefundRef, RefundStart, RefundUpdate
 
 REFUND_REFUSED = "RefundRefused"
 

@@ -53,7 +53,7 @@ from swapflow.db.models import (
     as_utc,
     utcnow,
 )
-from swapflow.ledger import DEFERRED_REVENUE
+from swapflow.payments.ledger import DEFERRED_REVENUE
 
 
 class Rule(StrEnum):
@@ -161,7 +161,7 @@ class InvariantReport(BaseModel):
         return not self.violations
 
 
-# Ledger transaction kinds the swap activities post (swapflow.activities.payments and .swap_records).
+# Ledger transaction kinds the swap activities post (swapflow.activities.payments and .swap).
 CHARGE, REFUND, REVENUE = "swap_charge", "swap_refund", "swap_revenue"
 FINISHED = (SwapStatus.COMPLETED, SwapStatus.FAILED)
 

@@ -1,59 +1,18 @@
-"""Pydantic models that cross the workflow boundary: workflow inputs and results, signals and
-activity arguments. Imported by the worker, the API and the device adapter; holds no I/O."""
+"""The swap workflow's contract: its input, its workflow id, its activities' arguments and results,
+its query and its error types. Imported by the worker, the API and the device adapter; no I/O."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, field_validator
 from temporalio import activity
 
 from swapflow.domain import timing
-from swapflow.domain.clock import as_utc
 from swapflow.domain.network import CabinetCapability
 from swapflow.domain.swaps import SwapStage, SwapStatus
-from swapflow.protocol.v1 import BatteryReading, CommandAction
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class DeviceSignalKind(StrEnum):
-    DOOR_OPENED = "door_opened"
-    DOOR_CLOSED = "door_closed"
-    BATTERY_INSERTED = "battery_inserted"
-    BATTERY_REMOVED = "battery_removed"
-    FAULT = "fault"
-    CABINET_ONLINE = "cabinet_online"
-    CABINET_OFFLINE = "cabinet_offline"
-    BATTERY_REPORT = "battery_report"  # a pack's own telemetry about a reserved slot: in it, or gone from it
-
-
-DEVICE_SIGNAL = "device_event"
-"""Name of the signal the device adapter sends to a waiting workflow."""
-
-
-class DeviceSignal(_Model):
-    """A device message routed to the workflow that waits for it. `message_id` is unique per cabinet
-    message; a workflow ignores one it has seen."""
-
-    message_id: str
-    kind: DeviceSignalKind
-    cabinet_id: str
-    at: datetime
-    slot_no: int | None = None
-    battery: BatteryReading | None = None
-    battery_serial: str | None = None
-    fault_code: str | None = None
-    in_slot: bool | None = None  # BATTERY_REPORT: whether the pack is now in `slot_no`
-
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        # Timestamps are compared across messages, so they must all be aware.
-        return as_utc(value)
+from swapflow.protocol.v1 import BatteryReading
+from swapflow.workflows.contract import Contract
 
 
 def swap_workflow_id(order_id: str) -> str:
@@ -61,7 +20,7 @@ def swap_workflow_id(order_id: str) -> str:
     return f"swap/{order_id}"
 
 
-class SwapRequest(_Model):
+class SwapRequest(Contract):
     """Input of the swap workflow. The bounds of its waits travel with it, so they are in its history."""
 
     order_id: str
@@ -78,29 +37,7 @@ class SwapRequest(_Model):
     refund_expected_days: int = timing.REFUND_EXPECTED_DAYS
 
 
-class SendCommandInput(_Model):
-    """Publish one command to a cabinet on behalf of a workflow."""
-
-    command_id: str
-    cabinet_id: str
-    action: CommandAction
-    slot_no: int | None
-    workflow_id: str
-    timeout_s: float
-    ack_wait_s: float = 0.0
-    """How long the activity waits for the cabinet's ack; 0 only sends (nobody can or needs to answer)."""
-
-
-class CommandAnswer(_Model):
-    """How a cabinet answered a command; `acked` is False when no ack came within the wait."""
-
-    acked: bool
-    ok: bool = False
-    error: str | None = None
-    battery: BatteryReading | None = None  # what a read_bms read
-
-
-class Admission(_Model):
+class Admission(Contract):
     """What admitting a swap reserved: the slot the flat pack goes into, the charged pack it gets, the price."""
 
     return_slot_no: int
@@ -113,7 +50,7 @@ class Admission(_Model):
     coupon_code: str | None = None  # the coupon redeemed for this swap: released if the swap fails
 
 
-class CouponRelease(_Model):
+class CouponRelease(Contract):
     """Give back the coupon a failed swap redeemed."""
 
     order_id: str
@@ -125,7 +62,7 @@ class SlotRole(StrEnum):
     CHARGED = "charged"  # the slot whose charged pack the rider takes
 
 
-class ReplaceSlot(_Model):
+class ReplaceSlot(Contract):
     """A reserved slot's door failed: record the fault and reserve another slot for the same role."""
 
     order_id: str
@@ -135,12 +72,12 @@ class ReplaceSlot(_Model):
     reason: str
 
 
-class SlotReplacement(_Model):
+class SlotReplacement(Contract):
     slot_no: int | None  # None: no other slot could take the role
     battery_serial: str | None = None  # the charged pack of a new charged slot
 
 
-class FaultReport(_Model):
+class FaultReport(Contract):
     """Something a person must look at, raised by a swap (an alert; later a work order)."""
 
     kind: str
@@ -152,7 +89,7 @@ class FaultReport(_Model):
     battery_serial: str | None = None
 
 
-class StageUpdate(_Model):
+class StageUpdate(Contract):
     """One step's outcome, recorded on the order so the rider and ops see the swap live."""
 
     order_id: str
@@ -162,28 +99,28 @@ class StageUpdate(_Model):
     detail: str | None = None
 
 
-class ChargeInput(_Model):
+class ChargeInput(Contract):
     order_id: str
     amount_minor: int
     currency: str
 
 
-class PaymentResult(_Model):
+class PaymentResult(Contract):
     payment_ref: str
     amount_minor: int
 
 
-class RefundInput(_Model):
+class RefundInput(Contract):
     order_id: str
     reason: str
 
 
-class RefundResult(_Model):
+class RefundResult(Contract):
     refund_ref: str | None
     amount_minor: int
 
 
-class ReturnCheck(_Model):
+class ReturnCheck(Contract):
     """The returned pack as its BMS reported it, to be authenticated and taken into the cabinet."""
 
     order_id: str
@@ -194,13 +131,13 @@ class ReturnCheck(_Model):
     reading: BatteryReading
 
 
-class ReturnVerdict(_Model):
+class ReturnVerdict(Contract):
     accepted: bool
     reason: str | None = None
     quarantined: bool = False  # the pack is held, locked in its slot
 
 
-class SwapFinish(_Model):
+class SwapFinish(Contract):
     """How a swap ends: completed, or failed with the reason."""
 
     order_id: str
@@ -208,7 +145,7 @@ class SwapFinish(_Model):
     reason: str | None = None
 
 
-class SwapStep(_Model):
+class SwapStep(Contract):
     """One step of a swap and how it went, as the workflow saw it."""
 
     step: str
@@ -217,7 +154,7 @@ class SwapStep(_Model):
     at: datetime
 
 
-class SwapProgress(_Model):
+class SwapProgress(Contract):
     """What the API's update-with-start returns to the rider, and the swap's query result."""
 
     order_id: str
@@ -283,10 +220,4 @@ async def report_swap_fault(report: FaultReport) -> None:
 @activity.defn(name="finish_swap")
 async def finish_swap(finish: SwapFinish) -> None:
     """Record how the swap ended and move custody and money accordingly."""
-    raise NotImplementedError
-
-
-@activity.defn(name="send_device_command")
-async def send_device_command(request: SendCommandInput) -> CommandAnswer:
-    """Record and publish a command to a cabinet; wait for its ack if asked to."""
     raise NotImplementedError

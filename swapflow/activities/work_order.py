@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from swapflow.alerts import raise_alert
 from swapflow.db.cities import cabinet_city
 from swapflow.db.engine import Database
 from swapflow.db.models import (
@@ -32,17 +31,16 @@ from swapflow.db.models import (
 )
 from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
+from swapflow.ops.alerts import raise_alert
 from swapflow.ops.channels import alert_document, post_signed, render_body
 from swapflow.ops.dispatch import city_lead, nearest_on_duty
 from swapflow.settings import Settings
-from swapflow.workflows.models import FaultReport
-from swapflow.workflows.ops_models import (
-    AlertDeliveryRequest,
+from swapflow.workflows.alert_evaluator_contract import AlertDeliveryRequest, EvaluateInput, Evaluation
+from swapflow.workflows.swap_contract import FaultReport
+from swapflow.workflows.work_order_contract import (
     DispatchRequest,
     DispatchResult,
     EscalationRequest,
-    EvaluateInput,
-    Evaluation,
     LiveCheck,
     WorkOrderInput,
     WorkOrderStep,

@@ -1,0 +1,1 @@
+"""Connections every swapflow process shares: MQTT, Temporal, Prometheus metrics."""

@@ -1,0 +1,57 @@
+"""The alert evaluator's contract: its input, its activities' arguments and results. No I/O."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from swapflow.workflows.contract import Contract
+from swapflow.workflows.work_order_contract import WorkOrderInput
+
+EVALUATOR_WORKFLOW_ID = "ops/alert-evaluator"
+
+
+class EvaluatorInput(Contract):
+    """The evaluator's loop: evaluate every `interval_s`, continue-as-new after `per_run` rounds."""
+
+    interval_s: float = 15.0
+    per_run: int = 200
+    webhook_attempts: int = 5
+
+
+class EvaluateInput(Contract):
+    round: int
+
+
+class AlertDeliveryRequest(Contract):
+    """Push one alert event (opened | resolved) to one channel."""
+
+    alert_id: int
+    event: str
+    channel: str
+
+
+class Evaluation(Contract):
+    """What one round of the alert rules did, and what the evaluator must do next."""
+
+    opened: int = 0
+    resolved: int = 0
+    deliveries: tuple[AlertDeliveryRequest, ...] = ()
+    work_orders: tuple[WorkOrderInput, ...] = ()
+
+
+# ---------------------------------------------------------------------------------- activities
+# The activities of the alert evaluator and work order workflows, by name and types: a workflow calls
+# these, never the implementations the worker registers (OpsActivities in swapflow.activities.work_order), so
+# their database and network I/O stays out of the sandbox.
+
+
+@activity.defn(name="evaluate_alert_rules")
+async def evaluate_alert_rules(request: EvaluateInput) -> Evaluation:
+    """Run one round of the alert rules."""
+    raise NotImplementedError
+
+
+@activity.defn(name="deliver_alert")
+async def deliver_alert(request: AlertDeliveryRequest) -> None:
+    """Post one alert to one webhook channel."""
+    raise NotImplementedError
