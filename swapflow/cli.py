@@ -233,9 +233,9 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     """Reconcile one day with every provider now (what the daily schedule does); exit 1 on differences."""
-    from swapflow.activities.reconciliation import reconcile_provider
     from swapflow.db.engine import Database
     from swapflow.payments.registry import providers_from_settings
+    from swapflow.services.reconciliation import reconcile_provider
 
     async def reconcile() -> int:
         db = Database(settings.effective_database_url)

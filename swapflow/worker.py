@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from swapflow.activities.device_commands import DeviceCommands
@@ -24,10 +23,10 @@ from swapflow.db.engine import Database
 from swapflow.device_commands.queue import CommandQueue
 from swapflow.infra.temporal import connect_temporal
 from swapflow.payments.registry import providers_from_settings
+from swapflow.services.alerts import ensure_alert_evaluator
 from swapflow.services.reconciliation import ensure_reconciliation_schedule
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
-from swapflow.workflows.alert_evaluator_contract import EVALUATOR_WORKFLOW_ID, EvaluatorInput
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.swap import SwapWorkflow
@@ -107,26 +106,6 @@ def build_worker(client: Client, settings: Settings, db: Database, commands_out:
         max_concurrent_activities=200,
         max_concurrent_local_activities=200,
         max_concurrent_workflow_tasks=200,
-    )
-
-
-def evaluator_input(settings: Settings) -> EvaluatorInput:
-    """The alert evaluator's loop, from the settings."""
-    return EvaluatorInput(
-        interval_s=settings.ops_evaluate_interval_s,
-        per_run=settings.ops_evaluations_per_run,
-        webhook_attempts=settings.ops_webhook_attempts,
-    )
-
-
-async def ensure_alert_evaluator(client: Client, settings: Settings) -> None:
-    """Start the alert evaluator unless it runs already (one per namespace, by its id)."""
-    await client.start_workflow(
-        AlertEvaluatorWorkflow.run,
-        evaluator_input(settings),
-        id=EVALUATOR_WORKFLOW_ID,
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 
 

@@ -25,13 +25,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from swapflow.activities.work_order import new_work_order
 from swapflow.api.app import create_app
 from swapflow.api.deps import get_temporal
 from swapflow.db import models as tables
 from swapflow.db.engine import Database
 from swapflow.db.models import OperatorRole, PresenceCause, utcnow
 from swapflow.device_adapter.presence import record_transition
+from swapflow.services.work_orders import new_work_order
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
 

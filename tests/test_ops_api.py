@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from swapflow.activities.work_order import new_work_order
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import (
@@ -26,6 +25,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.device_adapter.presence import record_transition
+from swapflow.services.work_orders import new_work_order
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.swap_harness import new_order

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.activities.reconciliation import ReconciliationActivities, reconcile_provider
+from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.api.app import create_app
 from swapflow.cli import main
 from swapflow.db.engine import Database
@@ -38,6 +38,7 @@ from swapflow.payments.ledger import (
 from swapflow.payments.provider import ChargeRequest, RefundRequest, refund_key
 from swapflow.payments.refunds import charge_key
 from swapflow.payments.wechat import WeChatPayProvider, out_refund_no, out_trade_no
+from swapflow.services.reconciliation import reconcile_provider
 from swapflow.settings import Settings, get_settings
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.reconciliation_contract import ReconcileInput, ReconcileProvider

@@ -16,7 +16,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.activities.work_order import new_work_order, work_order_input
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.models import (
@@ -37,6 +36,7 @@ from swapflow.db.models import (
 from swapflow.device_adapter.presence import record_transition
 from swapflow.ops.figures import incident_figures
 from swapflow.ops.uptime import Period
+from swapflow.services.work_orders import new_work_order, work_order_input
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow

@@ -3,7 +3,6 @@ work order (its timeline, dispatch, escalation, the live check of a fix, closing
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 import httpx
@@ -29,11 +28,11 @@ from swapflow.db.models import (
     WorkOrderStatus,
     utcnow,
 )
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
 from swapflow.ops.alerts import raise_alert
 from swapflow.ops.channels import alert_document, post_signed, render_body
 from swapflow.ops.dispatch import city_lead, nearest_on_duty
+from swapflow.services.work_orders import new_work_order, open_work_order_for, work_order_input
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator_contract import AlertDeliveryRequest, EvaluateInput, Evaluation
 from swapflow.workflows.swap_contract import FaultReport
@@ -42,79 +41,11 @@ from swapflow.workflows.work_order_contract import (
     DispatchResult,
     EscalationRequest,
     LiveCheck,
-    WorkOrderInput,
     WorkOrderStep,
 )
 
 _DELIVERY_LOOKBACK = timedelta(hours=24)
 _DELIVERIES_PER_ROUND = 100
-
-
-def work_order_key(cabinet_id: str, slot_no: int | None) -> str:
-    """One open work order per cabinet and slot (or cabinet as a whole)."""
-    return f"{cabinet_id}/{slot_no or '-'}"
-
-
-async def new_work_order(
-    session: AsyncSession,
-    *,
-    cabinet_id: str,
-    slot_no: int | None,
-    kind: str,
-    severity: str,
-    source: str,
-    description: str,
-    alert_id: int | None = None,
-) -> WorkOrder:
-    """A new work order row (status new) for a cabinet and slot."""
-    key = work_order_key(cabinet_id, slot_no)
-    city = await cabinet_city(session, cabinet_id)
-    if city is None:
-        raise ValueError(f"no cabinet {cabinet_id!r}")
-    # Readable, and unique beyond this database: a Temporal namespace outlives a reset database.
-    order = WorkOrder(
-        id=f"{cabinet_id}.{slot_no or 0}.{secrets.token_hex(4)}",
-        dedupe_key=key,
-        cabinet_id=cabinet_id,
-        slot_no=slot_no,
-        city_code=city,
-        kind=kind,
-        severity=severity,
-        source=source,
-        alert_id=alert_id,
-        description=description,
-        status=WorkOrderStatus.NEW,
-        opened_at=utcnow(),
-    )
-    session.add(order)
-    await session.flush()
-    return order
-
-
-async def open_work_order_for(session: AsyncSession, cabinet_id: str, slot_no: int | None) -> WorkOrder | None:
-    """The open work order of a cabinet and slot, if any."""
-    return await session.scalar(
-        select(WorkOrder).where(
-            WorkOrder.dedupe_key == work_order_key(cabinet_id, slot_no), WorkOrder.status.in_(OPEN_WORK_ORDER_STATUSES)
-        )
-    )
-
-
-def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> WorkOrderInput:
-    """The workflow input of a work order, with the SLA of its severity."""
-    sla = settings.ops_sla.get(order.severity) or settings.ops_sla["warning"]
-    return WorkOrderInput(
-        work_order_id=order.id,
-        cabinet_id=order.cabinet_id,
-        slot_no=order.slot_no,
-        city_code=order.city_code,
-        severity=order.severity,
-        kind=order.kind,
-        reporting=capability == CabinetCapability.REPORTING,
-        ack_s=sla.ack_s,
-        resolve_s=sla.resolve_s,
-        verify_ack_timeout_s=settings.ops_verify_ack_timeout_s,
-    )
 
 
 class OpsActivities:

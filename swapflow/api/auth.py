@@ -20,6 +20,7 @@ from swapflow.api.deps import DatabaseDep
 from swapflow.api.problems import Problem
 from swapflow.db.cities import rider_city
 from swapflow.db.models import ApiToken, Operator, OperatorRole, Rider, RiderStatus
+from swapflow.domain.errors import Forbidden, NotFound
 from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
 
 STAFF = (OperatorRole.OPERATOR, OperatorRole.CITY_LEAD, OperatorRole.ADMIN)
@@ -49,13 +50,13 @@ class Principal:
     def check_city(self, city_code: str, what: str = "resource", ident: str = "") -> None:
         """404 when the caller may not see `city_code`: another city's resources do not exist for them."""
         if not self.sees_city(city_code):
-            raise Problem(404, f"Unknown {what}", f"no {what} {ident!r}".strip())
+            raise NotFound(what, ident)
 
     def visible_cities(self, asked: str | None = None) -> list[str] | None:
         """The cities a listing covers: `asked` (403 if not granted) or all the caller may see (None: all)."""
         if asked is not None:
             if not self.sees_city(asked):
-                raise Problem(403, "Forbidden", f"no access to city {asked!r}")
+                raise Forbidden(f"no access to city {asked!r}")
             return [asked]
         return None if self.cities is None else sorted(self.cities)
 
@@ -65,7 +66,7 @@ async def check_rider_access(session: AsyncSession, principal: Principal, rider_
     of their cities."""
     if principal.is_rider:
         if principal.id != rider_id:
-            raise Problem(404, f"Unknown {what}", f"no {what} {ident!r}")
+            raise NotFound(what, ident)
         return
     if principal.cities is not None:
         principal.check_city(await rider_city(session, rider_id) or "", what, ident)
@@ -121,7 +122,7 @@ def require(*roles: OperatorRole, riders: bool = False) -> Callable[..., Awaitab
                 return principal
         elif principal.role in allowed:
             return principal
-        raise Problem(403, "Forbidden", f"{principal.role or 'rider'} accounts may not do this")
+        raise Forbidden(f"{principal.role or 'rider'} accounts may not do this")
 
     return dependency
 

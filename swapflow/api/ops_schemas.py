@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,16 +139,3 @@ class UptimeReport(BaseModel):
 class OpenByAge(BaseModel):
     alerts: dict[str, int]
     work_orders: dict[str, int]
-
-
-class TraceEntry(BaseModel):
-    at: datetime
-    kind: str
-    """device_message | command | custody | alert | work_order | online | safety"""
-    summary: str
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
-class Trace(BaseModel):
-    subject: str
-    entries: list[TraceEntry]

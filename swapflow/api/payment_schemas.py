@@ -6,6 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from swapflow.db.models import Refund, WalletTopUp
+from swapflow.workflows.refund_contract import refund_workflow_id
+from swapflow.workflows.topup_contract import top_up_workflow_id
+
 
 class TopUpCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,6 +38,15 @@ class TopUpView(BaseModel):
     created_at: datetime
     settled_at: datetime | None
     workflow_id: str
+
+    @classmethod
+    def of(cls, top_up: WalletTopUp) -> TopUpView:
+        return cls.model_validate(
+            {
+                **{name: getattr(top_up, name) for name in cls.model_fields if name != "workflow_id"},
+                "workflow_id": top_up_workflow_id(top_up.id),
+            }
+        )
 
 
 class GoodwillCreate(BaseModel):
@@ -88,6 +101,13 @@ class RefundView(BaseModel):
     final_at: datetime | None
     escalated: bool
     workflow_id: str
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundView:
+        return cls(
+            **{name: getattr(refund, name) for name in cls.model_fields if name != "workflow_id"},
+            workflow_id=refund_workflow_id(refund.id),
+        )
 
 
 class ComplaintCreate(BaseModel):

@@ -1,4 +1,5 @@
-"""Errors as RFC 9457 problem details (application/problem+json), for every error the API returns."""
+"""Errors as RFC 9457 problem details (application/problem+json), for every error the API returns: the
+services' domain errors (one status per kind), the API's own (a missing token), HTTP and validation errors."""
 
 from __future__ import annotations
 
@@ -13,13 +14,41 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from swapflow.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refused,
+    Unavailable,
+)
+
 PROBLEM_JSON = "application/problem+json"
 
 log = logging.getLogger(__name__)
 
 
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Invalid: 422,
+    Refused: 422,
+    Unavailable: 503,
+}
+"""The status each kind of domain error answers (a subclass answers its base's)."""
+
+
+def domain_status(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    raise RuntimeError(f"no status for {type(error).__name__}: add its kind to DOMAIN_STATUS")
+
+
 class Problem(Exception):
-    """Raise to answer with a problem document."""
+    """Raise to answer with a problem document the domain has no word for (an unauthenticated request)."""
 
     def __init__(
         self,
@@ -75,7 +104,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Turn Problem, HTTP errors and request validation errors into problem documents."""
+    """Turn domain errors, Problem, HTTP errors and request validation errors into problem documents."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(domain_status(exc), exc.title, exc.detail, instance=request.url.path, **exc.members)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

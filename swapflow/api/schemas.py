@@ -8,8 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swapflow.api.payment_schemas import RefundView
-from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+from swapflow.db.models import CabinetCapability, SwapOrder, SwapStage, SwapStatus
 from swapflow.domain.pricing import Quote
+from swapflow.workflows.swap_contract import swap_workflow_id
 
 
 class SwapCreate(BaseModel):
@@ -48,6 +49,13 @@ class SwapView(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     refund: RefundView | None = Field(None, description="The refund of a failed swap: status, expected arrival.")
+
+    @classmethod
+    def of(cls, order: SwapOrder) -> SwapView:
+        """An order as its row records it."""
+        own = ("workflow_id", "source", "refund")
+        fields = {name: getattr(order, name) for name in cls.model_fields if name not in own}
+        return cls(**fields, workflow_id=swap_workflow_id(order.id), source="database")
 
 
 class CabinetSummary(BaseModel):

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from swapflow.db.engine import Database
@@ -28,6 +26,7 @@ from swapflow.payments.provider import (
     ProviderRefund,
     refund_id_from_key,
 )
+from swapflow.services.temporal import TemporalConnector
 from swapflow.workflows.refund_contract import refund_workflow_id
 
 log = logging.getLogger(__name__)
@@ -145,9 +144,6 @@ class VerifiedNotification(BaseModel):
 class NotificationOutcome(StrEnum):
     RECORDED = "recorded"  # new; a refund's workflow (if it exists) got the re-read state
     DUPLICATE = "duplicate"  # seen before: nothing changed
-
-
-TemporalConnector = Callable[[], Awaitable[Client]]
 
 
 async def process_notification(

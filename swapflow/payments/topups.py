@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp, utcnow
@@ -40,7 +39,7 @@ def goodwill_source(credit_id: str) -> str:
 
 
 class TopUpRefused(ValueError):
-    """A top-up or credit that must not be opened (wallet in another currency, key reused)."""
+    """A top-up or credit that must not be opened (the wallet holds another currency)."""
 
 
 async def _check_currency(session: AsyncSession, rider_id: str, currency: str) -> None:
@@ -51,16 +50,9 @@ async def _check_currency(session: AsyncSession, rider_id: str, currency: str) -
 
 async def open_top_up(
     session: AsyncSession, *, rider_id: str, idempotency_key: str, amount_minor: int, currency: str
-) -> tuple[WalletTopUp, bool]:
-    """The top-up under the rider's `idempotency_key`, opened now (pending, nothing credited) if new,
-    with our payment record for the provider. Returns (top-up, created)."""
-    existing = await session.scalar(
-        select(WalletTopUp).where(WalletTopUp.rider_id == rider_id, WalletTopUp.idempotency_key == idempotency_key)
-    )
-    if existing is not None:
-        if existing.amount_minor != amount_minor:
-            raise TopUpRefused(f"Idempotency-Key {idempotency_key!r} was used for a top-up of {existing.amount_minor}")
-        return existing, False
+) -> WalletTopUp:
+    """A new top-up under the rider's `idempotency_key` (unique), pending, nothing credited, with our
+    payment record for the provider."""
     await _check_currency(session, rider_id, currency)
     how = await payer_method(session, rider_id)
     method, payer = (how.method, how.payer) if how.method in TOPUP_METHODS else (DEFAULT_METHOD, None)
@@ -89,7 +81,7 @@ async def open_top_up(
         )
     )
     await session.flush()
-    return top_up, True
+    return top_up
 
 
 async def credit_top_up(session: AsyncSession, top_up: WalletTopUp, payment: Payment) -> WalletEntry:
@@ -119,18 +111,9 @@ async def grant_goodwill(
     currency: str,
     reason: str,
     approved_by: str,
-) -> tuple[GoodwillCredit, bool]:
-    """Credit the rider's wallet without a payment, once per key, from the goodwill account.
-    Returns (credit, created)."""
-    existing = await session.scalar(
-        select(GoodwillCredit).where(
-            GoodwillCredit.rider_id == rider_id, GoodwillCredit.idempotency_key == idempotency_key
-        )
-    )
-    if existing is not None:
-        if existing.amount_minor != amount_minor:
-            raise TopUpRefused(f"Idempotency-Key {idempotency_key!r} was used for a credit of {existing.amount_minor}")
-        return existing, False
+) -> GoodwillCredit:
+    """Credit the rider's wallet without a payment, from the goodwill account, under the rider's
+    `idempotency_key` (unique)."""
     await _check_currency(session, rider_id, currency)
     credit = GoodwillCredit(
         id=f"gw_{uuid.uuid4().hex[:20]}",
@@ -153,4 +136,4 @@ async def grant_goodwill(
         debit_account=GOODWILL,
         memo=f"goodwill {credit.id} by {approved_by}: {reason}"[:200],
     )
-    return credit, True
+    return credit

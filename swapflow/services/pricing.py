@@ -11,11 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db import models as db
+from swapflow.domain.errors import Conflict, NotFound, Refused
 from swapflow.domain.pricing import (
     Coupon,
     CouponRejection,
     CouponUsage,
     PriceRule,
+    PriceRuleSpec,
     PricingContext,
     Quote,
     normalise_code,
@@ -100,6 +102,68 @@ async def price_swap(
     coupon = await coupon_named(session, coupon_code) if coupon_code else None
     usage = await coupon_usage(session, coupon.code, rider_id) if coupon else None
     return quote(ctx, rules, coupon_code=coupon_code, coupon=coupon, usage=usage), coupon
+
+
+async def quote_swap(session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime) -> Quote:
+    """What a swap by the rider at the cabinet costs at `at`, without a coupon (NotFound: no such cabinet)."""
+    try:
+        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=None)
+    except UnpricedCabinet as exc:
+        raise NotFound("cabinet", cabinet_id, detail=str(exc)) from exc
+    return priced
+
+
+async def check_coupon(
+    session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime, coupon_code: str
+) -> Quote:
+    """The quote with the rider's coupon applied; Refused, its `reason` naming why, if the coupon cannot
+    be used (NotFound: no such cabinet)."""
+    try:
+        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
+    except UnpricedCabinet as exc:
+        raise NotFound("cabinet", cabinet_id, detail=str(exc)) from exc
+    if priced.coupon_rejected is not None:
+        raise Refused(
+            "Coupon not applicable",
+            f"coupon {coupon_code!r} cannot be used for this swap: {priced.coupon_rejected}",
+            reason=priced.coupon_rejected.value,
+        )
+    return priced
+
+
+async def add_price_rule(session: AsyncSession, spec: PriceRuleSpec) -> PriceRule:
+    """Store a price rule; it prices every swap admitted from then on (NotFound: no such city)."""
+    if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
+        raise NotFound("city", spec.city_code)
+    row = db.PriceRule(**spec.model_dump())
+    session.add(row)
+    await session.flush()
+    return PriceRule.model_validate(row)
+
+
+async def price_rules(session: AsyncSession, cities: list[str] | None) -> list[PriceRule]:
+    """Price rules, oldest first: the network-wide ones and those of `cities` (None: every city's)."""
+    query = select(db.PriceRule).order_by(db.PriceRule.id)
+    if cities is not None:
+        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
+    return [PriceRule.model_validate(row) for row in await session.scalars(query)]
+
+
+async def coupons_for(session: AsyncSession, cities: frozenset[str] | None) -> list[db.Coupon]:
+    """The coupons valid in any of `cities` (None: every coupon), by code."""
+    rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
+    return [row for row in rows if row.city_codes is None or cities is None or not cities.isdisjoint(row.city_codes)]
+
+
+async def add_coupon(session: AsyncSession, coupon: Coupon) -> db.Coupon:
+    """Store a new coupon (Conflict: its code, case-insensitive, is taken)."""
+    row = db.Coupon(**coupon.model_dump(), redeemed_count=0)
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("Coupon exists", f"a coupon {coupon.code!r} exists already") from exc
+    return row
 
 
 async def redeem_coupon(

@@ -1,9 +1,28 @@
-"""Swaps: the swap workflow's input, with the bounds of its waits from the settings."""
+"""Swaps: opening a rider's order once per Idempotency-Key, starting its workflow (the one place that
+says how a swap's workflow starts), and following it."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from swapflow.db.engine import Database
+from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
+from swapflow.domain.errors import NotFound
+from swapflow.domain.pricing import normalise_code
+from swapflow.services.idempotency import create_once
+from swapflow.services.pricing import check_coupon
+from swapflow.services.temporal import TemporalConnector, connect
 from swapflow.settings import Settings
-from swapflow.workflows.swap_contract import SwapRequest
+from swapflow.workflows.swap import SwapWorkflow
+from swapflow.workflows.swap_contract import SwapProgress, SwapRequest, swap_workflow_id
 
 
 def swap_request(
@@ -24,3 +43,124 @@ def swap_request(
         refund_poll_schedule_s=tuple(settings.refund_poll_schedule_s),
         refund_expected_days=settings.refund_expected_days,
     )
+
+
+def swap_start(settings: Settings, order: SwapOrder) -> WithStartWorkflowOperation[SwapWorkflow, SwapProgress]:
+    """How an order's swap workflow starts: at most once per order, the running one joined."""
+    return WithStartWorkflowOperation(
+        SwapWorkflow.run,
+        swap_request(
+            settings,
+            order_id=order.id,
+            rider_id=order.rider_id,
+            cabinet_id=order.cabinet_id,
+            coupon_code=order.coupon_code,
+        ),
+        id=swap_workflow_id(order.id),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A finished swap is never run again under the same id.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+
+
+async def _order_for_key(
+    db: Database, *, rider_id: str, cabinet_id: str, coupon_code: str | None, key: str
+) -> tuple[SwapOrder, bool]:
+    """The order the rider's idempotency key names, created if new. Returns (order, created)."""
+    coupon = normalise_code(coupon_code) if coupon_code else None
+
+    async with db.transaction() as session:
+
+        async def find() -> SwapOrder | None:
+            return await session.scalar(
+                select(SwapOrder).where(SwapOrder.rider_id == rider_id, SwapOrder.idempotency_key == key)
+            )
+
+        def differs(order: SwapOrder) -> str | None:
+            if order.cabinet_id != cabinet_id:
+                return f"Idempotency-Key {key!r} was used for a swap at cabinet {order.cabinet_id!r}"
+            if order.coupon_code != coupon:
+                return f"Idempotency-Key {key!r} was used for a swap with coupon {order.coupon_code!r}"
+            return None
+
+        async def create() -> SwapOrder:
+            if await session.get(Rider, rider_id) is None:
+                raise NotFound("rider", rider_id)
+            if await session.get(Cabinet, cabinet_id) is None:
+                raise NotFound("cabinet", cabinet_id)
+            created_at = utcnow()  # the time the swap is priced at, here and at admission
+            if coupon_code is not None:
+                await check_coupon(
+                    session, rider_id=rider_id, cabinet_id=cabinet_id, at=created_at, coupon_code=coupon_code
+                )
+            order = SwapOrder(
+                id=uuid.uuid4().hex,
+                rider_id=rider_id,
+                cabinet_id=cabinet_id,
+                idempotency_key=key,
+                steps=[],
+                created_at=created_at,
+                coupon_code=coupon,
+            )
+            session.add(order)
+            await session.flush()
+            return order
+
+        return await create_once(session, find=find, differs=differs, create=create)
+
+
+async def create_swap(
+    db: Database,
+    settings: Settings,
+    temporal: TemporalConnector,
+    *,
+    rider_id: str,
+    cabinet_id: str,
+    coupon_code: str | None,
+    idempotency_key: str,
+) -> tuple[SwapOrder, bool]:
+    """Open the rider's swap under `idempotency_key` (the same key answers the same swap) and start it;
+    return once its return door is open, or it has failed. Returns (the order as it is now, created)."""
+    order, created = await _order_for_key(
+        db, rider_id=rider_id, cabinet_id=cabinet_id, coupon_code=coupon_code, key=idempotency_key
+    )
+    if order.status == SwapStatus.IN_PROGRESS:
+        # The order is kept if Temporal is unreachable: the same Idempotency-Key starts it once it is back.
+        client = await connect(temporal, "Swaps unavailable")
+        try:
+            # The answer is read from the order row below; the SDK types an async update's result as a coroutine.
+            _ = await client.execute_update_with_start_workflow(
+                SwapWorkflow.admission, start_workflow_operation=swap_start(settings, order)
+            )
+        except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError):
+            pass  # already finished: the order row says how
+    async with db.sessions() as session:
+        fresh = await session.get(SwapOrder, order.id)
+    if fresh is None:
+        raise RuntimeError(f"swap order {order.id} vanished after it was opened")
+    return fresh, created
+
+
+async def find_swap(session: AsyncSession, swap_id: str) -> SwapOrder:
+    """The order, or NotFound."""
+    order = await session.get(SwapOrder, swap_id)
+    if order is None:
+        raise NotFound("swap", swap_id)
+    return order
+
+
+async def swap_refund(session: AsyncSession, order: SwapOrder) -> Refund | None:
+    """The refund a finished swap opened, if any."""
+    return await session.get(Refund, order.refund_ref) if order.refund_ref else None
+
+
+async def swap_progress(temporal: TemporalConnector, order_id: str) -> SwapProgress | None:
+    """A running swap's progress from its workflow; None while the workflow is not reachable."""
+    try:
+        client = await temporal()
+        return await client.get_workflow_handle(swap_workflow_id(order_id)).query(
+            SwapWorkflow.progress, rpc_timeout=timedelta(seconds=5)
+        )
+    except (RuntimeError, RPCError, WorkflowQueryFailedError):
+        return None

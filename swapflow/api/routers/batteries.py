@@ -3,28 +3,18 @@ and its recent history (a time series of readings)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
-from swapflow.api.problems import Problem
 from swapflow.db.cities import battery_city
-from swapflow.db.models import (
-    Battery,
-    BatteryReadingRecord,
-    BatteryStatus,
-    CustodianKind,
-    OperatorRole,
-    Slot,
-    as_utc,
-    utcnow,
-)
+from swapflow.db.models import BatteryStatus, CustodianKind, OperatorRole, as_utc
 from swapflow.device_adapter.battery_state import readiness
+from swapflow.services import batteries
 
 router = APIRouter(prefix="/v1/batteries", tags=["batteries"])
 
@@ -83,21 +73,11 @@ async def get_battery(
     limit: Annotated[int, Query(ge=0, le=5000, description="At most this many readings, newest first.")] = 500,
 ) -> BatteryView:
     """One pack with its recent readings, newest first (ops and technicians of the city it is in)."""
-    battery = await session.get(Battery, serial)
-    if battery is None:
-        raise Problem(404, "Unknown battery", f"no battery {serial!r}")
+    battery = await batteries.find_battery(session, serial)
     if principal.cities is not None:
         principal.check_city(await battery_city(session, battery) or "", "battery", serial)
-    slot = await session.scalar(select(Slot).where(Slot.battery_serial == serial))
-    since = utcnow() - timedelta(hours=hours)
-    history = (
-        await session.scalars(
-            select(BatteryReadingRecord)
-            .where(BatteryReadingRecord.battery_serial == serial, BatteryReadingRecord.at >= since)
-            .order_by(BatteryReadingRecord.at.desc())
-            .limit(limit)
-        )
-    ).all()
+    slot = await batteries.slot_of(session, serial)
+    history = await batteries.history(session, serial, hours=hours, limit=limit)
     reasons = readiness(battery, slot, settings)
     return BatteryView(
         serial=battery.serial,

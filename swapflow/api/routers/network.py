@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, select
 
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.schemas import DeadLetterView, NetworkStats
-from swapflow.db.cities import topic_cabinet
-from swapflow.db.models import Cabinet, DeadLetter, Station, SwapOrder, SwapStatus
+from swapflow.db.models import SwapStatus
+from swapflow.services import network
 
 router = APIRouter(tags=["network"])
 
@@ -24,19 +23,14 @@ async def healthz() -> dict[str, str]:
 @router.get("/v1/stats", response_model=NetworkStats)
 async def stats(session: SessionDep) -> NetworkStats:
     """Swaps done / failed / in flight and cabinets online."""
-    by_status = dict(
-        (await session.execute(select(SwapOrder.status, func.count()).group_by(SwapOrder.status))).tuples().all()
-    )
-    online, total = (
-        await session.execute(select(func.count().filter(Cabinet.online.is_(True)), func.count()).select_from(Cabinet))
-    ).one()
+    counts = await network.network_counts(session)
     return NetworkStats(
-        swaps_completed=by_status.get(SwapStatus.COMPLETED, 0),
-        swaps_failed=by_status.get(SwapStatus.FAILED, 0),
-        swaps_in_flight=by_status.get(SwapStatus.IN_PROGRESS, 0),
-        cabinets_online=online or 0,
-        cabinets_total=total or 0,
-        dead_letters=await session.scalar(select(func.count()).select_from(DeadLetter)) or 0,
+        swaps_completed=counts.swaps_by_status.get(SwapStatus.COMPLETED, 0),
+        swaps_failed=counts.swaps_by_status.get(SwapStatus.FAILED, 0),
+        swaps_in_flight=counts.swaps_by_status.get(SwapStatus.IN_PROGRESS, 0),
+        cabinets_online=counts.cabinets_online,
+        cabinets_total=counts.cabinets_total,
+        dead_letters=counts.dead_letters,
     )
 
 
@@ -50,17 +44,10 @@ async def dead_letters(
 ) -> list[DeadLetterView]:
     """Device messages that could not be parsed or routed, newest first, with the reason: those of the
     caller's cities' cabinets (of devices that are no known cabinet too, for admins)."""
-    cities = principal.visible_cities(city)
-    query = (
-        select(DeadLetter, Cabinet.id, Station.city_code)
-        .outerjoin(Cabinet, Cabinet.id == topic_cabinet(DeadLetter.topic, settings.mqtt_topic_prefix))
-        .outerjoin(Station, Station.id == Cabinet.station_id)
-        .order_by(DeadLetter.id.desc())
-        .limit(limit)
+    found = await network.dead_letters(
+        session, topic_prefix=settings.mqtt_topic_prefix, cities=principal.visible_cities(city), limit=limit
     )
-    if cities is not None:
-        query = query.where(Station.city_code.in_(cities))
     return [
         DeadLetterView.model_validate(row).model_copy(update={"cabinet_id": cabinet_id, "city_code": city_code})
-        for row, cabinet_id, city_code in (await session.execute(query)).tuples()
+        for row, cabinet_id, city_code in found
     ]

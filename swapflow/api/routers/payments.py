@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from swapflow.api.deps import DatabaseDep, SettingsDep, TemporalConnector, TemporalDep
+from swapflow.api.deps import DatabaseDep, SettingsDep, TemporalDep
 from swapflow.api.problems import problem_response, problem_responses
 from swapflow.db.engine import Database
 from swapflow.payments.notifications import (
@@ -30,6 +30,7 @@ from swapflow.payments.stripe import StripeProvider
 from swapflow.payments.stripe import provider_from_settings as stripe_from_settings
 from swapflow.payments.wechat import WeChatPayProvider
 from swapflow.payments.wechat import provider_from_settings as wechat_from_settings
+from swapflow.services.temporal import TemporalConnector
 from swapflow.settings import Settings
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])

@@ -7,16 +7,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
-from swapflow.api.problems import Problem, problem_responses
-from swapflow.db import models as db
+from swapflow.api.problems import problem_responses
+from swapflow.db.models import Rider, utcnow
+from swapflow.domain.errors import NotFound
 from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
-from swapflow.services.pricing import UnpricedCabinet, price_swap
+from swapflow.services.pricing import add_coupon, add_price_rule, check_coupon, coupons_for, price_rules, quote_swap
 
 router = APIRouter(tags=["pricing"])
 
@@ -26,24 +24,6 @@ class CouponView(Coupon):
 
     redeemed_count: int
     created_at: datetime
-
-
-async def check_coupon(
-    session: AsyncSession, *, rider_id: str, cabinet_id: str, at: datetime, coupon_code: str
-) -> Quote:
-    """The quote with the rider's coupon applied, or a 422 problem naming why the coupon cannot be used."""
-    try:
-        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
-    except UnpricedCabinet as exc:
-        raise Problem(404, "Unknown cabinet", str(exc)) from exc
-    if priced.coupon_rejected is not None:
-        raise Problem(
-            422,
-            "Coupon not applicable",
-            f"coupon {coupon_code!r} cannot be used for this swap: {priced.coupon_rejected}",
-            reason=priced.coupon_rejected.value,
-        )
-    return priced
 
 
 @router.get("/v1/prices/quote", response_model=Quote, responses=problem_responses(404))
@@ -57,16 +37,12 @@ async def get_quote(
     """What the rider would pay for a swap at the cabinet now, line by line. A coupon that cannot be
     used is a 422 problem whose `reason` says why, as it would be when starting the swap."""
     await check_rider_access(session, principal, rider_id, "rider", rider_id)
-    if await session.get(db.Rider, rider_id) is None:
-        raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
-    at = db.utcnow()
+    if await session.get(Rider, rider_id) is None:
+        raise NotFound("rider", rider_id)
+    at = utcnow()
     if coupon_code is not None:
         return await check_coupon(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
-    try:
-        priced, _ = await price_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=None)
-    except UnpricedCabinet as exc:
-        raise Problem(404, "Unknown cabinet", str(exc)) from exc
-    return priced
+    return await quote_swap(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at)
 
 
 @router.get("/v1/pricing/rules", response_model=list[PriceRule])
@@ -74,11 +50,7 @@ async def list_rules(
     session: SessionDep, principal: MoneyStaff, city_code: Annotated[str | None, Query(max_length=16)] = None
 ) -> list[PriceRule]:
     """Price rules, oldest first: the network-wide ones and those of `city_code`, or of the caller's cities."""
-    cities = principal.visible_cities(city_code)
-    query = select(db.PriceRule).order_by(db.PriceRule.id)
-    if cities is not None:
-        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
-    return [PriceRule.model_validate(row) for row in await session.scalars(query)]
+    return await price_rules(session, principal.visible_cities(city_code))
 
 
 @router.post(
@@ -87,24 +59,14 @@ async def list_rules(
 async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> PriceRule:
     """Add a price rule (admins); it prices every swap admitted from now on."""
     async with database.transaction() as session:
-        if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
-            raise Problem(404, "Unknown city", f"no city {spec.city_code!r}")
-        row = db.PriceRule(**spec.model_dump())
-        session.add(row)
-        await session.flush()
-        return PriceRule.model_validate(row)
+        return await add_price_rule(session, spec)
 
 
 @router.get("/v1/pricing/coupons", response_model=list[CouponView])
 async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[CouponView]:
     """The coupons valid in the caller's cities (every one, for an admin), by code, with their live
     redemptions."""
-    rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
-    return [
-        CouponView.model_validate(row)
-        for row in rows
-        if row.city_codes is None or principal.cities is None or not principal.cities.isdisjoint(row.city_codes)
-    ]
+    return [CouponView.model_validate(row) for row in await coupons_for(session, principal.cities)]
 
 
 @router.post(
@@ -116,10 +78,4 @@ async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[Coupo
 async def create_coupon(spec: Coupon, database: DatabaseDep, _: Admin) -> CouponView:
     """Add a coupon (admins); its code (case-insensitive) must be new."""
     async with database.transaction() as session:
-        row = db.Coupon(**spec.model_dump(), redeemed_count=0)
-        session.add(row)
-        try:
-            await session.flush()
-        except IntegrityError as exc:
-            raise Problem(409, "Coupon exists", f"a coupon {spec.code!r} exists already") from exc
-        return CouponView.model_validate(row)
+        return CouponView.model_validate(await add_coupon(session, spec))

@@ -7,51 +7,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.api.auth import Finance, RiderOrMoneyStaff, check_rider_access
-from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
+from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep, answer_created
 from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
-from swapflow.api.problems import Problem, problem_responses
-from swapflow.db.models import City, Rider, Wallet, WalletTopUp
-from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
-from swapflow.workflows.topup import TopUpWorkflow
-from swapflow.workflows.topup_contract import TopUpStart, top_up_workflow_id
+from swapflow.api.problems import problem_responses
+from swapflow.services import wallets
 
 router = APIRouter(prefix="/v1/riders", tags=["wallets"])
 
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=60)]
 
 
-def top_up_view(top_up: WalletTopUp) -> TopUpView:
-    return TopUpView.model_validate(
-        {
-            **{name: getattr(top_up, name) for name in TopUpView.model_fields if name != "workflow_id"},
-            "workflow_id": top_up_workflow_id(top_up.id),
-        }
-    )
-
-
-async def _rider_currency(session: AsyncSession, rider_id: str) -> str:
-    rider = await session.get(Rider, rider_id)
-    if rider is None:
-        raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
-    city = await session.get(City, rider.city_code)
-    assert city is not None
-    return city.currency
-
-
 @router.get("/{rider_id}/wallet", response_model=WalletView)
 async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> WalletView:
     """A rider's prepaid balance (the rider's own, or ops' and finance's for riders of their cities)."""
     await check_rider_access(session, principal, rider_id, "rider", rider_id)
-    wallet = await session.get(Wallet, rider_id)
-    if wallet is None:
-        if await session.get(Rider, rider_id) is None:
-            raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
-        raise Problem(404, "No wallet", f"rider {rider_id!r} has never topped up")
+    wallet = await wallets.find_wallet(session, rider_id)
     return WalletView(rider_id=rider_id, currency=wallet.currency, balance_minor=wallet.balance_minor)
 
 
@@ -78,48 +50,20 @@ async def create_top_up(
     the sandbox), in their city's currency. Answers at once with the top-up pending: the wallet is
     credited only when the provider confirms the payment (follow it with GET). The same Idempotency-Key
     opens one top-up."""
-    async with db.transaction() as session:
+    async with db.sessions() as session:
         await check_rider_access(session, principal, rider_id, "rider", rider_id)
-        currency = await _rider_currency(session, rider_id)
-        try:
-            top_up, created = await open_top_up(
-                session,
-                rider_id=rider_id,
-                idempotency_key=idempotency_key,
-                amount_minor=body.amount_minor,
-                currency=currency,
-            )
-        except TopUpRefused as refused:
-            raise Problem(409, "Top-up refused", str(refused)) from None
-    try:
-        client = await temporal()
-    except RuntimeError as exc:
-        # The top-up is kept, pending: the same request starts its workflow once Temporal is back.
-        raise Problem(503, "Top-ups unavailable", f"workflow service unreachable: {exc}") from exc
-    try:
-        await client.start_workflow(
-            TopUpWorkflow.run,
-            TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payment_pending_timeout_s),
-            id=top_up_workflow_id(top_up.id),
-            task_queue=settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # already ran to the end
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return top_up_view(top_up)
+    top_up, created = await wallets.top_up(
+        db, settings, temporal, rider_id=rider_id, amount_minor=body.amount_minor, idempotency_key=idempotency_key
+    )
+    answer_created(response, created)
+    return TopUpView.of(top_up)
 
 
 @router.get("/{rider_id}/wallet/top-ups/{top_up_id}", response_model=TopUpView)
 async def get_top_up(rider_id: str, top_up_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> TopUpView:
     """A top-up and where it is: pending until the provider confirms, then succeeded (credited) or failed."""
     await check_rider_access(session, principal, rider_id, "top-up", top_up_id)
-    top_up = await session.get(WalletTopUp, top_up_id)
-    if top_up is None or top_up.rider_id != rider_id:
-        raise Problem(404, "Unknown top-up", f"no top-up {top_up_id!r}")
-    return top_up_view(top_up)
+    return TopUpView.of(await wallets.find_top_up(session, rider_id, top_up_id))
 
 
 @router.post(
@@ -143,20 +87,14 @@ async def create_goodwill_credit(
     its approver and the money comes from the goodwill ledger account."""
     async with db.transaction() as session:
         await check_rider_access(session, principal, rider_id, "rider", rider_id)
-        currency = await _rider_currency(session, rider_id)
-        try:
-            credit, created = await grant_goodwill(
-                session,
-                rider_id=rider_id,
-                idempotency_key=idempotency_key,
-                amount_minor=body.amount_minor,
-                currency=currency,
-                reason=body.reason,
-                approved_by=principal.id,
-            )
-        except TopUpRefused as refused:
-            raise Problem(409, "Credit refused", str(refused)) from None
+        credit, created = await wallets.credit_goodwill(
+            session,
+            rider_id=rider_id,
+            amount_minor=body.amount_minor,
+            reason=body.reason,
+            approved_by=principal.id,
+            idempotency_key=idempotency_key,
+        )
         view = GoodwillView.model_validate(credit)
-    if not created:
-        response.status_code = status.HTTP_200_OK
+    answer_created(response, created)
     return view

@@ -1,0 +1,92 @@
+"""Finding a cabinet: each with its station and live counts of packs ready to issue and free slots,
+nearest first around a point."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.models import Battery, BatteryStatus, Cabinet, Slot, Station
+from swapflow.domain.errors import NotFound
+from swapflow.domain.geo import distance_km
+from swapflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class CabinetStatus:
+    """A cabinet with its station, packs ready to issue and free slots (and how far, from a point)."""
+
+    cabinet: Cabinet
+    station: Station
+    ready: int
+    free: int
+    distance_km: float | None = None
+
+
+def _status_query(settings: Settings) -> Select[Any]:
+    """Cabinets with their station and live counts of ready packs and free slots."""
+    usable = and_(
+        Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None)
+    )
+    ready = and_(
+        usable,
+        Battery.status == BatteryStatus.IN_SERVICE,
+        Battery.soc >= settings.ready_soc_threshold,
+        Battery.soh >= settings.min_soh,
+    )
+    return (
+        select(
+            Cabinet,
+            Station,
+            func.coalesce(func.sum(case((ready, 1), else_=0)), 0).label("ready"),
+            func.coalesce(func.sum(case((and_(usable, Slot.battery_serial.is_(None)), 1), else_=0)), 0).label("free"),
+        )
+        .join(Station, Station.id == Cabinet.station_id)
+        .outerjoin(Slot, Slot.cabinet_id == Cabinet.id)
+        .outerjoin(Battery, Battery.serial == Slot.battery_serial)
+        .group_by(Cabinet.id, Station.id)
+    )
+
+
+async def cabinets(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    city: str | None,
+    near: tuple[float, float] | None,
+    radius_km: float,
+    limit: int,
+) -> list[CabinetStatus]:
+    """Cabinets with live status, of `city` if named; with `near` (lat, lon), those within `radius_km`,
+    nearest first; else by id."""
+    query = _status_query(settings)
+    if city:
+        query = query.where(Station.city_code == city)
+    if near is None:
+        rows = (await session.execute(query.order_by(Cabinet.id).limit(limit))).all()
+        return [CabinetStatus(c, s, int(r), int(f)) for c, s, r, f in rows]
+    lat, lon = near
+    # A bounding box the index can use, then the exact distance.
+    dlat = radius_km / 111.0
+    dlon = radius_km / max(1e-6, 111.0 * math.cos(math.radians(lat)))
+    query = query.where(Station.lat.between(lat - dlat, lat + dlat), Station.lon.between(lon - dlon, lon + dlon))
+    found = [
+        CabinetStatus(c, s, int(r), int(f), distance_km(lat, lon, s.lat, s.lon))
+        for c, s, r, f in (await session.execute(query)).all()
+    ]
+    within = [status for status in found if status.distance_km is not None and status.distance_km <= radius_km]
+    return sorted(within, key=lambda status: status.distance_km or 0.0)[:limit]
+
+
+async def cabinet(session: AsyncSession, settings: Settings, cabinet_id: str) -> tuple[CabinetStatus, list[Slot]]:
+    """One cabinet with live status and its slots in order, or NotFound."""
+    row = (await session.execute(_status_query(settings).where(Cabinet.id == cabinet_id))).first()
+    if row is None:
+        raise NotFound("cabinet", cabinet_id)
+    found, station, ready, free = row
+    slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no))).all()
+    return CabinetStatus(found, station, int(ready), int(free)), list(slots)
