@@ -54,7 +54,7 @@ async def new_work_order(
     key = work_order_key(cabinet_id, slot_no)
     city = await cabinet_city(session, cabinet_id)
     if city is None:
-        raise ValueError(f"no cabinet {cabinet_id!r}")
+        raise NotFound("cabinet", cabinet_id)
     # Readable, and unique beyond this database: a Temporal namespace outlives a reset database.
     order = WorkOrder(
         id=f"{cabinet_id}.{slot_no or 0}.{secrets.token_hex(4)}",
@@ -152,11 +152,11 @@ async def open_manual_work_order(
             )
         request = work_order_input(settings, order, cabinet.capability)
     if created:
+        # Without Temporal the row stays `new`: the alert evaluator starts its workflow on its next round.
         client = await connect(temporal, UNAVAILABLE)
         try:
             await start_work_order(client, settings, request)
         except (RuntimeError, RPCError) as exc:
-            # The row stays `new`: the alert evaluator starts its workflow on its next round.
             raise Unavailable(UNAVAILABLE, f"workflow service unreachable: {exc}") from exc
     async with db.sessions() as session:
         return await find_work_order(session, order.id), created
