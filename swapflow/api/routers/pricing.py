@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, status
 from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import problem_responses
-from swapflow.db.models import Rider, utcnow
-from swapflow.domain.errors import NotFound
+from swapflow.db.models import utcnow
 from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
+from swapflow.services.network import find_rider
 from swapflow.services.pricing import add_coupon, add_price_rule, check_coupon, coupons_for, price_rules, quote_swap
 
 router = APIRouter(tags=["pricing"])
@@ -37,8 +37,7 @@ async def get_quote(
     """What the rider would pay for a swap at the cabinet now, line by line. A coupon that cannot be
     used is a 422 problem whose `reason` says why, as it would be when starting the swap."""
     await check_rider_access(session, principal, rider_id, "rider", rider_id)
-    if await session.get(Rider, rider_id) is None:
-        raise NotFound("rider", rider_id)
+    await find_rider(session, rider_id)
     at = utcnow()
     if coupon_code is not None:
         return await check_coupon(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
