@@ -9,8 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from swapflow.api.app import create_app
+from swapflow.api.problems import domain_status
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, OperatorRole
+from swapflow.domain import errors
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
 
@@ -140,3 +142,22 @@ def test_cabinets_near_a_point_come_nearest_first(api: TestClient) -> None:
     distances = [c["distance_km"] for c in cabinets]
     assert distances == sorted(distances)
     assert all(c["ready_batteries"] > 0 and c["free_slots"] > 0 for c in cabinets)
+
+
+def _kinds(kind: type[errors.DomainError]) -> Iterator[type[errors.DomainError]]:
+    for sub in kind.__subclasses__():
+        yield sub
+        yield from _kinds(sub)
+
+
+def test_each_kind_of_domain_error_answers_its_status() -> None:
+    statuses = {kind.__name__: domain_status(kind.__new__(kind)) for kind in _kinds(errors.DomainError)}
+    assert statuses == {
+        "NotFound": 404,
+        "Forbidden": 403,
+        "Invalid": 422,
+        "Refused": 422,
+        "Conflict": 409,
+        "IdempotencyKeyReused": 409,
+        "Unavailable": 503,
+    }
