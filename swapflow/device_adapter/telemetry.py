@@ -1,8 +1,8 @@
-"""Telemetry batching: each cabinet's latest report waits for the next batch write (a newer one replaces
-it, an older one is dropped), and a batch writes the cabinets' live state in one short transaction,
-queues their readings for the history writer, and brings back online a cabinet heard again after its
-heartbeats expired. It remembers what it wrote, so unchanged slots are not written again, and the
-highest seq applied per cabinet."""
+"""Telemetry batching: each report is validated as it arrives, and each cabinet's latest waits for the
+next batch write (a newer one replaces it, an older one is dropped); a batch writes the cabinets' live
+state in one short transaction, queues their readings for the history writer, and brings back online a
+cabinet heard again after its heartbeats expired. It remembers what it wrote, so unchanged slots are
+not written again, and the highest seq applied per cabinet."""
 
 from __future__ import annotations
 
