@@ -660,7 +660,7 @@ async def test_a_write_cancelled_mid_statement_ends_cancelled_and_is_not_retried
         except asyncio.CancelledError:
             raise OperationalError("ROLLBACK", {}, Exception("another command is already in progress")) from None
 
-    writing = asyncio.create_task(adapter._transaction(interrupted_write))
+    writing = asyncio.create_task(adapter.storage.transaction(interrupted_write))
     await started.wait()
     writing.cancel()
     with pytest.raises(asyncio.CancelledError):

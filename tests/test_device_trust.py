@@ -26,6 +26,7 @@ from swapflow.db.models import (
     as_utc,
 )
 from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.device_adapter.topics import PackRoute
 from swapflow.ops.invariants import Violation, check_invariants
 from swapflow.protocol.v1 import Channel, battery_topic
 from swapflow.settings import Settings
@@ -208,12 +209,12 @@ async def test_a_forged_report_does_not_hide_the_packs_own_report_in_the_same_ba
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
     serial, order_id = await swapping_slot_1(db, recorder)
-    topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
+    route = PackRoute(battery_topic(settings.mqtt_topic_prefix, serial), serial)
     # Reports are applied in batches (about a second's worth); of one pack's, the newest credible one counts.
-    await adapter._apply_battery_reports(
+    await adapter.battery_reports.apply(
         [
-            (topic_, pack_report(serial, 5, cabinet_id=CABINET, slot_no=1, soc=96.0)),
-            (topic_, pack_report(serial, 6, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0)),
+            (route, pack_report(serial, 5, cabinet_id=CABINET, slot_no=1, soc=96.0)),
+            (route, pack_report(serial, 6, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0)),
         ]
     )
     await eventually(lambda: recorder_heard(recorder, order_id))

@@ -9,17 +9,16 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.models import DeadLetter, table_of, utcnow
 from swapflow.device_adapter.metrics import AdapterMetrics
+from swapflow.device_adapter.storage import Storage
 from swapflow.ops.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.settings import Settings
 from swapflow.workflows.swap_contract import FaultReport
@@ -31,8 +30,6 @@ _DEAD_LETTER_WINDOW_S = 3600  # repeats of one fault within this window count on
 _DEAD_LETTER_INSERT_ROWS = 500  # rows per insert statement (SQLite's bound on parameters)
 _EXPIRY_INTERVAL_S = 3600.0  # how often dead letters past their retention are deleted
 _EXPIRY_BATCH = 5_000  # dead letters deleted per transaction
-
-Transaction = Callable[[Callable[[AsyncSession], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass
@@ -49,14 +46,12 @@ class _Letter:
 
 @dataclass(eq=False)
 class DeadLetters:
-    """Collects dead letters and flooding cabinets until `flush`; `transaction` runs a unit of work with
-    the adapter's retries, `on_reject` counts each letter."""
+    """Collects dead letters and flooding cabinets until `flush`; `on_reject` counts each letter."""
 
     settings: Settings
     metrics: AdapterMetrics
-    transaction: Transaction
+    storage: Storage
     _: KW_ONLY
-    postgres: bool
     on_reject: Callable[[], None]
     # By dedupe key (repeats of one fault are counted).
     _letters: dict[str, _Letter] = field(default_factory=dict, init=False)
@@ -105,7 +100,6 @@ class DeadLetters:
                 sample.topic,
                 sample.reason,
             )
-        insert = postgresql.insert if self.postgres else sqlite.insert
         rows = [
             {
                 "dedupe_key": key,
@@ -122,7 +116,7 @@ class DeadLetters:
 
         async def work(session: AsyncSession) -> None:
             for start in range(0, len(rows), _DEAD_LETTER_INSERT_ROWS):
-                statement = insert(table).values(rows[start : start + _DEAD_LETTER_INSERT_ROWS])
+                statement = self.storage.insert(table).values(rows[start : start + _DEAD_LETTER_INSERT_ROWS])
                 await session.execute(
                     statement.on_conflict_do_update(
                         index_elements=["dedupe_key"],
@@ -145,7 +139,7 @@ class DeadLetters:
                 )
 
         try:
-            await self.transaction(work)
+            await self.storage.transaction(work)
         except Exception:
             log.exception("could not store %d dead letters", len(rows))
 
@@ -175,7 +169,7 @@ class DeadLetters:
                 result = await session.execute(table.delete().where(table.c.id.in_(old.scalar_subquery())))
                 return int(result.rowcount)  # type: ignore[attr-defined]
 
-            batch = await self.transaction(work)
+            batch = await self.storage.transaction(work)
             deleted += batch
             if batch < _EXPIRY_BATCH:
                 return deleted

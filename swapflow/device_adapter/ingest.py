@@ -74,7 +74,8 @@ class _Bulk:
             await connection.exec_driver_sql(self.sqlite_sql, [self._sqlite_row(row) for row in rows])
             return
         raw = (await connection.get_raw_connection()).driver_connection
-        assert raw is not None  # a checked-out connection's
+        if raw is None:
+            raise RuntimeError("the checked-out database connection has no driver connection to COPY through")
         async with raw.cursor() as cursor:
             if self._prepare is not None:
                 await cursor.execute(self._prepare)

@@ -1,6 +1,8 @@
-"""The device adapter's Prometheus metrics (served by swapflow/metrics.py)."""
+"""The device adapter's Prometheus metrics (served by swapflow/infra/metrics.py) and the counters of its log line."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -67,3 +69,23 @@ class AdapterMetrics:
     def dead_letter(self, reason: str) -> None:
         """Count one dead letter under its reason's label."""
         self.dead_letters.labels(reason_label(reason)).inc()
+
+
+@dataclass
+class AdapterStats:
+    """Counters for the log line and for tests."""
+
+    messages: int = 0
+    dead_letters: int = 0
+    signals: int = 0
+    duplicates: int = 0
+    stale: int = 0
+
+    def count_dead_letter(self) -> None:
+        self.dead_letters += 1
+
+    def count_signal(self) -> None:
+        self.signals += 1
+
+    def count_stale(self) -> None:
+        self.stale += 1

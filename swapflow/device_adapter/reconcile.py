@@ -66,7 +66,8 @@ async def reconcile_event(session: AsyncSession, slot: Slot, event: CabinetEvent
     order = await _ended_swap(session, slot, serial, expected)
     place = slot_ref(slot.cabinet_id, slot.slot_no)
     if serial is None:
-        assert expected is not None
+        if expected is None:  # unreachable: custody agreeing with an empty slot returned above
+            raise ValueError(f"slot {place} reported empty, and custody holds nothing there to move")
         rider = order.rider_id if order is not None and await _holds_nothing(session, order.rider_id) else None
         await _move(
             session,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import temporalio.client
@@ -29,7 +29,7 @@ _PERMANENT = frozenset(
     }
 )
 
-DeadLetterSink = Callable[[str, bytes, str], Awaitable[None]]
+DeadLetterSink = Callable[[str, bytes, str], None]
 """Called as (topic, raw payload, reason) for a signal that could not be delivered."""
 
 
@@ -102,14 +102,12 @@ class SignalSender:
                 await asyncio.wait([previous])
             reason = await self._attempt(workflow_id, signal)
         except asyncio.CancelledError:
-            await self._dead_letter(
-                topic, payload, f"adapter stopped before signalling {workflow_id} for {signal.kind}"
-            )
+            self._dead_letter(topic, payload, f"adapter stopped before signalling {workflow_id} for {signal.kind}")
             raise
         if reason is None:
             self._on_delivered()
         else:
-            await self._dead_letter(topic, payload, reason)
+            self._dead_letter(topic, payload, reason)
 
     async def _attempt(self, workflow_id: str, signal: DeviceSignal) -> str | None:
         """Signal until it works (None) or cannot work (the dead-letter reason)."""

@@ -1,15 +1,15 @@
-"""Telemetry batching: each cabinet's latest report waits for the next batch write (a newer one replaces
-it, an older one is dropped), and a batch writes the cabinets' live state in one short transaction,
-queues their readings for the history writer, and brings back online a cabinet heard again after its
-heartbeats expired. It remembers what it wrote, so unchanged slots are not written again, and the
-highest seq applied per cabinet."""
+"""Telemetry batching: each report is validated as it arrives, and each cabinet's latest waits for the
+next batch write (a newer one replaces it, an older one is dropped); a batch writes the cabinets' live
+state in one short transaction, queues their readings for the history writer, and brings back online a
+cabinet heard again after its heartbeats expired. It remembers what it wrote, so unchanged slots are
+not written again, and the highest seq applied per cabinet."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +21,12 @@ from swapflow.db.models import Cabinet, PresenceCause, as_utc, table_of, utcnow
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import CabinetReport, HistoryBuffer, health_row, history_row, write_latest_state
 from swapflow.device_adapter.metrics import AdapterMetrics
+from swapflow.device_adapter.payloads import Rejected, check_cabinet_id, parse_json
 from swapflow.device_adapter.presence import reconcile_slots, record_transition, swaps_in_progress, telemetry_may_revive
 from swapflow.device_adapter.signals import DeadLetterSink, SignalSender
-from swapflow.protocol.v1 import Telemetry
+from swapflow.device_adapter.storage import Storage
+from swapflow.device_adapter.topics import CabinetRoute
+from swapflow.protocol.v1 import Channel, Telemetry
 from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
 from swapflow.workflows.swap_contract import swap_workflow_id
 
@@ -37,24 +40,19 @@ _PG_TELEMETRY_BATCH = 1000
 _PG_TELEMETRY_WRITERS = 3
 _AFTER_WILL = math.inf  # seq watermark after a last-will: buffered telemetry must not revive the cabinet
 
-Transaction = Callable[[Callable[[AsyncSession], Awaitable[Any]]], Awaitable[Any]]
-
 
 @dataclass(eq=False)
 class TelemetryBatch:
-    """Pending telemetry and what was applied of it. `transaction` runs a unit of work with the adapter's
-    retries, `relaxed_commit` lets a transaction commit without waiting for its WAL flush, `dead_letter`
-    keeps a report that cannot be applied, `on_stale` counts a report dropped as old."""
+    """Pending telemetry and what was applied of it. `dead_letter` keeps a report that cannot be accepted
+    or applied, `on_stale` counts a report dropped as old."""
 
     clock: DeviceClock
     metrics: AdapterMetrics
     history: HistoryBuffer
     signals: SignalSender
-    transaction: Transaction
-    relaxed_commit: Callable[[AsyncSession], Awaitable[None]]
+    storage: Storage
     dead_letter: DeadLetterSink
     _: KW_ONLY
-    postgres: bool
     on_stale: Callable[[], None]
     # Highest telemetry seq applied per cabinet; reset by a birth, blocked by a last-will.
     _seq: dict[str, float] = field(default_factory=dict, init=False)
@@ -68,9 +66,19 @@ class TelemetryBatch:
     _written: dict[str, tuple[tuple[Any, ...], ...]] = field(default_factory=dict, init=False)
     _touched: dict[str, int] = field(default_factory=dict, init=False)
 
-    def offer(self, cabinet_id: str, topic: str, payload: bytes, telemetry: Telemetry) -> None:
-        """Keep a (validated) report as its cabinet's pending one unless it is older than what is pending
-        or applied."""
+    def receive(self, route: CabinetRoute, payload: bytes) -> None:
+        """Validate a report as it arrives (a bad one is never hidden by a later one) and keep it as its
+        cabinet's pending one unless it is older than what is pending or applied."""
+        try:
+            telemetry = parse_json(Telemetry, Channel.TELEMETRY.value, payload)
+            check_cabinet_id(route.cabinet_id, telemetry.cabinet_id)
+            telemetry = self.clock.bound_report(telemetry)
+        except Rejected as exc:
+            self.dead_letter(route.topic, payload, str(exc))
+            return
+        self._offer(route.cabinet_id, route.topic, payload, telemetry)
+
+    def _offer(self, cabinet_id: str, topic: str, payload: bytes, telemetry: Telemetry) -> None:
         pending = self._pending.get(cabinet_id)
         newest = max(self._seq.get(cabinet_id, -1), pending[2].seq if pending else -1)
         if telemetry.seq <= newest:
@@ -100,9 +108,9 @@ class TelemetryBatch:
         """Write the pending reports: in batches one after the other on SQLite, several at once on
         PostgreSQL."""
         batch, self._pending = list(self._pending.values()), {}
-        size = _PG_TELEMETRY_BATCH if self.postgres else _TELEMETRY_BATCH
+        size = _PG_TELEMETRY_BATCH if self.storage.postgres else _TELEMETRY_BATCH
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
-        if not self.postgres:
+        if not self.storage.postgres:
             for chunk in chunks:
                 await self._apply(chunk)
             return
@@ -127,7 +135,7 @@ class TelemetryBatch:
         touched = {cabinet_id: self._touched.get(cabinet_id, 0) for cabinet_id in fresh}
 
         async def work(session: AsyncSession) -> tuple[set[str], list[tuple[str, datetime, list[str]]]]:
-            await self.relaxed_commit(session)
+            await self.storage.relaxed_commit(session)
             online = dict(
                 (await session.execute(select(Cabinet.id, Cabinet.online).where(Cabinet.id.in_(list(fresh)))))
                 .tuples()
@@ -166,7 +174,7 @@ class TelemetryBatch:
             return set(fresh) - set(online), revived
 
         try:
-            unknown, revived = await self.transaction(work)
+            unknown, revived = await self.storage.transaction(work)
         except Exception:
             # Telemetry repeats every few seconds; losing one batch costs nothing but freshness.
             log.exception("failed to write telemetry of %d cabinets", len(fresh))
@@ -176,7 +184,7 @@ class TelemetryBatch:
         health: list[tuple[Any, ...]] = []
         for cabinet_id, (topic, payload, telemetry) in fresh.items():
             if cabinet_id in unknown:
-                await self.dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
+                self.dead_letter(topic, payload, f"unknown cabinet {cabinet_id!r}")
                 continue
             self._seq[cabinet_id] = self.clock.bound_seq(telemetry.seq)
             if self._touched.get(cabinet_id, 0) == touched[cabinet_id]:
