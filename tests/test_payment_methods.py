@@ -180,7 +180,7 @@ async def late_worker(temporal_env: WorkflowEnvironment, settings: Settings, mon
     )
     async with Worker(
         temporal_env.client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=[ChargeOnly],
         activities=[activities.charge],
         workflow_runner=UnsandboxedWorkflowRunner(),
@@ -197,7 +197,7 @@ async def test_charge_attempt_that_timed_out_after_the_provider_charged_is_not_c
             ChargeOnly.run,
             ChargeInput(order_id=order_id, amount_minor=price, currency=currency),
             id=f"charge-only-{order_id}",
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
         )
     assert result.amount_minor == price
     assert AnswersTooLate.calls == 1  # the retry found the payment and never called charge again

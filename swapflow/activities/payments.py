@@ -44,8 +44,8 @@ class PaymentActivities:
     def __init__(self, db: Database, providers: dict[PaymentMethod, PaymentProvider], settings: Settings) -> None:
         self.db = db
         self.providers = providers
-        self.pending_timeout = timedelta(seconds=settings.payment_pending_timeout_s)
-        self.poll_interval_s = settings.payment_poll_interval_s
+        self.pending_timeout = timedelta(seconds=settings.payments.payment_pending_timeout_s)
+        self.poll_interval_s = settings.payments.payment_poll_interval_s
 
     async def _record(self, charge: ChargeInput) -> Payment:
         """Our record of the charge, written before the provider is first asked (once)."""

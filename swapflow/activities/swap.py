@@ -133,8 +133,8 @@ class SwapRecords:
                 .where(
                     usable,
                     Battery.status == BatteryStatus.IN_SERVICE,
-                    Battery.soc >= self.settings.ready_soc_threshold,
-                    Battery.soh >= self.settings.min_soh,
+                    Battery.soc >= self.settings.swap.ready_soc_threshold,
+                    Battery.soh >= self.settings.swap.min_soh,
                 )
                 .order_by(Battery.soc.desc(), Slot.slot_no)
             )
@@ -308,7 +308,7 @@ class SwapRecords:
             else:
                 if reading.serial != check.expected_serial or battery.custodian_ref != check.rider_id:
                     reasons.append("returned_battery_not_riders")
-                limits = self.settings.battery_limits.get(battery.model, self.settings.default_battery_limits)
+                limits = self.settings.swap.battery_limits.get(battery.model, self.settings.swap.default_battery_limits)
                 reasons.extend(check_pack(reading, limits).reasons)
             session.add(
                 SafetyEvent(

@@ -102,7 +102,7 @@ async def open_work_order_for(session: AsyncSession, cabinet_id: str, slot_no: i
 
 def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> WorkOrderInput:
     """The workflow input of a work order, with the SLA of its severity."""
-    sla = settings.ops_sla.get(order.severity) or settings.ops_sla["warning"]
+    sla = settings.ops.sla.get(order.severity) or settings.ops.sla["warning"]
     return WorkOrderInput(
         work_order_id=order.id,
         cabinet_id=order.cabinet_id,
@@ -113,7 +113,7 @@ def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> W
         reporting=capability == CabinetCapability.REPORTING,
         ack_s=sla.ack_s,
         resolve_s=sla.resolve_s,
-        verify_ack_timeout_s=settings.ops_verify_ack_timeout_s,
+        verify_ack_timeout_s=settings.ops.verify_ack_timeout_s,
     )
 
 
@@ -162,7 +162,7 @@ class OpsActivities:
             select(Alert)
             .where(
                 Alert.status == AlertStatus.OPEN,
-                Alert.kind.in_(self.settings.ops_work_order_kinds),
+                Alert.kind.in_(self.settings.ops.work_order_kinds),
                 Alert.cabinet_id.is_not(None),
                 Alert.id.not_in(covered),
             )
@@ -184,7 +184,7 @@ class OpsActivities:
             )
 
     async def _pending_deliveries(self, session: AsyncSession) -> list[AlertDeliveryRequest]:
-        if not self.settings.ops_webhooks:
+        if not self.settings.ops.webhooks:
             return []
         since = utcnow() - _DELIVERY_LOOKBACK
         attempted = {
@@ -198,7 +198,7 @@ class OpsActivities:
         for alert in alerts:
             events = ["opened"] + (["resolved"] if alert.status == AlertStatus.RESOLVED else [])
             for event in events:
-                for channel in self.settings.ops_webhooks:
+                for channel in self.settings.ops.webhooks:
                     if (alert.id, event, channel.name) not in attempted:
                         pending.append(AlertDeliveryRequest(alert_id=alert.id, event=event, channel=channel.name))
         return pending[:_DELIVERIES_PER_ROUND]
@@ -207,7 +207,7 @@ class OpsActivities:
     async def deliver(self, request: AlertDeliveryRequest) -> None:
         """POST one alert event to one channel, signed; each attempt is logged. A failure raises, and
         Temporal retries with backoff up to the evaluator's bound."""
-        channel = next((c for c in self.settings.ops_webhooks if c.name == request.channel), None)
+        channel = next((c for c in self.settings.ops.webhooks if c.name == request.channel), None)
         if channel is None:
             return  # the channel was removed from the settings since
         async with self.db.sessions() as session:

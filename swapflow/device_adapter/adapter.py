@@ -277,9 +277,9 @@ class DeviceAdapter:
         self.settings = settings
         self.db = db
         self.temporal = temporal
-        self.prefix = settings.mqtt_topic_prefix
+        self.prefix = settings.mqtt.topic_prefix
         # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
-        self.client_id = service_client_id(settings.effective_adapter_client_id)
+        self.client_id = service_client_id(settings.adapter.effective_client_id)
         self.ready = asyncio.Event()
         """Set while subscribed to the broker (both connections)."""
         self._events_subscribed = asyncio.Event()
@@ -295,12 +295,12 @@ class DeviceAdapter:
         self._stats_interval_s = stats_interval_s
         self._probe_interval_s = probe_interval_s
         self._probe_timeout_s = probe_timeout_s
-        self._silence_s = settings.heartbeat_interval_s * settings.heartbeat_missed_limit
-        self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
+        self._silence_s = settings.devices.heartbeat_interval_s * settings.devices.heartbeat_missed_limit
+        self._sweep_interval_s = sweep_interval_s or min(5.0, settings.devices.heartbeat_interval_s / 2)
         self.metrics = metrics or AdapterMetrics()
-        self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
+        self.history = HistoryBuffer(settings.devices.telemetry_history_queue_rows, self.metrics)
         self._clock = DeviceClock(
-            settings.device_clock_skew_s, settings.device_clock_max_age_s, self.metrics.clock_clamped
+            settings.devices.device_clock_skew_s, settings.devices.device_clock_max_age_s, self.metrics.clock_clamped
         )
         self._postgres = db.engine.dialect.name == "postgresql"
         self.dead_letters = DeadLetters(
@@ -321,8 +321,10 @@ class DeviceAdapter:
             on_stale=self._count_stale,
         )
         # Events, acks and states per cabinet, served round-robin; each cabinet's rate is limited.
-        self._queue: FairQueue[tuple[str, bytes]] = FairQueue(settings.device_queue_per_cabinet)
-        self._limiter = RateLimiter(settings.device_rate_per_s, settings.device_rate_burst, time.monotonic)
+        self._queue: FairQueue[tuple[str, bytes]] = FairQueue(settings.devices.device_queue_per_cabinet)
+        self._limiter = RateLimiter(
+            settings.devices.device_rate_per_s, settings.devices.device_rate_burst, time.monotonic
+        )
         # Highest battery report seq applied per pack serial.
         self._battery_seq: dict[str, int] = {}
         # Battery reports waiting for the next batch, in arrival order.
@@ -343,13 +345,13 @@ class DeviceAdapter:
         workers.append(asyncio.create_task(self._history_writer()))
         workers.append(asyncio.create_task(self._presence_sweeper()))
         workers.append(asyncio.create_task(self._report_stats()))
-        server = serve_metrics(self.metrics.registry, self.settings.adapter_metrics_port)
+        server = serve_metrics(self.metrics.registry, self.settings.adapter.metrics_port)
         # An MQTT client reads about one message per turn of the event loop, so at thousands of
         # telemetry messages a second one connection is the limit; several share the subscription.
         connections = [asyncio.create_task(self._consume(telemetry=False))]
         connections += [
             asyncio.create_task(self._consume(telemetry=True, index=i))
-            for i in range(self.settings.adapter_telemetry_connections)
+            for i in range(self.settings.adapter.telemetry_connections)
         ]
         try:
             await asyncio.gather(*connections)
@@ -378,7 +380,7 @@ class DeviceAdapter:
         delay = 0.5
         if telemetry:
             topic_filter = cabinet_topic(self.prefix, "+", Channel.TELEMETRY)
-            if self.settings.adapter_telemetry_connections > 1:
+            if self.settings.adapter.telemetry_connections > 1:
                 topic_filter = f"$share/swapflow-adapter/{topic_filter}"
             filters = [(topic_filter, 0)]
             client_id, subscribed = f"{self.client_id}-telemetry-{index}", self._telemetry_subscribed
@@ -479,16 +481,17 @@ class DeviceAdapter:
         # What a device sends beyond its rate costs a counter; refusals are counted, not stored one by one.
         if not self._limiter.allow(key):
             self.dead_letters.reject(
-                topic, b"", f"rate limit of {self.settings.device_rate_per_s:g} messages/s exceeded: dropped"
+                topic, b"", f"rate limit of {self.settings.devices.device_rate_per_s:g} messages/s exceeded: dropped"
             )
             if route is not None:
                 self.dead_letters.flooding(route[0])
             return
-        if len(payload) > self.settings.device_max_message_bytes:
+        if len(payload) > self.settings.devices.device_max_message_bytes:
             self.dead_letters.reject(
                 topic,
                 payload,
-                f"message of {len(payload)} bytes exceeds the limit of {self.settings.device_max_message_bytes}",
+                f"message of {len(payload)} bytes exceeds the limit of "
+                f"{self.settings.devices.device_max_message_bytes}",
             )
             return
         if route is not None:
@@ -508,7 +511,7 @@ class DeviceAdapter:
         # delays another's events.
         elif not self._queue.put(key, (topic, payload)):
             self.dead_letters.reject(
-                topic, b"", f"cabinet queue of {self.settings.device_queue_per_cabinet} messages full: dropped"
+                topic, b"", f"cabinet queue of {self.settings.devices.device_queue_per_cabinet} messages full: dropped"
             )
 
     async def _lane(self) -> None:

@@ -39,7 +39,7 @@ class CommandPublisher:
     async def run(self) -> None:
         """Keep a connection open until cancelled, reconnecting with backoff."""
         delay = 0.5
-        acks = cabinet_topic(self.settings.mqtt_topic_prefix, "+", Channel.ACKS)
+        acks = cabinet_topic(self.settings.mqtt.topic_prefix, "+", Channel.ACKS)
         while True:
             try:
                 async with mqtt_client(self.settings, self.identifier) as client:
@@ -75,5 +75,5 @@ class CommandPublisher:
         except TimeoutError as exc:
             raise BrokerUnavailable("no MQTT broker connection") from exc
         assert self._client is not None
-        topic = cabinet_topic(self.settings.mqtt_topic_prefix, command.cabinet_id, Channel.COMMANDS)
+        topic = cabinet_topic(self.settings.mqtt.topic_prefix, command.cabinet_id, Channel.COMMANDS)
         await self._client.publish(topic, command.model_dump_json(exclude_none=True), qos=1)

@@ -103,9 +103,9 @@ class LoginThrottle:
     Times are the caller's monotonic clock."""
 
     def __init__(self, settings: Settings) -> None:
-        self._base_s = settings.gateway_login_backoff_s
-        self._max_s = settings.gateway_login_backoff_max_s
-        self._capacity = settings.gateway_login_backoff_addresses
+        self._base_s = settings.gateway.login_backoff_s
+        self._max_s = settings.gateway.login_backoff_max_s
+        self._capacity = settings.gateway.login_backoff_addresses
         self._addresses: OrderedDict[str, _Failures] = OrderedDict()
 
     def __len__(self) -> int:
@@ -154,9 +154,9 @@ class TowerGateway:
     def __init__(self, settings: Settings, db: Database, *, host: str | None = None, port: int | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.host = host if host is not None else settings.gateway_host
-        self.port = port if port is not None else settings.gateway_port
-        self.prefix = settings.mqtt_topic_prefix
+        self.host = host if host is not None else settings.gateway.host
+        self.port = port if port is not None else settings.gateway.port
+        self.prefix = settings.mqtt.topic_prefix
         self.ready = asyncio.Event()
         self.views: dict[str, CabinetView] = {}
         """What each cabinet reported, kept across its connections."""
@@ -316,11 +316,11 @@ class TowerSession:
     async def _login(self) -> LoginRequest | None:
         """Frames until a login, all within one deadline (frames that keep the link busy do not extend
         it). Anything else valid before it is refused and closes the connection."""
-        timeout_s = self.settings.gateway_login_timeout_s
+        timeout_s = self.settings.gateway.login_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
-                    message = await self._next(None, self.settings.gateway_login_max_frame_bytes)
+                    message = await self._next(None, self.settings.gateway.login_max_frame_bytes)
                     if message is None:
                         return None
                     if isinstance(message, LoginRequest):
@@ -407,7 +407,7 @@ class TowerSession:
 
     async def _frames(self) -> None:
         while True:
-            message = await self._next(self.settings.gateway_read_timeout_s, self.settings.gateway_max_frame_bytes)
+            message = await self._next(self.settings.gateway.read_timeout_s, self.settings.gateway.max_frame_bytes)
             if message is None:
                 raise SessionClosed("the cabinet closed the connection", "eof")
             await self._handle(message)
@@ -465,7 +465,7 @@ class TowerSession:
             )
         else:
             metrics.BAD_FRAMES.labels(label).inc()
-        if self._refused_before_login > self.settings.gateway_login_max_frames:
+        if self._refused_before_login > self.settings.gateway.login_max_frames:
             raise SessionClosed(f"{self._refused_before_login} frames refused before a login", "login_junk")
 
     async def _handle(self, message: BaseModel) -> None:
@@ -587,7 +587,7 @@ def _json(message: BaseModel) -> bytes:
 
 async def run_gateway(settings: Settings) -> None:
     """The `gateway` process: serve tower cabinets until cancelled."""
-    serve_metrics(REGISTRY, settings.gateway_metrics_port)
+    serve_metrics(REGISTRY, settings.gateway.metrics_port)
     db = Database(settings.effective_database_url, pool_size=2)
     try:
         await TowerGateway(settings, db).serve()

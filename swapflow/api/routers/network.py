@@ -53,7 +53,7 @@ async def dead_letters(
     cities = principal.visible_cities(city)
     query = (
         select(DeadLetter, Cabinet.id, Station.city_code)
-        .outerjoin(Cabinet, Cabinet.id == topic_cabinet(DeadLetter.topic, settings.mqtt_topic_prefix))
+        .outerjoin(Cabinet, Cabinet.id == topic_cabinet(DeadLetter.topic, settings.mqtt.topic_prefix))
         .outerjoin(Station, Station.id == Cabinet.station_id)
         .order_by(DeadLetter.id.desc())
         .limit(limit)

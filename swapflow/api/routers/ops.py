@@ -239,7 +239,7 @@ async def open_work_order(
                 WorkOrderWorkflow.run,
                 request,
                 id=work_order_workflow_id(request.work_order_id),
-                task_queue=settings.temporal_task_queue,
+                task_queue=settings.temporal.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )
         except (RuntimeError, RPCError) as exc:

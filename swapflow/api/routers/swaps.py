@@ -135,7 +135,7 @@ async def start_swap(
             SwapWorkflow.run,
             request,
             id=swap_workflow_id(order.id),
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             # A finished swap is never run again under the same id.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
