@@ -14,7 +14,6 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
@@ -31,11 +30,15 @@ from swapflow.payments.provider import (
 from swapflow.payments.refunds import charge_key, method_account
 from swapflow.payments.registry import UnknownProvider, payer_method, provider_for
 from swapflow.settings import Settings
-from swapflow.workflows.swap_contract import PAYMENT_DECLINED, ChargeInput, PaymentResult
+from swapflow.workflows.swap_contract import (
+    ChargeInput,
+    PaymentDeclinedError,
+    PaymentOutcomeUnknownError,
+    PaymentResult,
+    UnknownOrderError,
+)
 
-PAYMENT_UNKNOWN = "PaymentOutcomeUnknown"
-
-__all__ = ["PAYMENT_DECLINED", "PaymentActivities", "charge_key"]
+__all__ = ["PaymentActivities", "charge_key"]
 
 
 class PaymentActivities:
@@ -55,7 +58,7 @@ class PaymentActivities:
             if payment is None:
                 order = await session.get(SwapOrder, charge.order_id)
                 if order is None:
-                    raise ApplicationError(f"no order {charge.order_id}", type="UnknownOrder", non_retryable=True)
+                    raise UnknownOrderError(f"no order {charge.order_id}")
                 how = await payer_method(session, order.rider_id)
                 payment = Payment(
                     key=key,
@@ -78,9 +81,9 @@ class PaymentActivities:
             if provider_ref:
                 payment.provider_ref = provider_ref
 
-    async def _declined(self, key: str, reason: str) -> ApplicationError:
+    async def _declined(self, key: str, reason: str) -> PaymentDeclinedError:
         await self._mark(key, PaymentStatus.DECLINED)
-        return ApplicationError("payment_declined", reason, type=PAYMENT_DECLINED, non_retryable=True)
+        return PaymentDeclinedError("payment_declined", reason)
 
     @activity.defn(name="charge_swap")
     async def charge(self, charge: ChargeInput) -> PaymentResult:
@@ -97,10 +100,10 @@ class PaymentActivities:
 
     async def collect(self, record: Payment, description: str = "battery swap") -> ProviderPayment:
         """Take the money of our payment `record` with its provider, once by its key: the captured payment,
-        or a non-retryable PAYMENT_DECLINED error (also recorded) when no money can be taken."""
+        or a non-retryable PaymentDeclinedError (also recorded) when no money can be taken."""
         if record.status in (PaymentStatus.CLOSED, PaymentStatus.DECLINED):
             # Settled as "nothing taken" (the swap's refund, or the top-up, ended meanwhile): never charge now.
-            raise ApplicationError("payment_declined", record.status, type=PAYMENT_DECLINED, non_retryable=True)
+            raise PaymentDeclinedError("payment_declined", record.status)
         try:
             provider = provider_for(self.providers, record.method)
         except UnknownProvider:
@@ -124,7 +127,7 @@ class PaymentActivities:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
                 # Unknown, not failed: the retry asks the provider what happened under the same key.
-                raise ApplicationError(f"payment outcome unknown: {lost}", type=PAYMENT_UNKNOWN) from None
+                raise PaymentOutcomeUnknownError(f"payment outcome unknown: {lost}") from None
         payment = await self._until_settled(provider, record, payment)
         if payment.status == PaymentStatus.AUTHORIZED:
             payment = await provider.capture(key)

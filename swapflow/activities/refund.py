@@ -12,7 +12,6 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from swapflow.activities.payments import book_capture
 from swapflow.db.engine import Database
@@ -38,9 +37,15 @@ from swapflow.payments.refunds import (
     open_refund,
 )
 from swapflow.payments.registry import provider_for
-from swapflow.workflows.refund_contract import REFUND_DECLINED, RefundPlan, RefundRef, RefundStart, RefundUpdate
-
-REFUND_REFUSED = "RefundRefused"
+from swapflow.workflows.refund_contract import (
+    REFUND_DECLINED,
+    RefundOutcomeUnknownError,
+    RefundPlan,
+    RefundRef,
+    RefundRefusedError,
+    RefundStart,
+    RefundUpdate,
+)
 
 
 def _plan(refund: Refund) -> RefundPlan:
@@ -74,7 +79,7 @@ class RefundActivities:
     async def _refund(self, session: AsyncSession, refund_id: str) -> Refund:
         refund = await session.get(Refund, refund_id)
         if refund is None:
-            raise ApplicationError(f"no refund {refund_id}", type=REFUND_REFUSED, non_retryable=True)
+            raise RefundRefusedError(f"no refund {refund_id}")
         return refund
 
     @activity.defn(name="prepare_refund")
@@ -84,7 +89,7 @@ class RefundActivities:
         open). None: the swap took no money."""
         if not start.opened:
             if start.order_id is None:
-                raise ApplicationError("a refund needs an order", type=REFUND_REFUSED, non_retryable=True)
+                raise RefundRefusedError("a refund needs an order")
             if not await self._captured(start.order_id):
                 return None
         async with self.db.transaction() as session:
@@ -92,9 +97,7 @@ class RefundActivities:
             if existing is not None:
                 return _plan(existing)
             if start.opened:
-                raise ApplicationError(
-                    f"no refund {start.refund_id} was opened", type=REFUND_REFUSED, non_retryable=True
-                )
+                raise RefundRefusedError(f"no refund {start.refund_id} was opened")
             payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
             assert payment is not None
             try:
@@ -161,7 +164,7 @@ class RefundActivities:
             except ProviderDeclined as refused:
                 return await self._record(ref, None, declined=str(refused))
             except ProviderTimeout as lost:
-                raise ApplicationError(f"refund outcome unknown: {lost}", type="RefundOutcomeUnknown") from None
+                raise RefundOutcomeUnknownError(f"refund outcome unknown: {lost}") from None
         return await self._record(ref, state)
 
     @activity.defn(name="poll_refund")

@@ -49,15 +49,9 @@ from swapflow.workflows.swap_contract import (
     SlotRole,
     StageUpdate,
     SwapFinish,
+    SwapRejectedError,
     SwapRequest,
 )
-
-SWAP_REJECTED = "SwapRejected"
-"""ApplicationError type of a swap refused before any money moved (reason in the message)."""
-
-
-def _reject(reason: str) -> ApplicationError:
-    return ApplicationError(reason, type=SWAP_REJECTED, non_retryable=True)
 
 
 async def transfer_custody(
@@ -164,31 +158,31 @@ class SwapRecords:
                 return await self._admission_of(session, order)
             rider = await session.get(Rider, request.rider_id)
             if rider is None or rider.status != RiderStatus.ACTIVE:
-                raise _reject("rider_not_eligible")
+                raise SwapRejectedError("rider_not_eligible")
             rider_battery = await session.scalar(
                 select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider.id)
             )
             if rider_battery is None:
-                raise _reject("rider_holds_no_battery")
+                raise SwapRejectedError("rider_holds_no_battery")
             cabinet = await session.get(Cabinet, request.cabinet_id)
             if cabinet is None:
-                raise _reject("unknown_cabinet")
+                raise SwapRejectedError("unknown_cabinet")
             # A command-only cabinet never reports; its swaps are confirmed by the packs' own telemetry.
             if cabinet.capability == CabinetCapability.REPORTING and not cabinet.online:
-                raise _reject("cabinet_offline")
+                raise SwapRejectedError("cabinet_offline")
 
             charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED)
             empty = await self._candidates(session, cabinet.id, SlotRole.RETURN)
             if not charged:
-                raise _reject("no_charged_battery")
+                raise SwapRejectedError("no_charged_battery")
             if not empty:
-                raise _reject("no_free_slot")
+                raise SwapRejectedError("no_free_slot")
             charged_slot = await self._reserve_first(session, order.id, charged)
             return_slot = await self._reserve_first(session, order.id, empty)
             if charged_slot is None:
-                raise _reject("no_charged_battery")
+                raise SwapRejectedError("no_charged_battery")
             if return_slot is None:
-                raise _reject("no_free_slot")
+                raise SwapRejectedError("no_free_slot")
 
             order.return_slot_no = return_slot.slot_no
             order.charged_slot_no = charged_slot.slot_no

@@ -42,11 +42,11 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.workflows.refund import RefundWorkflow
     from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
     from swapflow.workflows.swap_contract import (
-        PAYMENT_DECLINED,
         Admission,
         ChargeInput,
         CouponRelease,
         FaultReport,
+        PaymentDeclinedError,
         ReplaceSlot,
         ReturnCheck,
         SlotRole,
@@ -86,7 +86,7 @@ PAYMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=12,
-    non_retryable_error_types=[PAYMENT_DECLINED],
+    non_retryable_error_types=[PaymentDeclinedError.TYPE],
 )
 PAYMENT_HEARTBEAT = timedelta(seconds=30)
 
@@ -223,7 +223,7 @@ class SwapWorkflow:
                 retry_policy=PAYMENT_RETRY,
             )
         except ActivityError as error:
-            if isinstance(error.cause, ApplicationError) and error.cause.type == PAYMENT_DECLINED:
+            if PaymentDeclinedError.caused(error):
                 self._charge_declined = True
             raise
         self._stage = SwapStage.PAID

@@ -25,7 +25,7 @@ class TopUpOutcome(Contract):
 
 @activity.defn(name="collect_top_up")
 async def collect_top_up(start: TopUpStart) -> None:
-    """Collect a top-up's payment through the rider's provider (or PAYMENT_DECLINED)."""
+    """Collect a top-up's payment through the rider's provider (or PaymentDeclinedError)."""
     raise NotImplementedError
 
 
