@@ -17,6 +17,7 @@ from temporalio import activity
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.ledger import DEFERRED_REVENUE, Posting, post_transaction
 from swapflow.payments.provider import (
     ChargeRequest,
@@ -75,8 +76,7 @@ class PaymentActivities:
 
     async def _mark(self, key: str, status: str, provider_ref: str | None = None) -> None:
         async with self.db.transaction() as session:
-            payment = await session.scalar(select(Payment).where(Payment.key == key))
-            assert payment is not None
+            payment = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
             payment.status = status
             if provider_ref:
                 payment.provider_ref = provider_ref
@@ -159,8 +159,7 @@ async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None
     """A capture in the ledger (once, by key: debit where the method's money sits, credit deferred revenue
     until the swap completes), on our payment record and on the order."""
     async with db.transaction() as session:
-        row = await session.scalar(select(Payment).where(Payment.key == key))
-        assert row is not None
+        row = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
         await post_transaction(
             session,
             key=key,

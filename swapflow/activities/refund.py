@@ -16,6 +16,7 @@ from temporalio import activity
 from swapflow.activities.payments import book_capture
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Payment, Refund, SwapOrder, SwapStatus, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
 from swapflow.payments.provider import (
     PaymentMethod,
@@ -98,8 +99,8 @@ class RefundActivities:
                 return _plan(existing)
             if start.opened:
                 raise RefundRefusedError(f"no refund {start.refund_id} was opened")
-            payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
-            assert payment is not None
+            key = charge_key(start.order_id or "")
+            payment = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
             try:
                 refund, _ = await open_refund(
                     session,
@@ -147,8 +148,10 @@ class RefundActivities:
             if ref.attempt > refund.attempt:  # a new number, once, however often this is retried
                 refund.attempt, refund.key = ref.attempt, refund_submission_key(refund.id, ref.attempt)
                 refund.status, refund.provider_status, refund.provider_ref = RefundState.REQUESTED, None, None
-            payment = await session.scalar(select(Payment).where(Payment.key == refund.payment_key))
-            assert payment is not None
+            present(  # the refund's payment must exist before anything is submitted
+                await session.scalar(select(Payment).where(Payment.key == refund.payment_key)),
+                f"payment {refund.payment_key} of refund {refund.id}",
+            )
         provider = provider_for(self.providers, refund.method)
         state = await provider.find_refund(refund.key)
         if state is None:

@@ -32,6 +32,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed import slot_ref
+from swapflow.domain.checks import present
 from swapflow.domain.pricing import Quote, without_coupon
 from swapflow.domain.safety import BatteryLimits, check_pack
 from swapflow.ops.alerts import raise_alert
@@ -221,9 +222,12 @@ class SwapRecords:
             coupon_code=request.coupon_code,
         )
         if priced.coupon_code is not None:
-            assert coupon is not None
             refused = await redeem_coupon(
-                session, coupon, order_id=order.id, rider_id=order.rider_id, discount_minor=priced.discount_minor
+                session,
+                present(coupon, f"coupon {priced.coupon_code}"),
+                order_id=order.id,
+                rider_id=order.rider_id,
+                discount_minor=priced.discount_minor,
             )
             if refused is not None:
                 priced = without_coupon(priced, refused)
@@ -259,8 +263,7 @@ class SwapRecords:
                 Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id
             )
         )
-        cabinet = await session.get(Cabinet, order.cabinet_id)
-        assert cabinet is not None
+        cabinet = present(await session.get(Cabinet, order.cabinet_id), f"cabinet {order.cabinet_id}")
         return Admission(
             return_slot_no=order.return_slot_no or 0,
             charged_slot_no=order.charged_slot_no or 0,
@@ -292,7 +295,8 @@ class SwapRecords:
             slot = await session.scalar(
                 select(Slot).where(Slot.cabinet_id == check.cabinet_id, Slot.slot_no == check.slot_no)
             )
-            assert slot is not None
+            if slot is None:
+                raise LookupError(f"slot {check.slot_no} of cabinet {check.cabinet_id} is missing")
             battery = await session.get(Battery, reading.serial)
             order.returned_battery_serial = reading.serial
             reasons: list[str] = []
@@ -362,7 +366,8 @@ class SwapRecords:
                 )
                 return ReturnVerdict(accepted=False, reason=reasons[0], quarantined=True)
 
-            assert battery is not None
+            if battery is None:  # an unregistered pack was refused above
+                raise LookupError(f"battery {reading.serial} is missing")
             await transfer_custody(
                 session,
                 battery,
@@ -389,7 +394,8 @@ class SwapRecords:
             faulty = await session.scalar(
                 select(Slot).where(Slot.cabinet_id == request.cabinet_id, Slot.slot_no == request.faulty_slot_no)
             )
-            assert faulty is not None
+            if faulty is None:
+                raise LookupError(f"slot {request.faulty_slot_no} of cabinet {request.cabinet_id} is missing")
             if faulty.reserved_order_id == order.id:
                 faulty.reserved_order_id = None
                 faulty.out_of_service = request.reason[:100]
@@ -478,7 +484,11 @@ class SwapRecords:
             select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no)
         )
         battery = await session.get(Battery, order.issued_battery_serial)
-        assert slot is not None and battery is not None
+        if slot is None or battery is None:
+            raise LookupError(
+                f"order {order.id}: charged slot {order.charged_slot_no} or battery {order.issued_battery_serial} "
+                "is missing"
+            )
         slot.battery_serial = None
         slot.charging = False
         await transfer_custody(

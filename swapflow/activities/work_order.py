@@ -29,6 +29,7 @@ from swapflow.db.models import (
     WorkOrderStatus,
     utcnow,
 )
+from swapflow.domain.checks import present
 from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
 from swapflow.ops.alerts import raise_alert
@@ -169,12 +170,12 @@ class OpsActivities:
             .order_by(Alert.id)
         )
         for alert in alerts:
-            assert alert.cabinet_id is not None
-            if await open_work_order_for(session, alert.cabinet_id, alert.slot_no) is not None:
+            cabinet_id = present(alert.cabinet_id, f"cabinet of alert {alert.id}")  # selected where not null
+            if await open_work_order_for(session, cabinet_id, alert.slot_no) is not None:
                 continue
             await new_work_order(
                 session,
-                cabinet_id=alert.cabinet_id,
+                cabinet_id=cabinet_id,
                 slot_no=alert.slot_no,
                 kind=alert.kind,
                 severity=alert.severity,
@@ -305,7 +306,8 @@ class OpsActivities:
             station = await session.scalar(
                 select(Station).join(Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id == order.cabinet_id)
             )
-            assert station is not None
+            if station is None:
+                raise LookupError(f"station of cabinet {order.cabinet_id} is missing")
             chosen: tuple[str, float] | None
             if request.technician_id is not None:
                 chosen = (request.technician_id, 0.0)
@@ -382,8 +384,7 @@ class OpsActivities:
             order = await session.get(WorkOrder, work_order_id)
             if order is None:
                 raise ApplicationError(f"no work order {work_order_id!r}", non_retryable=True)
-            cabinet = await session.get(Cabinet, order.cabinet_id)
-            assert cabinet is not None
+            cabinet = present(await session.get(Cabinet, order.cabinet_id), f"cabinet {order.cabinet_id}")
             problems = []
             reporting = cabinet.capability == CabinetCapability.REPORTING
             if reporting and not cabinet.online:

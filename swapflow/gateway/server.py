@@ -75,6 +75,9 @@ _PUBLISH_TIMEOUT_S = 5.0
 _WRITE_TIMEOUT_S = 5.0
 
 
+_BEFORE_LOGIN = "a tower session's cabinet, view or broker connection used before its login"
+
+
 class SessionClosed(Exception):
     """The connection has to close; the message says why (logged), `cause` labels the metric."""
 
@@ -198,7 +201,8 @@ class TowerGateway:
         reconnects before its old link timed out): the old one's offline state goes out before the new
         birth, never after it."""
         current = asyncio.current_task()
-        assert current is not None
+        if current is None:
+            raise RuntimeError("a tower session is claimed from outside a task")
         old = self.sessions.get(cabinet_id)
         self.sessions[cabinet_id] = current
         if old is not None and old is not current and not old.done():
@@ -394,7 +398,8 @@ class TowerSession:
         # A clean MQTT disconnect discards the will: the offline state is published by hand, with a
         # reason, so the platform takes its timestamp as the moment the link closed and can tell it
         # is older than the birth of a newer connection even if it arrives after it.
-        assert self.view is not None
+        if self.view is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         reason = "replaced" if self._replaced() else "link_closed"
         offline = self.view.offline(reason).model_dump_json(exclude_none=True)
         try:
@@ -469,7 +474,8 @@ class TowerSession:
             raise SessionClosed(f"{self._refused_before_login} frames refused before a login", "login_junk")
 
     async def _handle(self, message: BaseModel) -> None:
-        assert self.view is not None and self.cabinet_id is not None
+        if self.view is None or self.cabinet_id is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         if isinstance(message, AttributeReport):
             await self._on_report(message)
         elif isinstance(message, AlarmReport):
@@ -483,7 +489,8 @@ class TowerSession:
             await self._send(LoginResponse(txnNo=message.txnNo, devId=self.cabinet_id, result=1))
 
     async def _on_report(self, report: AttributeReport) -> None:
-        assert self.view is not None and self.cabinet_id is not None and self.mqtt is not None
+        if self.view is None or self.cabinet_id is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         at = _now()
         try:
             events = self.view.apply_report(report, at)
@@ -510,7 +517,8 @@ class TowerSession:
         if not self.online:
             self._held.extend(events)  # a v1 cabinet, too, sends what it saw offline after its birth
             return
-        assert self.mqtt is not None
+        if self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         for event in events:
             await self.mqtt.publish(self._topic(Channel.EVENTS), _json(event), qos=1)
 
@@ -533,7 +541,8 @@ class TowerSession:
     async def _relay(self, command: Command) -> None:
         """Send a v1 command on as a control request; a redelivered one is acked again (if answered) or
         re-sent with its transaction number (the cabinet acts on a transaction once)."""
-        assert self.view is not None and self.mqtt is not None
+        if self.view is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         pending = self.view.commands.get(command.command_id)
         if pending is not None and pending.ack is not None:
             await self.mqtt.publish(self._topic(Channel.ACKS), _json(pending.ack), qos=1)
@@ -548,7 +557,8 @@ class TowerSession:
         await self._send(self.view.control_request(command, pending.txn_no))
 
     async def _on_control_response(self, response: ControlResponse) -> None:
-        assert self.view is not None and self.mqtt is not None
+        if self.view is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         pending = self.view.ack(response, _now())
         if pending is None or pending.ack is None:
             await self.gateway.dead_letter(
@@ -564,7 +574,8 @@ class TowerSession:
     # ------------------------------------------------------------------------------------------ helpers
 
     def _topic(self, channel: Channel) -> str:
-        assert self.cabinet_id is not None
+        if self.cabinet_id is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         return cabinet_topic(self.gateway.prefix, self.cabinet_id, channel)
 
     def _txn(self) -> int:

@@ -94,7 +94,8 @@ async def open_top_up(
 
 async def credit_top_up(session: AsyncSession, top_up: WalletTopUp, payment: Payment) -> WalletEntry:
     """Credit what the provider captured for the top-up (once), from the provider's clearing account."""
-    assert payment.status == PaymentStatus.CAPTURED
+    if payment.status != PaymentStatus.CAPTURED:
+        raise ValueError(f"top-up {top_up.id}: payment {payment.key} is {payment.status}, not captured")
     entry, _ = await credit_wallet(
         session,
         rider_id=top_up.rider_id,
