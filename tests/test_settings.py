@@ -17,6 +17,7 @@ from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator_contract import EvaluatorInput
 from swapflow.workflows.refund_contract import RefundStart
 from swapflow.workflows.swap_contract import SwapRequest
+from swapflow.workflows.topup_contract import TopUpStart
 from swapflow.workflows.work_order_contract import WorkOrderInput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,6 +249,7 @@ def test_the_workflow_inputs_and_the_settings_share_their_defaults(clean_env: py
     assert request.payment_pending_timeout_s == settings.payments.payment_pending_timeout_s
     assert list(request.refund_poll_schedule_s) == settings.payments.refund_poll_schedule_s
     assert request.refund_expected_days == settings.payments.refund_expected_days
+    assert TopUpStart(top_up_id="t").pending_timeout_s == settings.payments.payment_pending_timeout_s
     refund = RefundStart.model_fields
     assert list(refund["poll_schedule_s"].default) == settings.payments.refund_poll_schedule_s
     assert refund["expected_days"].default == settings.payments.refund_expected_days

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from swapflow.domain import timing
 from swapflow.workflows.contract import Contract
 
 
@@ -11,7 +12,7 @@ class TopUpStart(Contract):
     """Input of workflow `topup/<top_up_id>`."""
 
     top_up_id: str
-    pending_timeout_s: float = 900.0
+    pending_timeout_s: float = timing.PAYMENT_PENDING_TIMEOUT_S
 
 
 class TopUpOutcome(Contract):
