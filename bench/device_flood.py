@@ -229,10 +229,10 @@ async def main(args: argparse.Namespace) -> None:
             flush=True,
         )
         login = client_login(settings, flooded)
-        messages = junk(settings.mqtt_topic_prefix, flooded, int(args.flood_rate * args.phase_seconds))
+        messages = junk(settings.mqtt.topic_prefix, flooded, int(args.flood_rate * args.phase_seconds))
         phases = [Phase("unflooded"), Phase("flooded")]
         async with httpx.AsyncClient(
-            base_url=settings.effective_api_url,
+            base_url=settings.api.effective_url,
             timeout=120,
             headers={"Authorization": f"Bearer {admin}"},
             limits=httpx.Limits(max_connections=200),

@@ -264,18 +264,15 @@ def bench_network(prefix: str, stations_per_city: int, riders_per_city: int) -> 
     (an admin starts swaps on any rider's behalf)."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     base = Settings()
-    settings = base.model_copy(
-        update={
-            "data_dir": data_dir,
-            "api_port": free_port(),
-            "temporal_dev_port": free_port(),
-            "temporal_ui_port": free_port(),
-            "embedded_broker_port": free_port(),
-            "log_level": "WARNING",
-        }
+    settings = base.updated(
+        data_dir=data_dir,
+        log_level="WARNING",
+        api={"port": free_port()},
+        temporal={"dev_port": free_port(), "ui_port": free_port()},
+        embedded_broker={"port": free_port()},
     )
     if base.database_url is None:
-        settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir / 'swapflow.db'}"})
+        settings = settings.updated(database_url=f"sqlite:///{data_dir / 'swapflow.db'}")
     url = settings.effective_database_url
     upgrade(url)
     engine = create_sync_engine(url)
@@ -335,7 +332,7 @@ async def main(args: argparse.Namespace) -> None:
         idle = {name: (cpu_before[name] - idle_before.get(name, 0)) / IDLE_SECONDS for name in cpu_before}
         driven_s = 0.0
         async with httpx.AsyncClient(
-            base_url=settings.effective_api_url,
+            base_url=settings.api.effective_url,
             timeout=60,
             headers={"Authorization": f"Bearer {admin}"},
             limits=httpx.Limits(max_connections=200),

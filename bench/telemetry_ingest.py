@@ -272,7 +272,7 @@ class Fleet:
         self.connections = connections
         self.sent = 0
         self.late_ticks = 0
-        prefix = settings.mqtt_topic_prefix
+        prefix = settings.mqtt.topic_prefix
         self._topics = [cabinet_topic(prefix, cabinet_id(i), Channel.TELEMETRY) for i in range(cabinets)]
         # Per cabinet, the payload with three holes: ts, seq, and the slots' varying part.
         self._heads = [f'{{"v":1,"cabinet_id":"{cabinet_id(i)}","ts":"' for i in range(cabinets)]
@@ -336,7 +336,7 @@ class Fleet:
 async def answer_commands(settings: Settings, responders: int, stop: asyncio.Event) -> None:
     """The first `responders` cabinets' firmware as far as commands go: every command acked at once."""
     endpoint = settings.mqtt_endpoint
-    prefix = settings.mqtt_topic_prefix
+    prefix = settings.mqtt.topic_prefix
     async with aiomqtt.Client(endpoint.host, endpoint.port, identifier=f"bench-doors-{uuid.uuid4().hex[:6]}") as client:
         await client.subscribe([(cabinet_topic(prefix, cabinet_id(i), Channel.COMMANDS), 1) for i in range(responders)])
         async for message in client.messages:
@@ -479,15 +479,16 @@ async def bench(args: argparse.Namespace) -> None:
 
     metrics_port = free_port()
     run = uuid.uuid4().hex[:8]
-    settings = Settings(
+    settings = Settings().updated(
         data_dir=workdir,
         database_url=url,
-        mqtt_url=mqtt_url,
-        mqtt_topic_prefix=f"swapflow-bench-{run}/v1",
-        adapter_client_id=f"bench-adapter-{run}",
-        adapter_metrics_port=metrics_port,
-        heartbeat_interval_s=args.interval,
-        adapter_telemetry_connections=args.adapter_connections,
+        mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-bench-{run}/v1"},
+        adapter={
+            "client_id": f"bench-adapter-{run}",
+            "metrics_port": metrics_port,
+            "telemetry_connections": args.adapter_connections,
+        },
+        devices={"heartbeat_interval_s": args.interval},
     )
     adapter = spawn.Process(target=run_adapter, args=(settings.model_dump_json(), args.no_gc_tuning), daemon=True)
     adapter.start()

@@ -60,14 +60,12 @@ def frames_in() -> float:
 
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="swapflow-bench-tower-"))
-    settings = Settings(
+    settings = Settings().updated(
         data_dir=data,
         database_url=f"sqlite:///{data / 'bench.db'}",
-        mqtt_url=None,
-        embedded_broker_port=free_port(),
-        gateway_host="127.0.0.1",
-        gateway_port=free_port(),
-        gateway_read_timeout_s=max(30.0, 3 * args.interval),
+        mqtt={"url": None},
+        embedded_broker={"port": free_port()},
+        gateway={"host": "127.0.0.1", "port": free_port(), "read_timeout_s": max(30.0, 3 * args.interval)},
     )
     upgrade(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
@@ -76,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
     provision_embedded_stack(engine, settings)
     engine.dispose()
 
-    broker = embedded_broker("127.0.0.1", settings.embedded_broker_port, settings_plugins(settings))
+    broker = embedded_broker("127.0.0.1", settings.embedded_broker.port, settings_plugins(settings))
     await broker.start()
     db = Database(settings.effective_database_url)
     gateway = TowerGateway(settings, db)
@@ -91,7 +89,7 @@ async def main(args: argparse.Namespace) -> None:
     online_s = time.perf_counter() - started
     print(f"{len(cabinets)} tower cabinets online through the gateway in {online_s:.2f} s")
 
-    prefix = settings.mqtt_topic_prefix
+    prefix = settings.mqtt.topic_prefix
     pending: dict[str, float] = {}
     round_trips: list[float] = []
     done = asyncio.Event()

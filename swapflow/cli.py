@@ -50,7 +50,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     except FaultSpecError as exc:
         raise SystemExit(f"swapflow up: --faults: {exc}") from None
     # Payment faults are the sandbox provider's: they reach the worker through its settings.
-    settings = settings.model_copy(update=plan.payment_rates())
+    settings = settings.updated(payments=plan.payment_rates())
     options = UpOptions(simulate=args.simulate, riders=args.riders, faults=args.faults)
     return int(_run_until_signal(run_up(settings, options)) or 0)
 
@@ -62,8 +62,8 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 
     uvicorn.run(
         create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
+        host=settings.api.host,
+        port=settings.api.port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )
@@ -128,7 +128,7 @@ def cmd_cabinets(settings: Settings, args: argparse.Namespace) -> int:
                     else f"{cabinet_id}: username {cabinet_id} password {secret}  (shown once; store it now)"
                 )
         if args.mosquitto_dir:
-            passwords, acl = write_mosquitto_files(engine, Path(args.mosquitto_dir), settings.mqtt_topic_prefix)
+            passwords, acl = write_mosquitto_files(engine, Path(args.mosquitto_dir), settings.mqtt.topic_prefix)
             print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to reload them")
     finally:
         engine.dispose()
@@ -158,7 +158,7 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
 
     upgrade(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
-    seeded = seed_demo_network(engine, tower_share=settings.tower_share)
+    seeded = seed_demo_network(engine, tower_share=settings.devices.tower_share)
     print("seeded the demo network" if seeded else "database already holds a network; nothing seeded")
     if seed_demo_accounts(engine, settings.data_dir):
         print(f"demo accounts' tokens written to {tokens_path(settings.data_dir)}")

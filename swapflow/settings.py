@@ -1,5 +1,10 @@
 """All configuration of swapflow, read from `SWAPFLOW_*` environment variables (or a `.env` file).
 
+The settings come in groups, one model each (`settings.swap`, `settings.payments`, `settings.gateway`, …).
+A group reads its own variables: its `env_prefix` followed by the field's name, so `settings.gateway.port`
+is `SWAPFLOW_GATEWAY_PORT` and `settings.swap.command_attempts` (prefix `SWAPFLOW_`) is
+`SWAPFLOW_COMMAND_ATTEMPTS`.
+
 Every unset back end falls back to its embedded default: a SQLite file in the data folder, a Temporal
 dev server started by `swapflow up`, and an embedded amqtt broker.
 """
@@ -10,6 +15,7 @@ import json
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -20,44 +26,142 @@ from swapflow.domain.safety import BatteryLimits
 from swapflow.ops.config import OpsSla, WebhookChannel
 
 
-class Settings(BaseSettings):
-    """The one settings class. Field `foo_bar` is read from `SWAPFLOW_FOO_BAR`."""
+class _Group(BaseSettings):
+    """One group of settings; a subclass names its variables' prefix."""
 
     model_config = SettingsConfigDict(env_prefix="SWAPFLOW_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path(".swapflow"), description="Where the embedded stack keeps its state.")
+    def env(self, exclude: set[str] | None = None) -> dict[str, str]:
+        """This group's set values as the variables it reads them from."""
+        prefix = self.model_config.get("env_prefix", "")
+        return {
+            f"{prefix}{name}".upper(): value if isinstance(value, str) else json.dumps(value)
+            for name, value in self.model_dump(mode="json", exclude=exclude).items()
+            if value is not None
+        }
 
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
 
-    temporal_address: str | None = Field(
+class TemporalSettings(_Group):
+    """Where workflows run: the Temporal frontend and task queue."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_TEMPORAL_")
+
+    address: str | None = Field(
         None, description="host:port of a Temporal frontend; default: `swapflow up` starts a dev server."
     )
-    temporal_namespace: str = "default"
-    temporal_task_queue: str = "swapflow"
-    worker_processes: int = Field(
-        1,
-        ge=1,
-        description="Worker processes `swapflow up` starts on the task queue. A worker runs its workflows "
-        "and their local activities on one Python thread: on a machine with spare cores, more processes take more "
-        "swaps a second.",
-    )
-    temporal_dev_port: int = 7233
-    temporal_ui_port: int = 8233
+    namespace: str = "default"
+    task_queue: str = "swapflow"
+    dev_port: int = 7233
+    ui_port: int = 8233
 
-    mqtt_url: str | None = Field(
+    @property
+    def effective_address(self) -> str:
+        """Where workers and the API reach Temporal."""
+        return self.address or f"127.0.0.1:{self.dev_port}"
+
+
+class MqttSettings(_Group):
+    """The MQTT broker every device and service talks through."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_MQTT_")
+
+    url: str | None = Field(
         None, description="mqtt://[user:pass@]host:port of the broker; default: embedded amqtt broker."
     )
-    embedded_broker_port: int = Field(1884, description="Port of the embedded broker (1883 is often taken).")
-    mqtt_topic_prefix: str = "swapflow/v1"
-    adapter_client_id: str | None = Field(
-        None, description="MQTT client id of the device adapter (persistent session); default from the host name."
+    topic_prefix: str = "swapflow/v1"
+    service_username: str = Field(
+        "swapflow", description="MQTT account of the platform's services (adapter, gateway, worker, simulator)."
+    )
+    max_queued_messages: int = Field(
+        10_000, ge=1, description="QoS 1 messages the embedded broker keeps per offline client."
     )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_url: str | None = Field(None, description="Base URL simulated riders use; default from host/port.")
 
-    # Swap timing. Every wait in a swap is bounded; these are the bounds.
+class EmbeddedBrokerSettings(_Group):
+    """The amqtt broker `swapflow up` starts when no broker is configured."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_EMBEDDED_BROKER_")
+
+    port: int = Field(1884, description="Port of the embedded broker (1883 is often taken).")
+    auth: bool = Field(
+        True,
+        description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
+        "An external broker enforces what its own configuration says.",
+    )
+
+
+class ApiSettings(_Group):
+    """The HTTP API."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_API_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    url: str | None = Field(None, description="Base URL simulated riders use; default from host/port.")
+
+    @property
+    def effective_url(self) -> str:
+        """Base URL of the HTTP API."""
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+class AdapterSettings(_Group):
+    """The device adapter: MQTT to the database and the workflows."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_ADAPTER_")
+
+    client_id: str | None = Field(
+        None, description="MQTT client id of the device adapter (persistent session); default from the host name."
+    )
+    metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the device adapter; 0: off.")
+    telemetry_connections: int = Field(
+        1,
+        ge=1,
+        description="Broker connections the adapter takes telemetry on; more than one uses an MQTT shared "
+        "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.",
+    )
+
+    @property
+    def effective_client_id(self) -> str:
+        """One id per adapter host, stable across restarts."""
+        return self.client_id or f"swapflow-adapter-{socket.gethostname()}"
+
+
+class GatewaySettings(_Group):
+    """The tower-protocol TCP gateway, and what an unauthenticated connection may cost."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_GATEWAY_")
+
+    host: str = Field("127.0.0.1", description="Where the tower-protocol TCP gateway listens.")
+    port: int = Field(9000, description="Port of the tower-protocol TCP gateway.")
+    max_frame_bytes: int = Field(65_536, ge=64, description="Larger frames are refused and the link closed.")
+    login_timeout_s: float = Field(10.0, gt=0, description="A new connection must log in within this.")
+    read_timeout_s: float = Field(
+        90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed."
+    )
+    metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the tower-protocol gateway; 0: off.")
+    login_max_frame_bytes: int = Field(
+        4096, ge=256, description="Before its login, a connection's larger frames are refused and the link closed."
+    )
+    login_max_frames: int = Field(
+        5, ge=1, description="Frames a connection may send that are not a login before it is closed."
+    )
+    login_backoff_s: float = Field(
+        1.0, gt=0, description="Hold on an address's next login after a failed one; doubles per failure."
+    )
+    login_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest hold on an address's login; its failures are forgotten after this long."
+    )
+    login_backoff_addresses: int = Field(
+        10_000, ge=1, description="Addresses whose failed logins the gateway remembers (the oldest are forgotten)."
+    )
+
+
+class SwapSettings(_Group):
+    """A swap: every wait in it is bounded (these are the bounds), and which packs it may issue."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_")
+
     command_ack_timeout_s: float = Field(
         timing.COMMAND_ACK_TIMEOUT_S, description="How long a cabinet has to acknowledge a command."
     )
@@ -70,13 +174,11 @@ class Settings(BaseSettings):
     charged_take_timeout_s: float = Field(
         timing.CHARGED_TAKE_TIMEOUT_S, description="How long a rider has to take the charged pack."
     )
-
-    ready_soc_threshold: float = Field(90.0, description="A pack is 'ready' at or above this SoC (percent).")
-    min_soh: float = Field(70.0, description="Packs below this SoH are not issued to riders.")
-
     offline_grace_s: float = Field(
         timing.OFFLINE_GRACE_S, description="How long a swap waits for a cabinet that went offline."
     )
+    ready_soc_threshold: float = Field(90.0, description="A pack is 'ready' at or above this SoC (percent).")
+    min_soh: float = Field(70.0, description="Packs below this SoH are not issued to riders.")
     battery_limits: dict[str, BatteryLimits] = Field(
         default_factory=lambda: {"LFP-60V-32Ah": BatteryLimits()},
         description="Safety limits per battery model (JSON in SWAPFLOW_BATTERY_LIMITS).",
@@ -85,16 +187,12 @@ class Settings(BaseSettings):
         default_factory=BatteryLimits, description="Limits of a model not listed above."
     )
 
-    sandbox_payment_latency_ms: int = 0
-    sandbox_decline_rate: float = Field(0.0, ge=0, le=1, description="Share of sandbox charges declined.")
-    sandbox_timeout_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of sandbox charges whose answer is lost after the capture."
-    )
 
-    # ---- payments ----
-    sandbox_refund_processing_s: float = Field(
-        0.0, ge=0, description="How long a sandbox refund stays processing before it succeeds (0: at once)."
-    )
+class PaymentSettings(_Group):
+    """Charges and refunds: their waits, the sandbox provider, the daily reconciliation."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_")
+
     payment_pending_timeout_s: float = Field(
         timing.PAYMENT_PENDING_TIMEOUT_S,
         description="How long a charge may stay pending (rider confirming in the app) before it is closed.",
@@ -107,37 +205,62 @@ class Settings(BaseSettings):
         default_factory=lambda: list(timing.REFUND_POLL_SCHEDULE_S),
         description="Waits between refund polls; the last repeats until the refund is final.",
     )
+    notification_tolerance_s: int = Field(300, description="Payment notifications older/newer than this are stale.")
     reconciliation_cron: str = Field("30 2 * * *", description="When the daily reconciliation runs (UTC).")
     reconciliation_schedule: bool = Field(True, description="Create the daily reconciliation schedule on start.")
+    sandbox_payment_latency_ms: int = 0
+    sandbox_decline_rate: float = Field(0.0, ge=0, le=1, description="Share of sandbox charges declined.")
+    sandbox_timeout_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of sandbox charges whose answer is lost after the capture."
+    )
+    sandbox_refund_processing_s: float = Field(
+        0.0, ge=0, description="How long a sandbox refund stays processing before it succeeds (0: at once)."
+    )
 
-    # ---- payment providers: WeChat Pay v3, Stripe ----
-    wechat_mchid: str | None = Field(None, description="WeChat Pay merchant id; unset: WeChat Pay is off.")
-    wechat_appid: str | None = Field(None, description="App id of the mini-program / official account riders pay in.")
-    wechat_private_key: str | None = Field(None, description="Merchant API private key (PEM text).")
-    wechat_private_key_path: Path | None = Field(None, description="Or the file holding that PEM.")
-    wechat_cert_serial_no: str | None = Field(None, description="Serial number of the merchant API certificate.")
-    wechat_apiv3_key: str | None = Field(None, description="APIv3 key: decrypts notifications (AES-256-GCM).")
-    wechat_public_key: str | None = Field(None, description="WeChat Pay public key (PEM) for public-key mode.")
-    wechat_public_key_id: str | None = Field(None, description="Its id (PUB_KEY_ID_...); with the key above.")
-    wechat_cert_dir: Path | None = Field(None, description="Platform-certificate mode: where certificates are kept.")
-    wechat_notify_url: str | None = Field(None, description="Public URL of POST /v1/payments/wechat/notify.")
-    wechat_gateway_url: str | None = Field(None, description="Override of https://api.mch.weixin.qq.com (tests).")
-    wechat_timeout_s: float = Field(10.0, description="Read timeout of one WeChat Pay call.")
-    stripe_api_key: str | None = Field(None, description="Stripe secret key; unset: Stripe is off.")
-    stripe_webhook_secret: str | None = Field(None, description="Signing secret of the Stripe webhook endpoint.")
-    stripe_api_base: str | None = Field(None, description="Override of https://api.stripe.com (localstripe).")
-    stripe_full_api: bool = Field(
+
+class WeChatSettings(_Group):
+    """WeChat Pay v3; off while `mchid` is unset."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_WECHAT_")
+
+    mchid: str | None = Field(None, description="WeChat Pay merchant id; unset: WeChat Pay is off.")
+    appid: str | None = Field(None, description="App id of the mini-program / official account riders pay in.")
+    private_key: str | None = Field(None, description="Merchant API private key (PEM text).")
+    private_key_path: Path | None = Field(None, description="Or the file holding that PEM.")
+    cert_serial_no: str | None = Field(None, description="Serial number of the merchant API certificate.")
+    apiv3_key: str | None = Field(None, description="APIv3 key: decrypts notifications (AES-256-GCM).")
+    public_key: str | None = Field(None, description="WeChat Pay public key (PEM) for public-key mode.")
+    public_key_id: str | None = Field(None, description="Its id (PUB_KEY_ID_...); with the key above.")
+    cert_dir: Path | None = Field(None, description="Platform-certificate mode: where certificates are kept.")
+    notify_url: str | None = Field(None, description="Public URL of POST /v1/payments/wechat/notify.")
+    gateway_url: str | None = Field(None, description="Override of https://api.mch.weixin.qq.com (tests).")
+    timeout_s: float = Field(10.0, description="Read timeout of one WeChat Pay call.")
+
+
+class StripeSettings(_Group):
+    """Stripe; off while `api_key` is unset."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_STRIPE_")
+
+    api_key: str | None = Field(None, description="Stripe secret key; unset: Stripe is off.")
+    webhook_secret: str | None = Field(None, description="Signing secret of the Stripe webhook endpoint.")
+    api_base: str | None = Field(None, description="Override of https://api.stripe.com (localstripe).")
+    full_api: bool = Field(
         True,
         description="The server offers Stripe's whole API (search, `created` list filters); off for "
         "localstripe, which lacks them (then objects are listed and filtered here).",
     )
-    stripe_refund_lookback_days: int = Field(
+    refund_lookback_days: int = Field(
         120, description="How far back refunds are listed to find one by our key (Stripe cannot search refunds)."
     )
-    stripe_timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
-    notification_tolerance_s: int = Field(300, description="Payment notifications older/newer than this are stale.")
+    timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
 
-    # ---- device network ----
+
+class DeviceSettings(_Group):
+    """The device network: heartbeats, command resends, clocks, and what one device may cost."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_")
+
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often cabinets publish telemetry (their heartbeat)."
     )
@@ -152,80 +275,6 @@ class Settings(BaseSettings):
         gt=0,
         description="Unacknowledged commands are re-sent this often, until acknowledged or past their deadline.",
     )
-    adapter_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the device adapter; 0: off.")
-    adapter_telemetry_connections: int = Field(
-        1,
-        ge=1,
-        description="Broker connections the adapter takes telemetry on; more than one uses an MQTT shared "
-        "subscription ($share/…, Mosquitto, EMQX), which also spreads telemetry over several adapters.",
-    )
-
-    # ---- device identity and the tower-protocol gateway ----
-    embedded_broker_auth: bool = Field(
-        True,
-        description="The embedded broker refuses unknown clients and enforces per-cabinet topic ACLs. "
-        "An external broker enforces what its own configuration says.",
-    )
-    mqtt_service_username: str = Field(
-        "swapflow", description="MQTT account of the platform's services (adapter, gateway, worker, simulator)."
-    )
-    gateway_host: str = Field("127.0.0.1", description="Where the tower-protocol TCP gateway listens.")
-    gateway_port: int = Field(9000, description="Port of the tower-protocol TCP gateway.")
-    gateway_max_frame_bytes: int = Field(65_536, ge=64, description="Larger frames are refused and the link closed.")
-    gateway_login_timeout_s: float = Field(10.0, gt=0, description="A new connection must log in within this.")
-    gateway_read_timeout_s: float = Field(
-        90.0, gt=0, description="Silence after which a tower cabinet's link counts as dead (half-open) and is closed."
-    )
-    gateway_metrics_port: int = Field(0, ge=0, description="Prometheus metrics of the tower-protocol gateway; 0: off.")
-    tower_share: float = Field(
-        0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol."
-    )
-
-    # ---- ops ----
-    ops_evaluate_interval_s: float = Field(15.0, gt=0, description="How often the alert rules run.")
-
-    # ---- tower gateway: what an unauthenticated connection may cost ----
-    gateway_login_max_frame_bytes: int = Field(
-        4096, ge=256, description="Before its login, a connection's larger frames are refused and the link closed."
-    )
-    gateway_login_max_frames: int = Field(
-        5, ge=1, description="Frames a connection may send that are not a login before it is closed."
-    )
-    gateway_login_backoff_s: float = Field(
-        1.0, gt=0, description="Hold on an address's next login after a failed one; doubles per failure."
-    )
-    gateway_login_backoff_max_s: float = Field(
-        60.0, gt=0, description="Longest hold on an address's login; its failures are forgotten after this long."
-    )
-    gateway_login_backoff_addresses: int = Field(
-        10_000, ge=1, description="Addresses whose failed logins the gateway remembers (the oldest are forgotten)."
-    )
-    ops_evaluations_per_run: int = Field(200, ge=1, description="Evaluations before the evaluator continues-as-new.")
-    ops_offline_alert_after_s: float = Field(120.0, description="A cabinet offline this long raises an alert.")
-    ops_no_ack_lookback_s: float = Field(900.0, description="Unacknowledged door commands this recent raise alerts.")
-    ops_ingest_lag_alert_s: float = Field(120.0, description="Online cabinets silent this long mean ingest lags.")
-    ops_evening_peak_start: str = Field("17:30", description="Local time the evening peak starts (HH:MM).")
-    ops_peak_lead_minutes: int = Field(90, description="How long before the peak a cabinet must hold a ready pack.")
-    ops_sla: dict[str, OpsSla] = Field(
-        default_factory=lambda: {
-            "critical": OpsSla(ack_s=600, resolve_s=3600),
-            "warning": OpsSla(ack_s=1800, resolve_s=4 * 3600),
-            "info": OpsSla(ack_s=4 * 3600, resolve_s=24 * 3600),
-        },
-        description="Ack and resolve deadlines of a work order per severity (JSON in SWAPFLOW_OPS_SLA).",
-    )
-    ops_work_order_kinds: list[str] = Field(
-        default_factory=lambda: ["cabinet_offline", "door_fault", "door_no_ack", "slot_fault"],
-        description="Alert kinds that open a work order.",
-    )
-    ops_verify_ack_timeout_s: float = Field(
-        timing.VERIFY_ACK_TIMEOUT_S, description="How long the verification's test command may take."
-    )
-    ops_webhooks: list[WebhookChannel] = Field(
-        default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS)."
-    )
-    ops_webhook_attempts: int = Field(5, ge=1, description="Attempts per alert and channel, with backoff.")
-    # ---- device clocks: a device's timestamp is trusted only within these bounds of the platform's clock ----
     device_clock_skew_s: float = Field(
         300.0, ge=0, description="A device message stamped further ahead than this is taken as received now."
     )
@@ -235,8 +284,6 @@ class Settings(BaseSettings):
         description="A device event or report stamped further back than this is taken as "
         "received now (a pack keeps its reports through an outage, not for ever).",
     )
-
-    # ---- what one device may cost: message size, rate, queueing and dead letters ----
     device_max_message_bytes: int = Field(
         65_536, ge=1024, description="Larger device messages are refused (by the adapter, and by the brokers)."
     )
@@ -252,11 +299,112 @@ class Settings(BaseSettings):
     )
     dead_letter_max_payload_bytes: int = Field(4096, ge=0, description="How much of a dead letter's payload is kept.")
     dead_letter_retention_days: float = Field(30.0, gt=0, description="Dead letters last seen before this go.")
-    mqtt_max_queued_messages: int = Field(
-        10_000, ge=1, description="QoS 1 messages the embedded broker keeps per offline client."
+    tower_share: float = Field(
+        0.125, ge=0, le=1, description="Share of the demo network's reporting cabinets that speak the tower protocol."
     )
 
+
+class OpsSettings(_Group):
+    """Operations: alert rules, work orders and their SLAs, where alerts are pushed."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_OPS_")
+
+    evaluate_interval_s: float = Field(
+        timing.OPS_EVALUATE_INTERVAL_S, gt=0, description="How often the alert rules run."
+    )
+    evaluations_per_run: int = Field(
+        timing.OPS_EVALUATIONS_PER_RUN, ge=1, description="Evaluations before the evaluator continues-as-new."
+    )
+    offline_alert_after_s: float = Field(120.0, description="A cabinet offline this long raises an alert.")
+    no_ack_lookback_s: float = Field(900.0, description="Unacknowledged door commands this recent raise alerts.")
+    ingest_lag_alert_s: float = Field(120.0, description="Online cabinets silent this long mean ingest lags.")
+    evening_peak_start: str = Field("17:30", description="Local time the evening peak starts (HH:MM).")
+    peak_lead_minutes: int = Field(90, description="How long before the peak a cabinet must hold a ready pack.")
+    sla: dict[str, OpsSla] = Field(
+        default_factory=lambda: {
+            "critical": OpsSla(ack_s=600, resolve_s=3600),
+            "warning": OpsSla(ack_s=1800, resolve_s=4 * 3600),
+            "info": OpsSla(ack_s=4 * 3600, resolve_s=24 * 3600),
+        },
+        description="Ack and resolve deadlines of a work order per severity (JSON in SWAPFLOW_OPS_SLA).",
+    )
+    work_order_kinds: list[str] = Field(
+        default_factory=lambda: ["cabinet_offline", "door_fault", "door_no_ack", "slot_fault"],
+        description="Alert kinds that open a work order.",
+    )
+    verify_ack_timeout_s: float = Field(
+        timing.VERIFY_ACK_TIMEOUT_S, description="How long the verification's test command may take."
+    )
+    webhooks: list[WebhookChannel] = Field(
+        default_factory=list, description="Where alerts are pushed (JSON list in SWAPFLOW_OPS_WEBHOOKS)."
+    )
+    webhook_attempts: int = Field(
+        timing.OPS_WEBHOOK_ATTEMPTS, ge=1, description="Attempts per alert and channel, with backoff."
+    )
+
+
+class Settings(_Group):
+    """All settings: the stack's own (data folder, database, worker processes, log level) and one field per
+    group. Build changed copies with `updated`, which refuses names no group has."""
+
+    data_dir: Path = Field(Path(".swapflow"), description="Where the embedded stack keeps its state.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        description="Worker processes `swapflow up` starts on the task queue. A worker runs its workflows "
+        "and their local activities on one Python thread: on a machine with spare cores, more processes take more "
+        "swaps a second.",
+    )
     log_level: str = "INFO"
+
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    embedded_broker: EmbeddedBrokerSettings = Field(default_factory=EmbeddedBrokerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    swap: SwapSettings = Field(default_factory=SwapSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+
+    @classmethod
+    def groups(cls) -> dict[str, type[_Group]]:
+        """The groups by field name."""
+        found: dict[str, type[_Group]] = {}
+        for name, field in cls.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Group):
+                found[name] = field.annotation
+        return found
+
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated: a group's changes as a dict
+        (`updated(gateway={"port": 9001}, data_dir=path)`). An unknown group or field raises, so a change
+        cannot be silently dropped."""
+        groups = self.groups()
+        data = self.model_dump()
+        for key, value in changes.items():
+            if key in groups:
+                unknown = set(value) - set(groups[key].model_fields)
+                if unknown:
+                    raise ValueError(f"settings.{key} has no field {', '.join(sorted(unknown))}")
+                data[key] = {**data[key], **value}
+            elif key in type(self).model_fields:
+                data[key] = value
+            else:
+                raise ValueError(f"no setting or settings group {key!r}")
+        return type(self).model_validate(data)
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as SWAPFLOW_* variables, so child processes run with exactly them."""
+        env = self.env(exclude=set(self.groups()))
+        for name in self.groups():
+            group: _Group = getattr(self, name)
+            env.update(group.env())
+        return env
 
     @property
     def effective_database_url(self) -> str:
@@ -266,32 +414,9 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'swapflow.db').resolve()}"
 
     @property
-    def effective_temporal_address(self) -> str:
-        """Where workers and the API reach Temporal."""
-        return self.temporal_address or f"127.0.0.1:{self.temporal_dev_port}"
-
-    @property
     def effective_mqtt_url(self) -> str:
         """Where every MQTT client connects."""
-        return self.mqtt_url or f"mqtt://127.0.0.1:{self.embedded_broker_port}"
-
-    @property
-    def effective_adapter_client_id(self) -> str:
-        """One id per adapter host, stable across restarts."""
-        return self.adapter_client_id or f"swapflow-adapter-{socket.gethostname()}"
-
-    @property
-    def effective_api_url(self) -> str:
-        """Base URL of the HTTP API."""
-        return self.api_url or f"http://{self.api_host}:{self.api_port}"
-
-    def as_env(self) -> dict[str, str]:
-        """These settings as SWAPFLOW_* variables, so child processes run with exactly them."""
-        env = {}
-        for name, value in self.model_dump(mode="json").items():
-            if value is not None:
-                env[f"SWAPFLOW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        return env
+        return self.mqtt.url or f"mqtt://127.0.0.1:{self.embedded_broker.port}"
 
     @property
     def mqtt_endpoint(self) -> MqttEndpoint:

@@ -100,7 +100,7 @@ def build_worker(client: Client, settings: Settings, db: Database, commands_out:
     """A worker for the swapflow task queue."""
     return Worker(
         client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings, db, commands_out),
         max_concurrent_activities=200,
@@ -117,11 +117,11 @@ async def run_worker(settings: Settings) -> None:
     publisher_task = asyncio.create_task(commands_out.run())
     try:
         client = await connect_temporal(settings)
-        if settings.reconciliation_schedule:
+        if settings.payments.reconciliation_schedule:
             await ensure_reconciliation_schedule(client, settings)
         worker = build_worker(client, settings, db, commands_out)
         await ensure_alert_evaluator(client, settings)
-        log.info("worker polling %s on %s", settings.temporal_task_queue, settings.effective_temporal_address)
+        log.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.effective_address)
         await worker.run()
     finally:
         publisher_task.cancel()

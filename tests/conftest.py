@@ -100,16 +100,13 @@ def settings(database_url: str, mqtt_url: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own database, topic prefix and task queue, so tests sharing a
     broker or a Temporal server never see each other's messages."""
     run = uuid.uuid4().hex[:10]
-    return Settings(
+    return Settings().updated(
         data_dir=tmp_path / "data",
         database_url=database_url,
-        mqtt_url=mqtt_url,
-        mqtt_topic_prefix=f"swapflow-test-{run}/v1",
-        temporal_task_queue=f"swapflow-test-{run}",
-        adapter_client_id=f"swapflow-test-adapter-{run}",
-        command_ack_timeout_s=5.0,
-        return_insert_timeout_s=30.0,
-        charged_take_timeout_s=30.0,
+        mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{run}/v1"},
+        temporal={"task_queue": f"swapflow-test-{run}"},
+        adapter={"client_id": f"swapflow-test-adapter-{run}"},
+        swap={"command_ack_timeout_s": 5.0, "return_insert_timeout_s": 30.0, "charged_take_timeout_s": 30.0},
     )
 
 

@@ -3,7 +3,7 @@ loopback port, and the WeChat Pay v3 fake from tests/wechat_fake.py; plus the se
 them, the API app wired to a Temporal client, and a recording refund workflow.
 
 Use: `from tests.payment_fakes import localstripe_url, wechat_fake, ...` in a test module (fixtures), then
-`Settings(**base, **stripe_settings_values(localstripe_url))` or `**wechat_fake.settings_values()`.
+`settings.updated(stripe=stripe_settings_values(localstripe_url), wechat=wechat_fake.settings_values())`.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ def localstripe_url() -> Iterator[str]:
 
 
 def stripe_settings_values(api_base: str) -> dict[str, Any]:
-    """The `Settings` fields (stripe_*) of a merchant talking to localstripe."""
+    """The `settings.stripe` fields of a merchant talking to localstripe."""
     return {
-        "stripe_api_key": "sk_test_swapflow",
-        "stripe_api_base": api_base,
-        "stripe_full_api": False,
-        "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
-        "stripe_timeout_s": 5.0,
+        "api_key": "sk_test_swapflow",
+        "api_base": api_base,
+        "full_api": False,
+        "webhook_secret": STRIPE_WEBHOOK_SECRET,
+        "timeout_s": 5.0,
     }
 
 

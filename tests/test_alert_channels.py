@@ -86,8 +86,8 @@ async def run_evaluator(
         handle = await env.client.start_workflow(
             AlertEvaluatorWorkflow.run,
             EvaluatorInput(interval_s=0.5, per_run=1000),
-            id=f"evaluator-{settings.temporal_task_queue}",
-            task_queue=settings.temporal_task_queue,
+            id=f"evaluator-{settings.temporal.task_queue}",
+            task_queue=settings.temporal.task_queue,
         )
         try:
             return await deliveries_of(db, channel, attempts)
@@ -99,7 +99,7 @@ async def test_a_webhook_is_signed_and_retried_until_delivered(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database, receiver: Receiver
 ) -> None:
     channel = WebhookChannel(name="ops-hook", url=receiver.url, secret=SECRET)
-    settings = settings.model_copy(update={"ops_offline_alert_after_s": 60.0, "ops_webhooks": [channel]})
+    settings = settings.updated(ops={"offline_alert_after_s": 60.0, "webhooks": [channel]})
     log = await run_evaluator(temporal_env, settings, db, "ops-hook", 2)
 
     assert [(d.attempt, d.ok, d.status_code) for d in log] == [(1, False, 503), (2, True, 204)]
@@ -117,7 +117,7 @@ async def test_an_im_channel_gets_the_body_its_template_makes(
     receiver.failures = 0
     template = '{"msgtype": "text", "text": {"content": "[{{ alert.severity }}] {{ alert.message }}"}}'
     channel = WebhookChannel(name="im", url=receiver.url, secret=SECRET, template=template)
-    settings = settings.model_copy(update={"ops_offline_alert_after_s": 60.0, "ops_webhooks": [channel]})
+    settings = settings.updated(ops={"offline_alert_after_s": 60.0, "webhooks": [channel]})
     await run_evaluator(temporal_env, settings, db, "im", 1)
 
     _, body = receiver.requests[0]

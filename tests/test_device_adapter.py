@@ -91,11 +91,11 @@ class Recorder:
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Recorder]:
     async with Worker(
         temporal_env.client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=[RecordingWorkflow],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
-        yield Recorder(temporal_env.client, settings.temporal_task_queue)
+        yield Recorder(temporal_env.client, settings.temporal.task_queue)
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ async def eventually(check: Callable[[], Awaitable[object]], within_s: float = 1
 
 
 def topic(settings: Settings, channel: Channel, cabinet_id: str = CABINET) -> str:
-    return cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, channel)
+    return cabinet_topic(settings.mqtt.topic_prefix, cabinet_id, channel)
 
 
 def now_iso() -> str:
@@ -255,7 +255,7 @@ async def test_message_that_cannot_be_accepted_is_dead_lettered_with_its_reason(
 async def test_message_on_a_foreign_topic_is_dead_lettered(
     settings: Settings, db: Database, adapter: DeviceAdapter
 ) -> None:
-    await adapter.handle(f"{settings.mqtt_topic_prefix}/cabinets/{CABINET}/events/extra", event("door_opened", 1))
+    await adapter.handle(f"{settings.mqtt.topic_prefix}/cabinets/{CABINET}/events/extra", event("door_opened", 1))
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("not a cabinet or battery topic")
 
@@ -582,7 +582,7 @@ async def test_adapter_reconnects_when_the_broker_comes_back(
 ) -> None:
     # A broker of the test's own, so it can be stopped and started again on the same port.
     port = free_port()
-    own = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"})
+    own = settings.updated(mqtt={"url": f"mqtt://127.0.0.1:{port}"})
     broker = embedded_broker("127.0.0.1", port)
     await broker.start()
     adapter = DeviceAdapter(own, db, temporal_env.client)

@@ -43,14 +43,9 @@ OTHER = "cab-sh-002-1"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """A low rate, so a test reaches it quickly; swaps with short bounds (the cabinets are real)."""
-    return settings.model_copy(
-        update={
-            "device_rate_per_s": 5.0,
-            "device_rate_burst": 50,
-            "command_ack_timeout_s": 1.5,
-            "return_insert_timeout_s": 20.0,
-            "charged_take_timeout_s": 20.0,
-        }
+    return settings.updated(
+        devices={"device_rate_per_s": 5.0, "device_rate_burst": 50},
+        swap={"command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0, "charged_take_timeout_s": 20.0},
     )
 
 
@@ -135,7 +130,7 @@ def test_the_dead_letter_api_shows_how_often_a_fault_came(settings: Settings, da
 async def test_a_dead_letters_payload_is_cut_to_the_configured_size(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    adapter = DeviceAdapter(settings.model_copy(update={"dead_letter_max_payload_bytes": 100}), db, temporal_env.client)
+    adapter = DeviceAdapter(settings.updated(devices={"dead_letter_max_payload_bytes": 100}), db, temporal_env.client)
     await adapter.handle(topic(settings, Channel.EVENTS), b"{" + b"x" * 10_000)
     (row,) = await letters(db)
     assert len(row.payload) == 100
@@ -154,7 +149,7 @@ async def test_a_dead_letter_whose_payload_holds_a_nul_byte_is_kept_with_the_oth
 async def test_a_message_over_the_size_limit_is_refused_before_it_is_parsed(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    limited = settings.model_copy(update={"device_max_message_bytes": 2048})  # below the broker's limit
+    limited = settings.updated(devices={"device_max_message_bytes": 2048})  # below the broker's limit
     adapter = DeviceAdapter(limited, db, temporal_env.client, telemetry_flush_s=0.1)
     big = cabinet_event("door_opened", 11, event_id="padded", detail="x" * 4096)
     async with running(adapter), mqtt_client(settings, "big-sender") as cabinet:
@@ -279,7 +274,7 @@ async def swap(
     order_id = await new_order(db, rider_id, cabinet.cabinet_id)
     request = swap_request(settings, order_id=order_id, rider_id=rider_id, cabinet_id=cabinet.cabinet_id)
     handle = await env.client.start_workflow(
-        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal.task_queue
     )
     held = await battery_of(db, rider_id)
     assert held is not None
@@ -318,7 +313,7 @@ async def test_a_flood_at_one_cabinet_leaves_swaps_at_other_cabinets_completing(
     # A cabinet the platform knows, online: its junk reaches every check an honest message goes through.
     async with db.transaction() as session:
         await session.execute(update(Cabinet).where(Cabinet.id == FLOODED).values(online=True))
-    messages = junk(settings.mqtt_topic_prefix, FLOODED, 20_000)
+    messages = junk(settings.mqtt.topic_prefix, FLOODED, 20_000)
     flooding = asyncio.create_task(
         flood(
             lambda: mqtt_client(settings, f"flooder-{uuid.uuid4().hex[:6]}"), messages, rate_per_s=20_000, deadline_s=60
@@ -338,7 +333,7 @@ async def test_the_embedded_broker_drops_messages_over_the_size_limit(settings: 
     broker = embedded_broker("127.0.0.1", port, max_message_bytes=1024)
     await broker.start()
     try:
-        local = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"})
+        local = settings.updated(mqtt={"url": f"mqtt://127.0.0.1:{port}"})
         async with mqtt_client(local, "listener") as listener, mqtt_client(local, "sender") as sender:
             await listener.subscribe("t/#", qos=1)
             await sender.publish("t/big", b"x" * 2048, qos=1)

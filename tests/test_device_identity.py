@@ -47,7 +47,7 @@ class Identities:
     """Where cabinets connect."""
 
     def topic(self, cabinet_id: str, channel: Channel) -> str:
-        return cabinet_topic(self.settings.mqtt_topic_prefix, cabinet_id, channel)
+        return cabinet_topic(self.settings.mqtt.topic_prefix, cabinet_id, channel)
 
 
 def provision(database_url: str) -> tuple[Login, Login]:
@@ -69,11 +69,11 @@ async def amqtt_identities(settings: Settings) -> AsyncIterator[Identities]:
     a, b = provision(settings.effective_database_url)
     port = free_port()
     broker = embedded_broker(
-        "127.0.0.1", port, auth_plugins(settings.effective_database_url, settings.mqtt_topic_prefix, [SERVICE.username])
+        "127.0.0.1", port, auth_plugins(settings.effective_database_url, settings.mqtt.topic_prefix, [SERVICE.username])
     )
     await broker.start()
     try:
-        yield Identities(settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{port}"}), a, b, port)
+        yield Identities(settings.updated(mqtt={"url": f"mqtt://127.0.0.1:{port}"}), a, b, port)
     finally:
         await broker.shutdown()
 
@@ -86,7 +86,7 @@ def mosquitto_identities(settings: Settings, tmp_path: Path) -> Iterator[Identit
     a, b = provision(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
     try:
-        passwords, acl = write_mosquitto_files(engine, tmp_path / "mosquitto", settings.mqtt_topic_prefix)
+        passwords, acl = write_mosquitto_files(engine, tmp_path / "mosquitto", settings.mqtt.topic_prefix)
     finally:
         engine.dispose()
     device_port, service_port = free_port(), free_port()
@@ -102,9 +102,7 @@ def mosquitto_identities(settings: Settings, tmp_path: Path) -> Iterator[Identit
     try:
         _wait_for_port(device_port, process)
         _wait_for_port(service_port, process)
-        yield Identities(
-            settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{service_port}"}), a, b, device_port
-        )
+        yield Identities(settings.updated(mqtt={"url": f"mqtt://127.0.0.1:{service_port}"}), a, b, device_port)
     finally:
         process.terminate()
         process.wait(10)

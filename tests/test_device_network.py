@@ -215,7 +215,7 @@ async def test_a_birth_stamped_like_the_telemetry_heard_before_it_brings_the_cab
 async def test_missed_heartbeats_take_a_cabinet_offline_and_telemetry_brings_it_back(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    fast = settings.model_copy(update={"heartbeat_interval_s": 0.2, "heartbeat_missed_limit": 3})
+    fast = settings.updated(devices={"heartbeat_interval_s": 0.2, "heartbeat_missed_limit": 3})
     adapter = DeviceAdapter(fast, db, temporal_env.client, telemetry_flush_s=0.05, sweep_interval_s=0.05)
     async with running(adapter), mqtt_client(settings, f"cabinet-{uuid.uuid4().hex[:6]}") as cabinet:
         await cabinet.publish(topic(settings, Channel.STATE), birth(full_slots(await slot_packs(db))), qos=1)
@@ -242,7 +242,7 @@ async def test_a_restarted_adapter_does_not_expire_cabinets_it_has_not_had_time_
             .where(Cabinet.id == CABINET)
             .values(online=True, last_seen_at=datetime.now(UTC) - timedelta(hours=1))
         )
-    fast = settings.model_copy(update={"heartbeat_interval_s": 1.0, "heartbeat_missed_limit": 3})
+    fast = settings.updated(devices={"heartbeat_interval_s": 1.0, "heartbeat_missed_limit": 3})
     adapter = DeviceAdapter(fast, db, temporal_env.client, sweep_interval_s=60)
     async with running(adapter):
         await adapter.sweep_presence()
@@ -252,7 +252,7 @@ async def test_a_restarted_adapter_does_not_expire_cabinets_it_has_not_had_time_
 async def test_heartbeats_keep_a_cabinet_online(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    fast = settings.model_copy(update={"heartbeat_interval_s": 0.2, "heartbeat_missed_limit": 3})
+    fast = settings.updated(devices={"heartbeat_interval_s": 0.2, "heartbeat_missed_limit": 3})
     adapter = DeviceAdapter(fast, db, temporal_env.client, telemetry_flush_s=0.05, sweep_interval_s=0.05)
     packs = await slot_packs(db)
     async with running(adapter), mqtt_client(settings, f"cabinet-{uuid.uuid4().hex[:6]}") as cabinet:
@@ -368,7 +368,7 @@ async def test_telemetry_writes_readings_and_cabinet_health_history(
 async def test_when_ingestion_falls_behind_history_is_shed_but_state_and_events_are_not(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
-    small = settings.model_copy(update={"telemetry_history_queue_rows": 15})
+    small = settings.updated(devices={"telemetry_history_queue_rows": 15})
     adapter = DeviceAdapter(small, db, temporal_env.client)
     packs = await slot_packs(db)
     for seq in range(4):  # 9 readings and a health row each: only 15 rows fit
@@ -438,7 +438,7 @@ async def test_adapter_serves_its_metrics_on_the_configured_port(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment
 ) -> None:
     port = free_port()
-    adapter = DeviceAdapter(settings.model_copy(update={"adapter_metrics_port": port}), db, temporal_env.client)
+    adapter = DeviceAdapter(settings.updated(adapter={"metrics_port": port}), db, temporal_env.client)
     async with running(adapter):
         await adapter.handle(topic(settings, Channel.EVENTS), b"{")
         await adapter.sweep_presence()

@@ -128,8 +128,8 @@ async def test_a_pack_report_stamped_far_ahead_does_not_hide_its_later_readings(
             }
         ).encode()
 
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(1, FAR_FUTURE, 50.0))
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(2, datetime.now(UTC), 51.0))
+    await adapter.handle(battery_topic(settings.mqtt.topic_prefix, serial), report(1, FAR_FUTURE, 50.0))
+    await adapter.handle(battery_topic(settings.mqtt.topic_prefix, serial), report(2, datetime.now(UTC), 51.0))
     async with db.sessions() as session:
         pack = await session.get(Battery, serial)
     assert pack is not None and pack.soc == 51.0
@@ -190,7 +190,7 @@ async def test_a_report_placing_a_swaps_pack_in_a_cabinet_that_neither_holds_nor
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
     serial, order_id = await swapping_slot_1(db, recorder)
-    topic_ = battery_topic(settings.mqtt_topic_prefix, serial)
+    topic_ = battery_topic(settings.mqtt.topic_prefix, serial)
     await adapter.handle(topic_, pack_report(serial, 10**15, cabinet_id=OTHER_CABINET, slot_no=3, soc=1.0))
 
     assert await recorder.signals(order_id) == []
@@ -209,7 +209,7 @@ async def test_a_forged_report_does_not_hide_the_packs_own_report_in_the_same_ba
     settings: Settings, db: Database, adapter: DeviceAdapter, recorder: Recorder
 ) -> None:
     serial, order_id = await swapping_slot_1(db, recorder)
-    route = PackRoute(battery_topic(settings.mqtt_topic_prefix, serial), serial)
+    route = PackRoute(battery_topic(settings.mqtt.topic_prefix, serial), serial)
     # Reports are applied in batches (about a second's worth); of one pack's, the newest credible one counts.
     await adapter.battery_reports.apply(
         [
@@ -236,7 +236,7 @@ async def test_a_pack_held_by_a_rider_in_no_swap_cannot_be_reported_into_a_cabin
         serial = await session.scalar(select(Battery.serial).where(Battery.custodian_ref == RIDER))
     assert serial is not None
     await adapter.handle(
-        battery_topic(settings.mqtt_topic_prefix, serial), pack_report(serial, 1, cabinet_id=CABINET, slot_no=10)
+        battery_topic(settings.mqtt.topic_prefix, serial), pack_report(serial, 1, cabinet_id=CABINET, slot_no=10)
     )
     [letter] = await dead_letters(db)
     assert letter.reason.startswith("forged_pack_report")

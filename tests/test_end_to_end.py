@@ -35,16 +35,12 @@ RIDER = "rider-sh-0001"
 @asynccontextmanager
 async def whole_stack(settings: Settings, **changes: Any) -> AsyncIterator[Stack]:
     """The whole stack on free ports (and with `changes` to the settings), stopped on leaving."""
-    stack_settings = settings.model_copy(
-        update={
-            "api_port": free_port(),
-            "temporal_dev_port": free_port(),
-            "temporal_ui_port": free_port(),
-            "embedded_broker_port": free_port(),
-            "gateway_port": free_port(),
-            **changes,
-        }
-    )
+    stack_settings = settings.updated(
+        api={"port": free_port()},
+        temporal={"dev_port": free_port(), "ui_port": free_port()},
+        embedded_broker={"port": free_port()},
+        gateway={"port": free_port()},
+    ).updated(**changes)
     running = Stack(stack_settings, UpOptions(simulate=False))
     try:
         await running.start()
@@ -72,7 +68,7 @@ async def cabinet(stack: Settings, db: Database) -> AsyncIterator[SimulatedCabin
     task = asyncio.create_task(cabinets[CABINET].run())
     try:
         await asyncio.wait_for(cabinets[CABINET].ready.wait(), 20)
-        async with httpx.AsyncClient(base_url=stack.effective_api_url) as http:
+        async with httpx.AsyncClient(base_url=stack.api.effective_url) as http:
             for _ in range(100):
                 if (await http.get(f"/v1/cabinets/{CABINET}")).json()["online"]:
                     break
@@ -106,7 +102,7 @@ async def test_the_stack_runs_as_many_workers_as_configured_each_polling_the_tas
         client = await connect_temporal(running.settings)
         request = DescribeTaskQueueRequest(
             namespace=client.namespace,
-            task_queue=TaskQueue(name=running.settings.temporal_task_queue),
+            task_queue=TaskQueue(name=running.settings.temporal.task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
         for _ in range(100):
@@ -125,7 +121,7 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
     cabinet_task = asyncio.create_task(cabinet.run())
     try:
         await asyncio.wait_for(cabinet.ready.wait(), 20)
-        async with httpx.AsyncClient(base_url=stack.effective_api_url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=stack.api.effective_url, timeout=30) as http:
             # The adapter marks the cabinet online from its birth message.
             for _ in range(100):
                 listed = (await http.get(f"/v1/cabinets/{CABINET}")).json()
@@ -134,7 +130,7 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
                 await asyncio.sleep(0.1)
             assert listed["online"]
             rider = SimulatedRider(
-                stack.effective_api_url,
+                stack.api.effective_url,
                 RIDER,
                 sim_battery(held),
                 listed["lat"],
@@ -193,7 +189,7 @@ async def test_swap_survives_its_worker_being_killed_mid_swap(
     worker = next(p for p in running_stack.processes if p.name == "worker")
     token = load_demo_tokens(running_stack.settings.data_dir).riders[RIDER]  # seeded by the stack
     async with httpx.AsyncClient(
-        base_url=running_stack.settings.effective_api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        base_url=running_stack.settings.api.effective_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
     ) as http:
         swap = (
             await http.post(

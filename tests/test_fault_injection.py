@@ -38,7 +38,7 @@ def test_plan_parses_rates_payment_faults_and_the_offline_window() -> None:
     assert plan.rate("jam") == 0.02 and plan.rate("walk_away") == 0.0
     assert plan.payment_rates() == {"sandbox_decline_rate": 0.1, "sandbox_timeout_rate": 0.0}
     # The settings the CLI hands the sandbox provider accept them as they are.
-    assert Settings(**plan.payment_rates()).sandbox_decline_rate == 0.1
+    assert Settings().updated(payments=plan.payment_rates()).payments.sandbox_decline_rate == 0.1
     empty = FaultPlan.parse("")
     assert dict(empty.rates) == {} and empty.payment_rates() == {} and empty.offline_seconds == 20.0
 
@@ -93,7 +93,7 @@ def test_fault_counts_reach_the_fleet_stats() -> None:
 
 @pytest.fixture
 def sim_settings(mqtt_url: str) -> Settings:
-    return Settings(mqtt_url=mqtt_url, mqtt_topic_prefix=f"swapflow-test-{uuid.uuid4().hex[:10]}/v1")
+    return Settings().updated(mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{uuid.uuid4().hex[:10]}/v1"})
 
 
 def faulty_cabinet(settings: Settings, spec: str) -> SimulatedCabinet:
@@ -181,7 +181,7 @@ async def test_duplicate_also_repeats_a_command_only_packs_arrival_report(sim_se
     )
     seen: list[dict[str, Any]] = []
     async with mqtt_client(sim_settings, f"wire-{uuid.uuid4().hex[:8]}") as client, running(cabinet):
-        await client.subscribe(battery_topic(sim_settings.mqtt_topic_prefix, "+"), qos=1)
+        await client.subscribe(battery_topic(sim_settings.mqtt.topic_prefix, "+"), qos=1)
         cabinet.slots[3].door_open = True  # as an open_door command leaves it
         await cabinet.insert_battery(3, SimBattery("BAT-DUP", soc=10.0))
         async with asyncio.timeout(5):

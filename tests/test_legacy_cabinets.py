@@ -114,7 +114,7 @@ async def send_command(settings: Settings, cabinet_id: str, action: CommandActio
     )
     async with mqtt_client(settings, f"platform-{uuid.uuid4().hex[:8]}") as client:
         await client.publish(
-            cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, Channel.COMMANDS), command.model_dump_json(), qos=1
+            cabinet_topic(settings.mqtt.topic_prefix, cabinet_id, Channel.COMMANDS), command.model_dump_json(), qos=1
         )
 
 
@@ -137,7 +137,7 @@ async def cabinet_running(cabinet: SimulatedCabinet) -> AsyncIterator[SimulatedC
 
 @pytest.fixture
 def sim_settings(mqtt_url: str) -> Settings:
-    return Settings(mqtt_url=mqtt_url, mqtt_topic_prefix=f"swapflow-test-{uuid.uuid4().hex[:10]}/v1")
+    return Settings().updated(mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{uuid.uuid4().hex[:10]}/v1"})
 
 
 def legacy_cabinet(settings: Settings, *, report_every_s: float) -> SimulatedCabinet:
@@ -158,7 +158,7 @@ def legacy_cabinet(settings: Settings, *, report_every_s: float) -> SimulatedCab
 
 
 async def test_command_only_cabinet_publishes_nothing_of_its_own_and_obeys_commands(sim_settings: Settings) -> None:
-    prefix = sim_settings.mqtt_topic_prefix
+    prefix = sim_settings.mqtt.topic_prefix
     cabinet = legacy_cabinet(sim_settings, report_every_s=60.0)
     async with Listener.open(sim_settings, f"{prefix}/cabinets/#") as wire, cabinet_running(cabinet):
         await send_command(sim_settings, cabinet.cabinet_id, CommandAction.OPEN_DOOR, 3)
@@ -176,7 +176,7 @@ async def test_command_only_cabinet_publishes_nothing_of_its_own_and_obeys_comma
 async def test_packs_in_a_command_only_cabinet_report_themselves_while_in_a_slot(sim_settings: Settings) -> None:
     cabinet = legacy_cabinet(sim_settings, report_every_s=0.2)
     async with (
-        Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire,
+        Listener.open(sim_settings, battery_topic(sim_settings.mqtt.topic_prefix, "+")) as wire,
         cabinet_running(cabinet),
     ):
         first = await wire.expect(lambda t, p: p["serial"] == "BAT-L1")
@@ -190,7 +190,7 @@ async def test_a_pack_put_in_reports_itself_in_the_slot_and_a_pack_taken_out_rep
 ) -> None:
     cabinet = legacy_cabinet(sim_settings, report_every_s=30.0)  # periodic reports do not come into it
     async with (
-        Listener.open(sim_settings, battery_topic(sim_settings.mqtt_topic_prefix, "+")) as wire,
+        Listener.open(sim_settings, battery_topic(sim_settings.mqtt.topic_prefix, "+")) as wire,
         cabinet_running(cabinet),
     ):
         await send_command(sim_settings, cabinet.cabinet_id, CommandAction.OPEN_DOOR, 3)
@@ -254,7 +254,7 @@ async def test_report_placing_a_pack_in_a_reserved_slot_signals_the_swap_in_slot
     serial = await riders_pack(db)
     order_id = await reserve(db, 10)
     await recorder.start(order_id)
-    topic, payload = battery_topic(settings.mqtt_topic_prefix, serial), report(serial, 7, slot_no=10)
+    topic, payload = battery_topic(settings.mqtt.topic_prefix, serial), report(serial, 7, slot_no=10)
     await adapter.handle(topic, payload)
     await adapter.handle(topic, payload)  # a redelivery: behind this adapter's watermark
     second = DeviceAdapter(settings, db, adapter.temporal)
@@ -288,7 +288,7 @@ async def test_report_that_a_pack_left_its_reserved_slot_signals_the_swap_not_in
     assert serial is not None
     order_id = await reserve(db, 1)
     await recorder.start(order_id)
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, serial), report(serial, 3, cabinet_id=None))
+    await adapter.handle(battery_topic(settings.mqtt.topic_prefix, serial), report(serial, 3, cabinet_id=None))
 
     [signal] = await recorder.signals(order_id)
     assert (signal.kind, signal.message_id, signal.cabinet_id, signal.slot_no, signal.in_slot) == (
@@ -312,7 +312,7 @@ async def test_report_about_an_unreserved_slot_only_updates_readings_and_stale_o
 ) -> None:
     serial = (await slot(db, 2)).battery_serial
     assert serial is not None
-    topic = battery_topic(settings.mqtt_topic_prefix, serial)
+    topic = battery_topic(settings.mqtt.topic_prefix, serial)
     await adapter.handle(topic, report(serial, 20, slot_no=2, soc=77.0, temperature_c=31.0))
     await adapter.handle(topic, report(serial, 19, slot_no=2, soc=11.0))  # older: dropped
     await adapter.handle(topic, report(serial, 21, cabinet_id=None, soc=78.0))  # out, but its slot is not reserved
@@ -329,8 +329,8 @@ async def test_unregistered_pack_in_a_reserved_slot_reaches_the_swap_and_is_reco
 ) -> None:
     order_id = await reserve(db, 11)
     await recorder.start(order_id)
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, "FAKE-0042"), report("FAKE-0042", 1, slot_no=11))
-    await adapter.handle(battery_topic(settings.mqtt_topic_prefix, "FAKE-0043"), report("FAKE-0043", 1, slot_no=2))
+    await adapter.handle(battery_topic(settings.mqtt.topic_prefix, "FAKE-0042"), report("FAKE-0042", 1, slot_no=11))
+    await adapter.handle(battery_topic(settings.mqtt.topic_prefix, "FAKE-0043"), report("FAKE-0043", 1, slot_no=2))
 
     [signal] = await recorder.signals(order_id)
     assert (signal.battery_serial, signal.slot_no, signal.in_slot) == ("FAKE-0042", 11, True)
@@ -373,7 +373,7 @@ async def test_unregistered_pack_in_a_reserved_slot_reaches_the_swap_and_is_reco
 async def test_bad_battery_report_is_dead_lettered(
     settings: Settings, db: Database, adapter: DeviceAdapter, topic_serial: str, payload: bytes, reason: str
 ) -> None:
-    topic = battery_topic(settings.mqtt_topic_prefix, topic_serial)
+    topic = battery_topic(settings.mqtt.topic_prefix, topic_serial)
     await adapter.handle(topic, payload)
     [letter] = await dead_letters(db)
     assert reason in letter.reason and letter.topic == topic
@@ -456,7 +456,7 @@ async def test_a_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_report
     async with running_worker(temporal_env.client, settings, db), running(adapter), cabinet_running(sim):
         with temporal_env.auto_time_skipping_disabled():  # device waits are real: the cabinet lives in real time
             handle = await temporal_env.client.start_workflow(
-                SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+                SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal.task_queue
             )
             order = await until_stage(db, order_id, SwapStage.RETURN_DOOR_OPEN)
             assert order.return_slot_no is not None and order.charged_slot_no is not None, order.failure_reason

@@ -41,8 +41,8 @@ from tests.test_swap_saga import (
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
+    return settings.updated(
+        swap={
             "command_ack_timeout_s": 1.5,
             "return_insert_timeout_s": 20.0,
             "charged_take_timeout_s": 20.0,
@@ -88,7 +88,7 @@ async def test_no_evidence_of_the_return_rolls_back_and_asks_an_operator_to_chec
     order_id, handle = await legacy.start()
     held = await battery_of(legacy.db, RIDER)
     await legacy.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
-    await legacy.skip(legacy.settings.return_insert_timeout_s + 1)
+    await legacy.skip(legacy.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "return_not_confirmed")
     assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
@@ -102,7 +102,7 @@ async def test_no_evidence_the_charged_pack_left_rolls_back_and_asks_an_operator
     returned = await legacy.rider_pack()
     await legacy.insert(order_id, returned)
     order = await legacy.until_stage(order_id, SwapStage.CHARGED_DOOR_OPEN)
-    await legacy.skip(legacy.settings.charged_take_timeout_s + 1)
+    await legacy.skip(legacy.settings.swap.charged_take_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "charged_take_not_confirmed")
     assert await count(legacy.db, Alert, Alert.kind == "operator_check") == 1
@@ -135,7 +135,7 @@ async def publish_report(settings: Settings, pack: SimBattery, *, cabinet_id: st
         slot_no=slot_no,
     )
     async with mqtt_client(settings, f"forger-{uuid.uuid4().hex[:8]}") as client:
-        await client.publish(battery_topic(settings.mqtt_topic_prefix, pack.serial), report.model_dump_json(), qos=1)
+        await client.publish(battery_topic(settings.mqtt.topic_prefix, pack.serial), report.model_dump_json(), qos=1)
 
 
 async def test_one_report_of_the_riders_pack_without_charging_current_does_not_confirm_the_return(
@@ -146,7 +146,7 @@ async def test_one_report_of_the_riders_pack_without_charging_current_does_not_c
     order = await legacy.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
     await publish_report(legacy.settings, riders, cabinet_id=CABINET, slot_no=order.return_slot_no)
     await asyncio.sleep(1.0)  # the report reaches the swap (through the adapter's next batch)
-    await legacy.skip(legacy.settings.return_insert_timeout_s + 1)
+    await legacy.skip(legacy.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "return_not_confirmed")
     assert (await battery(legacy.db, riders.serial)).custodian_ref == RIDER
@@ -163,7 +163,7 @@ async def test_a_report_placing_the_charged_pack_in_another_cabinet_does_not_con
     charged = sim_battery(await battery(legacy.db, order.issued_battery_serial))
     await publish_report(legacy.settings, charged, cabinet_id="cab-sh-002-1", slot_no=3)
     await asyncio.sleep(1.0)
-    await legacy.skip(legacy.settings.charged_take_timeout_s + 1)
+    await legacy.skip(legacy.settings.swap.charged_take_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "charged_take_not_confirmed")
     assert await count(legacy.db, Alert, Alert.kind == "forged_pack_report") == 1

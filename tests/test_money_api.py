@@ -163,7 +163,7 @@ async def test_failed_swap_shows_its_refund_and_finance_sees_one_stuck_past_its_
             refund_id=refund_id, order_id=order_id, reason="swap failed", origin=RefundOrigin.SWAP_COMPENSATION
         ),
         id=refund_workflow_id(refund_id),
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
     )
     swap = (await api.get(f"/v1/swaps/{order_id}")).json()
     assert (swap["refund"]["id"], swap["refund"]["status"]) == (refund_id, "succeeded")

@@ -8,13 +8,12 @@ import asyncio
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from swapflow.activities.payments import PAYMENT_DECLINED
 from swapflow.db.engine import Database
 from swapflow.payments.ledger import provider_clearing
 from swapflow.payments.provider import ChargeRequest, PaymentMethod, ProviderDeclined, ProviderPayment, RefundRequest
 from swapflow.payments.wallet import credit_wallet
 from swapflow.settings import Settings
-from swapflow.workflows.swap_contract import ChargeInput
+from swapflow.workflows.swap_contract import ChargeInput, PaymentDeclinedError
 from tests.money_harness import PRICE, RIDER, Money
 
 ROUNDS = 10  # the race is lost in most rounds without serialization: ten make a miss very unlikely
@@ -94,7 +93,7 @@ async def test_two_swaps_charged_at_once_through_the_charge_activity_take_a_wall
         try:
             await money.payments.charge(ChargeInput(order_id=order_id, amount_minor=price, currency=currency))
         except ApplicationError as refused:
-            assert refused.type == PAYMENT_DECLINED
+            assert refused.type == PaymentDeclinedError.TYPE
             return False
         return True
 

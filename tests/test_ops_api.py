@@ -202,7 +202,7 @@ async def test_a_cabinet_trace_orders_its_custody_changes_alerts_and_work_order_
 async def dead_letters_at(db: Database, settings: Settings) -> None:
     """A dead letter from each of a Shanghai and a Shenzhen cabinet (over MQTT and the tower gateway), and
     one from a device no cabinet is registered as."""
-    prefix = settings.mqtt_topic_prefix
+    prefix = settings.mqtt.topic_prefix
     async with db.transaction() as session:
         for topic in (
             f"{prefix}/cabinets/{SH_CABINET}/events",
@@ -218,7 +218,7 @@ async def test_an_operator_of_one_city_reads_only_its_cabinets_dead_letters(
 ) -> None:
     await dead_letters_at(db, settings)
     letters = api.get("/v1/dead-letters", headers=ops_sh).json()
-    assert [d["topic"] for d in letters] == [f"{settings.mqtt_topic_prefix}/cabinets/{SH_CABINET}/events"]
+    assert [d["topic"] for d in letters] == [f"{settings.mqtt.topic_prefix}/cabinets/{SH_CABINET}/events"]
     assert api.get("/v1/dead-letters", params={"city": "SZ"}, headers=ops_sh).status_code == 403
 
 
@@ -237,5 +237,5 @@ async def test_dead_letters_of_an_unknown_device_are_for_network_wide_roles_only
     ops_sz = bearer(await operator_token(db, "ops-sz", OperatorRole.OPERATOR, ["SZ"]))
     assert [d["topic"] for d in api.get("/v1/dead-letters", headers=ops_sz).json()] == [
         f"tower/{SZ_CABINET}",
-        f"{settings.mqtt_topic_prefix}/cabinets/{SZ_CABINET}/telemetry",
+        f"{settings.mqtt.topic_prefix}/cabinets/{SZ_CABINET}/telemetry",
     ]

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from swapflow.activities.payments import PAYMENT_DECLINED, PaymentActivities
+from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
 from swapflow.db.models import (
     LedgerPosting,
@@ -31,7 +31,7 @@ from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.settings import Settings
 from swapflow.workflows.refund_contract import RefundRef, RefundStart
-from swapflow.workflows.swap_contract import ChargeInput, PaymentResult, SwapFinish
+from swapflow.workflows.swap_contract import ChargeInput, PaymentDeclinedError, PaymentResult, SwapFinish
 from tests.money_harness import PRICE, RIDER, Money
 
 
@@ -67,7 +67,7 @@ async def refund_in_full(money: Money, order_id: str) -> None:
 async def declined(money: Money, order_id: str, price: int) -> ApplicationError:
     with pytest.raises(ApplicationError) as refused:
         await money.payments.charge(ChargeInput(order_id=order_id, amount_minor=price, currency="CNY"))
-    assert refused.value.type == PAYMENT_DECLINED and refused.value.non_retryable
+    assert refused.value.type == PaymentDeclinedError.TYPE and refused.value.non_retryable
     return refused.value
 
 
@@ -180,7 +180,7 @@ async def late_worker(temporal_env: WorkflowEnvironment, settings: Settings, mon
     )
     async with Worker(
         temporal_env.client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=[ChargeOnly],
         activities=[activities.charge],
         workflow_runner=UnsandboxedWorkflowRunner(),
@@ -197,7 +197,7 @@ async def test_charge_attempt_that_timed_out_after_the_provider_charged_is_not_c
             ChargeOnly.run,
             ChargeInput(order_id=order_id, amount_minor=price, currency=currency),
             id=f"charge-only-{order_id}",
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
         )
     assert result.amount_minor == price
     assert AnswersTooLate.calls == 1  # the retry found the payment and never called charge again

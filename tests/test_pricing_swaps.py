@@ -41,8 +41,8 @@ CODE = "TEST10"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: device waits run in real time in these tests (the cabinet is real)."""
-    return settings.model_copy(
-        update={
+    return settings.updated(
+        swap={
             "command_ack_timeout_s": 1.5,
             "return_insert_timeout_s": 20.0,
             "charged_take_timeout_s": 20.0,
@@ -99,7 +99,7 @@ async def order_with_coupon(db: Database, *, at: datetime = NOON_ISH, code: str 
 async def start(scene: Scene, order_id: str) -> WorkflowHandle[SwapWorkflow, SwapProgress]:
     request = swap_request(scene.settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET, coupon_code=CODE)
     return await scene.env.client.start_workflow(
-        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=scene.settings.temporal_task_queue
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=scene.settings.temporal.task_queue
     )
 
 
@@ -161,7 +161,7 @@ async def test_a_failed_swap_gives_its_coupon_back(scene: Scene) -> None:
     order_id = await order_with_coupon(scene.db)
     handle = await start(scene, order_id)
     await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
-    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (tables.SwapStatus.FAILED, "battery_not_returned_in_time")
     released = await redemption(scene.db, order_id)
@@ -182,7 +182,7 @@ async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -
         SwapWorkflow.run,
         swap_request(scene.settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
         id=swap_workflow_id(order_id),
-        task_queue=scene.settings.temporal_task_queue,
+        task_queue=scene.settings.temporal.task_queue,
     )
     await scene.insert(order_id, await scene.rider_pack())
     await scene.take(order_id)
@@ -202,7 +202,7 @@ async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_
     order_id = await order_with_coupon(scene.db, code=None)
     handle = await start(scene, order_id)
     await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
-    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
     assert result.status == tables.SwapStatus.FAILED
     assert [(step.step, step.outcome) for step in result.steps if step.step == "refund"] == [

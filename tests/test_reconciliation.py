@@ -203,7 +203,7 @@ def at(day: date, hour: int) -> datetime:
 async def test_a_wechat_refund_submitted_one_day_and_succeeding_the_next_is_reconciled_on_its_success_day(
     db: Database, settings: Settings, wechat_fake: WeChatPayFake
 ) -> None:
-    wechat = WeChatPayProvider(settings.model_copy(update=wechat_fake.settings_values()))
+    wechat = WeChatPayProvider(settings.updated(wechat=wechat_fake.settings_values()))
     key, refund_id, day = "swap:late-refund:charge", "late-refund", date(2026, 11, 2)
     paid_at, submitted_at, succeeded_at = at(day, 10), at(day, 20), at(day + timedelta(days=1), 2)
     await wechat.charge(ChargeRequest(key=key, amount_minor=PRICE, currency="CNY", rider_id=RIDER, payer="o-1"))
@@ -280,7 +280,7 @@ async def test_reconciliation_workflow_reports_the_day_to_finance(
             ReconciliationWorkflow.run,
             ReconcileInput(day=today),
             id=f"reconciliation/{today}",
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
         )
     await record_history(f"reconciliation/{today}", "reconciliation_day")
     assert {p.provider: p.exceptions for p in report.providers}["sandbox"] == 3

@@ -39,7 +39,7 @@ from tests.swap_harness import running_worker
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"sandbox_refund_processing_s": 10 * 86400.0})
+    return settings.updated(payments={"sandbox_refund_processing_s": 10 * 86400.0})
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ async def start_refund(
             refund_id=refund_id, order_id=order_id, reason="swap failed", origin=RefundOrigin.SWAP_COMPENSATION
         ),
         id=refund_workflow_id(refund_id),
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     return refund_id, handle

@@ -45,7 +45,7 @@ class Wire:
         """Connected and subscribed to every channel the cabinet publishes on."""
         async with mqtt_client(settings, f"wire-{uuid.uuid4().hex[:8]}") as client:
             wire = cls(client, settings, cabinet_id)
-            await client.subscribe(f"{settings.mqtt_topic_prefix}/cabinets/{cabinet_id}/+", qos=1)
+            await client.subscribe(f"{settings.mqtt.topic_prefix}/cabinets/{cabinet_id}/+", qos=1)
             reader = asyncio.create_task(wire._read())
             try:
                 yield wire
@@ -54,7 +54,7 @@ class Wire:
                 await asyncio.gather(reader, return_exceptions=True)
 
     async def _read(self) -> None:
-        mine = f"{self.settings.mqtt_topic_prefix}/cabinets/{self.cabinet_id}/+"
+        mine = f"{self.settings.mqtt.topic_prefix}/cabinets/{self.cabinet_id}/+"
         async for message in self.client.messages:
             if not message.topic.matches(mine):  # amqtt also pushes retained messages others subscribed to
                 continue
@@ -76,7 +76,7 @@ class Wire:
             issued_at=now,
             deadline=now + timedelta(seconds=deadline_s),
         )
-        topic = cabinet_topic(self.settings.mqtt_topic_prefix, self.cabinet_id, Channel.COMMANDS)
+        topic = cabinet_topic(self.settings.mqtt.topic_prefix, self.cabinet_id, Channel.COMMANDS)
         await self.client.publish(topic, command.model_dump_json(exclude_none=True), qos=1)
         return command.command_id
 
@@ -106,7 +106,7 @@ class Wire:
 @pytest.fixture
 def sim_settings(mqtt_url: str) -> Settings:
     """Just a broker and a topic prefix of the test's own: the cabinet needs nothing else."""
-    return Settings(mqtt_url=mqtt_url, mqtt_topic_prefix=f"swapflow-test-{uuid.uuid4().hex[:10]}/v1")
+    return Settings().updated(mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{uuid.uuid4().hex[:10]}/v1"})
 
 
 @asynccontextmanager

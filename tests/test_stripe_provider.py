@@ -52,7 +52,7 @@ CARD, DECLINED_CARD = "pm_card_visa", "pm_card_chargeCustomerFail"  # localstrip
 
 @pytest.fixture
 def stripe_settings(settings: Settings, localstripe_url: str) -> Settings:
-    return settings.model_copy(update=stripe_settings_values(localstripe_url))
+    return settings.updated(stripe=stripe_settings_values(localstripe_url))
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ async def test_unknown_payment_and_refund_are_not_found(provider: StripeProvider
 
 
 async def test_unreachable_stripe_is_unavailable(stripe_settings: Settings) -> None:
-    provider = StripeProvider(stripe_settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{free_port()}"}))
+    provider = StripeProvider(stripe_settings.updated(stripe={"api_base": f"http://127.0.0.1:{free_port()}"}))
     with pytest.raises(ProviderUnavailable):
         await provider.charge(charge_request())
 
@@ -159,9 +159,7 @@ async def test_lost_answer_after_the_authorization_then_the_retry_charges_once(
     stripe_settings: Settings, localstripe_url: str, localstripe: stripe.StripeClient
 ) -> None:
     proxy = LaggingProxy(int(localstripe_url.rsplit(":", 1)[1]))
-    provider = StripeProvider(
-        stripe_settings.model_copy(update={"stripe_api_base": await proxy.start(), "stripe_timeout_s": 1.0})
-    )
+    provider = StripeProvider(stripe_settings.updated(stripe={"api_base": await proxy.start(), "timeout_s": 1.0}))
     request = charge_request()
     try:
         proxy.lag_next("POST /v1/payment_intents ", 2.0)
@@ -244,7 +242,7 @@ async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(provi
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
         temporal_env.client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=[RefundNotificationRecorder],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
@@ -338,7 +336,7 @@ def event_with(obj: object) -> dict[str, object]:
 async def test_signed_webhook_of_an_unexpected_shape_is_a_400_problem_recorded_once(
     settings: Settings, db: Database, temporal_env: WorkflowEnvironment, content: object
 ) -> None:
-    configured = settings.model_copy(update=stripe_settings_values("http://127.0.0.1:9"))  # never called
+    configured = settings.updated(stripe=stripe_settings_values("http://127.0.0.1:9"))  # never called
     headers, body = signed_stripe_body(content)
     async with api_client(configured, temporal_env.client) as (api, _):
         first = await api.post(WEBHOOK, content=body, headers=headers)
@@ -367,7 +365,7 @@ async def test_refund_webhook_signals_the_refund_workflow(
     )
     workflow_id = refund_workflow_id(refund_id)
     await recorder.client.start_workflow(
-        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal_task_queue
+        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal.task_queue
     )
     refund_object = (await localstripe.v1.refunds.retrieve_async(refund.refund_id)).to_dict()
     headers, body = stripe_webhook("refund.updated", refund_object)

@@ -55,7 +55,7 @@ async def test_failed_wallet_swap_credits_the_wallet_back_once(scene: Scene) -> 
     await money(scene).wallet_rider(1000)
     order_id, handle = await scene.start()
     await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
-    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     assert (await handle.result()).status == SwapStatus.FAILED
     assert (await swap_refund_outcome(scene.env.client, order_id)).state == "succeeded"
     assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_refund", "refund_settled"]

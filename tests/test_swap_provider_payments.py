@@ -38,17 +38,16 @@ CARD = "pm_card_visa"
 @pytest.fixture
 def settings(settings: Settings, wechat_fake: WeChatPayFake, localstripe_url: str) -> Settings:
     """The saga's short device bounds, both providers configured, and a pending charge asked about often."""
-    return settings.model_copy(
-        update={
+    return settings.updated(
+        wechat=wechat_fake.settings_values(),
+        stripe=stripe_settings_values(localstripe_url),
+        swap={
             "command_ack_timeout_s": 1.5,
             "return_insert_timeout_s": 20.0,
             "charged_take_timeout_s": 20.0,
             "offline_grace_s": 20.0,
-            "payment_poll_interval_s": 0.2,
-            "payment_pending_timeout_s": 6.0,
-            **wechat_fake.settings_values(),
-            **stripe_settings_values(localstripe_url),
-        }
+        },
+        payments={"payment_poll_interval_s": 0.2, "payment_pending_timeout_s": 6.0},
     )
 
 
@@ -101,7 +100,7 @@ async def swap_through(scene: Scene, order_id: str) -> None:
 async def fail_at_the_return(scene: Scene, order_id: str) -> SwapProgress:
     """The rider walks away from the open return door: the swap fails after taking the money."""
     await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
-    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     return await scene.env.client.get_workflow_handle(swap_workflow_id(order_id), result_type=SwapProgress).result()
 
 

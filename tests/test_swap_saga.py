@@ -55,8 +55,8 @@ EMPTY_SLOTS = (10, 11, 12)  # the seed leaves the last three slots of each cabin
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: device waits run in real time in these tests (the cabinet is real)."""
-    return settings.model_copy(
-        update={
+    return settings.updated(
+        swap={
             "command_ack_timeout_s": 1.5,
             "return_insert_timeout_s": 20.0,
             "charged_take_timeout_s": 20.0,
@@ -76,7 +76,7 @@ class Scene:
         order_id = await new_order(self.db, rider_id, CABINET)
         request = swap_request(self.settings, order_id=order_id, rider_id=rider_id, cabinet_id=CABINET)
         handle = await self.env.client.start_workflow(
-            SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=self.settings.temporal_task_queue
+            SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=self.settings.temporal.task_queue
         )
         return order_id, handle
 
@@ -249,8 +249,9 @@ async def test_two_riders_racing_for_the_last_charged_pack_exactly_one_wins(scen
 @pytest.mark.records_history
 async def test_declined_payment_opens_no_door(scene: Scene, record_history: RecordHistory) -> None:
     # A worker of its own, whose sandbox provider declines every charge.
-    declining = scene.settings.model_copy(
-        update={"sandbox_decline_rate": 1.0, "temporal_task_queue": scene.settings.temporal_task_queue + "-declines"}
+    declining = scene.settings.updated(
+        payments={"sandbox_decline_rate": 1.0},
+        temporal={"task_queue": scene.settings.temporal.task_queue + "-declines"},
     )
     async with running_worker(scene.env.client, declining, scene.db):
         order_id = await new_order(scene.db, RIDER, CABINET)
@@ -258,7 +259,7 @@ async def test_declined_payment_opens_no_door(scene: Scene, record_history: Reco
             SwapWorkflow.run,
             swap_request(declining, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
             id=swap_workflow_id(order_id),
-            task_queue=declining.temporal_task_queue,
+            task_queue=declining.temporal.task_queue,
         )
     await record_history(swap_workflow_id(order_id), "swap_payment_declined")
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "payment_declined")
@@ -270,7 +271,7 @@ async def test_declined_payment_opens_no_door(scene: Scene, record_history: Reco
 async def test_charge_whose_answer_is_lost_is_resolved_by_asking_the_provider_and_taken_once(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database
 ) -> None:
-    lossy = settings.model_copy(update={"sandbox_timeout_rate": 1.0})
+    lossy = settings.updated(payments={"sandbox_timeout_rate": 1.0})
     async with (
         running_worker(temporal_env.client, lossy, db),
         running_cabinet(temporal_env.client, lossy, db, CABINET) as cabinet,
@@ -325,7 +326,7 @@ async def test_rider_who_never_inserts_gets_the_door_closed_a_refund_and_keeps_t
     order_id, handle = await scene.start()
     held = await battery_of(scene.db, RIDER)
     order = await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
-    await scene.skip(scene.settings.return_insert_timeout_s + 1)
+    await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "battery_not_returned_in_time")
     assert order.return_slot_no is not None and not scene.cabinet.door_open(order.return_slot_no)
@@ -421,7 +422,7 @@ async def test_charged_pack_left_behind_stays_in_the_cabinet_behind_a_closed_doo
     order_id, handle = await scene.start()
     await scene.insert(order_id, await scene.rider_pack())
     order = await scene.until_stage(order_id, SwapStage.CHARGED_DOOR_OPEN)
-    await scene.skip(scene.settings.charged_take_timeout_s + 1)
+    await scene.skip(scene.settings.swap.charged_take_timeout_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "charged_battery_not_taken")
     assert order.charged_slot_no is not None and not scene.cabinet.door_open(order.charged_slot_no)
@@ -455,7 +456,7 @@ async def test_cabinet_offline_past_the_grace_rolls_the_swap_back(scene: Scene) 
     await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
     scene.cabinet.cut_network()
     await asyncio.sleep(1.0)
-    await scene.skip(scene.settings.offline_grace_s + 1)
+    await scene.skip(scene.settings.swap.offline_grace_s + 1)
     result = await handle.result()
     assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "cabinet_offline_mid_swap")
     await assert_refunded_once(scene.db, order_id, scene.env.client)

@@ -28,7 +28,7 @@ RIDER = "rider-sh-0001"
 async def run_swap(temporal_env, settings: Settings, order_id: str):
     request = swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET)
     return await temporal_env.client.execute_workflow(
-        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal_task_queue
+        SwapWorkflow.run, request, id=swap_workflow_id(order_id), task_queue=settings.temporal.task_queue
     )
 
 

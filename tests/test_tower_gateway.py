@@ -58,16 +58,9 @@ RIGHT_SECRET = "<the cabinet's own>"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """A gateway port of the test's own, and a short silence before a link counts as dead."""
-    return settings.model_copy(
-        update={
-            "gateway_host": "127.0.0.1",
-            "gateway_port": free_port(),
-            "gateway_read_timeout_s": 1.5,
-            "gateway_login_timeout_s": 2.0,
-            "command_ack_timeout_s": 3.0,
-            "return_insert_timeout_s": 20.0,
-            "charged_take_timeout_s": 20.0,
-        }
+    return settings.updated(
+        gateway={"host": "127.0.0.1", "port": free_port(), "read_timeout_s": 1.5, "login_timeout_s": 2.0},
+        swap={"command_ack_timeout_s": 3.0, "return_insert_timeout_s": 20.0, "charged_take_timeout_s": 20.0},
     )
 
 
@@ -123,7 +116,7 @@ class RawTower:
     async def connect(cls, settings: Settings, *, from_host: str = "127.0.0.1") -> RawTower:
         return cls(
             settings,
-            *await asyncio.open_connection(settings.gateway_host, settings.gateway_port, local_addr=(from_host, 0)),
+            *await asyncio.open_connection(settings.gateway.host, settings.gateway.port, local_addr=(from_host, 0)),
         )
 
     @property
@@ -227,7 +220,7 @@ async def send_command(settings: Settings, db: Database, action: CommandAction, 
     )
     async with mqtt_client(settings, f"test-commands-{uuid.uuid4().hex[:8]}") as client:
         await client.publish(
-            cabinet_topic(settings.mqtt_topic_prefix, CABINET, Channel.COMMANDS), command.model_dump_json(), qos=1
+            cabinet_topic(settings.mqtt.topic_prefix, CABINET, Channel.COMMANDS), command.model_dump_json(), qos=1
         )
     return command_id
 
@@ -282,7 +275,7 @@ async def test_simulated_tower_cabinet_comes_online_with_its_packs(
 
 async def retained_state_is_offline(settings: Settings, cabinet_id: str) -> bool:
     """Whether the broker holds the cabinet's v1 offline state as its retained state."""
-    topic = cabinet_topic(settings.mqtt_topic_prefix, cabinet_id, Channel.STATE)
+    topic = cabinet_topic(settings.mqtt.topic_prefix, cabinet_id, Channel.STATE)
     async with mqtt_client(settings, f"test-state-{uuid.uuid4().hex[:8]}") as client:
         await client.subscribe(topic, qos=1)
         try:
@@ -517,7 +510,7 @@ async def test_a_swap_at_a_tower_cabinet_completes_end_to_end(
                 SwapWorkflow.run,
                 swap_request(settings, order_id=order_id, rider_id=RIDER, cabinet_id=CABINET),
                 id=swap_workflow_id(order_id),
-                task_queue=settings.temporal_task_queue,
+                task_queue=settings.temporal.task_queue,
             )
             return_slot = await _open_door_of(cabinet, 30)
             await cabinet.insert_battery(return_slot, sim_battery(held))
@@ -589,7 +582,7 @@ async def test_a_failed_login_leaves_the_live_session_of_the_cabinet_intact(
 async def test_a_connection_gets_one_deadline_to_log_in_however_often_it_sends_a_frame(
     settings: Settings, db: Database, platform: TowerGateway
 ) -> None:
-    platform.settings = settings.model_copy(update={"gateway_login_max_frames": 10_000})
+    platform.settings = settings.updated(gateway={"login_max_frames": 10_000})
     timeouts = sample("swapflow_gateway_connections_closed_total", cause="login_timeout")
     raw = await RawTower.connect(settings)
     closed = asyncio.create_task(raw.receive(timeout_s=60))
@@ -630,7 +623,7 @@ async def test_junk_before_login_closes_the_connection_with_one_truncated_dead_l
 async def test_failed_logins_from_an_address_hold_its_next_login_but_not_another_addresses(
     settings: Settings, db: Database, platform: TowerGateway
 ) -> None:
-    platform.settings = settings.model_copy(update={"gateway_login_backoff_s": 60.0})
+    platform.settings = settings.updated(gateway={"login_backoff_s": 60.0})
     platform.throttle = LoginThrottle(platform.settings)
     held = sample("swapflow_gateway_logins_total", result="held")
     guesser = await RawTower.connect(settings, from_host="127.0.0.1")
@@ -656,13 +649,7 @@ def test_login_backoff_doubles_per_failure_up_to_its_cap_and_remembers_a_bounded
     settings: Settings,
 ) -> None:
     throttle = LoginThrottle(
-        settings.model_copy(
-            update={
-                "gateway_login_backoff_s": 1.0,
-                "gateway_login_backoff_max_s": 8.0,
-                "gateway_login_backoff_addresses": 3,
-            }
-        )
+        settings.updated(gateway={"login_backoff_s": 1.0, "login_backoff_max_s": 8.0, "login_backoff_addresses": 3})
     )
     assert throttle.reserve("10.0.0.1", now=0.0) == 0.0
     holds = [throttle.failed("10.0.0.1", now=0.0) for _ in range(5)]

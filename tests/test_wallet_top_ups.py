@@ -46,13 +46,10 @@ CARD, DECLINED_CARD = "pm_card_visa", "pm_card_chargeCustomerFail"  # localstrip
 def settings(settings: Settings, wechat_fake: WeChatPayFake, localstripe_url: str) -> Settings:
     """WeChat Pay (its fake) and Stripe (localstripe) configured, a pending payment asked about often and
     abandoned after 3 s."""
-    return settings.model_copy(
-        update={
-            "payment_poll_interval_s": 0.1,
-            "payment_pending_timeout_s": 3.0,
-            **wechat_fake.settings_values(),
-            **stripe_settings_values(localstripe_url),
-        }
+    return settings.updated(
+        wechat=wechat_fake.settings_values(),
+        stripe=stripe_settings_values(localstripe_url),
+        payments={"payment_poll_interval_s": 0.1, "payment_pending_timeout_s": 3.0},
     )
 
 

@@ -51,7 +51,7 @@ NOTIFY = "/v1/payments/wechat/notify"
 
 @pytest.fixture
 def wechat_settings(settings: Settings, wechat_fake: WeChatPayFake) -> Settings:
-    return settings.model_copy(update=wechat_fake.settings_values())
+    return settings.updated(wechat=wechat_fake.settings_values())
 
 
 @pytest.fixture
@@ -248,9 +248,7 @@ async def test_system_error_is_unavailable_and_a_business_error_is_declined(
 
 
 async def test_unreachable_gateway_is_unavailable(wechat_settings: Settings) -> None:
-    provider = WeChatPayProvider(
-        wechat_settings.model_copy(update={"wechat_gateway_url": f"http://127.0.0.1:{free_port()}"})
-    )
+    provider = WeChatPayProvider(wechat_settings.updated(wechat={"gateway_url": f"http://127.0.0.1:{free_port()}"}))
     with pytest.raises(ProviderUnavailable):
         await provider.find_payment("swap:x:charge")
 
@@ -267,7 +265,7 @@ async def test_request_not_signed_by_the_merchant_is_refused_by_wechat(
     wechat_settings: Settings, wechat_fake: WeChatPayFake
 ) -> None:
     unknown = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key WeChat does not know
-    provider = WeChatPayProvider(wechat_settings.model_copy(update={"wechat_private_key": private_pem(unknown)}))
+    provider = WeChatPayProvider(wechat_settings.updated(wechat={"private_key": private_pem(unknown)}))
     with pytest.raises(ProviderDeclined, match="SIGN_ERROR"):
         await provider.charge(charge_request())
     assert wechat_fake.bad_signatures == 1
@@ -297,7 +295,7 @@ async def test_statement_lists_the_days_charges_and_refunds_under_our_keys(
 async def recorder(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
         temporal_env.client,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         workflows=[RefundNotificationRecorder],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
@@ -428,7 +426,7 @@ async def test_refund_notification_signals_the_refund_workflow_with_the_re_read_
     await provider.refund(request)
     workflow_id = refund_workflow_id(refund_id)
     await recorder.client.start_workflow(
-        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal_task_queue
+        RefundNotificationRecorder.run, id=workflow_id, task_queue=settings.temporal.task_queue
     )
     headers, body = wechat_fake.notification("REFUND.SUCCESS", wechat_fake.refund_resource(out_refund_no(request.key)))
     wechat_fake.settle_refund(out_refund_no(request.key), "SUCCESS")  # settled after the message was built
@@ -474,12 +472,12 @@ async def test_notification_whose_signal_failed_is_not_recorded_and_its_retry_ge
     request = RefundRequest(key=refund_key(refund_id), payment=payment, amount_minor=600, reason="swap failed")
     await provider.refund(request)
     await recorder.client.start_workflow(
-        RefundNotificationRecorder.run, id=refund_workflow_id(refund_id), task_queue=settings.temporal_task_queue
+        RefundNotificationRecorder.run, id=refund_workflow_id(refund_id), task_queue=settings.temporal.task_queue
     )
     headers, body = wechat_fake.notification("REFUND.SUCCESS", wechat_fake.refund_resource(out_refund_no(request.key)))
     async with api_client(wechat_settings, recorder.client) as (api, app):
         working = app.state.temporal
-        gone = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        gone = settings.updated(temporal={"address": f"127.0.0.1:{free_port()}"})
 
         async def unreachable():  # a Temporal frontend that is not there
             return await connect_temporal(gone, wait_s=0)

@@ -68,8 +68,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Short bounds: the evaluator and the verification run in real time here."""
-    return settings.model_copy(
-        update={"ops_offline_alert_after_s": 60.0, "ops_verify_ack_timeout_s": 3.0, "command_ack_timeout_s": 1.5}
+    return settings.updated(
+        ops={"offline_alert_after_s": 60.0, "verify_ack_timeout_s": 3.0}, swap={"command_ack_timeout_s": 1.5}
     )
 
 
@@ -169,7 +169,7 @@ async def open_order(
         WorkOrderWorkflow.run,
         request,
         id=work_order_workflow_id(request.work_order_id),
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
     )
 
     async def dispatched() -> bool:
@@ -204,8 +204,8 @@ async def test_an_offline_cabinet_raises_one_alert_and_one_work_order_for_the_ne
     evaluator = await worker.client.start_workflow(
         AlertEvaluatorWorkflow.run,
         EvaluatorInput(interval_s=0.2, per_run=1000),
-        id=f"evaluator-{settings.temporal_task_queue}",
-        task_queue=settings.temporal_task_queue,
+        id=f"evaluator-{settings.temporal.task_queue}",
+        task_queue=settings.temporal.task_queue,
     )
 
     async def dispatched_order() -> WorkOrder | None:
@@ -233,7 +233,7 @@ async def test_the_ack_sla_timer_escalates_to_the_city_lead(
     worker: WorkflowEnvironment, settings: Settings, db: Database
 ) -> None:
     order_id, handle = await open_order(worker, settings, db, None, kind="cabinet_offline", severity="critical")
-    await worker.sleep(timedelta(seconds=settings.ops_sla["critical"].ack_s + 1))
+    await worker.sleep(timedelta(seconds=settings.ops.sla["critical"].ack_s + 1))
 
     async def escalated() -> bool:
         return (await work_order(db, order_id)).escalated_to is not None
@@ -329,7 +329,7 @@ async def test_a_technician_accepts_and_resolves_through_the_api_and_only_their_
     await door_out_of_service(db, SLOT)
     order_id, handle = await open_order(worker, settings, db, SLOT)
     near, far = bearer(await another_token(db, "tech-near")), bearer(await another_token(db, "tech-far"))
-    api_settings = settings.model_copy(update={"temporal_address": worker.client.service_client.config.target_host})
+    api_settings = settings.updated(temporal={"address": worker.client.service_client.config.target_host})
     app = create_app(api_settings)
     # An async client in this loop: the worker runs here too, and must keep running while the API waits.
     async with (

@@ -23,7 +23,7 @@ PAYERS = {PaymentMethod.SANDBOX: None, PaymentMethod.WECHAT: "o-rider-sh-0001", 
 
 @pytest.fixture
 def settings(settings: Settings, wechat_fake: WeChatPayFake, localstripe_url: str) -> Settings:
-    return settings.model_copy(update={**wechat_fake.settings_values(), **stripe_settings_values(localstripe_url)})
+    return settings.updated(wechat=wechat_fake.settings_values(), stripe=stripe_settings_values(localstripe_url))
 
 
 @pytest.fixture

@@ -138,18 +138,18 @@ class WeChatPayFake:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def settings_values(self, notify_url: str = "https://swapflow.example/v1/payments/wechat/notify") -> dict[str, Any]:
-        """The `Settings` fields (wechat_*) of a merchant talking to this fake."""
+        """The `settings.wechat` fields of a merchant talking to this fake."""
         return {
-            "wechat_mchid": self.mchid,
-            "wechat_appid": self.appid,
-            "wechat_private_key": private_pem(self.merchant_key),
-            "wechat_cert_serial_no": self.merchant_serial,
-            "wechat_apiv3_key": self.apiv3_key,
-            "wechat_public_key": _public_pem(self.platform_key),
-            "wechat_public_key_id": self.public_key_id,
-            "wechat_notify_url": notify_url,
-            "wechat_gateway_url": self.url,
-            "wechat_timeout_s": 2.0,
+            "mchid": self.mchid,
+            "appid": self.appid,
+            "private_key": private_pem(self.merchant_key),
+            "cert_serial_no": self.merchant_serial,
+            "apiv3_key": self.apiv3_key,
+            "public_key": _public_pem(self.platform_key),
+            "public_key_id": self.public_key_id,
+            "notify_url": notify_url,
+            "gateway_url": self.url,
+            "timeout_s": 2.0,
         }
 
     # ---- knobs: the rider, WeChat's back office, faults ----

@@ -14,10 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.ledger import DEFERRED_REVENUE, Posting, post_transaction
 from swapflow.payments.provider import (
     ChargeRequest,
@@ -31,11 +31,15 @@ from swapflow.payments.provider import (
 from swapflow.payments.refunds import charge_key, method_account
 from swapflow.payments.registry import UnknownProvider, payer_method, provider_for
 from swapflow.settings import Settings
-from swapflow.workflows.swap_contract import PAYMENT_DECLINED, ChargeInput, PaymentResult
+from swapflow.workflows.swap_contract import (
+    ChargeInput,
+    PaymentDeclinedError,
+    PaymentOutcomeUnknownError,
+    PaymentResult,
+    UnknownOrderError,
+)
 
-PAYMENT_UNKNOWN = "PaymentOutcomeUnknown"
-
-__all__ = ["PAYMENT_DECLINED", "PaymentActivities", "charge_key"]
+__all__ = ["PaymentActivities", "charge_key"]
 
 
 class PaymentActivities:
@@ -44,8 +48,8 @@ class PaymentActivities:
     def __init__(self, db: Database, providers: dict[PaymentMethod, PaymentProvider], settings: Settings) -> None:
         self.db = db
         self.providers = providers
-        self.pending_timeout = timedelta(seconds=settings.payment_pending_timeout_s)
-        self.poll_interval_s = settings.payment_poll_interval_s
+        self.pending_timeout = timedelta(seconds=settings.payments.payment_pending_timeout_s)
+        self.poll_interval_s = settings.payments.payment_poll_interval_s
 
     async def _record(self, charge: ChargeInput) -> Payment:
         """Our record of the charge, written before the provider is first asked (once)."""
@@ -55,7 +59,7 @@ class PaymentActivities:
             if payment is None:
                 order = await session.get(SwapOrder, charge.order_id)
                 if order is None:
-                    raise ApplicationError(f"no order {charge.order_id}", type="UnknownOrder", non_retryable=True)
+                    raise UnknownOrderError(f"no order {charge.order_id}")
                 how = await payer_method(session, order.rider_id)
                 payment = Payment(
                     key=key,
@@ -72,15 +76,14 @@ class PaymentActivities:
 
     async def _mark(self, key: str, status: str, provider_ref: str | None = None) -> None:
         async with self.db.transaction() as session:
-            payment = await session.scalar(select(Payment).where(Payment.key == key))
-            assert payment is not None
+            payment = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
             payment.status = status
             if provider_ref:
                 payment.provider_ref = provider_ref
 
-    async def _declined(self, key: str, reason: str) -> ApplicationError:
+    async def _declined(self, key: str, reason: str) -> PaymentDeclinedError:
         await self._mark(key, PaymentStatus.DECLINED)
-        return ApplicationError("payment_declined", reason, type=PAYMENT_DECLINED, non_retryable=True)
+        return PaymentDeclinedError("payment_declined", reason)
 
     @activity.defn(name="charge_swap")
     async def charge(self, charge: ChargeInput) -> PaymentResult:
@@ -97,10 +100,10 @@ class PaymentActivities:
 
     async def collect(self, record: Payment, description: str = "battery swap") -> ProviderPayment:
         """Take the money of our payment `record` with its provider, once by its key: the captured payment,
-        or a non-retryable PAYMENT_DECLINED error (also recorded) when no money can be taken."""
+        or a non-retryable PaymentDeclinedError (also recorded) when no money can be taken."""
         if record.status in (PaymentStatus.CLOSED, PaymentStatus.DECLINED):
             # Settled as "nothing taken" (the swap's refund, or the top-up, ended meanwhile): never charge now.
-            raise ApplicationError("payment_declined", record.status, type=PAYMENT_DECLINED, non_retryable=True)
+            raise PaymentDeclinedError("payment_declined", record.status)
         try:
             provider = provider_for(self.providers, record.method)
         except UnknownProvider:
@@ -124,7 +127,7 @@ class PaymentActivities:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
                 # Unknown, not failed: the retry asks the provider what happened under the same key.
-                raise ApplicationError(f"payment outcome unknown: {lost}", type=PAYMENT_UNKNOWN) from None
+                raise PaymentOutcomeUnknownError(f"payment outcome unknown: {lost}") from None
         payment = await self._until_settled(provider, record, payment)
         if payment.status == PaymentStatus.AUTHORIZED:
             payment = await provider.capture(key)
@@ -156,8 +159,7 @@ async def book_capture(db: Database, key: str, payment: ProviderPayment) -> None
     """A capture in the ledger (once, by key: debit where the method's money sits, credit deferred revenue
     until the swap completes), on our payment record and on the order."""
     async with db.transaction() as session:
-        row = await session.scalar(select(Payment).where(Payment.key == key))
-        assert row is not None
+        row = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
         await post_transaction(
             session,
             key=key,

@@ -12,11 +12,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from swapflow.activities.payments import book_capture
 from swapflow.db.engine import Database
 from swapflow.db.models import Alert, Payment, Refund, SwapOrder, SwapStatus, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
 from swapflow.payments.provider import (
     PaymentMethod,
@@ -38,9 +38,15 @@ from swapflow.payments.refunds import (
     open_refund,
 )
 from swapflow.payments.registry import provider_for
-from swapflow.workflows.refund_contract import REFUND_DECLINED, RefundPlan, RefundRef, RefundStart, RefundUpdate
-
-REFUND_REFUSED = "RefundRefused"
+from swapflow.workflows.refund_contract import (
+    REFUND_DECLINED,
+    RefundOutcomeUnknownError,
+    RefundPlan,
+    RefundRef,
+    RefundRefusedError,
+    RefundStart,
+    RefundUpdate,
+)
 
 
 def _plan(refund: Refund) -> RefundPlan:
@@ -74,7 +80,7 @@ class RefundActivities:
     async def _refund(self, session: AsyncSession, refund_id: str) -> Refund:
         refund = await session.get(Refund, refund_id)
         if refund is None:
-            raise ApplicationError(f"no refund {refund_id}", type=REFUND_REFUSED, non_retryable=True)
+            raise RefundRefusedError(f"no refund {refund_id}")
         return refund
 
     @activity.defn(name="prepare_refund")
@@ -84,7 +90,7 @@ class RefundActivities:
         open). None: the swap took no money."""
         if not start.opened:
             if start.order_id is None:
-                raise ApplicationError("a refund needs an order", type=REFUND_REFUSED, non_retryable=True)
+                raise RefundRefusedError("a refund needs an order")
             if not await self._captured(start.order_id):
                 return None
         async with self.db.transaction() as session:
@@ -92,11 +98,9 @@ class RefundActivities:
             if existing is not None:
                 return _plan(existing)
             if start.opened:
-                raise ApplicationError(
-                    f"no refund {start.refund_id} was opened", type=REFUND_REFUSED, non_retryable=True
-                )
-            payment = await session.scalar(select(Payment).where(Payment.key == charge_key(start.order_id or "")))
-            assert payment is not None
+                raise RefundRefusedError(f"no refund {start.refund_id} was opened")
+            key = charge_key(start.order_id or "")
+            payment = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
             try:
                 refund, _ = await open_refund(
                     session,
@@ -144,8 +148,10 @@ class RefundActivities:
             if ref.attempt > refund.attempt:  # a new number, once, however often this is retried
                 refund.attempt, refund.key = ref.attempt, refund_submission_key(refund.id, ref.attempt)
                 refund.status, refund.provider_status, refund.provider_ref = RefundState.REQUESTED, None, None
-            payment = await session.scalar(select(Payment).where(Payment.key == refund.payment_key))
-            assert payment is not None
+            present(  # the refund's payment must exist before anything is submitted
+                await session.scalar(select(Payment).where(Payment.key == refund.payment_key)),
+                f"payment {refund.payment_key} of refund {refund.id}",
+            )
         provider = provider_for(self.providers, refund.method)
         state = await provider.find_refund(refund.key)
         if state is None:
@@ -161,7 +167,7 @@ class RefundActivities:
             except ProviderDeclined as refused:
                 return await self._record(ref, None, declined=str(refused))
             except ProviderTimeout as lost:
-                raise ApplicationError(f"refund outcome unknown: {lost}", type="RefundOutcomeUnknown") from None
+                raise RefundOutcomeUnknownError(f"refund outcome unknown: {lost}") from None
         return await self._record(ref, state)
 
     @activity.defn(name="poll_refund")

@@ -32,6 +32,7 @@ from swapflow.db.models import (
     utcnow,
 )
 from swapflow.db.seed import slot_ref
+from swapflow.domain.checks import present
 from swapflow.domain.pricing import Quote, without_coupon
 from swapflow.domain.safety import BatteryLimits, check_pack
 from swapflow.ops.alerts import raise_alert
@@ -49,15 +50,9 @@ from swapflow.workflows.swap_contract import (
     SlotRole,
     StageUpdate,
     SwapFinish,
+    SwapRejectedError,
     SwapRequest,
 )
-
-SWAP_REJECTED = "SwapRejected"
-"""ApplicationError type of a swap refused before any money moved (reason in the message)."""
-
-
-def _reject(reason: str) -> ApplicationError:
-    return ApplicationError(reason, type=SWAP_REJECTED, non_retryable=True)
 
 
 async def transfer_custody(
@@ -133,8 +128,8 @@ class SwapRecords:
                 .where(
                     usable,
                     Battery.status == BatteryStatus.IN_SERVICE,
-                    Battery.soc >= self.settings.ready_soc_threshold,
-                    Battery.soh >= self.settings.min_soh,
+                    Battery.soc >= self.settings.swap.ready_soc_threshold,
+                    Battery.soh >= self.settings.swap.min_soh,
                 )
                 .order_by(Battery.soc.desc(), Slot.slot_no)
             )
@@ -164,31 +159,31 @@ class SwapRecords:
                 return await self._admission_of(session, order)
             rider = await session.get(Rider, request.rider_id)
             if rider is None or rider.status != RiderStatus.ACTIVE:
-                raise _reject("rider_not_eligible")
+                raise SwapRejectedError("rider_not_eligible")
             rider_battery = await session.scalar(
                 select(Battery).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider.id)
             )
             if rider_battery is None:
-                raise _reject("rider_holds_no_battery")
+                raise SwapRejectedError("rider_holds_no_battery")
             cabinet = await session.get(Cabinet, request.cabinet_id)
             if cabinet is None:
-                raise _reject("unknown_cabinet")
+                raise SwapRejectedError("unknown_cabinet")
             # A command-only cabinet never reports; its swaps are confirmed by the packs' own telemetry.
             if cabinet.capability == CabinetCapability.REPORTING and not cabinet.online:
-                raise _reject("cabinet_offline")
+                raise SwapRejectedError("cabinet_offline")
 
             charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED)
             empty = await self._candidates(session, cabinet.id, SlotRole.RETURN)
             if not charged:
-                raise _reject("no_charged_battery")
+                raise SwapRejectedError("no_charged_battery")
             if not empty:
-                raise _reject("no_free_slot")
+                raise SwapRejectedError("no_free_slot")
             charged_slot = await self._reserve_first(session, order.id, charged)
             return_slot = await self._reserve_first(session, order.id, empty)
             if charged_slot is None:
-                raise _reject("no_charged_battery")
+                raise SwapRejectedError("no_charged_battery")
             if return_slot is None:
-                raise _reject("no_free_slot")
+                raise SwapRejectedError("no_free_slot")
 
             order.return_slot_no = return_slot.slot_no
             order.charged_slot_no = charged_slot.slot_no
@@ -227,9 +222,12 @@ class SwapRecords:
             coupon_code=request.coupon_code,
         )
         if priced.coupon_code is not None:
-            assert coupon is not None
             refused = await redeem_coupon(
-                session, coupon, order_id=order.id, rider_id=order.rider_id, discount_minor=priced.discount_minor
+                session,
+                present(coupon, f"coupon {priced.coupon_code}"),
+                order_id=order.id,
+                rider_id=order.rider_id,
+                discount_minor=priced.discount_minor,
             )
             if refused is not None:
                 priced = without_coupon(priced, refused)
@@ -265,8 +263,7 @@ class SwapRecords:
                 Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == order.rider_id
             )
         )
-        cabinet = await session.get(Cabinet, order.cabinet_id)
-        assert cabinet is not None
+        cabinet = present(await session.get(Cabinet, order.cabinet_id), f"cabinet {order.cabinet_id}")
         return Admission(
             return_slot_no=order.return_slot_no or 0,
             charged_slot_no=order.charged_slot_no or 0,
@@ -298,7 +295,8 @@ class SwapRecords:
             slot = await session.scalar(
                 select(Slot).where(Slot.cabinet_id == check.cabinet_id, Slot.slot_no == check.slot_no)
             )
-            assert slot is not None
+            if slot is None:
+                raise LookupError(f"slot {check.slot_no} of cabinet {check.cabinet_id} is missing")
             battery = await session.get(Battery, reading.serial)
             order.returned_battery_serial = reading.serial
             reasons: list[str] = []
@@ -308,7 +306,7 @@ class SwapRecords:
             else:
                 if reading.serial != check.expected_serial or battery.custodian_ref != check.rider_id:
                     reasons.append("returned_battery_not_riders")
-                limits = self.settings.battery_limits.get(battery.model, self.settings.default_battery_limits)
+                limits = self.settings.swap.battery_limits.get(battery.model, self.settings.swap.default_battery_limits)
                 reasons.extend(check_pack(reading, limits).reasons)
             session.add(
                 SafetyEvent(
@@ -368,7 +366,8 @@ class SwapRecords:
                 )
                 return ReturnVerdict(accepted=False, reason=reasons[0], quarantined=True)
 
-            assert battery is not None
+            if battery is None:  # an unregistered pack was refused above
+                raise LookupError(f"battery {reading.serial} is missing")
             await transfer_custody(
                 session,
                 battery,
@@ -395,7 +394,8 @@ class SwapRecords:
             faulty = await session.scalar(
                 select(Slot).where(Slot.cabinet_id == request.cabinet_id, Slot.slot_no == request.faulty_slot_no)
             )
-            assert faulty is not None
+            if faulty is None:
+                raise LookupError(f"slot {request.faulty_slot_no} of cabinet {request.cabinet_id} is missing")
             if faulty.reserved_order_id == order.id:
                 faulty.reserved_order_id = None
                 faulty.out_of_service = request.reason[:100]
@@ -484,7 +484,11 @@ class SwapRecords:
             select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no)
         )
         battery = await session.get(Battery, order.issued_battery_serial)
-        assert slot is not None and battery is not None
+        if slot is None or battery is None:
+            raise LookupError(
+                f"order {order.id}: charged slot {order.charged_slot_no} or battery {order.issued_battery_serial} "
+                "is missing"
+            )
         slot.battery_serial = None
         slot.charging = False
         await transfer_custody(

@@ -12,6 +12,7 @@ from temporalio import activity
 from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
 from swapflow.db.models import Payment, WalletTopUp, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
 from swapflow.payments.registry import UnknownProvider, provider_for
 from swapflow.payments.topups import TopUpState, credit_top_up
@@ -27,10 +28,11 @@ class TopUpActivities:
 
     async def _payment(self, top_up_id: str) -> tuple[WalletTopUp, Payment]:
         async with self.db.sessions() as session:
-            top_up = await session.get(WalletTopUp, top_up_id)
-            assert top_up is not None, f"no top-up {top_up_id}"
-            payment = await session.scalar(select(Payment).where(Payment.key == top_up.payment_key))
-            assert payment is not None
+            top_up = present(await session.get(WalletTopUp, top_up_id), f"top-up {top_up_id}")
+            payment = present(
+                await session.scalar(select(Payment).where(Payment.key == top_up.payment_key)),
+                f"payment {top_up.payment_key} of top-up {top_up_id}",
+            )
         return top_up, payment
 
     @activity.defn(name="collect_top_up")
@@ -50,7 +52,8 @@ class TopUpActivities:
         async with self.db.transaction() as session:
             locked = await session.get(WalletTopUp, start.top_up_id, with_for_update=True)
             row = await session.scalar(select(Payment).where(Payment.key == payment.key))
-            assert locked is not None and row is not None
+            if locked is None or row is None:
+                raise LookupError(f"top-up {start.top_up_id} or its payment {payment.key} is missing")
             top_up = locked
             if top_up.status != TopUpState.PENDING:
                 return _outcome(top_up)

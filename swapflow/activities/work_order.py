@@ -28,6 +28,7 @@ from swapflow.db.models import (
     WorkOrderStatus,
     utcnow,
 )
+from swapflow.domain.checks import present
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
 from swapflow.ops.alerts import raise_alert
 from swapflow.ops.channels import alert_document, post_signed, render_body
@@ -93,19 +94,19 @@ class OpsActivities:
             select(Alert)
             .where(
                 Alert.status == AlertStatus.OPEN,
-                Alert.kind.in_(self.settings.ops_work_order_kinds),
+                Alert.kind.in_(self.settings.ops.work_order_kinds),
                 Alert.cabinet_id.is_not(None),
                 Alert.id.not_in(covered),
             )
             .order_by(Alert.id)
         )
         for alert in alerts:
-            assert alert.cabinet_id is not None
-            if await open_work_order_for(session, alert.cabinet_id, alert.slot_no) is not None:
+            cabinet_id = present(alert.cabinet_id, f"cabinet of alert {alert.id}")  # selected where not null
+            if await open_work_order_for(session, cabinet_id, alert.slot_no) is not None:
                 continue
             await new_work_order(
                 session,
-                cabinet_id=alert.cabinet_id,
+                cabinet_id=cabinet_id,
                 slot_no=alert.slot_no,
                 kind=alert.kind,
                 severity=alert.severity,
@@ -115,7 +116,7 @@ class OpsActivities:
             )
 
     async def _pending_deliveries(self, session: AsyncSession) -> list[AlertDeliveryRequest]:
-        if not self.settings.ops_webhooks:
+        if not self.settings.ops.webhooks:
             return []
         since = utcnow() - _DELIVERY_LOOKBACK
         attempted = {
@@ -129,7 +130,7 @@ class OpsActivities:
         for alert in alerts:
             events = ["opened"] + (["resolved"] if alert.status == AlertStatus.RESOLVED else [])
             for event in events:
-                for channel in self.settings.ops_webhooks:
+                for channel in self.settings.ops.webhooks:
                     if (alert.id, event, channel.name) not in attempted:
                         pending.append(AlertDeliveryRequest(alert_id=alert.id, event=event, channel=channel.name))
         return pending[:_DELIVERIES_PER_ROUND]
@@ -138,7 +139,7 @@ class OpsActivities:
     async def deliver(self, request: AlertDeliveryRequest) -> None:
         """POST one alert event to one channel, signed; each attempt is logged. A failure raises, and
         Temporal retries with backoff up to the evaluator's bound."""
-        channel = next((c for c in self.settings.ops_webhooks if c.name == request.channel), None)
+        channel = next((c for c in self.settings.ops.webhooks if c.name == request.channel), None)
         if channel is None:
             return  # the channel was removed from the settings since
         async with self.db.sessions() as session:
@@ -236,7 +237,8 @@ class OpsActivities:
             station = await session.scalar(
                 select(Station).join(Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id == order.cabinet_id)
             )
-            assert station is not None
+            if station is None:
+                raise LookupError(f"station of cabinet {order.cabinet_id} is missing")
             chosen: tuple[str, float] | None
             if request.technician_id is not None:
                 chosen = (request.technician_id, 0.0)
@@ -313,8 +315,7 @@ class OpsActivities:
             order = await session.get(WorkOrder, work_order_id)
             if order is None:
                 raise ApplicationError(f"no work order {work_order_id!r}", non_retryable=True)
-            cabinet = await session.get(Cabinet, order.cabinet_id)
-            assert cabinet is not None
+            cabinet = present(await session.get(Cabinet, order.cabinet_id), f"cabinet {order.cabinet_id}")
             problems = []
             reporting = cabinet.capability == CabinetCapability.REPORTING
             if reporting and not cabinet.online:

@@ -74,18 +74,20 @@ class DeviceAdapter:
         self.settings = settings
         self.db = db
         self.temporal = temporal
-        self.prefix = settings.mqtt_topic_prefix
+        self.prefix = settings.mqtt.topic_prefix
         # A stable id: after a restart the broker hands over what it queued for this adapter meanwhile.
-        self.client_id = service_client_id(settings.effective_adapter_client_id)
+        self.client_id = service_client_id(settings.adapter.effective_client_id)
         self.stats = AdapterStats()
         self.metrics = metrics or AdapterMetrics()
         self._lanes = lanes
         self._telemetry_flush_s = telemetry_flush_s
         self._drain_timeout_s = drain_timeout_s
         self._stats_interval_s = stats_interval_s
-        self._sweep_interval_s = sweep_interval_s or min(5.0, settings.heartbeat_interval_s / 2)
-        clock = DeviceClock(settings.device_clock_skew_s, settings.device_clock_max_age_s, self.metrics.clock_clamped)
-        self.history = HistoryBuffer(settings.telemetry_history_queue_rows, self.metrics)
+        self._sweep_interval_s = sweep_interval_s or min(5.0, settings.devices.heartbeat_interval_s / 2)
+        clock = DeviceClock(
+            settings.devices.device_clock_skew_s, settings.devices.device_clock_max_age_s, self.metrics.clock_clamped
+        )
+        self.history = HistoryBuffer(settings.devices.telemetry_history_queue_rows, self.metrics)
         self.storage = Storage(db, retry_s=db_retry_s)
         self.dead_letters = DeadLetters(settings, self.metrics, self.storage, on_reject=self.stats.count_dead_letter)
         self._signals = SignalSender(
@@ -144,7 +146,7 @@ class DeviceAdapter:
         workers.append(asyncio.create_task(self._history_writer()))
         workers.append(asyncio.create_task(self._sweeper()))
         workers.append(asyncio.create_task(self._report_stats()))
-        server = serve_metrics(self.metrics.registry, self.settings.adapter_metrics_port)
+        server = serve_metrics(self.metrics.registry, self.settings.adapter.metrics_port)
         try:
             await self.connections.run()
         finally:

@@ -36,11 +36,11 @@ def readiness(battery: Battery, slot: Slot | None, settings: Settings) -> list[s
         reasons.append("not in a cabinet slot")
     elif slot.locked or slot.fault or slot.out_of_service:
         reasons.append("slot not usable")
-    if battery.soc < settings.ready_soc_threshold:
-        reasons.append(f"SoC {battery.soc:.1f}% below {settings.ready_soc_threshold:.0f}%")
-    if battery.soh < settings.min_soh:
-        reasons.append(f"SoH {battery.soh:.1f}% below {settings.min_soh:.0f}%")
-    limits = settings.battery_limits.get(battery.model, settings.default_battery_limits)
+    if battery.soc < settings.swap.ready_soc_threshold:
+        reasons.append(f"SoC {battery.soc:.1f}% below {settings.swap.ready_soc_threshold:.0f}%")
+    if battery.soh < settings.swap.min_soh:
+        reasons.append(f"SoH {battery.soh:.1f}% below {settings.swap.min_soh:.0f}%")
+    limits = settings.swap.battery_limits.get(battery.model, settings.swap.default_battery_limits)
     reading = BatteryReading(
         serial=battery.serial,
         soc=battery.soc,

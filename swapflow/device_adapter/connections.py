@@ -48,7 +48,7 @@ class BrokerConnections:
         probe_timeout_s: float,
     ) -> None:
         self._settings = settings
-        self._prefix = settings.mqtt_topic_prefix
+        self._prefix = settings.mqtt.topic_prefix
         self._client_id = client_id
         self._take = take
         self._probe_interval_s = probe_interval_s
@@ -74,7 +74,7 @@ class BrokerConnections:
         connections = [asyncio.create_task(self._consume(telemetry=False))]
         connections += [
             asyncio.create_task(self._consume(telemetry=True, index=i))
-            for i in range(self._settings.adapter_telemetry_connections)
+            for i in range(self._settings.adapter.telemetry_connections)
         ]
         try:
             await asyncio.gather(*connections)
@@ -91,7 +91,7 @@ class BrokerConnections:
         delay = 0.5
         if telemetry:
             topic_filter = cabinet_topic(self._prefix, "+", Channel.TELEMETRY)
-            if self._settings.adapter_telemetry_connections > 1:
+            if self._settings.adapter.telemetry_connections > 1:
                 topic_filter = f"$share/swapflow-adapter/{topic_filter}"
             filters = [(topic_filter, 0)]
             client_id, subscribed = f"{self._client_id}-telemetry-{index}", self._telemetry_subscribed

@@ -73,7 +73,7 @@ class DeadLetters:
             letter.occurrences += 1
             letter.last_at = now
         elif len(self._letters) < _MAX_PENDING_LETTERS:
-            text = DeadLetter.text(payload, self.settings.dead_letter_max_payload_bytes)
+            text = DeadLetter.text(payload, self.settings.devices.dead_letter_max_payload_bytes)
             self._letters[key] = _Letter(DeadLetter.text(topic, 300), text, DeadLetter.text(reason, 2000), now, now)
         else:
             self._lost += 1
@@ -133,8 +133,8 @@ class DeadLetters:
                         kind=DEVICE_FLOOD,
                         severity="warning",
                         cabinet_id=cabinet_id,
-                        message=f"cabinet {cabinet_id} sent more than {self.settings.device_rate_per_s:g} messages a "
-                        "second; the excess was dropped (see its dead letters)",
+                        message=f"cabinet {cabinet_id} sent more than {self.settings.devices.device_rate_per_s:g} "
+                        "messages a second; the excess was dropped (see its dead letters)",
                     ),
                 )
 
@@ -155,7 +155,7 @@ class DeadLetters:
 
     async def expire(self) -> int:
         """Delete the dead letters last seen longer ago than their retention; returns how many."""
-        cutoff = utcnow() - timedelta(days=self.settings.dead_letter_retention_days)
+        cutoff = utcnow() - timedelta(days=self.settings.devices.dead_letter_retention_days)
         table = table_of(DeadLetter)
         old = (
             select(table.c.id)

@@ -40,8 +40,8 @@ class HeartbeatSweep:
         listening_since: Callable[[], float | None],
         last_heard: Callable[[str], float],
     ) -> None:
-        self._prefix = settings.mqtt_topic_prefix
-        self._silence_s = settings.heartbeat_interval_s * settings.heartbeat_missed_limit
+        self._prefix = settings.mqtt.topic_prefix
+        self._silence_s = settings.devices.heartbeat_interval_s * settings.devices.heartbeat_missed_limit
         self._storage = storage
         self._telemetry = telemetry
         self._signals = signals

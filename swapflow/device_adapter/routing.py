@@ -37,9 +37,9 @@ class Router:
         metrics: AdapterMetrics,
         stats: AdapterStats,
     ) -> None:
-        self._rate_per_s = settings.device_rate_per_s
-        self._max_message_bytes = settings.device_max_message_bytes
-        self._queue_size = settings.device_queue_per_cabinet
+        self._rate_per_s = settings.devices.device_rate_per_s
+        self._max_message_bytes = settings.devices.device_max_message_bytes
+        self._queue_size = settings.devices.device_queue_per_cabinet
         self._telemetry = telemetry
         self._battery_reports = battery_reports
         self._cabinet_messages = cabinet_messages
@@ -47,8 +47,10 @@ class Router:
         self._metrics = metrics
         self._stats = stats
         # Events, acks and states per cabinet, served round-robin; each device's rate is limited.
-        self._queue: FairQueue[tuple[CabinetRoute, bytes]] = FairQueue(settings.device_queue_per_cabinet)
-        self._limiter = RateLimiter(settings.device_rate_per_s, settings.device_rate_burst, time.monotonic)
+        self._queue: FairQueue[tuple[CabinetRoute, bytes]] = FairQueue(settings.devices.device_queue_per_cabinet)
+        self._limiter = RateLimiter(
+            settings.devices.device_rate_per_s, settings.devices.device_rate_burst, time.monotonic
+        )
         # When this adapter last heard each cabinet (loop time): spares it from heartbeat expiry while its
         # telemetry waits for the next batch write.
         self._heard: dict[str, float] = {}

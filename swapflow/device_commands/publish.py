@@ -39,7 +39,7 @@ class CommandPublisher:
     async def run(self) -> None:
         """Keep a connection open until cancelled, reconnecting with backoff."""
         delay = 0.5
-        acks = cabinet_topic(self.settings.mqtt_topic_prefix, "+", Channel.ACKS)
+        acks = cabinet_topic(self.settings.mqtt.topic_prefix, "+", Channel.ACKS)
         while True:
             try:
                 async with mqtt_client(self.settings, self.identifier) as client:
@@ -61,7 +61,8 @@ class CommandPublisher:
             delay = min(delay * 2, 10.0)
 
     def _ack(self, payload: object) -> None:
-        assert self._on_ack is not None
+        if self._on_ack is None:
+            raise RuntimeError("an ack arrived at a command publisher that takes none")
         try:
             ack = CommandAck.model_validate_json(payload if isinstance(payload, bytes | bytearray | str) else b"")
         except ValidationError:
@@ -74,6 +75,7 @@ class CommandPublisher:
             await asyncio.wait_for(self.connected.wait(), wait_s)
         except TimeoutError as exc:
             raise BrokerUnavailable("no MQTT broker connection") from exc
-        assert self._client is not None
-        topic = cabinet_topic(self.settings.mqtt_topic_prefix, command.cabinet_id, Channel.COMMANDS)
+        if self._client is None:
+            raise BrokerUnavailable("MQTT broker connection lost")
+        topic = cabinet_topic(self.settings.mqtt.topic_prefix, command.cabinet_id, Channel.COMMANDS)
         await self._client.publish(topic, command.model_dump_json(exclude_none=True), qos=1)

@@ -48,7 +48,7 @@ class CommandQueue:
     ) -> None:
         self.publisher = CommandPublisher(settings, name=name, on_ack=self.acknowledged)
         self.metrics = metrics or CommandMetrics()
-        self._resend_s = resend_s or settings.command_resend_s
+        self._resend_s = resend_s or settings.devices.command_resend_s
         self._pending: dict[str, _Pending] = {}  # by command id, in the order submitted
         self._answers: dict[str, tuple[str, asyncio.Future[CommandAck]]] = {}  # awaited acks: (cabinet, ack)
         self._wake = asyncio.Event()

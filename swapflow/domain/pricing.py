@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic.json_schema import JsonDict
 
+from swapflow.domain.checks import present
+
 BASIS_POINTS = 10_000
 """100 % in basis points."""
 
@@ -344,7 +346,8 @@ def _matches(rule: PriceRuleSpec, ctx: PricingContext, local: datetime) -> bool:
     if rule.kind == RuleKind.BATTERY_MODEL:
         return rule.battery_model == ctx.battery_model
     if rule.kind in (RuleKind.PEAK, RuleKind.OFF_PEAK):
-        assert rule.start_local is not None and rule.end_local is not None
+        if rule.start_local is None or rule.end_local is None:
+            raise ValueError(f"price rule {rule.name!r} ({rule.kind}) has no time window")
         return in_window(local, rule.start_local, rule.end_local, rule.weekdays)
     if rule.kind == RuleKind.FIRST_SWAP_FREE:
         return ctx.completed_swaps == 0
@@ -436,7 +439,7 @@ def quote(
     if coupon_code is not None:
         rejected = coupon_rejection(coupon, ctx, usage or CouponUsage(), price)
         if rejected is None:
-            assert coupon is not None
+            coupon = present(coupon, f"coupon {coupon_code}")  # an unknown code is rejected
             discount = coupon_discount(coupon, price)
             lines.append(
                 PriceLine(

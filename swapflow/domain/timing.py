@@ -1,4 +1,4 @@
-"""The default bounds of every wait in a flow. The settings' defaults and the workflow inputs' defaults
+"""The defaults of every wait (and attempt count) in a flow. The settings' defaults and the workflow inputs'
 both come from here, so a workflow started without settings waits as long as one started with them."""
 
 from __future__ import annotations
@@ -28,3 +28,11 @@ REFUND_EXPECTED_DAYS: Final = 3
 # A work order's verification.
 VERIFY_ACK_TIMEOUT_S: Final = 15.0
 """How long the verification's test command may take."""
+
+# The alert evaluator's loop.
+OPS_EVALUATE_INTERVAL_S: Final = 15.0
+"""How often the alert rules run."""
+OPS_EVALUATIONS_PER_RUN: Final = 200
+"""Evaluations before the evaluator continues-as-new."""
+OPS_WEBHOOK_ATTEMPTS: Final = 5
+"""Attempts per alert and channel, with backoff."""

@@ -75,6 +75,9 @@ _PUBLISH_TIMEOUT_S = 5.0
 _WRITE_TIMEOUT_S = 5.0
 
 
+_BEFORE_LOGIN = "a tower session's cabinet, view or broker connection used before its login"
+
+
 class SessionClosed(Exception):
     """The connection has to close; the message says why (logged), `cause` labels the metric."""
 
@@ -103,9 +106,9 @@ class LoginThrottle:
     Times are the caller's monotonic clock."""
 
     def __init__(self, settings: Settings) -> None:
-        self._base_s = settings.gateway_login_backoff_s
-        self._max_s = settings.gateway_login_backoff_max_s
-        self._capacity = settings.gateway_login_backoff_addresses
+        self._base_s = settings.gateway.login_backoff_s
+        self._max_s = settings.gateway.login_backoff_max_s
+        self._capacity = settings.gateway.login_backoff_addresses
         self._addresses: OrderedDict[str, _Failures] = OrderedDict()
 
     def __len__(self) -> int:
@@ -154,9 +157,9 @@ class TowerGateway:
     def __init__(self, settings: Settings, db: Database, *, host: str | None = None, port: int | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.host = host if host is not None else settings.gateway_host
-        self.port = port if port is not None else settings.gateway_port
-        self.prefix = settings.mqtt_topic_prefix
+        self.host = host if host is not None else settings.gateway.host
+        self.port = port if port is not None else settings.gateway.port
+        self.prefix = settings.mqtt.topic_prefix
         self.ready = asyncio.Event()
         self.views: dict[str, CabinetView] = {}
         """What each cabinet reported, kept across its connections."""
@@ -198,7 +201,8 @@ class TowerGateway:
         reconnects before its old link timed out): the old one's offline state goes out before the new
         birth, never after it."""
         current = asyncio.current_task()
-        assert current is not None
+        if current is None:
+            raise RuntimeError("a tower session is claimed from outside a task")
         old = self.sessions.get(cabinet_id)
         self.sessions[cabinet_id] = current
         if old is not None and old is not current and not old.done():
@@ -316,11 +320,11 @@ class TowerSession:
     async def _login(self) -> LoginRequest | None:
         """Frames until a login, all within one deadline (frames that keep the link busy do not extend
         it). Anything else valid before it is refused and closes the connection."""
-        timeout_s = self.settings.gateway_login_timeout_s
+        timeout_s = self.settings.gateway.login_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
-                    message = await self._next(None, self.settings.gateway_login_max_frame_bytes)
+                    message = await self._next(None, self.settings.gateway.login_max_frame_bytes)
                     if message is None:
                         return None
                     if isinstance(message, LoginRequest):
@@ -394,7 +398,8 @@ class TowerSession:
         # A clean MQTT disconnect discards the will: the offline state is published by hand, with a
         # reason, so the platform takes its timestamp as the moment the link closed and can tell it
         # is older than the birth of a newer connection even if it arrives after it.
-        assert self.view is not None
+        if self.view is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         reason = "replaced" if self._replaced() else "link_closed"
         offline = self.view.offline(reason).model_dump_json(exclude_none=True)
         try:
@@ -407,7 +412,7 @@ class TowerSession:
 
     async def _frames(self) -> None:
         while True:
-            message = await self._next(self.settings.gateway_read_timeout_s, self.settings.gateway_max_frame_bytes)
+            message = await self._next(self.settings.gateway.read_timeout_s, self.settings.gateway.max_frame_bytes)
             if message is None:
                 raise SessionClosed("the cabinet closed the connection", "eof")
             await self._handle(message)
@@ -465,11 +470,12 @@ class TowerSession:
             )
         else:
             metrics.BAD_FRAMES.labels(label).inc()
-        if self._refused_before_login > self.settings.gateway_login_max_frames:
+        if self._refused_before_login > self.settings.gateway.login_max_frames:
             raise SessionClosed(f"{self._refused_before_login} frames refused before a login", "login_junk")
 
     async def _handle(self, message: BaseModel) -> None:
-        assert self.view is not None and self.cabinet_id is not None
+        if self.view is None or self.cabinet_id is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         if isinstance(message, AttributeReport):
             await self._on_report(message)
         elif isinstance(message, AlarmReport):
@@ -483,7 +489,8 @@ class TowerSession:
             await self._send(LoginResponse(txnNo=message.txnNo, devId=self.cabinet_id, result=1))
 
     async def _on_report(self, report: AttributeReport) -> None:
-        assert self.view is not None and self.cabinet_id is not None and self.mqtt is not None
+        if self.view is None or self.cabinet_id is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         at = _now()
         try:
             events = self.view.apply_report(report, at)
@@ -510,7 +517,8 @@ class TowerSession:
         if not self.online:
             self._held.extend(events)  # a v1 cabinet, too, sends what it saw offline after its birth
             return
-        assert self.mqtt is not None
+        if self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         for event in events:
             await self.mqtt.publish(self._topic(Channel.EVENTS), _json(event), qos=1)
 
@@ -533,7 +541,8 @@ class TowerSession:
     async def _relay(self, command: Command) -> None:
         """Send a v1 command on as a control request; a redelivered one is acked again (if answered) or
         re-sent with its transaction number (the cabinet acts on a transaction once)."""
-        assert self.view is not None and self.mqtt is not None
+        if self.view is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         pending = self.view.commands.get(command.command_id)
         if pending is not None and pending.ack is not None:
             await self.mqtt.publish(self._topic(Channel.ACKS), _json(pending.ack), qos=1)
@@ -548,7 +557,8 @@ class TowerSession:
         await self._send(self.view.control_request(command, pending.txn_no))
 
     async def _on_control_response(self, response: ControlResponse) -> None:
-        assert self.view is not None and self.mqtt is not None
+        if self.view is None or self.mqtt is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         pending = self.view.ack(response, _now())
         if pending is None or pending.ack is None:
             await self.gateway.dead_letter(
@@ -564,7 +574,8 @@ class TowerSession:
     # ------------------------------------------------------------------------------------------ helpers
 
     def _topic(self, channel: Channel) -> str:
-        assert self.cabinet_id is not None
+        if self.cabinet_id is None:
+            raise RuntimeError(_BEFORE_LOGIN)
         return cabinet_topic(self.gateway.prefix, self.cabinet_id, channel)
 
     def _txn(self) -> int:
@@ -587,7 +598,7 @@ def _json(message: BaseModel) -> bytes:
 
 async def run_gateway(settings: Settings) -> None:
     """The `gateway` process: serve tower cabinets until cancelled."""
-    serve_metrics(REGISTRY, settings.gateway_metrics_port)
+    serve_metrics(REGISTRY, settings.gateway.metrics_port)
     db = Database(settings.effective_database_url, pool_size=2)
     try:
         await TowerGateway(settings, db).serve()

@@ -78,7 +78,7 @@ def _derived(settings: Settings, purpose: str) -> str:
 def authenticates(settings: Settings) -> bool:
     """Whether clients log in: on the embedded broker, and on an external one whose URL carries a user.
     (An external broker without one, like CI's anonymous Mosquitto, is used anonymously.)"""
-    return settings.mqtt_url is None or bool(settings.mqtt_endpoint.username)
+    return settings.mqtt.url is None or bool(settings.mqtt_endpoint.username)
 
 
 def service_login(settings: Settings) -> Login:
@@ -87,7 +87,7 @@ def service_login(settings: Settings) -> Login:
     endpoint = settings.mqtt_endpoint
     if endpoint.username:
         return Login(endpoint.username, endpoint.password or "")
-    return Login(settings.mqtt_service_username, _derived(settings, f"service:{settings.mqtt_service_username}"))
+    return Login(settings.mqtt.service_username, _derived(settings, f"service:{settings.mqtt.service_username}"))
 
 
 def simulated_cabinet_login(settings: Settings, cabinet_id: str) -> Login:

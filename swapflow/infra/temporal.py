@@ -19,12 +19,12 @@ async def connect_temporal(settings: Settings, *, wait_s: float = 60.0) -> Clien
     while True:
         try:
             return await Client.connect(
-                settings.effective_temporal_address,
-                namespace=settings.temporal_namespace,
+                settings.temporal.effective_address,
+                namespace=settings.temporal.namespace,
                 data_converter=pydantic_data_converter,
             )
         except RuntimeError as exc:  # the SDK reports an unreachable server as RuntimeError
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.info("waiting for Temporal at %s (%s)", settings.effective_temporal_address, exc)
+            log.info("waiting for Temporal at %s (%s)", settings.temporal.effective_address, exc)
             await asyncio.sleep(1.0)

@@ -98,7 +98,7 @@ async def offline_cabinets(session: AsyncSession, settings: Settings, now: datet
     found = []
     for cabinet_id, last_seen, offline_at in rows.tuples():
         since = as_utc(offline_at or last_seen)
-        if (now - since).total_seconds() >= settings.ops_offline_alert_after_s:
+        if (now - since).total_seconds() >= settings.ops.offline_alert_after_s:
             found.append(
                 Condition(
                     "cabinet_offline",
@@ -134,7 +134,7 @@ async def slot_problems(session: AsyncSession) -> list[Condition]:
 async def unacknowledged_doors(session: AsyncSession, settings: Settings, now: datetime) -> list[Condition]:
     """Door commands past their deadline without an ack, on online reporting cabinets, with no later
     acknowledged command to the same slot (which would show the door answers again)."""
-    since = now - timedelta(seconds=settings.ops_no_ack_lookback_s)
+    since = now - timedelta(seconds=settings.ops.no_ack_lookback_s)
     last_ack = (
         select(DeviceCommand.cabinet_id, DeviceCommand.slot_no, func.max(DeviceCommand.sent_at).label("at"))
         .where(DeviceCommand.acked_at.is_not(None))
@@ -204,7 +204,7 @@ async def battery_problems(session: AsyncSession, settings: Settings) -> list[Co
                 )
             )
             continue
-        limits = settings.battery_limits.get(battery.model, settings.default_battery_limits)
+        limits = settings.swap.battery_limits.get(battery.model, settings.swap.default_battery_limits)
         if battery.temperature_c > limits.max_temperature_c:
             found.append(
                 Condition(
@@ -232,10 +232,10 @@ async def battery_problems(session: AsyncSession, settings: Settings) -> list[Co
 
 
 def _before_peak(settings: Settings, timezone: str, now: datetime) -> bool:
-    hours, minutes = (int(part) for part in settings.ops_evening_peak_start.split(":"))
+    hours, minutes = (int(part) for part in settings.ops.evening_peak_start.split(":"))
     local = now.astimezone(ZoneInfo(timezone))
     peak = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-    return peak - timedelta(minutes=settings.ops_peak_lead_minutes) <= local < peak
+    return peak - timedelta(minutes=settings.ops.peak_lead_minutes) <= local < peak
 
 
 async def empty_before_peak(session: AsyncSession, settings: Settings, now: datetime) -> list[Condition]:
@@ -249,8 +249,8 @@ async def empty_before_peak(session: AsyncSession, settings: Settings, now: date
         Slot.fault.is_(None),
         Slot.out_of_service.is_(None),
         Battery.status == BatteryStatus.IN_SERVICE,
-        Battery.soc >= settings.ready_soc_threshold,
-        Battery.soh >= settings.min_soh,
+        Battery.soc >= settings.swap.ready_soc_threshold,
+        Battery.soh >= settings.swap.min_soh,
     )
     rows = await session.execute(
         select(Cabinet.id, func.coalesce(func.sum(case((ready, 1), else_=0)), 0))
@@ -285,7 +285,7 @@ async def ingest_lag_s(session: AsyncSession, now: datetime) -> float | None:
 
 async def ingest_lag(session: AsyncSession, settings: Settings, now: datetime) -> list[Condition]:
     lag = await ingest_lag_s(session, now)
-    if lag is None or lag < settings.ops_ingest_lag_alert_s:
+    if lag is None or lag < settings.ops.ingest_lag_alert_s:
         return []
     return [Condition("ingest_lag", "critical", f"no device report written for {lag:.0f} s")]
 
@@ -303,13 +303,13 @@ async def flooding_cabinets(session: AsyncSession, settings: Settings, now: date
         )
         .distinct()
     )
-    cabinets = {route[0] for topic in topics if (route := parse_cabinet_topic(settings.mqtt_topic_prefix, topic))}
+    cabinets = {route[0] for topic in topics if (route := parse_cabinet_topic(settings.mqtt.topic_prefix, topic))}
     return [
         Condition(
             DEVICE_FLOOD,
             "warning",
             f"cabinet {cabinet_id} sends more than "
-            f"{settings.device_rate_per_s:g} messages a second; the excess is dropped",
+            f"{settings.devices.device_rate_per_s:g} messages a second; the excess is dropped",
             cabinet_id=cabinet_id,
         )
         for cabinet_id in sorted(cabinets)

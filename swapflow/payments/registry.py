@@ -29,10 +29,10 @@ def providers_from_settings(settings: Settings, db: Database) -> dict[PaymentMet
     providers: dict[PaymentMethod, PaymentProvider] = {
         PaymentMethod.SANDBOX: SandboxProvider(
             db,
-            latency_ms=settings.sandbox_payment_latency_ms,
-            decline_rate=settings.sandbox_decline_rate,
-            timeout_rate=settings.sandbox_timeout_rate,
-            refund_processing_s=settings.sandbox_refund_processing_s,
+            latency_ms=settings.payments.sandbox_payment_latency_ms,
+            decline_rate=settings.payments.sandbox_decline_rate,
+            timeout_rate=settings.payments.sandbox_timeout_rate,
+            refund_processing_s=settings.payments.sandbox_refund_processing_s,
         ),
         PaymentMethod.WALLET: WalletProvider(db),
         PaymentMethod.SUBSCRIPTION: SubscriptionProvider(db),

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from swapflow.db.engine import Database
 from swapflow.db.models import SandboxPayment, SandboxRefund, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,
@@ -173,8 +174,7 @@ class SandboxProvider:
             row = await session.scalar(select(SandboxRefund).where(SandboxRefund.idempotency_key == key))
             if row is None:
                 return None
-            payment = await session.get(SandboxPayment, row.payment_id)
-            assert payment is not None
+            payment = present(await session.get(SandboxPayment, row.payment_id), f"sandbox payment {row.payment_id}")
             if (
                 row.status == RefundStatus.PROCESSING
                 and row.settles_at is not None
@@ -190,8 +190,10 @@ class SandboxProvider:
             row = await session.scalar(select(SandboxRefund).where(SandboxRefund.idempotency_key == key))
             if row is None:
                 raise LookupError(f"no sandbox refund under {key}")
-            payment = await session.get(SandboxPayment, row.payment_id, with_for_update=True)
-            assert payment is not None
+            payment = present(
+                await session.get(SandboxPayment, row.payment_id, with_for_update=True),
+                f"sandbox payment {row.payment_id}",
+            )
             await session.refresh(row)  # as it is now that no other refund of the capture moves
             if row.status == RefundStatus.PROCESSING:
                 row.status, row.final_at = status, utcnow()

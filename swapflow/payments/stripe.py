@@ -66,19 +66,19 @@ class StripeProvider:
     method = PaymentMethod.STRIPE
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.stripe_api_key:
+        if not settings.stripe.api_key:
             raise ValueError("Stripe needs SWAPFLOW_STRIPE_API_KEY")
         self._client = stripe.StripeClient(
-            settings.stripe_api_key,
-            base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else None,
-            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
+            settings.stripe.api_key,
+            base_addresses={"api": settings.stripe.api_base} if settings.stripe.api_base else None,
+            http_client=stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
             # No retries inside the SDK: a retry is the caller's, after it looked the key up.
             max_network_retries=0,
         )
-        self._full_api = settings.stripe_full_api
-        self._webhook_secret = settings.stripe_webhook_secret
-        self._tolerance_s = settings.notification_tolerance_s
-        self._refund_lookback = timedelta(days=settings.stripe_refund_lookback_days)
+        self._full_api = settings.stripe.full_api
+        self._webhook_secret = settings.stripe.webhook_secret
+        self._tolerance_s = settings.payments.notification_tolerance_s
+        self._refund_lookback = timedelta(days=settings.stripe.refund_lookback_days)
 
     # ---- payments ----
 
@@ -371,4 +371,4 @@ def _metadata(obj: Any) -> dict[str, Any]:
 
 def provider_from_settings(settings: Settings, db: object) -> StripeProvider | None:
     """The Stripe provider when an API key is configured (the registry's hook), else None."""
-    return StripeProvider(settings) if settings.stripe_api_key else None
+    return StripeProvider(settings) if settings.stripe.api_key else None

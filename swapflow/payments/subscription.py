@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.models import Subscription, SubscriptionPlan, SubscriptionUse, as_utc, utcnow
+from swapflow.domain.checks import present
 from swapflow.payments.ledger import Posting, post_transaction, provider_clearing, subscription_account
 from swapflow.payments.provider import (
     ChargeRequest,
@@ -80,7 +81,8 @@ def _payment(use: SubscriptionUse) -> ProviderPayment:
 
 
 def _refund(use: SubscriptionUse) -> ProviderRefund:
-    assert use.refund_key is not None and use.returned_at is not None
+    if use.refund_key is None or use.returned_at is None:
+        raise ValueError(f"subscription use {use.id} was not given back")
     return ProviderRefund(
         provider=PaymentMethod.SUBSCRIPTION,
         key=use.refund_key,
@@ -111,8 +113,7 @@ class SubscriptionProvider:
             subscription = await session.get(Subscription, request.rider_id, with_for_update=True)
             if subscription is None or not subscription.active:
                 raise ProviderDeclined("no_subscription")
-            plan = await session.get(SubscriptionPlan, subscription.plan_id)
-            assert plan is not None
+            plan = present(await session.get(SubscriptionPlan, subscription.plan_id), f"plan {subscription.plan_id}")
             start = period_start(subscription, plan, utcnow())
             used = (
                 await session.scalar(

@@ -195,7 +195,8 @@ class WalletProvider:
                     f"refund {request.amount_minor} exceeds the {-charge.amount_minor - refunded} left"
                 )
             credited = await _add_to_balance(session, charge.rider_id, charge.currency, request.amount_minor)
-            assert credited is not None
+            if credited is None:
+                raise LookupError(f"wallet of rider {charge.rider_id} in {charge.currency} is missing")
             entry = WalletEntry(
                 id=f"wal_{uuid.uuid4().hex[:20]}",
                 key=request.key,

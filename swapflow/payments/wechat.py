@@ -125,42 +125,43 @@ class WeChatPayProvider:
         missing = [
             name
             for name in (
-                "wechat_mchid",
-                "wechat_appid",
-                "wechat_cert_serial_no",
-                "wechat_apiv3_key",
-                "wechat_public_key",
-                "wechat_public_key_id",
-                "wechat_notify_url",
+                "mchid",
+                "appid",
+                "cert_serial_no",
+                "apiv3_key",
+                "public_key",
+                "public_key_id",
+                "notify_url",
             )
-            if not getattr(settings, name)
+            if not getattr(settings.wechat, name)
         ]
-        private_key = settings.wechat_private_key or (
-            settings.wechat_private_key_path.read_text() if settings.wechat_private_key_path else None
+        private_key = settings.wechat.private_key or (
+            settings.wechat.private_key_path.read_text() if settings.wechat.private_key_path else None
         )
         if not private_key:
-            missing.append("wechat_private_key (or wechat_private_key_path)")
+            missing.append("private_key (or SWAPFLOW_WECHAT_PRIVATE_KEY_PATH)")
         if missing:
-            raise ValueError("WeChat Pay needs SWAPFLOW_" + ", SWAPFLOW_".join(m.upper() for m in missing))
-        self._appid = settings.wechat_appid
-        self._tolerance_s = settings.notification_tolerance_s
+            needed = ", ".join(f"SWAPFLOW_WECHAT_{name.upper()}" for name in missing)
+            raise ValueError(f"WeChat Pay needs {needed}")
+        self._appid = settings.wechat.appid
+        self._tolerance_s = settings.payments.notification_tolerance_s
         self._sdk = WeChatPay(
             wechatpay_type=WeChatPayType.MINIPROG,
-            mchid=settings.wechat_mchid,
+            mchid=settings.wechat.mchid,
             private_key=private_key,
-            cert_serial_no=settings.wechat_cert_serial_no,
-            appid=settings.wechat_appid,
-            apiv3_key=settings.wechat_apiv3_key,
-            notify_url=settings.wechat_notify_url,
+            cert_serial_no=settings.wechat.cert_serial_no,
+            appid=settings.wechat.appid,
+            apiv3_key=settings.wechat.apiv3_key,
+            notify_url=settings.wechat.notify_url,
             # Connect fast (a refused connection is safe to retry), read patiently (a lost answer is unknown).
-            timeout=(min(3.0, settings.wechat_timeout_s), settings.wechat_timeout_s),
-            public_key=settings.wechat_public_key,
-            public_key_id=settings.wechat_public_key_id,
+            timeout=(min(3.0, settings.wechat.timeout_s), settings.wechat.timeout_s),
+            public_key=settings.wechat.public_key,
+            public_key_id=settings.wechat.public_key_id,
         )
-        if settings.wechat_gateway_url:
+        if settings.wechat.gateway_url:
             # The SDK keeps its gateway in a private attribute; this is the one place that knows it.
-            self._sdk._core._gate_way = settings.wechat_gateway_url.rstrip("/")
-        self._public_key_id = settings.wechat_public_key_id
+            self._sdk._core._gate_way = settings.wechat.gateway_url.rstrip("/")
+        self._public_key_id = settings.wechat.public_key_id
 
     # ---- payments ----
 
@@ -440,4 +441,4 @@ def parse_trade_bill(text: str) -> list[StatementLine]:
 
 def provider_from_settings(settings: Settings, db: object) -> WeChatPayProvider | None:
     """The WeChat Pay provider when its merchant settings are present (the registry's hook), else None."""
-    return WeChatPayProvider(settings) if settings.wechat_mchid else None
+    return WeChatPayProvider(settings) if settings.wechat.mchid else None

@@ -19,9 +19,9 @@ from swapflow.workflows.alert_evaluator_contract import EVALUATOR_WORKFLOW_ID, E
 def evaluator_input(settings: Settings) -> EvaluatorInput:
     """The alert evaluator's loop, from the settings."""
     return EvaluatorInput(
-        interval_s=settings.ops_evaluate_interval_s,
-        per_run=settings.ops_evaluations_per_run,
-        webhook_attempts=settings.ops_webhook_attempts,
+        interval_s=settings.ops.evaluate_interval_s,
+        per_run=settings.ops.evaluations_per_run,
+        webhook_attempts=settings.ops.webhook_attempts,
     )
 
 
@@ -31,7 +31,7 @@ async def ensure_alert_evaluator(client: Client, settings: Settings) -> None:
         AlertEvaluatorWorkflow.run,
         evaluator_input(settings),
         id=EVALUATOR_WORKFLOW_ID,
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 

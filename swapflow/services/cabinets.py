@@ -35,8 +35,8 @@ def _status_query(settings: Settings) -> Select[Any]:
     ready = and_(
         usable,
         Battery.status == BatteryStatus.IN_SERVICE,
-        Battery.soc >= settings.ready_soc_threshold,
-        Battery.soh >= settings.min_soh,
+        Battery.soc >= settings.swap.ready_soc_threshold,
+        Battery.soh >= settings.swap.min_soh,
     )
     return (
         select(

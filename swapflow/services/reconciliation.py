@@ -218,9 +218,9 @@ async def ensure_reconciliation_schedule(client: Client, settings: Settings) -> 
             ReconciliationWorkflow.run,
             ReconcileInput(),
             id="reconciliation-daily-run",
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
         ),
-        spec=ScheduleSpec(cron_expressions=[settings.reconciliation_cron]),
+        spec=ScheduleSpec(cron_expressions=[settings.payments.reconciliation_cron]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:

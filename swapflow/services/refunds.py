@@ -85,15 +85,15 @@ async def start_refund(temporal: TemporalConnector, settings: Settings, refund: 
         reason=refund.reason,
         origin=refund.origin,
         opened=True,
-        poll_schedule_s=tuple(settings.refund_poll_schedule_s),
-        expected_days=settings.refund_expected_days,
+        poll_schedule_s=tuple(settings.payments.refund_poll_schedule_s),
+        expected_days=settings.payments.refund_expected_days,
     )
     try:
         await client.start_workflow(
             RefundWorkflow.run,
             start,
             id=refund_workflow_id(refund.id),
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )

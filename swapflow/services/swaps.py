@@ -34,14 +34,14 @@ def swap_request(
         rider_id=rider_id,
         cabinet_id=cabinet_id,
         coupon_code=coupon_code,
-        command_ack_timeout_s=settings.command_ack_timeout_s,
-        command_attempts=settings.command_attempts,
-        return_insert_timeout_s=settings.return_insert_timeout_s,
-        charged_take_timeout_s=settings.charged_take_timeout_s,
-        offline_grace_s=settings.offline_grace_s,
-        payment_pending_timeout_s=settings.payment_pending_timeout_s,
-        refund_poll_schedule_s=tuple(settings.refund_poll_schedule_s),
-        refund_expected_days=settings.refund_expected_days,
+        command_ack_timeout_s=settings.swap.command_ack_timeout_s,
+        command_attempts=settings.swap.command_attempts,
+        return_insert_timeout_s=settings.swap.return_insert_timeout_s,
+        charged_take_timeout_s=settings.swap.charged_take_timeout_s,
+        offline_grace_s=settings.swap.offline_grace_s,
+        payment_pending_timeout_s=settings.payments.payment_pending_timeout_s,
+        refund_poll_schedule_s=tuple(settings.payments.refund_poll_schedule_s),
+        refund_expected_days=settings.payments.refund_expected_days,
     )
 
 
@@ -57,7 +57,7 @@ def swap_start(settings: Settings, order: SwapOrder) -> WithStartWorkflowOperati
             coupon_code=order.coupon_code,
         ),
         id=swap_workflow_id(order.id),
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # A finished swap is never run again under the same id.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -47,9 +47,9 @@ async def start_top_up(temporal: TemporalConnector, settings: Settings, top_up: 
     try:
         await client.start_workflow(
             TopUpWorkflow.run,
-            TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payment_pending_timeout_s),
+            TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payments.payment_pending_timeout_s),
             id=top_up_workflow_id(top_up.id),
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )

@@ -86,7 +86,7 @@ async def open_work_order_for(session: AsyncSession, cabinet_id: str, slot_no: i
 
 def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> WorkOrderInput:
     """The workflow input of a work order, with the SLA of its severity."""
-    sla = settings.ops_sla.get(order.severity) or settings.ops_sla["warning"]
+    sla = settings.ops.sla.get(order.severity) or settings.ops.sla["warning"]
     return WorkOrderInput(
         work_order_id=order.id,
         cabinet_id=order.cabinet_id,
@@ -97,7 +97,7 @@ def work_order_input(settings: Settings, order: WorkOrder, capability: str) -> W
         reporting=capability == CabinetCapability.REPORTING,
         ack_s=sla.ack_s,
         resolve_s=sla.resolve_s,
-        verify_ack_timeout_s=settings.ops_verify_ack_timeout_s,
+        verify_ack_timeout_s=settings.ops.verify_ack_timeout_s,
     )
 
 
@@ -107,7 +107,7 @@ async def start_work_order(client: Client, settings: Settings, request: WorkOrde
         WorkOrderWorkflow.run,
         request,
         id=work_order_workflow_id(request.work_order_id),
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 

@@ -176,7 +176,7 @@ class SimulatedCabinet:
 
     def topic(self, channel: Channel) -> str:
         """This cabinet's topic for a channel."""
-        return cabinet_topic(self.settings.mqtt_topic_prefix, self.cabinet_id, channel)
+        return cabinet_topic(self.settings.mqtt.topic_prefix, self.cabinet_id, channel)
 
     def door_open(self, slot_no: int) -> bool:
         """Whether the slot's door is open."""
@@ -375,7 +375,7 @@ class SimulatedCabinet:
         payload = telemetry.model_dump_json().encode()
         copies = 2 if announces and self._fault("duplicate", forced=self.duplicate_events) else 1
         for _ in range(copies):
-            self._send(battery_topic(self.settings.mqtt_topic_prefix, battery.serial), payload)
+            self._send(battery_topic(self.settings.mqtt.topic_prefix, battery.serial), payload)
 
     async def _send_outbox(self, client: aiomqtt.Client) -> None:
         while True:

@@ -182,7 +182,7 @@ async def build_riders(
         lat, lon = rng.choice(places[rider.city_code])
         riders.append(
             SimulatedRider(
-                settings.effective_api_url,
+                settings.api.effective_url,
                 rider.id,
                 sim_battery(battery),
                 lat + rng.uniform(-0.01, 0.01),

@@ -275,7 +275,8 @@ class SimulatedRider:
         if self._inject("no_insert", faults):
             log.info("rider %s: walks away without returning the pack (injected fault)", self.rider_id)
             return None
-        assert self.battery is not None
+        if self.battery is None:
+            raise RuntimeError(f"rider {self.rider_id} returns a pack without holding one")
         if self._inject("slow_insert", faults):
             await asyncio.sleep(self.rng.uniform(*self.slow_insert_s))
         pack = self.battery

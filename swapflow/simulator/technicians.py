@@ -144,7 +144,7 @@ async def build_technicians(
         ).all()
     return [
         SimulatedTechnician(
-            settings.effective_api_url,
+            settings.api.effective_url,
             t.operator_id,
             tokens[t.operator_id],
             cabinets,

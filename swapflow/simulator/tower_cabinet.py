@@ -94,7 +94,7 @@ class TowerCabinet(SimulatedCabinet):
 
     def __init__(self, *args: Any, gateway: tuple[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.gateway = gateway or (self.settings.gateway_host, self.settings.gateway_port)
+        self.gateway = gateway or (self.settings.gateway.host, self.settings.gateway.port)
         self.login_refused = False
         """Set when the gateway refused the login (the cabinet keeps retrying, as firmware does)."""
         self._frames: deque[bytes] = deque()  # kept through an outage, sent in order after the login

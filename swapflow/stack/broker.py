@@ -14,10 +14,8 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from swapflow.settings import Settings
+from swapflow.settings import DeviceSettings, MqttSettings, Settings
 from swapflow.stack.broker_auth import auth_plugins
-
-_DEFAULTS = Settings.model_fields
 
 
 def broker_config(host: str, port: int, plugins: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,8 +116,8 @@ def embedded_broker(
     port: int,
     plugins: dict[str, Any] | None = None,
     *,
-    max_message_bytes: int = _DEFAULTS["device_max_message_bytes"].default,
-    max_queued_messages: int = _DEFAULTS["mqtt_max_queued_messages"].default,
+    max_message_bytes: int = DeviceSettings.model_fields["device_max_message_bytes"].default,
+    max_queued_messages: int = MqttSettings.model_fields["max_queued_messages"].default,
 ) -> EmbeddedBroker:
     """An embedded broker listening on host:port once started."""
     return EmbeddedBroker(
@@ -129,9 +127,9 @@ def embedded_broker(
 
 def settings_plugins(settings: Settings) -> dict[str, Any] | None:
     """The identity plugins the settings ask for, or None for an anonymous broker."""
-    if not settings.embedded_broker_auth:
+    if not settings.embedded_broker.auth:
         return None
-    return auth_plugins(settings.effective_database_url, settings.mqtt_topic_prefix, [settings.mqtt_service_username])
+    return auth_plugins(settings.effective_database_url, settings.mqtt.topic_prefix, [settings.mqtt.service_username])
 
 
 async def run_broker(settings: Settings) -> None:
@@ -139,10 +137,10 @@ async def run_broker(settings: Settings) -> None:
     limits."""
     broker = embedded_broker(
         "127.0.0.1",
-        settings.embedded_broker_port,
+        settings.embedded_broker.port,
         settings_plugins(settings),
-        max_message_bytes=settings.device_max_message_bytes,
-        max_queued_messages=settings.mqtt_max_queued_messages,
+        max_message_bytes=settings.devices.device_max_message_bytes,
+        max_queued_messages=settings.mqtt.max_queued_messages,
     )
     await broker.start()
     try:

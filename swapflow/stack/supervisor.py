@@ -46,11 +46,11 @@ class Stack:
 
     def _check_ports(self) -> None:
         s = self.settings
-        wanted = [("API", s.api_host, s.api_port), ("tower gateway", s.gateway_host, s.gateway_port)]
-        if s.temporal_address is None:
-            wanted += [("Temporal", "127.0.0.1", s.temporal_dev_port), ("Temporal UI", "127.0.0.1", s.temporal_ui_port)]
-        if s.mqtt_url is None:
-            wanted.append(("MQTT broker", "127.0.0.1", s.embedded_broker_port))
+        wanted = [("API", s.api.host, s.api.port), ("tower gateway", s.gateway.host, s.gateway.port)]
+        if s.temporal.address is None:
+            wanted += [("Temporal", "127.0.0.1", s.temporal.dev_port), ("Temporal UI", "127.0.0.1", s.temporal.ui_port)]
+        if s.mqtt.url is None:
+            wanted.append(("MQTT broker", "127.0.0.1", s.embedded_broker.port))
         taken = [f"{what} port {port}" for what, host, port in wanted if not port_is_free(host, port)]
         if taken:
             raise SystemExit(
@@ -65,7 +65,7 @@ class Stack:
         self._check_ports()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         temporal = broker = None
-        if s.temporal_address is None:
+        if s.temporal.address is None:
             temporal = self._process(
                 "temporal",
                 [
@@ -75,9 +75,9 @@ class Stack:
                     "--ip",
                     "127.0.0.1",
                     "--port",
-                    str(s.temporal_dev_port),
+                    str(s.temporal.dev_port),
                     "--ui-port",
-                    str(s.temporal_ui_port),
+                    str(s.temporal.ui_port),
                     "--db-filename",
                     str((s.data_dir / "temporal.db").resolve()),
                     "--log-level",
@@ -92,20 +92,20 @@ class Stack:
                 ],
             )
             await temporal.start()
-        if s.mqtt_url is None:
+        if s.mqtt.url is None:
             broker = self._process("broker", swapflow_command("broker"))
             await broker.start()
         # Migrations and the demo network while the servers boot.
         await asyncio.to_thread(self._prepare_database)
         if temporal is not None:
-            await wait_for_port("127.0.0.1", s.temporal_dev_port, timeout_s=60, process=temporal)
+            await wait_for_port("127.0.0.1", s.temporal.dev_port, timeout_s=60, process=temporal)
         if broker is not None:
-            await wait_for_port("127.0.0.1", s.embedded_broker_port, timeout_s=30, process=broker)
+            await wait_for_port("127.0.0.1", s.embedded_broker.port, timeout_s=30, process=broker)
         workers = [f"worker-{n}" if n > 1 else "worker" for n in range(1, s.worker_processes + 1)]
         for name in (*workers, "adapter", "gateway", "api"):
             await self._process(name, swapflow_command(name.split("-")[0])).start()
         api = self.processes[-1]
-        await wait_for_port(s.api_host, s.api_port, timeout_s=60, process=api)
+        await wait_for_port(s.api.host, s.api.port, timeout_s=60, process=api)
         if self.options.simulate:
             await self._process(
                 "simulator",
@@ -118,7 +118,7 @@ class Stack:
         engine = create_sync_engine(url)
         try:
             if self.options.seed:
-                seed_demo_network(engine, tower_share=self.settings.tower_share)
+                seed_demo_network(engine, tower_share=self.settings.devices.tower_share)
                 seed_demo_accounts(engine, self.settings.data_dir)
             if authenticates(self.settings):
                 # The service account and the simulated cabinets' credentials (derived from the stack secret).
@@ -139,19 +139,19 @@ class Stack:
 
 def banner(settings: Settings) -> str:
     """Where everything is."""
-    api = settings.effective_api_url
+    api = settings.api.effective_url
     lines = [
         "swapflow is up",
         f"  API            {api}",
         f"  API docs       {api}/docs",
-        f"  Temporal       {settings.effective_temporal_address}"
-        + ("  (dev server)" if settings.temporal_address is None else ""),
+        f"  Temporal       {settings.temporal.effective_address}"
+        + ("  (dev server)" if settings.temporal.address is None else ""),
     ]
-    if settings.temporal_address is None:
-        lines.append(f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}")
+    if settings.temporal.address is None:
+        lines.append(f"  Temporal UI    http://127.0.0.1:{settings.temporal.ui_port}")
     lines += [
-        f"  MQTT broker    {settings.effective_mqtt_url}" + ("  (embedded)" if settings.mqtt_url is None else ""),
-        f"  tower gateway  tcp://{settings.gateway_host}:{settings.gateway_port}",
+        f"  MQTT broker    {settings.effective_mqtt_url}" + ("  (embedded)" if settings.mqtt.url is None else ""),
+        f"  tower gateway  tcp://{settings.gateway.host}:{settings.gateway.port}",
         f"  database       {settings.effective_database_url}",
         f"  logs           {(settings.data_dir / 'logs').resolve()}",
         "Ctrl-C stops everything.",
@@ -180,7 +180,7 @@ async def run_up(settings: Settings, options: UpOptions) -> int:
     try:
         await stack.start()
         print(banner(settings), flush=True)
-        async with httpx.AsyncClient(base_url=settings.effective_api_url, timeout=5.0) as http:
+        async with httpx.AsyncClient(base_url=settings.api.effective_url, timeout=5.0) as http:
             tick = 0
             while not stack.exited():
                 line = await summary_line(http)

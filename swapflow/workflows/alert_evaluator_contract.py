@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from swapflow.domain import timing
 from swapflow.workflows.contract import Contract
 from swapflow.workflows.work_order_contract import WorkOrderInput
 
@@ -13,9 +14,9 @@ EVALUATOR_WORKFLOW_ID = "ops/alert-evaluator"
 class EvaluatorInput(Contract):
     """The evaluator's loop: evaluate every `interval_s`, continue-as-new after `per_run` rounds."""
 
-    interval_s: float = 15.0
-    per_run: int = 200
-    webhook_attempts: int = 5
+    interval_s: float = timing.OPS_EVALUATE_INTERVAL_S
+    per_run: int = timing.OPS_EVALUATIONS_PER_RUN
+    webhook_attempts: int = timing.OPS_WEBHOOK_ATTEMPTS
 
 
 class EvaluateInput(Contract):

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         RefundOutcome,
         RefundProgress,
         RefundRef,
+        RefundRefusedError,
         RefundStart,
         RefundUpdate,
         escalate_refund,
@@ -45,7 +46,7 @@ MONEY_STEP: dict[str, Any] = {
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(minutes=5),
-        non_retryable_error_types=["RefundRefused"],
+        non_retryable_error_types=[RefundRefusedError.TYPE],
     ),
 }
 

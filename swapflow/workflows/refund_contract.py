@@ -5,7 +5,20 @@ from __future__ import annotations
 from temporalio import activity
 
 from swapflow.domain import timing
-from swapflow.workflows.contract import Contract
+from swapflow.workflows.contract import Contract, ContractError
+
+
+class RefundRefusedError(ContractError):
+    """A refund that cannot be made (no such refund, no order, nothing opened): not retried."""
+
+    TYPE = "RefundRefused"
+
+
+class RefundOutcomeUnknownError(ContractError):
+    """A refund submission whose answer was lost: retried, and the retry asks the provider first."""
+
+    TYPE = "RefundOutcomeUnknown"
+    NON_RETRYABLE = False
 
 
 class RefundStart(Contract):

@@ -27,6 +27,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from swapflow.domain.checks import present
     from swapflow.domain.network import CabinetCapability
     from swapflow.domain.refunds import RefundOrigin, swap_refund_id
     from swapflow.domain.swaps import SwapStage, SwapStatus
@@ -42,11 +43,11 @@ with workflow.unsafe.imports_passed_through():
     from swapflow.workflows.refund import RefundWorkflow
     from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
     from swapflow.workflows.swap_contract import (
-        PAYMENT_DECLINED,
         Admission,
         ChargeInput,
         CouponRelease,
         FaultReport,
+        PaymentDeclinedError,
         ReplaceSlot,
         ReturnCheck,
         SlotRole,
@@ -86,7 +87,7 @@ PAYMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=12,
-    non_retryable_error_types=[PAYMENT_DECLINED],
+    non_retryable_error_types=[PaymentDeclinedError.TYPE],
 )
 PAYMENT_HEARTBEAT = timedelta(seconds=30)
 
@@ -223,7 +224,7 @@ class SwapWorkflow:
                 retry_policy=PAYMENT_RETRY,
             )
         except ActivityError as error:
-            if isinstance(error.cause, ApplicationError) and error.cause.type == PAYMENT_DECLINED:
+            if PaymentDeclinedError.caused(error):
                 self._charge_declined = True
             raise
         self._stage = SwapStage.PAID
@@ -272,13 +273,11 @@ class SwapWorkflow:
 
     @property
     def _reporting(self) -> bool:
-        assert self._admission is not None
-        return self._admission.capability == CabinetCapability.REPORTING
+        admission = present(self._admission, "the swap's admission")
+        return admission.capability == CabinetCapability.REPORTING
 
     def _slot(self, role: SlotRole) -> int:
-        slot = self._return_slot if role == SlotRole.RETURN else self._charged_slot
-        assert slot is not None
-        return slot
+        return present(self._return_slot if role == SlotRole.RETURN else self._charged_slot, f"{role} slot")
 
     async def _open_door(self, role: SlotRole) -> None:
         """Open the role's door. A door that does not acknowledge is a device fault: another slot takes
@@ -320,9 +319,9 @@ class SwapWorkflow:
             report = await self._wait_for(
                 lambda: find(slot, in_slot=True), request.return_insert_timeout_s, "return_not_confirmed"
             )
-            assert report.battery is not None
+            battery = present(report.battery, f"reading of the pack reported in slot {slot}")
             await self._command_best_effort(CommandAction.CLOSE_DOOR, slot)
-            return report.battery
+            return battery
         inserted = await self._wait_for(
             lambda: self._event(DeviceSignalKind.BATTERY_INSERTED, slot),
             request.return_insert_timeout_s,
@@ -386,8 +385,8 @@ class SwapWorkflow:
         pack says the same. One report alone, as a cabinet could make up, is not evidence."""
         reports = self._reports(slot_no, in_slot=in_slot)
         for report in reports:
-            assert report.battery is not None
-            if (report.battery.current_a > IDLE_CURRENT_A) is in_slot:
+            battery = present(report.battery, f"reading of a report from slot {slot_no}")  # _reports keeps read ones
+            if (battery.current_a > IDLE_CURRENT_A) is in_slot:
                 return report
         return next(
             (

@@ -12,7 +12,7 @@ from swapflow.domain import timing
 from swapflow.domain.network import CabinetCapability
 from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.protocol.v1 import BatteryReading
-from swapflow.workflows.contract import Contract
+from swapflow.workflows.contract import Contract, ContractError
 
 
 def swap_workflow_id(order_id: str) -> str:
@@ -171,8 +171,30 @@ class SwapProgress(Contract):
 # calls these, never the implementations the worker registers (SwapRecords, PaymentActivities and
 # DeviceCommands in swapflow.activities), so their database and network I/O stays out of the sandbox.
 
-PAYMENT_DECLINED = "PaymentDeclined"
-"""ApplicationError type of a charge the provider refused (not retried: no money can be taken)."""
+
+class SwapRejectedError(ContractError):
+    """A swap refused before any money moved (the reason is the message)."""
+
+    TYPE = "SwapRejected"
+
+
+class PaymentDeclinedError(ContractError):
+    """A charge the provider refused (not retried: no money can be taken)."""
+
+    TYPE = "PaymentDeclined"
+
+
+class PaymentOutcomeUnknownError(ContractError):
+    """A charge whose answer was lost: retried, and the retry asks the provider first."""
+
+    TYPE = "PaymentOutcomeUnknown"
+    NON_RETRYABLE = False
+
+
+class UnknownOrderError(ContractError):
+    """A charge for an order that does not exist."""
+
+    TYPE = "UnknownOrder"
 
 
 @activity.defn(name="admit_swap")
@@ -183,7 +205,7 @@ async def admit_swap(request: SwapRequest) -> Admission:
 
 @activity.defn(name="charge_swap")
 async def charge_swap(charge: ChargeInput) -> PaymentResult:
-    """Charge the swap's price through the rider's provider (or PAYMENT_DECLINED)."""
+    """Charge the swap's price through the rider's provider (or PaymentDeclinedError)."""
     raise NotImplementedError
 
 

@@ -17,14 +17,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from swapflow.workflows.swap_contract import PAYMENT_DECLINED
+    from swapflow.workflows.swap_contract import PaymentDeclinedError
     from swapflow.workflows.topup_contract import TopUpOutcome, TopUpStart, collect_top_up, settle_top_up
 
 COLLECT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=12,
-    non_retryable_error_types=[PAYMENT_DECLINED],
+    non_retryable_error_types=[PaymentDeclinedError.TYPE],
 )
 # Money that moved must be credited, however long the database is away: retried without a bound.
 SETTLE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from swapflow.domain import timing
 from swapflow.workflows.contract import Contract
 
 
@@ -11,7 +12,7 @@ class TopUpStart(Contract):
     """Input of workflow `topup/<top_up_id>`."""
 
     top_up_id: str
-    pending_timeout_s: float = 900.0
+    pending_timeout_s: float = timing.PAYMENT_PENDING_TIMEOUT_S
 
 
 class TopUpOutcome(Contract):
@@ -25,7 +26,7 @@ class TopUpOutcome(Contract):
 
 @activity.defn(name="collect_top_up")
 async def collect_top_up(start: TopUpStart) -> None:
-    """Collect a top-up's payment through the rider's provider (or PAYMENT_DECLINED)."""
+    """Collect a top-up's payment through the rider's provider (or PaymentDeclinedError)."""
     raise NotImplementedError
 
 

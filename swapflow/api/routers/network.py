@@ -45,7 +45,7 @@ async def dead_letters(
     """Device messages that could not be parsed or routed, newest first, with the reason: those of the
     caller's cities' cabinets (of devices that are no known cabinet too, for admins)."""
     found = await network.dead_letters(
-        session, topic_prefix=settings.mqtt_topic_prefix, cities=principal.visible_cities(city), limit=limit
+        session, topic_prefix=settings.mqtt.topic_prefix, cities=principal.visible_cities(city), limit=limit
     )
     return [
         DeadLetterView.model_validate(row).model_copy(update={"cabinet_id": cabinet_id, "city_code": city_code})
