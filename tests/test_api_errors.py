@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, OperatorRole
+from swapflow.db.ops import Alert
+from swapflow.domain.ops import OperatorRole
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from swapflow.db.engine import Database
-from swapflow.db.models import (
+from swapflow.db.money import (
     LedgerPosting,
     LedgerTransaction,
     Payment,

@@ -11,7 +11,8 @@ from temporalio import activity
 
 from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
-from swapflow.db.models import Payment, WalletTopUp, utcnow
+from swapflow.db.money import Payment, WalletTopUp
+from swapflow.domain.clock import utcnow
 from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
 from swapflow.payments.registry import UnknownProvider, provider_for
 from swapflow.payments.topups import TopUpState, credit_top_up

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapflow.db.models import WorkOrderStatus
+from swapflow.domain.ops import WorkOrderStatus
 
 
 class AlertView(BaseModel):

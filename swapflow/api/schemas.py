@@ -8,8 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swapflow.api.payment_schemas import RefundView
-from swapflow.db.models import CabinetCapability, SwapStage, SwapStatus
+from swapflow.domain.network import CabinetCapability
 from swapflow.domain.pricing import Quote
+from swapflow.domain.swaps import SwapStage, SwapStatus
 
 
 class SwapCreate(BaseModel):

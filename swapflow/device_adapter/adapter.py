@@ -31,19 +31,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from swapflow.db.base import table_of
+from swapflow.db.devices import DeviceCommand, DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    Cabinet,
-    DeviceCommand,
-    DeviceMessage,
-    DoorState,
-    PresenceCause,
-    Slot,
-    as_utc,
-    table_of,
-    utcnow,
-)
+from swapflow.db.network import Battery, Cabinet, Slot
 from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.dead_letters import DeadLetters
@@ -69,6 +60,8 @@ from swapflow.device_adapter.presence import (
 from swapflow.device_adapter.reconcile import reconcile_event
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.device_adapter.telemetry import TelemetryBatch
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import DoorState, PresenceCause
 from swapflow.identity.credentials import service_client_id
 from swapflow.infra.metrics import serve_metrics
 from swapflow.infra.mqtt import mqtt_client

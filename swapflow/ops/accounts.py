@@ -13,7 +13,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import ApiToken, City, Operator, OperatorRole, Rider, Station, Technician
+from swapflow.db.identity import ApiToken, Operator
+from swapflow.db.network import City, Rider, Station
+from swapflow.db.ops import Technician
+from swapflow.domain.ops import OperatorRole
 
 TOKEN_PREFIX = "sf_"
 RIDER = "rider"

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from swapflow.db.engine import Database
-from swapflow.db.models import PaymentNotification
+from swapflow.db.money import PaymentNotification
 from swapflow.payments.provider import (
     REFUND_NOTIFICATION_SIGNAL,
     PaymentMethod,

@@ -14,18 +14,9 @@ import httpx
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    CabinetProtocol,
-    CustodianKind,
-    Rider,
-    RiderStatus,
-    Slot,
-    Station,
-)
+from swapflow.db.network import Battery, Cabinet, Rider, Slot, Station
+from swapflow.domain.network import BatteryStatus, CabinetCapability, CabinetProtocol, CustodianKind
+from swapflow.domain.swaps import RiderStatus
 from swapflow.ops.accounts import load_demo_tokens
 from swapflow.settings import Settings
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery

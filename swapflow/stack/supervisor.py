@@ -11,7 +11,7 @@ import httpx
 
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.seed import seed_demo_network
+from swapflow.demo.network import seed_demo_network
 from swapflow.identity.credentials import (
     authenticates,
     provision_embedded_stack,

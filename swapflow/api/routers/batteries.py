@@ -14,17 +14,12 @@ from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.db.cities import battery_city
-from swapflow.db.models import (
-    Battery,
-    BatteryReadingRecord,
-    BatteryStatus,
-    CustodianKind,
-    OperatorRole,
-    Slot,
-    as_utc,
-    utcnow,
-)
+from swapflow.db.devices import BatteryReadingRecord
+from swapflow.db.network import Battery, Slot
 from swapflow.device_adapter.battery_state import readiness
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import BatteryStatus, CustodianKind
+from swapflow.domain.ops import OperatorRole
 
 router = APIRouter(prefix="/v1/batteries", tags=["batteries"])
 

@@ -11,8 +11,9 @@ from sqlalchemy import Select, and_, case, func, select
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import CabinetDetail, CabinetSummary, SlotView
-from swapflow.db.models import Battery, BatteryStatus, Cabinet, CabinetCapability, Slot, Station
+from swapflow.db.network import Battery, Cabinet, Slot, Station
 from swapflow.domain.geo import distance_km
+from swapflow.domain.network import BatteryStatus, CabinetCapability
 from swapflow.settings import Settings
 
 router = APIRouter(prefix="/v1/cabinets", tags=["cabinets"])

@@ -13,7 +13,9 @@ from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import ComplaintCreate, ComplaintView
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.api.routers.refunds import open_order_refund, start_refund_workflow
-from swapflow.db.models import Complaint, OperatorRole, SwapOrder
+from swapflow.db.money import Complaint
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.ops import OperatorRole
 from swapflow.payments.refunds import RefundOrigin
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])

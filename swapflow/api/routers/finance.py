@@ -17,7 +17,8 @@ from swapflow.api.payment_schemas import (
     RefundView,
 )
 from swapflow.api.routers.refunds import refund_view
-from swapflow.db.models import ReconciliationException, ReconciliationRun, Refund, utcnow
+from swapflow.db.money import ReconciliationException, ReconciliationRun, Refund
+from swapflow.domain.clock import utcnow
 from swapflow.payments.refunds import RefundState
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])

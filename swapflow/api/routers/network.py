@@ -11,7 +11,10 @@ from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.schemas import DeadLetterView, NetworkStats
 from swapflow.db.cities import topic_cabinet
-from swapflow.db.models import Cabinet, DeadLetter, Station, SwapOrder, SwapStatus
+from swapflow.db.devices import DeadLetter
+from swapflow.db.network import Cabinet, Station
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.swaps import SwapStatus
 
 router = APIRouter(tags=["network"])
 

@@ -37,26 +37,13 @@ from swapflow.api.ops_schemas import (
 )
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.cities import battery_city, cabinet_city
-from swapflow.db.models import (
-    Alert,
-    AlertDelivery,
-    AlertStatus,
-    Battery,
-    Cabinet,
-    CabinetPresence,
-    CustodyEvent,
-    DeviceCommand,
-    DeviceMessage,
-    OperatorRole,
-    SafetyEvent,
-    Station,
-    WorkOrder,
-    WorkOrderEvent,
-    as_utc,
-    utcnow,
-)
-from swapflow.db.models import Technician as TechnicianRow
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
+from swapflow.db.devices import DeviceCommand, DeviceMessage
+from swapflow.db.network import Battery, Cabinet, CabinetPresence, Station
+from swapflow.db.ops import Alert, AlertDelivery, WorkOrder, WorkOrderEvent
+from swapflow.db.ops import Technician as TechnicianRow
+from swapflow.db.swaps import CustodyEvent, SafetyEvent
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, AlertStatus, OperatorRole
 from swapflow.ops.figures import incident_figures, open_by_age
 from swapflow.ops.uptime import Period, UptimeScope, uptime
 from swapflow.workflows.work_order import WorkOrderWorkflow

@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import Problem, problem_responses
-from swapflow.db import models as db
+from swapflow.db.network import City, Rider
+from swapflow.db.pricing import Coupon as CouponRow
+from swapflow.db.pricing import PriceRule as PriceRuleRow
+from swapflow.domain.clock import utcnow
 from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
 from swapflow.services.pricing import UnpricedCabinet, price_swap
 
@@ -57,9 +60,9 @@ async def get_quote(
     """What the rider would pay for a swap at the cabinet now, line by line. A coupon that cannot be
     used is a 422 problem whose `reason` says why, as it would be when starting the swap."""
     await check_rider_access(session, principal, rider_id, "rider", rider_id)
-    if await session.get(db.Rider, rider_id) is None:
+    if await session.get(Rider, rider_id) is None:
         raise Problem(404, "Unknown rider", f"no rider {rider_id!r}")
-    at = db.utcnow()
+    at = utcnow()
     if coupon_code is not None:
         return await check_coupon(session, rider_id=rider_id, cabinet_id=cabinet_id, at=at, coupon_code=coupon_code)
     try:
@@ -75,9 +78,9 @@ async def list_rules(
 ) -> list[PriceRule]:
     """Price rules, oldest first: the network-wide ones and those of `city_code`, or of the caller's cities."""
     cities = principal.visible_cities(city_code)
-    query = select(db.PriceRule).order_by(db.PriceRule.id)
+    query = select(PriceRuleRow).order_by(PriceRuleRow.id)
     if cities is not None:
-        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
+        query = query.where(PriceRuleRow.city_code.in_(cities) | PriceRuleRow.city_code.is_(None))
     return [PriceRule.model_validate(row) for row in await session.scalars(query)]
 
 
@@ -87,9 +90,9 @@ async def list_rules(
 async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> PriceRule:
     """Add a price rule (admins); it prices every swap admitted from now on."""
     async with database.transaction() as session:
-        if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
+        if spec.city_code is not None and await session.get(City, spec.city_code) is None:
             raise Problem(404, "Unknown city", f"no city {spec.city_code!r}")
-        row = db.PriceRule(**spec.model_dump())
+        row = PriceRuleRow(**spec.model_dump())
         session.add(row)
         await session.flush()
         return PriceRule.model_validate(row)
@@ -99,7 +102,7 @@ async def create_rule(spec: PriceRuleSpec, database: DatabaseDep, _: Admin) -> P
 async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[CouponView]:
     """The coupons valid in the caller's cities (every one, for an admin), by code, with their live
     redemptions."""
-    rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
+    rows = await session.scalars(select(CouponRow).order_by(CouponRow.code))
     return [
         CouponView.model_validate(row)
         for row in rows
@@ -116,7 +119,7 @@ async def list_coupons(session: SessionDep, principal: MoneyStaff) -> list[Coupo
 async def create_coupon(spec: Coupon, database: DatabaseDep, _: Admin) -> CouponView:
     """Add a coupon (admins); its code (case-insensitive) must be new."""
     async with database.transaction() as session:
-        row = db.Coupon(**spec.model_dump(), redeemed_count=0)
+        row = CouponRow(**spec.model_dump(), redeemed_count=0)
         session.add(row)
         try:
             await session.flush()

@@ -16,7 +16,9 @@ from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import RefundCreate, RefundView
 from swapflow.api.problems import Problem, problem_responses
 from swapflow.db.engine import Database
-from swapflow.db.models import Payment, Refund, SwapOrder, SwapStatus
+from swapflow.db.money import Payment, Refund
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.refunds import RefundOrigin, RefundRefused, charge_key, open_refund
 from swapflow.settings import Settings
 from swapflow.workflows.refund import RefundWorkflow

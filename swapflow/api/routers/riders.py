@@ -11,7 +11,8 @@ from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep
 from swapflow.api.problems import Problem
 from swapflow.api.schemas import BatteryView, RiderView
-from swapflow.db.models import Battery, CustodianKind, Rider
+from swapflow.db.network import Battery, Rider
+from swapflow.domain.network import CustodianKind
 
 router = APIRouter(prefix="/v1/riders", tags=["riders"])
 

@@ -21,8 +21,12 @@ from swapflow.api.routers.pricing import check_coupon
 from swapflow.api.routers.refunds import refund_view
 from swapflow.api.schemas import SwapCreate, SwapView
 from swapflow.db.cities import cabinet_city
-from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
+from swapflow.db.money import Refund
+from swapflow.db.network import Cabinet, Rider
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.clock import utcnow
 from swapflow.domain.pricing import normalise_code
+from swapflow.domain.swaps import SwapStatus
 from swapflow.services.swaps import swap_request
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.swap_contract import swap_workflow_id

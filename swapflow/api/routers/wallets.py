@@ -15,7 +15,8 @@ from swapflow.api.auth import Finance, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
 from swapflow.api.problems import Problem, problem_responses
-from swapflow.db.models import City, Rider, Wallet, WalletTopUp
+from swapflow.db.money import Wallet, WalletTopUp
+from swapflow.db.network import City, Rider
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
 from swapflow.workflows.topup import TopUpWorkflow
 from swapflow.workflows.topup_contract import TopUpStart, top_up_workflow_id

@@ -1,0 +1,1 @@
+"""The demo network `swapflow up` and the tests start from: its cities, cabinets, packs, riders, prices."""
