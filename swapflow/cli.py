@@ -153,8 +153,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
     from swapflow.db.engine import create_sync_engine
     from swapflow.db.migrate import upgrade
+    from swapflow.demo.accounts import seed_demo_accounts, tokens_path
     from swapflow.demo.network import seed_demo_network
-    from swapflow.ops.accounts import seed_demo_accounts, tokens_path
 
     upgrade(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
