@@ -6,12 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Table,
-    TypeDecorator,
-)
+from sqlalchemy import JSON, DateTime, Table, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    ForeignKey,
-    String,
-)
+from sqlalchemy import JSON, Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from swapflow.db.base import Base
 from swapflow.domain.clock import utcnow
-from swapflow.domain.network import (
-    CredentialRole,
-)
+from swapflow.domain.network import CredentialRole
 from swapflow.domain.ops import OperatorRole
 
 
