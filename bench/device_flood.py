@@ -35,17 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swap_throughput import BenchRider, bench_network, pct, stack_cpu  # noqa: E402
 
+from swapflow.db.devices import DeadLetter, DeviceMessage
 from swapflow.db.engine import Database  # noqa: E402
-from swapflow.db.models import (  # noqa: E402
-    Battery,
-    Cabinet,
-    CustodianKind,
-    DeadLetter,
-    DeviceMessage,
-    Rider,
-    Station,
-    as_utc,
-)
+from swapflow.db.network import Battery, Cabinet, Rider, Station
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import CustodianKind
 from swapflow.identity.credentials import client_login  # noqa: E402
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402

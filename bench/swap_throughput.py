@@ -39,21 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from empty_workflow import EmptyWorkflow  # noqa: E402
 
+from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
-from swapflow.db.models import (  # noqa: E402
-    Battery,
-    Cabinet,
-    CustodianKind,
-    DeviceCommand,
-    Rider,
-    Station,
-    SwapOrder,
-    SwapStatus,
-)
-from swapflow.db.seed import seed_demo_network  # noqa: E402
+from swapflow.db.network import Battery, Cabinet, Rider, Station
+from swapflow.db.swaps import SwapOrder
+from swapflow.demo.accounts import load_demo_tokens, seed_demo_accounts
+from swapflow.demo.network import seed_demo_network
+from swapflow.domain.network import CustodianKind
+from swapflow.domain.swaps import SwapStatus
 from swapflow.infra.temporal import connect_temporal
-from swapflow.ops.accounts import load_demo_tokens, seed_demo_accounts  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402
 from swapflow.simulator.battery import SimBattery  # noqa: E402
 from swapflow.simulator.cabinet import SimulatedCabinet  # noqa: E402

@@ -45,10 +45,12 @@ import aiomqtt  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
+from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
-from swapflow.db.models import Battery, Cabinet, City, CustodianKind, DeviceCommand, Slot, Station  # noqa: E402
+from swapflow.db.network import Battery, Cabinet, City, Slot, Station
 from swapflow.device_commands.queue import CommandQueue  # noqa: E402
+from swapflow.domain.network import CustodianKind
 from swapflow.infra.metrics import bucket_quantile
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic  # noqa: E402
 from swapflow.settings import Settings  # noqa: E402

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swapflow.db.engine import Database, create_sync_engine  # noqa: E402
 from swapflow.db.migrate import upgrade  # noqa: E402
-from swapflow.db.models import Cabinet  # noqa: E402
-from swapflow.db.seed import seed_demo_network  # noqa: E402
+from swapflow.db.network import Cabinet
+from swapflow.demo.network import seed_demo_network
 from swapflow.gateway.server import TowerGateway  # noqa: E402
 from swapflow.identity.credentials import provision_embedded_stack  # noqa: E402
 from swapflow.infra.mqtt import mqtt_client

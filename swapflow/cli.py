@@ -153,8 +153,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
     from swapflow.db.engine import create_sync_engine
     from swapflow.db.migrate import upgrade
-    from swapflow.db.seed import seed_demo_network
-    from swapflow.ops.accounts import seed_demo_accounts, tokens_path
+    from swapflow.demo.accounts import seed_demo_accounts, tokens_path
+    from swapflow.demo.network import seed_demo_network
 
     upgrade(settings.effective_database_url)
     engine = create_sync_engine(settings.effective_database_url)
@@ -170,7 +170,7 @@ def cmd_operators(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from swapflow.db.engine import create_sync_engine
-    from swapflow.db.models import OperatorRole
+    from swapflow.domain.ops import OperatorRole
     from swapflow.ops.accounts import create_operator
 
     cities = [c for c in args.cities.split(",") if c]

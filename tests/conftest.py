@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.seed import seed_demo_network
+from swapflow.demo.network import seed_demo_network
 from swapflow.settings import Settings
 from tests.history_recording import HISTORIES, RecordHistory, history_recorder
 

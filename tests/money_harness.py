@@ -9,7 +9,8 @@ from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.refund import RefundActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.db.engine import Database
-from swapflow.db.models import LedgerTransaction, Refund, RiderPaymentMethod, SubscriptionPlan, SwapStatus, Wallet
+from swapflow.db.money import LedgerTransaction, Refund, RiderPaymentMethod, SubscriptionPlan, Wallet
+from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import SandboxProvider

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from swapflow.db.engine import Database
-from swapflow.db.models import OperatorRole
+from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import OPERATOR, RIDER, create_operator, issue_token
 
 

@@ -12,9 +12,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Battery, Cabinet, CustodianKind, SwapOrder
+from swapflow.db.network import Battery, Cabinet
+from swapflow.db.swaps import SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_commands.queue import CommandQueue
+from swapflow.domain.network import CustodianKind
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database
-from swapflow.db.models import AlertDelivery
+from swapflow.db.ops import AlertDelivery
 from swapflow.ops.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from swapflow.ops.config import WebhookChannel
 from swapflow.settings import Settings

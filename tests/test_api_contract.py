@@ -27,10 +27,14 @@ from schemathesis.specs.openapi.checks import (
 
 from swapflow.api.app import create_app
 from swapflow.api.deps import get_temporal
-from swapflow.db import models as tables
+from swapflow.db.devices import DeadLetter
 from swapflow.db.engine import Database
-from swapflow.db.models import OperatorRole, PresenceCause, utcnow
+from swapflow.db.ops import Alert
+from swapflow.db.pricing import Coupon, PriceRule
 from swapflow.device_adapter.presence import record_transition
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import PresenceCause
+from swapflow.domain.ops import OperatorRole
 from swapflow.services.work_orders import new_work_order
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
@@ -77,7 +81,7 @@ async def history(db: Database) -> None:
             description="jammed",
         )
         session.add(
-            tables.Alert(
+            Alert(
                 kind="slot_fault",
                 severity="warning",
                 dedupe_key=f"slot_fault:{CABINET}:1:-",
@@ -86,9 +90,9 @@ async def history(db: Database) -> None:
                 message="charger",
             )
         )
-        session.add(tables.DeadLetter(topic=f"tower/{CABINET}", payload="{}", reason="bad frame"))
+        session.add(DeadLetter(topic=f"tower/{CABINET}", payload="{}", reason="bad frame"))
         session.add(
-            tables.PriceRule(
+            PriceRule(
                 name="evening",
                 kind="peak",
                 adjustment="percent",
@@ -100,9 +104,7 @@ async def history(db: Database) -> None:
             )
         )
         session.add(
-            tables.Coupon(
-                code="WELCOME", kind="percent", value=1000, valid_from=now - timedelta(days=1), redeemed_count=0
-            )
+            Coupon(code="WELCOME", kind="percent", value=1000, valid_from=now - timedelta(days=1), redeemed_count=0)
         )
         record_transition(session, CABINET, True, PresenceCause.BIRTH, now - timedelta(hours=2))
 

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from swapflow.api.app import create_app
 from swapflow.api.problems import domain_status
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, OperatorRole
+from swapflow.db.ops import Alert
 from swapflow.domain import errors
+from swapflow.domain.ops import OperatorRole
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token
 

@@ -23,20 +23,14 @@ from temporalio.service import RetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from swapflow.db.devices import DeadLetter, DeviceCommand, DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    Cabinet,
-    DeadLetter,
-    DeviceCommand,
-    DeviceMessage,
-    DoorState,
-    Slot,
-    SwapOrder,
-    as_utc,
-)
+from swapflow.db.network import Battery, Cabinet, Slot
+from swapflow.db.swaps import SwapOrder
 from swapflow.device_adapter import telemetry as telemetry_module
 from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import DoorState
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings

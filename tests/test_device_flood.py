@@ -15,10 +15,14 @@ from sqlalchemy import func, select, update
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
+from swapflow.db.devices import DeadLetter, DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, Cabinet, DeadLetter, DeviceMessage, SwapOrder, SwapStage, SwapStatus
+from swapflow.db.network import Cabinet
+from swapflow.db.ops import Alert
+from swapflow.db.swaps import SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.fairness import FairQueue, RateLimiter
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.ops.alert_rules import FLOOD_QUIET_S, flooding_cabinets
 from swapflow.ops.alerts import DEVICE_FLOOD

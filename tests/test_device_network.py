@@ -18,26 +18,17 @@ from sqlalchemy import func, select, update
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
+from swapflow.db.devices import BatteryReadingRecord, CabinetHealthRecord, DeadLetter, DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    Battery,
-    BatteryReadingRecord,
-    Cabinet,
-    CabinetHealthRecord,
-    CabinetPresence,
-    CustodyDiscrepancy,
-    DeadLetter,
-    DeviceMessage,
-    DoorState,
-    OperatorRole,
-    PresenceCause,
-    Slot,
-    as_utc,
-)
+from swapflow.db.network import Battery, Cabinet, CabinetPresence, Slot
+from swapflow.db.ops import Alert
+from swapflow.db.swaps import CustodyDiscrepancy
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.ingest import CabinetReport, battery_row, write_battery_readings, write_latest_state
 from swapflow.device_commands.queue import CommandQueue
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import DoorState, PresenceCause
+from swapflow.domain.ops import OperatorRole
 from swapflow.infra.metrics import histogram_quantile
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.ops.uptime import Period, UptimeScope, cabinet_uptime, uptime

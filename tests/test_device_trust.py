@@ -13,20 +13,14 @@ from sqlalchemy import select, update
 
 from swapflow.activities.swap import transfer_custody
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    Battery,
-    Cabinet,
-    CustodianKind,
-    CustodyDiscrepancy,
-    DoorState,
-    Slot,
-    SwapOrder,
-    SwapStatus,
-    as_utc,
-)
+from swapflow.db.network import Battery, Cabinet, Slot
+from swapflow.db.ops import Alert
+from swapflow.db.swaps import CustodyDiscrepancy, SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
 from swapflow.device_adapter.topics import PackRoute
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import CustodianKind, DoorState
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.invariants import Violation, check_invariants
 from swapflow.protocol.v1 import Channel, battery_topic
 from swapflow.settings import Settings

@@ -16,9 +16,12 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Battery, CustodianKind, CustodyEvent, LedgerPosting, LedgerTransaction, SwapOrder
+from swapflow.db.money import LedgerPosting, LedgerTransaction
+from swapflow.db.network import Battery
+from swapflow.db.swaps import CustodyEvent, SwapOrder
+from swapflow.demo.accounts import load_demo_tokens
+from swapflow.domain.network import CustodianKind
 from swapflow.infra.temporal import connect_temporal
-from swapflow.ops.accounts import load_demo_tokens
 from swapflow.ops.invariants import check_invariants
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet

@@ -18,21 +18,12 @@ from swapflow.activities.refund import RefundActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.cli import main
 from swapflow.db.engine import Database, create_sync_engine
-from swapflow.db.models import (
-    Battery,
-    CustodianKind,
-    CustodyDiscrepancy,
-    CustodyEvent,
-    LedgerPosting,
-    LedgerTransaction,
-    Refund,
-    SandboxPayment,
-    Slot,
-    SwapOrder,
-    SwapStatus,
-    utcnow,
-)
-from swapflow.db.seed import slot_ref
+from swapflow.db.money import LedgerPosting, LedgerTransaction, Refund, SandboxPayment
+from swapflow.db.network import Battery, Slot
+from swapflow.db.swaps import CustodyDiscrepancy, CustodyEvent, SwapOrder
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import CustodianKind, slot_ref
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.invariants import InvariantReport, Rule, check_invariants
 from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction, provider_clearing
 from swapflow.payments.provider import PaymentMethod, RefundRequest, refund_key

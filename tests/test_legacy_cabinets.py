@@ -18,19 +18,13 @@ import pytest
 from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
+from swapflow.db.devices import DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    Cabinet,
-    CabinetCapability,
-    CustodianKind,
-    DeviceMessage,
-    Slot,
-    SwapOrder,
-    SwapStage,
-    SwapStatus,
-)
+from swapflow.db.network import Battery, Cabinet, Slot
+from swapflow.db.swaps import SwapOrder
 from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.domain.network import CabinetCapability, CustodianKind
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, battery_topic, cabinet_topic
 from swapflow.settings import Settings

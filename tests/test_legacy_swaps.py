@@ -18,7 +18,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, Cabinet, CabinetCapability, CustodianKind, SwapStage, SwapStatus
+from swapflow.db.network import Cabinet
+from swapflow.db.ops import Alert
+from swapflow.domain.network import CabinetCapability, CustodianKind
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import BatteryTelemetry, battery_topic
 from swapflow.settings import Settings

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import downgrade, upgrade
-from swapflow.db.models import Base
+from swapflow.db.schema import metadata
 from tests.conftest import uses_postgres
 
 
@@ -19,7 +19,7 @@ def assert_schema_matches_models(url: str) -> None:
         tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
     finally:
         engine.dispose()
-    assert tables == set(Base.metadata.tables)
+    assert tables == set(metadata.tables)
 
 
 def assert_round_trip(url: str) -> None:

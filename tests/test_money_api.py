@@ -16,7 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import OperatorRole, Refund, SandboxRefund, utcnow
+from swapflow.db.money import Refund, SandboxRefund
+from swapflow.domain.clock import utcnow
+from swapflow.domain.ops import OperatorRole
 from swapflow.payments.provider import PaymentMethod, ProviderRefund, RefundExceedsCapture, RefundRequest
 from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.settings import Settings

@@ -11,20 +11,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from swapflow.api.app import create_app
+from swapflow.db.devices import DeadLetter
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    Cabinet,
-    CustodyEvent,
-    DeadLetter,
-    OperatorRole,
-    PresenceCause,
-    SwapOrder,
-    SwapStatus,
-    WorkOrderEvent,
-    utcnow,
-)
+from swapflow.db.network import Cabinet
+from swapflow.db.ops import Alert, WorkOrderEvent
+from swapflow.db.swaps import CustodyEvent, SwapOrder
 from swapflow.device_adapter.presence import record_transition
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import PresenceCause
+from swapflow.domain.ops import OperatorRole
+from swapflow.domain.swaps import SwapStatus
 from swapflow.services.work_orders import new_work_order
 from swapflow.settings import Settings
 from tests.ops_harness import bearer, operator_token, rider_token

@@ -18,13 +18,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    LedgerPosting,
-    LedgerTransaction,
-    Payment,
-    SandboxPayment,
-    SwapStatus,
-)
+from swapflow.db.money import LedgerPosting, LedgerTransaction, Payment, SandboxPayment
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import ChargeRequest, PaymentMethod, ProviderPayment, ProviderUnavailable
 from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id

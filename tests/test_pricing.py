@@ -10,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from swapflow.db import models as tables
 from swapflow.db.engine import Database
+from swapflow.db.pricing import Coupon as CouponRow
+from swapflow.db.pricing import CouponRedemption
+from swapflow.db.pricing import PriceRule as PriceRuleRow
 from swapflow.domain.pricing import (
     Adjustment,
     Coupon,
@@ -230,7 +232,7 @@ def test_coupon_codes_are_case_insensitive() -> None:
 
 async def add_coupon(database: Database, c: Coupon) -> Coupon:
     async with database.transaction() as session:
-        session.add(tables.Coupon(**c.model_dump(), redeemed_count=0))
+        session.add(CouponRow(**c.model_dump(), redeemed_count=0))
     return c
 
 
@@ -243,7 +245,7 @@ async def redeem(database: Database, c: Coupon, rider_id: str) -> CouponRejectio
 async def redeemed_count(database: Database, code: str) -> int:
     async with database.sessions() as session:
         stored = await coupon_named(session, code)
-        count = await session.scalar(select(tables.Coupon.redeemed_count).where(tables.Coupon.code == code))
+        count = await session.scalar(select(CouponRow.redeemed_count).where(CouponRow.code == code))
     assert stored is not None
     return int(count or 0)
 
@@ -278,9 +280,7 @@ async def test_a_released_redemption_frees_the_coupon_for_the_rider_once(db: Dat
     assert await redeem(db, c, "rider-sh-0001") is None
     async with db.sessions() as session:
         live = await session.scalar(
-            select(func.count())
-            .select_from(tables.CouponRedemption)
-            .where(tables.CouponRedemption.released_at.is_(None))
+            select(func.count()).select_from(CouponRedemption).where(CouponRedemption.released_at.is_(None))
         )
     assert live == 1
 
@@ -293,7 +293,7 @@ async def test_an_operator_of_one_city_reads_its_and_the_network_wide_price_rule
 ) -> None:
     async with db.transaction() as session:
         for name, city in (("network", None), ("shanghai", "SH"), ("shenzhen", "SZ")):
-            session.add(tables.PriceRule(name=name, kind="base", adjustment="set", value=500, city_code=city))
+            session.add(PriceRuleRow(name=name, kind="base", adjustment="set", value=500, city_code=city))
     assert [r["name"] for r in api.get("/v1/pricing/rules", headers=ops_sh).json()] == ["network", "shanghai"]
     assert api.get("/v1/pricing/rules", params={"city_code": "SZ"}, headers=ops_sh).status_code == 403
 

@@ -17,11 +17,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.activities.swap import SwapRecords
 from swapflow.api.app import create_app
-from swapflow.db import models as tables
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.seed import seed_demo_network
+from swapflow.db.money import Payment, Refund, SandboxPayment
+from swapflow.db.pricing import Coupon as CouponRow
+from swapflow.db.pricing import CouponRedemption, PriceRule
+from swapflow.db.swaps import SwapOrder
+from swapflow.demo.network import seed_demo_network
 from swapflow.domain.pricing import Coupon, CouponKind
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.ops.invariants import check_invariants
 from swapflow.services.pricing import price_swap
 from swapflow.services.swaps import swap_request
@@ -75,7 +79,7 @@ def api(settings: Settings, admin: dict[str, str]) -> Iterator[TestClient]:
 async def add_coupon(db: Database, **fields: object) -> None:
     spec = Coupon(code=CODE, description="10 % off", kind=CouponKind.PERCENT, value=1000, **fields)
     async with db.transaction() as session:
-        session.add(tables.Coupon(**spec.model_dump(), redeemed_count=0))
+        session.add(CouponRow(**spec.model_dump(), redeemed_count=0))
 
 
 async def order_with_coupon(db: Database, *, at: datetime = NOON_ISH, code: str | None = CODE) -> str:
@@ -83,7 +87,7 @@ async def order_with_coupon(db: Database, *, at: datetime = NOON_ISH, code: str 
     order_id = uuid.uuid4().hex
     async with db.transaction() as session:
         session.add(
-            tables.SwapOrder(
+            SwapOrder(
                 id=order_id,
                 rider_id=RIDER,
                 cabinet_id=CABINET,
@@ -103,24 +107,24 @@ async def start(scene: Scene, order_id: str) -> WorkflowHandle[SwapWorkflow, Swa
     )
 
 
-async def coupon_row(db: Database) -> tables.Coupon:
+async def coupon_row(db: Database) -> CouponRow:
     async with db.sessions() as session:
-        row = await session.get(tables.Coupon, CODE)
+        row = await session.get(CouponRow, CODE)
     assert row is not None
     return row
 
 
-async def redemption(db: Database, order_id: str) -> tables.CouponRedemption:
+async def redemption(db: Database, order_id: str) -> CouponRedemption:
     async with db.sessions() as session:
-        row = await session.scalar(select(tables.CouponRedemption).where(tables.CouponRedemption.order_id == order_id))
+        row = await session.scalar(select(CouponRedemption).where(CouponRedemption.order_id == order_id))
     assert row is not None
     return row
 
 
-async def captured(db: Database, order_id: str) -> tables.SandboxPayment:
+async def captured(db: Database, order_id: str) -> SandboxPayment:
     async with db.sessions() as session:
         payment = await session.scalar(
-            select(tables.SandboxPayment).where(tables.SandboxPayment.idempotency_key == f"swap:{order_id}:charge")
+            select(SandboxPayment).where(SandboxPayment.idempotency_key == f"swap:{order_id}:charge")
         )
     assert payment is not None
     return payment
@@ -138,7 +142,7 @@ async def test_a_swap_with_a_coupon_charges_the_discounted_price_and_records_the
     await scene.insert(order_id, await scene.rider_pack())
     await scene.take(order_id)
     result = await handle.result()
-    assert result.status == tables.SwapStatus.COMPLETED, result
+    assert result.status == SwapStatus.COMPLETED, result
     order = await scene.order(order_id)
     assert (order.price_minor, order.currency, order.coupon_code) == (540, "CNY", CODE)
     assert order.price_breakdown is not None
@@ -160,10 +164,10 @@ async def test_a_failed_swap_gives_its_coupon_back(scene: Scene) -> None:
     await add_coupon(scene.db, max_redemptions=1)
     order_id = await order_with_coupon(scene.db)
     handle = await start(scene, order_id)
-    await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
+    await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
     await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
-    assert (result.status, result.failure_reason) == (tables.SwapStatus.FAILED, "battery_not_returned_in_time")
+    assert (result.status, result.failure_reason) == (SwapStatus.FAILED, "battery_not_returned_in_time")
     released = await redemption(scene.db, order_id)
     assert released.released_at is not None and released.release_reason == "battery_not_returned_in_time"
     assert (await coupon_row(scene.db)).redeemed_count == 0
@@ -175,7 +179,7 @@ async def test_a_failed_swap_gives_its_coupon_back(scene: Scene) -> None:
 async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -> None:
     async with scene.db.transaction() as session:
         session.add(
-            tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
+            PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
         )
     order_id = await order_with_coupon(scene.db, code=None)
     handle = await scene.env.client.start_workflow(
@@ -186,7 +190,7 @@ async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -
     )
     await scene.insert(order_id, await scene.rider_pack())
     await scene.take(order_id)
-    assert (await handle.result()).status == tables.SwapStatus.COMPLETED
+    assert (await handle.result()).status == SwapStatus.COMPLETED
     order = await scene.order(order_id)
     assert order.price_minor == 0 and order.price_breakdown is not None
     assert [line["stage"] for line in order.price_breakdown["lines"]] == ["base", "first_swap_free"]
@@ -197,19 +201,19 @@ async def test_a_riders_first_swap_is_free_when_the_city_says_so(scene: Scene) -
 async def test_a_free_swap_that_fails_has_nothing_to_refund_and_keeps_the_money_rules(scene: Scene) -> None:
     async with scene.db.transaction() as session:
         session.add(
-            tables.PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
+            PriceRule(name="first swap free", kind="first_swap_free", adjustment="set", value=0, city_code="SH")
         )
     order_id = await order_with_coupon(scene.db, code=None)
     handle = await start(scene, order_id)
-    await scene.until_stage(order_id, tables.SwapStage.RETURN_DOOR_OPEN)
+    await scene.until_stage(order_id, SwapStage.RETURN_DOOR_OPEN)
     await scene.skip(scene.settings.swap.return_insert_timeout_s + 1)
     result = await handle.result()
-    assert result.status == tables.SwapStatus.FAILED
+    assert result.status == SwapStatus.FAILED
     assert [(step.step, step.outcome) for step in result.steps if step.step == "refund"] == [
         ("refund", "nothing_captured")
     ]
     assert "free: price 0, nothing charged" in [step["detail"] for step in (await scene.order(order_id)).steps]
-    assert await count(scene.db, tables.Refund) == await count(scene.db, tables.Payment) == 0
+    assert await count(scene.db, Refund) == await count(scene.db, Payment) == 0
     report = await check_invariants(scene.db)
     assert report.ok, report.violations
 
@@ -222,7 +226,7 @@ async def test_a_coupon_used_up_before_admission_is_left_out_and_the_steps_say_w
 ) -> None:
     await add_coupon(db, max_redemptions=1)
     async with db.transaction() as session:  # someone else took the last one after the API checked it
-        await session.execute(update(tables.Coupon).where(tables.Coupon.code == CODE).values(redeemed_count=1))
+        await session.execute(update(CouponRow).where(CouponRow.code == CODE).values(redeemed_count=1))
     await set_online(db, CABINET, True)
     order_id = await order_with_coupon(db)
     admission = await SwapRecords(db, settings).admit(
@@ -230,8 +234,8 @@ async def test_a_coupon_used_up_before_admission_is_left_out_and_the_steps_say_w
     )
     assert (admission.price_minor, admission.coupon_code) == (600, None)
     async with db.sessions() as session:
-        order = await session.get(tables.SwapOrder, order_id)
-        redemptions = await session.scalar(select(func.count()).select_from(tables.CouponRedemption))
+        order = await session.get(SwapOrder, order_id)
+        redemptions = await session.scalar(select(func.count()).select_from(CouponRedemption))
     assert order is not None and order.price_breakdown is not None
     assert order.price_breakdown["coupon_rejected"] == "coupon_exhausted"
     assert {"step": "coupon", "outcome": "not_applied", "detail": f"{CODE}: coupon_exhausted"}.items() <= next(
@@ -243,7 +247,7 @@ async def test_a_coupon_used_up_before_admission_is_left_out_and_the_steps_say_w
 async def test_a_swap_is_priced_as_of_the_riders_request_not_of_its_admission(settings: Settings, db: Database) -> None:
     async with db.transaction() as session:
         session.add(
-            tables.PriceRule(
+            PriceRule(
                 name="SH evening peak",
                 kind="peak",
                 adjustment="percent",
@@ -324,7 +328,7 @@ def test_a_coupon_used_up_by_the_rider_is_a_422_problem(api: TestClient, setting
     engine = create_sync_engine(settings.effective_database_url)
     with engine.begin() as conn:  # the rider redeemed it on an earlier swap
         conn.execute(
-            tables.SwapOrder.__table__.insert().values(
+            SwapOrder.__table__.insert().values(
                 id="earlier",
                 rider_id=RIDER,
                 cabinet_id=CABINET,
@@ -337,7 +341,7 @@ def test_a_coupon_used_up_by_the_rider_is_a_422_problem(api: TestClient, setting
             )
         )
         conn.execute(
-            tables.CouponRedemption.__table__.insert().values(
+            CouponRedemption.__table__.insert().values(
                 coupon_code="ONCE",
                 order_id="earlier",
                 rider_id=RIDER,

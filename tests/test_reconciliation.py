@@ -17,16 +17,9 @@ from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.api.app import create_app
 from swapflow.cli import main
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    LedgerPosting,
-    LedgerTransaction,
-    Payment,
-    ReconciliationException,
-    Refund,
-    SandboxPayment,
-    utcnow,
-)
+from swapflow.db.money import LedgerPosting, LedgerTransaction, Payment, ReconciliationException, Refund, SandboxPayment
+from swapflow.db.ops import Alert
+from swapflow.domain.clock import utcnow
 from swapflow.payments.ledger import (
     DEFERRED_REVENUE,
     REFUNDED_REVENUE,

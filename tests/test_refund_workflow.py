@@ -18,7 +18,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, LedgerPosting, LedgerTransaction, Refund, SandboxRefund
+from swapflow.db.money import LedgerPosting, LedgerTransaction, Refund, SandboxRefund
+from swapflow.db.ops import Alert
 from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import (
     REFUND_NOTIFICATION_SIGNAL,

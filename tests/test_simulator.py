@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Battery, Cabinet, CustodianKind, Slot
+from swapflow.db.network import Battery, Cabinet, Slot
+from swapflow.domain.network import CustodianKind
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import Channel, Command, CommandAction, cabinet_topic
 from swapflow.settings import Settings

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.db.engine import Database
-from swapflow.db.models import PaymentNotification
+from swapflow.db.money import PaymentNotification
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from swapflow.db.models import DeviceCommand, SubscriptionUse, SwapStage, SwapStatus
+from swapflow.db.devices import DeviceCommand
+from swapflow.db.money import SubscriptionUse
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.workflows.swap_contract import SwapProgress
 from tests.money_harness import Money
 from tests.swap_harness import swap_refund_outcome

@@ -14,8 +14,10 @@ import stripe
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
+from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database
-from swapflow.db.models import DeviceCommand, Payment, RiderPaymentMethod, SwapStage, SwapStatus
+from swapflow.db.money import Payment, RiderPaymentMethod
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.stripe import KEY
 from swapflow.payments.wechat import out_trade_no

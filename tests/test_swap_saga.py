@@ -15,23 +15,14 @@ from sqlalchemy import func, select, update
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    Battery,
-    BatteryStatus,
-    CustodianKind,
-    DeviceCommand,
-    LedgerTransaction,
-    Rider,
-    RiderStatus,
-    SafetyEvent,
-    SandboxPayment,
-    Slot,
-    SwapOrder,
-    SwapStage,
-    SwapStatus,
-)
+from swapflow.db.money import LedgerTransaction, SandboxPayment
+from swapflow.db.network import Battery, Rider, Slot
+from swapflow.db.ops import Alert
+from swapflow.db.swaps import SafetyEvent, SwapOrder
+from swapflow.domain.network import BatteryStatus, CustodianKind
+from swapflow.domain.swaps import RiderStatus, SwapStage, SwapStatus
 from swapflow.ops.invariants import check_invariants
 from swapflow.payments.refunds import swap_refund_id
 from swapflow.services.swaps import swap_request

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from swapflow.db.models import (
-    LedgerPosting,
-    LedgerTransaction,
-    SandboxPayment,
-    Slot,
-    SwapOrder,
-    SwapStage,
-    SwapStatus,
-)
+from swapflow.db.money import LedgerPosting, LedgerTransaction, SandboxPayment
+from swapflow.db.network import Slot
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.workflows.swap import SwapWorkflow

@@ -19,20 +19,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
+from swapflow.db.devices import DeadLetter, DeviceCommand, DeviceMessage
 from swapflow.db.engine import Database, create_sync_engine
-from swapflow.db.models import (
-    Cabinet,
-    CabinetPresence,
-    CabinetProtocol,
-    CustodianKind,
-    DeadLetter,
-    DeviceCommand,
-    DeviceMessage,
-    DoorState,
-    Slot,
-    SwapStatus,
-)
+from swapflow.db.network import Cabinet, CabinetPresence, Slot
 from swapflow.device_adapter.adapter import DeviceAdapter
+from swapflow.domain.network import CabinetProtocol, CustodianKind, DoorState
+from swapflow.domain.swaps import SwapStatus
 from swapflow.gateway.framing import encode_frame
 from swapflow.gateway.messages import txn_now
 from swapflow.gateway.server import LoginThrottle, TowerGateway

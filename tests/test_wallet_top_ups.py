@@ -19,8 +19,10 @@ from swapflow.activities.topup import TopUpOutcome
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.models import LedgerPosting, LedgerTransaction, OperatorRole, Wallet, utcnow
-from swapflow.db.seed import seed_demo_network
+from swapflow.db.money import LedgerPosting, LedgerTransaction, Wallet
+from swapflow.demo.network import seed_demo_network
+from swapflow.domain.clock import utcnow
+from swapflow.domain.ops import OperatorRole
 from swapflow.ops.invariants import Rule, check_invariants
 from swapflow.payments.ledger import provider_clearing
 from swapflow.payments.provider import PaymentMethod

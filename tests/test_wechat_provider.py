@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from swapflow.db.engine import Database
-from swapflow.db.models import PaymentNotification
+from swapflow.db.money import PaymentNotification
 from swapflow.infra.temporal import connect_temporal
 from swapflow.payments.notifications import NotificationRejected
 from swapflow.payments.provider import (

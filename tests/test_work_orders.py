@@ -18,22 +18,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    AlertStatus,
-    Cabinet,
-    CabinetCapability,
-    OperatorRole,
-    PresenceCause,
-    Slot,
-    Station,
-    WorkOrder,
-    WorkOrderEvent,
-    WorkOrderStatus,
-    as_utc,
-    utcnow,
-)
+from swapflow.db.network import Cabinet, Slot, Station
+from swapflow.db.ops import Alert, WorkOrder, WorkOrderEvent
 from swapflow.device_adapter.presence import record_transition
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import CabinetCapability, PresenceCause
+from swapflow.domain.ops import AlertStatus, OperatorRole, WorkOrderStatus
 from swapflow.ops.figures import incident_figures
 from swapflow.ops.uptime import Period
 from swapflow.services.work_orders import new_work_order, work_order_input

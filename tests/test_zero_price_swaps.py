@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import update
 
 from swapflow.db.engine import Database
-from swapflow.db.models import LedgerTransaction, Payment, SubscriptionUse, SwapOrder, SwapStatus, WalletEntry
+from swapflow.db.money import LedgerTransaction, Payment, SubscriptionUse, WalletEntry
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.invariants import check_invariants
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.refunds import charge_key

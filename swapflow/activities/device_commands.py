@@ -7,9 +7,10 @@ from datetime import timedelta
 
 from temporalio import activity
 
+from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database
-from swapflow.db.models import DeviceCommand, as_utc, utcnow
 from swapflow.device_commands.queue import CommandQueue
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.protocol.v1 import BatteryReading, Command
 from swapflow.workflows.device_contract import CommandAnswer, SendCommandInput
 

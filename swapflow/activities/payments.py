@@ -16,8 +16,11 @@ from sqlalchemy import select
 from temporalio import activity
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Payment, SwapOrder, SwapStage, as_utc, utcnow
+from swapflow.db.money import Payment
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.checks import present
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.swaps import SwapStage
 from swapflow.payments.ledger import DEFERRED_REVENUE, Posting, post_transaction
 from swapflow.payments.provider import (
     ChargeRequest,

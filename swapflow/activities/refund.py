@@ -15,8 +15,12 @@ from temporalio import activity
 
 from swapflow.activities.payments import book_capture
 from swapflow.db.engine import Database
-from swapflow.db.models import Alert, Payment, Refund, SwapOrder, SwapStatus, as_utc, utcnow
+from swapflow.db.money import Payment, Refund
+from swapflow.db.ops import Alert
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.checks import present
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
 from swapflow.payments.provider import (
     PaymentMethod,

@@ -12,29 +12,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    CustodianKind,
-    CustodyEvent,
-    DoorState,
-    Payment,
-    Rider,
-    RiderStatus,
-    SafetyEvent,
-    Slot,
-    SwapOrder,
-    SwapStage,
-    SwapStatus,
-    as_utc,
-    utcnow,
-)
-from swapflow.db.seed import slot_ref
+from swapflow.db.money import Payment
+from swapflow.db.network import Battery, Cabinet, Rider, Slot
+from swapflow.db.swaps import CustodyEvent, SafetyEvent, SwapOrder
 from swapflow.domain.checks import present
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import BatteryStatus, CabinetCapability, CustodianKind, DoorState, slot_ref
 from swapflow.domain.pricing import Quote, without_coupon
 from swapflow.domain.safety import BatteryLimits, check_pack
+from swapflow.domain.swaps import RiderStatus, SwapStage, SwapStatus
 from swapflow.ops.alerts import raise_alert
 from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
 from swapflow.services.pricing import live_redemption, price_swap, redeem_coupon, release_redemption

@@ -11,8 +11,9 @@ from temporalio import activity
 
 from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
-from swapflow.db.models import Payment, WalletTopUp, utcnow
+from swapflow.db.money import Payment, WalletTopUp
 from swapflow.domain.checks import present
+from swapflow.domain.clock import utcnow
 from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
 from swapflow.payments.registry import UnknownProvider, provider_for
 from swapflow.payments.topups import TopUpState, credit_top_up

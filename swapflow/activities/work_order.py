@@ -13,22 +13,12 @@ from temporalio.exceptions import ApplicationError
 
 from swapflow.db.cities import cabinet_city
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Alert,
-    AlertDelivery,
-    AlertStatus,
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    Slot,
-    Station,
-    WorkOrder,
-    WorkOrderEvent,
-    WorkOrderStatus,
-    utcnow,
-)
+from swapflow.db.network import Battery, Cabinet, Slot, Station
+from swapflow.db.ops import Alert, AlertDelivery, WorkOrder, WorkOrderEvent
 from swapflow.domain.checks import present
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import BatteryStatus, CabinetCapability
+from swapflow.domain.ops import AlertStatus, WorkOrderStatus
 from swapflow.ops.alert_rules import apply_conditions, current_conditions
 from swapflow.ops.alerts import raise_alert
 from swapflow.ops.channels import alert_document, post_signed, render_body

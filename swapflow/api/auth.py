@@ -19,8 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from swapflow.api.deps import DatabaseDep
 from swapflow.api.problems import Problem
 from swapflow.db.cities import rider_city
-from swapflow.db.models import ApiToken, Operator, OperatorRole, Rider, RiderStatus
+from swapflow.db.identity import ApiToken, Operator
+from swapflow.db.network import Rider
 from swapflow.domain.errors import Forbidden, NotFound
+from swapflow.domain.ops import OperatorRole
+from swapflow.domain.swaps import RiderStatus
 from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
 
 STAFF = (OperatorRole.OPERATOR, OperatorRole.CITY_LEAD, OperatorRole.ADMIN)

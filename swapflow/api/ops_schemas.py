@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapflow.db.models import WorkOrderStatus
+from swapflow.domain.ops import WorkOrderStatus
 
 
 class AlertView(BaseModel):

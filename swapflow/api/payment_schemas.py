@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapflow.db.models import Refund, WalletTopUp
+from swapflow.db.money import Refund, WalletTopUp
 from swapflow.workflows.refund_contract import refund_workflow_id
 from swapflow.workflows.topup_contract import top_up_workflow_id
 

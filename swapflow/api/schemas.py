@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swapflow.api.payment_schemas import RefundView
-from swapflow.db.models import CabinetCapability, SwapOrder, SwapStage, SwapStatus
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.network import CabinetCapability
 from swapflow.domain.pricing import Quote
+from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.workflows.swap_contract import swap_workflow_id
 
 

@@ -6,7 +6,8 @@ from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from swapflow.db.models import Battery, Cabinet, CustodianKind, Rider, Station
+from swapflow.db.network import Battery, Cabinet, Rider, Station
+from swapflow.domain.network import CustodianKind
 from swapflow.protocol.v1 import Channel
 
 

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Battery, CustodianKind, SwapOrder, SwapStatus
+from swapflow.db.network import Battery
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.network import CustodianKind
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.alerts import FORGED_PACK_REPORT, raise_alert
 from swapflow.protocol.v1 import BatteryTelemetry
 from swapflow.workflows.swap_contract import FaultReport

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Battery, Slot, as_utc
+from swapflow.db.network import Battery, Slot
 from swapflow.device_adapter.authority import alert_forgery, forgery, running_swaps
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.dead_letters import DeadLetters
@@ -24,6 +24,7 @@ from swapflow.device_adapter.payloads import Rejected, load_json, parse
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.device_adapter.storage import Storage
 from swapflow.device_adapter.topics import PackRoute
+from swapflow.domain.clock import as_utc
 from swapflow.protocol.v1 import BatteryTelemetry
 from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
 from swapflow.workflows.swap_contract import swap_workflow_id

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from swapflow.db.models import Battery, BatteryStatus, Slot
+from swapflow.db.network import Battery, Slot
+from swapflow.domain.network import BatteryStatus
 from swapflow.domain.safety import check_pack
 from swapflow.protocol.v1 import IDLE_CURRENT_A, BatteryReading
 from swapflow.settings import Settings

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter
 
-from swapflow.db.models import as_utc, utcnow
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.protocol.v1 import BatteryTelemetry, Telemetry
 
 M = TypeVar("M", Telemetry, BatteryTelemetry)

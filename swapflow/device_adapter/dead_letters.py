@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import DeadLetter, table_of, utcnow
+from swapflow.db.base import table_of
+from swapflow.db.devices import DeadLetter
 from swapflow.device_adapter.metrics import AdapterMetrics
 from swapflow.device_adapter.storage import Storage
+from swapflow.domain.clock import utcnow
 from swapflow.ops.alerts import DEVICE_FLOOD, raise_alert
 from swapflow.settings import Settings
 from swapflow.workflows.swap_contract import FaultReport

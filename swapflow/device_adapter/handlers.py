@@ -12,17 +12,9 @@ from typing import Any
 from sqlalchemy import literal, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import (
-    Cabinet,
-    DeviceCommand,
-    DeviceMessage,
-    DoorState,
-    PresenceCause,
-    Slot,
-    as_utc,
-    table_of,
-    utcnow,
-)
+from swapflow.db.base import table_of
+from swapflow.db.devices import DeviceCommand, DeviceMessage
+from swapflow.db.network import Cabinet, Slot
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import CabinetReport, write_latest_state
 from swapflow.device_adapter.metrics import AdapterMetrics, AdapterStats
@@ -39,6 +31,8 @@ from swapflow.device_adapter.signals import SignalSender
 from swapflow.device_adapter.storage import Storage, known_cabinet
 from swapflow.device_adapter.telemetry import TelemetryBatch
 from swapflow.device_adapter.topics import CabinetRoute
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import DoorState, PresenceCause
 from swapflow.protocol.v1 import CabinetEvent, CabinetState, Channel, CommandAck, EventType
 from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
 from swapflow.workflows.swap_contract import swap_workflow_id

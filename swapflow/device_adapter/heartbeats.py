@@ -11,12 +11,15 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Cabinet, DeviceCommand, PresenceCause, utcnow
+from swapflow.db.devices import DeviceCommand
+from swapflow.db.network import Cabinet
 from swapflow.device_adapter.metrics import AdapterMetrics
 from swapflow.device_adapter.presence import expire_silent_cabinets
 from swapflow.device_adapter.signals import SignalSender
 from swapflow.device_adapter.storage import Storage
 from swapflow.device_adapter.telemetry import TelemetryBatch
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import PresenceCause
 from swapflow.protocol.v1 import Channel, cabinet_topic
 from swapflow.settings import Settings
 from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind

@@ -16,16 +16,10 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import (
-    Cabinet,
-    CabinetCapability,
-    CabinetPresence,
-    CustodyDiscrepancy,
-    PresenceCause,
-    Slot,
-    SwapOrder,
-    SwapStatus,
-)
+from swapflow.db.network import Cabinet, CabinetPresence, Slot
+from swapflow.db.swaps import CustodyDiscrepancy, SwapOrder
+from swapflow.domain.network import CabinetCapability, PresenceCause
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.alerts import raise_alert
 from swapflow.protocol.v1 import CabinetState, SlotReport
 from swapflow.workflows.swap_contract import FaultReport

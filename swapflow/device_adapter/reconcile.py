@@ -22,17 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.activities.swap import transfer_custody
-from swapflow.db.models import (
-    Battery,
-    BatteryStatus,
-    CustodianKind,
-    Slot,
-    SwapOrder,
-    SwapStatus,
-    as_utc,
-)
-from swapflow.db.seed import slot_ref
+from swapflow.db.network import Battery, Slot
+from swapflow.db.swaps import SwapOrder
 from swapflow.device_adapter.presence import record_discrepancy
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import BatteryStatus, CustodianKind, slot_ref
+from swapflow.domain.swaps import SwapStatus
 from swapflow.ops.alerts import LATE_DEVICE_FACT, raise_alert
 from swapflow.protocol.v1 import CabinetEvent, EventType
 from swapflow.workflows.swap_contract import FaultReport

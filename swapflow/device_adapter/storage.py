@@ -14,9 +14,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from swapflow.db.devices import DeviceMessage
 from swapflow.db.engine import Database
-from swapflow.db.models import Cabinet, DeviceMessage, utcnow
+from swapflow.db.network import Cabinet
 from swapflow.device_adapter.payloads import Rejected
+from swapflow.domain.clock import utcnow
 
 log = logging.getLogger(__name__)
 

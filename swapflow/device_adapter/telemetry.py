@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Cabinet, PresenceCause, as_utc, table_of, utcnow
+from swapflow.db.base import table_of
+from swapflow.db.network import Cabinet
 from swapflow.device_adapter.clock import DeviceClock
 from swapflow.device_adapter.ingest import CabinetReport, HistoryBuffer, health_row, history_row, write_latest_state
 from swapflow.device_adapter.metrics import AdapterMetrics
@@ -26,6 +27,8 @@ from swapflow.device_adapter.presence import reconcile_slots, record_transition,
 from swapflow.device_adapter.signals import DeadLetterSink, SignalSender
 from swapflow.device_adapter.storage import Storage
 from swapflow.device_adapter.topics import CabinetRoute
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import PresenceCause
 from swapflow.protocol.v1 import Channel, Telemetry
 from swapflow.workflows.device_contract import DeviceSignal, DeviceSignalKind
 from swapflow.workflows.swap_contract import swap_workflow_id

@@ -15,9 +15,9 @@ import logging
 from contextlib import suppress
 from dataclasses import dataclass
 
-from swapflow.db.models import as_utc, utcnow
 from swapflow.device_commands.metrics import CommandMetrics
 from swapflow.device_commands.publish import CommandPublisher
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.protocol.v1 import Command, CommandAck
 from swapflow.settings import Settings
 

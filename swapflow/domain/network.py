@@ -48,6 +48,12 @@ class CustodianKind(StrEnum):
     """Left its slot with no one to hold it (a removal outside any swap); ref: the slot it left."""
 
 
+def slot_ref(cabinet_id: str, slot_no: int) -> str:
+    """A cabinet slot as a custodian reference, `<cabinet>/<slot>`: of a pack in it, quarantined in it or
+    gone missing from it."""
+    return f"{cabinet_id}/{slot_no}"
+
+
 class PresenceCause(StrEnum):
     """Why a cabinet went online or offline."""
 

@@ -34,16 +34,12 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
+from swapflow.db.devices import DeadLetter
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Cabinet,
-    CabinetCredential,
-    CabinetProtocol,
-    CredentialRole,
-    DeadLetter,
-    as_utc,
-    utcnow,
-)
+from swapflow.db.identity import CabinetCredential
+from swapflow.db.network import Cabinet
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import CabinetProtocol, CredentialRole
 from swapflow.gateway import metrics
 from swapflow.gateway.framing import FrameError, encode_message, read_frame
 from swapflow.gateway.messages import (

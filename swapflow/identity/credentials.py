@@ -20,7 +20,10 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import Cabinet, CabinetCredential, CabinetProtocol, CredentialRole, utcnow
+from swapflow.db.identity import CabinetCredential
+from swapflow.db.network import Cabinet
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import CabinetProtocol, CredentialRole
 from swapflow.identity.passwords import hash_password, new_secret, verify_password
 from swapflow.settings import Settings
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import CabinetCredential, CredentialRole
+from swapflow.db.identity import CabinetCredential
+from swapflow.domain.network import CredentialRole
 from swapflow.identity.acl import mosquitto_acl
 
 PASSWORD_FILE = "passwords"

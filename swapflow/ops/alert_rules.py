@@ -16,23 +16,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import (
-    Alert,
-    AlertStatus,
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    CabinetPresence,
-    City,
-    CustodianKind,
-    DeadLetter,
-    DeviceCommand,
-    Slot,
-    Station,
-    as_utc,
-    utcnow,
-)
+from swapflow.db.devices import DeadLetter, DeviceCommand
+from swapflow.db.network import Battery, Cabinet, CabinetPresence, City, Slot, Station
+from swapflow.db.ops import Alert
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import BatteryStatus, CabinetCapability, CustodianKind
+from swapflow.domain.ops import AlertStatus
 from swapflow.ops.alerts import DEVICE_FLOOD
 from swapflow.protocol.v1 import parse_cabinet_topic
 from swapflow.settings import Settings

@@ -6,7 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Alert, AlertStatus, utcnow
+from swapflow.db.ops import Alert
+from swapflow.domain.clock import utcnow
+from swapflow.domain.ops import AlertStatus
 from swapflow.workflows.swap_contract import FaultReport
 
 DEVICE_FLOOD = "device_flood"

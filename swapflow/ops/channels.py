@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from jinja2 import Environment, StrictUndefined
 
-from swapflow.db.models import Alert
+from swapflow.db.ops import Alert
 from swapflow.ops.config import WebhookChannel
 
 SIGNATURE_HEADER = "X-Swapflow-Signature"

@@ -9,8 +9,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import City, Operator, OperatorRole, Technician
+from swapflow.db.identity import Operator
+from swapflow.db.network import City
+from swapflow.db.ops import Technician
 from swapflow.domain.geo import distance_km
+from swapflow.domain.ops import OperatorRole
 
 
 def on_shift(technician: Technician, local: datetime) -> bool:

@@ -11,16 +11,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import (
-    Alert,
-    AlertStatus,
-    Cabinet,
-    Station,
-    WorkOrder,
-    WorkOrderEvent,
-    as_utc,
-)
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
+from swapflow.db.network import Cabinet, Station
+from swapflow.db.ops import Alert, WorkOrder, WorkOrderEvent
+from swapflow.domain.clock import as_utc
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, AlertStatus
 from swapflow.ops.uptime import Period
 
 AGE_BUCKETS_S = ((15 * 60, "<15m"), (3600, "15m-1h"), (4 * 3600, "1h-4h"), (24 * 3600, "4h-24h"))

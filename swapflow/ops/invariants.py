@@ -33,26 +33,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute, aliased
 
 from swapflow.db.engine import Database, is_sqlite
-from swapflow.db.models import (
-    Battery,
-    CustodianKind,
-    CustodyDiscrepancy,
-    CustodyEvent,
+from swapflow.db.money import (
     GoodwillCredit,
     LedgerPosting,
     LedgerTransaction,
     Payment,
     Refund,
     SandboxPayment,
-    Slot,
-    SwapOrder,
-    SwapStatus,
     Wallet,
     WalletEntry,
     WalletTopUp,
-    as_utc,
-    utcnow,
 )
+from swapflow.db.network import Battery, Slot
+from swapflow.db.swaps import CustodyDiscrepancy, CustodyEvent, SwapOrder
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import CustodianKind
+from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.ledger import DEFERRED_REVENUE
 
 
@@ -165,7 +161,7 @@ class InvariantReport(BaseModel):
 CHARGE, REFUND, REVENUE = "swap_charge", "swap_refund", "swap_revenue"
 FINISHED = (SwapStatus.COMPLETED, SwapStatus.FAILED)
 
-# A slot's custodian reference, `<cabinet_id>/<slot_no>` (swapflow.db.seed.slot_ref), in SQL.
+# A slot's custodian reference, `<cabinet_id>/<slot_no>` (swapflow.domain.network.slot_ref), in SQL.
 SLOT_REF = Slot.cabinet_id + literal("/") + cast(Slot.slot_no, String)
 
 

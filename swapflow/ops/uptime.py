@@ -16,7 +16,9 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Cabinet, CabinetCapability, CabinetPresence, Station, as_utc, utcnow
+from swapflow.db.network import Cabinet, CabinetPresence, Station
+from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.network import CabinetCapability
 
 
 class UptimeScope(StrEnum):

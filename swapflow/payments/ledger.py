@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import LedgerPosting, LedgerTransaction
+from swapflow.db.money import LedgerPosting, LedgerTransaction
 
 DEFERRED_REVENUE = "deferred_revenue:swaps"
 SWAP_REVENUE = "revenue:swaps"

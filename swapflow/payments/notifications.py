@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.service import RPCError, RPCStatusCode
 
 from swapflow.db.engine import Database
-from swapflow.db.models import PaymentNotification
+from swapflow.db.money import PaymentNotification
 from swapflow.payments.provider import (
     REFUND_NOTIFICATION_SIGNAL,
     PaymentMethod,

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Payment, Refund
+from swapflow.db.money import Payment, Refund
 from swapflow.domain.refunds import (
     RefundOrigin as RefundOrigin,
 )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
-from swapflow.db.models import RiderPaymentMethod
+from swapflow.db.money import RiderPaymentMethod
 from swapflow.payments.provider import PaymentMethod, PaymentProvider
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.payments.stripe import provider_from_settings as stripe_from_settings

@@ -17,8 +17,9 @@ from datetime import date, timedelta
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import SandboxPayment, SandboxRefund, as_utc, utcnow
+from swapflow.db.money import SandboxPayment, SandboxRefund
 from swapflow.domain.checks import present
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.payments.provider import (
     ChargeRequest,
     PaymentMethod,

@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Subscription, SubscriptionPlan, SubscriptionUse, as_utc, utcnow
+from swapflow.db.money import Subscription, SubscriptionPlan, SubscriptionUse
 from swapflow.domain.checks import present
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.payments.ledger import Posting, post_transaction, provider_clearing, subscription_account
 from swapflow.payments.provider import (
     ChargeRequest,

@@ -12,7 +12,8 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp, utcnow
+from swapflow.db.money import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp
+from swapflow.domain.clock import utcnow
 from swapflow.payments.ledger import GOODWILL, provider_clearing
 from swapflow.payments.provider import PaymentMethod, PaymentStatus
 from swapflow.payments.registry import DEFAULT_METHOD, payer_method

@@ -15,7 +15,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Wallet, WalletEntry, as_utc
+from swapflow.db.money import Wallet, WalletEntry
+from swapflow.domain.clock import as_utc
 from swapflow.payments.ledger import Posting, post_transaction, wallet_account
 from swapflow.payments.provider import (
     ChargeRequest,

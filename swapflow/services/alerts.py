@@ -9,8 +9,10 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from swapflow.db.cities import cabinet_city
-from swapflow.db.models import Alert, AlertDelivery, AlertStatus, Cabinet, Station
+from swapflow.db.network import Cabinet, Station
+from swapflow.db.ops import Alert, AlertDelivery
 from swapflow.domain.errors import NotFound
+from swapflow.domain.ops import AlertStatus
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.alert_evaluator_contract import EVALUATOR_WORKFLOW_ID, EvaluatorInput

@@ -7,7 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Battery, BatteryReadingRecord, Slot, utcnow
+from swapflow.db.devices import BatteryReadingRecord
+from swapflow.db.network import Battery, Slot
+from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import NotFound
 
 

@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import Battery, BatteryStatus, Cabinet, Slot, Station
+from swapflow.db.network import Battery, Cabinet, Slot, Station
 from swapflow.domain.errors import NotFound
 from swapflow.domain.geo import distance_km
+from swapflow.domain.network import BatteryStatus
 from swapflow.settings import Settings
 
 

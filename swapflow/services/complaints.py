@@ -8,7 +8,8 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Complaint, SwapOrder
+from swapflow.db.money import Complaint
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.errors import NotFound
 from swapflow.payments.refunds import RefundOrigin
 from swapflow.services.refunds import complaint_refund_id, open_order_refund, start_refund

@@ -9,8 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.cities import topic_cabinet
-from swapflow.db.models import Battery, Cabinet, CustodianKind, DeadLetter, Rider, Station, SwapOrder, SwapStatus
+from swapflow.db.devices import DeadLetter
+from swapflow.db.network import Battery, Cabinet, Rider, Station
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.errors import NotFound
+from swapflow.domain.network import CustodianKind
+from swapflow.domain.swaps import SwapStatus
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db import models as db
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import Conflict, NotFound, Refused
+from swapflow.domain.network import CustodianKind
 from swapflow.domain.pricing import (
     Coupon,
     CouponRejection,
@@ -23,6 +24,12 @@ from swapflow.domain.pricing import (
     normalise_code,
     quote,
 )
+from swapflow.domain.swaps import SwapStatus
+from swapflow.network import Battery, Cabinet, City, Station
+from swapflow.pricing import Coupon as CouponRow
+from swapflow.pricing import CouponRedemption
+from swapflow.pricing import PriceRule as PriceRuleRow
+from swapflow.swaps import SwapOrder
 
 
 class UnpricedCabinet(LookupError):
@@ -34,22 +41,20 @@ async def pricing_context(session: AsyncSession, *, rider_id: str, cabinet_id: s
     of the rider's pack (their vehicle takes that model, and it is known before a charged pack is picked,
     so a quote equals the charge) and how many swaps the rider has completed."""
     city = await session.scalar(
-        select(db.City)
-        .join(db.Station, db.Station.city_code == db.City.code)
-        .join(db.Cabinet, db.Cabinet.station_id == db.Station.id)
-        .where(db.Cabinet.id == cabinet_id)
+        select(City)
+        .join(Station, Station.city_code == City.code)
+        .join(Cabinet, Cabinet.station_id == Station.id)
+        .where(Cabinet.id == cabinet_id)
     )
     if city is None:
         raise UnpricedCabinet(f"no priced cabinet {cabinet_id!r}")
     model = await session.scalar(
-        select(db.Battery.model).where(
-            db.Battery.custodian_kind == db.CustodianKind.RIDER, db.Battery.custodian_ref == rider_id
-        )
+        select(Battery.model).where(Battery.custodian_kind == CustodianKind.RIDER, Battery.custodian_ref == rider_id)
     )
     completed = await session.scalar(
         select(func.count())
-        .select_from(db.SwapOrder)
-        .where(db.SwapOrder.rider_id == rider_id, db.SwapOrder.status == db.SwapStatus.COMPLETED)
+        .select_from(SwapOrder)
+        .where(SwapOrder.rider_id == rider_id, SwapOrder.status == SwapStatus.COMPLETED)
     )
     return PricingContext(
         city_code=city.code,
@@ -57,7 +62,7 @@ async def pricing_context(session: AsyncSession, *, rider_id: str, cabinet_id: s
         timezone=city.timezone,
         city_price_minor=city.swap_price_minor,
         battery_model=model,
-        at=db.as_utc(at),
+        at=as_utc(at),
         completed_swaps=int(completed or 0),
     )
 
@@ -65,8 +70,8 @@ async def pricing_context(session: AsyncSession, *, rider_id: str, cabinet_id: s
 async def rules_for(session: AsyncSession, city_code: str) -> list[PriceRule]:
     """The active rules that may apply in a city (its own and the network-wide ones)."""
     rows = await session.scalars(
-        select(db.PriceRule).where(
-            db.PriceRule.active.is_(True), or_(db.PriceRule.city_code == city_code, db.PriceRule.city_code.is_(None))
+        select(PriceRuleRow).where(
+            PriceRuleRow.active.is_(True), or_(PriceRuleRow.city_code == city_code, PriceRuleRow.city_code.is_(None))
         )
     )
     return [PriceRule.model_validate(row) for row in rows]
@@ -74,20 +79,20 @@ async def rules_for(session: AsyncSession, city_code: str) -> list[PriceRule]:
 
 async def coupon_named(session: AsyncSession, code: str) -> Coupon | None:
     """The stored coupon of a code as a rider typed it."""
-    row = await session.get(db.Coupon, normalise_code(code))
+    row = await session.get(CouponRow, normalise_code(code))
     return Coupon.model_validate(row) if row is not None else None
 
 
 async def coupon_usage(session: AsyncSession, code: str, rider_id: str) -> CouponUsage:
     """Live redemptions of a coupon: overall, and by one rider."""
-    total = await session.scalar(select(db.Coupon.redeemed_count).where(db.Coupon.code == code))
+    total = await session.scalar(select(CouponRow.redeemed_count).where(CouponRow.code == code))
     by_rider = await session.scalar(
         select(func.count())
-        .select_from(db.CouponRedemption)
+        .select_from(CouponRedemption)
         .where(
-            db.CouponRedemption.coupon_code == code,
-            db.CouponRedemption.rider_id == rider_id,
-            db.CouponRedemption.released_at.is_(None),
+            CouponRedemption.coupon_code == code,
+            CouponRedemption.rider_id == rider_id,
+            CouponRedemption.released_at.is_(None),
         )
     )
     return CouponUsage(total=int(total or 0), by_rider=int(by_rider or 0))
@@ -133,9 +138,9 @@ async def check_coupon(
 
 async def add_price_rule(session: AsyncSession, spec: PriceRuleSpec) -> PriceRule:
     """Store a price rule; it prices every swap admitted from then on (NotFound: no such city)."""
-    if spec.city_code is not None and await session.get(db.City, spec.city_code) is None:
+    if spec.city_code is not None and await session.get(City, spec.city_code) is None:
         raise NotFound("city", spec.city_code)
-    row = db.PriceRule(**spec.model_dump())
+    row = PriceRuleRow(**spec.model_dump())
     session.add(row)
     await session.flush()
     return PriceRule.model_validate(row)
@@ -143,21 +148,21 @@ async def add_price_rule(session: AsyncSession, spec: PriceRuleSpec) -> PriceRul
 
 async def price_rules(session: AsyncSession, cities: list[str] | None) -> list[PriceRule]:
     """Price rules, oldest first: the network-wide ones and those of `cities` (None: every city's)."""
-    query = select(db.PriceRule).order_by(db.PriceRule.id)
+    query = select(PriceRuleRow).order_by(PriceRuleRow.id)
     if cities is not None:
-        query = query.where(db.PriceRule.city_code.in_(cities) | db.PriceRule.city_code.is_(None))
+        query = query.where(PriceRuleRow.city_code.in_(cities) | PriceRuleRow.city_code.is_(None))
     return [PriceRule.model_validate(row) for row in await session.scalars(query)]
 
 
-async def coupons_for(session: AsyncSession, cities: frozenset[str] | None) -> list[db.Coupon]:
+async def coupons_for(session: AsyncSession, cities: frozenset[str] | None) -> list[CouponRow]:
     """The coupons valid in any of `cities` (None: every coupon), by code."""
-    rows = await session.scalars(select(db.Coupon).order_by(db.Coupon.code))
+    rows = await session.scalars(select(CouponRow).order_by(CouponRow.code))
     return [row for row in rows if row.city_codes is None or cities is None or not cities.isdisjoint(row.city_codes)]
 
 
-async def add_coupon(session: AsyncSession, coupon: Coupon) -> db.Coupon:
+async def add_coupon(session: AsyncSession, coupon: Coupon) -> CouponRow:
     """Store a new coupon (Conflict: its code, case-insensitive, is taken)."""
-    row = db.Coupon(**coupon.model_dump(), redeemed_count=0)
+    row = CouponRow(**coupon.model_dump(), redeemed_count=0)
     session.add(row)
     try:
         await session.flush()
@@ -173,15 +178,15 @@ async def redeem_coupon(
     back ends: the total moves by a conditional UPDATE (the row lock on PostgreSQL, the single writer
     on SQLite serialise it), and a rider's uses take numbered seats under a unique constraint. Calling
     it again for the same order changes nothing."""
-    if await session.scalar(select(db.CouponRedemption.id).where(db.CouponRedemption.order_id == order_id)):
+    if await session.scalar(select(CouponRedemption.id).where(CouponRedemption.order_id == order_id)):
         return None
     counted = await session.execute(
-        update(db.Coupon)
+        update(CouponRow)
         .where(
-            db.Coupon.code == coupon.code,
-            or_(db.Coupon.max_redemptions.is_(None), db.Coupon.redeemed_count < db.Coupon.max_redemptions),
+            CouponRow.code == coupon.code,
+            or_(CouponRow.max_redemptions.is_(None), CouponRow.redeemed_count < CouponRow.max_redemptions),
         )
-        .values(redeemed_count=db.Coupon.redeemed_count + 1)
+        .values(redeemed_count=CouponRow.redeemed_count + 1)
     )
     if counted.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
         return CouponRejection.EXHAUSTED
@@ -190,10 +195,10 @@ async def redeem_coupon(
         taken = set(
             (
                 await session.scalars(
-                    select(db.CouponRedemption.rider_seq).where(
-                        db.CouponRedemption.coupon_code == coupon.code,
-                        db.CouponRedemption.rider_id == rider_id,
-                        db.CouponRedemption.rider_seq.is_not(None),
+                    select(CouponRedemption.rider_seq).where(
+                        CouponRedemption.coupon_code == coupon.code,
+                        CouponRedemption.rider_id == rider_id,
+                        CouponRedemption.rider_seq.is_not(None),
                     )
                 )
             ).all()
@@ -203,7 +208,7 @@ async def redeem_coupon(
         try:
             async with session.begin_nested():
                 session.add(
-                    db.CouponRedemption(
+                    CouponRedemption(
                         coupon_code=coupon.code,
                         order_id=order_id,
                         rider_id=rider_id,
@@ -215,7 +220,7 @@ async def redeem_coupon(
         except IntegrityError:
             continue  # a concurrent redemption by the same rider took this seat
     await session.execute(
-        update(db.Coupon).where(db.Coupon.code == coupon.code).values(redeemed_count=db.Coupon.redeemed_count - 1)
+        update(CouponRow).where(CouponRow.code == coupon.code).values(redeemed_count=CouponRow.redeemed_count - 1)
     )
     return CouponRejection.RIDER_LIMIT_REACHED
 
@@ -224,19 +229,17 @@ async def release_redemption(session: AsyncSession, order_id: str, reason: str) 
     """Give back the coupon a failed swap redeemed, once: the rider may use it again and it counts no
     more against the total. Returns the coupon's code, or None if there was nothing (left) to release."""
     redemption = await session.scalar(
-        select(db.CouponRedemption).where(
-            db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)
-        )
+        select(CouponRedemption).where(CouponRedemption.order_id == order_id, CouponRedemption.released_at.is_(None))
     )
     if redemption is None:
         return None
-    redemption.released_at = db.utcnow()
+    redemption.released_at = utcnow()
     redemption.release_reason = reason[:200]
     redemption.rider_seq = None
     await session.execute(
-        update(db.Coupon)
-        .where(db.Coupon.code == redemption.coupon_code)
-        .values(redeemed_count=db.Coupon.redeemed_count - 1)
+        update(CouponRow)
+        .where(CouponRow.code == redemption.coupon_code)
+        .values(redeemed_count=CouponRow.redeemed_count - 1)
     )
     return redemption.coupon_code
 
@@ -244,7 +247,7 @@ async def release_redemption(session: AsyncSession, order_id: str, reason: str) 
 async def live_redemption(session: AsyncSession, order_id: str) -> str | None:
     """The code of the coupon an order holds redeemed now, if any."""
     return await session.scalar(
-        select(db.CouponRedemption.coupon_code).where(
-            db.CouponRedemption.order_id == order_id, db.CouponRedemption.released_at.is_(None)
+        select(CouponRedemption.coupon_code).where(
+            CouponRedemption.order_id == order_id, CouponRedemption.released_at.is_(None)
         )
     )

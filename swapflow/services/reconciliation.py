@@ -26,7 +26,7 @@ from temporalio.client import (
 )
 
 from swapflow.db.engine import Database
-from swapflow.db.models import (
+from swapflow.db.money import (
     LedgerPosting,
     LedgerTransaction,
     Payment,

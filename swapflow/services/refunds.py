@@ -13,8 +13,11 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Payment, Refund, SwapOrder, SwapStatus, utcnow
+from swapflow.db.money import Payment, Refund
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import Conflict, NotFound
+from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.refunds import RefundOrigin, RefundRefused, RefundState, charge_key, open_refund
 from swapflow.services.idempotency import create_once
 from swapflow.services.temporal import TemporalConnector, connect

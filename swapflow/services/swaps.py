@@ -14,9 +14,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Cabinet, Refund, Rider, SwapOrder, SwapStatus, utcnow
+from swapflow.db.money import Refund
+from swapflow.db.network import Cabinet, Rider
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import NotFound
 from swapflow.domain.pricing import normalise_code
+from swapflow.domain.swaps import SwapStatus
 from swapflow.services.idempotency import create_once
 from swapflow.services.pricing import check_coupon
 from swapflow.services.temporal import TemporalConnector, connect

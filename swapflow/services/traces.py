@@ -10,17 +10,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.models import (
-    Alert,
-    CabinetPresence,
-    CustodyEvent,
-    DeviceCommand,
-    DeviceMessage,
-    SafetyEvent,
-    WorkOrder,
-    WorkOrderEvent,
-    as_utc,
-)
+from swapflow.db.devices import DeviceCommand, DeviceMessage
+from swapflow.db.network import CabinetPresence
+from swapflow.db.ops import Alert, WorkOrder, WorkOrderEvent
+from swapflow.db.swaps import CustodyEvent, SafetyEvent
+from swapflow.domain.clock import as_utc
 
 
 class TraceEntry(BaseModel):

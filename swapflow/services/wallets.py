@@ -9,7 +9,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.db.engine import Database
-from swapflow.db.models import City, GoodwillCredit, Rider, Wallet, WalletTopUp
+from swapflow.db.money import GoodwillCredit, Wallet, WalletTopUp
+from swapflow.db.network import City, Rider
 from swapflow.domain.errors import Conflict, NotFound
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
 from swapflow.services.idempotency import create_once

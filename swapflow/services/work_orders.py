@@ -15,17 +15,12 @@ from temporalio.service import RPCError
 
 from swapflow.db.cities import cabinet_city
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Cabinet,
-    CabinetCapability,
-    Technician,
-    WorkOrder,
-    WorkOrderEvent,
-    WorkOrderStatus,
-    utcnow,
-)
+from swapflow.db.network import Cabinet
+from swapflow.db.ops import Technician, WorkOrder, WorkOrderEvent
+from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import Conflict, Invalid, NotFound, Unavailable
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
+from swapflow.domain.network import CabinetCapability
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, WorkOrderStatus
 from swapflow.services.temporal import TemporalConnector, connect
 from swapflow.settings import Settings
 from swapflow.workflows.work_order import WorkOrderWorkflow

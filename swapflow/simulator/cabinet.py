@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import BaseModel, ValidationError
 
-from swapflow.db.models import as_utc
+from swapflow.domain.clock import as_utc
 from swapflow.identity.credentials import client_login
 from swapflow.infra.mqtt import mqtt_client
 from swapflow.protocol.v1 import (

@@ -14,19 +14,10 @@ import httpx
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import (
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    CabinetProtocol,
-    CustodianKind,
-    Rider,
-    RiderStatus,
-    Slot,
-    Station,
-)
-from swapflow.ops.accounts import load_demo_tokens
+from swapflow.db.network import Battery, Cabinet, Rider, Slot, Station
+from swapflow.demo.accounts import load_demo_tokens
+from swapflow.domain.network import BatteryStatus, CabinetCapability, CabinetProtocol, CustodianKind
+from swapflow.domain.swaps import RiderStatus
 from swapflow.settings import Settings
 from swapflow.simulator.battery import DEFAULT_SPEEDUP, SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet

@@ -14,7 +14,10 @@ import httpx
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.models import Cabinet, Operator, OperatorRole, Station, Technician
+from swapflow.db.identity import Operator
+from swapflow.db.network import Cabinet, Station
+from swapflow.db.ops import Technician
+from swapflow.domain.ops import OperatorRole
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import PhysicalActionError, SimulatedCabinet
 

@@ -16,7 +16,7 @@ from amqtt.session import Session
 from sqlalchemy.orm import Session as DbSession
 
 from swapflow.db.engine import create_sync_engine
-from swapflow.db.models import CredentialRole
+from swapflow.domain.network import CredentialRole
 from swapflow.identity.acl import Access, cabinet_may, service_may
 from swapflow.identity.credentials import SERVICE_CLIENT_ID_PREFIX, check_login
 

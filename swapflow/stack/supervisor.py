@@ -11,13 +11,13 @@ import httpx
 
 from swapflow.db.engine import create_sync_engine
 from swapflow.db.migrate import upgrade
-from swapflow.db.seed import seed_demo_network
+from swapflow.demo.accounts import seed_demo_accounts
+from swapflow.demo.network import seed_demo_network
 from swapflow.identity.credentials import (
     authenticates,
     provision_embedded_stack,
     provision_simulated_tower_cabinets,
 )
-from swapflow.ops.accounts import seed_demo_accounts
 from swapflow.settings import Settings
 from swapflow.stack.processes import ManagedProcess, find_binary, port_is_free, swapflow_command, wait_for_port
 

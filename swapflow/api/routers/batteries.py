@@ -12,8 +12,10 @@ from pydantic import BaseModel
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.db.cities import battery_city
-from swapflow.db.models import BatteryStatus, CustodianKind, OperatorRole, as_utc
 from swapflow.device_adapter.battery_state import readiness
+from swapflow.domain.clock import as_utc
+from swapflow.domain.network import BatteryStatus, CustodianKind
+from swapflow.domain.ops import OperatorRole
 from swapflow.services import batteries
 
 router = APIRouter(prefix="/v1/batteries", tags=["batteries"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.schemas import CabinetDetail, CabinetSummary, SlotView
-from swapflow.db.models import CabinetCapability
+from swapflow.domain.network import CabinetCapability
 from swapflow.services import cabinets
 from swapflow.services.cabinets import CabinetStatus
 

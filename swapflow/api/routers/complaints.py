@@ -11,7 +11,7 @@ from swapflow.api.auth import Principal, RiderOrMoneyStaff, check_rider_access, 
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.payment_schemas import ComplaintCreate, ComplaintView
 from swapflow.api.problems import problem_responses
-from swapflow.db.models import OperatorRole
+from swapflow.domain.ops import OperatorRole
 from swapflow.services import complaints
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from swapflow.api.auth import STAFF, Principal, require
 from swapflow.api.deps import SessionDep, SettingsDep
 from swapflow.api.schemas import DeadLetterView, NetworkStats
-from swapflow.db.models import SwapStatus
+from swapflow.domain.swaps import SwapStatus
 from swapflow.services import network
 
 router = APIRouter(tags=["network"])

@@ -30,8 +30,10 @@ from swapflow.api.ops_schemas import (
 )
 from swapflow.api.problems import problem_responses
 from swapflow.db.cities import battery_city
-from swapflow.db.models import OperatorRole, WorkOrder, as_utc, utcnow
+from swapflow.db.ops import WorkOrder
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import NotFound
+from swapflow.domain.ops import OperatorRole
 from swapflow.ops.figures import incident_figures, open_by_age
 from swapflow.ops.uptime import Period, UptimeScope, uptime
 from swapflow.services import alerts, batteries, traces, work_orders

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, status
 from swapflow.api.auth import Admin, MoneyStaff, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep
 from swapflow.api.problems import problem_responses
-from swapflow.db.models import utcnow
+from swapflow.domain.clock import utcnow
 from swapflow.domain.pricing import Coupon, PriceRule, PriceRuleSpec, Quote
 from swapflow.services.network import find_rider
 from swapflow.services.pricing import add_coupon, add_price_rule, check_coupon, coupons_for, price_rules, quote_swap

@@ -12,8 +12,8 @@ from swapflow.api.payment_schemas import RefundView
 from swapflow.api.problems import problem_responses
 from swapflow.api.schemas import SwapCreate, SwapView
 from swapflow.db.cities import cabinet_city
-from swapflow.db.models import SwapStatus
 from swapflow.domain.errors import Forbidden, NotFound
+from swapflow.domain.swaps import SwapStatus
 from swapflow.services.swaps import create_swap, find_swap, swap_progress, swap_refund
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from swapflow.db.engine import create_sync_engine, is_sqlite
-from swapflow.db.models import Base
+from swapflow.db.schema import metadata
 from swapflow.settings import get_settings
 
 config = context.config
@@ -15,7 +15,7 @@ engine = create_sync_engine(url)
 with engine.connect() as connection:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         render_as_batch=is_sqlite(url),  # SQLite alters tables by copying them
     )
     with context.begin_transaction():

@@ -1,5 +1,5 @@
 """Demo price rules and coupons: an evening peak in each city, a network-wide night discount, and two
-coupons. Seeded with the demo network (swapflow.db.seed)."""
+coupons. Seeded with the demo network (swapflow.demo.network)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time
 
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import Coupon, PriceRule
+from swapflow.db.pricing import Coupon, PriceRule
 from swapflow.domain.pricing import Adjustment, CouponKind, RuleKind
 
 

@@ -1,4 +1,4 @@
-"""Seed a demo network: cities, stations, cabinets with slots, batteries in slots and riders' hands."""
+"""Seed the demo network: cities, stations, cabinets with slots, batteries in slots and riders' hands."""
 
 from __future__ import annotations
 
@@ -8,29 +8,22 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from swapflow.db.models import (
-    Battery,
-    BatteryStatus,
-    Cabinet,
-    CabinetCapability,
-    CabinetProtocol,
-    City,
-    CustodianKind,
-    CustodyEvent,
+from swapflow.db.money import (
     GoodwillCredit,
     LedgerPosting,
     LedgerTransaction,
-    Rider,
     RiderPaymentMethod,
-    Slot,
-    Station,
     Subscription,
     SubscriptionPlan,
     Wallet,
     WalletEntry,
-    utcnow,
 )
-from swapflow.db.seed_pricing import seed_demo_pricing
+from swapflow.db.network import Battery, Cabinet, City, Rider, Slot, Station
+from swapflow.db.swaps import CustodyEvent
+from swapflow.demo.pricing import seed_demo_pricing
+from swapflow.domain.checks import present
+from swapflow.domain.clock import utcnow
+from swapflow.domain.network import BatteryStatus, CabinetCapability, CabinetProtocol, CustodianKind, slot_ref
 from swapflow.payments.ledger import GOODWILL, provider_clearing, subscription_account, wallet_account
 
 
@@ -53,11 +46,6 @@ DEMO_CITIES = (
 )
 
 BATTERY_MODEL = "LFP-60V-32Ah"
-
-
-def slot_ref(cabinet_id: str, slot_no: int) -> str:
-    """The custodian reference of a cabinet slot."""
-    return f"{cabinet_id}/{slot_no}"
 
 
 def _battery(rng: random.Random, serial: str, soc: float, kind: CustodianKind, ref: str) -> Battery:
@@ -198,8 +186,7 @@ def _seed_payment_methods(session: Session) -> None:
     for rider in session.scalars(select(Rider).order_by(Rider.id)):
         method = demo_payment_method(int(rider.id.rsplit("-", 1)[-1]))
         session.add(RiderPaymentMethod(rider_id=rider.id, method=method, payer=f"demo-{rider.id}"))
-        home = session.get(City, rider.city_code)
-        assert home is not None
+        home = present(session.get(City, rider.city_code), f"city {rider.city_code} of rider {rider.id}")
         if method == "wallet":
             # A demo balance is a goodwill credit: money into a wallet is a payment or finance's gift.
             amount, credit_id = home.swap_price_minor * DEMO_WALLET_TOPUP, f"gw_seed_{rider.id}"[:40]

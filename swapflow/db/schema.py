@@ -1,0 +1,14 @@
+"""The whole schema: every area's tables on the one metadata. The Alembic migrations beside it own the
+schema (on SQLite and PostgreSQL alike) and are generated from and checked against this."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from swapflow.db import devices, identity, money, network, ops, pricing, swaps
+from swapflow.db.base import Base
+
+AREAS = (network, swaps, money, pricing, devices, identity, ops)
+"""Each module of tables; importing them all is what puts every table on the metadata."""
+
+metadata: MetaData = Base.metadata
