@@ -12,13 +12,14 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from swapflow.activities.alert_evaluator import AlertEvaluatorActivities
 from swapflow.activities.device_commands import DeviceCommands
 from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refund import RefundActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.activities.topup import TopUpActivities
-from swapflow.activities.work_order import OpsActivities
+from swapflow.activities.work_order import WorkOrderActivities
 from swapflow.db.engine import Database
 from swapflow.device_commands.queue import CommandQueue
 from swapflow.infra.temporal import connect_temporal
@@ -54,7 +55,8 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     top_ups = TopUpActivities(db, payments)
     reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, commands_out)
-    ops = OpsActivities(db, settings)
+    alerting = AlertEvaluatorActivities(db, settings)
+    work_orders = WorkOrderActivities(db, settings)
     return [
         records.admit,
         records.record_stage,
@@ -71,13 +73,13 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
         reconciliation.reconcile,
         commands.send,
         records.release_coupon,
-        ops.evaluate,
-        ops.deliver,
-        ops.record_step,
-        ops.dispatch,
-        ops.escalate,
-        ops.check_live,
-        ops.close,
+        alerting.evaluate,
+        alerting.deliver,
+        work_orders.record_step,
+        work_orders.dispatch,
+        work_orders.escalate,
+        work_orders.check_live,
+        work_orders.close,
         top_ups.collect,
         top_ups.settle,
     ]

@@ -10,6 +10,11 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from swapflow.db.network import Battery, Cabinet, City, Station
+from swapflow.db.pricing import Coupon as CouponRow
+from swapflow.db.pricing import CouponRedemption
+from swapflow.db.pricing import PriceRule as PriceRuleRow
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import Conflict, NotFound, Refused
 from swapflow.domain.network import CustodianKind
@@ -25,11 +30,6 @@ from swapflow.domain.pricing import (
     quote,
 )
 from swapflow.domain.swaps import SwapStatus
-from swapflow.network import Battery, Cabinet, City, Station
-from swapflow.pricing import Coupon as CouponRow
-from swapflow.pricing import CouponRedemption
-from swapflow.pricing import PriceRule as PriceRuleRow
-from swapflow.swaps import SwapOrder
 
 
 class UnpricedCabinet(LookupError):

@@ -41,9 +41,8 @@ class Evaluation(Contract):
 
 
 # ---------------------------------------------------------------------------------- activities
-# The activities of the alert evaluator and work order workflows, by name and types: a workflow calls
-# these, never the implementations the worker registers (OpsActivities in swapflow.activities.work_order), so
-# their database and network I/O stays out of the sandbox.
+# The evaluator's activities, by name and types: the workflow calls these, never the implementations
+# the worker registers (swapflow.activities.alert_evaluator), so their I/O stays out of the sandbox.
 
 
 @activity.defn(name="evaluate_alert_rules")

@@ -72,6 +72,11 @@ class CommandAnswer(Contract):
     battery: BatteryReading | None = None  # what a read_bms read
 
 
+# ---------------------------------------------------------------------------------- activities
+# The device command activities, by name and types: a workflow calls these, never the implementations
+# the worker registers (swapflow.activities), so their I/O stays out of the sandbox.
+
+
 @activity.defn(name="send_device_command")
 async def send_device_command(request: SendCommandInput) -> CommandAnswer:
     """Record and publish a command to a cabinet; wait for its ack if asked to."""

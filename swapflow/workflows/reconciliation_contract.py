@@ -34,6 +34,11 @@ class ReconciliationReport(Contract):
     ran_at: datetime | None = None
 
 
+# ---------------------------------------------------------------------------------- activities
+# The reconciliation's activities, by name and types: a workflow calls these, never the implementations
+# the worker registers (swapflow.activities), so their I/O stays out of the sandbox.
+
+
 @activity.defn(name="reconcile_day")
 async def reconcile_day(request: ReconcileProvider) -> ReconciliationReport:
     """Compare a day's payments and refunds with the providers' statements."""

@@ -86,9 +86,8 @@ class RefundOutcome(Contract):
 
 
 # ---------------------------------------------------------------------------------- activities
-# The activities of the refund, reconciliation and top-up workflows, by name and types: a workflow calls
-# these, never the implementations the worker registers (RefundActivities, ReconciliationActivities and
-# TopUpActivities in swapflow.activities), so their database and network I/O stays out of the sandbox.
+# The refund's activities, by name and types: the workflow calls these, never the implementations the
+# worker registers (swapflow.activities.refund), so their database and network I/O stays out of the sandbox.
 
 REFUND_DECLINED = "declined"
 """provider_status of a refund submission the provider refused outright."""

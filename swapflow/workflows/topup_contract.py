@@ -24,6 +24,11 @@ class TopUpOutcome(Contract):
     reason: str | None = None
 
 
+# ---------------------------------------------------------------------------------- activities
+# The top-up's activities, by name and types: a workflow calls these, never the implementations
+# the worker registers (swapflow.activities), so their I/O stays out of the sandbox.
+
+
 @activity.defn(name="collect_top_up")
 async def collect_top_up(start: TopUpStart) -> None:
     """Collect a top-up's payment through the rider's provider (or PaymentDeclinedError)."""

@@ -106,6 +106,11 @@ class WorkOrderState(Contract):
     last_verification: tuple[str, ...] = ()
 
 
+# ---------------------------------------------------------------------------------- activities
+# The work order's activities, by name and types: a workflow calls these, never the implementations
+# the worker registers (swapflow.activities), so their I/O stays out of the sandbox.
+
+
 @activity.defn(name="record_work_order_step")
 async def record_work_order_step(step: WorkOrderStep) -> None:
     """Record a step in a work order's timeline."""
