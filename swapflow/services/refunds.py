@@ -9,8 +9,6 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.db.engine import Database
 from swapflow.db.money import Payment, Refund
@@ -20,7 +18,7 @@ from swapflow.domain.errors import Conflict, NotFound
 from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.refunds import RefundOrigin, RefundRefused, RefundState, charge_key, open_refund
 from swapflow.services.idempotency import create_once
-from swapflow.services.temporal import TemporalConnector, connect
+from swapflow.services.temporal import TemporalConnector, connect, start_once
 from swapflow.settings import Settings
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
@@ -91,17 +89,13 @@ async def start_refund(temporal: TemporalConnector, settings: Settings, refund: 
         poll_schedule_s=tuple(settings.payments.refund_poll_schedule_s),
         expected_days=settings.payments.refund_expected_days,
     )
-    try:
-        await client.start_workflow(
-            RefundWorkflow.run,
-            start,
-            id=refund_workflow_id(refund.id),
-            task_queue=settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # already ran to the end
+    await start_once(
+        client,
+        RefundWorkflow.run,
+        start,
+        workflow_id=refund_workflow_id(refund.id),
+        task_queue=settings.temporal.task_queue,
+    )
 
 
 async def refund_order(

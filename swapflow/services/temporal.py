@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.domain.errors import Unavailable
+
+Arg = TypeVar("Arg")
 
 TemporalConnector = Callable[[], Awaitable[Client]]
 """Returns the connected client; raises RuntimeError (as the SDK does) while the server is unreachable."""
@@ -18,3 +23,21 @@ async def connect(temporal: TemporalConnector, unavailable: str) -> Client:
         return await temporal()
     except RuntimeError as exc:
         raise Unavailable(unavailable, f"workflow service unreachable: {exc}") from exc
+
+
+async def start_once(
+    client: Client, run: Callable[[Any, Arg], Awaitable[Any]], arg: Arg, *, workflow_id: str, task_queue: str
+) -> None:
+    """Start the workflow `workflow_id` unless it runs (then it is left running) or ran (a finished one is
+    never started again): what a retried request or a second caller needs."""
+    try:
+        await client.start_workflow(
+            run,
+            arg,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran to the end

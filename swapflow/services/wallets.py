@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from swapflow.db.engine import Database
 from swapflow.db.money import GoodwillCredit, Wallet, WalletTopUp
@@ -14,7 +12,7 @@ from swapflow.db.network import City, Rider
 from swapflow.domain.errors import Conflict, NotFound
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
 from swapflow.services.idempotency import create_once
-from swapflow.services.temporal import TemporalConnector, connect
+from swapflow.services.temporal import TemporalConnector, connect, start_once
 from swapflow.settings import Settings
 from swapflow.workflows.topup import TopUpWorkflow
 from swapflow.workflows.topup_contract import TopUpStart, top_up_workflow_id
@@ -45,17 +43,13 @@ async def start_top_up(temporal: TemporalConnector, settings: Settings, top_up: 
     """Start the workflow that collects an opened top-up (once: a finished one is never started again).
     Unavailable while Temporal is unreachable; the top-up stays pending, and the same request starts it."""
     client = await connect(temporal, "Top-ups unavailable")
-    try:
-        await client.start_workflow(
-            TopUpWorkflow.run,
-            TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payments.payment_pending_timeout_s),
-            id=top_up_workflow_id(top_up.id),
-            task_queue=settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # already ran to the end
+    await start_once(
+        client,
+        TopUpWorkflow.run,
+        TopUpStart(top_up_id=top_up.id, pending_timeout_s=settings.payments.payment_pending_timeout_s),
+        workflow_id=top_up_workflow_id(top_up.id),
+        task_queue=settings.temporal.task_queue,
+    )
 
 
 async def open_rider_top_up(
