@@ -153,7 +153,8 @@ class DeviceAdapter:
             if server is not None:
                 server.shutdown()
             try:
-                await asyncio.wait_for(self._drain(), self._drain_timeout_s)
+                async with asyncio.timeout(self._drain_timeout_s):
+                    await self._drain()
             except TimeoutError:
                 log.error("adapter stopped with %d messages unprocessed", self.router.queued)
             for worker in workers:

@@ -161,7 +161,10 @@ class BrokerConnections:
             heard.clear()
             await client.publish(probe[0], b"", qos=probe[1])
             try:
-                await asyncio.wait_for(heard.wait(), self._probe_timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # lands as the wait ends, and this loop would then outlive the adapter's shutdown.
+                async with asyncio.timeout(self._probe_timeout_s):
+                    await heard.wait()
             except TimeoutError:
                 return
             await asyncio.sleep(self._probe_interval_s)

@@ -72,7 +72,8 @@ class CommandPublisher:
     async def send(self, command: Command, *, wait_s: float = 5.0) -> None:
         """Publish a command to its cabinet's command topic."""
         try:
-            await asyncio.wait_for(self.connected.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self.connected.wait()
         except TimeoutError as exc:
             raise BrokerUnavailable("no MQTT broker connection") from exc
         if self._client is None:

@@ -311,7 +311,8 @@ class TowerSession:
             metrics.CONNECTIONS_CLOSED.labels(cause).inc()
             self.writer.close()
             with suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.writer.wait_closed()
 
     async def _login(self) -> LoginRequest | None:
         """Frames until a login, all within one deadline (frames that keep the link busy do not extend
@@ -399,10 +400,8 @@ class TowerSession:
         reason = "replaced" if self._replaced() else "link_closed"
         offline = self.view.offline(reason).model_dump_json(exclude_none=True)
         try:
-            await asyncio.wait_for(
-                asyncio.shield(mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True)),
-                _PUBLISH_TIMEOUT_S,
-            )
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                await asyncio.shield(mqtt.publish(self._topic(Channel.STATE), offline, qos=1, retain=True))
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("tower %s: offline state not published (%s); the will covers it", self.source, exc)
 
@@ -583,7 +582,8 @@ class TowerSession:
         self.writer.write(encode_message(message))
         metrics.FRAMES_OUT.labels(str(int(getattr(message, "messageType", 0)))).inc()
         try:
-            await asyncio.wait_for(self.writer.drain(), _WRITE_TIMEOUT_S)
+            async with asyncio.timeout(_WRITE_TIMEOUT_S):
+                await self.writer.drain()
         except TimeoutError:
             raise SessionClosed("the cabinet does not read what it is sent", "write_timeout") from None
 

@@ -268,7 +268,8 @@ class SimulatedCabinet:
         # A clean DISCONNECT discards the last-will, so the offline state is published by hand.
         try:
             offline = self._json(self.state(online=False, reason="shutdown"))
-            await asyncio.wait_for(client.publish(self.topic(Channel.STATE), offline, qos=1, retain=True), 2.0)
+            async with asyncio.timeout(2.0):
+                await client.publish(self.topic(Channel.STATE), offline, qos=1, retain=True)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.info("%s: offline state not published (%s)", self.cabinet_id, exc)
 

@@ -106,7 +106,8 @@ class TowerCabinet(SimulatedCabinet):
 
     async def _session(self) -> None:
         """One connection to the gateway: login, full report, then frames both ways until it drops."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.gateway), 10.0)
+        async with asyncio.timeout(10.0):
+            reader, writer = await asyncio.open_connection(*self.gateway)
         helpers: list[asyncio.Task[None]] = []
         try:
             self._write(

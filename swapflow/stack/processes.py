@@ -103,7 +103,8 @@ class ManagedProcess:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.process.wait()
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
