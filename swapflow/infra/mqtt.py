@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aiomqtt
 
 from swapflow.identity.credentials import Login, client_login, service_client_id
 from swapflow.settings import Settings
+
+T = TypeVar("T")
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, waiting for the broker's answers with asyncio.timeout. aiomqtt waits with
+    asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands as the answer arrives: a
+    task cancelled in a publish or subscribe then runs on, and the loop around it outlives its shutdown."""
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109  (its override)
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
 
 def mqtt_client(
@@ -26,7 +47,7 @@ def mqtt_client(
     if login is None:
         identifier = service_client_id(identifier)
         login = client_login(settings)
-    return aiomqtt.Client(
+    return _Client(
         hostname=endpoint.host,
         port=endpoint.port,
         username=login.username if login else None,
