@@ -28,6 +28,17 @@ REFUNDED_REVENUE = "revenue:refunds"
 """Contra-revenue: refunds of swaps that completed (operator and complaint refunds)."""
 
 
+COMMISSION_EXPENSE = "expense:commissions"
+"""What partners earned on swaps (accrued with each swap's revenue; reversed when a swap is refunded)."""
+BANK_CASH = "cash:bank"
+"""Our bank account: bank-transfer payouts leave from it."""
+
+
+def partner_payable(partner_id: str) -> str:
+    """What swapflow owes a partner: accrued commissions, less clawbacks and what was paid out."""
+    return f"partner_payable:{partner_id}"
+
+
 def wallet_account(rider_id: str) -> str:
     """A rider's prepaid balance: a liability to the rider."""
     return f"wallet:{rider_id}"
