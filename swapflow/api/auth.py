@@ -19,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from swapflow.api.deps import DatabaseDep
 from swapflow.api.problems import Problem
 from swapflow.db.cities import rider_city
+from swapflow.db.commissions import Partner
 from swapflow.db.identity import ApiToken, Operator
 from swapflow.db.network import Rider
 from swapflow.domain.errors import Forbidden, NotFound
 from swapflow.domain.ops import OperatorRole
 from swapflow.domain.swaps import RiderStatus
-from swapflow.ops.accounts import OPERATOR, RIDER, hash_token
+from swapflow.ops.accounts import OPERATOR, PARTNER, RIDER, hash_token
 
 STAFF = (OperatorRole.OPERATOR, OperatorRole.CITY_LEAD, OperatorRole.ADMIN)
 """Who watches and acts on the network."""
@@ -35,17 +36,21 @@ MONEY_STAFF = (*STAFF, OperatorRole.FINANCE)
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: a rider (`role` None) or an operator account."""
+    """An authenticated caller: a rider or a partner (`role` None), or an operator account."""
 
     kind: str
     id: str
     role: OperatorRole | None
     cities: frozenset[str] | None
-    """The cities an operator may see; None: all (an admin). A rider's is their own city."""
+    """The cities an operator may see; None: all (an admin). A rider's is their own city, a partner's its own."""
 
     @property
     def is_rider(self) -> bool:
         return self.kind == RIDER
+
+    @property
+    def is_partner(self) -> bool:
+        return self.kind == PARTNER
 
     def sees_city(self, city_code: str) -> bool:
         return self.cities is None or city_code in self.cities
@@ -108,6 +113,11 @@ async def _principal(session: AsyncSession, token_hash: str) -> Principal:
         if rider is None or rider.status != RiderStatus.ACTIVE:
             raise _unauthorized("rider account not active", _INVALID_TOKEN)
         return Principal(RIDER, rider.id, None, frozenset({rider.city_code}))
+    if row.principal_kind == PARTNER:
+        partner = await session.get(Partner, row.principal_id)
+        if partner is None or not partner.active:
+            raise _unauthorized("partner account not active", _INVALID_TOKEN)
+        return Principal(PARTNER, partner.id, None, frozenset(partner.cities))
     operator = await session.get(Operator, row.principal_id)
     if row.principal_kind != OPERATOR or operator is None or not operator.active:
         raise _unauthorized("account not active", _INVALID_TOKEN)
@@ -115,17 +125,21 @@ async def _principal(session: AsyncSession, token_hash: str) -> Principal:
     return Principal(OPERATOR, operator.id, role, None if role == OperatorRole.ADMIN else frozenset(operator.cities))
 
 
-def require(*roles: OperatorRole, riders: bool = False) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting operators of `roles` (an admin always) and, with `riders`, riders."""
+def require(*roles: OperatorRole, riders: bool = False, partners: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting operators of `roles` (an admin always) and, with `riders` / `partners`,
+    riders / partners (who see only their own)."""
     allowed = frozenset(roles) | {OperatorRole.ADMIN}
 
     async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.is_rider:
             if riders:
                 return principal
+        elif principal.is_partner:
+            if partners:
+                return principal
         elif principal.role in allowed:
             return principal
-        raise Forbidden(f"{principal.role or 'rider'} accounts may not do this")
+        raise Forbidden(f"{principal.role or principal.kind} accounts may not do this")
 
     return dependency
 

@@ -17,6 +17,7 @@ from swapflow.domain.ops import OperatorRole
 TOKEN_PREFIX = "sf_"
 RIDER = "rider"
 OPERATOR = "operator"
+PARTNER = "partner"
 
 
 def new_token() -> str:
