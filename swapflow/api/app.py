@@ -22,6 +22,7 @@ from swapflow.api.routers import (
     pricing,
     refunds,
     riders,
+    settlements,
     swaps,
     wallets,
 )
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refunds,
         complaints,
         finance,
+        settlements,
         payments,
     ):
         app.include_router(module.router)

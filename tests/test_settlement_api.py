@@ -1,0 +1,431 @@
+"""Settlement runs over the API: finance lists (filtered, a page at a time) and reads runs of its cities,
+with their lines, decisions and payouts, and downloads a statement as CSV; a partner reads its own
+approved statements only; riders and operators may do neither."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from swapflow.api.app import create_app
+from swapflow.db.commissions import Partner, PartnerPayout, SettlementDecision, SettlementLine, SettlementRun
+from swapflow.db.engine import Database
+from swapflow.domain.commissions import AccrualKind, LineKind, StatementLine
+from swapflow.domain.ops import OperatorRole
+from swapflow.ops.accounts import PARTNER, issue_token
+from swapflow.services.settlement_statements import STATEMENT_COLUMNS, format_minor
+from swapflow.settings import Settings
+from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
+from tests.ops_harness import bearer, operator_token, rider_token
+
+HOST_SH, AGENT_SH, HOST_BER = "host-sh-1", "agent-sh-1", "host-ber-1"
+
+STATEMENT = (
+    StatementLine(
+        kind=LineKind.ACCRUALS,
+        amount_minor=12_345,
+        label="percentage accruals",
+        accrual_kind=AccrualKind.PERCENTAGE,
+        plan_id="plan-host",
+        plan_version=2,
+        rate_bp=500,
+        swaps=412,
+        basis_minor=246_900,
+    ),
+    StatementLine(
+        kind=LineKind.TIER_ADJUSTMENT,
+        amount_minor=300,
+        label="volume tier at 700 bp",
+        plan_id="plan-host",
+        plan_version=2,
+        rate_bp=200,
+        swaps=25,
+        basis_minor=15_000,
+    ),
+    StatementLine(
+        kind=LineKind.CLAWBACK,
+        amount_minor=-600,
+        label="clawback of swap ord-9, refunded",
+        accrual_kind=AccrualKind.PERCENTAGE,
+        plan_id="plan-host",
+        plan_version=1,
+        swap_id="ord-9",
+        refund_id="refund:ord-9",
+    ),
+    StatementLine(kind=LineKind.CARRIED_IN, amount_minor=55, label="carried in"),
+)
+"""A statement of lines of every sort, adding up to 12,100."""
+
+
+@dataclass
+class Run:
+    """A settlement run to insert as its workflow records it."""
+
+    partner_id: str
+    month: int
+    status: RunStatus = RunStatus.AWAITING_APPROVAL
+    city_code: str | None = "SH"
+    currency: str = "CNY"
+    lines: Sequence[StatementLine] = STATEMENT
+    decisions: Sequence[tuple[str, str, str]] = ()
+    """(decision, by, reason)"""
+    payouts: Sequence[tuple[str, str | None, str | None]] = ()
+    """(status, provider_ref, failure_reason)"""
+    revision: int = field(default=1)
+
+    @property
+    def label(self) -> str:
+        return f"2026-{self.month:02d}"
+
+    @property
+    def id(self) -> str:
+        return settlement_run_id(self.partner_id, self.label)
+
+
+async def insert(db: Database, *runs: Run) -> list[str]:
+    """The runs with their lines, decisions and payouts; their ids."""
+    async with db.transaction() as session:
+        for run in runs:
+            total = sum(line.amount_minor for line in run.lines)
+            session.add(
+                SettlementRun(
+                    id=run.id,
+                    partner_id=run.partner_id,
+                    city_code=run.city_code,
+                    period_label=run.label,
+                    period_start=datetime(2026, run.month, 1, tzinfo=UTC),
+                    period_end=datetime(2026, run.month + 1, 1, tzinfo=UTC),
+                    currency=run.currency,
+                    status=run.status,
+                    workflow_id=settlement_workflow_id(run.partner_id, run.label),
+                    revision=run.revision,
+                    plan_id="plan-host",
+                    plan_version=2,
+                    accruals_count=437,
+                    carried_in_minor=55,
+                    total_minor=total,
+                    prepared_by="schedule",
+                )
+            )
+            await session.flush()
+            for position, line in enumerate(run.lines, start=1):
+                session.add(
+                    SettlementLine(
+                        run_id=run.id,
+                        position=position,
+                        kind=line.kind,
+                        amount_minor=line.amount_minor,
+                        label=line.label,
+                        detail=line.model_dump(
+                            mode="json", exclude={"kind", "amount_minor", "label"}, exclude_none=True
+                        ),
+                    )
+                )
+            for decision, by, reason in run.decisions:
+                session.add(SettlementDecision(run_id=run.id, revision=1, decision=decision, by=by, reason=reason))
+            for attempt, (status, ref, failure) in enumerate(run.payouts, start=1):
+                session.add(
+                    PartnerPayout(
+                        key=f"settlement:{run.id}:payout:{attempt}",
+                        run_id=run.id,
+                        attempt=attempt,
+                        partner_id=run.partner_id,
+                        method="sandbox",
+                        amount_minor=total,
+                        currency=run.currency,
+                        status=status,
+                        provider_ref=ref,
+                        failure_reason=failure,
+                    )
+                )
+    return [run.id for run in runs]
+
+
+@pytest.fixture
+async def partners(db: Database) -> None:
+    async with db.transaction() as session:
+        for partner_id, kind, city, zone, currency in (
+            (HOST_SH, "station_host", "SH", "Asia/Shanghai", "CNY"),
+            (AGENT_SH, "channel_agent", "SH", "Asia/Shanghai", "CNY"),
+            (HOST_BER, "station_host", "BER", "Europe/Berlin", "EUR"),
+        ):
+            session.add(
+                Partner(
+                    id=partner_id,
+                    kind=kind,
+                    name=partner_id.upper(),
+                    cities=[city],
+                    time_zone=zone,
+                    currency=currency,
+                    payout_method="sandbox",
+                )
+            )
+
+
+@pytest.fixture
+def api(settings: Settings, partners: None) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+async def finance(db: Database) -> dict[str, str]:
+    """A finance account of every city."""
+    return bearer(await operator_token(db, "finance-all", OperatorRole.FINANCE, ["SH", "SZ", "HZ", "BER"]))
+
+
+@pytest.fixture
+async def finance_sh(db: Database) -> dict[str, str]:
+    return bearer(await operator_token(db, "finance-sh", OperatorRole.FINANCE, ["SH"]))
+
+
+async def partner_headers(db: Database, partner_id: str) -> dict[str, str]:
+    async with db.transaction() as session:
+        return bearer(await issue_token(session, PARTNER, partner_id, "test"))
+
+
+def rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+# ---------------------------------------------------------------------------------- listing
+
+
+async def test_finance_lists_runs_latest_period_first_a_page_at_a_time(
+    api: TestClient, db: Database, finance: dict[str, str]
+) -> None:
+    ids = await insert(db, *(Run(HOST_SH, month) for month in range(1, 6)), Run(AGENT_SH, 5))
+    pages, cursor = [], None
+    while True:
+        page = api.get(
+            "/v1/finance/settlements", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=finance
+        ).json()
+        pages.append([run["id"] for run in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert pages == [
+        [ids[5], ids[4]],  # May: agent-sh-1 before host-sh-1, by id
+        [ids[3], ids[2]],
+        [ids[1], ids[0]],
+    ]
+
+
+async def test_a_cursor_naming_no_run_of_the_listing_is_a_422_problem(
+    api: TestClient, db: Database, finance: dict[str, str]
+) -> None:
+    [sh_run] = await insert(db, Run(HOST_SH, 1))
+    unknown = api.get("/v1/finance/settlements", params={"cursor": "nope"}, headers=finance)
+    other_status = api.get("/v1/finance/settlements", params={"cursor": sh_run, "status": "paid"}, headers=finance)
+    assert (unknown.status_code, unknown.headers["content-type"]) == (422, "application/problem+json")
+    assert other_status.status_code == 422
+
+
+async def test_finance_filters_runs_by_status_city_partner_and_period(
+    api: TestClient, db: Database, finance: dict[str, str]
+) -> None:
+    paid, waiting, agents, berlin = await insert(
+        db,
+        Run(HOST_SH, 1, RunStatus.PAID),
+        Run(HOST_SH, 2),
+        Run(AGENT_SH, 2),
+        Run(HOST_BER, 2, city_code="BER", currency="EUR"),
+    )
+
+    def listed(**params: str) -> list[str]:
+        return sorted(
+            run["id"] for run in api.get("/v1/finance/settlements", params=params, headers=finance).json()["items"]
+        )
+
+    assert listed(status="paid") == [paid]
+    assert listed(status="awaiting_approval", city="SH") == sorted([waiting, agents])
+    assert listed(city="BER") == [berlin]
+    assert listed(partner=HOST_SH) == sorted([paid, waiting])
+    assert listed(period="2026-02", partner=AGENT_SH) == [agents]
+    assert api.get("/v1/finance/settlements", params={"status": "lost"}, headers=finance).status_code == 422
+
+
+# ---------------------------------------------------------------------------------- a run
+
+
+async def test_a_runs_detail_shows_its_header_decisions_payouts_and_lines_in_order_adding_up_to_its_total(
+    api: TestClient, db: Database, finance: dict[str, str]
+) -> None:
+    [run_id] = await insert(
+        db,
+        Run(
+            HOST_SH,
+            3,
+            RunStatus.PAYOUT_FAILED,
+            decisions=[("rejected", "finance-a", "wrong plan"), ("approved", "finance-b", "")],
+            payouts=[("failed", "po_1", "account closed")],
+        ),
+    )
+    run = api.get(f"/v1/finance/settlements/{run_id}", headers=finance).json()
+
+    assert (run["partner"]["id"], run["partner"]["name"], run["period_label"], run["status"]) == (
+        HOST_SH,
+        "HOST-SH-1",
+        "2026-03",
+        "payout_failed",
+    )
+    assert (run["plan_id"], run["plan_version"], run["prepared_by"], run["workflow_id"]) == (
+        "plan-host",
+        2,
+        "schedule",
+        f"settlement/{HOST_SH}/2026-03",
+    )
+    assert [line["position"] for line in run["lines"]] == [1, 2, 3, 4]
+    assert [line["kind"] for line in run["lines"]] == ["accruals", "tier_adjustment", "clawback", "carried_in"]
+    assert sum(line["amount_minor"] for line in run["lines"]) == run["total_minor"] == 12_100
+    assert run["lines"][2]["detail"] == {
+        "accrual_kind": "percentage",
+        "plan_id": "plan-host",
+        "plan_version": 1,
+        "swap_id": "ord-9",
+        "refund_id": "refund:ord-9",
+    }
+    assert [(d["decision"], d["by"], d["reason"]) for d in run["decisions"]] == [
+        ("rejected", "finance-a", "wrong plan"),
+        ("approved", "finance-b", ""),
+    ]
+    assert [(p["attempt"], p["status"], p["provider_ref"], p["failure_reason"]) for p in run["payouts"]] == [
+        (1, "failed", "po_1", "account closed")
+    ]
+
+
+async def test_an_unknown_run_is_a_404_problem(api: TestClient, finance: dict[str, str]) -> None:
+    response = api.get("/v1/finance/settlements/nobody-2026-01", headers=finance)
+    assert (response.status_code, response.json()["title"]) == (404, "Unknown settlement run")
+
+
+async def test_a_runs_statement_csv_has_a_row_per_line_then_the_total_in_minor_and_major_units(
+    api: TestClient, db: Database, finance: dict[str, str]
+) -> None:
+    [run_id] = await insert(db, Run(HOST_SH, 3))
+    response = api.get(f"/v1/finance/settlements/{run_id}/statement.csv", headers=finance)
+
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert f'filename="statement-{run_id}.csv"' in response.headers["content-disposition"]
+    assert response.text.splitlines()[0] == ",".join(STATEMENT_COLUMNS)
+    table = rows(response.text)
+    assert [(r["position"], r["kind"], r["amount_minor"], r["amount"]) for r in table] == [
+        ("1", "accruals", "12345", "123.45"),
+        ("2", "tier_adjustment", "300", "3.00"),
+        ("3", "clawback", "-600", "-6.00"),
+        ("4", "carried_in", "55", "0.55"),
+        ("", "total", "12100", "121.00"),
+    ]
+    assert {(r["run_id"], r["partner_id"], r["period"], r["currency"]) for r in table} == {
+        (run_id, HOST_SH, "2026-03", "CNY")
+    }
+    assert (table[0]["rate_bp"], table[0]["swaps"], table[0]["basis_minor"], table[0]["swap_id"]) == (
+        "500",
+        "412",
+        "246900",
+        "",
+    )
+    assert (table[2]["swap_id"], table[2]["refund_id"]) == ("ord-9", "refund:ord-9")
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "currency", "shown"),
+    [
+        (123_456, "CNY", "1234.56"),
+        (-5, "EUR", "-0.05"),
+        (0, "CNY", "0.00"),
+        (1_500, "JPY", "1500"),
+        (1_234, "KWD", "1.234"),
+    ],
+)
+def test_amounts_are_shown_with_their_currencys_decimals(amount_minor: int, currency: str, shown: str) -> None:
+    assert format_minor(amount_minor, currency) == shown
+
+
+# ---------------------------------------------------------------------------------- cities
+
+
+async def test_a_city_scoped_finance_user_lists_only_its_cities_runs(
+    api: TestClient, db: Database, finance_sh: dict[str, str]
+) -> None:
+    sh_run, _ = await insert(db, Run(HOST_SH, 1), Run(HOST_BER, 1, city_code="BER", currency="EUR"))
+    assert [run["id"] for run in api.get("/v1/finance/settlements", headers=finance_sh).json()["items"]] == [sh_run]
+    assert api.get("/v1/finance/settlements", params={"city": "BER"}, headers=finance_sh).status_code == 403
+
+
+async def test_another_citys_run_does_not_exist_for_a_city_scoped_finance_user(
+    api: TestClient, db: Database, finance_sh: dict[str, str]
+) -> None:
+    [ber_run] = await insert(db, Run(HOST_BER, 1, city_code="BER", currency="EUR"))
+    for path in (f"/v1/finance/settlements/{ber_run}", f"/v1/finance/settlements/{ber_run}/statement.csv"):
+        response = api.get(path, headers=finance_sh)
+        assert (response.status_code, response.json()["title"]) == (404, "Unknown settlement run"), path
+
+
+# ---------------------------------------------------------------------------------- partners
+
+
+async def test_a_partner_reads_its_own_approved_statements(api: TestClient, db: Database) -> None:
+    paid, failed, _draft, _rejected, _other = await insert(
+        db,
+        Run(HOST_SH, 1, RunStatus.PAID, payouts=[("succeeded", "po_1", None)]),
+        Run(HOST_SH, 2, RunStatus.PAYOUT_FAILED, payouts=[("failed", "po_2", "account closed")]),
+        Run(HOST_SH, 3),
+        Run(HOST_SH, 4, RunStatus.REJECTED),
+        Run(AGENT_SH, 1, RunStatus.PAID),
+    )
+    host = await partner_headers(db, HOST_SH)
+
+    listed = api.get("/v1/partner/statements", headers=host).json()
+    assert ([s["id"] for s in listed["items"]], listed["next_cursor"]) == ([failed, paid], None)
+    statement = api.get(f"/v1/partner/statements/{paid}", headers=host).json()
+    assert sum(line["amount_minor"] for line in statement["lines"]) == statement["total_minor"] == 12_100
+    assert [(p["status"], p["provider_ref"]) for p in statement["payouts"]] == [("succeeded", "po_1")]
+    assert "decisions" not in statement and "prepared_by" not in statement
+    csv_rows = rows(api.get(f"/v1/partner/statements/{paid}/statement.csv", headers=host).text)
+    assert csv_rows[-1]["kind"] == "total" and csv_rows[-1]["amount_minor"] == "12100"
+
+
+async def test_another_partners_statement_and_a_statement_not_yet_approved_do_not_exist_for_a_partner(
+    api: TestClient, db: Database
+) -> None:
+    others, draft = await insert(db, Run(AGENT_SH, 1, RunStatus.PAID), Run(HOST_SH, 2))
+    host = await partner_headers(db, HOST_SH)
+    for run_id in (others, draft):
+        for path in (f"/v1/partner/statements/{run_id}", f"/v1/partner/statements/{run_id}/statement.csv"):
+            response = api.get(path, headers=host)
+            assert (response.status_code, response.json()["title"]) == (404, "Unknown settlement run"), path
+
+
+# ---------------------------------------------------------------------------------- who may call
+
+
+async def test_riders_operators_and_partners_may_not_read_finances_runs(api: TestClient, db: Database) -> None:
+    [run_id] = await insert(db, Run(HOST_SH, 1))
+    callers = {
+        "rider": bearer(await rider_token(db, "rider-sh-0001")),
+        "operator": bearer(await operator_token(db, "ops-sh", OperatorRole.OPERATOR, ["SH"])),
+        "city lead": bearer(await operator_token(db, "lead-sh", OperatorRole.CITY_LEAD, ["SH"])),
+        "partner": await partner_headers(db, HOST_SH),
+    }
+    for who, headers in callers.items():
+        for path in ("/v1/finance/settlements", f"/v1/finance/settlements/{run_id}"):
+            assert api.get(path, headers=headers).status_code == 403, (who, path)
+
+
+async def test_only_partner_accounts_read_partner_statements(api: TestClient, db: Database) -> None:
+    for who, headers in {
+        "rider": bearer(await rider_token(db, "rider-sh-0001")),
+        "operator": bearer(await operator_token(db, "ops-sh", OperatorRole.OPERATOR, ["SH"])),
+        "finance": bearer(await operator_token(db, "finance-sh", OperatorRole.FINANCE, ["SH"])),
+        "admin": bearer(await operator_token(db, "admin", OperatorRole.ADMIN)),
+    }.items():
+        assert api.get("/v1/partner/statements", headers=headers).status_code == 403, who
+    assert api.get("/v1/partner/statements", headers={"Authorization": ""}).status_code == 401
