@@ -218,14 +218,14 @@ async def test_finance_lists_runs_latest_period_first_a_page_at_a_time(
     ]
 
 
-async def test_a_cursor_naming_no_run_of_the_listing_is_a_422_problem(
+async def test_a_cursor_naming_no_run_of_the_listing_is_a_404_problem(
     api: TestClient, db: Database, finance: dict[str, str]
 ) -> None:
     [sh_run] = await insert(db, Run(HOST_SH, 1))
     unknown = api.get("/v1/finance/settlements", params={"cursor": "nope"}, headers=finance)
     other_status = api.get("/v1/finance/settlements", params={"cursor": sh_run, "status": "paid"}, headers=finance)
-    assert (unknown.status_code, unknown.headers["content-type"]) == (422, "application/problem+json")
-    assert other_status.status_code == 422
+    assert (unknown.status_code, unknown.headers["content-type"]) == (404, "application/problem+json")
+    assert other_status.status_code == 404
 
 
 async def test_finance_filters_runs_by_status_city_partner_and_period(

@@ -31,7 +31,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.commissions import Partner, PartnerPayout, SettlementDecision, SettlementLine, SettlementRun
-from swapflow.domain.errors import Invalid, NotFound
+from swapflow.domain.errors import NotFound
 from swapflow.workflows.settlement_contract import RunStatus
 
 PARTNER_VISIBLE = frozenset(
@@ -138,7 +138,7 @@ async def list_runs(
 ) -> RunPage:
     """Runs of `cities` (None: all), latest period first (then by id), at most `limit`, filtered by
     status, partner and period label; `cursor` is the previous page's `next_cursor` (the last run it
-    showed), Invalid if it names no run of these."""
+    showed): NotFound unless it names a run of this listing."""
     where: list[Any] = []
     if cities is not None:
         where.append(SettlementRun.city_code.in_(cities))
@@ -152,7 +152,7 @@ async def list_runs(
     if cursor is not None:
         last = await session.scalar(select(SettlementRun).where(SettlementRun.id == cursor, *where))
         if last is None:
-            raise Invalid(f"cursor {cursor!r} names no run of this listing")
+            raise NotFound("settlement run", cursor, detail=f"cursor {cursor!r} names no run of this listing")
         query = query.where(
             or_(
                 SettlementRun.period_start < last.period_start,

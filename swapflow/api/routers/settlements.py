@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.auth import Finance, Principal, require
 from swapflow.api.deps import SessionDep
+from swapflow.api.problems import problem_responses
 from swapflow.api.settlement_schemas import (
     PartnerStatementPage,
     PartnerStatementSummary,
@@ -37,6 +38,8 @@ async def _partner(principal: Annotated[Principal, Depends(require(partners=True
 PartnerCaller = Annotated[Principal, Depends(_partner)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=80, description="The previous page's `next_cursor`.")]
+CURSOR_PROBLEMS = problem_responses(404)
+"""A listing's cursor that names no run of it."""
 CSV = "text/csv"
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -74,7 +77,7 @@ async def _partner_run(session: AsyncSession, principal: Principal, run_id: str)
 # ---------------------------------------------------------------------------------- finance
 
 
-@router.get("/v1/finance/settlements", response_model=SettlementRunPage)
+@router.get("/v1/finance/settlements", response_model=SettlementRunPage, responses=CURSOR_PROBLEMS)
 async def list_settlements(
     session: SessionDep,
     principal: Finance,
@@ -117,7 +120,7 @@ async def settlement_statement(run_id: str, session: SessionDep, principal: Fina
 # ---------------------------------------------------------------------------------- partners
 
 
-@router.get("/v1/partner/statements", response_model=PartnerStatementPage)
+@router.get("/v1/partner/statements", response_model=PartnerStatementPage, responses=CURSOR_PROBLEMS)
 async def list_partner_statements(
     session: SessionDep, principal: PartnerCaller, cursor: Cursor = None, limit: Limit = 100
 ) -> PartnerStatementPage:
