@@ -226,7 +226,7 @@ async def test_a_large_transfer_carries_the_payees_name_encrypted(
     assert detail.user_name == "张三"
 
 
-async def test_a_payout_wechat_cannot_take_is_declined_before_anything_is_sent(
+async def test_a_payout_wechat_cannot_take_is_declined_and_submits_nothing(
     provider: WeChatPayoutProvider, wechat_fake: WeChatPayFake
 ) -> None:
     for request in (
