@@ -56,7 +56,11 @@ class _Answer:
 
     def __init__(self, status: int, body: str | bytes) -> None:
         self.status = status
-        self.json: dict[str, Any] = json.loads(body) if isinstance(body, str) and body else {}
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:  # a proxy's error page, say: the status alone classifies it
+            parsed = {}
+        self.json: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
 
     @property
     def code(self) -> str:
