@@ -226,6 +226,15 @@ async def test_a_large_transfer_carries_the_payees_name_encrypted(
     assert detail.user_name == "张三"
 
 
+async def test_a_payout_without_description_is_remarked_with_the_batch_name(
+    provider: WeChatPayoutProvider, wechat_fake: WeChatPayFake
+) -> None:
+    request = payout_request(description="")
+    await provider.pay(request)
+    batch = wechat_fake.batches[out_batch_no(request.key)]
+    assert (batch.batch_remark, batch.details[0].remark) == ("swapflow commission", "swapflow commission")
+
+
 async def test_a_payout_wechat_cannot_take_is_declined_and_submits_nothing(
     provider: WeChatPayoutProvider, wechat_fake: WeChatPayFake
 ) -> None:

@@ -116,7 +116,7 @@ class WeChatPayoutProvider:
         holder = request.details.get("holder")
         if request.amount_minor >= USER_NAME_FROM_MINOR and not holder:
             raise ProviderDeclined("a WeChat transfer of 2,000 yuan or more needs the payee's name (details.holder)")
-        remark = request.description[:_TEXT_LIMIT]
+        remark = request.description[:_TEXT_LIMIT] or self._batch_name  # WeChat requires a remark
         detail: dict[str, Any] = {
             "out_detail_no": out_detail_no(request.key),
             "transfer_amount": request.amount_minor,
