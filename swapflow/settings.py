@@ -235,6 +235,12 @@ class WeChatSettings(_Group):
     notify_url: str | None = Field(None, description="Public URL of POST /v1/payments/wechat/notify.")
     gateway_url: str | None = Field(None, description="Override of https://api.mch.weixin.qq.com (tests).")
     timeout_s: float = Field(10.0, description="Read timeout of one WeChat Pay call.")
+    transfer_scene_id: str | None = Field(
+        None, description="Scene id of commission payouts (merchant transfers); unset: the merchant's default scene."
+    )
+    transfer_batch_name: str = Field(
+        "swapflow commission", max_length=32, description="Name of each payout's transfer batch (at most 32)."
+    )
 
 
 class StripeSettings(_Group):

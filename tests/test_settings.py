@@ -108,6 +108,8 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_WECHAT_NOTIFY_URL", "wechat.notify_url", "wechat_notify_url-value", "wechat_notify_url-value"),
     ("SWAPFLOW_WECHAT_GATEWAY_URL", "wechat.gateway_url", "wechat_gateway_url-value", "wechat_gateway_url-value"),
     ("SWAPFLOW_WECHAT_TIMEOUT_S", "wechat.timeout_s", "0.5", 0.5),
+    ("SWAPFLOW_WECHAT_TRANSFER_SCENE_ID", "wechat.transfer_scene_id", "1005", "1005"),
+    ("SWAPFLOW_WECHAT_TRANSFER_BATCH_NAME", "wechat.transfer_batch_name", "partner pay", "partner pay"),
     ("SWAPFLOW_STRIPE_API_KEY", "stripe.api_key", "stripe_api_key-value", "stripe_api_key-value"),
     (
         "SWAPFLOW_STRIPE_WEBHOOK_SECRET",

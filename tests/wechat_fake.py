@@ -3,8 +3,10 @@ verification and decryption run in tests.
 
 It verifies every request's `Authorization: WECHATPAY2-SHA256-RSA2048 ...` signature with the merchant's
 public key, signs every answer with its own platform key (public-key mode: `Wechatpay-Serial` is the public
-key id), keeps orders and refunds in memory, lets a test play the rider (`pay`) and WeChat's back office
-(`settle_refund`), and builds signed, AES-GCM-encrypted notifications. Keys are generated per fake.
+key id), keeps orders, refunds and merchant transfer batches in memory, lets a test play the rider (`pay`)
+and WeChat's back office (`settle_refund`, `process_transfer`, `settle_transfer`, `close_transfer`), go
+offline and come back (`go_offline`, `come_back`), and builds signed, AES-GCM-encrypted notifications. Keys
+are generated per fake.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import secrets
 import threading
 import time
@@ -19,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 CHINA = timezone(timedelta(hours=8))
+TRANSFER_NUMBER = re.compile(r"[0-9A-Za-z]{5,32}")  # out_batch_no / out_detail_no
 BILL_HEADER = (
     "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
     "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
@@ -88,6 +92,49 @@ class FakeRefund:
     success_time: float | None = None
 
 
+@dataclass
+class FakeTransferDetail:
+    out_detail_no: str
+    detail_id: str
+    amount: int
+    remark: str
+    openid: str
+    user_name: str | None  # decrypted: what the merchant sent, encrypted with the platform key
+    status: str = "INIT"
+    fail_reason: str | None = None
+    updated: float = field(default_factory=time.time)
+
+
+@dataclass
+class FakeBatch:
+    out_batch_no: str
+    batch_id: str
+    appid: str
+    batch_name: str
+    batch_remark: str
+    total_amount: int
+    total_num: int
+    scene_id: str | None
+    details: list[FakeTransferDetail]
+    status: str = "ACCEPTED"
+    close_reason: str | None = None
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def parameters(self) -> tuple[Any, ...]:
+        """What a re-entry under the same number must repeat to be answered this batch."""
+        details = tuple((d.out_detail_no, d.amount, d.remark, d.openid, d.user_name) for d in self.details)
+        return (
+            self.appid,
+            self.batch_name,
+            self.batch_remark,
+            self.total_amount,
+            self.total_num,
+            self.scene_id,
+            details,
+        )
+
+
 class WeChatPayFake:
     """The fake server. Start with `start()`, stop with `stop()`; `settings_values()` configures a provider."""
 
@@ -100,16 +147,19 @@ class WeChatPayFake:
         self.orders: dict[str, FakeOrder] = {}
         self.refunds: dict[str, FakeRefund] = {}
         self.created_orders = 0  # JSAPI orders actually created (not answered again for a repeat)
+        self.batches: dict[str, FakeBatch] = {}
+        self.created_batches = 0  # transfer batches actually created (not answered again for a re-entry)
         self.bad_signatures = 0
-        self._delays: list[float] = []
-        self._failures: list[tuple[int, str]] = []
+        self._delays: list[tuple[float, str]] = []  # (seconds, only requests whose method and path start so)
+        self._failures: list[tuple[int, str, str]] = []  # (status, code, the same prefix)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._offline_port = 0
 
     # ---- life ----
 
-    def start(self) -> str:
-        """Serve on a free loopback port; returns the gateway URL."""
+    def start(self, port: int = 0) -> str:
+        """Serve on loopback (a free port unless `port` is given); returns the gateway URL."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,7 +172,7 @@ class WeChatPayFake:
             def do_POST(self) -> None:
                 fake._handle(self, "POST")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self.url
@@ -172,14 +222,56 @@ class WeChatPayFake:
                 refund.success_time = time.time()
             return refund
 
-    def delay_next_answer(self, seconds: float) -> None:
-        """The next request takes effect, then its answer is held back `seconds` (longer than the client
-        waits: the answer is lost after the money moved)."""
-        self._delays.append(seconds)
+    def process_transfer(self, out_batch_no: str) -> FakeBatch:
+        """WeChat starts paying an accepted batch: it and its details are PROCESSING."""
+        with self._lock:
+            batch = self.batches[out_batch_no]
+            assert batch.status in ("ACCEPTED", "PROCESSING"), f"batch {out_batch_no} is {batch.status}"
+            batch.status, batch.updated = "PROCESSING", time.time()
+            for detail in batch.details:
+                detail.status, detail.updated = "PROCESSING", time.time()
+            return batch
 
-    def fail_next(self, status: int, code: str) -> None:
-        """The next request is answered with an error and has no effect."""
-        self._failures.append((status, code))
+    def settle_transfer(self, out_batch_no: str, status: str = "SUCCESS", fail_reason: str | None = None) -> FakeBatch:
+        """Every detail of a batch ends SUCCESS, or FAIL with `fail_reason` (ACCOUNT_FROZEN ...); the batch
+        is FINISHED."""
+        assert status in ("SUCCESS", "FAIL") and (status == "FAIL") == (fail_reason is not None)
+        with self._lock:
+            batch = self.batches[out_batch_no]
+            assert batch.status in ("ACCEPTED", "PROCESSING"), f"batch {out_batch_no} is {batch.status}"
+            batch.status, batch.updated = "FINISHED", time.time()
+            for detail in batch.details:
+                detail.status, detail.fail_reason, detail.updated = status, fail_reason, time.time()
+            return batch
+
+    def close_transfer(self, out_batch_no: str, reason: str = "OVERDUE_CLOSE") -> FakeBatch:
+        """WeChat closes a batch it never paid (not confirmed in time, revoked): CLOSED with `reason`."""
+        with self._lock:
+            batch = self.batches[out_batch_no]
+            assert batch.status in ("ACCEPTED", "PROCESSING"), f"batch {out_batch_no} is {batch.status}"
+            batch.status, batch.close_reason, batch.updated = "CLOSED", reason, time.time()
+            return batch
+
+    def go_offline(self) -> None:
+        """Stop listening (connections are refused), keeping every order, refund and batch."""
+        self._offline_port = int(self.url.rsplit(":", 1)[1])
+        self.stop()
+        self._server = None
+
+    def come_back(self) -> None:
+        """Listen again on the same port, with the state kept."""
+        assert self._server is None, "the fake is not offline"
+        self.start(self._offline_port)
+
+    def delay_next_answer(self, seconds: float, *, request: str = "") -> None:
+        """The next request takes effect, then its answer is held back `seconds` (longer than the client
+        waits: the answer is lost after the money moved). `request` narrows it to the next one whose
+        "METHOD /path" starts so ("POST /v3/transfer/batches")."""
+        self._delays.append((seconds, request))
+
+    def fail_next(self, status: int, code: str, *, request: str = "") -> None:
+        """The next request (narrowed as for `delay_next_answer`) is answered with an error and has no effect."""
+        self._failures.append((status, code, request))
 
     # ---- notifications ----
 
@@ -278,13 +370,17 @@ class WeChatPayFake:
             self.bad_signatures += 1
             self._reply(handler, 401, {"code": "SIGN_ERROR", "message": "signature verification failed"})
             return
-        if self._failures:
-            status, code = self._failures.pop(0)
+        failure = _take(self._failures, f"{method} {handler.path}")
+        if failure is not None:
+            status, code, _ = failure
             self._reply(handler, status, {"code": code, "message": code})
             return
-        delay = self._delays.pop(0) if self._delays else 0.0
+        delayed = _take(self._delays, f"{method} {handler.path}")
+        delay = delayed[0] if delayed else 0.0
         with self._lock:
-            status, answer = self._route(method, handler.path, json.loads(body) if body else {})
+            status, answer = self._route(
+                method, handler.path, json.loads(body) if body else {}, handler.headers.get("Wechatpay-Serial")
+            )
         if delay:
             time.sleep(delay)
         self._reply(handler, status, answer)
@@ -310,7 +406,9 @@ class WeChatPayFake:
         except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: the answer is lost
             pass
 
-    def _route(self, method: str, target: str, data: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes | None]:
+    def _route(
+        self, method: str, target: str, data: dict[str, Any], serial: str | None = None
+    ) -> tuple[int, dict[str, Any] | bytes | None]:
         parts = urlsplit(target)
         path, query = parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
         if method == "POST" and path == "/v3/pay/transactions/jsapi":
@@ -330,6 +428,21 @@ class WeChatPayFake:
             if refund is None:
                 return 404, {"code": "RESOURCE_NOT_EXISTS", "message": "refund does not exist"}
             return 200, self._refund_json(refund)
+        if method == "POST" and path == "/v3/transfer/batches":
+            return self._create_batch(data, serial)
+        if method == "GET" and path.startswith("/v3/transfer/batches/out-batch-no/"):
+            number, _, detail_no = path.removeprefix("/v3/transfer/batches/out-batch-no/").partition(
+                "/details/out-detail-no/"
+            )
+            batch = self.batches.get(number)
+            if batch is None:
+                return 404, {"code": "NOT_FOUND", "message": "记录不存在"}
+            if detail_no:
+                detail = next((d for d in batch.details if d.out_detail_no == detail_no), None)
+                if detail is None:
+                    return 404, {"code": "NOT_FOUND", "message": "记录不存在"}
+                return 200, self._detail_json(batch, detail)
+            return 200, self._batch_json(batch, with_details=query.get("need_query_detail") == "true")
         if method == "GET" and path == "/v3/bill/tradebill":
             return 200, {
                 "hash_type": "SHA1",
@@ -401,6 +514,129 @@ class WeChatPayFake:
         self.refunds[refund.out_refund_no] = refund
         order.state = "REFUND"
         return 200, self._refund_json(refund)
+
+    def _create_batch(self, data: dict[str, Any], serial: str | None) -> tuple[int, dict[str, Any]]:
+        """发起商家转账: validated as WeChat does; a re-entry with the same parameters answers the batch."""
+
+        def refused(message: str) -> tuple[int, dict[str, Any]]:
+            return 400, {"code": "PARAM_ERROR", "message": message}
+
+        items = data.get("transfer_detail_list") or []
+        if data.get("appid") != self.appid:
+            return refused("appid is not bound to the merchant")
+        if not TRANSFER_NUMBER.fullmatch(str(data.get("out_batch_no", ""))):
+            return refused("out_batch_no must be 5-32 of [0-9A-Za-z]")
+        for name in ("batch_name", "batch_remark"):
+            if not 1 <= len(str(data.get(name, ""))) <= 32:
+                return refused(f"{name} must hold 1-32 characters")
+        if not items or data.get("total_num") != len(items):
+            return refused("total_num must equal the number of details")
+        if data.get("total_amount") != sum(int(item.get("transfer_amount", 0)) for item in items):
+            return refused("total_amount must equal the sum of the details")
+        details = []
+        for item in items:
+            if not TRANSFER_NUMBER.fullmatch(str(item.get("out_detail_no", ""))):
+                return refused("out_detail_no must be 5-32 of [0-9A-Za-z]")
+            if not item.get("openid") or int(item.get("transfer_amount", 0)) <= 0:
+                return refused("a detail needs an openid and a positive transfer_amount")
+            if not 1 <= len(str(item.get("transfer_remark", ""))) <= 32:
+                return refused("transfer_remark must hold 1-32 characters")
+            user_name = None
+            if item.get("user_name"):
+                if serial != self.public_key_id:
+                    return refused("user_name is encrypted with an unknown key (Wechatpay-Serial)")
+                user_name = self.platform_key.decrypt(
+                    base64.b64decode(item["user_name"]),
+                    padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
+                ).decode()
+            elif item["transfer_amount"] >= 200_000:
+                return refused("user_name is required from 2,000 yuan")
+            details.append(
+                FakeTransferDetail(
+                    out_detail_no=item["out_detail_no"],
+                    detail_id=f"1040{secrets.randbelow(10**36):036d}",
+                    amount=int(item["transfer_amount"]),
+                    remark=item["transfer_remark"],
+                    openid=item["openid"],
+                    user_name=user_name,
+                )
+            )
+        batch = FakeBatch(
+            out_batch_no=data["out_batch_no"],
+            batch_id=f"1030{secrets.randbelow(10**36):036d}",
+            appid=data["appid"],
+            batch_name=data["batch_name"],
+            batch_remark=data["batch_remark"],
+            total_amount=data["total_amount"],
+            total_num=data["total_num"],
+            scene_id=data.get("transfer_scene_id"),
+            details=details,
+        )
+        existing = self.batches.get(batch.out_batch_no)
+        if existing is not None:
+            if existing.parameters() != batch.parameters():
+                return 400, {"code": "INVALID_REQUEST", "message": "单号已存在但信息不一致,请查单后比较确认"}
+            batch = existing
+        else:
+            self.batches[batch.out_batch_no] = batch
+            self.created_batches += 1
+        return 200, {
+            "out_batch_no": batch.out_batch_no,
+            "batch_id": batch.batch_id,
+            "create_time": _beijing(batch.created),
+            "batch_status": batch.status,
+        }
+
+    def _batch_json(self, batch: FakeBatch, *, with_details: bool) -> dict[str, Any]:
+        done = [d for d in batch.details if d.status in ("SUCCESS", "FAIL")]
+        summary: dict[str, Any] = {
+            "mchid": self.mchid,
+            "out_batch_no": batch.out_batch_no,
+            "batch_id": batch.batch_id,
+            "appid": batch.appid,
+            "batch_status": batch.status,
+            "batch_type": "API",
+            "batch_name": batch.batch_name,
+            "batch_remark": batch.batch_remark,
+            "total_amount": batch.total_amount,
+            "total_num": batch.total_num,
+            "create_time": _beijing(batch.created),
+            "update_time": _beijing(batch.updated),
+            "success_amount": sum(d.amount for d in done if d.status == "SUCCESS"),
+            "success_num": sum(1 for d in done if d.status == "SUCCESS"),
+            "fail_amount": sum(d.amount for d in done if d.status == "FAIL"),
+            "fail_num": sum(1 for d in done if d.status == "FAIL"),
+        }
+        if batch.scene_id:
+            summary["transfer_scene_id"] = batch.scene_id
+        if batch.close_reason:
+            summary["close_reason"] = batch.close_reason
+        answer: dict[str, Any] = {"offset": 0, "limit": 20, "transfer_batch": summary}
+        if with_details:
+            answer["transfer_detail_list"] = [
+                {"detail_id": d.detail_id, "out_detail_no": d.out_detail_no, "detail_status": d.status}
+                for d in batch.details
+            ]
+        return answer
+
+    def _detail_json(self, batch: FakeBatch, detail: FakeTransferDetail) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "mchid": self.mchid,
+            "out_batch_no": batch.out_batch_no,
+            "batch_id": batch.batch_id,
+            "appid": batch.appid,
+            "out_detail_no": detail.out_detail_no,
+            "detail_id": detail.detail_id,
+            "detail_status": detail.status,
+            "transfer_amount": detail.amount,
+            "transfer_remark": detail.remark,
+            "openid": detail.openid,
+            "initiate_time": _beijing(batch.created),
+            "update_time": _beijing(detail.updated),
+        }
+        if detail.fail_reason:
+            answer["fail_reason"] = detail.fail_reason
+        return answer
 
     def _order_json(self, order: FakeOrder) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -518,6 +754,17 @@ class WeChatPayFake:
             f"`{len(rows)},`{_yuan(total)},`{_yuan(refunded)},`0.00,`0.00,`{_yuan(total)},`{_yuan(refunded)}",
         ]
         return "\n".join([",".join(BILL_HEADER), *rows, *summary]) + "\n"
+
+
+Knob = TypeVar("Knob", tuple[float, str], tuple[int, str, str])
+
+
+def _take(knobs: list[Knob], request: str) -> Knob | None:
+    """The first knob whose request prefix (its last item) `request` starts with, removed from `knobs`."""
+    for index, knob in enumerate(knobs):
+        if request.startswith(knob[-1]):
+            return knobs.pop(index)
+    return None
 
 
 def _yuan(minor: int) -> str:
