@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -19,7 +19,7 @@ from swapflow.db.engine import Database
 from swapflow.domain.commissions import AccrualKind, LineKind, StatementLine
 from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import PARTNER, issue_token
-from swapflow.services.settlement_statements import STATEMENT_COLUMNS, format_minor
+from swapflow.services.settlement_statements import STATEMENT_COLUMNS
 from swapflow.settings import Settings
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
 from tests.ops_harness import bearer, operator_token, rider_token
@@ -77,7 +77,7 @@ class Run:
     """(decision, by, reason)"""
     payouts: Sequence[tuple[str, str | None, str | None]] = ()
     """(status, provider_ref, failure_reason)"""
-    revision: int = field(default=1)
+    payout_method: str = "sandbox"
 
     @property
     def label(self) -> str:
@@ -104,7 +104,6 @@ async def insert(db: Database, *runs: Run) -> list[str]:
                     currency=run.currency,
                     status=run.status,
                     workflow_id=settlement_workflow_id(run.partner_id, run.label),
-                    revision=run.revision,
                     plan_id="plan-host",
                     plan_version=2,
                     accruals_count=437,
@@ -136,7 +135,7 @@ async def insert(db: Database, *runs: Run) -> list[str]:
                         run_id=run.id,
                         attempt=attempt,
                         partner_id=run.partner_id,
-                        method="sandbox",
+                        method=run.payout_method,
                         amount_minor=total,
                         currency=run.currency,
                         status=status,
@@ -164,6 +163,7 @@ async def partners(db: Database) -> None:
                     time_zone=zone,
                     currency=currency,
                     payout_method="sandbox",
+                    payout_details={"holder": partner_id.upper(), "account_number": f"DE00 {len(partner_id)}"},
                 )
             )
 
@@ -335,20 +335,6 @@ async def test_a_runs_statement_csv_has_a_row_per_line_then_the_total_in_minor_a
     assert (table[2]["swap_id"], table[2]["refund_id"]) == ("ord-9", "refund:ord-9")
 
 
-@pytest.mark.parametrize(
-    ("amount_minor", "currency", "shown"),
-    [
-        (123_456, "CNY", "1234.56"),
-        (-5, "EUR", "-0.05"),
-        (0, "CNY", "0.00"),
-        (1_500, "JPY", "1500"),
-        (1_234, "KWD", "1.234"),
-    ],
-)
-def test_amounts_are_shown_with_their_currencys_decimals(amount_minor: int, currency: str, shown: str) -> None:
-    assert format_minor(amount_minor, currency) == shown
-
-
 # ---------------------------------------------------------------------------------- cities
 
 
@@ -367,6 +353,42 @@ async def test_another_citys_run_does_not_exist_for_a_city_scoped_finance_user(
     for path in (f"/v1/finance/settlements/{ber_run}", f"/v1/finance/settlements/{ber_run}/statement.csv"):
         response = api.get(path, headers=finance_sh)
         assert (response.status_code, response.json()["title"]) == (404, "Unknown settlement run"), path
+    for action in ("approve", "recompute", "retry-payout"):
+        assert api.post(f"/v1/finance/settlements/{ber_run}/{action}", headers=finance_sh).status_code == 404, action
+
+
+# ---------------------------------------------------------------------------------- the bank
+
+
+async def test_the_bank_file_holds_the_bank_payouts_waiting_for_the_bank_of_the_callers_cities(
+    api: TestClient, db: Database, finance: dict[str, str], finance_sh: dict[str, str]
+) -> None:
+    waiting = [("awaiting_bank", None, None)]
+    sh_run, _, _ = await insert(
+        db,
+        Run(HOST_SH, 1, RunStatus.PAYING, payout_method="bank", payouts=waiting),
+        Run(HOST_BER, 1, RunStatus.PAYING, city_code="BER", currency="EUR", payout_method="bank", payouts=waiting),
+        Run(AGENT_SH, 1, RunStatus.PAID, payout_method="bank", payouts=[("succeeded", "bank-ref-1", None)]),
+    )
+
+    def file(headers: dict[str, str]) -> list[dict[str, str]]:
+        response = api.get("/v1/finance/settlements/bank-file", headers=headers)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+        return rows(response.text)
+
+    assert sorted((r["currency"], r["amount"]) for r in file(finance)) == [("CNY", "121.00"), ("EUR", "121.00")]
+    [sh_row] = file(finance_sh)
+    assert (sh_row["payment_reference"], sh_row["beneficiary_name"]) == (f"settlement:{sh_run}:payout:1", "HOST-SH-1")
+
+
+async def test_a_bank_result_is_paid_with_the_banks_reference_or_returned_with_a_reason(
+    api: TestClient, finance: dict[str, str]
+) -> None:
+    path = "/v1/finance/settlements/nobody-2026-01/bank-result"
+    for body in ({"outcome": "paid"}, {"outcome": "returned", "reason": ""}, {"outcome": "lost", "reference": "x"}):
+        response = api.post(path, json=body, headers=finance)
+        assert (response.status_code, response.headers["content-type"]) == (422, "application/problem+json"), body
+    assert api.post(path, json={"outcome": "paid", "reference": "BK-1"}, headers=finance).status_code == 404
 
 
 # ---------------------------------------------------------------------------------- partners
@@ -418,6 +440,7 @@ async def test_riders_operators_and_partners_may_not_read_finances_runs(api: Tes
     for who, headers in callers.items():
         for path in ("/v1/finance/settlements", f"/v1/finance/settlements/{run_id}"):
             assert api.get(path, headers=headers).status_code == 403, (who, path)
+        assert api.post(f"/v1/finance/settlements/{run_id}/approve", headers=headers).status_code == 403, who
 
 
 async def test_only_partner_accounts_read_partner_statements(api: TestClient, db: Database) -> None:

@@ -1,6 +1,6 @@
 """Settlement runs as finance and partners read them: a page of runs, one run's detail (its statement's
-lines, the decisions finance took on it, its payouts) and its statement as CSV. What acts on a run is
-its workflow's (`services/settlements.py`).
+lines, the decisions finance took on it, its payouts), its statement as CSV, and the bank transfer file
+of the caller's cities. What acts on a run is its workflow's (`services/settlements.py`).
 
 The statement's CSV, one row per line in statement order, then a total row (`kind` total, `position`
 empty, `amount_minor` the run's total, which its lines add up to). Its columns:
@@ -15,7 +15,7 @@ empty, `amount_minor` the run's total, which its lines add up to). Its columns:
   to, and for a clawback the swap and the refund that reversed it;
 - amount_minor: the amount in minor units (an integer, negative for a deduction);
 - amount: the same in major units with the currency's decimals (ISO 4217: 2 for CNY and EUR, 0 for JPY),
-  a point as the separator and no grouping;
+  a point as the separator and no grouping (`payments.bank_payouts.major_units`, as the bank file writes it);
 - currency: the run's currency.
 """
 
@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.commissions import Partner, PartnerPayout, SettlementDecision, SettlementLine, SettlementRun
 from swapflow.domain.errors import NotFound
+from swapflow.payments.bank_payouts import bank_transfer_file, major_units
+from swapflow.payments.payouts import PayoutMethod, PayoutStatus
 from swapflow.workflows.settlement_contract import RunStatus
 
 PARTNER_VISIBLE = frozenset(
@@ -63,47 +65,6 @@ STATEMENT_COLUMNS = (
 
 _LINE_PARTICULARS = STATEMENT_COLUMNS[6:14]
 """The columns read from a line's `detail`."""
-
-_DECIMALS = {
-    **dict.fromkeys(
-        (
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "UYI",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-    **dict.fromkeys(("CLF", "UYW"), 4),
-}
-"""ISO 4217 minor-unit exponents other than 2."""
-
-
-def currency_decimals(currency: str) -> int:
-    """How many decimals a currency's minor unit has (ISO 4217; 2 unless listed)."""
-    return _DECIMALS.get(currency.upper(), 2)
-
-
-def format_minor(amount_minor: int, currency: str) -> str:
-    """`amount_minor` in major units with the currency's decimals: 123456 CNY → "1234.56", -5 → "-0.05"."""
-    decimals = currency_decimals(currency)
-    sign = "-" if amount_minor < 0 else ""
-    whole, fraction = divmod(abs(amount_minor), 10**decimals)
-    return f"{sign}{whole}" + (f".{fraction:0{decimals}d}" if decimals else "")
 
 
 @dataclass(frozen=True)
@@ -194,6 +155,23 @@ async def run_detail(session: AsyncSession, run: SettlementRun) -> RunDetail:
     return RunDetail(run=run, partner=partner, lines=list(lines), decisions=list(decisions), payouts=list(payouts))
 
 
+async def bank_file(session: AsyncSession, *, cities: list[str] | None) -> str:
+    """The bank transfer file (`payments.bank_payouts`) of the bank payouts waiting for the bank, of the
+    runs of `cities` (None: all)."""
+    if cities is None:
+        return await bank_transfer_file(session)
+    waiting = await session.scalars(
+        select(PartnerPayout.run_id)
+        .join(SettlementRun, SettlementRun.id == PartnerPayout.run_id)
+        .where(
+            PartnerPayout.method == PayoutMethod.BANK,
+            PartnerPayout.status == PayoutStatus.AWAITING_BANK,
+            SettlementRun.city_code.in_(cities),
+        )
+    )
+    return await bank_transfer_file(session, run_ids=list(waiting))
+
+
 def statement_csv(detail: RunDetail) -> str:
     """The run's statement as CSV: STATEMENT_COLUMNS, a row per line, then the total row."""
     run = detail.run
@@ -212,7 +190,7 @@ def statement_csv(detail: RunDetail) -> str:
                 label,
                 *("" if particulars.get(name) is None else particulars[name] for name in _LINE_PARTICULARS),
                 amount_minor,
-                format_minor(amount_minor, run.currency),
+                major_units(amount_minor, run.currency),
                 run.currency,
             ]
         )

@@ -4,27 +4,42 @@ transfer ended); a partner reads its own statements once finance has approved th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
 
 from swapflow.api.auth import Finance, Principal, require
-from swapflow.api.deps import SessionDep
+from swapflow.api.deps import DatabaseDep, SessionDep, TemporalDep
 from swapflow.api.problems import problem_responses
 from swapflow.api.settlement_schemas import (
+    BankPaid,
+    BankResultBody,
     PartnerStatementPage,
     PartnerStatementSummary,
     PartnerStatementView,
+    RejectBody,
     SettlementRunDetail,
     SettlementRunPage,
     SettlementRunSummary,
+    SettlementStateView,
 )
 from swapflow.db.commissions import SettlementRun
 from swapflow.domain.errors import Forbidden, NotFound
+from swapflow.payments.bank_payouts import BANK_FILE_COLUMNS
 from swapflow.services import settlement_statements as statements
+from swapflow.services import settlements
 from swapflow.services.settlement_statements import PARTNER_VISIBLE
-from swapflow.workflows.settlement_contract import RunStatus
+from swapflow.services.temporal import connect
+from swapflow.workflows.settlement_contract import (
+    BankResult,
+    RunStatus,
+    SettlementActor,
+    SettlementDecision,
+    SettlementState,
+)
 
 router = APIRouter(tags=["settlements"])
 
@@ -103,6 +118,32 @@ async def list_settlements(
     )
 
 
+@router.get(
+    "/v1/finance/settlements/bank-file",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "UTF-8 CSV, a row per payout, oldest first (columns: "
+            + ", ".join(BANK_FILE_COLUMNS)
+            + "; payment_reference is the payout's key, which the bank's statement carries)",
+            "content": {CSV: {"schema": {"type": "string"}}},
+        },
+        **problem_responses(409),
+    },
+)
+async def settlement_bank_file(
+    session: SessionDep, principal: Finance, city: Annotated[str | None, Query(max_length=16)] = None
+) -> Response:
+    """The bank transfer file of the caller's cities: every bank payout waiting for the bank. Finance
+    sends it to the bank, then marks each run's payout paid or returned (`bank-result`). 409 if a
+    partner in it lacks the bank details a transfer needs."""
+    return Response(
+        await statements.bank_file(session, cities=principal.visible_cities(city)),
+        media_type=f"{CSV}; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="bank-transfers.csv"'},
+    )
+
+
 @router.get("/v1/finance/settlements/{run_id}", response_model=SettlementRunDetail)
 async def get_settlement(run_id: str, session: SessionDep, principal: Finance) -> SettlementRunDetail:
     """A run: partner, period, status, totals, plan version, decisions, payouts, its workflow and its lines."""
@@ -115,6 +156,78 @@ async def settlement_statement(run_id: str, session: SessionDep, principal: Fina
     """The run's statement as CSV."""
     run = await _finance_run(session, principal, run_id)
     return _csv(await statements.run_detail(session, run))
+
+
+ACTION_PROBLEMS = problem_responses(409, 503)
+"""What an action may answer besides the new state: the run is not waiting for it, or no workflow service
+(403: four eyes; 404: no such run in the caller's cities)."""
+
+Action = Callable[[Client, str], Awaitable[SettlementState]]
+
+
+async def _act(
+    db: DatabaseDep, temporal: TemporalDep, principal: Principal, run_id: str, act: Action
+) -> SettlementStateView:
+    """Pass finance's action to the run's workflow; answer the state it leaves the run in."""
+    async with db.sessions() as session:
+        run = await _finance_run(session, principal, run_id)
+    state = await act(await connect(temporal, "Settlement not possible now"), run.workflow_id)
+    return SettlementStateView.model_validate({**state.model_dump(), "workflow_id": run.workflow_id})
+
+
+@router.post("/v1/finance/settlements/{run_id}/approve", response_model=SettlementStateView, responses=ACTION_PROBLEMS)
+async def approve_settlement(
+    run_id: str, db: DatabaseDep, temporal: TemporalDep, principal: Finance
+) -> SettlementStateView:
+    """Approve a run awaiting approval: its payout goes out. Four eyes: whoever prepared the run or a plan
+    version it uses may not (403)."""
+    decision = SettlementDecision(by=principal.id, approve=True)
+    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.decide(c, w, decision))
+
+
+@router.post("/v1/finance/settlements/{run_id}/reject", response_model=SettlementStateView, responses=ACTION_PROBLEMS)
+async def reject_settlement(
+    run_id: str, body: RejectBody, db: DatabaseDep, temporal: TemporalDep, principal: Finance
+) -> SettlementStateView:
+    """Reject a run awaiting approval, saying why; after corrections, `recompute` computes it again."""
+    decision = SettlementDecision(by=principal.id, approve=False, reason=body.reason)
+    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.decide(c, w, decision))
+
+
+@router.post(
+    "/v1/finance/settlements/{run_id}/recompute", response_model=SettlementStateView, responses=ACTION_PROBLEMS
+)
+async def recompute_settlement(
+    run_id: str, db: DatabaseDep, temporal: TemporalDep, principal: Finance
+) -> SettlementStateView:
+    """Freeze and compute a rejected run again, as its next revision, awaiting approval."""
+    actor = SettlementActor(by=principal.id)
+    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.recompute(c, w, actor))
+
+
+@router.post(
+    "/v1/finance/settlements/{run_id}/retry-payout", response_model=SettlementStateView, responses=ACTION_PROBLEMS
+)
+async def retry_settlement_payout(
+    run_id: str, db: DatabaseDep, temporal: TemporalDep, principal: Finance
+) -> SettlementStateView:
+    """Pay a run whose payout failed or came back again, as a new payout."""
+    actor = SettlementActor(by=principal.id)
+    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.retry_payout(c, w, actor))
+
+
+@router.post(
+    "/v1/finance/settlements/{run_id}/bank-result", response_model=SettlementStateView, responses=ACTION_PROBLEMS
+)
+async def settlement_bank_result(
+    run_id: str, body: BankResultBody, db: DatabaseDep, temporal: TemporalDep, principal: Finance
+) -> SettlementStateView:
+    """How a bank-transfer payout ended: `paid` with the bank's reference, or `returned` with why."""
+    if isinstance(body, BankPaid):
+        result = BankResult(by=principal.id, paid=True, reference=body.reference)
+    else:
+        result = BankResult(by=principal.id, paid=False, reference=body.reason)
+    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.bank_result(c, w, result))
 
 
 # ---------------------------------------------------------------------------------- partners
