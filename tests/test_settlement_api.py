@@ -4,25 +4,52 @@ approved statements only; riders and operators may do neither."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
-from swapflow.db.commissions import Partner, PartnerPayout, SettlementDecision, SettlementLine, SettlementRun
+from swapflow.db.commissions import (
+    CommissionAccrual,
+    CommissionPlan,
+    CommissionPlanVersion,
+    Partner,
+    PartnerPayout,
+    PlanAssignment,
+    SandboxPayout,
+    SettlementDecision,
+    SettlementLine,
+    SettlementRun,
+)
 from swapflow.db.engine import Database
+from swapflow.domain import commissions as domain
+from swapflow.domain.clock import utcnow
 from swapflow.domain.commissions import AccrualKind, LineKind, StatementLine
 from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import PARTNER, issue_token
+from swapflow.payments.payouts import PayoutStatus, payout_key
+from swapflow.payments.sandbox_payouts import SandboxPayoutProvider
+from swapflow.services import settlements
 from swapflow.services.settlement_statements import STATEMENT_COLUMNS
 from swapflow.settings import Settings
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
+from tests.conftest import test_server_path as time_skipping_server_path
 from tests.ops_harness import bearer, operator_token, rider_token
+from tests.swap_harness import running_worker
 
 HOST_SH, AGENT_SH, HOST_BER = "host-sh-1", "agent-sh-1", "host-ber-1"
 
@@ -131,7 +158,7 @@ async def insert(db: Database, *runs: Run) -> list[str]:
             for attempt, (status, ref, failure) in enumerate(run.payouts, start=1):
                 session.add(
                     PartnerPayout(
-                        key=f"settlement:{run.id}:payout:{attempt}",
+                        key=payout_key(run.id, attempt),
                         run_id=run.id,
                         attempt=attempt,
                         partner_id=run.partner_id,
@@ -378,7 +405,7 @@ async def test_the_bank_file_holds_the_bank_payouts_waiting_for_the_bank_of_the_
 
     assert sorted((r["currency"], r["amount"]) for r in file(finance)) == [("CNY", "121.00"), ("EUR", "121.00")]
     [sh_row] = file(finance_sh)
-    assert (sh_row["payment_reference"], sh_row["beneficiary_name"]) == (f"settlement:{sh_run}:payout:1", "HOST-SH-1")
+    assert (sh_row["payment_reference"], sh_row["beneficiary_name"]) == (payout_key(sh_run, 1), "HOST-SH-1")
 
 
 async def test_a_bank_result_is_paid_with_the_banks_reference_or_returned_with_a_reason(
@@ -452,3 +479,255 @@ async def test_only_partner_accounts_read_partner_statements(api: TestClient, db
     }.items():
         assert api.get("/v1/partner/statements", headers=headers).status_code == 403, who
     assert api.get("/v1/partner/statements", headers={"Authorization": ""}).status_code == 401
+
+
+# ---------------------------------------------------------------------------------- acting on a run
+# On the time-skipping server with the real worker: a station host's accruals of last month (Shanghai
+# time), its run started by PREPARER under a plan prepared by PLANNER, paid through the sandbox payout
+# provider, whose payouts the tests end as a bank would (`settle_payout`). Each test's host is new: the
+# module's server never starts a finished run's workflow again.
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MONTHLY = domain.Cadence(kind=domain.CadenceKind.MONTHLY)
+LAST = domain.previous_period(domain.period_containing(utcnow(), MONTHLY, SHANGHAI), MONTHLY, SHANGHAI)
+PREPARER, PLANNER, APPROVER = "fin-preparer", "planner", "fin-approver"
+SWAPS, NET = 4, 600  # at 5 %: 30 each
+
+
+@pytest.fixture(scope="module")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: these tests skip workflow time, which runs other
+    tests leave waiting (their workers gone) would hold back on the shared one."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=time_skipping_server_path(), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A sandbox payout stays processing until the test ends it; the run looks every minute."""
+    return settings.updated(settlement={"sandbox_payout_delay_s": 86_400.0, "payout_poll_schedule_s": [60.0]})
+
+
+@dataclass
+class Live:
+    """The API with a worker, finance's accounts, and the host whose run the test acts on."""
+
+    host: str
+    env: WorkflowEnvironment
+    api: httpx.AsyncClient
+    db: Database
+    approver: dict[str, str]
+    preparer: dict[str, str]
+
+    @property
+    def run_id(self) -> str:
+        return settlement_run_id(self.host, LAST.label)
+
+    async def run(self) -> dict[str, Any]:
+        """The run as finance reads it (a problem document while it is not recorded yet)."""
+        response = await self.api.get(f"/v1/finance/settlements/{self.run_id}", headers=self.approver)
+        return dict(response.json())
+
+    async def act(self, action: str, headers: dict[str, str] | None = None, **body: str) -> httpx.Response:
+        return await self.api.post(
+            f"/v1/finance/settlements/{self.run_id}/{action}", json=body or None, headers=headers or self.approver
+        )
+
+    async def until(self, status: str) -> dict[str, Any]:
+        """The run once it is `status`, skipping a minute of workflow time between looks."""
+        for _ in range(200):
+            run = await self.run()
+            if run.get("status") == status:
+                return run
+            await asyncio.sleep(0.05)
+            await self.env.sleep(60)
+        raise AssertionError(f"run {self.run_id} never became {status}: {run}")
+
+    async def bank_ends(self, attempt: int, status: PayoutStatus, reason: str | None = None) -> None:
+        """The sandbox ends the run's `attempt`th payout as a bank would."""
+        await SandboxPayoutProvider(self.db).settle_payout(payout_key(self.run_id, attempt), status, reason)
+
+
+async def host_with_last_months_swaps(db: Database, host_id: str) -> None:
+    """`host_id` on a monthly 5 % plan prepared by PLANNER, with SWAPS swaps accrued last month."""
+    plan = domain.PlanVersion(
+        plan_id=f"plan-{host_id}",
+        version=1,
+        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        currency="CNY",
+        percent_bp=500,
+    )
+    host = domain.Partner(id=host_id, kind=domain.PartnerKind.STATION_HOST)
+    accruals = [
+        accrual
+        for n in range(SWAPS)
+        for accrual in domain.accrue(
+            domain.CompletedSwap(
+                id=f"ord-{host_id}-{n}",
+                completed_at=LAST.start + timedelta(days=n + 1),
+                net_revenue_minor=NET,
+                currency="CNY",
+            ),
+            host=host,
+            franchisee=None,
+            agents=(),
+            plans={host_id: [plan]},
+        )
+    ]
+    async with db.transaction() as session:
+        session.add(
+            Partner(
+                id=host_id,
+                kind=host.kind,
+                name="Live Host",
+                cities=["SH"],
+                time_zone="Asia/Shanghai",
+                currency="CNY",
+                payout_method="sandbox",
+                payout_account="acct-live",
+            )
+        )
+        session.add(CommissionPlan(id=plan.plan_id, name=host_id, cadence="monthly", created_by=PLANNER))
+        await session.flush()
+        session.add(
+            CommissionPlanVersion(
+                plan_id=plan.plan_id,
+                version=plan.version,
+                effective_from=plan.effective_from,
+                currency=plan.currency,
+                percent_bp=plan.percent_bp,
+                created_by=PLANNER,
+            )
+        )
+        session.add(
+            PlanAssignment(
+                partner_id=host_id, plan_id=plan.plan_id, effective_from=plan.effective_from, assigned_by="admin"
+            )
+        )
+        session.add_all(
+            CommissionAccrual(
+                key=f"swap:{a.swap_id}:{a.partner_id}:{a.kind}",
+                order_id=a.swap_id,
+                partner_id=a.partner_id,
+                role=a.role,
+                kind=a.kind,
+                amount_minor=a.amount_minor,
+                currency=a.currency,
+                plan_id=a.plan_id,
+                plan_version=a.plan_version,
+                basis_minor=a.basis_minor,
+                rate_bp=a.rate_bp,
+                at=a.at,
+            )
+            for a in accruals
+        )
+
+
+@pytest.fixture
+async def live(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Live]:
+    """A new host's run of last month awaiting approval, the API in this test's event loop and a worker."""
+    host = f"host-{uuid.uuid4().hex[:8]}"
+    app = create_app(settings)
+    app.state.settings, app.state.db = settings, db
+
+    async def temporal() -> Client:
+        return temporal_env.client
+
+    app.state.temporal = temporal
+    await host_with_last_months_swaps(db, host)
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+    ):
+        live = Live(
+            host,
+            temporal_env,
+            client,
+            db,
+            approver=bearer(await operator_token(db, APPROVER, OperatorRole.FINANCE, ["SH"])),
+            preparer=bearer(await operator_token(db, PREPARER, OperatorRole.FINANCE, ["SH"])),
+        )
+        await settlements.start_settlement(temporal_env.client, settings, db, host, LAST.label, PREPARER)
+        try:
+            await live.until("awaiting_approval")
+            yield live
+        finally:  # a run left waiting for finance would hold the module's clock back once its worker is gone
+            handle = temporal_env.client.get_workflow_handle(settlement_workflow_id(host, LAST.label))
+            if (await handle.describe()).close_time is None:
+                await handle.terminate("test over")
+
+
+async def test_an_approved_run_is_paid_and_its_partner_reads_the_statement(live: Live) -> None:
+    approved = await live.act("approve")
+    assert approved.status_code == 200, approved.json()
+    assert (approved.json()["status"], approved.json()["workflow_id"]) == (
+        "approved",
+        f"settlement/{live.host}/{LAST.label}",
+    )
+    await live.until("paying")
+    await live.bank_ends(1, PayoutStatus.SUCCEEDED)
+    run = await live.until("paid")
+
+    assert run["total_minor"] == sum(line["amount_minor"] for line in run["lines"]) == SWAPS * 30
+    assert [(d["decision"], d["by"]) for d in run["decisions"]] == [("approved", APPROVER)]
+    assert [(p["attempt"], p["status"], p["amount_minor"]) for p in run["payouts"]] == [(1, "succeeded", SWAPS * 30)]
+    statement = await live.api.get(
+        f"/v1/partner/statements/{live.run_id}", headers=await partner_headers(live.db, live.host)
+    )
+    assert (statement.json()["status"], statement.json()["total_minor"]) == ("paid", SWAPS * 30)
+
+
+async def test_who_prepared_a_run_may_not_approve_it(live: Live) -> None:
+    refused = await live.act("approve", live.preparer)
+
+    assert (refused.status_code, refused.headers["content-type"]) == (403, "application/problem+json")
+    assert refused.json()["title"] == "Forbidden" and "four eyes" in refused.json()["detail"]
+    assert (await live.run())["status"] == "awaiting_approval"
+
+
+async def test_a_rejected_run_is_recomputed_as_its_next_revision(live: Live) -> None:
+    assert (await live.act("reject")).status_code == 422  # a rejection says why
+    rejected = await live.act("reject", reason="wrong plan version")
+    assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected")
+    too_soon = await live.act("approve")
+    assert (too_soon.status_code, too_soon.json()["title"]) == (409, "Not possible now")
+
+    recomputed = await live.act("recompute")
+    assert (recomputed.status_code, recomputed.json()["status"], recomputed.json()["revision"]) == (
+        200,
+        "awaiting_approval",
+        2,
+    )
+    run = await live.run()
+    assert [(d["decision"], d["by"], d["reason"], d["revision"]) for d in run["decisions"]] == [
+        ("rejected", APPROVER, "wrong plan version", 1)
+    ]
+    assert run["revision"] == 2 and sum(line["amount_minor"] for line in run["lines"]) == run["total_minor"]
+
+
+async def test_a_failed_payout_is_retried_and_the_run_paid_once(live: Live) -> None:
+    await live.act("approve")
+    await live.until("paying")
+    assert (await live.act("retry-payout")).status_code == 409  # nothing failed yet
+    await live.bank_ends(1, PayoutStatus.FAILED, "account closed")
+    failed = await live.until("payout_failed")
+    assert failed["failure_reason"] == "account closed"
+    assert [(p["attempt"], p["status"], p["failure_reason"]) for p in failed["payouts"]] == [
+        (1, "failed", "account closed")
+    ]
+
+    retried = await live.act("retry-payout")
+    assert retried.status_code == 200, retried.json()
+    await live.until("paying")
+    await live.bank_ends(2, PayoutStatus.SUCCEEDED)
+    run = await live.until("paid")
+
+    assert [(p["attempt"], p["status"]) for p in run["payouts"]] == [(1, "failed"), (2, "succeeded")]
+    async with live.db.sessions() as session:
+        landed = await session.scalar(
+            select(func.count()).select_from(SandboxPayout).where(SandboxPayout.status == PayoutStatus.SUCCEEDED)
+        )
+    assert landed == 1
