@@ -209,8 +209,6 @@ BankResultBody = Annotated[BankPaid | BankReturned, Field(discriminator="outcome
 class SettlementStateView(BaseModel):
     """The run as its workflow answers an action."""
 
-    model_config = ConfigDict(from_attributes=True)
-
     run_id: str
     status: RunStatus = Field(description=STATUS_DESCRIPTION)
     revision: int

@@ -4,7 +4,6 @@ transfer ended); a partner reads its own statements once finance has approved th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -162,17 +161,16 @@ ACTION_PROBLEMS = problem_responses(409, 503)
 """What an action may answer besides the new state: the run is not waiting for it, or no workflow service
 (403: four eyes; 404: no such run in the caller's cities)."""
 
-Action = Callable[[Client, str], Awaitable[SettlementState]]
 
-
-async def _act(
-    db: DatabaseDep, temporal: TemporalDep, principal: Principal, run_id: str, act: Action
-) -> SettlementStateView:
-    """Pass finance's action to the run's workflow; answer the state it leaves the run in."""
+async def _workflow(db: DatabaseDep, temporal: TemporalDep, principal: Principal, run_id: str) -> tuple[Client, str]:
+    """The client and the run's workflow id, once the run is found in the caller's cities."""
     async with db.sessions() as session:
         run = await _finance_run(session, principal, run_id)
-    state = await act(await connect(temporal, "Settlement not possible now"), run.workflow_id)
-    return SettlementStateView.model_validate({**state.model_dump(), "workflow_id": run.workflow_id})
+    return await connect(temporal, settlements.UNAVAILABLE), run.workflow_id
+
+
+def _answer(state: SettlementState, workflow_id: str) -> SettlementStateView:
+    return SettlementStateView.model_validate({**state.model_dump(), "workflow_id": workflow_id})
 
 
 @router.post("/v1/finance/settlements/{run_id}/approve", response_model=SettlementStateView, responses=ACTION_PROBLEMS)
@@ -181,8 +179,9 @@ async def approve_settlement(
 ) -> SettlementStateView:
     """Approve a run awaiting approval: its payout goes out. Four eyes: whoever prepared the run or a plan
     version it uses may not (403)."""
+    client, workflow_id = await _workflow(db, temporal, principal, run_id)
     decision = SettlementDecision(by=principal.id, approve=True)
-    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.decide(c, w, decision))
+    return _answer(await settlements.decide(client, workflow_id, decision), workflow_id)
 
 
 @router.post("/v1/finance/settlements/{run_id}/reject", response_model=SettlementStateView, responses=ACTION_PROBLEMS)
@@ -190,8 +189,9 @@ async def reject_settlement(
     run_id: str, body: RejectBody, db: DatabaseDep, temporal: TemporalDep, principal: Finance
 ) -> SettlementStateView:
     """Reject a run awaiting approval, saying why; after corrections, `recompute` computes it again."""
+    client, workflow_id = await _workflow(db, temporal, principal, run_id)
     decision = SettlementDecision(by=principal.id, approve=False, reason=body.reason)
-    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.decide(c, w, decision))
+    return _answer(await settlements.decide(client, workflow_id, decision), workflow_id)
 
 
 @router.post(
@@ -201,8 +201,8 @@ async def recompute_settlement(
     run_id: str, db: DatabaseDep, temporal: TemporalDep, principal: Finance
 ) -> SettlementStateView:
     """Freeze and compute a rejected run again, as its next revision, awaiting approval."""
-    actor = SettlementActor(by=principal.id)
-    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.recompute(c, w, actor))
+    client, workflow_id = await _workflow(db, temporal, principal, run_id)
+    return _answer(await settlements.recompute(client, workflow_id, SettlementActor(by=principal.id)), workflow_id)
 
 
 @router.post(
@@ -212,8 +212,8 @@ async def retry_settlement_payout(
     run_id: str, db: DatabaseDep, temporal: TemporalDep, principal: Finance
 ) -> SettlementStateView:
     """Pay a run whose payout failed or came back again, as a new payout."""
-    actor = SettlementActor(by=principal.id)
-    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.retry_payout(c, w, actor))
+    client, workflow_id = await _workflow(db, temporal, principal, run_id)
+    return _answer(await settlements.retry_payout(client, workflow_id, SettlementActor(by=principal.id)), workflow_id)
 
 
 @router.post(
@@ -223,11 +223,12 @@ async def settlement_bank_result(
     run_id: str, body: BankResultBody, db: DatabaseDep, temporal: TemporalDep, principal: Finance
 ) -> SettlementStateView:
     """How a bank-transfer payout ended: `paid` with the bank's reference, or `returned` with why."""
+    client, workflow_id = await _workflow(db, temporal, principal, run_id)
     if isinstance(body, BankPaid):
         result = BankResult(by=principal.id, paid=True, reference=body.reference)
     else:
         result = BankResult(by=principal.id, paid=False, reference=body.reason)
-    return await _act(db, temporal, principal, run_id, lambda c, w: settlements.bank_result(c, w, result))
+    return _answer(await settlements.bank_result(client, workflow_id, result), workflow_id)
 
 
 # ---------------------------------------------------------------------------------- partners
