@@ -2,8 +2,8 @@
 partners (station hosts, city franchisees, channel agents in a tree), who hosts which station and holds
 which city, versioned plans and who is on which from when, and which agent brought each rider. Each
 change is checked against the rest (an agent's parent is an agent, no cycle in the tree, a host of the
-host kind, a plan in the partner's currency) and audited in its own transaction. What is refused for
-how things stand is a `Conflict`; an unknown name is `NotFound`.
+host kind, a plan in the partner's currency) and audited in the transaction that makes it. What is
+refused for how things stand is a `Conflict`; an unknown name is `NotFound`.
 
 City scopes: `cities` None sees every partner; otherwise a partner is seen if it works in one of them."""
 
@@ -73,10 +73,6 @@ def normalise_referral_code(code: str) -> str:
     return code.strip().upper()
 
 
-def _refused(title: str, detail: str) -> Conflict:
-    return Conflict(title, detail)
-
-
 # ---------------------------------------------------------------------------------------- partners
 
 
@@ -130,18 +126,18 @@ async def _check_parent(session: AsyncSession, partner: Partner) -> None:
     if partner.parent_id is None:
         return
     if partner.kind != PartnerKind.CHANNEL_AGENT:
-        raise _refused("Not an agent", f"only a channel agent has a parent; {partner.id} is a {partner.kind}")
+        raise Conflict("Not an agent", f"only a channel agent has a parent; {partner.id} is a {partner.kind}")
     seen = {partner.id}
     ancestor_id: str | None = partner.parent_id
     while ancestor_id is not None:
         if ancestor_id in seen:
-            raise _refused("Cycle in the agent tree", f"{partner.parent_id} is {partner.id} or recruited by it")
+            raise Conflict("Cycle in the agent tree", f"{partner.parent_id} is {partner.id} or recruited by it")
         seen.add(ancestor_id)
         ancestor = await session.get(Partner, ancestor_id, with_for_update=True)
         if ancestor is None:
             raise NotFound("partner", ancestor_id)
         if ancestor.kind != PartnerKind.CHANNEL_AGENT:
-            raise _refused("Parent not an agent", f"the parent {ancestor.id} is a {ancestor.kind}, not a channel agent")
+            raise Conflict("Parent not an agent", f"the parent {ancestor.id} is a {ancestor.kind}, not a channel agent")
         ancestor_id = ancestor.parent_id
 
 
@@ -168,10 +164,10 @@ async def _linked_cities(session: AsyncSession, partner_id: str) -> dict[str, st
 async def _check_partner(session: AsyncSession, partner: Partner) -> None:
     """Everything a partner's fields must agree with, whether just created or changed."""
     if not partner.cities:
-        raise _refused("No city", "a partner works in at least one city")
+        raise Conflict("No city", "a partner works in at least one city")
     for city in await _cities(session, partner.cities):
         if city.currency != partner.currency:
-            raise _refused(
+            raise Conflict(
                 "Currency mismatch", f"{city.code} pays in {city.currency}; the partner in {partner.currency}"
             )
     try:
@@ -181,17 +177,17 @@ async def _check_partner(session: AsyncSession, partner: Partner) -> None:
     await _check_parent(session, partner)
     if partner.referral_code is not None:
         if partner.kind != PartnerKind.CHANNEL_AGENT:
-            raise _refused("Not an agent", "only a channel agent has a referral code")
+            raise Conflict("Not an agent", "only a channel agent has a referral code")
         holder = await session.scalar(
             select(Partner.id).where(Partner.referral_code == partner.referral_code, Partner.id != partner.id)
         )
         if holder is not None:
-            raise _refused("Referral code taken", f"referral code {partner.referral_code!r} is {holder}'s")
+            raise Conflict("Referral code taken", f"referral code {partner.referral_code!r} is {holder}'s")
     if partner.payout_method in (PayoutMethod.WECHAT, PayoutMethod.STRIPE) and not partner.payout_account:
-        raise _refused("No payout account", f"a {partner.payout_method} payout needs the partner's account")
+        raise Conflict("No payout account", f"a {partner.payout_method} payout needs the partner's account")
     for code, why in (await _linked_cities(session, partner.id)).items():
         if code not in partner.cities:
-            raise _refused("City still linked", f"{partner.id} must work in {code}: {why}")
+            raise Conflict("City still linked", f"{partner.id} must work in {code}: {why}")
     wrong = await session.scalar(
         select(CommissionPlanVersion.plan_id)
         .join(PlanAssignment, PlanAssignment.plan_id == CommissionPlanVersion.plan_id)
@@ -199,7 +195,7 @@ async def _check_partner(session: AsyncSession, partner: Partner) -> None:
         .limit(1)
     )
     if wrong is not None:
-        raise _refused("Currency mismatch", f"{partner.id} is on plan {wrong}, not in {partner.currency}")
+        raise Conflict("Currency mismatch", f"{partner.id} is on plan {wrong}, not in {partner.currency}")
 
 
 async def create_partner(
@@ -223,7 +219,7 @@ async def create_partner(
     """A new partner; its time zone and currency are its first city's unless given."""
     partner_id = partner_id or f"ptn-{uuid.uuid4().hex[:12]}"
     if await session.get(Partner, partner_id) is not None:
-        raise _refused("Partner exists", f"there is a partner {partner_id} already")
+        raise Conflict("Partner exists", f"there is a partner {partner_id} already")
     first = (await _cities(session, cities[:1]))[0] if cities else None
     partner = Partner(
         id=partner_id,
@@ -253,7 +249,7 @@ async def update_partner(
     """Change some of a partner's fields (`UPDATABLE`); the partner must still hold together after."""
     unknown = set(changes) - UPDATABLE
     if unknown:
-        raise _refused("Not changeable", f"{', '.join(sorted(unknown))} cannot be changed")
+        raise Conflict("Not changeable", f"{', '.join(sorted(unknown))} cannot be changed")
     partner = await session.get(Partner, partner_id, with_for_update=True)
     if partner is None:
         raise NotFound("partner", partner_id)
@@ -276,14 +272,14 @@ async def _flush(session: AsyncSession, partner_id: str) -> None:
     try:
         await session.flush()
     except IntegrityError:  # a concurrent create of the same id or referral code
-        raise _refused("Partner exists", f"partner {partner_id} or its referral code was taken meanwhile") from None
+        raise Conflict("Partner exists", f"partner {partner_id} or its referral code was taken meanwhile") from None
 
 
 async def issue_partner_token(session: AsyncSession, partner_id: str, *, actor: str, label: str = "") -> str:
     """A new token for the partner's login (shown once; only its hash is kept)."""
     partner = await find_partner(session, partner_id)
     if not partner.active:
-        raise _refused("Partner not active", f"partner {partner_id} is not active")
+        raise Conflict("Partner not active", f"partner {partner_id} is not active")
     token = await issue_token(session, PARTNER, partner_id, label or f"issued by {actor}")
     record_change(session, actor, "issue_token", "partner", partner_id, None, {"label": label or f"issued by {actor}"})
     return token
@@ -295,11 +291,11 @@ async def issue_partner_token(session: AsyncSession, partner_id: str, *, actor: 
 async def _earning_partner(session: AsyncSession, partner_id: str, kind: PartnerKind, city_code: str) -> Partner:
     partner = await find_partner(session, partner_id)
     if partner.kind != kind:
-        raise _refused("Wrong kind of partner", f"{partner_id} is a {partner.kind}, not a {kind}")
+        raise Conflict("Wrong kind of partner", f"{partner_id} is a {partner.kind}, not a {kind}")
     if not partner.active:
-        raise _refused("Partner not active", f"partner {partner_id} is not active")
+        raise Conflict("Partner not active", f"partner {partner_id} is not active")
     if city_code not in partner.cities:
-        raise _refused("Not in the city", f"{partner_id} does not work in {city_code}")
+        raise Conflict("Not in the city", f"{partner_id} does not work in {city_code}")
     return partner
 
 
@@ -358,13 +354,13 @@ async def city_franchisees(session: AsyncSession, cities: Collection[str] | None
 # -------------------------------------------------------------------------------------- attribution
 
 
-async def _agent_for(session: AsyncSession, rider: Rider, partner: Partner) -> None:
+def _check_agent_for(rider: Rider, partner: Partner) -> None:
     if partner.kind != PartnerKind.CHANNEL_AGENT:
-        raise _refused("Wrong kind of partner", f"{partner.id} is a {partner.kind}, not a channel agent")
+        raise Conflict("Wrong kind of partner", f"{partner.id} is a {partner.kind}, not a channel agent")
     if not partner.active:
-        raise _refused("Partner not active", f"partner {partner.id} is not active")
+        raise Conflict("Partner not active", f"partner {partner.id} is not active")
     if rider.city_code not in partner.cities:
-        raise _refused("Not in the city", f"rider {rider.id} is in {rider.city_code}; {partner.id} is not")
+        raise Conflict("Not in the city", f"rider {rider.id} is in {rider.city_code}; {partner.id} is not")
 
 
 async def _rider(session: AsyncSession, rider_id: str) -> Rider:
@@ -379,7 +375,7 @@ async def attribute_rider(
 ) -> PartnerAttribution:
     """An admin attributes the rider to a channel agent (replacing any earlier attribution)."""
     rider = await _rider(session, rider_id)
-    await _agent_for(session, rider, await find_partner(session, partner_id))
+    _check_agent_for(rider, await find_partner(session, partner_id))
     row = await session.get(PartnerAttribution, rider_id, with_for_update=True)
     before = snapshot(row)
     if row is None:
@@ -402,7 +398,7 @@ async def attribute_by_referral(session: AsyncSession, rider_id: str, referral_c
     existing = await session.get(PartnerAttribution, rider_id)
     if existing is not None:
         return existing
-    await _agent_for(session, rider, partner)
+    _check_agent_for(rider, partner)
     row = PartnerAttribution(rider_id=rider_id, partner_id=partner.id, source="referral", by=None, at=utcnow())
     session.add(row)
     await session.flush()
@@ -448,7 +444,7 @@ def _terms(plan_id: str, version: int, terms: Mapping[str, Any]) -> PlanVersion:
         )
     except ValidationError as invalid:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'terms'}: {e['msg']}" for e in invalid.errors())
-        raise _refused("Plan terms refused", problems) from None
+        raise Conflict("Plan terms refused", problems) from None
 
 
 def _version_row(terms: PlanVersion, actor: str) -> CommissionPlanVersion:
@@ -465,18 +461,6 @@ def _version_row(terms: PlanVersion, actor: str) -> CommissionPlanVersion:
         minimum_payout_minor=terms.minimum_payout_minor,
         created_by=actor,
         created_at=utcnow(),
-    )
-
-
-def plan_version_of(row: CommissionPlanVersion) -> PlanVersion:
-    """A stored version as the domain computes with it."""
-    return PlanVersion.model_validate(
-        {
-            **{k: getattr(row, k) for k in TERMS},
-            "effective_from": as_utc(row.effective_from),
-            "plan_id": row.plan_id,
-            "version": row.version,
-        }
     )
 
 
@@ -498,11 +482,11 @@ async def create_plan(
     """A new plan with its first version's terms."""
     plan_id = plan_id or f"plan-{uuid.uuid4().hex[:12]}"
     if cadence not in CADENCES:
-        raise _refused("Unknown cadence", f"cadence is one of {', '.join(CADENCES)}")
+        raise Conflict("Unknown cadence", f"cadence is one of {', '.join(CADENCES)}")
     if (cadence == "minutes") != (cadence_minutes is not None):
-        raise _refused("Cadence minutes", "cadence_minutes goes with the minutes cadence, and only with it")
+        raise Conflict("Cadence minutes", "cadence_minutes goes with the minutes cadence, and only with it")
     if await session.get(CommissionPlan, plan_id) is not None:
-        raise _refused("Plan exists", f"there is a plan {plan_id} already")
+        raise Conflict("Plan exists", f"there is a plan {plan_id} already")
     first = _version_row(_terms(plan_id, 1, terms), actor)
     plan = CommissionPlan(
         id=plan_id, name=name, cadence=cadence, cadence_minutes=cadence_minutes, created_by=actor, created_at=utcnow()
@@ -511,7 +495,7 @@ async def create_plan(
     try:
         await session.flush()
     except IntegrityError:
-        raise _refused("Plan exists", f"plan {plan_id} was created meanwhile") from None
+        raise Conflict("Plan exists", f"plan {plan_id} was created meanwhile") from None
     session.add(first)
     await session.flush()
     record_change(session, actor, "create", "commission_plan", plan_id, None, snapshot(plan), reason)
@@ -554,7 +538,7 @@ async def _locked_plan(session: AsyncSession, plan_id: str) -> PlanWithVersions:
 def _same_currency(plan: PlanWithVersions, terms: PlanVersion) -> None:
     currency = plan.versions[0].currency if plan.versions else terms.currency
     if terms.currency != currency:
-        raise _refused("Currency mismatch", f"plan {plan.plan.id} pays in {currency}, not {terms.currency}")
+        raise Conflict("Currency mismatch", f"plan {plan.plan.id} pays in {currency}, not {terms.currency}")
 
 
 async def add_plan_version(
@@ -587,7 +571,7 @@ async def correct_plan_version(
     checked = _terms(plan_id, version, terms)
     now = utcnow()
     if as_utc(row.effective_from) <= now or checked.effective_from <= now:
-        raise _refused("Version in force", f"{plan_id} v{version} is or would be in force: add a new version")
+        raise Conflict("Version in force", f"{plan_id} v{version} is or would be in force: add a new version")
     _same_currency(PlanWithVersions(plan.plan, [v for v in plan.versions if v is not row]), checked)
     before = snapshot(row)
     fresh = _version_row(checked, actor)
@@ -618,7 +602,7 @@ async def assign_plan(
     plan = await find_plan(session, plan_id)
     currencies = {v.currency for v in plan.versions}
     if currencies != {partner.currency}:
-        raise _refused(
+        raise Conflict(
             "Currency mismatch",
             f"plan {plan_id} pays in {', '.join(sorted(currencies))}, partner {partner_id} in {partner.currency}",
         )
@@ -628,7 +612,7 @@ async def assign_plan(
         )
     )
     if taken is not None:
-        raise _refused("Assignment exists", f"{partner_id} already has an assignment from {effective_from.isoformat()}")
+        raise Conflict("Assignment exists", f"{partner_id} already has an assignment from {effective_from.isoformat()}")
     row = PlanAssignment(
         partner_id=partner_id, plan_id=plan_id, effective_from=effective_from, assigned_by=actor, at=utcnow()
     )
@@ -636,7 +620,7 @@ async def assign_plan(
     try:
         await session.flush()
     except IntegrityError:
-        raise _refused("Assignment exists", f"{partner_id} was assigned from that time meanwhile") from None
+        raise Conflict("Assignment exists", f"{partner_id} was assigned from that time meanwhile") from None
     record_change(session, actor, "create", "plan_assignment", str(row.id), None, snapshot(row), reason)
     return row
 
