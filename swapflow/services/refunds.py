@@ -26,7 +26,6 @@ from swapflow.payments.refunds import (
     RefundOrigin,
     RefundRefused,
     RefundState,
-    add_business_days,
     book_refund_owed,
     charge_key,
     method_account,
@@ -301,9 +300,8 @@ async def resubmit_refund(
             refund.attempt += 1
             refund.key = refund_submission_key(refund.id, refund.attempt)
             refund.status, refund.provider_status, refund.provider_ref = RefundState.REQUESTED, None, None
-            # The rider may expect it again from this submission on (it was followed as overdue otherwise).
-            refund.final_at = None
-            refund.expected_by = add_business_days(utcnow(), settings.payments.refund_expected_days)
+            # Dated, and due, from the new submission's acceptance (which books it owed only if nothing did).
+            refund.submitted_at = refund.expected_by = refund.final_at = None
             _resolved(refund, RefundResolution.RESUBMITTED, actor=actor, note=note)
             await _close_escalation_alert(session, refund.id)
             await session.flush()
