@@ -509,6 +509,15 @@ async def test_an_action_the_run_is_not_waiting_for_is_a_conflict(finance: Finan
         await settlements.decide(finance.client, workflow_id, SettlementDecision(by=APPROVER, approve=False))
 
 
+async def test_an_action_on_a_run_that_has_ended_is_a_conflict(finance: Finance, db: Database) -> None:
+    await station_host(db, "host-nothing")  # accrued nothing: nothing due, the run ends at once
+    await finance.start("host-nothing", LAST)
+    assert (await finance.result("host-nothing", LAST)).status == RunStatus.NOTHING_DUE
+
+    with pytest.raises(Conflict, match="has ended: it is nothing_due"):
+        await finance.approve("host-nothing", LAST)
+
+
 @pytest.mark.records_history
 async def test_a_failed_payout_is_still_owed_and_paid_once_when_finance_retries(
     finance: Finance, db: Database, sandbox: SandboxPayoutProvider, record_history: RecordHistory
