@@ -399,6 +399,38 @@ def _partner_commands(sub: Any) -> None:
     plans.add_parser("version", parents=[terms], help="the plan's next version").add_argument("plan_id")
 
 
+def cmd_settlements(settings: Settings, args: argparse.Namespace) -> int:
+    """Settle a partner's period now (what the schedules do), once: print the run's state."""
+    from swapflow.db.engine import Database
+    from swapflow.domain.errors import DomainError
+    from swapflow.infra.temporal import connect_temporal
+    from swapflow.services.settlements import last_closed_period, start_settlement
+    from swapflow.workflows.settlement_contract import SettlementState, settlement_workflow_id
+
+    async def run() -> tuple[str, SettlementState]:
+        db = Database(settings.effective_database_url)
+        try:
+            label = args.period or (await last_closed_period(db, args.partner)).label
+            client = await connect_temporal(settings, wait_s=5.0)
+            return label, await start_settlement(client, settings, db, args.partner, label, args.by)
+        finally:
+            await db.dispose()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            label, state = runner.run(run())
+    except DomainError as exc:
+        raise SystemExit(f"swapflow settlements run: {exc.title}: {exc.detail}") from None
+    except RuntimeError as exc:
+        raise SystemExit(f"swapflow settlements run: Temporal unreachable: {exc}") from None
+    reason = f" ({state.failure_reason})" if state.failure_reason else ""
+    print(
+        f"{settlement_workflow_id(args.partner, label)}: {state.status.value}, revision {state.revision}, "
+        f"total {state.total_minor} {state.currency or '-'}{reason}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -450,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser("reconcile", help="reconcile a day with the payment providers; exit 1 on differences")
     reconcile.add_argument("--date", type=date.fromisoformat, required=True, help="YYYY-MM-DD (UTC)")
     _partner_commands(sub)
+    settlements = sub.add_parser("settlements", help="commission settlement runs").add_subparsers(
+        dest="action", required=True
+    )
+    settle = settlements.add_parser("run", help="settle a partner's period once (a second run shows the first)")
+    settle.add_argument("--partner", required=True)
+    period = settle.add_mutually_exclusive_group(required=True)
+    period.add_argument("--period", help="its label: 2026-11 (monthly), 2026-W48 (weekly), 2026-12-07T1430 (minutes)")
+    period.add_argument("--previous", action="store_true", help="the partner's last period that is over")
+    settle.add_argument("--by", default="cli", help="who prepares the run (may not approve it)")
     return parser
 
 
@@ -466,6 +507,7 @@ COMMANDS = {
     "seed": cmd_seed,
     "check": cmd_check,
     "reconcile": cmd_reconcile,
+    "settlements": cmd_settlements,
     "operators": cmd_operators,
     "partners": cmd_partners,
     "plans": cmd_partners,

@@ -218,6 +218,29 @@ class PaymentSettings(_Group):
     )
 
 
+class SettlementSettings(_Group):
+    """Commission settlement runs: their schedules, finance's reminders, payouts and the sandbox's."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_SETTLEMENT_")
+
+    schedules: bool = Field(True, description="Create the settlement schedules (one per cadence) on start.")
+    settle_after_s: float = Field(
+        60.0, ge=0, description="A period is settled this long after it ends, so swaps finishing at its end are in."
+    )
+    remind_after_s: float = Field(
+        86_400.0, gt=0, description="A run unapproved this long reminds finance (an alert), and again each time."
+    )
+    payout_poll_schedule_s: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0],
+        min_length=1,
+        description="Waits between payout polls; the last repeats until the payout is final.",
+    )
+    sandbox_payout_delay_s: float = Field(30.0, ge=0, description="How long a sandbox payout processes.")
+    sandbox_payout_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of sandbox payouts that fail (the partner's account refuses them)."
+    )
+
+
 class WeChatSettings(_Group):
     """WeChat Pay v3; off while `mchid` is unset."""
 
@@ -372,6 +395,7 @@ class Settings(_Group):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     swap: SwapSettings = Field(default_factory=SwapSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
+    settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)

@@ -17,19 +17,22 @@ from swapflow.activities.device_commands import DeviceCommands
 from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refund import RefundActivities
+from swapflow.activities.settlement import SettlementActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.activities.topup import TopUpActivities
 from swapflow.activities.work_order import WorkOrderActivities
 from swapflow.db.engine import Database
 from swapflow.device_commands.queue import CommandQueue
 from swapflow.infra.temporal import connect_temporal
-from swapflow.payments.registry import providers_from_settings
+from swapflow.payments.registry import payout_providers_from_settings, providers_from_settings
 from swapflow.services.alerts import ensure_alert_evaluator
 from swapflow.services.reconciliation import ensure_reconciliation_schedule
+from swapflow.services.settlements import ensure_settlement_schedules, minute_cadences_in_use
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
+from swapflow.workflows.settlement import SettlementsDueWorkflow, SettlementWorkflow
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.topup import TopUpWorkflow
 from swapflow.workflows.work_order import WorkOrderWorkflow
@@ -43,6 +46,8 @@ WORKFLOWS: Sequence[type] = (
     WorkOrderWorkflow,
     AlertEvaluatorWorkflow,
     TopUpWorkflow,
+    SettlementWorkflow,
+    SettlementsDueWorkflow,
 )
 
 
@@ -57,6 +62,7 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     commands = DeviceCommands(db, commands_out)
     alerting = AlertEvaluatorActivities(db, settings)
     work_orders = WorkOrderActivities(db, settings)
+    settlements = SettlementActivities(db, settings, payout_providers_from_settings(settings, db))
     return [
         records.admit,
         records.record_stage,
@@ -82,6 +88,7 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
         work_orders.close,
         top_ups.collect,
         top_ups.settle,
+        *settlements.activities(),
     ]
 
 
@@ -121,6 +128,8 @@ async def run_worker(settings: Settings) -> None:
         client = await connect_temporal(settings)
         if settings.payments.reconciliation_schedule:
             await ensure_reconciliation_schedule(client, settings)
+        if settings.settlement.schedules:
+            await ensure_settlement_schedules(client, settings, await minute_cadences_in_use(db))
         worker = build_worker(client, settings, db, commands_out)
         await ensure_alert_evaluator(client, settings)
         log.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.effective_address)

@@ -16,6 +16,7 @@ from swapflow.ops.config import OpsSla, WebhookChannel
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator_contract import EvaluatorInput
 from swapflow.workflows.refund_contract import RefundStart
+from swapflow.workflows.settlement_contract import SettlementStart
 from swapflow.workflows.swap_contract import SwapRequest
 from swapflow.workflows.topup_contract import TopUpStart
 from swapflow.workflows.work_order_contract import WorkOrderInput
@@ -86,6 +87,12 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_SANDBOX_DECLINE_RATE", "payments.sandbox_decline_rate", "0.5", 0.5),
     ("SWAPFLOW_SANDBOX_TIMEOUT_RATE", "payments.sandbox_timeout_rate", "0.5", 0.5),
     ("SWAPFLOW_SANDBOX_REFUND_PROCESSING_S", "payments.sandbox_refund_processing_s", "0.5", 0.5),
+    ("SWAPFLOW_SETTLEMENT_SCHEDULES", "settlement.schedules", "false", False),
+    ("SWAPFLOW_SETTLEMENT_SETTLE_AFTER_S", "settlement.settle_after_s", "0.5", 0.5),
+    ("SWAPFLOW_SETTLEMENT_REMIND_AFTER_S", "settlement.remind_after_s", "0.5", 0.5),
+    ("SWAPFLOW_SETTLEMENT_PAYOUT_POLL_SCHEDULE_S", "settlement.payout_poll_schedule_s", "[5, 10]", [5.0, 10.0]),
+    ("SWAPFLOW_SETTLEMENT_SANDBOX_PAYOUT_DELAY_S", "settlement.sandbox_payout_delay_s", "0.5", 0.5),
+    ("SWAPFLOW_SETTLEMENT_SANDBOX_PAYOUT_FAILURE_RATE", "settlement.sandbox_payout_failure_rate", "0.5", 0.5),
     ("SWAPFLOW_WECHAT_MCHID", "wechat.mchid", "wechat_mchid-value", "wechat_mchid-value"),
     ("SWAPFLOW_WECHAT_APPID", "wechat.appid", "wechat_appid-value", "wechat_appid-value"),
     ("SWAPFLOW_WECHAT_PRIVATE_KEY", "wechat.private_key", "wechat_private_key-value", "wechat_private_key-value"),
@@ -255,6 +262,8 @@ def test_the_workflow_inputs_and_the_settings_share_their_defaults(clean_env: py
     refund = RefundStart.model_fields
     assert list(refund["poll_schedule_s"].default) == settings.payments.refund_poll_schedule_s
     assert refund["expected_days"].default == settings.payments.refund_expected_days
+    settlement = SettlementStart.model_fields
+    assert list(settlement["payout_poll_schedule_s"].default) == settings.settlement.payout_poll_schedule_s
     assert WorkOrderInput.model_fields["verify_ack_timeout_s"].default == settings.ops.verify_ack_timeout_s
     evaluator = EvaluatorInput()
     assert (evaluator.interval_s, evaluator.per_run, evaluator.webhook_attempts) == (

@@ -43,8 +43,9 @@ so raises `CurrencyMismatch`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Annotated
 
@@ -468,3 +469,104 @@ def statement(
         total_minor=due - carried,
         carry_forward_minor=carried,
     )
+
+
+# ---------------------------------------------------------------------------------- settlement periods
+# A partner settles on its plan's cadence, in its own time zone: a weekly period is an ISO week from
+# Monday 00:00 local, a monthly one a calendar month from the 1st 00:00 local, and a period of N minutes
+# one of the day's N-minute slices counted from local midnight (the day's last slice ends at the next
+# midnight, however short). Bounds are UTC instants; labels name periods in ids and URLs, so they hold
+# no '/' and no ':' ("2026-12", "2026-W49", "2026-12-07T1430", the last the local start).
+
+
+class CadenceKind(StrEnum):
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    MINUTES = "minutes"  # the demo's short periods
+
+
+class Cadence(_Model):
+    """How often a plan's partners settle (`commission_plans.cadence`, `cadence_minutes`)."""
+
+    kind: CadenceKind
+    minutes: int | None = Field(None, ge=1, le=1440, description="The period's length, for MINUTES only")
+
+    @model_validator(mode="after")
+    def _minutes_with_minutes_only(self) -> Cadence:
+        if (self.kind == CadenceKind.MINUTES) != (self.minutes is not None):
+            raise ValueError("a cadence in minutes says how many, and only it does")
+        return self
+
+    @property
+    def name(self) -> str:
+        """weekly, monthly, minutes-<N>."""
+        return f"{self.kind}-{self.minutes}" if self.minutes is not None else str(self.kind)
+
+
+class SettlementPeriod(Period):
+    """A period on a cadence, with its label."""
+
+    label: str = Field(min_length=1)
+
+
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+def period_containing(at: datetime, cadence: Cadence, zone: tzinfo) -> SettlementPeriod:
+    """The period of `cadence` in time zone `zone` that the instant `at` falls in."""
+    _aware(at)
+    day = at.astimezone(zone).date()
+    if cadence.kind == CadenceKind.MONTHLY:
+        first = day.replace(day=1)
+        after = (first + timedelta(days=32)).replace(day=1)
+        return SettlementPeriod(start=_midnight(first, zone), end=_midnight(after, zone), label=f"{first:%Y-%m}")
+    if cadence.kind == CadenceKind.WEEKLY:
+        monday = day - timedelta(days=day.weekday())
+        year, week, _ = monday.isocalendar()
+        return SettlementPeriod(
+            start=_midnight(monday, zone), end=_midnight(monday + timedelta(days=7), zone), label=f"{year}-W{week:02d}"
+        )
+    length = timedelta(minutes=present(cadence.minutes, "a cadence's minutes"))
+    midnight, next_midnight = _midnight(day, zone), _midnight(day + timedelta(days=1), zone)
+    start = midnight + length * ((at - midnight) // length)
+    return SettlementPeriod(
+        start=start, end=min(start + length, next_midnight), label=f"{start.astimezone(zone):%Y-%m-%dT%H%M}"
+    )
+
+
+def previous_period(period: Period, cadence: Cadence, zone: tzinfo) -> SettlementPeriod:
+    """The period of `cadence` just before `period`."""
+    return period_containing(period.start - timedelta(microseconds=1), cadence, zone)
+
+
+_LABELS = {
+    CadenceKind.MONTHLY: re.compile(r"(?P<year>\d{4})-(?P<month>\d{2})"),
+    CadenceKind.WEEKLY: re.compile(r"(?P<year>\d{4})-W(?P<week>\d{2})"),
+    CadenceKind.MINUTES: re.compile(
+        r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2})(?P<minute>\d{2})"
+    ),
+}
+
+
+def period_of_label(label: str, cadence: Cadence, zone: tzinfo) -> SettlementPeriod:
+    """The period of `cadence` in `zone` that `label` names; ValueError if it names none (a malformed
+    label, another cadence's, or a time that does not start a period)."""
+    match = _LABELS[cadence.kind].fullmatch(label)
+    if match is None:
+        raise ValueError(f"{label!r} is no {cadence.name} period")
+    parts = {name: int(value) for name, value in match.groupdict().items()}
+    try:
+        if cadence.kind == CadenceKind.MONTHLY:
+            start = _midnight(date(parts["year"], parts["month"], 1), zone)
+        elif cadence.kind == CadenceKind.WEEKLY:
+            start = _midnight(date.fromisocalendar(parts["year"], parts["week"], 1), zone)
+        else:
+            local = datetime(parts["year"], parts["month"], parts["day"], parts["hour"], parts["minute"], tzinfo=zone)
+            start = local.astimezone(UTC)
+    except ValueError as exc:
+        raise ValueError(f"{label!r} is no {cadence.name} period: {exc}") from None
+    period = period_containing(start, cadence, zone)
+    if period.start != start or period.label != label:
+        raise ValueError(f"{label!r} does not start a {cadence.name} period (that one is {period.label!r})")
+    return period

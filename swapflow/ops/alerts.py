@@ -68,3 +68,31 @@ FORGED_PACK_REPORT = "forged_pack_report"
 """A pack report through a cabinet that neither holds the pack nor swaps it (device_adapter/authority.py)."""
 LATE_DEVICE_FACT = "custody_reconciled"
 """A device fact, after its swap ended or in no swap, that moved custody (device_adapter/reconcile.py)."""
+
+
+SETTLEMENT_UNAPPROVED = "settlement_unapproved"
+"""A settlement run has waited for finance's approval longer than SWAPFLOW_SETTLEMENT_REMIND_AFTER_S."""
+SETTLEMENT_PAYOUT_FAILED = "settlement_payout_failed"
+"""A settlement run's payout failed or came back: the partner is still owed; finance retries it."""
+
+
+async def raise_settlement_alert(session: AsyncSession, *, kind: str, run_id: str, message: str) -> Alert:
+    """Finance must act on a settlement run: one open alert per run and kind; a repeat (the next reminder)
+    counts an occurrence instead of opening another."""
+    key = f"{kind}:{run_id}"
+    alert = await session.scalar(select(Alert).where(Alert.dedupe_key == key, Alert.status == AlertStatus.OPEN))
+    if alert is None:
+        alert = Alert(kind=kind, severity="warning", dedupe_key=key, message=message)
+        session.add(alert)
+    else:
+        alert.occurrences, alert.last_seen_at, alert.message = alert.occurrences + 1, utcnow(), message
+    return alert
+
+
+async def resolve_settlement_alert(session: AsyncSession, *, kind: str, run_id: str) -> None:
+    """Finance has acted on the run: its open alert of `kind` is resolved."""
+    alert = await session.scalar(
+        select(Alert).where(Alert.dedupe_key == f"{kind}:{run_id}", Alert.status == AlertStatus.OPEN)
+    )
+    if alert is not None:
+        alert.status, alert.resolved_at = AlertStatus.RESOLVED, utcnow()

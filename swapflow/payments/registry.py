@@ -1,5 +1,6 @@
 """Which provider takes a rider's money: the providers this process has, built from the settings, and
-the rider's payment method (`rider_payment_methods`; a rider without one pays by the sandbox)."""
+the rider's payment method (`rider_payment_methods`; a rider without one pays by the sandbox). And the
+payout providers that pay partners."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.money import RiderPaymentMethod
+from swapflow.payments.payouts import PayoutMethod, PayoutProvider
 from swapflow.payments.provider import PaymentMethod, PaymentProvider
 from swapflow.payments.sandbox import SandboxProvider
+from swapflow.payments.sandbox_payouts import SandboxPayoutProvider
 from swapflow.payments.stripe import provider_from_settings as stripe_from_settings
 from swapflow.payments.subscription import SubscriptionProvider
 from swapflow.payments.wallet import WalletProvider
@@ -43,6 +46,17 @@ def providers_from_settings(settings: Settings, db: Database) -> dict[PaymentMet
             providers[provider.method] = provider
             log.info("payment provider %s configured", provider.method)
     return providers
+
+
+def payout_providers_from_settings(settings: Settings, db: Database) -> dict[PayoutMethod, PayoutProvider]:
+    """Every way this process can pay partners."""
+    return {
+        PayoutMethod.SANDBOX: SandboxPayoutProvider(
+            db,
+            delay_s=settings.settlement.sandbox_payout_delay_s,
+            failure_rate=settings.settlement.sandbox_payout_failure_rate,
+        )
+    }
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
+from temporalio import activity
 
+from swapflow.domain.commissions import Cadence
 from swapflow.workflows.contract import Contract, ContractError
 
 
@@ -39,6 +41,32 @@ class SettlementRefusedError(ContractError):
     """A step that cannot be done (no such partner, a period not yet over): not retried."""
 
     TYPE = "SettlementRefused"
+
+
+class SettlementForbiddenError(ContractError):
+    """An update the asker may not send: an approval by who prepared the run or a plan version it used."""
+
+    TYPE = "SettlementForbidden"
+
+
+class SettlementConflictError(ContractError):
+    """An update the run is not waiting for (approving a paid run, retrying a payout that did not fail)."""
+
+    TYPE = "SettlementConflict"
+
+
+class SettlementInvalidError(ContractError):
+    """An update that cannot be taken as sent (a rejection without a reason)."""
+
+    TYPE = "SettlementInvalid"
+
+
+class PayoutOutcomeUnknownError(ContractError):
+    """A payout submission whose answer was lost and the provider does not show yet: retried, and the
+    retry asks the provider first."""
+
+    TYPE = "PayoutOutcomeUnknown"
+    NON_RETRYABLE = False
 
 
 class SettlementStart(Contract):
@@ -85,6 +113,125 @@ class SettlementState(Contract):
     failure_reason: str | None = None
 
 
+class FreezeRequest(Contract):
+    """Freeze the run's period and compute its statement as revision `revision` (a recompute when > 1,
+    asked by `by`)."""
+
+    start: SettlementStart
+    revision: int = Field(ge=1)
+    by: str
+
+
+class DecisionRecord(Contract):
+    run_id: str
+    revision: int
+    decision: SettlementDecision
+
+
+class Reminder(Contract):
+    """The run has waited `waited_s` for approval (the `number`th reminder)."""
+
+    run_id: str
+    partner_id: str
+    period_label: str
+    waited_s: float
+    number: int
+
+
+class PayoutRef(Contract):
+    """A run's `attempt`th payout; `by` is who asked for a retry (attempt > 1)."""
+
+    run_id: str
+    attempt: int = Field(ge=1)
+    by: str = ""
+
+
+class PayoutProgress(Contract):
+    """A payout as our `partner_payouts` row holds it, after asking the provider."""
+
+    run_id: str
+    attempt: int
+    key: str
+    status: str = Field(description="submitted | a PayoutStatus")
+    failure_reason: str | None = None
+
+
+class BankResultRecord(Contract):
+    run_id: str
+    attempt: int
+    result: BankResult
+
+
+class DueRequest(Contract):
+    """Which partners of plans on `cadence` have a closed period to settle."""
+
+    cadence: Cadence
+
+
+class DueResult(Contract):
+    started: tuple[str, ...] = Field((), description="Workflow ids started now")
+    running: tuple[str, ...] = Field((), description="Already started (by hand, or an earlier tick)")
+
+
+# ---------------------------------------------------------------------------------- activities
+# By name and types: the workflows call these; the worker registers swapflow.activities.settlement's.
+
+
+@activity.defn(name="freeze_settlement")
+async def freeze_settlement(request: FreezeRequest) -> SettlementState:
+    """Assign the period's accruals and pending clawbacks to the run, compute and record its statement."""
+    raise NotImplementedError
+
+
+@activity.defn(name="record_settlement_decision")
+async def record_settlement_decision(record: DecisionRecord) -> None:
+    """Record finance's approval or rejection of a revision."""
+    raise NotImplementedError
+
+
+@activity.defn(name="remind_settlement")
+async def remind_settlement(reminder: Reminder) -> None:
+    """Remind finance of a run awaiting approval (an alert)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="submit_settlement_payout")
+async def submit_settlement_payout(ref: PayoutRef) -> PayoutProgress:
+    """Pay the run's total under the attempt's key (once, whatever the retries)."""
+    raise NotImplementedError
+
+
+@activity.defn(name="poll_settlement_payout")
+async def poll_settlement_payout(ref: PayoutRef) -> PayoutProgress:
+    """Ask the provider where the payout is."""
+    raise NotImplementedError
+
+
+@activity.defn(name="record_bank_result")
+async def record_bank_result(record: BankResultRecord) -> PayoutProgress:
+    """Record how finance says a bank transfer ended."""
+    raise NotImplementedError
+
+
+@activity.defn(name="settle_settlement_payout")
+async def settle_settlement_payout(ref: PayoutRef) -> None:
+    """Book a succeeded payout (payable → cash) and mark the run paid."""
+    raise NotImplementedError
+
+
+@activity.defn(name="fail_settlement_payout")
+async def fail_settlement_payout(ref: PayoutRef) -> None:
+    """Mark the run's payout failed (still owed) and alert finance."""
+    raise NotImplementedError
+
+
+@activity.defn(name="settlements_due")
+async def settlements_due(request: DueRequest) -> list[SettlementStart]:
+    """The runs to start: per partner on the cadence, its earliest closed period with something to settle
+    and no run."""
+    raise NotImplementedError
+
+
 def period_label_is_valid(label: str) -> bool:
     """Labels name periods in ids and URLs: no '/' and no ':' (which keys use as separators)."""
     return bool(label) and "/" not in label and ":" not in label
@@ -97,3 +244,8 @@ def settlement_workflow_id(partner_id: str, period_label: str) -> str:
 def settlement_run_id(partner_id: str, period_label: str) -> str:
     """The run's id: also what the API names it by."""
     return f"{partner_id}-{period_label}"
+
+
+def settlements_due_workflow_id(cadence: Cadence) -> str:
+    """The workflow a cadence's schedule starts on each tick (the schedule appends the tick's time)."""
+    return f"settlements-due/{cadence.name}"
