@@ -256,6 +256,149 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         return 1 if runner.run(reconcile()) else 0
 
 
+def cmd_partners(settings: Settings, args: argparse.Namespace) -> int:
+    """`partners …` and `plans …`: what the admin API does to partners and plans, through the same services
+    (each change audited as made by `--by`)."""
+    from datetime import datetime
+
+    from swapflow.db.engine import Database
+    from swapflow.domain.clock import as_utc, utcnow
+    from swapflow.domain.commissions import PartnerKind
+    from swapflow.domain.errors import DomainError
+    from swapflow.payments.payouts import PayoutMethod
+    from swapflow.services import partners
+
+    def since() -> datetime:
+        return as_utc(datetime.fromisoformat(args.since)) if args.since else utcnow()  # naive: UTC
+
+    def terms() -> dict[str, Any]:
+        return {
+            "effective_from": since(),
+            "currency": args.currency,
+            "percent_bp": args.percent_bp,
+            "fixed_minor": args.fixed_minor,
+            "tiers": [dict(zip(("above_swaps", "percent_bp"), map(int, t.split(":")), strict=True)) for t in args.tier],
+            "overrides_bp": [int(bp) for bp in args.overrides_bp.split(",") if bp],
+            "cap_minor": args.cap_minor,
+            "minimum_payout_minor": args.minimum_payout_minor,
+        }
+
+    async def act(session: Any) -> str:
+        by, what = args.by, (args.command, args.action)
+        if what == ("partners", "create"):
+            partner = await partners.create_partner(
+                session,
+                actor=by,
+                partner_id=args.id,
+                kind=PartnerKind(args.kind),
+                name=args.name or args.id,
+                parent_id=args.parent,
+                cities=[c for c in args.cities.split(",") if c],
+                time_zone=args.time_zone,
+                currency=args.currency,
+                referral_code=args.referral_code,
+                payout_method=PayoutMethod(args.payout_method),
+                payout_account=args.payout_account,
+                payout_details=dict(d.split("=", 1) for d in args.detail),
+            )
+            return partner.id
+        if what == ("partners", "list"):
+            rows = await partners.list_partners(session, None, limit=1_000_000)
+            return "\n".join(
+                f"{p.id}\t{p.kind}\t{p.name}\t{','.join(p.cities)}\t{p.parent_id or '-'}\t{p.active}" for p in rows
+            )
+        if what == ("partners", "token"):
+            return await partners.issue_partner_token(session, args.partner_id, actor=by)
+        if what == ("partners", "assign"):
+            row = await partners.assign_plan(session, args.partner_id, args.plan, since(), actor=by)
+            return f"{row.partner_id} on {row.plan_id} from {row.effective_from.isoformat()}"
+        if what == ("partners", "attribute"):
+            await partners.attribute_rider(session, args.target, args.partner, actor=by)
+        elif what == ("partners", "host"):
+            await partners.set_station_host(session, args.target, args.partner, actor=by)
+        elif what == ("partners", "franchise"):
+            await partners.set_city_franchisee(session, args.target, args.partner, actor=by)
+        elif what == ("plans", "create"):
+            plan = await partners.create_plan(
+                session,
+                actor=by,
+                plan_id=args.id,
+                name=args.name,
+                cadence=args.cadence,
+                cadence_minutes=args.cadence_minutes,
+                terms=terms(),
+            )
+            return plan.plan.id
+        else:
+            version = await partners.add_plan_version(session, args.plan_id, terms(), actor=by)
+            return f"{version.plan_id} v{version.version}"
+        return f"{args.target}: {args.partner}"
+
+    async def run() -> str:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.transaction() as session:
+                return await act(session)
+        finally:
+            await db.dispose()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            print(runner.run(run()))
+    except DomainError as refused:
+        raise SystemExit(f"swapflow {args.command} {args.action}: {refused.title}: {refused.detail}") from None
+    return 0
+
+
+def _partner_commands(sub: Any) -> None:
+    """The `partners` and `plans` commands' arguments."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--by", default="cli", help="the account recorded in the audit trail")
+    partners = sub.add_parser("partners", help="partners: hosts, franchisees, agents").add_subparsers(
+        dest="action", required=True
+    )
+    create = partners.add_parser("create", parents=[common], help="create a partner; prints its id")
+    create.add_argument("--id")
+    create.add_argument("--kind", required=True, choices=["station_host", "city_franchisee", "channel_agent"])
+    create.add_argument("--name", default="")
+    create.add_argument("--cities", required=True, help="comma-separated city codes; the first gives zone and currency")
+    create.add_argument("--parent", help="the recruiting agent (agents)")
+    create.add_argument("--time-zone")
+    create.add_argument("--currency")
+    create.add_argument("--referral-code")
+    create.add_argument("--payout-method", default="bank", choices=["wechat", "stripe", "bank", "sandbox"])
+    create.add_argument("--payout-account")
+    create.add_argument("--detail", action="append", default=[], metavar="KEY=VALUE", help="bank transfer details")
+    partners.add_parser("list", parents=[common], help="every partner, tab-separated")
+    partners.add_parser("token", parents=[common], help="a new login token (shown once)").add_argument("partner_id")
+    assign = partners.add_parser("assign", parents=[common], help="put a partner on a plan")
+    assign.add_argument("partner_id")
+    assign.add_argument("--plan", required=True)
+    assign.add_argument("--since", help="ISO time it takes effect (default: now)")
+    for name, target in (("attribute", "rider_id"), ("host", "station_id"), ("franchise", "city_code")):
+        link = partners.add_parser(name, parents=[common], help=f"link a {target.split('_')[0]} to a partner")
+        link.add_argument("target", metavar=target.upper())
+        link.add_argument("--partner", required=True)
+    plans = sub.add_parser("plans", help="commission plans and their versions").add_subparsers(
+        dest="action", required=True
+    )
+    terms = argparse.ArgumentParser(add_help=False, parents=[common])
+    terms.add_argument("--since", help="ISO time the terms take effect (default: now)")
+    terms.add_argument("--currency", required=True)
+    terms.add_argument("--percent-bp", type=int, default=0)
+    terms.add_argument("--fixed-minor", type=int, default=0)
+    terms.add_argument("--tier", action="append", default=[], metavar="ABOVE_SWAPS:BP")
+    terms.add_argument("--overrides-bp", default="", help="comma-separated, parent first")
+    terms.add_argument("--cap-minor", type=int)
+    terms.add_argument("--minimum-payout-minor", type=int, default=0)
+    plan = plans.add_parser("create", parents=[terms], help="a new plan and its version 1")
+    plan.add_argument("--id")
+    plan.add_argument("--name", required=True)
+    plan.add_argument("--cadence", default="monthly", choices=["weekly", "monthly", "minutes"])
+    plan.add_argument("--cadence-minutes", type=int)
+    plans.add_parser("version", parents=[terms], help="the plan's next version").add_argument("plan_id")
+
+
 def cmd_settlements(settings: Settings, args: argparse.Namespace) -> int:
     """Settle a partner's period now (what the schedules do), once: print the run's state."""
     from swapflow.db.engine import Database
@@ -338,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile = sub.add_parser("reconcile", help="reconcile a day with the payment providers; exit 1 on differences")
     reconcile.add_argument("--date", type=date.fromisoformat, required=True, help="YYYY-MM-DD (UTC)")
+    _partner_commands(sub)
     settlements = sub.add_parser("settlements", help="commission settlement runs").add_subparsers(
         dest="action", required=True
     )
@@ -365,6 +509,8 @@ COMMANDS = {
     "reconcile": cmd_reconcile,
     "settlements": cmd_settlements,
     "operators": cmd_operators,
+    "partners": cmd_partners,
+    "plans": cmd_partners,
 }
 
 

@@ -20,6 +20,7 @@ from swapflow.db.engine import Database
 from swapflow.db.money import LedgerPosting, LedgerTransaction, Payment, ReconciliationException, Refund, SandboxPayment
 from swapflow.db.ops import Alert
 from swapflow.domain.clock import utcnow
+from swapflow.domain.ops import OperatorRole
 from swapflow.payments.ledger import (
     DEFERRED_REVENUE,
     REFUNDED_REVENUE,
@@ -37,7 +38,7 @@ from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.reconciliation_contract import ReconcileInput, ReconcileProvider
 from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, THIRD_RIDER, Money
-from tests.ops_harness import admin_headers
+from tests.ops_harness import admin_headers, bearer, operator_token
 from tests.payment_fakes import wechat_fake  # noqa: F401  (fixture)
 from tests.swap_harness import running_worker
 from tests.wechat_fake import WeChatPayFake
@@ -282,6 +283,32 @@ async def test_reconciliation_workflow_reports_the_day_to_finance(
         body = api.get(f"/v1/finance/reconciliation/{today.isoformat()}").json()
     assert {run["provider"] for run in body["runs"]} >= {"sandbox", "wallet", "subscription"}
     assert sorted(e["kind"] for e in body["exceptions"]) == ["amount_mismatch", "ledger_mismatch", "missing_in_ours"]
+
+
+async def test_finance_marks_a_difference_resolved_with_a_note_once(money: Money, settings: Settings) -> None:
+    await plant_differences(money)
+    await reconcile_today(money)
+    [difference, *_] = await exceptions(money)
+    finance = bearer(await operator_token(money.db, "finance-1", OperatorRole.FINANCE))
+    path = f"/v1/finance/reconciliation/exceptions/{difference.id}/resolve"
+
+    with TestClient(create_app(settings), headers=finance) as api:
+        resolved = api.post(path, json={"note": "provider fee booked by hand"}).json()
+        again = api.post(path, json={"note": "twice"})
+        day = api.get(f"/v1/finance/reconciliation/{utcnow().date().isoformat()}").json()
+        [event] = api.get(f"/v1/audit/reconciliation_exception/{difference.id}").json()
+
+    assert (resolved["status"], resolved["resolved_by"], resolved["resolution_note"]) == (
+        "resolved",
+        "finance-1",
+        "provider fee booked by hand",
+    )
+    assert resolved["resolved_at"] is not None
+    assert again.status_code == 409
+    assert [e["status"] for e in day["exceptions"]].count("resolved") == 1
+    assert (event["actor"], event["before"]["status"], event["after"]["status"]) == ("finance-1", "open", "resolved")
+    await reconcile_today(money)  # the day reconciled again leaves the resolution as it was
+    assert sum(1 for e in await exceptions(money) if e.status == "resolved") == 1
 
 
 @pytest.fixture

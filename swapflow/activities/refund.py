@@ -20,8 +20,7 @@ from swapflow.db.ops import Alert
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.checks import present
 from swapflow.domain.clock import as_utc, utcnow
-from swapflow.domain.swaps import SwapStatus
-from swapflow.payments.ledger import DEFERRED_REVENUE, REFUNDED_REVENUE, REFUNDS_PAYABLE, Posting, post_transaction
+from swapflow.payments.ledger import REFUNDS_PAYABLE, Posting, post_transaction
 from swapflow.payments.provider import (
     PaymentMethod,
     PaymentProvider,
@@ -37,9 +36,11 @@ from swapflow.payments.refunds import (
     RefundRefused,
     RefundState,
     add_business_days,
+    book_refund_owed,
     charge_key,
     method_account,
     open_refund,
+    settled_key,
 )
 from swapflow.payments.registry import provider_for
 from swapflow.workflows.refund_contract import (
@@ -199,28 +200,10 @@ class RefundActivities:
             if refund.submitted_at is None:
                 refund.submitted_at = state.created_at or utcnow()
                 refund.expected_by = add_business_days(as_utc(refund.submitted_at), ref.expected_days)
-                await self._owe(session, refund)
+                await book_refund_owed(session, refund)
             if refund.status == RefundState.REQUESTED:
                 refund.status = RefundState.PROCESSING
             return _update(refund)
-
-    async def _owe(self, session: AsyncSession, refund: Refund) -> None:
-        """The refund is owed to the rider from its first accepted submission on (once per refund)."""
-        order = await session.get(SwapOrder, refund.order_id) if refund.order_id else None
-        compensation = refund.origin == RefundOrigin.SWAP_COMPENSATION
-        from_deferred = order is not None and order.status != SwapStatus.COMPLETED
-        await post_transaction(
-            session,
-            key=f"refund:{refund.id}",
-            kind="swap_refund" if compensation else "refund",
-            currency=refund.currency,
-            order_id=refund.order_id,
-            memo=f"{refund.origin}: {refund.reason}"[:200],
-            postings=[
-                Posting(DEFERRED_REVENUE if from_deferred else REFUNDED_REVENUE, refund.amount_minor),
-                Posting(REFUNDS_PAYABLE, -refund.amount_minor),
-            ],
-        )
 
     @activity.defn(name="settle_refund")
     async def settle(self, ref: RefundRef) -> RefundUpdate:
@@ -229,7 +212,7 @@ class RefundActivities:
             refund = await self._refund(session, ref.refund_id)
             await post_transaction(
                 session,
-                key=f"refund:{refund.id}:settled",
+                key=settled_key(refund.id),
                 kind="refund_settled",
                 currency=refund.currency,
                 order_id=refund.order_id,

@@ -319,6 +319,7 @@ async def freeze(session: AsyncSession, request: FreezeRequest) -> SettlementSta
             CommissionAccrual.reversed_by_refund_id.is_(None),
         )
         .values(run_id=run.id)
+        .execution_options(synchronize_session=False)  # a bulk UPDATE: no accrual is loaded as an object
     )
     # A refund after its accrual was frozen in the period's own (unpaid) run waits for the next period.
     settled = exists().where(CommissionAccrual.id == CommissionClawback.accrual_id, CommissionAccrual.at < period.start)
@@ -326,6 +327,7 @@ async def freeze(session: AsyncSession, request: FreezeRequest) -> SettlementSta
         update(CommissionClawback)
         .where(CommissionClawback.partner_id == start.partner_id, CommissionClawback.run_id.is_(None), settled)
         .values(run_id=run.id)
+        .execution_options(synchronize_session=False)
     )
     rows = await session.execute(select(*_ACCRUAL_COLUMNS).where(CommissionAccrual.run_id == run.id))
     accruals = [_accrual(start.partner_id, row) for row in rows]

@@ -18,6 +18,7 @@ from swapflow.api.routers import (
     finance,
     network,
     ops,
+    partners,
     payments,
     pricing,
     refunds,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finance,
         settlements,
         payments,
+        partners,
     ):
         app.include_router(module.router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,6 +101,16 @@ class RefundView(BaseModel):
     expected_by: datetime | None = Field(description="When the money should have arrived at the latest.")
     final_at: datetime | None
     escalated: bool
+    resolution: str | None = Field(
+        description="How finance resolved it once escalated: resubmitted | paid_by_transfer | refunded_offline"
+    )
+    resolution_method: str | None = Field(
+        description="The transfer's channel (bank, wechat, stripe), or the provider's"
+    )
+    resolution_ref: str | None = Field(description="The transfer's or the offline refund's reference")
+    resolution_note: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
     workflow_id: str
 
     @classmethod
@@ -153,10 +164,46 @@ class ReconciliationExceptionView(BaseModel):
     ours_minor: int | None
     theirs_minor: int | None
     detail: str
-    status: str
+    status: str = Field(description="open | resolved")
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolution_note: str | None
 
 
 class ReconciliationView(BaseModel):
     day: str
     runs: list[ReconciliationRunView]
     exceptions: list[ReconciliationExceptionView]
+
+
+class Resolution(BaseModel):
+    """Finance's word on what it did, kept with the record and in the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class RefundResubmit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
+
+
+class RefundTransfer(BaseModel):
+    """Finance paid the rider an escalated refund another way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["bank", "wechat", "stripe"] = Field(description="Where the money left from")
+    reference: str = Field(min_length=1, max_length=120, description="The transfer's reference")
+    note: str = Field("", max_length=2000)
+
+
+class RefundOffline(BaseModel):
+    """An escalated refund returned outside swapflow through its provider (its merchant portal)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = Field(min_length=1, max_length=120, description="The provider's reference")
+    note: str = Field("", max_length=2000)

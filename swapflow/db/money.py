@@ -75,6 +75,14 @@ class Refund(Base):
     succeeded_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When the provider says it succeeded.")
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolution: Mapped[str | None] = mapped_column(
+        String(24), nullable=True, doc="How finance resolved an escalated refund (a `RefundResolution`)."
+    )
+    resolution_method: Mapped[str | None] = mapped_column(String(16), nullable=True, doc="A transfer's channel.")
+    resolution_ref: Mapped[str | None] = mapped_column(String(120), nullable=True, doc="The transfer's reference.")
+    resolution_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Complaint(Base):
@@ -271,8 +279,11 @@ class ReconciliationException(Base):
     ours_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     theirs_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default="open", doc="open | resolved")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    resolution_note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class SandboxPayment(Base):

@@ -23,3 +23,11 @@ class RefundState(StrEnum):
 def swap_refund_id(order_id: str) -> str:
     """The refund id of a failed swap's compensation: one failure can only ever open this one refund."""
     return f"swap-{order_id}"
+
+
+class RefundResolution(StrEnum):
+    """How finance resolved a refund escalated to it: nobody's money stays owed without an owner."""
+
+    RESUBMITTED = "resubmitted"  # a new submission through the refund workflow
+    PAID_BY_TRANSFER = "paid_by_transfer"  # finance paid the rider another way (bank, another provider)
+    REFUNDED_OFFLINE = "refunded_offline"  # returned outside swapflow (the provider's merchant portal)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.money import Payment, Refund
+from swapflow.db.swaps import SwapOrder
 from swapflow.domain.refunds import (
     RefundOrigin as RefundOrigin,
 )
@@ -19,7 +20,17 @@ from swapflow.domain.refunds import (
 from swapflow.domain.refunds import (
     swap_refund_id as swap_refund_id,
 )
-from swapflow.payments.ledger import provider_clearing, subscription_account, wallet_account
+from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.ledger import (
+    DEFERRED_REVENUE,
+    REFUNDED_REVENUE,
+    REFUNDS_PAYABLE,
+    Posting,
+    post_transaction,
+    provider_clearing,
+    subscription_account,
+    wallet_account,
+)
 from swapflow.payments.provider import PaymentMethod, PaymentStatus, refund_submission_key
 
 OPEN_STATES = (RefundState.REQUESTED, RefundState.PROCESSING)
@@ -38,6 +49,32 @@ def method_account(method: str, rider_id: str) -> str:
     if method == PaymentMethod.SUBSCRIPTION:
         return subscription_account(rider_id)
     return provider_clearing(method)
+
+
+def settled_key(refund_id: str) -> str:
+    """The ledger transaction that clears a refund from refunds payable: once, however it landed."""
+    return f"refund:{refund_id}:settled"
+
+
+async def book_refund_owed(session: AsyncSession, refund: Refund) -> None:
+    """The refund is owed to the rider (debit deferred revenue for a failed swap, contra-revenue
+    otherwise; credit refunds payable): from its first accepted submission on, or when finance resolves
+    one no provider ever accepted. Once per refund."""
+    order = await session.get(SwapOrder, refund.order_id) if refund.order_id else None
+    compensation = refund.origin == RefundOrigin.SWAP_COMPENSATION
+    from_deferred = order is not None and order.status != SwapStatus.COMPLETED
+    await post_transaction(
+        session,
+        key=f"refund:{refund.id}",
+        kind="swap_refund" if compensation else "refund",
+        currency=refund.currency,
+        order_id=refund.order_id,
+        memo=f"{refund.origin}: {refund.reason}"[:200],
+        postings=[
+            Posting(DEFERRED_REVENUE if from_deferred else REFUNDED_REVENUE, refund.amount_minor),
+            Posting(REFUNDS_PAYABLE, -refund.amount_minor),
+        ],
+    )
 
 
 def add_business_days(start: datetime, days: int) -> datetime:

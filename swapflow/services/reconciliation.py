@@ -1,8 +1,9 @@
 """Reconciliation: one day of each provider's money compared three ways: the ledger with our payments and
 refunds, and those with the provider's own statement. Every difference is filed as a
 `reconciliation_exceptions` row for finance and a day with differences raises an alert; nothing is ever
-corrected here. Re-running a day files no difference twice. The daily Temporal Schedule runs it through
-the reconciliation workflow; `swapflow reconcile` runs it at once; finance reads a day's result.
+corrected here (finance marks a difference resolved, with a note). Re-running a day files no difference
+twice. The daily Temporal Schedule runs it through the reconciliation workflow; `swapflow reconcile` runs
+it at once; finance reads a day's result.
 
 Each movement is dated as its provider's statement dates it, or a movement near midnight would be
 missing on one day and unknown on the next: a charge from its capture; a refund from its acceptance, but
@@ -34,9 +35,12 @@ from swapflow.db.money import (
     ReconciliationRun,
     Refund,
 )
+from swapflow.domain.clock import utcnow
+from swapflow.domain.errors import Conflict, NotFound
 from swapflow.ops.alerts import raise_reconciliation_alert
 from swapflow.payments.provider import PaymentMethod, PaymentProvider, PaymentStatus, RefundStatus, day_bounds
 from swapflow.payments.refunds import method_account
+from swapflow.services.audit import record_change, snapshot
 from swapflow.settings import Settings
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.reconciliation_contract import ProviderReconciliation, ReconcileInput
@@ -242,3 +246,20 @@ async def reconciliation_of(
         .order_by(ReconciliationException.id)
     )
     return list(runs), list(exceptions)
+
+
+async def resolve_exception(
+    session: AsyncSession, exception_id: int, *, actor: str, note: str
+) -> ReconciliationException:
+    """Finance marks a difference resolved, saying how in `note` (who and when are recorded, and audited).
+    Conflict if it already is."""
+    row = await session.get(ReconciliationException, exception_id, with_for_update=True)
+    if row is None:
+        raise NotFound("reconciliation exception", exception_id)
+    if row.status == "resolved":
+        raise Conflict("Already resolved", f"difference {exception_id} was resolved by {row.resolved_by}")
+    before = snapshot(row)
+    row.status, row.resolved_by, row.resolved_at, row.resolution_note = "resolved", actor, utcnow(), note
+    await session.flush()
+    record_change(session, actor, "resolve", "reconciliation_exception", str(row.id), before, snapshot(row), note)
+    return row

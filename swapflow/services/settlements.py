@@ -105,7 +105,9 @@ async def settlement_start(
     except ValueError as exc:
         raise Invalid(f"partner {partner_id!r} settles {cadence.name}: {exc}") from None
     if period.end > utcnow():
-        raise Conflict("Period not over", f"period {period_label} of partner {partner_id!r} ends {period.end}")
+        raise Conflict(
+            "Period not over", f"period {period_label} of partner {partner_id!r} is not over: it ends {period.end}"
+        )
     return SettlementStart(
         run_id=settlement_run_id(partner_id, period.label),
         partner_id=partner_id,

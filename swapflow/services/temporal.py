@@ -26,10 +26,17 @@ async def connect(temporal: TemporalConnector, unavailable: str) -> Client:
 
 
 async def start_once(
-    client: Client, run: Callable[[Any, Arg], Awaitable[Any]], arg: Arg, *, workflow_id: str, task_queue: str
+    client: Client,
+    run: Callable[[Any, Arg], Awaitable[Any]],
+    arg: Arg,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    rerun: bool = False,
 ) -> None:
     """Start the workflow `workflow_id` unless it runs (then it is left running) or ran (a finished one is
-    never started again): what a retried request or a second caller needs."""
+    never started again, unless `rerun`: a deliberate new run under the same id): what a retried request
+    or a second caller needs."""
     try:
         await client.start_workflow(
             run,
@@ -37,7 +44,7 @@ async def start_once(
             id=workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE if rerun else WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
         pass  # it ran to the end

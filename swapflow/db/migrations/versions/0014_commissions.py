@@ -351,8 +351,35 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_commission_clawbacks_refund_id"), ["refund_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_commission_clawbacks_run_id"), ["run_id"], unique=False)
 
+    # Finance's resolution of an escalated refund and of a reconciliation difference.
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("resolution", sa.String(length=24), nullable=True))
+        batch_op.add_column(sa.Column("resolution_method", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("resolution_ref", sa.String(length=120), nullable=True))
+        batch_op.add_column(sa.Column("resolution_note", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("resolved_by", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("reconciliation_exceptions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("resolved_by", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("resolution_note", sa.Text(), nullable=True))
+
 
 def downgrade() -> None:
+
+    with op.batch_alter_table("reconciliation_exceptions", schema=None) as batch_op:
+        for column in ("resolution_note", "resolved_at", "resolved_by"):
+            batch_op.drop_column(column)
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        for column in (
+            "resolved_at",
+            "resolved_by",
+            "resolution_note",
+            "resolution_ref",
+            "resolution_method",
+            "resolution",
+        ):
+            batch_op.drop_column(column)
 
     with op.batch_alter_table("commission_clawbacks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_commission_clawbacks_run_id"))
