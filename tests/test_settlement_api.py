@@ -21,7 +21,9 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from swapflow.activities.settlement import SettlementActivities
 from swapflow.api.app import create_app
 from swapflow.db.commissions import (
     CommissionAccrual,
@@ -41,15 +43,17 @@ from swapflow.domain.clock import utcnow
 from swapflow.domain.commissions import AccrualKind, LineKind, StatementLine
 from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import PARTNER, issue_token
-from swapflow.payments.payouts import PayoutStatus, payout_key
+from swapflow.payments.bank_payouts import BankPayoutProvider
+from swapflow.payments.payouts import PayoutMethod, PayoutStatus, payout_key
+from swapflow.payments.registry import payout_providers_from_settings
 from swapflow.payments.sandbox_payouts import SandboxPayoutProvider
 from swapflow.services import settlements
 from swapflow.services.settlement_statements import STATEMENT_COLUMNS
 from swapflow.settings import Settings
+from swapflow.workflows.settlement import SettlementWorkflow
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.ops_harness import bearer, operator_token, rider_token
-from tests.swap_harness import running_worker
 
 HOST_SH, AGENT_SH, HOST_BER = "host-sh-1", "agent-sh-1", "host-ber-1"
 
@@ -551,7 +555,7 @@ class Live:
         await SandboxPayoutProvider(self.db).settle_payout(payout_key(self.run_id, attempt), status, reason)
 
 
-async def host_with_last_months_swaps(db: Database, host_id: str) -> None:
+async def host_with_last_months_swaps(db: Database, host_id: str, payout_method: str) -> None:
     """`host_id` on a monthly 5 % plan prepared by PLANNER, with SWAPS swaps accrued last month."""
     plan = domain.PlanVersion(
         plan_id=f"plan-{host_id}",
@@ -586,8 +590,9 @@ async def host_with_last_months_swaps(db: Database, host_id: str) -> None:
                 cities=["SH"],
                 time_zone="Asia/Shanghai",
                 currency="CNY",
-                payout_method="sandbox",
+                payout_method=payout_method,
                 payout_account="acct-live",
+                payout_details={"holder": "Live Host", "account_number": "6222 0202 0000 1234 567"},
             )
         )
         session.add(CommissionPlan(id=plan.plan_id, name=host_id, cadence="monthly", created_by=PLANNER))
@@ -627,8 +632,17 @@ async def host_with_last_months_swaps(db: Database, host_id: str) -> None:
 
 
 @pytest.fixture
-async def live(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Live]:
-    """A new host's run of last month awaiting approval, the API in this test's event loop and a worker."""
+def payout_method() -> str:
+    """How the host is paid (a test parametrizes it)."""
+    return "sandbox"
+
+
+@pytest.fixture
+async def live(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, payout_method: str
+) -> AsyncIterator[Live]:
+    """A new host's run of last month awaiting approval, the API in this test's event loop and a worker
+    of the settlement workflows with their real activities, paying through the sandbox and the bank file."""
     host = f"host-{uuid.uuid4().hex[:8]}"
     app = create_app(settings)
     app.state.settings, app.state.db = settings, db
@@ -637,9 +651,15 @@ async def live(temporal_env: WorkflowEnvironment, settings: Settings, db: Databa
         return temporal_env.client
 
     app.state.temporal = temporal
-    await host_with_last_months_swaps(db, host)
+    await host_with_last_months_swaps(db, host, payout_method)
+    providers = {**payout_providers_from_settings(settings, db), PayoutMethod.BANK: BankPayoutProvider(db)}
     async with (
-        running_worker(temporal_env.client, settings, db),
+        Worker(
+            temporal_env.client,
+            task_queue=settings.temporal.task_queue,
+            workflows=[SettlementWorkflow],
+            activities=SettlementActivities(db, settings, providers).activities(),
+        ),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
     ):
         live = Live(
@@ -731,3 +751,37 @@ async def test_a_failed_payout_is_retried_and_the_run_paid_once(live: Live) -> N
             select(func.count()).select_from(SandboxPayout).where(SandboxPayout.status == PayoutStatus.SUCCEEDED)
         )
     assert landed == 1
+
+
+@pytest.mark.parametrize("payout_method", ["bank"])
+async def test_a_bank_transfer_goes_in_the_bank_file_and_finance_marks_it_paid(live: Live) -> None:
+    await live.act("approve")
+    paying = await live.until("paying")
+    assert [(p["method"], p["status"]) for p in paying["payouts"]] == [("bank", "awaiting_bank")]
+    bank_file = rows((await live.api.get("/v1/finance/settlements/bank-file", headers=live.approver)).text)
+    assert [(r["payment_reference"], r["beneficiary_account"], r["amount"]) for r in bank_file] == [
+        (payout_key(live.run_id, 1), "6222020200001234567", "1.20")
+    ]
+
+    marked = await live.act("bank-result", outcome="paid", reference="BK-20261207-0042")
+    assert marked.status_code == 200, marked.json()
+    run = await live.until("paid")
+
+    assert [(p["status"], p["provider_ref"], p["paid_by"]) for p in run["payouts"]] == [
+        ("succeeded", "BK-20261207-0042", APPROVER)
+    ]
+    assert (await live.api.get("/v1/finance/settlements/bank-file", headers=live.approver)).text.count("\n") == 1
+
+
+@pytest.mark.parametrize("payout_method", ["bank"])
+async def test_a_returned_bank_transfer_leaves_the_run_owed_for_a_retry(live: Live) -> None:
+    await live.act("approve")
+    await live.until("paying")
+    returned = await live.act("bank-result", outcome="returned", reason="account number unknown")
+    assert returned.status_code == 200, returned.json()
+    run = await live.until("payout_failed")
+
+    assert [(p["status"], p["failure_reason"]) for p in run["payouts"]] == [
+        ("returned", "returned by the bank: account number unknown")
+    ]
+    assert (await live.act("retry-payout")).status_code == 200
