@@ -258,3 +258,10 @@ def test_near_that_is_no_coordinate_is_invalid_by_the_document(document: dict[st
     assert valid(document, near["schema"], "-90,180")
     assert not valid(document, near["schema"], "north")
     assert not valid(document, near["schema"], "91,0")
+
+
+def test_a_mapping_key_with_a_nul_character_is_invalid_by_the_document(document: dict[str, Any]) -> None:
+    body = document["paths"]["/v1/partners"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    partner = {"kind": "station_host", "name": "Host", "cities": ["SH"], "payout_method": "bank"}
+    assert valid(document, body, {**partner, "payout_details": {"holder": "Wang Fang"}})
+    assert not valid(document, body, {**partner, "payout_details": {"hol\x00der": "Wang Fang"}})
