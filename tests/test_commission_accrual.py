@@ -6,38 +6,26 @@ through the real activities, and the ledger and the invariant check read after e
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.db.commissions import CommissionAccrual, CommissionClawback, CommissionPlanVersion, Partner
-from swapflow.db.commissions import SettlementRun as SettlementRunRow
+from swapflow.db.commissions import CommissionPlanVersion, Partner
 from swapflow.db.engine import Database
-from swapflow.db.money import LedgerPosting
 from swapflow.db.swaps import SwapOrder
-from swapflow.domain.clock import utcnow
 from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.ops.invariants import check_invariants
 from swapflow.payments.commissions import accrue_swap
-from swapflow.payments.ledger import COMMISSION_EXPENSE, partner_payable
-from swapflow.payments.refunds import RefundOrigin
-from swapflow.protocol.v1 import BatteryReading
-from swapflow.services.refunds import open_order_refund
+from swapflow.payments.ledger import COMMISSION_EXPENSE
 from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.simulator.fleet import sim_battery
-from swapflow.workflows.refund_contract import RefundRef
-from swapflow.workflows.settlement_contract import RunStatus
 from swapflow.workflows.swap import SwapWorkflow
-from swapflow.workflows.swap_contract import ReturnCheck, SwapFinish, swap_workflow_id
-from tests.money_harness import CABINET, PRICE, Money
+from swapflow.workflows.swap_contract import swap_workflow_id
+from tests.commission_harness import AGENT, FRANCHISEE, HOST, PARENT, RIDER, UNATTRIBUTED_RIDER, Swaps
+from tests.money_harness import CABINET, PRICE
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker
-
-RIDER = "rider-sh-0001"  # brought by sub-agent agent-sh-1, whose parent is agent-sh
-UNATTRIBUTED_RIDER = "rider-sh-0003"
-HOST, FRANCHISEE, AGENT, PARENT = "host-st-sh-001", "franchisee-sh", "agent-sh-1", "agent-sh"
 
 # What a swap of PRICE (600) at CABINET by RIDER accrues under the demo plans: (partner, kind, level) → amount.
 ACCRUED = {
@@ -47,95 +35,6 @@ ACCRUED = {
     (AGENT, "percentage", None): 24,  # 4 %
     (PARENT, "override", 1): 5,  # 20 % of the sub-agent's 24 = 4.8, rounded half up
 }
-
-
-class Swaps(Money):
-    """Swaps at CABINET through the real activities, completed or refunded as a worker would."""
-
-    async def completed(self, rider_id: str = RIDER) -> str:
-        order_id = await self.charged(rider_id)
-        async with self.db.sessions() as session:
-            order = await session.get(SwapOrder, order_id)
-        held = await battery_of(self.db, rider_id)
-        assert order is not None and order.return_slot_no is not None and held is not None
-        reading = BatteryReading(
-            serial=held.serial, soc=15.0, soh=90.0, voltage_v=56.0, temperature_c=25.0, cycle_count=100
-        )
-        await self.records.accept_return(
-            ReturnCheck(
-                order_id=order_id,
-                rider_id=rider_id,
-                cabinet_id=CABINET,
-                slot_no=order.return_slot_no,
-                expected_serial=held.serial,
-                reading=reading,
-            )
-        )
-        await self.finish(order_id, SwapStatus.COMPLETED)
-        return order_id
-
-    async def finish(self, order_id: str, status: SwapStatus) -> None:
-        await self.records.finish(SwapFinish(order_id=order_id, status=status, reason="test"))
-
-    async def operator_refund(self, order_id: str, key: str = "first", amount_minor: int | None = None) -> str:
-        """An operator's refund of the swap, opened and accepted by the provider as its workflow does it."""
-        refund, _ = await open_order_refund(
-            self.db,
-            refund_id=f"op-{key}-{order_id[:8]}",
-            order_id=order_id,
-            amount_minor=amount_minor,
-            reason="test refund",
-            origin=RefundOrigin.OPERATOR,
-        )
-        await self.refunds.submit(RefundRef(refund_id=refund.id))
-        return refund.id
-
-    async def accruals(self, order_id: str) -> list[CommissionAccrual]:
-        async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(CommissionAccrual).where(CommissionAccrual.order_id == order_id).order_by(CommissionAccrual.id)
-            )
-            return list(rows)
-
-    async def accrued(self, order_id: str) -> dict[tuple[str, str, int | None], int]:
-        return {(row.partner_id, row.kind, row.level): row.amount_minor for row in await self.accruals(order_id)}
-
-    async def balance(self, account: str) -> int:
-        async with self.db.sessions() as session:
-            total = await session.scalar(
-                select(func.sum(LedgerPosting.amount_minor)).where(LedgerPosting.account == account)
-            )
-        return int(total or 0)
-
-    async def clawbacks(self) -> list[CommissionClawback]:
-        async with self.db.sessions() as session:
-            return list(await session.scalars(select(CommissionClawback).order_by(CommissionClawback.id)))
-
-    async def freeze(self, partner_id: str) -> str:
-        """A settlement run of the partner freezes its accruals so far, as a run's first step does."""
-        run_id = f"{partner_id}-test"
-        async with self.db.transaction() as session:
-            session.add(
-                SettlementRunRow(
-                    id=run_id,
-                    partner_id=partner_id,
-                    city_code="SH",
-                    period_label="test",
-                    period_start=utcnow() - timedelta(hours=1),
-                    period_end=utcnow() + timedelta(seconds=1),
-                    currency="CNY",
-                    status=RunStatus.AWAITING_APPROVAL,
-                    workflow_id=f"settlement/{partner_id}/test",
-                    prepared_by="schedule",
-                )
-            )
-            await session.flush()
-            await session.execute(
-                update(CommissionAccrual)
-                .where(CommissionAccrual.partner_id == partner_id, CommissionAccrual.reversed_by_refund_id.is_(None))
-                .values(run_id=run_id)
-            )
-        return run_id
 
 
 @pytest.fixture
@@ -149,11 +48,6 @@ async def assert_clean(db: Database) -> None:
     """The ledger and commission rules hold (an operator's refund is not a swap's refund to the money rules)."""
     report = await check_invariants(db)
     assert [v for v in report.violations if v.rule.startswith(("ledger.", "commission."))] == []
-
-
-async def payables(swaps: Swaps, *partners: str) -> dict[str, int]:
-    """What the ledger says is owed to each partner (a payable is a credit)."""
-    return {partner: -await swaps.balance(partner_payable(partner)) for partner in partners}
 
 
 # ------------------------------------------------------------------------------------------ accrual
@@ -186,7 +80,7 @@ async def test_a_swap_run_by_the_worker_accrues_its_host_franchisee_agent_and_ov
     assert await swaps.accrued(order_id) == ACCRUED
     assert await swaps.ledger_kinds(order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     assert await swaps.balance(COMMISSION_EXPENSE) == sum(ACCRUED.values())
-    assert await payables(swaps, HOST, FRANCHISEE, AGENT, PARENT) == {
+    assert await swaps.payables(HOST, FRANCHISEE, AGENT, PARENT) == {
         HOST: 78,
         FRANCHISEE: 48,
         AGENT: 24,
@@ -297,7 +191,7 @@ async def test_a_refund_before_settlement_reverses_every_accrual_of_the_swap(swa
         "commission_reversal",
     ]
     assert await swaps.balance(COMMISSION_EXPENSE) == 0
-    assert await payables(swaps, HOST, FRANCHISEE, AGENT, PARENT) == {HOST: 0, FRANCHISEE: 0, AGENT: 0, PARENT: 0}
+    assert await swaps.payables(HOST, FRANCHISEE, AGENT, PARENT) == {HOST: 0, FRANCHISEE: 0, AGENT: 0, PARENT: 0}
     await assert_clean(swaps.db)
 
 
@@ -315,7 +209,7 @@ async def test_a_refund_after_the_accrual_was_settled_claws_it_back_pointing_at_
     assert (clawback.amount_minor, clawback.currency, clawback.run_id) == (48, "CNY", None)  # for the next run
     assert rows[FRANCHISEE].reversed_by_refund_id is None  # it stays in its run
     assert {row.reversed_by_refund_id for partner, row in rows.items() if partner != FRANCHISEE} == {refund_id}
-    assert await payables(swaps, FRANCHISEE) == {FRANCHISEE: 0}
+    assert await swaps.payables(FRANCHISEE) == {FRANCHISEE: 0}
     await assert_clean(swaps.db)
 
 
