@@ -6,12 +6,13 @@ through the real activities, and the ledger and the invariant check read after e
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.db.commissions import CommissionPlanVersion, Partner
+from swapflow.db.commissions import CommissionPlanVersion, Partner, PartnerAttribution, PlanAssignment
 from swapflow.db.engine import Database
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.swaps import SwapStage, SwapStatus
@@ -223,3 +224,31 @@ async def test_a_second_refund_of_the_swap_reverses_nothing_more(swaps: Swaps) -
     assert (await swaps.ledger_kinds(order_id)).count("commission_reversal") == 1
     assert await swaps.balance(COMMISSION_EXPENSE) == 0
     await assert_clean(swaps.db)
+
+
+async def test_a_partner_created_after_swaps_began_earns_from_its_next_swap(swaps: Swaps) -> None:
+    await swaps.completed(UNATTRIBUTED_RIDER)  # the partners' book is loaded, and cached
+    async with swaps.db.transaction() as session:
+        session.add(
+            Partner(
+                id="agent-new",
+                kind="channel_agent",
+                name="new agent",
+                cities=["SH"],
+                time_zone="Asia/Shanghai",
+                currency="CNY",
+                payout_method="sandbox",
+            )
+        )
+        await session.flush()
+        session.add(
+            PlanAssignment(
+                partner_id="agent-new",
+                plan_id="demo-channel-agent-sh",
+                effective_from=datetime(2025, 1, 1, tzinfo=UTC),
+                assigned_by="admin",
+            )
+        )
+        session.add(PartnerAttribution(rider_id=UNATTRIBUTED_RIDER, partner_id="agent-new", source="admin", by="admin"))
+    order_id = await swaps.completed(UNATTRIBUTED_RIDER)
+    assert (await swaps.accrued(order_id))[("agent-new", "percentage", None)] == 24

@@ -101,6 +101,7 @@ class _Book:
     """Partners and plans as of `loaded_at` (monotonic seconds)."""
 
     loaded_at: float
+    known: frozenset[str] = frozenset()  # every partner row's id, the unusable ones' too
     partners: Mapping[str, Partner] = field(default_factory=dict)
     inactive: frozenset[str] = frozenset()
     # Per partner: its assignments' (effective_from, plan id), ascending.
@@ -147,9 +148,11 @@ def _version(row: CommissionPlanVersion) -> PlanVersion | None:
 
 
 async def _load_book(session: AsyncSession) -> _Book:
+    known: set[str] = set()
     partners: dict[str, Partner] = {}
     inactive: set[str] = set()
     for row in await session.scalars(select(PartnerRow)):
+        known.add(row.id)
         partner = _partner(row)
         if partner is not None:
             partners[row.id] = partner
@@ -169,6 +172,7 @@ async def _load_book(session: AsyncSession) -> _Book:
             versions[version.plan_id].append(version)
     return _Book(
         loaded_at=time.monotonic(),
+        known=frozenset(known),
         partners=partners,
         inactive=frozenset(inactive),
         assignments=dict(assignments),
@@ -180,7 +184,7 @@ async def _book(session: AsyncSession, naming: Iterable[str]) -> _Book:
     """The cached book of this session's database, reloaded if stale or if it lacks a partner `naming` names."""
     key = str(session.get_bind().engine.url)
     book = _books.get(key)
-    if book is None or time.monotonic() - book.loaded_at > BOOK_TTL_S or any(p not in book.partners for p in naming):
+    if book is None or time.monotonic() - book.loaded_at > BOOK_TTL_S or any(p not in book.known for p in naming):
         book = _books[key] = await _load_book(session)
     return book
 
@@ -237,8 +241,10 @@ async def accrue_swap(
     attributed = (
         select(PartnerAttribution.partner_id).where(PartnerAttribution.rider_id == order.rider_id).scalar_subquery()
     )
+    # On the session's connection, as Core: the ORM's statement handling would cost as much again.
+    connection = await session.connection()
     found = (
-        await session.execute(
+        await connection.execute(
             select(
                 StationHost.partner_id,
                 CityFranchisee.partner_id,
@@ -279,8 +285,8 @@ async def accrue_swap(
     )
     if not lines:
         return ()
-    await session.execute(
-        insert(table_of(CommissionAccrual)),  # a Core insert: the ORM's bulk path costs twice the CPU here
+    await connection.execute(
+        insert(table_of(CommissionAccrual)),
         [
             {
                 "key": accrual_key(order.id, line),
