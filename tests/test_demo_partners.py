@@ -44,7 +44,7 @@ def test_every_station_has_a_host_every_city_a_franchisee_and_an_agent_with_two_
         assert count(session, StationHost) == count(session, Station) == 8
         assert count(session, CityFranchisee) == 4
         agents = session.execute(
-            select(Partner.id, Partner.parent_id).where(Partner.kind == "channel_agent", Partner.cities == ["SH"])
+            select(Partner.id, Partner.parent_id).where(Partner.kind == "channel_agent", Partner.id.like("agent-sh%"))
         ).all()
         assert sorted(agents) == [("agent-sh", None), ("agent-sh-1", "agent-sh"), ("agent-sh-2", "agent-sh")]
         # Every partner is on a plan of its city's currency.
