@@ -80,11 +80,12 @@ def seed_demo_network(
     tower_share: float = 0.0,
     seed: int = 7,
     demo_pricing: bool = True,
+    demo_partners: bool = True,
     settlement_minutes: int | None = None,
 ) -> bool:
     """Fill an empty database with the demo network (with `demo_pricing`, its demo price rules and
-    coupons too) and its commission partners, who settle every `settlement_minutes` (default: the
-    setting `settlement.demo_cadence_minutes`). Returns False (and changes nothing) when the database
+    coupons too; with `demo_partners`, its commission partners, who settle every `settlement_minutes`,
+    by default the setting `settlement.demo_cadence_minutes`). Returns False (and changes nothing) when the database
     already holds cities, so `swapflow up` can call it on every start. `tower_share` of the reporting
     cabinets speak the tower protocol (through the gateway)."""
     rng = random.Random(seed)
@@ -149,10 +150,10 @@ def seed_demo_network(
             seed_demo_pricing(session, (c.code for c in DEMO_CITIES))
         session.flush()
         _seed_payment_methods(session)
-        seed_demo_partners(
-            session,
-            cadence_minutes=settlement_minutes or get_settings().settlement.demo_cadence_minutes,
-        )
+        if demo_partners:
+            seed_demo_partners(
+                session, cadence_minutes=settlement_minutes or get_settings().settlement.demo_cadence_minutes
+            )
         for battery in session.scalars(select(Battery)):
             session.add(
                 CustodyEvent(
