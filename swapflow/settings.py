@@ -239,6 +239,9 @@ class SettlementSettings(_Group):
     sandbox_payout_failure_rate: float = Field(
         0.0, ge=0, le=1, description="Share of sandbox payouts that fail (the partner's account refuses them)."
     )
+    demo_cadence_minutes: int = Field(
+        5, ge=1, description="Length of the demo partners' settlement periods (their plans' cadence), in minutes."
+    )
 
 
 class WeChatSettings(_Group):

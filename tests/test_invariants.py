@@ -222,7 +222,8 @@ async def test_completed_refunded_and_quarantining_swaps_leave_the_network_clean
 
     report = await check_invariants(db, stuck_after=timedelta(minutes=1))
     assert report.violations == []
-    assert (report.swaps, report.ledger_transactions) == (3, 8)  # each refund is owed, then settled
+    # The completed swap's charge, revenue and partners' commissions; each refund's charge, owed, then settled.
+    assert (report.swaps, report.ledger_transactions) == (3, 9)
 
 
 async def test_paid_swap_in_progress_may_hold_deferred_revenue(swaps: Swaps, db: Database) -> None:

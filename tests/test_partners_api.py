@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 
 from swapflow.api.app import create_app
 from swapflow.cli import main
-from swapflow.db.engine import Database
+from swapflow.db.engine import Database, create_sync_engine
+from swapflow.db.migrate import upgrade
+from swapflow.demo.network import seed_demo_network
 from swapflow.domain.clock import utcnow
 from swapflow.domain.ops import OperatorRole
 from swapflow.services.partners import attribute_by_referral
@@ -21,6 +23,23 @@ from swapflow.settings import Settings, get_settings
 from tests.ops_harness import admin_headers, bearer, operator_token
 
 SH_RIDER, BER_RIDER = "rider-sh-0001", "rider-ber-0001"
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """The demo network without its demo partners: these tests build partners from nothing."""
+    upgrade(empty_database_url)
+    engine = create_sync_engine(empty_database_url)
+    seed_demo_network(
+        engine,
+        stations_per_city=2,
+        riders_per_city=6,
+        command_only_share=0.0,
+        demo_pricing=False,
+        demo_partners=False,
+    )
+    engine.dispose()
+    return empty_database_url
 
 
 @pytest.fixture

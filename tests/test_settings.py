@@ -93,6 +93,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_SETTLEMENT_PAYOUT_POLL_SCHEDULE_S", "settlement.payout_poll_schedule_s", "[5, 10]", [5.0, 10.0]),
     ("SWAPFLOW_SETTLEMENT_SANDBOX_PAYOUT_DELAY_S", "settlement.sandbox_payout_delay_s", "0.5", 0.5),
     ("SWAPFLOW_SETTLEMENT_SANDBOX_PAYOUT_FAILURE_RATE", "settlement.sandbox_payout_failure_rate", "0.5", 0.5),
+    ("SWAPFLOW_SETTLEMENT_DEMO_CADENCE_MINUTES", "settlement.demo_cadence_minutes", "4096", 4096),
     ("SWAPFLOW_WECHAT_MCHID", "wechat.mchid", "wechat_mchid-value", "wechat_mchid-value"),
     ("SWAPFLOW_WECHAT_APPID", "wechat.appid", "wechat_appid-value", "wechat_appid-value"),
     ("SWAPFLOW_WECHAT_PRIVATE_KEY", "wechat.private_key", "wechat_private_key-value", "wechat_private_key-value"),

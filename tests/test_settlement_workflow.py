@@ -44,6 +44,7 @@ from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import Conflict, Forbidden, Invalid
 from swapflow.domain.ops import AlertStatus
 from swapflow.ops.alerts import SETTLEMENT_PAYOUT_FAILED, SETTLEMENT_UNAPPROVED
+from swapflow.payments.bank_payouts import BankPayoutProvider
 from swapflow.payments.ledger import (
     BANK_CASH,
     COMMISSION_EXPENSE,
@@ -97,32 +98,6 @@ def settings(settings: Settings) -> Settings:
     return settings.updated(
         settlement={"remind_after_s": REMIND_AFTER_S, "payout_poll_schedule_s": [60.0, 300.0, 3600.0]}
     )
-
-
-class BankTransferStandIn:
-    """A bank-transfer payout: a line for finance to send, paid or returned as finance says."""
-
-    method = PayoutMethod.BANK
-
-    def __init__(self) -> None:
-        self.paid: dict[str, PayoutRequest] = {}
-
-    def _payout(self, request: PayoutRequest) -> ProviderPayout:
-        return ProviderPayout(
-            method=self.method,
-            key=request.key,
-            payout_id=f"bank-line-{len(self.paid)}",
-            status=PayoutStatus.AWAITING_BANK,
-            amount_minor=request.amount_minor,
-            currency=request.currency,
-        )
-
-    async def pay(self, request: PayoutRequest) -> ProviderPayout:
-        self.paid.setdefault(request.key, request)
-        return self._payout(self.paid[request.key])
-
-    async def find_payout(self, key: str) -> ProviderPayout | None:
-        return self._payout(self.paid[key]) if key in self.paid else None
 
 
 class LosesAnswers(SandboxPayoutProvider):
@@ -186,7 +161,7 @@ def sandbox(db: Database) -> SandboxPayoutProvider:
 async def finance(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database, sandbox: SandboxPayoutProvider
 ) -> AsyncIterator[Finance]:
-    providers = {PayoutMethod.SANDBOX: sandbox, PayoutMethod.BANK: BankTransferStandIn()}
+    providers = {PayoutMethod.SANDBOX: sandbox, PayoutMethod.BANK: BankPayoutProvider(db)}
     activities = SettlementActivities(db, settings, providers)
     finance = Finance(temporal_env, settings, db, sandbox)
     async with Worker(
@@ -244,6 +219,7 @@ async def station_host(
                 currency="CNY",
                 payout_method=method,
                 payout_account=f"acct-{partner_id}",
+                payout_details={"holder": partner_id, "account_number": "6222020200112233445", "bank": "ICBC"},
             )
         )
         session.add(CommissionPlan(id=plan.plan_id, name=plan.plan_id, cadence="monthly", created_by=PLANNER))

@@ -195,7 +195,7 @@ async def test_happy_path_swaps_the_packs_and_books_the_revenue(scene: Scene, re
     assert order.returned_battery_serial == held.serial and order.issued_battery_serial == taken.serial
     issued = await battery(scene.db, taken.serial)
     assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
-    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(scene.db)
 
 
@@ -275,7 +275,7 @@ async def test_charge_whose_answer_is_lost_is_resolved_by_asking_the_provider_an
             result = await handle.result()
     assert result.status == SwapStatus.COMPLETED
     assert await count(db, SandboxPayment) == 1
-    assert await ledger_kinds(db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(db)
 
 
@@ -466,7 +466,7 @@ async def test_duplicated_events_change_nothing(scene: Scene) -> None:
     await scene.take(order_id)
     result = await handle.result()
     assert result.status == SwapStatus.COMPLETED
-    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(scene.db)
 
 

@@ -5,6 +5,7 @@ finds its own earlier effect and changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,7 @@ from swapflow.domain.pricing import Quote, without_coupon
 from swapflow.domain.safety import BatteryLimits, check_pack
 from swapflow.domain.swaps import RiderStatus, SwapStage, SwapStatus
 from swapflow.ops.alerts import raise_alert
+from swapflow.payments.commissions import accrue_swap
 from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
 from swapflow.services.pricing import live_redemption, price_swap, redeem_coupon, release_redemption
 from swapflow.settings import Settings
@@ -444,14 +446,15 @@ class SwapRecords:
 
     @activity.defn(name="finish_swap")
     async def finish(self, finish: SwapFinish) -> None:
-        """End the swap: on completion hand the charged pack to the rider and recognise the revenue;
-        either way release every reservation the swap still holds."""
+        """End the swap: on completion hand the charged pack to the rider, recognise the revenue and accrue
+        the partners' commissions on it; either way release every reservation the swap still holds."""
         async with self.db.transaction() as session:
             order = await self._order(session, finish.order_id)
             if order.status != SwapStatus.IN_PROGRESS:
                 return
+            finished_at = utcnow()
             if finish.status == SwapStatus.COMPLETED:
-                await self._hand_over_charged(session, order)
+                await self._hand_over_charged(session, order, finished_at)
                 _append_step(order, StageUpdate(order_id=order.id, stage=SwapStage.COMPLETED, step="finish"))
             else:
                 order.failure_reason = finish.reason
@@ -462,10 +465,10 @@ class SwapRecords:
                     ),
                 )
             order.status = finish.status
-            order.finished_at = utcnow()
+            order.finished_at = finished_at
             await session.execute(update(Slot).where(Slot.reserved_order_id == order.id).values(reserved_order_id=None))
 
-    async def _hand_over_charged(self, session: AsyncSession, order: SwapOrder) -> None:
+    async def _hand_over_charged(self, session: AsyncSession, order: SwapOrder, completed_at: datetime) -> None:
         slot = await session.scalar(
             select(Slot).where(Slot.cabinet_id == order.cabinet_id, Slot.slot_no == order.charged_slot_no)
         )
@@ -501,3 +504,4 @@ class SwapRecords:
                 memo="swap completed: revenue recognised",
                 postings=[Posting(DEFERRED_REVENUE, amount), Posting(SWAP_REVENUE, -amount)],
             )
+            await accrue_swap(session, order, amount, completed_at)

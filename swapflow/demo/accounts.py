@@ -1,5 +1,5 @@
-"""The demo network's accounts: an admin, each city's staff and technicians, a token per rider. Their
-tokens go to `<data_dir>/tokens.json`, where the simulator and the benches read them."""
+"""The demo network's accounts: an admin, each city's staff and technicians, a token per rider and per
+partner. Their tokens go to `<data_dir>/tokens.json`, where the simulator and the benches read them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from swapflow.db.commissions import Partner
 from swapflow.db.identity import ApiToken
 from swapflow.db.network import City, Rider, Station
 from swapflow.domain.ops import OperatorRole
-from swapflow.ops.accounts import RIDER, create_operator, hash_token, new_token_row
+from swapflow.ops.accounts import PARTNER, RIDER, create_operator, hash_token, new_token_row
 
 TOKENS_FILE = "tokens.json"
 
@@ -22,6 +23,7 @@ class DemoTokens(BaseModel):
 
     operators: dict[str, str] = Field(default_factory=dict)
     riders: dict[str, str] = Field(default_factory=dict)
+    partners: dict[str, str] = Field(default_factory=dict)
 
 
 def tokens_path(data_dir: Path) -> Path:
@@ -37,7 +39,7 @@ def load_demo_tokens(data_dir: Path) -> DemoTokens:
 def seed_demo_accounts(engine: Engine, data_dir: Path) -> bool:
     """Demo accounts for the seeded network: an admin; per city an operator, a city lead, finance and
     three technicians near the city's stations (a day shift, a night shift, one around the clock); a
-    token per rider. Tokens are written to `<data_dir>/tokens.json`. Does nothing (returns False) when
+    token per rider and per partner. Tokens are written to `<data_dir>/tokens.json`. Does nothing (returns False) when
     that file's tokens are still valid."""
     path = tokens_path(data_dir)
     with Session(engine) as session, session.begin():
@@ -78,6 +80,10 @@ def seed_demo_accounts(engine: Engine, data_dir: Path) -> bool:
             token, row = new_token_row(RIDER, rider_id, "demo")
             session.add(row)
             tokens.riders[rider_id] = token
+        for partner_id in session.scalars(select(Partner.id).order_by(Partner.id)):
+            token, row = new_token_row(PARTNER, partner_id, "demo")
+            session.add(row)
+            tokens.partners[partner_id] = token
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(tokens.model_dump_json(indent=1))
     path.chmod(0o600)

@@ -1,4 +1,5 @@
-"""Seed the demo network: cities, stations, cabinets with slots, batteries in slots and riders' hands."""
+"""Seed the demo network: cities, stations, cabinets with slots, batteries in slots and riders' hands,
+and the partners who earn commissions on its swaps."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from swapflow.db.money import (
 )
 from swapflow.db.network import Battery, Cabinet, City, Rider, Slot, Station
 from swapflow.db.swaps import CustodyEvent
+from swapflow.demo.partners import seed_demo_partners
 from swapflow.demo.pricing import seed_demo_pricing
 from swapflow.domain.checks import present
 from swapflow.domain.clock import utcnow
 from swapflow.domain.network import BatteryStatus, CabinetCapability, CabinetProtocol, CustodianKind, slot_ref
 from swapflow.payments.ledger import GOODWILL, provider_clearing, subscription_account, wallet_account
+from swapflow.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,14 @@ def seed_demo_network(
     tower_share: float = 0.0,
     seed: int = 7,
     demo_pricing: bool = True,
+    demo_partners: bool = True,
+    settlement_minutes: int | None = None,
 ) -> bool:
     """Fill an empty database with the demo network (with `demo_pricing`, its demo price rules and
-    coupons too). Returns False (and changes nothing) when the database already holds cities, so
-    `swapflow up` can call it on every start. `tower_share` of the reporting cabinets speak the tower
-    protocol (through the gateway)."""
+    coupons too; with `demo_partners`, its commission partners, who settle every `settlement_minutes`,
+    by default the setting `settlement.demo_cadence_minutes`). Returns False (and changes nothing) when the database
+    already holds cities, so `swapflow up` can call it on every start. `tower_share` of the reporting
+    cabinets speak the tower protocol (through the gateway)."""
     rng = random.Random(seed)
     # Its own stream: the rest of the network comes out the same whatever the tower share.
     tower_rng = random.Random(seed + 1)
@@ -144,6 +150,10 @@ def seed_demo_network(
             seed_demo_pricing(session, (c.code for c in DEMO_CITIES))
         session.flush()
         _seed_payment_methods(session)
+        if demo_partners:
+            seed_demo_partners(
+                session, cadence_minutes=settlement_minutes or get_settings().settlement.demo_cadence_minutes
+            )
         for battery in session.scalars(select(Battery)):
             session.add(
                 CustodyEvent(

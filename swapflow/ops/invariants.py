@@ -1,6 +1,7 @@
 """Checks that the database keeps the brief's invariants: every battery has exactly one custodian and a
 recorded custody trail (invariant 1), every movement of money is balanced and every failed swap that
-took money was refunded exactly once (invariant 2), and no swap is left half done.
+took money was refunded exactly once (invariant 2), no swap is left half done, and partners'
+commissions are settled once each and owed as the ledger says.
 
 The rules are checked in SQL by queries that aggregate in the database and return only the rows that
 break a rule, so checking a network of 100k batteries and a million ledger postings moves violations,
@@ -16,6 +17,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     ColumnElement,
+    Select,
     String,
     Subquery,
     and_,
@@ -32,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute, aliased
 
+from swapflow.db.commissions import CommissionAccrual, CommissionClawback, PartnerPayout, SettlementLine, SettlementRun
 from swapflow.db.engine import Database, is_sqlite
 from swapflow.db.money import (
     GoodwillCredit,
@@ -47,9 +50,12 @@ from swapflow.db.money import (
 from swapflow.db.network import Battery, Slot
 from swapflow.db.swaps import CustodyDiscrepancy, CustodyEvent, SwapOrder
 from swapflow.domain.clock import as_utc, utcnow
+from swapflow.domain.commissions import LineKind
 from swapflow.domain.network import CustodianKind
 from swapflow.domain.swaps import SwapStatus
-from swapflow.payments.ledger import DEFERRED_REVENUE
+from swapflow.payments.ledger import DEFERRED_REVENUE, partner_payable
+from swapflow.payments.payouts import PayoutStatus
+from swapflow.workflows.settlement_contract import RunStatus
 
 
 class Rule(StrEnum):
@@ -117,6 +123,21 @@ class Rule(StrEnum):
     WALLET_UNBACKED_CREDIT = "wallet.unbacked_credit"
     # A wallet's balance is not the sum of its entries (a lost or doubled movement).
     WALLET_BALANCE_MISMATCH = "wallet.balance_mismatch"
+
+    # An accrual frozen in a settlement run of another partner, or outside the run's period, or one a refund
+    # reversed before any run (a run never takes a reversed accrual).
+    COMMISSION_ACCRUAL_OUTSIDE_RUN = "commission.accrual_outside_run"
+    # A settlement run's total is not the sum of its statement's lines.
+    COMMISSION_RUN_TOTAL_MISMATCH = "commission.run_total_mismatch"
+    # A settlement run was paid by more than one succeeded payout.
+    COMMISSION_RUN_PAID_TWICE = "commission.run_paid_twice"
+    # A run marked paid has no succeeded payout, or one of another amount than its total.
+    COMMISSION_PAID_RUN_PAYOUT = "commission.paid_run_payout"
+    # A partner's payable in the ledger is not what it accrued, less what refunds reversed or clawed back,
+    # plus its runs' tier and cap lines, less its succeeded payouts.
+    COMMISSION_PAYABLE_MISMATCH = "commission.payable_mismatch"
+    # An accrual was reversed or clawed back by a refund that does not exist, or that refunds another swap.
+    COMMISSION_REVERSAL_WITHOUT_REFUND = "commission.reversal_without_refund"
 
     # A swap has been in progress for longer than `stuck_after`.
     SWAP_STUCK = "swap.stuck"
@@ -188,6 +209,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
             *await _refunds(session, checked_at),
             *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
             *await _wallet_credits(session),
+            *await _commissions(session),
         ]
         counts = {
             name: await session.scalar(select(func.count()).select_from(model)) or 0
@@ -737,6 +759,192 @@ async def _wallet_credits(session: AsyncSession) -> list[Violation]:
         for rider, balance, summed, currency in mismatched
     ]
     return found
+
+
+# ------------------------------------------------------------------------------------------ commissions
+
+
+async def _commissions(session: AsyncSession) -> list[Violation]:
+    """Each accrual settles in a run of its partner and period, a run's lines make its total and it is paid
+    once, every reversal answers to a refund of its swap, and the ledger owes each partner what these say."""
+    outside = await session.execute(
+        select(
+            CommissionAccrual.key,
+            CommissionAccrual.partner_id,
+            CommissionAccrual.at,
+            CommissionAccrual.reversed_by_refund_id,
+            SettlementRun.id,
+            SettlementRun.partner_id,
+            SettlementRun.period_start,
+            SettlementRun.period_end,
+        )
+        .join(SettlementRun, SettlementRun.id == CommissionAccrual.run_id)
+        .where(
+            or_(
+                SettlementRun.partner_id != CommissionAccrual.partner_id,
+                CommissionAccrual.at < SettlementRun.period_start,
+                CommissionAccrual.at >= SettlementRun.period_end,
+                CommissionAccrual.reversed_by_refund_id.is_not(None),
+            )
+        )
+    )
+    found = [
+        Violation(
+            rule=Rule.COMMISSION_ACCRUAL_OUTSIDE_RUN,
+            subject=key,
+            detail=f"{partner}'s accrual at {_iso(at)}"
+            + (f", reversed by refund {refund}," if refund else "")
+            + f" is in run {run} of {run_partner} for [{_iso(start)}, {_iso(end)})",
+        )
+        for key, partner, at, refund, run, run_partner, start, end in outside
+    ]
+
+    lines = (
+        select(SettlementLine.run_id, func.sum(SettlementLine.amount_minor).label("total"))
+        .group_by(SettlementLine.run_id)
+        .subquery()
+    )
+    summed = func.coalesce(lines.c.total, 0)
+    mismatched = await session.execute(
+        select(SettlementRun.id, SettlementRun.total_minor, summed, SettlementRun.currency)
+        .outerjoin(lines, lines.c.run_id == SettlementRun.id)
+        .where(SettlementRun.total_minor != summed)
+    )
+    found += [
+        Violation(
+            rule=Rule.COMMISSION_RUN_TOTAL_MISMATCH,
+            subject=run,
+            detail=f"total {total} {currency}, its lines sum to {lines_total}",
+        )
+        for run, total, lines_total, currency in mismatched
+    ]
+
+    succeeded = (
+        select(
+            PartnerPayout.run_id,
+            func.count().label("payouts"),
+            func.sum(PartnerPayout.amount_minor).label("paid"),
+        )
+        .where(PartnerPayout.status == PayoutStatus.SUCCEEDED)
+        .group_by(PartnerPayout.run_id)
+        .subquery()
+    )
+    payouts, paid = func.coalesce(succeeded.c.payouts, 0), func.coalesce(succeeded.c.paid, 0)
+    twice = payouts > 1
+    unpaid = and_(
+        SettlementRun.status == RunStatus.PAID, or_(payouts == 0, and_(payouts == 1, paid != SettlementRun.total_minor))
+    )
+    runs = await session.execute(
+        select(
+            SettlementRun.id,
+            SettlementRun.total_minor,
+            SettlementRun.currency,
+            payouts,
+            paid,
+            twice,
+        )
+        .outerjoin(succeeded, succeeded.c.run_id == SettlementRun.id)
+        .where(or_(twice, unpaid))
+    )
+    found += [
+        Violation(
+            rule=Rule.COMMISSION_RUN_PAID_TWICE,
+            subject=run,
+            detail=f"{n} succeeded payouts, {amount} {currency} in all, of a total of {total}",
+        )
+        if is_twice
+        else Violation(
+            rule=Rule.COMMISSION_PAID_RUN_PAYOUT,
+            subject=run,
+            detail=f"paid run of {total} {currency} with "
+            + (f"a succeeded payout of {amount}" if n else "no succeeded payout"),
+        )
+        for run, total, currency, n, amount, is_twice in runs
+    ]
+
+    found += await _payables(session)
+
+    refund = aliased(Refund)
+    unanswered = or_(refund.id.is_(None), refund.order_id.is_(None), refund.order_id != CommissionAccrual.order_id)
+    reversals = await session.execute(
+        select(
+            CommissionAccrual.key, CommissionAccrual.order_id, CommissionClawback.refund_id, refund.id, refund.order_id
+        )
+        .join(CommissionClawback, CommissionClawback.accrual_id == CommissionAccrual.id)
+        .outerjoin(refund, refund.id == CommissionClawback.refund_id)
+        .where(unanswered)
+        .union_all(
+            select(
+                CommissionAccrual.key,
+                CommissionAccrual.order_id,
+                CommissionAccrual.reversed_by_refund_id,
+                refund.id,
+                refund.order_id,
+            )
+            .outerjoin(refund, refund.id == CommissionAccrual.reversed_by_refund_id)
+            .where(CommissionAccrual.reversed_by_refund_id.is_not(None), unanswered)
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.COMMISSION_REVERSAL_WITHOUT_REFUND,
+            subject=key,
+            detail=f"reversed by refund {refund_id}, "
+            + ("which does not exist" if existing is None else f"of swap {refunded}, not of its swap {order}"),
+        )
+        for key, order, refund_id, existing, refunded in reversals
+    ]
+    return found
+
+
+async def _payables(session: AsyncSession) -> list[Violation]:
+    """Per partner and currency: what the commission tables say is owed, against its payable's balance."""
+
+    def total(
+        partner: QueryableAttribute[str], currency: QueryableAttribute[str], amount: QueryableAttribute[int]
+    ) -> Select[str, str, int]:
+        return select(partner, currency, func.sum(amount)).group_by(partner, currency)
+
+    accrued = total(CommissionAccrual.partner_id, CommissionAccrual.currency, CommissionAccrual.amount_minor)
+    owing = (
+        (accrued, 1),
+        (accrued.where(CommissionAccrual.reversed_by_refund_id.is_not(None)), -1),
+        (total(CommissionClawback.partner_id, CommissionClawback.currency, CommissionClawback.amount_minor), -1),
+        (
+            total(SettlementRun.partner_id, SettlementRun.currency, SettlementLine.amount_minor)
+            .join(SettlementRun, SettlementRun.id == SettlementLine.run_id)
+            .where(SettlementLine.kind.in_((LineKind.TIER_ADJUSTMENT, LineKind.CAP))),
+            1,
+        ),
+        (
+            total(PartnerPayout.partner_id, PartnerPayout.currency, PartnerPayout.amount_minor).where(
+                PartnerPayout.status == PayoutStatus.SUCCEEDED
+            ),
+            -1,
+        ),
+    )
+    owed: dict[tuple[str, str], int] = {}
+    for query, sign in owing:
+        for partner, currency, amount in await session.execute(query):
+            owed[(partner, currency)] = owed.get((partner, currency), 0) + sign * int(amount)
+    prefix = partner_payable("")
+    balances: dict[tuple[str, str], int] = {}
+    for account, currency, balance in await session.execute(
+        select(LedgerPosting.account, LedgerPosting.currency, func.sum(LedgerPosting.amount_minor))
+        .where(LedgerPosting.account.startswith(prefix, autoescape=True))
+        .group_by(LedgerPosting.account, LedgerPosting.currency)
+    ):
+        balances[(account.removeprefix(prefix), currency)] = -int(balance)  # a payable is a credit
+    return [
+        Violation(
+            rule=Rule.COMMISSION_PAYABLE_MISMATCH,
+            subject=partner,
+            detail=f"{partner_payable(partner)} holds {balances.get((partner, currency), 0)} {currency}; accruals, "
+            f"reversals, clawbacks, tier and cap lines and payouts say {owed.get((partner, currency), 0)}",
+        )
+        for partner, currency in sorted(owed.keys() | balances.keys())
+        if owed.get((partner, currency), 0) != balances.get((partner, currency), 0)
+    ]
 
 
 def _iso(at: datetime | None) -> str:

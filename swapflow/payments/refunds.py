@@ -21,6 +21,7 @@ from swapflow.domain.refunds import (
     swap_refund_id as swap_refund_id,
 )
 from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.commissions import reverse_swap_accruals
 from swapflow.payments.ledger import (
     DEFERRED_REVENUE,
     REFUNDED_REVENUE,
@@ -59,7 +60,8 @@ def settled_key(refund_id: str) -> str:
 async def book_refund_owed(session: AsyncSession, refund: Refund) -> None:
     """The refund is owed to the rider (debit deferred revenue for a failed swap, contra-revenue
     otherwise; credit refunds payable): from its first accepted submission on, or when finance resolves
-    one no provider ever accepted. Once per refund."""
+    one no provider ever accepted. Once per refund. A completed swap's refund also reverses the swap's
+    commissions (`payments/commissions.py`)."""
     order = await session.get(SwapOrder, refund.order_id) if refund.order_id else None
     compensation = refund.origin == RefundOrigin.SWAP_COMPENSATION
     from_deferred = order is not None and order.status != SwapStatus.COMPLETED
@@ -75,6 +77,8 @@ async def book_refund_owed(session: AsyncSession, refund: Refund) -> None:
             Posting(REFUNDS_PAYABLE, -refund.amount_minor),
         ],
     )
+    if order is not None and order.status == SwapStatus.COMPLETED:
+        await reverse_swap_accruals(session, order.id, refund.id)
 
 
 def add_business_days(start: datetime, days: int) -> datetime:

@@ -11,14 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.money import RiderPaymentMethod
+from swapflow.payments.bank_payouts import provider_from_settings as bank_payouts_from_settings
 from swapflow.payments.payouts import PayoutMethod, PayoutProvider
 from swapflow.payments.provider import PaymentMethod, PaymentProvider
 from swapflow.payments.sandbox import SandboxProvider
 from swapflow.payments.sandbox_payouts import SandboxPayoutProvider
 from swapflow.payments.stripe import provider_from_settings as stripe_from_settings
+from swapflow.payments.stripe_payouts import provider_from_settings as stripe_payouts_from_settings
 from swapflow.payments.subscription import SubscriptionProvider
 from swapflow.payments.wallet import WalletProvider
 from swapflow.payments.wechat import provider_from_settings as wechat_from_settings
+from swapflow.payments.wechat_payouts import provider_from_settings as wechat_payouts_from_settings
 from swapflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,14 +52,22 @@ def providers_from_settings(settings: Settings, db: Database) -> dict[PaymentMet
 
 
 def payout_providers_from_settings(settings: Settings, db: Database) -> dict[PayoutMethod, PayoutProvider]:
-    """Every way this process can pay partners."""
-    return {
+    """Every way this process can pay partners: the sandbox and the bank file always, WeChat merchant
+    transfers and Stripe Connect transfers when their settings configure them."""
+    providers: dict[PayoutMethod, PayoutProvider] = {
         PayoutMethod.SANDBOX: SandboxPayoutProvider(
             db,
             delay_s=settings.settlement.sandbox_payout_delay_s,
             failure_rate=settings.settlement.sandbox_payout_failure_rate,
-        )
+        ),
+        PayoutMethod.BANK: bank_payouts_from_settings(settings, db),
     }
+    for factory in (wechat_payouts_from_settings, stripe_payouts_from_settings):
+        provider = factory(settings, db)
+        if provider is not None:
+            providers[provider.method] = provider
+            log.info("payout provider %s configured", provider.method)
+    return providers
 
 
 @dataclass(frozen=True)
