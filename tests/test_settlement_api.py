@@ -55,7 +55,7 @@ from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id,
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.ops_harness import bearer, operator_token, rider_token
 
-HOST_SH, AGENT_SH, HOST_BER = "host-sh-1", "agent-sh-1", "host-ber-1"
+HOST_SH, AGENT_SH, HOST_BER = "test-host-sh", "test-agent-sh", "test-host-ber"
 
 STATEMENT = (
     StatementLine(
@@ -243,7 +243,7 @@ async def test_finance_lists_runs_latest_period_first_a_page_at_a_time(
             break
 
     assert pages == [
-        [ids[5], ids[4]],  # May: agent-sh-1 before host-sh-1, by id
+        [ids[5], ids[4]],  # May: the agent before the host, by id
         [ids[3], ids[2]],
         [ids[1], ids[0]],
     ]
@@ -303,7 +303,7 @@ async def test_a_runs_detail_shows_its_header_decisions_payouts_and_lines_in_ord
 
     assert (run["partner"]["id"], run["partner"]["name"], run["period_label"], run["status"]) == (
         HOST_SH,
-        "HOST-SH-1",
+        "TEST-HOST-SH",
         "2026-03",
         "payout_failed",
     )
@@ -409,7 +409,7 @@ async def test_the_bank_file_holds_the_bank_payouts_waiting_for_the_bank_of_the_
 
     assert sorted((r["currency"], r["amount"]) for r in file(finance)) == [("CNY", "121.00"), ("EUR", "121.00")]
     [sh_row] = file(finance_sh)
-    assert (sh_row["payment_reference"], sh_row["beneficiary_name"]) == (payout_key(sh_run, 1), "HOST-SH-1")
+    assert (sh_row["payment_reference"], sh_row["beneficiary_name"]) == (payout_key(sh_run, 1), "TEST-HOST-SH")
 
 
 async def test_a_bank_result_is_paid_with_the_banks_reference_or_returned_with_a_reason(
@@ -540,15 +540,17 @@ class Live:
             f"/v1/finance/settlements/{self.run_id}/{action}", json=body or None, headers=headers or self.approver
         )
 
-    async def until(self, status: str) -> dict[str, Any]:
-        """The run once it is `status`, skipping a minute of workflow time between looks."""
+    async def until(self, status: str, payout: str | None = None) -> dict[str, Any]:
+        """The run once it is `status` (and its latest payout `payout`), skipping a minute of workflow time
+        between looks."""
         for _ in range(200):
             run = await self.run()
-            if run.get("status") == status:
+            latest = run.get("payouts") or [{}]
+            if run.get("status") == status and payout in (None, latest[-1].get("status")):
                 return run
             await asyncio.sleep(0.05)
             await self.env.sleep(60)
-        raise AssertionError(f"run {self.run_id} never became {status}: {run}")
+        raise AssertionError(f"run {self.run_id} never became {status} (payout {payout}): {run}")
 
     async def bank_ends(self, attempt: int, status: PayoutStatus, reason: str | None = None) -> None:
         """The sandbox ends the run's `attempt`th payout as a bank would."""
@@ -687,7 +689,7 @@ async def test_an_approved_run_is_paid_and_its_partner_reads_the_statement(live:
         "approved",
         f"settlement/{live.host}/{LAST.label}",
     )
-    await live.until("paying")
+    await live.until("paying", payout="processing")
     await live.bank_ends(1, PayoutStatus.SUCCEEDED)
     run = await live.until("paid")
 
@@ -730,7 +732,7 @@ async def test_a_rejected_run_is_recomputed_as_its_next_revision(live: Live) -> 
 
 async def test_a_failed_payout_is_retried_and_the_run_paid_once(live: Live) -> None:
     await live.act("approve")
-    await live.until("paying")
+    await live.until("paying", payout="processing")
     assert (await live.act("retry-payout")).status_code == 409  # nothing failed yet
     await live.bank_ends(1, PayoutStatus.FAILED, "account closed")
     failed = await live.until("payout_failed")
@@ -741,7 +743,7 @@ async def test_a_failed_payout_is_retried_and_the_run_paid_once(live: Live) -> N
 
     retried = await live.act("retry-payout")
     assert retried.status_code == 200, retried.json()
-    await live.until("paying")
+    await live.until("paying", payout="processing")
     await live.bank_ends(2, PayoutStatus.SUCCEEDED)
     run = await live.until("paid")
 
@@ -756,8 +758,8 @@ async def test_a_failed_payout_is_retried_and_the_run_paid_once(live: Live) -> N
 @pytest.mark.parametrize("payout_method", ["bank"])
 async def test_a_bank_transfer_goes_in_the_bank_file_and_finance_marks_it_paid(live: Live) -> None:
     await live.act("approve")
-    paying = await live.until("paying")
-    assert [(p["method"], p["status"]) for p in paying["payouts"]] == [("bank", "awaiting_bank")]
+    paying = await live.until("paying", payout="awaiting_bank")
+    assert [p["method"] for p in paying["payouts"]] == ["bank"]
     bank_file = rows((await live.api.get("/v1/finance/settlements/bank-file", headers=live.approver)).text)
     assert [(r["payment_reference"], r["beneficiary_account"], r["amount"]) for r in bank_file] == [
         (payout_key(live.run_id, 1), "6222020200001234567", "1.20")
@@ -776,7 +778,7 @@ async def test_a_bank_transfer_goes_in_the_bank_file_and_finance_marks_it_paid(l
 @pytest.mark.parametrize("payout_method", ["bank"])
 async def test_a_returned_bank_transfer_leaves_the_run_owed_for_a_retry(live: Live) -> None:
     await live.act("approve")
-    await live.until("paying")
+    await live.until("paying", payout="awaiting_bank")
     returned = await live.act("bank-result", outcome="returned", reason="account number unknown")
     assert returned.status_code == 200, returned.json()
     run = await live.until("payout_failed")
