@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from swapflow.api.app import create_app
 from swapflow.api.deps import get_temporal
+from swapflow.db.commissions import Partner, SettlementRun
 from swapflow.db.devices import DeadLetter
 from swapflow.db.engine import Database
 from swapflow.db.ops import Alert
@@ -107,6 +108,33 @@ async def history(db: Database) -> None:
             Coupon(code="WELCOME", kind="percent", value=1000, valid_from=now - timedelta(days=1), redeemed_count=0)
         )
         record_transition(session, CABINET, True, PresenceCause.BIRTH, now - timedelta(hours=2))
+        session.add(
+            Partner(
+                id="host-sh",
+                kind="station_host",
+                name="Host",
+                cities=["SH"],
+                time_zone="Asia/Shanghai",
+                currency="CNY",
+                payout_method="sandbox",
+            )
+        )
+        await session.flush()
+        session.add(
+            SettlementRun(
+                id="host-sh-2026-01",
+                partner_id="host-sh",
+                city_code="SH",
+                period_label="2026-01",
+                period_start=now - timedelta(days=31),
+                period_end=now - timedelta(days=1),
+                currency="CNY",
+                status="paid",
+                workflow_id="settlement/host-sh/2026-01",
+                total_minor=500,
+                prepared_by="schedule",
+            )
+        )
 
 
 def contract_violations(app: FastAPI, headers: dict[str, str]) -> list[str]:
@@ -230,3 +258,10 @@ def test_near_that_is_no_coordinate_is_invalid_by_the_document(document: dict[st
     assert valid(document, near["schema"], "-90,180")
     assert not valid(document, near["schema"], "north")
     assert not valid(document, near["schema"], "91,0")
+
+
+def test_a_mapping_key_with_a_nul_character_is_invalid_by_the_document(document: dict[str, Any]) -> None:
+    body = document["paths"]["/v1/partners"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    partner = {"kind": "station_host", "name": "Host", "cities": ["SH"], "payout_method": "bank"}
+    assert valid(document, body, {**partner, "payout_details": {"holder": "Wang Fang"}})
+    assert not valid(document, body, {**partner, "payout_details": {"hol\x00der": "Wang Fang"}})

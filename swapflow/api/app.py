@@ -23,6 +23,7 @@ from swapflow.api.routers import (
     pricing,
     refunds,
     riders,
+    settlements,
     swaps,
     wallets,
 )
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refunds,
         complaints,
         finance,
+        settlements,
         payments,
         partners,
     ):

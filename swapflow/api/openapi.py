@@ -111,6 +111,11 @@ def _declare_text(schema: Any, components: dict[str, Any], seen: set[str]) -> No
             _declare_text(components.get(name), components, seen)
     if schema.get("type") == "string" and not schema.keys() & {"pattern", "format", "enum", "const"}:
         schema["pattern"] = TEXT_PATTERN
+    if isinstance(schema.get("additionalProperties"), dict) or isinstance(schema.get("propertyNames"), dict):
+        # A mapping's keys are text the request carries too (text_without_nul checks them).
+        names = schema.setdefault("propertyNames", {})
+        if not names.keys() & {"pattern", "format", "enum", "const"}:
+            names["pattern"] = TEXT_PATTERN
     for key, value in schema.items():
         if key in ("properties", "$defs", "patternProperties"):
             for item in value.values():
