@@ -167,7 +167,7 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
         kinds = set(
             (await session.scalars(select(LedgerTransaction.kind).where(LedgerTransaction.order_id == order.id))).all()
         )
-        assert kinds == {"swap_charge", "swap_revenue"}
+        assert kinds == {"swap_charge", "swap_revenue", "commission_accrual"}
         balances = dict(
             (
                 await session.execute(
@@ -177,11 +177,15 @@ async def test_rider_swaps_through_http_and_custody_and_ledger_follow(stack: Set
             .tuples()
             .all()
         )
+        payables = {account: amount for account, amount in balances.items() if account.startswith("partner_payable:")}
+        commissions = balances.pop("expense:commissions")
         assert balances == {
             "provider_clearing:sandbox": order.price_minor,
             "deferred_revenue:swaps": 0,
             "revenue:swaps": -order.price_minor,
+            **payables,
         }
+        assert commissions > 0 and sum(payables.values()) == -commissions
 
 
 async def test_swap_survives_its_worker_being_killed_mid_swap(

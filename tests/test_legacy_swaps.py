@@ -83,7 +83,7 @@ async def test_swap_at_a_command_only_cabinet_is_confirmed_by_the_packs_own_repo
     assert (await battery(legacy.db, returned.serial)).custodian_ref == f"{CABINET}/{order.return_slot_no}"
     issued = await battery(legacy.db, taken.serial)
     assert (issued.custodian_kind, issued.custodian_ref) == (CustodianKind.RIDER, RIDER)
-    assert await ledger_kinds(legacy.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(legacy.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(legacy.db)
 
 

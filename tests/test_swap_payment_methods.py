@@ -39,7 +39,7 @@ async def test_wallet_rider_swaps_and_pays_from_the_balance(scene: Scene) -> Non
     order_id, result = await complete(scene)
     assert result.status == SwapStatus.COMPLETED
     assert await money(scene).wallet_balance() == 400
-    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(scene.db)
 
 

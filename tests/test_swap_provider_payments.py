@@ -122,7 +122,7 @@ async def test_wechat_rider_confirms_the_order_in_the_app_and_the_swap_completes
     result = await handle.result()
     assert result.status == SwapStatus.COMPLETED, result
     assert (await until_payment(scene, order_id, "captured")).amount_minor == 600
-    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(scene.db)
 
 
@@ -178,7 +178,7 @@ async def test_stripe_rider_swaps_on_a_saved_card_authorized_then_captured(
     assert row.provider_ref is not None
     intent = await localstripe.v1.payment_intents.retrieve_async(row.provider_ref)
     assert (intent.status, intent.amount, intent.metadata.to_dict()[KEY]) == ("succeeded", 600, charge_key(order_id))
-    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue"]
+    assert await ledger_kinds(scene.db, order_id) == ["swap_charge", "swap_revenue", "commission_accrual"]
     await assert_invariants(scene.db)
 
 
