@@ -395,6 +395,9 @@ class ConsoleSettings(_Group):
     live_max_s: float = Field(
         3600.0, gt=0, description="A live page's event stream ends after this; the browser reconnects."
     )
+    live_max_streams: int = Field(
+        200, ge=1, description="Live pages one API process serves at once; more are refused (503) until one ends."
+    )
 
 
 class Settings(_Group):

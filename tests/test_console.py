@@ -9,10 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from swapflow.api.app import create_app
+from swapflow.console import live
+from swapflow.console.live import changes
 from swapflow.console.session import COOKIE
 from swapflow.db.engine import Database
+from swapflow.db.network import Cabinet
 from swapflow.domain.ops import OperatorRole
 from swapflow.settings import Settings
 from tests.ops_harness import operator_token, rider_token
@@ -142,3 +146,67 @@ def test_sign_in_sends_back_only_to_console_pages(console: TestClient, ops_sh: s
 def test_the_api_still_answers_problem_documents(console: TestClient) -> None:
     answer = console.get("/v1/cabinets/nope")
     assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_the_network_page_counts_a_citys_cabinets_by_state(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get("/console/network?city=SH")
+    assert page.status_code == 200
+    assert re.search(r'data-state="total">(\d+)<', page.text)
+    assert "no charged pack" in page.text and 'id="map"' in page.text
+    assert SH_CABINET in page.text and SZ_CABINET not in page.text
+
+
+def test_the_network_page_of_a_city_not_granted_is_refused(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    assert console.get("/console/network?city=SZ").status_code == 403
+
+
+async def test_the_cabinet_table_filters_by_state(console: TestClient, ops_sh: str, db: Database) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Cabinet).where(Cabinet.id == SH_CABINET).values(online=False))
+    sign_in(console, ops_sh)
+    offline = console.get("/console/network/cabinets?city=SH&state=offline")
+    assert offline.status_code == 200 and SH_CABINET in offline.text
+    online = console.get("/console/network/cabinets?city=SH&state=online")
+    assert SH_CABINET not in online.text
+
+
+def test_the_cabinet_table_pages(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get("/console/network/cabinets?page=2")
+    assert page.status_code == 200
+    assert "Page 2" in page.text
+
+
+def test_a_cabinet_page_shows_its_slots(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get(f"/console/cabinets/{SH_CABINET}")
+    assert page.status_code == 200
+    assert 'data-slot="1"' in page.text and "presence-chart" in page.text
+
+
+def test_an_operator_cannot_open_another_citys_cabinet(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get(f"/console/cabinets/{SZ_CABINET}")
+    assert page.status_code == 404
+    assert "text/html" in page.headers["content-type"]
+    assert console.get(f"/console/live/cabinets/{SZ_CABINET}").status_code == 404
+
+
+async def test_live_counts_are_sent_again_when_they_change(settings: Settings, db: Database) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Cabinet).values(online=False))
+    flips = iter([False, False, True])
+
+    async def gone() -> bool:
+        return next(flips)
+
+    events = changes("counts", live.network_counts(db, settings, "SH"), poll_s=0.01, max_s=10, gone=gone)
+    first = await anext(events)
+    assert first.startswith("event: counts\n") and 'data-state="online">0<' in first
+    async with db.transaction() as session:
+        await session.execute(update(Cabinet).where(Cabinet.id == SH_CABINET).values(online=True))
+    second = await anext(events)
+    assert 'data-state="offline">' in second and second != first
+    assert [chunk async for chunk in events] == []

@@ -48,6 +48,11 @@ def render(
     return templates.TemplateResponse(request, template, full, status_code=status_code)
 
 
+def fragment(template: str, context: dict[str, Any]) -> str:
+    """A template rendered to text, outside a request (a live page's update)."""
+    return templates.get_template(template).render({"prefix": PREFIX, **context})
+
+
 def sign_in_address(request: Request) -> str:
     """The sign-in page, coming back to this page after (an htmx request: the page it was made from)."""
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
