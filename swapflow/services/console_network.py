@@ -143,7 +143,7 @@ async def cities(session: AsyncSession, visible: list[str] | None) -> list[City]
 async def state_counts(session: AsyncSession, settings: Settings, city: str) -> dict[CabinetState, int]:
     """How many of a city's cabinets are in each state (every state named, zeros included)."""
     states = _states(settings, None, city).subquery()
-    rows = (await session.execute(select(states.c.state, func.count()).group_by(states.c.state))).tuples()
+    rows = await session.execute(select(states.c.state, func.count()).group_by(states.c.state))
     found = {CabinetState(state): count for state, count in rows}
     return {state: found.get(state, 0) for state in STATE_ORDER}
 
@@ -220,7 +220,7 @@ async def cabinet_slots(session: AsyncSession, cabinet_id: str) -> list[SlotView
         .where(Slot.cabinet_id == cabinet_id)
         .order_by(Slot.slot_no)
     )
-    return [SlotView(slot, battery) for slot, battery in rows.tuples()]
+    return [SlotView(slot, battery) for slot, battery in rows]
 
 
 async def cabinet_state(session: AsyncSession, settings: Settings, cabinet_id: str) -> CabinetState:
@@ -243,7 +243,7 @@ async def cabinet_detail(
     ).one_or_none()
     if row is None:
         raise NotFound("cabinet", cabinet_id)
-    cabinet, station = row.tuple()
+    cabinet, station = row
     since = now - timedelta(hours=24)
     presence = list(
         await session.scalars(
