@@ -210,3 +210,26 @@ async def test_live_counts_are_sent_again_when_they_change(settings: Settings, d
     second = await anext(events)
     assert 'data-state="offline">' in second and second != first
     assert [chunk async for chunk in events] == []
+
+
+def test_the_vendored_libraries_are_served_from_the_console(console: TestClient) -> None:
+    for path in (
+        "vendor/htmx/htmx.min.js",
+        "vendor/htmx-ext-sse/sse.min.js",
+        "vendor/uplot/uPlot.iife.min.js",
+        "vendor/leaflet/leaflet.js",
+    ):
+        assert console.get(f"/console/static/{path}").status_code == 200, path
+
+
+def test_the_map_uses_the_tile_server_set(settings: Settings, ops_sh: str) -> None:
+    tiles = "https://tiles.internal/{z}/{x}/{y}.png"
+    app = create_app(settings.updated(console={"tile_url": tiles}))
+    with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
+        sign_in(client, ops_sh)
+        assert tiles in client.get("/console/network").text
+
+
+def test_without_a_tile_server_the_map_fetches_no_tiles(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    assert '"tile_url": null' in console.get("/console/network").text

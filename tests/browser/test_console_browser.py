@@ -8,10 +8,10 @@ import re
 from typing import Any
 
 from playwright.async_api import Page, expect
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from swapflow.db.engine import Database
-from swapflow.db.network import Cabinet, Station
+from swapflow.db.network import Cabinet, Slot, Station
 from swapflow.db.ops import Alert
 from swapflow.demo.accounts import DemoTokens
 from swapflow.domain.clock import utcnow
@@ -87,6 +87,25 @@ async def test_a_cabinet_page_shows_its_slots_and_timeline(page: Page, tokens: D
     await expect(page.locator("#slots tr[data-slot]").first).to_be_visible()
     await expect(page.locator("#presence-chart canvas")).to_have_count(1)
     await page.screenshot(path=screenshot_path("cabinet"), full_page=True)
+
+
+async def test_a_cabinet_pages_slots_follow_the_cabinet_without_a_reload(
+    page: Page, tokens: DemoTokens, stack_db: Database
+) -> None:
+    await sign_in(page, tokens.operators["ops-sh"], f"/console/cabinets/{SH_CABINET}")
+    out_of_service = page.locator('#slots tr[data-slot="12"] td').nth(6)
+    await expect(out_of_service).to_have_text("no")
+    async with stack_db.transaction() as session:
+        await session.execute(
+            update(Slot).where(Slot.cabinet_id == SH_CABINET, Slot.slot_no == 12).values(out_of_service="console test")
+        )
+    try:
+        await expect(out_of_service).to_have_text("console test", timeout=10_000)
+    finally:
+        async with stack_db.transaction() as session:
+            await session.execute(
+                update(Slot).where(Slot.cabinet_id == SH_CABINET, Slot.slot_no == 12).values(out_of_service=None)
+            )
 
 
 async def test_a_form_posted_without_its_csrf_token_is_refused(page: Page, tokens: DemoTokens) -> None:
