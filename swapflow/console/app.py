@@ -1,4 +1,7 @@
-"""The console's routes under /console and its static files (vendored front-end libraries, its CSS)."""
+"""The console's routes under /console and its static files (vendored front-end libraries, its CSS).
+
+An area adds its router (`pages/<area>.py`, a module with `router`) to the tuple below; every route
+gets the CSRF check, and a page takes `ConsoleUser` (or `console_require(...)`) for its account."""
 
 from __future__ import annotations
 
