@@ -172,6 +172,12 @@ async def test_the_cabinet_table_filters_by_state(console: TestClient, ops_sh: s
     assert SH_CABINET not in online.text
 
 
+def test_the_table_filter_form_sent_with_any_city_and_any_state_lists_all(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get("/console/network/cabinets?city=&state=")
+    assert page.status_code == 200 and SH_CABINET in page.text
+
+
 def test_the_cabinet_table_pages(console: TestClient, ops_sh: str) -> None:
     sign_in(console, ops_sh)
     page = console.get("/console/network/cabinets?page=2")

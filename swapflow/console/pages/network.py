@@ -3,7 +3,7 @@ per state, and a filtered, paginated table of cabinets."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -91,10 +91,10 @@ async def cabinet_table(
     session: SessionDep,
     settings: SettingsDep,
     city: Annotated[str | None, Query(max_length=16)] = None,
-    state: CabinetState | None = None,
+    state: Annotated[CabinetState | Literal[""] | None, Query(description="Empty: any (the form's choice).")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
-    city = city or None
+    city, state = city or None, state or None
     visible_cities = user.visible_cities(city)
     visible = [c.code for c in await console_network.cities(session, user.visible_cities())]
     listing = await console_network.cabinet_page(
