@@ -164,6 +164,18 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
         [WebhookChannel(name="im", url="https://im.example/hook", secret="s")],
     ),
     ("SWAPFLOW_OPS_WEBHOOK_ATTEMPTS", "ops.webhook_attempts", "4096", 4096),
+    ("SWAPFLOW_CONSOLE_SESSION_SECRET", "console.session_secret", "s3cret", "s3cret"),
+    ("SWAPFLOW_CONSOLE_SESSION_HOURS", "console.session_hours", "8.5", 8.5),
+    (
+        "SWAPFLOW_CONSOLE_TILE_URL",
+        "console.tile_url",
+        "https://tiles.example/{z}/{x}/{y}.png",
+        "https://tiles.example/{z}/{x}/{y}.png",
+    ),
+    ("SWAPFLOW_CONSOLE_TILE_ATTRIBUTION", "console.tile_attribution", "© tiles", "© tiles"),
+    ("SWAPFLOW_CONSOLE_LIVE_POLL_S", "console.live_poll_s", "0.5", 0.5),
+    ("SWAPFLOW_CONSOLE_LIVE_MAX_S", "console.live_max_s", "60", 60.0),
+    ("SWAPFLOW_CONSOLE_LIVE_MAX_STREAMS", "console.live_max_streams", "4096", 4096),
 ]
 
 
