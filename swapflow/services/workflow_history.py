@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.failure.v1 import Failure
-from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionUpdateCompletedEventAttributes
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
@@ -173,6 +173,10 @@ class _Reader:
         for event in events:
             self.event_times[event.event_id] = _time(event)
             self._take(event, timeline)
+        if timeline.closed_at is not None:  # what was pending stopped with the run (an abandoned child runs on)
+            for entry in self.entries:
+                if entry.outcome == Outcome.RUNNING and entry.kind != EntryKind.CHILD_WORKFLOW:
+                    entry.outcome, entry.ended_at = Outcome.CANCELLED, timeline.closed_at
         timeline.entries = self.entries
         timeline.temporal_ui_url = temporal_ui_url(self.settings, self.workflow_id, timeline.run_id)
         self._mark_compensations(timeline)
@@ -221,15 +225,7 @@ class _Reader:
             entry = self._add(event, EntryKind.UPDATE, accepted.input.name, data=args, detail=_summary(args) or None)
             self.updates[accepted.meta.update_id] = entry
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
-            update = event.workflow_execution_update_completed_event_attributes
-            entry = self.updates.get(update.meta.update_id)
-            if entry is not None:
-                if update.outcome.HasField("failure"):
-                    entry.outcome, entry.detail = Outcome.FAILED, _failure(update.outcome.failure)
-                else:
-                    entry.data = self._values(update.outcome.success.payloads)
-                    entry.outcome, entry.detail = Outcome.OK, _summary(entry.data) or None
-                entry.ended_at = at
+            self._end_update(event.workflow_execution_update_completed_event_attributes, at)
         elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
             child = event.start_child_workflow_execution_initiated_event_attributes
             entry = self._add(event, EntryKind.CHILD_WORKFLOW, child.workflow_type.name, data=self._value(child.input))
@@ -246,7 +242,10 @@ class _Reader:
             self._end(child_failed.initiated_event_id, at, Outcome.FAILED, _failure(child_failed.failure))
         elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT:
             self._end(
-                event.child_workflow_execution_timed_out_event_attributes.initiated_event_id, at, Outcome.TIMED_OUT, None
+                event.child_workflow_execution_timed_out_event_attributes.initiated_event_id,
+                at,
+                Outcome.TIMED_OUT,
+                None,
             )
         elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED:
             self._end(
@@ -261,7 +260,11 @@ class _Reader:
             )
         elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             task_failed = event.workflow_task_failed_event_attributes
-            entry = self._add(event, EntryKind.WORKFLOW_TASK, "workflow task", detail=_failure(task_failed.failure))
+            if task_failed.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+                return  # a signal came in while the task completed: Temporal runs the task again, nothing failed
+            cause = WorkflowTaskFailedCause.Name(task_failed.cause).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_").lower()
+            detail = f"{cause}: {_failure(task_failed.failure)}"
+            entry = self._add(event, EntryKind.WORKFLOW_TASK, "workflow task", detail=detail)
             entry.outcome, entry.ended_at = Outcome.FAILED, at
         else:
             self._close(event, timeline)
@@ -334,6 +337,17 @@ class _Reader:
         if data is not None:
             entry.data = data
 
+    def _end_update(self, update: WorkflowExecutionUpdateCompletedEventAttributes, at: datetime) -> None:
+        entry = self.updates.get(update.meta.update_id)
+        if entry is None:
+            return
+        if update.outcome.HasField("failure"):
+            entry.outcome, entry.detail = Outcome.FAILED, _failure(update.outcome.failure)
+        else:
+            entry.data = self._value(update.outcome.success)
+            entry.outcome, entry.detail = Outcome.OK, _summary(entry.data)
+        entry.ended_at = at
+
     def _end_timer(self, timer_id: str, at: datetime, outcome: Outcome) -> None:
         entry = self.timers.get(timer_id)
         if entry is not None:
@@ -348,7 +362,7 @@ class _Reader:
             return  # no rollback (yet): a door command is a forward step
         rollback = ROLLBACK_STEPS.get(timeline.workflow_type, frozenset())
         finish = ROLLBACK_ENDS_WITH.get(timeline.workflow_type)
-        steps = [entry for entry in self.entries if entry.kind not in (EntryKind.TIMER, EntryKind.SIGNAL)]
+        steps = [e for e in self.entries if e.kind not in (EntryKind.TIMER, EntryKind.SIGNAL, EntryKind.WORKFLOW_TASK)]
         if steps and steps[-1].name == finish:
             steps.pop()
         for entry in reversed(steps):
