@@ -78,6 +78,7 @@ class TimelineEntry(BaseModel):
     """The decoded input (signals, updates, children) or result (activities), for callers that look inside."""
     compensation: bool = False
     child_workflow_id: str | None = None
+    child_ui_url: str | None = None
     event_id: int
 
     @property
@@ -230,6 +231,7 @@ class _Reader:
             child = event.start_child_workflow_execution_initiated_event_attributes
             entry = self._add(event, EntryKind.CHILD_WORKFLOW, child.workflow_type.name, data=self._value(child.input))
             entry.child_workflow_id = child.workflow_id
+            entry.child_ui_url = temporal_ui_url(self.settings, child.workflow_id)
             entry.detail = child.workflow_id
         elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
             failed_start = event.start_child_workflow_execution_failed_event_attributes
