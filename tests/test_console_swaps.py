@@ -17,9 +17,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
+from swapflow.db.devices import BatteryReadingRecord
 from swapflow.db.engine import Database
 from swapflow.db.network import Battery
-from swapflow.db.swaps import SwapOrder
+from swapflow.db.swaps import CustodyEvent, SafetyEvent, SwapOrder
+from swapflow.domain.clock import utcnow
 from swapflow.domain.network import CustodianKind
 from swapflow.domain.ops import OperatorRole
 from swapflow.domain.swaps import SwapStage, SwapStatus
@@ -180,13 +182,53 @@ async def test_a_packs_page_charts_its_readings_and_lists_its_custody_and_checks
     console: httpx.AsyncClient, db: Database
 ) -> None:
     serial = await rider_pack(db, SH_RIDER)
+    now = utcnow()
+    async with db.transaction() as session:
+        for minutes, soc in ((30, 41.5), (20, 63.25), (10, 87.75)):
+            session.add(
+                BatteryReadingRecord(
+                    battery_serial=serial,
+                    at=now - timedelta(minutes=minutes),
+                    soc=soc,
+                    soh=97.0,
+                    voltage_v=52.1,
+                    current_a=0.0,
+                    temperature_c=31.5,
+                    cycle_count=120,
+                )
+            )
+        session.add(
+            SafetyEvent(
+                key=f"test:{serial}:check",
+                battery_serial=serial,
+                cabinet_id=SH_CABINET,
+                slot_no=10,
+                reading={"temperature_c": 71.5, "soc": 20.0},
+                limits={"max_temperature_c": 60.0},
+                verdict="rejected",
+                reasons=["too_hot"],
+            )
+        )
+        session.add(
+            CustodyEvent(
+                key=f"test:{serial}:custody",
+                battery_serial=serial,
+                from_kind=CustodianKind.SLOT,
+                from_ref=f"{SH_CABINET}/3",
+                to_kind=CustodianKind.RIDER,
+                to_ref=SH_RIDER,
+                reason="issued in a swap",
+            )
+        )
 
     page = await console.get(f"/console/batteries/{serial}")
 
     assert page.status_code == 200
-    assert "Custody trail" in page.text and "Safety checks" in page.text
     for chart in ("chart-soc", "chart-soh", "chart-voltage_v", "chart-temperature_c"):
-        assert chart in page.text or "No readings in the last 7 days" in page.text
+        assert f'id="{chart}"' in page.text
+    assert "63.25" in page.text  # a reading in the charts' data
+    assert "issued in a swap" in page.text and f"{SH_CABINET}/3" in page.text
+    assert "rejected" in page.text and "too_hot" in page.text and "max_temperature_c=60.0" in page.text
 
 
 async def test_an_operator_cannot_open_another_citys_pack(console: httpx.AsyncClient, db: Database) -> None:
