@@ -427,6 +427,8 @@ def _summary(value: Any) -> str | None:
 
 
 def _flat(value: Any) -> str:
+    if isinstance(value, dict) and ("serial" in value or "id" in value):
+        return str(value.get("serial", value.get("id")))  # a nested record (a pack's reading): by its key
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)

@@ -16,6 +16,7 @@ from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.console.live import changes, sse_event
 from swapflow.console.rendering import fragment, render
 from swapflow.console.session import ConsoleUser
+from swapflow.domain.errors import Invalid
 from swapflow.domain.swaps import SwapStatus
 from swapflow.services import console_swaps
 from swapflow.services.console_swaps import SwapQuery
@@ -26,11 +27,25 @@ SwapId = Annotated[str, Path(min_length=1, max_length=40)]
 Text = Annotated[str | None, Query(max_length=40)]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """A time from the search form (UTC, with or without its zone)."""
-    if value is None:
+def _status(value: str | None) -> SwapStatus | None:
+    """A status from the search form; an empty field is any status."""
+    if not value:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return SwapStatus(value)
+    except ValueError:
+        raise Invalid(f"status must be one of {', '.join(s.value for s in SwapStatus)}") from None
+
+
+def _utc(value: str | None, field: str) -> datetime | None:
+    """A time from the search form (UTC unless it names its zone); an empty field is no bound."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{field} must be a date and time, like 2026-12-07T09:30") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @router.get("/swaps", response_class=HTMLResponse)
@@ -41,27 +56,27 @@ async def search(
     swap_id: Text = None,
     rider_id: Text = None,
     cabinet_id: Text = None,
-    status: Annotated[SwapStatus | None, Query()] = None,
-    since: Annotated[datetime | None, Query()] = None,
-    until: Annotated[datetime | None, Query()] = None,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     query = SwapQuery(
         swap_id=swap_id or None,
         rider_id=rider_id or None,
         cabinet_id=cabinet_id or None,
-        status=status,
-        since=_utc(since),
-        until=_utc(until),
+        status=_status(status),
+        since=_utc(since, "from"),
+        until=_utc(until, "to"),
     )
     found = await console_swaps.search_swaps(session, user.visible_cities(), query, page)
     asked = {
         "swap_id": swap_id,
         "rider_id": rider_id,
         "cabinet_id": cabinet_id,
-        "status": status.value if status else None,
-        "since": request.query_params.get("since"),
-        "until": request.query_params.get("until"),
+        "status": query.status.value if query.status else None,
+        "since": since,
+        "until": until,
     }
     context = {
         "section": "swaps",
