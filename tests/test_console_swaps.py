@@ -150,6 +150,9 @@ async def test_a_failed_swaps_page_shows_its_door_commands_history_compensation_
     text = page.text
     assert "battery_not_returned_in_time" in text
     assert "open_door" in text and "close_door" in text  # the door commands, with their acks
+    # each command step of the history says which command it sent
+    assert re.search(rf"open_door slot \d+ \({order_id}-1\): acked=True", text)
+    assert re.search(rf"close_door slot \d+ \({order_id}-2\): acked=True", text)
     assert "send_device_command" in text and "charge_swap" in text and "timer 20s" in text
     assert "Refund <strong>(compensation)</strong>" in text
     assert f"refund/swap-{order_id}" in text

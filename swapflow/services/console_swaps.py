@@ -4,6 +4,7 @@ it with their acks, and its workflow's history read from Temporal). Reads only; 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,8 @@ from swapflow.workflows.swap_contract import swap_workflow_id
 
 PER_PAGE = 50
 COMMANDS_SHOWN = 100
+SEND_COMMAND = "send_device_command"
+"""The device command activity's name (swapflow.workflows.device_contract)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class SwapDetail:
     stages: list[Stage]
     commands: list[CommandView]
     workflow_id: str
+
+    @property
+    def command_rows(self) -> list[DeviceCommand]:
+        return [view.command for view in self.commands]
 
     @property
     def running(self) -> bool:
@@ -190,15 +197,38 @@ async def swap_detail(session: AsyncSession, swap_id: str) -> SwapDetail:
     )
 
 
-async def workflow_history(temporal: TemporalConnector, settings: TemporalSettings, workflow_id: str) -> History:
-    """The workflow's timeline, or the reason it cannot be read now: the page shows the rest regardless."""
+async def workflow_history(
+    temporal: TemporalConnector,
+    settings: TemporalSettings,
+    workflow_id: str,
+    commands: Sequence[DeviceCommand] = (),
+) -> History:
+    """The workflow's timeline (its command steps named by `commands`, the rows it recorded), or the reason
+    it cannot be read now: the page shows the rest regardless."""
     try:
         client = await connect(temporal, "Cannot read the workflow's history")
-        return History(await workflow_timeline(client, settings, workflow_id))
+        timeline = await workflow_timeline(client, settings, workflow_id)
+        name_commands(timeline, commands)
+        return History(timeline)
     except NotFound:
         return History(None, f"Temporal has no workflow {workflow_id} (not started yet, or past its retention).")
     except DomainError as exc:
         return History(None, str(exc))
+
+
+def name_commands(timeline: Timeline, commands: Sequence[DeviceCommand]) -> None:
+    """Say which command each `send_device_command` step sent: a local activity's marker keeps its answer,
+    not its input. A step sent the newest command recorded before it ended (a resend repeats its
+    command's id, so its row was recorded at the first send)."""
+    rows = sorted(commands, key=lambda c: (as_utc(c.sent_at), c.id))
+    for entry in timeline.named(SEND_COMMAND):
+        ended = entry.ended_at or entry.started_at
+        sent = [c for c in rows if as_utc(c.sent_at) <= ended]
+        if sent:
+            command = sent[-1]
+            slot = f" slot {command.slot_no}" if command.slot_no is not None else ""
+            answer = f": {entry.detail}" if entry.detail else ""
+            entry.detail = f"{command.action}{slot} ({command.id}){answer}"
 
 
 def _round_trip_ms(command: DeviceCommand) -> float | None:

@@ -116,6 +116,8 @@ async def test_a_riders_swap_appears_and_its_page_shows_its_workflow_history(
     await expect(commands).to_contain_text("open_door")
     timeline = history.locator("table.timeline")
     await expect(timeline.locator("tr", has_text="send_device_command")).to_have_count(2)
+    for slot in (swap["return_slot_no"], swap["charged_slot_no"]):
+        await expect(timeline.locator("tr", has_text=f"open_door slot {slot} (")).to_have_count(1)
     for fact in ("kind=battery_inserted", "kind=door_closed", "kind=battery_removed"):
         await expect(timeline.locator("tr.entry-signal", has_text=fact).first).to_be_visible()
     ui = history.get_by_role("link", name="open in the Temporal UI")

@@ -99,7 +99,7 @@ async def swap(
 ) -> HTMLResponse:
     user.check_city(await console_swaps.swap_city(session, swap_id), "swap", swap_id)
     detail = await console_swaps.swap_detail(session, swap_id)
-    history = await console_swaps.workflow_history(temporal, settings.temporal, detail.workflow_id)
+    history = await console_swaps.workflow_history(temporal, settings.temporal, detail.workflow_id, detail.command_rows)
     context = {"section": "swaps", "detail": detail, "history": history}
     return render(request, "swaps/page.html", context, user=user)
 
@@ -123,7 +123,9 @@ async def swap_live(
         nonlocal ended
         async with db.sessions() as session:
             detail = await console_swaps.swap_detail(session, swap_id)
-        history = await console_swaps.workflow_history(temporal, settings.temporal, detail.workflow_id)
+        history = await console_swaps.workflow_history(
+            temporal, settings.temporal, detail.workflow_id, detail.command_rows
+        )
         ended = not detail.running and (history.timeline is None or history.timeline.closed_at is not None)
         return fragment("swaps/_live.html", {"detail": detail, "history": history})
 
