@@ -53,6 +53,14 @@ class TemporalSettings(_Group):
     task_queue: str = "swapflow"
     dev_port: int = 7233
     ui_port: int = 8233
+    ui_url: str | None = Field(
+        None, description="Base address of the Temporal UI, for links to a workflow; default: the dev server's UI."
+    )
+
+    @property
+    def effective_ui_url(self) -> str:
+        """Where a person opens the Temporal UI."""
+        return self.ui_url or f"http://127.0.0.1:{self.ui_port}"
 
     @property
     def effective_address(self) -> str:

@@ -34,6 +34,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_TEMPORAL_TASK_QUEUE", "temporal.task_queue", "temporal_task_queue-value", "temporal_task_queue-value"),
     ("SWAPFLOW_TEMPORAL_DEV_PORT", "temporal.dev_port", "4096", 4096),
     ("SWAPFLOW_TEMPORAL_UI_PORT", "temporal.ui_port", "4096", 4096),
+    ("SWAPFLOW_TEMPORAL_UI_URL", "temporal.ui_url", "https://temporal.example", "https://temporal.example"),
     ("SWAPFLOW_MQTT_URL", "mqtt.url", "mqtt://broker:1883", "mqtt://broker:1883"),
     ("SWAPFLOW_MQTT_TOPIC_PREFIX", "mqtt.topic_prefix", "mqtt_topic_prefix-value", "mqtt_topic_prefix-value"),
     (
