@@ -364,8 +364,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("resolution_note", sa.Text(), nullable=True))
 
+    # Who acknowledged an alert and who resolved it by hand.
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("acknowledged_by", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("resolved_by", sa.String(length=40), nullable=True))
+
 
 def downgrade() -> None:
+
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        for column in ("resolved_by", "acknowledged_by", "acknowledged_at"):
+            batch_op.drop_column(column)
 
     with op.batch_alter_table("reconciliation_exceptions", schema=None) as batch_op:
         for column in ("resolution_note", "resolved_at", "resolved_by"):
