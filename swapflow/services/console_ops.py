@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.network import Cabinet, CabinetPresence, Station
-from swapflow.db.ops import Alert, WorkOrder
+from swapflow.db.ops import Alert, Technician, WorkOrder
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import NotFound
 from swapflow.domain.network import CabinetCapability
@@ -284,3 +284,19 @@ async def uptime_series(session: AsyncSession, days: list[datetime], cities: Seq
 def epoch_seconds(days: Sequence[datetime]) -> list[int]:
     """The days as Unix seconds, as a chart's x values."""
     return [int(day.astimezone(UTC).timestamp()) for day in days]
+
+
+async def work_orders_of_alert(session: AsyncSession, alert_id: int) -> list[WorkOrder]:
+    """The work orders an alert opened, oldest first."""
+    return list(
+        await session.scalars(select(WorkOrder).where(WorkOrder.alert_id == alert_id).order_by(WorkOrder.opened_at))
+    )
+
+
+async def technicians_of(session: AsyncSession, city_code: str) -> list[str]:
+    """The technicians of a city (a work order's reassignment choices)."""
+    return list(
+        await session.scalars(
+            select(Technician.operator_id).where(Technician.city_code == city_code).order_by(Technician.operator_id)
+        )
+    )
