@@ -375,6 +375,31 @@ class OpsSettings(_Group):
     )
 
 
+class ConsoleSettings(_Group):
+    """The operators' web console under /console: its session cookie and its map."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_CONSOLE_")
+
+    session_secret: str | None = Field(
+        None,
+        description="Key signing the console's session cookies; unset: a random key kept in the data folder.",
+    )
+    session_hours: float = Field(12.0, gt=0, description="A console sign-in lasts this long.")
+    tile_url: str | None = Field(
+        None,
+        description="Map tile URL template ({z}/{x}/{y}), e.g. an internal tile server; unset: markers on a "
+        "plain background (the console fetches nothing from the internet).",
+    )
+    tile_attribution: str = Field("", description="Attribution the tile server asks to be shown with its tiles.")
+    live_poll_s: float = Field(2.0, gt=0, description="How often a live console page's values are read again.")
+    live_max_s: float = Field(
+        3600.0, gt=0, description="A live page's event stream ends after this; the browser reconnects."
+    )
+    live_max_streams: int = Field(
+        200, ge=1, description="Live pages one API process serves at once; more are refused (503) until one ends."
+    )
+
+
 class Settings(_Group):
     """All settings: the stack's own (data folder, database, worker processes, log level) and one field per
     group. Build changed copies with `updated`, which refuses names no group has."""
@@ -403,6 +428,7 @@ class Settings(_Group):
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def groups(cls) -> dict[str, type[_Group]]:

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
 from swapflow.api.openapi import install_contract, text_without_nul
-from swapflow.api.problems import install_problem_handlers
+from swapflow.api.problems import ErrorPages, install_problem_handlers
 from swapflow.api.routers import (
     batteries,
     cabinets,
@@ -27,6 +27,8 @@ from swapflow.api.routers import (
     swaps,
     wallets,
 )
+from swapflow.console import rendering
+from swapflow.console.app import install_console
 from swapflow.db.engine import Database
 from swapflow.infra.temporal import connect_temporal
 from swapflow.settings import Settings, get_settings
@@ -66,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(text_without_nul)],
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, ErrorPages(rendering.covers, rendering.error_page))
     install_contract(app)
     for module in (
         swaps,
@@ -85,4 +87,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         partners,
     ):
         app.include_router(module.router)
+    install_console(app)
     return app

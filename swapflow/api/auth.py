@@ -84,7 +84,7 @@ _INVALID_TOKEN = 'Bearer error="invalid_token"'
 """RFC 6750's challenge for a token that was sent but is not (or no longer) valid."""
 
 
-def _unauthorized(detail: str, challenge: str = "Bearer") -> Problem:
+def unauthorized(detail: str, challenge: str = "Bearer") -> Problem:
     return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
@@ -97,30 +97,32 @@ async def authenticate(
 ) -> Principal:
     """The caller named by `Authorization: Bearer <token>`, or 401."""
     if credentials is None:
-        raise _unauthorized("send Authorization: Bearer <token>")
+        raise unauthorized("send Authorization: Bearer <token>")
     # Its own short session, not the request's: a request that then waits (a swap's first stage) must
     # not hold a pooled connection for it.
     async with db.sessions() as session:
-        return await _principal(session, hash_token(credentials.credentials.strip()))
+        return await principal_of(session, hash_token(credentials.credentials.strip()))
 
 
-async def _principal(session: AsyncSession, token_hash: str) -> Principal:
+async def principal_of(session: AsyncSession, token_hash: str) -> Principal:
+    """The account a token (by its hash) stands for, or 401: the API's bearer token and the console's
+    session both name their caller through this."""
     row = await session.get(ApiToken, token_hash)
     if row is None or row.revoked_at is not None:
-        raise _unauthorized("unknown or revoked token", _INVALID_TOKEN)
+        raise unauthorized("unknown or revoked token", _INVALID_TOKEN)
     if row.principal_kind == RIDER:
         rider = await session.get(Rider, row.principal_id)
         if rider is None or rider.status != RiderStatus.ACTIVE:
-            raise _unauthorized("rider account not active", _INVALID_TOKEN)
+            raise unauthorized("rider account not active", _INVALID_TOKEN)
         return Principal(RIDER, rider.id, None, frozenset({rider.city_code}))
     if row.principal_kind == PARTNER:
         partner = await session.get(Partner, row.principal_id)
         if partner is None or not partner.active:
-            raise _unauthorized("partner account not active", _INVALID_TOKEN)
+            raise unauthorized("partner account not active", _INVALID_TOKEN)
         return Principal(PARTNER, partner.id, None, frozenset(partner.cities))
     operator = await session.get(Operator, row.principal_id)
     if row.principal_kind != OPERATOR or operator is None or not operator.active:
-        raise _unauthorized("account not active", _INVALID_TOKEN)
+        raise unauthorized("account not active", _INVALID_TOKEN)
     role = OperatorRole(operator.role)
     return Principal(OPERATOR, operator.id, role, None if role == OperatorRole.ADMIN else frozenset(operator.cities))
 
@@ -128,20 +130,25 @@ async def _principal(session: AsyncSession, token_hash: str) -> Principal:
 def require(*roles: OperatorRole, riders: bool = False, partners: bool = False) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting operators of `roles` (an admin always) and, with `riders` / `partners`,
     riders / partners (who see only their own)."""
-    allowed = frozenset(roles) | {OperatorRole.ADMIN}
 
     async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if principal.is_rider:
-            if riders:
-                return principal
-        elif principal.is_partner:
-            if partners:
-                return principal
-        elif principal.role in allowed:
-            return principal
-        raise Forbidden(f"{principal.role or principal.kind} accounts may not do this")
+        return admit(principal, *roles, riders=riders, partners=partners)
 
     return dependency
+
+
+def admit(principal: Principal, *roles: OperatorRole, riders: bool = False, partners: bool = False) -> Principal:
+    """`principal` if it is an operator of `roles` (an admin always), or a rider / partner when those
+    are admitted; otherwise 403."""
+    if principal.is_rider:
+        if riders:
+            return principal
+    elif principal.is_partner:
+        if partners:
+            return principal
+    elif principal.role in (*roles, OperatorRole.ADMIN):
+        return principal
+    raise Forbidden(f"{principal.role or principal.kind} accounts may not do this")
 
 
 MoneyStaff = Annotated[Principal, Depends(require(*MONEY_STAFF))]

@@ -4,13 +4,13 @@ services' domain errors (one status per kind), the API's own (a missing token), 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,16 +103,30 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Turn domain errors, Problem, HTTP errors and request validation errors into problem documents."""
+class ErrorPages:
+    """Errors of the requests `covers` accepts (the console's) answered by `render` (a page) instead."""
+
+    def __init__(self, covers: Callable[[Request], bool], render: Callable[[Request, int, str, str], Response]) -> None:
+        self.covers, self.render = covers, render
+
+
+def install_problem_handlers(app: FastAPI, pages: ErrorPages | None = None) -> None:
+    """Turn domain errors, Problem, HTTP errors and request validation errors into problem documents (or,
+    for the requests `pages` covers, into its pages)."""
+
+    def page(request: Request, status: int, title: str, detail: str) -> Response | None:
+        return pages.render(request, status, title, detail) if pages and pages.covers(request) else None
 
     @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem_response(domain_status(exc), exc.title, exc.detail, instance=request.url.path, **exc.members)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        status = domain_status(exc)
+        return page(request, status, exc.title, exc.detail) or problem_response(
+            status, exc.title, exc.detail, instance=request.url.path, **exc.members
+        )
 
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return page(request, exc.status, exc.title, exc.detail) or problem_response(
             exc.status,
             exc.title,
             exc.detail,
@@ -123,23 +137,25 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         # Its headers matter: `Allow` of a 405, `WWW-Authenticate` of a 401.
-        return problem_response(
+        return page(request, exc.status_code, str(exc.detail), str(exc.detail)) or problem_response(
             exc.status_code, str(exc.detail), str(exc.detail), instance=request.url.path, headers=exc.headers
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
+        return page(request, 500, "Internal error", "the error is logged") or problem_response(
             500, "Internal error", f"{type(exc).__name__}: the error is logged", instance=request.url.path
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-        return problem_response(422, "Invalid request", detail, instance=request.url.path, errors=errors)
+        return page(request, 422, "Invalid request", detail) or problem_response(
+            422, "Invalid request", detail, instance=request.url.path, errors=errors
+        )

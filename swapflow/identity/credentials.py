@@ -48,7 +48,12 @@ class Login:
 
 def stack_secret(settings: Settings) -> bytes:
     """The embedded stack's secret, created on first use (readable by its owner only)."""
-    path = settings.data_dir / _STACK_SECRET_FILE
+    return kept_secret(settings, _STACK_SECRET_FILE)
+
+
+def kept_secret(settings: Settings, name: str) -> bytes:
+    """A random 32-byte secret kept in the data folder under `name`, created on first use (mode 0600)."""
+    path = settings.data_dir / name
     try:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
@@ -71,7 +76,7 @@ def _read_when_written(path: Path) -> bytes:
         if len(text) == 64:
             return bytes.fromhex(text)
         time.sleep(0.01)  # another process has created the file and is about to write it
-    raise RuntimeError(f"{path} holds no stack secret")
+    raise RuntimeError(f"{path} holds no secret")
 
 
 def _derived(settings: Settings, purpose: str) -> str:

@@ -144,6 +144,7 @@ def banner(settings: Settings) -> str:
         "swapflow is up",
         f"  API            {api}",
         f"  API docs       {api}/docs",
+        f"  console        {api}/console  (sign in with a token of {(settings.data_dir / 'tokens.json').resolve()})",
         f"  Temporal       {settings.temporal.effective_address}"
         + ("  (dev server)" if settings.temporal.address is None else ""),
     ]

@@ -1,0 +1,1 @@
+"""One router per area of the console, each with its templates under templates/<area>/."""

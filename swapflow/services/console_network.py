@@ -1,0 +1,344 @@
+"""What the console shows of the network: each cabinet's state (online, offline, alert, no charged
+pack) with counts per city, and a cabinet's page (slots, presence, swaps, commands, messages, dead
+letters, alerts, work orders). Reads only; every listing bounded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.cities import topic_cabinet
+from swapflow.db.devices import DeadLetter, DeviceCommand, DeviceMessage
+from swapflow.db.network import Battery, Cabinet, CabinetPresence, City, Slot, Station
+from swapflow.db.ops import Alert, WorkOrder
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.errors import NotFound
+from swapflow.domain.network import BatteryStatus
+from swapflow.domain.ops import AlertStatus, WorkOrderStatus
+from swapflow.settings import Settings
+
+
+class CabinetState(StrEnum):
+    """What the console shows a cabinet as, the first that applies: an open alert, offline, online without
+    a pack ready to issue, online."""
+
+    ALERT = "alert"
+    OFFLINE = "offline"
+    NO_CHARGED_PACK = "no_charged_pack"
+    ONLINE = "online"
+
+
+STATE_ORDER = tuple(CabinetState)
+"""Worst first: a station shows its worst cabinet's state."""
+
+
+@dataclass(frozen=True)
+class CabinetRow:
+    id: str
+    station_id: str
+    station_name: str
+    city_code: str
+    lat: float
+    lon: float
+    online: bool
+    last_seen_at: datetime | None
+    ready: int
+    open_alerts: int
+    state: CabinetState
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its rows, its number (from 1), and whether there are more."""
+
+    rows: list[CabinetRow]
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+
+def _ready_count(settings: Settings) -> ColumnElement[int]:
+    """Per cabinet: packs that could be issued now (as `services.cabinets` counts them)."""
+    return (
+        select(func.count())
+        .select_from(Slot)
+        .join(Battery, Battery.serial == Slot.battery_serial)
+        .where(
+            Slot.cabinet_id == Cabinet.id,
+            Slot.reserved_order_id.is_(None),
+            Slot.locked.is_(False),
+            Slot.fault.is_(None),
+            Slot.out_of_service.is_(None),
+            Battery.status == BatteryStatus.IN_SERVICE,
+            Battery.soc >= settings.swap.ready_soc_threshold,
+            Battery.soh >= settings.swap.min_soh,
+        )
+        .correlate(Cabinet)
+        .scalar_subquery()
+    )
+
+
+def _open_alerts() -> ColumnElement[int]:
+    return (
+        select(func.count())
+        .select_from(Alert)
+        .where(Alert.cabinet_id == Cabinet.id, Alert.status == AlertStatus.OPEN)
+        .correlate(Cabinet)
+        .scalar_subquery()
+    )
+
+
+def _states(settings: Settings, cities: list[str] | None, city: str | None) -> Select[Any]:
+    """Every cabinet of `city` (or of `cities`, None: all) with its state, as a subquery's select."""
+    ready, alerts = _ready_count(settings).label("ready"), _open_alerts().label("open_alerts")
+    state = case(
+        (alerts > 0, CabinetState.ALERT.value),
+        (Cabinet.online.is_(False), CabinetState.OFFLINE.value),
+        (ready == 0, CabinetState.NO_CHARGED_PACK.value),
+        else_=CabinetState.ONLINE.value,
+    ).label("state")
+    columns: list[Any] = [
+        Cabinet.id,
+        Cabinet.station_id,
+        Station.name.label("station_name"),
+        Station.city_code,
+        Station.lat,
+        Station.lon,
+        Cabinet.online,
+        Cabinet.last_seen_at,
+        ready,
+        alerts,
+        state,
+    ]
+    query: Select[Any] = select(*columns).join(Station, Station.id == Cabinet.station_id)
+    if city is not None:
+        query = query.where(Station.city_code == city)
+    elif cities is not None:
+        query = query.where(Station.city_code.in_(cities))
+    return query
+
+
+def _row(values: Any) -> CabinetRow:
+    data = dict(values._mapping)
+    data["state"] = CabinetState(data["state"])
+    return CabinetRow(**data)
+
+
+async def cities(session: AsyncSession, visible: list[str] | None) -> list[City]:
+    """The cities a caller may see (None: all), by code."""
+    query = select(City).order_by(City.code)
+    if visible is not None:
+        query = query.where(City.code.in_(visible))
+    return list(await session.scalars(query))
+
+
+async def state_counts(session: AsyncSession, settings: Settings, city: str) -> dict[CabinetState, int]:
+    """How many of a city's cabinets are in each state (every state named, zeros included)."""
+    states = _states(settings, None, city).subquery()
+    rows = (await session.execute(select(states.c.state, func.count()).group_by(states.c.state))).tuples()
+    found = {CabinetState(state): count for state, count in rows}
+    return {state: found.get(state, 0) for state in STATE_ORDER}
+
+
+async def map_cabinets(session: AsyncSession, settings: Settings, city: str) -> list[CabinetRow]:
+    """Every cabinet of a city with its state and place (for the map)."""
+    return [_row(r) for r in await session.execute(_states(settings, None, city).order_by(Cabinet.id))]
+
+
+async def cabinet_page(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    cities: list[str] | None,
+    city: str | None,
+    state: CabinetState | None,
+    page: int,
+    per_page: int,
+) -> Page:
+    """One page of cabinets, by id, of `city` (or every visible city) and in `state` if named."""
+    states = _states(settings, cities, city).subquery()
+    query = select(states)
+    if state is not None:
+        query = query.where(states.c.state == state.value)
+    query = query.order_by(states.c.id).offset((page - 1) * per_page).limit(per_page + 1)
+    rows = [_row(r) for r in await session.execute(query)]
+    return Page(rows[:per_page], page, len(rows) > per_page)
+
+
+@dataclass(frozen=True)
+class SlotView:
+    slot: Slot
+    battery: Battery | None
+
+
+@dataclass(frozen=True)
+class CommandView:
+    command: DeviceCommand
+    round_trip_ms: float | None
+
+
+@dataclass(frozen=True)
+class CabinetDetail:
+    cabinet: Cabinet
+    station: Station
+    state: CabinetState
+    slots: list[SlotView]
+    presence: list[CabinetPresence]
+    online_before: bool | None
+    """Whether it was online when the presence window starts (None: no transition known before)."""
+    swaps: list[SwapOrder]
+    commands: list[CommandView]
+    messages: list[DeviceMessage]
+    dead_letters: list[DeadLetter]
+    alerts: list[Alert]
+    work_orders: list[WorkOrder]
+
+
+async def cabinet_city(session: AsyncSession, cabinet_id: str) -> str:
+    """The city a cabinet is in, or NotFound."""
+    city = await session.scalar(
+        select(Station.city_code).join(Cabinet, Cabinet.station_id == Station.id).where(Cabinet.id == cabinet_id)
+    )
+    if city is None:
+        raise NotFound("cabinet", cabinet_id)
+    return city
+
+
+async def cabinet_slots(session: AsyncSession, cabinet_id: str) -> list[SlotView]:
+    """A cabinet's slots in order, each with the pack in it."""
+    rows = await session.execute(
+        select(Slot, Battery)
+        .outerjoin(Battery, Battery.serial == Slot.battery_serial)
+        .where(Slot.cabinet_id == cabinet_id)
+        .order_by(Slot.slot_no)
+    )
+    return [SlotView(slot, battery) for slot, battery in rows.tuples()]
+
+
+async def cabinet_state(session: AsyncSession, settings: Settings, cabinet_id: str) -> CabinetState:
+    state = await session.scalar(
+        select(_states(settings, None, None).where(Cabinet.id == cabinet_id).subquery().c.state)
+    )
+    if state is None:
+        raise NotFound("cabinet", cabinet_id)
+    return CabinetState(state)
+
+
+async def cabinet_detail(
+    session: AsyncSession, settings: Settings, cabinet_id: str, *, now: datetime, limit: int = 20
+) -> CabinetDetail:
+    """Everything the cabinet page shows; each list its newest `limit` (presence: the last 24 h)."""
+    row = (
+        await session.execute(
+            select(Cabinet, Station).join(Station, Station.id == Cabinet.station_id).where(Cabinet.id == cabinet_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound("cabinet", cabinet_id)
+    cabinet, station = row.tuple()
+    since = now - timedelta(hours=24)
+    presence = list(
+        await session.scalars(
+            select(CabinetPresence)
+            .where(CabinetPresence.cabinet_id == cabinet_id, CabinetPresence.at >= since)
+            .order_by(CabinetPresence.at)
+            .limit(2000)
+        )
+    )
+    online_before = await session.scalar(
+        select(CabinetPresence.online)
+        .where(CabinetPresence.cabinet_id == cabinet_id, CabinetPresence.at < since)
+        .order_by(CabinetPresence.at.desc())
+        .limit(1)
+    )
+    commands = list(
+        await session.scalars(
+            select(DeviceCommand)
+            .where(DeviceCommand.cabinet_id == cabinet_id)
+            .order_by(DeviceCommand.sent_at.desc())
+            .limit(limit)
+        )
+    )
+    topic_prefix = settings.mqtt.topic_prefix
+    return CabinetDetail(
+        cabinet=cabinet,
+        station=station,
+        state=await cabinet_state(session, settings, cabinet_id),
+        slots=await cabinet_slots(session, cabinet_id),
+        presence=presence,
+        online_before=online_before,
+        swaps=list(
+            await session.scalars(
+                select(SwapOrder)
+                .where(SwapOrder.cabinet_id == cabinet_id)
+                .order_by(SwapOrder.created_at.desc())
+                .limit(limit)
+            )
+        ),
+        commands=[
+            CommandView(c, (c.acked_at - c.sent_at).total_seconds() * 1000 if c.acked_at and c.sent_at else None)
+            for c in commands
+        ],
+        messages=list(
+            await session.scalars(
+                select(DeviceMessage)
+                .where(DeviceMessage.cabinet_id == cabinet_id)
+                .order_by(DeviceMessage.id.desc())
+                .limit(limit)
+            )
+        ),
+        dead_letters=list(
+            await session.scalars(
+                select(DeadLetter)
+                .where(topic_cabinet(DeadLetter.topic, topic_prefix) == cabinet_id)
+                .order_by(DeadLetter.id.desc())
+                .limit(limit)
+            )
+        ),
+        alerts=list(
+            await session.scalars(
+                select(Alert)
+                .where(Alert.cabinet_id == cabinet_id, Alert.status == AlertStatus.OPEN)
+                .order_by(Alert.id.desc())
+                .limit(limit)
+            )
+        ),
+        work_orders=list(
+            await session.scalars(
+                select(WorkOrder)
+                .where(
+                    WorkOrder.cabinet_id == cabinet_id,
+                    WorkOrder.status.not_in([WorkOrderStatus.CLOSED, WorkOrderStatus.CANCELLED]),
+                )
+                .order_by(WorkOrder.opened_at.desc())
+                .limit(limit)
+            )
+        ),
+    )
+
+
+def presence_series(detail: CabinetDetail, now: datetime) -> dict[str, Any]:
+    """The last 24 h of presence as a step series for a chart: 1 online, 0 offline, at each transition
+    (epoch seconds), from the window's start to now."""
+    start = now - timedelta(hours=24)
+    xs: list[float] = [start.timestamp()]
+    if detail.online_before is not None:
+        first = detail.online_before
+    else:
+        # Nothing known before the window: as the first transition left it, or as it is now.
+        first = not detail.presence[0].online if detail.presence else detail.cabinet.online
+    ys: list[int] = [int(bool(first))]
+    for event in detail.presence:
+        xs.append(event.at.timestamp())
+        ys.append(int(event.online))
+    xs.append(now.timestamp())
+    ys.append(int(detail.cabinet.online))
+    return {"x": xs, "series": [{"label": "online (1) / offline (0)", "values": ys}], "steps": True}
