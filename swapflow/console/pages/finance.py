@@ -14,12 +14,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
-from swapflow.console.rendering import render
-from swapflow.console.session import console_require
 from temporalio.client import Client
 
 from swapflow.api.auth import Principal, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
+from swapflow.console.rendering import render
+from swapflow.console.session import console_require
 from swapflow.db.commissions import SettlementRun
 from swapflow.db.money import ReconciliationException
 from swapflow.domain.clock import utcnow

@@ -1,6 +1,6 @@
 """Ops pages: alerts (a page at a time with filters; acknowledge, resolve), work orders (a page at a
-time with filters; one with its timeline; the people's actions on it, as the API offers them: staff
-reassign and cancel, the assigned technician accepts and resolves) and the incident figures (MTTA,
+time with filters; one with its timeline; staff's actions on it, as the API's: reassign and cancel;
+accepting and resolving are the assigned technician's, in the field) and the incident figures (MTTA,
 MTTR and uptime per city, day by day) as charts. Operators, city leads and admins, of their cities:
 another city's alert or work order does not exist for them (404)."""
 
@@ -13,25 +13,23 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
-from swapflow.console.rendering import render
-from swapflow.console.session import console_require
 
 from swapflow.api.auth import STAFF, Principal
 from swapflow.api.deps import DatabaseDep, SessionDep, TemporalDep
+from swapflow.console.rendering import render
+from swapflow.console.session import console_require
 from swapflow.db.ops import Alert, WorkOrder
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import DomainError, NotFound
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, OperatorRole, WorkOrderStatus
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
 from swapflow.services import alerts, console_ops, work_orders
 from swapflow.services.audit import audit_trail
 from swapflow.workflows.work_order import WorkOrderWorkflow
-from swapflow.workflows.work_order_contract import Accept, Cancel, Reassign, Resolve, work_order_workflow_id
+from swapflow.workflows.work_order_contract import Cancel, Reassign, work_order_workflow_id
 
 router = APIRouter()
 
 Staff = Annotated[Principal, Depends(console_require(*STAFF))]
-StaffOrTechnician = Annotated[Principal, Depends(console_require(*STAFF, OperatorRole.TECHNICIAN))]
-Technician = Annotated[Principal, Depends(console_require(OperatorRole.TECHNICIAN))]
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Note = Annotated[str, Form(max_length=2000)]
 PAGE = 50
@@ -191,7 +189,7 @@ async def _visible_order(session: AsyncSession, user: Principal, work_order_id: 
 async def work_order_list(
     request: Request,
     session: SessionDep,
-    user: StaffOrTechnician,
+    user: Staff,
     status: Annotated[console_ops.WorkOrderFilter, Query()] = console_ops.WorkOrderFilter.OPEN,
     city: Annotated[str | None, Query(max_length=16)] = None,
     technician: Annotated[str | None, Query(max_length=40)] = None,
@@ -255,9 +253,6 @@ async def _order_answer(
             "technicians": await console_ops.technicians_of(session, order.city_code),
             "workflow_id": work_order_workflow_id(order.id),
             "is_open": order.status in OPEN_WORK_ORDER_STATUSES,
-            "staff": user.role in STAFF,
-            "assignee": user.role == OperatorRole.TECHNICIAN and order.technician_id == user.id,
-            "accepted": order.status == WorkOrderStatus.ACCEPTED,
             "age": _age,
             "message": message,
             "error": error,
@@ -268,9 +263,7 @@ async def _order_answer(
 
 
 @router.get("/work-orders/{work_order_id}", response_class=HTMLResponse)
-async def work_order_page(
-    request: Request, work_order_id: str, db: DatabaseDep, user: StaffOrTechnician
-) -> HTMLResponse:
+async def work_order_page(request: Request, work_order_id: str, db: DatabaseDep, user: Staff) -> HTMLResponse:
     """A work order: its facts and its timeline (each recorded step)."""
     return await _order_answer(request, db, user, work_order_id)
 
@@ -329,34 +322,6 @@ async def reassign(
     reassign = Reassign(actor=user.id, technician_id=technician)
     return await _update(
         request, db, temporal, user, work_order_id, WorkOrderWorkflow.reassign, reassign, "Work order reassigned."
-    )
-
-
-@router.post("/work-orders/{work_order_id}/accept", response_class=HTMLResponse)
-async def accept(
-    request: Request, work_order_id: str, db: DatabaseDep, temporal: TemporalDep, user: Technician
-) -> HTMLResponse:
-    """The assigned technician accepts the order."""
-    return await _update(
-        request, db, temporal, user, work_order_id, WorkOrderWorkflow.accept, Accept(actor=user.id), "Accepted."
-    )
-
-
-@router.post("/work-orders/{work_order_id}/resolve", response_class=HTMLResponse)
-async def resolve_order(
-    request: Request, work_order_id: str, db: DatabaseDep, temporal: TemporalDep, user: Technician, note: Note = ""
-) -> HTMLResponse:
-    """The assigned technician reports the fix; the workflow verifies it, then closes or reopens."""
-    resolve_ = Resolve(actor=user.id, note=note.strip())
-    return await _update(
-        request,
-        db,
-        temporal,
-        user,
-        work_order_id,
-        WorkOrderWorkflow.resolve,
-        resolve_,
-        "Fix reported: the platform verifies it, then closes the order or reopens it.",
     )
 
 
