@@ -6,6 +6,7 @@ resolved; revenue and refunds per day for the chart. Finance of one city sees on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -431,13 +432,12 @@ async def live(temporal_env: WorkflowEnvironment, settings: Settings, db: Databa
         live = Live(host, client, db)
         await settlements.start_settlement(temporal_env.client, settings, db, host, LAST.label, PREPARER)
         try:
-            for _ in range(200):
-                try:
-                    if await live.status() == RunStatus.AWAITING_APPROVAL:
-                        break
-                except AssertionError:
-                    pass
-                await temporal_env.sleep(60)
+            for _ in range(300):  # its first steps are local activities: no workflow time passes
+                async with db.sessions() as session:
+                    run = await session.get(SettlementRun, live.run_id)
+                if run is not None and run.status == RunStatus.AWAITING_APPROVAL:
+                    break
+                await asyncio.sleep(0.05)
             yield live
         finally:
             handle = temporal_env.client.get_workflow_handle(settlement_workflow_id(host, LAST.label))
