@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from swapflow.api.deps import DatabaseDep, SettingsDep
-from swapflow.console.pages.network import STATE_LABELS
+from swapflow.console.pages.network import counts_context
 from swapflow.console.rendering import fragment
 from swapflow.console.session import ConsoleUser
 from swapflow.db.engine import Database
@@ -90,10 +90,7 @@ def network_counts(db: Database, settings: Settings, city: str) -> Render:
     async def render() -> str:
         async with db.sessions() as session:
             counts = await console_network.state_counts(session, settings, city)
-        return fragment(
-            "network/_counts.html",
-            {"city": city, "counts": counts, "total": sum(counts.values()), "labels": STATE_LABELS},
-        )
+        return fragment("network/_counts.html", counts_context(city, counts))
 
     return render
 

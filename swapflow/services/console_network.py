@@ -4,13 +4,16 @@ letters, alerts, work orders). Reads only; every listing bounded."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from swapflow.db.cities import topic_cabinet
 from swapflow.db.devices import DeadLetter, DeviceCommand, DeviceMessage
@@ -33,23 +36,37 @@ class CabinetState(StrEnum):
     ONLINE = "online"
 
 
+AnySelect = TypeVar("AnySelect", bound="Select[*tuple[Any, ...]]")
+CabinetIdColumn = ColumnElement[str] | InstrumentedAttribute[str]
+
 STATE_ORDER = tuple(CabinetState)
 """Worst first: a station shows its worst cabinet's state."""
 
 
 @dataclass(frozen=True)
-class CabinetRow:
+class MapCabinet:
+    """A cabinet on the map: its place and state."""
+
     id: str
     station_id: str
     station_name: str
-    city_code: str
     lat: float
     lon: float
+    state: CabinetState
+
+
+@dataclass(frozen=True)
+class CabinetRow:
+    """A cabinet in the table: its state, and packs ready and alerts open."""
+
+    id: str
+    station_name: str
+    city_code: str
     online: bool
     last_seen_at: datetime | None
+    state: CabinetState
     ready: int
     open_alerts: int
-    state: CabinetState
 
 
 @dataclass(frozen=True)
@@ -65,14 +82,13 @@ class Page:
         return self.number > 1
 
 
-def _ready_count(settings: Settings) -> ColumnElement[int]:
-    """Per cabinet: packs that could be issued now (as `services.cabinets` counts them)."""
+def _ready_slots(settings: Settings, cabinet_id: CabinetIdColumn) -> Select[Any]:
+    """The slots of `cabinet_id` holding a pack that could be issued now (as `services.cabinets` counts)."""
     return (
-        select(func.count())
-        .select_from(Slot)
+        select(Slot.id)
         .join(Battery, Battery.serial == Slot.battery_serial)
         .where(
-            Slot.cabinet_id == Cabinet.id,
+            Slot.cabinet_id == cabinet_id,
             Slot.reserved_order_id.is_(None),
             Slot.locked.is_(False),
             Slot.fault.is_(None),
@@ -81,55 +97,30 @@ def _ready_count(settings: Settings) -> ColumnElement[int]:
             Battery.soc >= settings.swap.ready_soc_threshold,
             Battery.soh >= settings.swap.min_soh,
         )
-        .correlate(Cabinet)
-        .scalar_subquery()
     )
 
 
-def _open_alerts() -> ColumnElement[int]:
-    return (
-        select(func.count())
-        .select_from(Alert)
-        .where(Alert.cabinet_id == Cabinet.id, Alert.status == AlertStatus.OPEN)
-        .correlate(Cabinet)
-        .scalar_subquery()
-    )
+def _open_alerts(cabinet_id: CabinetIdColumn) -> Select[Any]:
+    return select(Alert.id).where(Alert.cabinet_id == cabinet_id, Alert.status == AlertStatus.OPEN)
 
 
-def _states(settings: Settings, cities: list[str] | None, city: str | None) -> Select[Any]:
-    """Every cabinet of `city` (or of `cities`, None: all) with its state, as a subquery's select."""
-    ready, alerts = _ready_count(settings).label("ready"), _open_alerts().label("open_alerts")
-    state = case(
-        (alerts > 0, CabinetState.ALERT.value),
+def _state(settings: Settings) -> ColumnElement[str]:
+    """A cabinet's state; EXISTS, not counts, so each cabinet costs an index probe or two."""
+    return case(
+        (_open_alerts(Cabinet.id).exists(), CabinetState.ALERT.value),
         (Cabinet.online.is_(False), CabinetState.OFFLINE.value),
-        (ready == 0, CabinetState.NO_CHARGED_PACK.value),
+        (~_ready_slots(settings, Cabinet.id).exists(), CabinetState.NO_CHARGED_PACK.value),
         else_=CabinetState.ONLINE.value,
-    ).label("state")
-    columns: list[Any] = [
-        Cabinet.id,
-        Cabinet.station_id,
-        Station.name.label("station_name"),
-        Station.city_code,
-        Station.lat,
-        Station.lon,
-        Cabinet.online,
-        Cabinet.last_seen_at,
-        ready,
-        alerts,
-        state,
-    ]
-    query: Select[Any] = select(*columns).join(Station, Station.id == Cabinet.station_id)
+    )
+
+
+def _in_cities(query: AnySelect, cities: list[str] | None, city: str | None) -> AnySelect:
+    query = query.join(Station, Station.id == Cabinet.station_id)
     if city is not None:
-        query = query.where(Station.city_code == city)
-    elif cities is not None:
-        query = query.where(Station.city_code.in_(cities))
+        return query.where(Station.city_code == city)
+    if cities is not None:
+        return query.where(Station.city_code.in_(cities))
     return query
-
-
-def _row(values: Any) -> CabinetRow:
-    data = dict(values._mapping)
-    data["state"] = CabinetState(data["state"])
-    return CabinetRow(**data)
 
 
 async def cities(session: AsyncSession, visible: list[str] | None) -> list[City]:
@@ -140,17 +131,33 @@ async def cities(session: AsyncSession, visible: list[str] | None) -> list[City]
     return list(await session.scalars(query))
 
 
+def count_states(states: Iterable[CabinetState]) -> dict[CabinetState, int]:
+    """How many of each state (every state named, zeros included)."""
+    found = Counter(states)
+    return {state: found.get(state, 0) for state in STATE_ORDER}
+
+
 async def state_counts(session: AsyncSession, settings: Settings, city: str) -> dict[CabinetState, int]:
-    """How many of a city's cabinets are in each state (every state named, zeros included)."""
-    states = _states(settings, None, city).subquery()
-    rows = (await session.execute(select(states.c.state, func.count()).group_by(states.c.state))).tuples()
+    """How many of a city's cabinets are in each state."""
+    states = _in_cities(select(_state(settings).label("state")).select_from(Cabinet), None, city).subquery()
+    rows = await session.execute(select(states.c.state, func.count()).group_by(states.c.state))
     found = {CabinetState(state): count for state, count in rows}
     return {state: found.get(state, 0) for state in STATE_ORDER}
 
 
-async def map_cabinets(session: AsyncSession, settings: Settings, city: str) -> list[CabinetRow]:
+async def map_cabinets(session: AsyncSession, settings: Settings, city: str) -> list[MapCabinet]:
     """Every cabinet of a city with its state and place (for the map)."""
-    return [_row(r) for r in await session.execute(_states(settings, None, city).order_by(Cabinet.id))]
+    query = _in_cities(
+        select(Cabinet.id, Cabinet.station_id, Station.name, Station.lat, Station.lon, _state(settings)).select_from(
+            Cabinet
+        ),
+        None,
+        city,
+    ).order_by(Cabinet.id)
+    return [
+        MapCabinet(cabinet, station, name, lat, lon, CabinetState(state))
+        for cabinet, station, name, lat, lon, state in await session.execute(query)
+    ]
 
 
 async def cabinet_page(
@@ -164,12 +171,31 @@ async def cabinet_page(
     per_page: int,
 ) -> Page:
     """One page of cabinets, by id, of `city` (or every visible city) and in `state` if named."""
-    states = _states(settings, cities, city).subquery()
-    query = select(states)
+    state_column = _state(settings)
+    query = _in_cities(
+        select(
+            Cabinet.id,
+            Station.name.label("station_name"),
+            Station.city_code,
+            Cabinet.online,
+            Cabinet.last_seen_at,
+            state_column.label("state"),
+        ).select_from(Cabinet),
+        cities,
+        city,
+    )
     if state is not None:
-        query = query.where(states.c.state == state.value)
-    query = query.order_by(states.c.id).offset((page - 1) * per_page).limit(per_page + 1)
-    rows = [_row(r) for r in await session.execute(query)]
+        query = query.where(state_column == state.value)
+    paged = query.order_by(Cabinet.id).offset((page - 1) * per_page).limit(per_page + 1).subquery()
+    # Counted for the page's rows only.
+    ready = select(func.count()).select_from(_ready_slots(settings, paged.c.id).subquery()).scalar_subquery()
+    alerts = select(func.count()).select_from(_open_alerts(paged.c.id).subquery()).scalar_subquery()
+    rows = [
+        CabinetRow(cabinet, name, code, online, seen, CabinetState(shown), ready_count or 0, alert_count or 0)
+        for cabinet, name, code, online, seen, shown, ready_count, alert_count in await session.execute(
+            select(paged, ready, alerts).order_by(paged.c.id)
+        )
+    ]
     return Page(rows[:per_page], page, len(rows) > per_page)
 
 
@@ -220,13 +246,11 @@ async def cabinet_slots(session: AsyncSession, cabinet_id: str) -> list[SlotView
         .where(Slot.cabinet_id == cabinet_id)
         .order_by(Slot.slot_no)
     )
-    return [SlotView(slot, battery) for slot, battery in rows.tuples()]
+    return [SlotView(slot, battery) for slot, battery in rows]
 
 
 async def cabinet_state(session: AsyncSession, settings: Settings, cabinet_id: str) -> CabinetState:
-    state = await session.scalar(
-        select(_states(settings, None, None).where(Cabinet.id == cabinet_id).subquery().c.state)
-    )
+    state = await session.scalar(select(_state(settings)).select_from(Cabinet).where(Cabinet.id == cabinet_id))
     if state is None:
         raise NotFound("cabinet", cabinet_id)
     return CabinetState(state)
@@ -243,7 +267,7 @@ async def cabinet_detail(
     ).one_or_none()
     if row is None:
         raise NotFound("cabinet", cabinet_id)
-    cabinet, station = row.tuple()
+    cabinet, station = row
     since = now - timedelta(hours=24)
     presence = list(
         await session.scalars(

@@ -15,8 +15,7 @@ from swapflow.console.rendering import render
 from swapflow.console.session import ConsoleUser
 from swapflow.domain.errors import NotFound
 from swapflow.services import console_network
-from swapflow.services.console_network import STATE_ORDER, CabinetRow, CabinetState
-from swapflow.settings import Settings
+from swapflow.services.console_network import STATE_ORDER, CabinetState, MapCabinet, count_states
 
 router = APIRouter()
 
@@ -42,7 +41,7 @@ async def _city(session: SessionDep, user: Principal, asked: str | None) -> tupl
     return visible[0], visible
 
 
-def _station_markers(cabinets: list[CabinetRow]) -> list[dict[str, object]]:
+def _station_markers(cabinets: list[MapCabinet]) -> list[dict[str, object]]:
     """One marker per station, in its worst cabinet's state, listing its cabinets."""
     stations: dict[str, dict[str, object]] = {}
     for row in cabinets:
@@ -57,8 +56,8 @@ def _station_markers(cabinets: list[CabinetRow]) -> list[dict[str, object]]:
     return list(stations.values())
 
 
-async def counts_context(session: SessionDep, settings: Settings, city: str) -> dict[str, object]:
-    counts = await console_network.state_counts(session, settings, city)
+def counts_context(city: str, counts: dict[CabinetState, int]) -> dict[str, object]:
+    """What the counts fragment (network/_counts.html) shows."""
     return {"city": city, "counts": counts, "total": sum(counts.values()), "labels": STATE_LABELS}
 
 
@@ -80,7 +79,7 @@ async def network(
         "tile_attribution": settings.console.tile_attribution,
         "states": STATE_ORDER,
         "labels_json": {state.value: label for state, label in STATE_LABELS.items()},
-        **await counts_context(session, settings, shown),
+        **counts_context(shown, count_states(c.state for c in cabinets)),
     }
     return render(request, "network/map.html", context, user=user)
 

@@ -9,7 +9,7 @@
   const bounds = [];
   for (const m of data.markers) {
     const label = `${m.name}: ${data.labels[m.state]}`;
-    const icon = L.divIcon({ className: "", html: `<span class="map-marker ${m.state.replace(/_/g, "-")}"></span>`, iconSize: [18, 18] });
+    const icon = L.divIcon({ className: `map-marker ${m.state.replace(/_/g, "-")}`, iconSize: [18, 18] });
     const marker = L.marker([m.lat, m.lon], { icon, title: label, alt: label, keyboard: true }).addTo(map);
     const list = m.cabinets.map((c) => `<li><a href="/console/cabinets/${encodeURIComponent(c.id)}">${esc(c.id)}</a>: ${esc(data.labels[c.state])}</li>`).join("");
     const popup = document.createElement("div");
