@@ -14,13 +14,11 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.network import Cabinet, CabinetPresence, Station
-from swapflow.db.ops import Alert, Technician, WorkOrder
+from swapflow.db.ops import Alert, Technician, WorkOrder, WorkOrderEvent
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import NotFound
 from swapflow.domain.network import CabinetCapability
 from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, AlertStatus, WorkOrderStatus
-from swapflow.ops.figures import incident_figures
-from swapflow.ops.uptime import Period
 
 DAY = timedelta(days=1)
 
@@ -179,21 +177,47 @@ class IncidentSeries:
 
 
 async def incident_series(session: AsyncSession, days: list[datetime], cities: Sequence[str] | None) -> IncidentSeries:
-    """Each day's MTTA and MTTR per city (`ops.figures.incident_figures` of the orders opened that day)."""
-    now = utcnow()
-    mtta: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(days))
-    mttr: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(days))
+    """Each day's MTTA and MTTR per city, as `ops.figures.incident_figures` counts them over the orders
+    opened that day (from opening to the first `accepted` and to the `closed` step), in one query."""
+    if not days:
+        return IncidentSeries(days=days, mtta_s=[], mttr_s=[], opened={})
+    query = (
+        select(WorkOrder.id, WorkOrder.city_code, WorkOrder.opened_at, WorkOrderEvent.kind, WorkOrderEvent.at)
+        .outerjoin(
+            WorkOrderEvent,
+            (WorkOrderEvent.work_order_id == WorkOrder.id) & WorkOrderEvent.kind.in_(("accepted", "closed")),
+        )
+        .where(WorkOrder.opened_at >= days[0], WorkOrder.opened_at < days[-1] + DAY)
+        .order_by(WorkOrder.id, WorkOrderEvent.seq)
+    )
+    if cities is not None:
+        query = query.where(WorkOrder.city_code.in_(list(cities)))
+    steps: dict[str, dict[str, datetime]] = defaultdict(dict)
+    city_of: dict[str, str] = {}
+    for order_id, city_code, opened_at, kind, at in (await session.execute(query)).tuples():
+        steps[order_id].setdefault("opened", as_utc(opened_at))
+        if kind is not None:
+            steps[order_id].setdefault(kind, as_utc(at))  # the first of each: a reassigned order's first ack
+        city_of[order_id] = city_code
     opened: dict[str, int] = defaultdict(int)
-    for index, start in enumerate(days):
-        # As of now, not of the day's end: an order opened late in a day is acked the next.
-        for figures in await incident_figures(session, Period(start, min(start + DAY, now)), cities):
-            mtta[figures.city_code][index] = figures.mtta_s
-            mttr[figures.city_code][index] = figures.mttr_s
-            opened[figures.city_code] += figures.opened
+    acks: dict[tuple[str, int], list[float]] = defaultdict(list)
+    repairs: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for order_id, found in steps.items():
+        city, index = city_of[order_id], int((found["opened"] - days[0]) / DAY)
+        opened[city] += 1
+        if "accepted" in found:
+            acks[city, index].append((found["accepted"] - found["opened"]).total_seconds())
+        if "closed" in found:
+            repairs[city, index].append((found["closed"] - found["opened"]).total_seconds())
+
+    def means(durations: dict[tuple[str, int], list[float]], city: str) -> list[float | None]:
+        found = (durations.get((city, index)) for index in range(len(days)))
+        return [round(sum(values) / len(values), 3) if values else None for values in found]
+
     return IncidentSeries(
         days=days,
-        mtta_s=[CitySeries(city, mtta[city]) for city in sorted(mtta)],
-        mttr_s=[CitySeries(city, mttr[city]) for city in sorted(mttr)],
+        mtta_s=[CitySeries(city, means(acks, city)) for city in sorted(opened)],
+        mttr_s=[CitySeries(city, means(repairs, city)) for city in sorted(opened)],
         opened=dict(sorted(opened.items())),
     )
 
