@@ -130,8 +130,9 @@ async def settlement_runs(
     partner: Annotated[str | None, Query(max_length=40)] = None,
     period: Annotated[str | None, Query(max_length=40)] = None,
     cursor: Annotated[str | None, Query(max_length=80)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
 ) -> HTMLResponse:
-    """Settlement runs of the user's cities, latest period first, a page at a time."""
+    """Settlement runs of the user's cities, latest period first, `limit` a page."""
     city, partner, period = city or None, partner or None, period or None
     page = await statements.list_runs(
         session,
@@ -140,9 +141,15 @@ async def settlement_runs(
         partner_id=partner,
         period_label=period,
         cursor=cursor or None,
-        limit=PAGE,
+        limit=limit,
     )
-    filters = {"status": status.value if status else "", "city": city, "partner": partner, "period": period}
+    filters = {
+        "status": status.value if status else "",
+        "city": city,
+        "partner": partner,
+        "period": period,
+        "limit": limit if limit != PAGE else None,
+    }
     return render(
         request,
         "finance/settlements.html",
