@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from swapflow.db.base import Base
@@ -16,6 +16,7 @@ class Alert(Base):
     """Something a person must look at. One open alert per `dedupe_key`; a repeat counts occurrences."""
 
     __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_cabinet_status", "cabinet_id", "status"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40), index=True)

@@ -20,6 +20,7 @@ class SwapOrder(Base):
     __table_args__ = (
         UniqueConstraint("rider_id", "idempotency_key"),
         Index("ix_swap_orders_status", "status"),
+        Index("ix_swap_orders_cabinet_created", "cabinet_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -82,10 +82,12 @@ class Page:
         return self.number > 1
 
 
-def _ready_slots(settings: Settings, cabinet_id: CabinetIdColumn) -> Select[Any]:
-    """The slots of `cabinet_id` holding a pack that could be issued now (as `services.cabinets` counts)."""
+def _ready_slots(settings: Settings, cabinet_id: CabinetIdColumn, *columns: Any) -> Select[Any]:
+    """`columns` of the slots of `cabinet_id` holding a pack that could be issued now (as
+    `services.cabinets` counts them)."""
     return (
-        select(Slot.id)
+        select(*columns)
+        .select_from(Slot)
         .join(Battery, Battery.serial == Slot.battery_serial)
         .where(
             Slot.cabinet_id == cabinet_id,
@@ -100,16 +102,16 @@ def _ready_slots(settings: Settings, cabinet_id: CabinetIdColumn) -> Select[Any]
     )
 
 
-def _open_alerts(cabinet_id: CabinetIdColumn) -> Select[Any]:
-    return select(Alert.id).where(Alert.cabinet_id == cabinet_id, Alert.status == AlertStatus.OPEN)
+def _open_alerts(cabinet_id: CabinetIdColumn, *columns: Any) -> Select[Any]:
+    return select(*columns).select_from(Alert).where(Alert.cabinet_id == cabinet_id, Alert.status == AlertStatus.OPEN)
 
 
 def _state(settings: Settings) -> ColumnElement[str]:
     """A cabinet's state; EXISTS, not counts, so each cabinet costs an index probe or two."""
     return case(
-        (_open_alerts(Cabinet.id).exists(), CabinetState.ALERT.value),
+        (_open_alerts(Cabinet.id, Alert.id).exists(), CabinetState.ALERT.value),
         (Cabinet.online.is_(False), CabinetState.OFFLINE.value),
-        (~_ready_slots(settings, Cabinet.id).exists(), CabinetState.NO_CHARGED_PACK.value),
+        (~_ready_slots(settings, Cabinet.id, Slot.id).exists(), CabinetState.NO_CHARGED_PACK.value),
         else_=CabinetState.ONLINE.value,
     )
 
@@ -170,33 +172,32 @@ async def cabinet_page(
     page: int,
     per_page: int,
 ) -> Page:
-    """One page of cabinets, by id, of `city` (or every visible city) and in `state` if named."""
-    state_column = _state(settings)
-    query = _in_cities(
+    """One page of cabinets, by id, of `city` (or every visible city) and in `state` if named: the page's
+    ids first (a state probed only as far as the page reaches), then what the table shows of those."""
+    ids_query = _in_cities(select(Cabinet.id).select_from(Cabinet), cities, city)
+    if state is not None:
+        ids_query = ids_query.where(_state(settings) == state.value)
+    ids = list(await session.scalars(ids_query.order_by(Cabinet.id).offset((page - 1) * per_page).limit(per_page + 1)))
+    query = (
         select(
             Cabinet.id,
-            Station.name.label("station_name"),
+            Station.name,
             Station.city_code,
             Cabinet.online,
             Cabinet.last_seen_at,
-            state_column.label("state"),
-        ).select_from(Cabinet),
-        cities,
-        city,
-    )
-    if state is not None:
-        query = query.where(state_column == state.value)
-    paged = query.order_by(Cabinet.id).offset((page - 1) * per_page).limit(per_page + 1).subquery()
-    # Counted for the page's rows only.
-    ready = select(func.count()).select_from(_ready_slots(settings, paged.c.id).subquery()).scalar_subquery()
-    alerts = select(func.count()).select_from(_open_alerts(paged.c.id).subquery()).scalar_subquery()
-    rows = [
-        CabinetRow(cabinet, name, code, online, seen, CabinetState(shown), ready_count or 0, alert_count or 0)
-        for cabinet, name, code, online, seen, shown, ready_count, alert_count in await session.execute(
-            select(paged, ready, alerts).order_by(paged.c.id)
+            _state(settings),
+            _ready_slots(settings, Cabinet.id, func.count()).scalar_subquery(),
+            _open_alerts(Cabinet.id, func.count()).scalar_subquery(),
         )
+        .join(Station, Station.id == Cabinet.station_id)
+        .where(Cabinet.id.in_(ids[:per_page]))
+        .order_by(Cabinet.id)
+    )
+    rows = [
+        CabinetRow(cabinet, name, code, online, seen, CabinetState(shown), ready or 0, alerts or 0)
+        for cabinet, name, code, online, seen, shown, ready, alerts in await session.execute(query)
     ]
-    return Page(rows[:per_page], page, len(rows) > per_page)
+    return Page(rows, page, len(ids) > per_page)
 
 
 @dataclass(frozen=True)
