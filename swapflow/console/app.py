@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from swapflow.console import live
-from swapflow.console.pages import batteries, cabinets, network, sign_in, swaps
+from swapflow.console.pages import batteries, cabinets, finance, network, ops, sign_in, swaps
 from swapflow.console.rendering import HERE, PREFIX
 from swapflow.console.session import check_csrf
 
 console_router = APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(check_csrf)])
-for _area in (sign_in, network, cabinets, swaps, batteries, live):
+for _area in (sign_in, network, cabinets, swaps, batteries, live, ops, finance):
     console_router.include_router(_area.router)
 
 

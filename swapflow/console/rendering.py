@@ -23,6 +23,7 @@ NAV = (
     ("swaps", "Swaps", f"{PREFIX}/swaps"),
     ("alerts", "Alerts", f"{PREFIX}/alerts"),
     ("work-orders", "Work orders", f"{PREFIX}/work-orders"),
+    ("figures", "Incidents", f"{PREFIX}/figures"),
     ("finance", "Finance", f"{PREFIX}/finance"),
 )
 """The layout's navigation: (area, label, address); a page names its area as `section`."""

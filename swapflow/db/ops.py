@@ -32,6 +32,11 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When a person took it on.")
+    acknowledged_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, doc="Who resolved it by hand; None when its condition cleared by itself."
+    )
 
 
 class AlertDelivery(Base):

@@ -1,5 +1,7 @@
 """Alerts: the alert evaluator's start (the one place that says how: one per namespace, by its id),
-and the alerts and delivery log operators read."""
+the alerts and delivery log operators read, and what a person does with an alert: acknowledge it (they
+are on it) and resolve it by hand. Both are audited. A rule's alert resolved while its condition still
+holds is opened again by the evaluator's next round: resolving says the problem is gone, not hidden."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from swapflow.db.cities import cabinet_city
 from swapflow.db.network import Cabinet, Station
 from swapflow.db.ops import Alert, AlertDelivery
-from swapflow.domain.errors import NotFound
+from swapflow.domain.clock import utcnow
+from swapflow.domain.errors import Conflict, NotFound
 from swapflow.domain.ops import AlertStatus
+from swapflow.services.audit import record_change, snapshot
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.alert_evaluator_contract import EVALUATOR_WORKFLOW_ID, EvaluatorInput
@@ -73,3 +77,39 @@ async def deliveries(session: AsyncSession, alert_id: int) -> list[AlertDelivery
         select(AlertDelivery).where(AlertDelivery.alert_id == alert_id).order_by(AlertDelivery.id)
     )
     return list(rows)
+
+
+async def _open_alert(session: AsyncSession, alert_id: int) -> Alert:
+    alert = await session.get(Alert, alert_id, with_for_update=True)
+    if alert is None:
+        raise NotFound("alert", alert_id)
+    if alert.status == AlertStatus.RESOLVED:
+        raise Conflict("Alert resolved", f"alert {alert_id} was resolved by {alert.resolved_by or 'its rule'}")
+    return alert
+
+
+async def acknowledge_alert(session: AsyncSession, alert_id: int, *, actor: str) -> Alert:
+    """`actor` takes the open alert on: who and when are recorded (and audited). Conflict if it is
+    resolved or someone acknowledged it already (the first acknowledgement stands)."""
+    alert = await _open_alert(session, alert_id)
+    if alert.acknowledged_at is not None:
+        raise Conflict("Already acknowledged", f"alert {alert_id} was acknowledged by {alert.acknowledged_by}")
+    before = snapshot(alert)
+    alert.acknowledged_at, alert.acknowledged_by = utcnow(), actor
+    await session.flush()
+    record_change(session, actor, "acknowledge", "alert", str(alert.id), before, snapshot(alert))
+    return alert
+
+
+async def resolve_alert(session: AsyncSession, alert_id: int, *, actor: str, note: str = "") -> Alert:
+    """`actor` says the open alert's problem is gone, and how in `note` (audited); an alert nobody
+    acknowledged counts as acknowledged then. Conflict if it is resolved already."""
+    alert = await _open_alert(session, alert_id)
+    before = snapshot(alert)
+    now = utcnow()
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = now, actor
+    alert.status, alert.resolved_at, alert.resolved_by = AlertStatus.RESOLVED, now, actor
+    await session.flush()
+    record_change(session, actor, "resolve", "alert", str(alert.id), before, snapshot(alert), note)
+    return alert

@@ -367,10 +367,20 @@ def upgrade() -> None:
     op.create_index("ix_alerts_cabinet_status", "alerts", ["cabinet_id", "status"], unique=False)
     op.create_index("ix_swap_orders_cabinet_created", "swap_orders", ["cabinet_id", "created_at"], unique=False)
 
+    # Who acknowledged an alert and who resolved it by hand.
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("acknowledged_by", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("resolved_by", sa.String(length=40), nullable=True))
+
 
 def downgrade() -> None:
     op.drop_index("ix_swap_orders_cabinet_created", table_name="swap_orders")
     op.drop_index("ix_alerts_cabinet_status", table_name="alerts")
+
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        for column in ("resolved_by", "acknowledged_by", "acknowledged_at"):
+            batch_op.drop_column(column)
 
     with op.batch_alter_table("reconciliation_exceptions", schema=None) as batch_op:
         for column in ("resolution_note", "resolved_at", "resolved_by"):
