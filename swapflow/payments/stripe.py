@@ -68,13 +68,7 @@ class StripeProvider:
     def __init__(self, settings: Settings) -> None:
         if not settings.stripe.api_key:
             raise ValueError("Stripe needs SWAPFLOW_STRIPE_API_KEY")
-        self._client = stripe.StripeClient(
-            settings.stripe.api_key,
-            base_addresses={"api": settings.stripe.api_base} if settings.stripe.api_base else None,
-            http_client=stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
-            # No retries inside the SDK: a retry is the caller's, after it looked the key up.
-            max_network_retries=0,
-        )
+        self._client = stripe_client(settings)
         self._full_api = settings.stripe.full_api
         self._webhook_secret = settings.stripe.webhook_secret
         self._tolerance_s = settings.payments.notification_tolerance_s
@@ -102,7 +96,7 @@ class StripeProvider:
             }
             if customer:
                 params["customer"] = customer
-            intent = await self._call(
+            intent = await stripe_call(
                 self._client.v1.payment_intents.create_async(
                     params=cast(PaymentIntentCreateParams, params), options={"idempotency_key": request.key}
                 )
@@ -121,7 +115,7 @@ class StripeProvider:
         """Capture an authorized PaymentIntent; one already captured is answered as it is."""
         intent = await self._require_intent(key)
         if intent.status == "requires_capture":
-            intent = await self._call(
+            intent = await stripe_call(
                 self._client.v1.payment_intents.capture_async(intent.id, options={"idempotency_key": f"{key}:capture"})
             )
         payment = await self._payment_from(intent, key)
@@ -133,7 +127,7 @@ class StripeProvider:
         """Cancel an uncaptured PaymentIntent (releasing the hold); a captured one is answered as it is."""
         intent = await self._require_intent(key)
         if intent.status not in ("canceled", "succeeded"):
-            intent = await self._call(
+            intent = await stripe_call(
                 self._client.v1.payment_intents.cancel_async(intent.id, options={"idempotency_key": f"{key}:cancel"})
             )
         return await self._payment_from(intent, key)
@@ -156,7 +150,7 @@ class StripeProvider:
             raise RefundExceedsCapture(
                 f"refund of {request.amount_minor} exceeds the {left} left of {request.payment.key}"
             )
-        refund = await self._call(
+        refund = await stripe_call(
             self._client.v1.refunds.create_async(
                 params={
                     "payment_intent": intent.id,
@@ -175,11 +169,11 @@ class StripeProvider:
         params: RefundListParams = {"limit": 100}
         if self._full_api:
             params["created"] = {"gte": oldest}
-        page = await self._call(self._client.v1.refunds.list_async(params=params))
+        page = await stripe_call(self._client.v1.refunds.list_async(params=params))
         async for refund in page.auto_paging_iter():
             if refund.created < oldest:
                 break
-            if _metadata(refund).get(KEY) == key:
+            if metadata_of(refund).get(KEY) == key:
                 return self._refund_from(refund, key)
         return None
 
@@ -194,7 +188,7 @@ class StripeProvider:
         params: BalanceTransactionListParams = {"limit": 100}
         if self._full_api:
             params["created"] = {"gte": int(start_s), "lt": int(end_s)}
-        page = await self._call(self._client.v1.balance_transactions.list_async(params=params))
+        page = await stripe_call(self._client.v1.balance_transactions.list_async(params=params))
         async for txn in page.auto_paging_iter():
             if txn.created < start_s:
                 break
@@ -216,12 +210,12 @@ class StripeProvider:
 
     async def _key_of_source(self, source: str) -> str | None:
         if source.startswith("re_"):
-            return _metadata(await self._call(self._client.v1.refunds.retrieve_async(source))).get(KEY)
-        charge = await self._call(self._client.v1.charges.retrieve_async(source))
+            return metadata_of(await stripe_call(self._client.v1.refunds.retrieve_async(source))).get(KEY)
+        charge = await stripe_call(self._client.v1.charges.retrieve_async(source))
         intent_id = charge.payment_intent if isinstance(charge.payment_intent, str | None) else charge.payment_intent.id
         if not intent_id:
-            return _metadata(charge).get(KEY)
-        return _metadata(await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))).get(KEY)
+            return metadata_of(charge).get(KEY)
+        return metadata_of(await stripe_call(self._client.v1.payment_intents.retrieve_async(intent_id))).get(KEY)
 
     # ---- notifications ----
 
@@ -282,13 +276,13 @@ class StripeProvider:
 
     async def _find_intent(self, key: str) -> stripe.PaymentIntent | None:
         if self._full_api:
-            found = await self._call(
+            found = await stripe_call(
                 self._client.v1.payment_intents.search_async(params={"query": f"metadata['{KEY}']:'{key}'", "limit": 1})
             )
             return found.data[0] if found.data else None
-        page = await self._call(self._client.v1.payment_intents.list_async(params={"limit": 100}))
+        page = await stripe_call(self._client.v1.payment_intents.list_async(params={"limit": 100}))
         async for intent in page.auto_paging_iter():
-            if _metadata(intent).get(KEY) == key:
+            if metadata_of(intent).get(KEY) == key:
                 return intent
         return None
 
@@ -299,9 +293,9 @@ class StripeProvider:
         return intent
 
     async def _refund_of_intent(self, intent_id: str, key: str) -> ProviderRefund | None:
-        page = await self._call(self._client.v1.refunds.list_async(params={"payment_intent": intent_id, "limit": 100}))
+        page = await stripe_call(self._client.v1.refunds.list_async(params={"payment_intent": intent_id, "limit": 100}))
         async for refund in page.auto_paging_iter():
-            if _metadata(refund).get(KEY) == key:
+            if metadata_of(refund).get(KEY) == key:
                 return self._refund_from(refund, key)
         return None
 
@@ -311,7 +305,7 @@ class StripeProvider:
         if status is PaymentStatus.CAPTURED:
             charge = intent.latest_charge
             if isinstance(charge, str):  # Stripe answers an id unless expanded; localstripe the object
-                charge = await self._call(self._client.v1.charges.retrieve_async(charge))
+                charge = await stripe_call(self._client.v1.charges.retrieve_async(charge))
             if charge is not None:
                 refunded = int(getattr(charge, "amount_refunded", 0) or 0)
         return ProviderPayment(
@@ -339,34 +333,46 @@ class StripeProvider:
             succeeded_at=created if status is RefundStatus.SUCCEEDED else None,
         )
 
-    @staticmethod
-    async def _call(request: Any) -> Any:
-        """Await one SDK call, classifying its failure: declined/invalid is final, the rest is retried."""
-        try:
-            return await request
-        except stripe.APIConnectionError as exc:
-            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.ConnectError):
-                raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
-            if isinstance(exc.__cause__, httpx.TimeoutException):  # sent, answer lost: outcome unknown
-                raise ProviderTimeout(f"Stripe did not answer in time: {exc}") from exc
+
+async def stripe_call(request: Any) -> Any:
+    """Await one SDK call, classifying its failure: declined/invalid is final, the rest is retried."""
+    try:
+        return await request
+    except stripe.APIConnectionError as exc:
+        if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.ConnectError):
             raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
-        except stripe.RateLimitError as exc:
-            raise ProviderUnavailable(f"Stripe rate limit: {exc}") from exc
-        except (
-            stripe.CardError,
-            stripe.InvalidRequestError,
-            stripe.IdempotencyError,
-            stripe.AuthenticationError,
-            stripe.PermissionError,
-        ) as exc:
-            raise ProviderDeclined(f"Stripe refused: {exc}") from exc
-        except stripe.StripeError as exc:  # 5xx and anything unexpected from the server
-            raise ProviderUnavailable(f"Stripe error: {exc}") from exc
+        if isinstance(exc.__cause__, httpx.TimeoutException):  # sent, answer lost: outcome unknown
+            raise ProviderTimeout(f"Stripe did not answer in time: {exc}") from exc
+        raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
+    except stripe.RateLimitError as exc:
+        raise ProviderUnavailable(f"Stripe rate limit: {exc}") from exc
+    except (
+        stripe.CardError,
+        stripe.InvalidRequestError,
+        stripe.IdempotencyError,
+        stripe.AuthenticationError,
+        stripe.PermissionError,
+    ) as exc:
+        raise ProviderDeclined(f"Stripe refused: {exc}") from exc
+    except stripe.StripeError as exc:  # 5xx and anything unexpected from the server
+        raise ProviderUnavailable(f"Stripe error: {exc}") from exc
 
 
-def _metadata(obj: Any) -> dict[str, Any]:
+def metadata_of(obj: Any) -> dict[str, Any]:
+    """An SDK object's metadata as a plain dict (where our key is kept)."""
     metadata: Any = getattr(obj, "metadata", None)
     return metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata or {})
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    """The SDK's client for our account, as every Stripe module here uses it."""
+    return stripe.StripeClient(
+        cast(str, settings.stripe.api_key),
+        base_addresses={"api": settings.stripe.api_base} if settings.stripe.api_base else None,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
+        # No retries inside the SDK: a retry is the caller's, after it looked the key up.
+        max_network_retries=0,
+    )
 
 
 def provider_from_settings(settings: Settings, db: object) -> StripeProvider | None:

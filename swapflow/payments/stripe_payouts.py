@@ -13,15 +13,14 @@ stays SUCCEEDED, with `amount_minor` what stayed with the partner.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-import httpx
 import stripe
 from stripe.params import TransferCreateParams
 
 from swapflow.payments.payouts import PayoutMethod, PayoutRequest, PayoutStatus, ProviderPayout
-from swapflow.payments.provider import ProviderDeclined, ProviderTimeout, ProviderUnavailable
-from swapflow.payments.stripe import KEY
+from swapflow.payments.provider import ProviderDeclined
+from swapflow.payments.stripe import KEY, metadata_of, stripe_call, stripe_client
 from swapflow.settings import Settings
 
 
@@ -33,13 +32,7 @@ class StripePayoutProvider:
     def __init__(self, settings: Settings) -> None:
         if not settings.stripe.api_key:
             raise ValueError("Stripe needs SWAPFLOW_STRIPE_API_KEY")
-        self._client = stripe.StripeClient(
-            settings.stripe.api_key,
-            base_addresses={"api": settings.stripe.api_base} if settings.stripe.api_base else None,
-            http_client=stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
-            # No retries inside the SDK: a retry is the caller's, after it looked the key up.
-            max_network_retries=0,
-        )
+        self._client = stripe_client(settings)
 
     async def pay(self, request: PayoutRequest) -> ProviderPayout:
         """Transfer the amount to `request.account` under `request.key`; a transfer already made under it
@@ -57,7 +50,7 @@ class StripePayoutProvider:
             "description": request.description,
             "metadata": {KEY: request.key, "partner_id": request.partner_id},
         }
-        transfer = await self._call(
+        transfer = await stripe_call(
             self._client.v1.transfers.create_async(
                 params=cast(TransferCreateParams, params), options={"idempotency_key": request.key}
             )
@@ -66,9 +59,9 @@ class StripePayoutProvider:
 
     async def find_payout(self, key: str) -> ProviderPayout | None:
         """The transfer made under `key` as Stripe sees it now (reversals included); None if there is none."""
-        page = await self._call(self._client.v1.transfers.list_async(params={"transfer_group": key, "limit": 10}))
+        page = await stripe_call(self._client.v1.transfers.list_async(params={"transfer_group": key, "limit": 10}))
         async for transfer in page.auto_paging_iter():
-            if _metadata(transfer).get(KEY) == key:
+            if metadata_of(transfer).get(KEY) == key:
                 return self._payout_from(transfer, key)
         return None
 
@@ -84,34 +77,6 @@ class StripePayoutProvider:
             currency=str(transfer.currency).upper(),
             failure_reason=f"Stripe transfer {transfer.id} was reversed" if returned else None,
         )
-
-    @staticmethod
-    async def _call(request: Any) -> Any:
-        """Await one SDK call, classifying its failure: invalid or refused is final, the rest is retried."""
-        try:
-            return await request
-        except stripe.APIConnectionError as exc:
-            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.ConnectError):
-                raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
-            if isinstance(exc.__cause__, httpx.TimeoutException):  # sent, answer lost: outcome unknown
-                raise ProviderTimeout(f"Stripe did not answer in time: {exc}") from exc
-            raise ProviderUnavailable(f"Stripe unreachable: {exc}") from exc
-        except stripe.RateLimitError as exc:
-            raise ProviderUnavailable(f"Stripe rate limit: {exc}") from exc
-        except (
-            stripe.InvalidRequestError,  # an unknown destination, the platform's balance short …
-            stripe.IdempotencyError,
-            stripe.AuthenticationError,
-            stripe.PermissionError,
-        ) as exc:
-            raise ProviderDeclined(f"Stripe refused: {exc}") from exc
-        except stripe.StripeError as exc:  # 5xx and anything unexpected from the server
-            raise ProviderUnavailable(f"Stripe error: {exc}") from exc
-
-
-def _metadata(obj: Any) -> dict[str, Any]:
-    metadata: Any = getattr(obj, "metadata", None)
-    return metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata or {})
 
 
 def provider_from_settings(settings: Settings, db: object) -> StripePayoutProvider | None:
