@@ -99,7 +99,7 @@ def key_of_refund_no(number: str) -> str | None:
     return number.replace("*", ":") if "*" in number else None
 
 
-class _Answer:
+class WeChatAnswer:
     """One SDK answer: HTTP status and the JSON body (or raw bytes of a downloaded bill)."""
 
     def __init__(self, status: int, body: str | bytes) -> None:
@@ -109,11 +109,60 @@ class _Answer:
     def json(self) -> dict[str, Any]:
         if isinstance(self.raw, bytes) or not self.raw:
             return {}
-        return json.loads(self.raw)
+        try:
+            parsed = json.loads(self.raw)
+        except ValueError:  # a proxy's error page, say: the status alone classifies it
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
 
     @property
     def code(self) -> str:
         return str(self.json.get("code", "")) if self.status >= 300 else ""
+
+
+def wechat_sdk(settings: Settings, required: tuple[str, ...], what: str) -> WeChatPay:
+    """The SDK for our merchant, once the `required` WeChat settings and a private key are there (else a
+    ValueError naming what `what` needs)."""
+    wechat = settings.wechat
+    missing = [name for name in required if not getattr(wechat, name)]
+    private_key = wechat.private_key or (wechat.private_key_path.read_text() if wechat.private_key_path else None)
+    if not private_key:
+        missing.append("private_key (or SWAPFLOW_WECHAT_PRIVATE_KEY_PATH)")
+    if missing:
+        needed = ", ".join(f"SWAPFLOW_WECHAT_{name.upper()}" for name in missing)
+        raise ValueError(f"{what} needs {needed}")
+    sdk = WeChatPay(
+        wechatpay_type=WeChatPayType.MINIPROG,
+        mchid=wechat.mchid,
+        private_key=private_key,
+        cert_serial_no=wechat.cert_serial_no,
+        appid=wechat.appid,
+        apiv3_key=wechat.apiv3_key,
+        notify_url=wechat.notify_url,
+        # Connect fast (a refused connection is safe to retry), read patiently (a lost answer is unknown).
+        timeout=(min(3.0, wechat.timeout_s), wechat.timeout_s),
+        public_key=wechat.public_key,
+        public_key_id=wechat.public_key_id,
+    )
+    if wechat.gateway_url:
+        # The SDK keeps its gateway in a private attribute; this is the one place that knows it.
+        sdk._core._gate_way = wechat.gateway_url.rstrip("/")
+    return sdk
+
+
+async def wechat_call(fn: Callable[..., tuple[int, str | bytes]], **kwargs: Any) -> WeChatAnswer:
+    """Run one SDK call in a thread, classifying transport failures."""
+    try:
+        status, body = await asyncio.to_thread(fn, **kwargs)
+    except requests.exceptions.ConnectTimeout as exc:  # nothing was sent
+        raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
+    except requests.exceptions.Timeout as exc:  # sent, answer lost: the outcome is unknown
+        raise ProviderTimeout(f"WeChat Pay did not answer in time: {exc}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
+    except Exception as exc:  # the SDK raises bare Exception for an answer whose signature fails
+        raise ProviderUnavailable(f"WeChat Pay answer rejected: {exc}") from exc
+    return WeChatAnswer(status, body)
 
 
 class WeChatPayProvider:
@@ -122,45 +171,13 @@ class WeChatPayProvider:
     method = PaymentMethod.WECHAT
 
     def __init__(self, settings: Settings) -> None:
-        missing = [
-            name
-            for name in (
-                "mchid",
-                "appid",
-                "cert_serial_no",
-                "apiv3_key",
-                "public_key",
-                "public_key_id",
-                "notify_url",
-            )
-            if not getattr(settings.wechat, name)
-        ]
-        private_key = settings.wechat.private_key or (
-            settings.wechat.private_key_path.read_text() if settings.wechat.private_key_path else None
+        self._sdk = wechat_sdk(
+            settings,
+            ("mchid", "appid", "cert_serial_no", "apiv3_key", "public_key", "public_key_id", "notify_url"),
+            "WeChat Pay",
         )
-        if not private_key:
-            missing.append("private_key (or SWAPFLOW_WECHAT_PRIVATE_KEY_PATH)")
-        if missing:
-            needed = ", ".join(f"SWAPFLOW_WECHAT_{name.upper()}" for name in missing)
-            raise ValueError(f"WeChat Pay needs {needed}")
         self._appid = settings.wechat.appid
         self._tolerance_s = settings.payments.notification_tolerance_s
-        self._sdk = WeChatPay(
-            wechatpay_type=WeChatPayType.MINIPROG,
-            mchid=settings.wechat.mchid,
-            private_key=private_key,
-            cert_serial_no=settings.wechat.cert_serial_no,
-            appid=settings.wechat.appid,
-            apiv3_key=settings.wechat.apiv3_key,
-            notify_url=settings.wechat.notify_url,
-            # Connect fast (a refused connection is safe to retry), read patiently (a lost answer is unknown).
-            timeout=(min(3.0, settings.wechat.timeout_s), settings.wechat.timeout_s),
-            public_key=settings.wechat.public_key,
-            public_key_id=settings.wechat.public_key_id,
-        )
-        if settings.wechat.gateway_url:
-            # The SDK keeps its gateway in a private attribute; this is the one place that knows it.
-            self._sdk._core._gate_way = settings.wechat.gateway_url.rstrip("/")
         self._public_key_id = settings.wechat.public_key_id
 
     # ---- payments ----
@@ -169,7 +186,7 @@ class WeChatPayProvider:
         """Create the JSAPI order under `request.key` for the rider's openid (`request.payer`): PENDING."""
         if not request.payer:
             raise ProviderDeclined("a WeChat Pay charge needs the rider's openid as payer")
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.pay,
             description=request.description[:127],
             out_trade_no=out_trade_no(request.key),
@@ -197,7 +214,7 @@ class WeChatPayProvider:
 
     async def find_payment(self, key: str) -> ProviderPayment | None:
         """The order `key` as WeChat Pay sees it now; None if it was never created."""
-        answer = await self._call(self._sdk.query, out_trade_no=out_trade_no(key))
+        answer = await wechat_call(self._sdk.query, out_trade_no=out_trade_no(key))
         if answer.status == 404 or answer.code in _NOT_FOUND_CODES:
             return None
         self._raise_for(answer)
@@ -223,7 +240,7 @@ class WeChatPayProvider:
 
     async def close(self, key: str) -> ProviderPayment:
         """Close an unpaid order; an order the rider already paid is answered as it is (CAPTURED)."""
-        answer = await self._call(self._sdk.close, out_trade_no=out_trade_no(key))
+        answer = await wechat_call(self._sdk.close, out_trade_no=out_trade_no(key))
         if answer.code not in ("ORDERPAID", "ORDER_CLOSED", "ORDERCLOSED"):
             self._raise_for(answer)
         payment = await self.find_payment(key)
@@ -240,7 +257,7 @@ class WeChatPayProvider:
             raise RefundExceedsCapture(
                 f"refund of {request.amount_minor} exceeds the {left} left of {request.payment.key}"
             )
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.refund,
             out_refund_no=out_refund_no(request.key),
             out_trade_no=out_trade_no(request.payment.key),
@@ -256,7 +273,7 @@ class WeChatPayProvider:
 
     async def find_refund(self, key: str) -> ProviderRefund | None:
         """The refund `out_refund_no` = `key` with its current status; None if it was never submitted."""
-        answer = await self._call(self._sdk.query_refund, out_refund_no=out_refund_no(key))
+        answer = await wechat_call(self._sdk.query_refund, out_refund_no=out_refund_no(key))
         if answer.status == 404 or answer.code in _NOT_FOUND_CODES:
             return None
         self._raise_for(answer)
@@ -277,13 +294,13 @@ class WeChatPayProvider:
         return sorted(lines, key=lambda line: line.at)
 
     async def _bill(self, bill_day: date) -> list[StatementLine]:
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.trade_bill, bill_date=bill_day.isoformat(), bill_type="ALL", tar_type="GZIP"
         )
         if answer.code in _NO_BILL_CODES or answer.code in _NOT_FOUND_CODES:
             return []
         self._raise_for(answer)
-        download = await self._call(self._sdk.download_bill, url=str(answer.json["download_url"]))
+        download = await wechat_call(self._sdk.download_bill, url=str(answer.json["download_url"]))
         self._raise_for(download)
         raw = download.raw if isinstance(download.raw, bytes) else download.raw.encode()
         return parse_trade_bill(gzip.decompress(raw).decode("utf-8-sig"))
@@ -355,22 +372,8 @@ class WeChatPayProvider:
             "paySign": signature,
         }
 
-    async def _call(self, fn: Callable[..., tuple[int, str | bytes]], **kwargs: Any) -> _Answer:
-        """Run one SDK call in a thread, classifying transport failures."""
-        try:
-            status, body = await asyncio.to_thread(fn, **kwargs)
-        except requests.exceptions.ConnectTimeout as exc:  # nothing was sent
-            raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
-        except requests.exceptions.Timeout as exc:  # sent, answer lost: the outcome is unknown
-            raise ProviderTimeout(f"WeChat Pay did not answer in time: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
-        except Exception as exc:  # the SDK raises bare Exception for an answer whose signature fails
-            raise ProviderUnavailable(f"WeChat Pay answer rejected: {exc}") from exc
-        return _Answer(status, body)
-
     @staticmethod
-    def _raise_for(answer: _Answer) -> None:
+    def _raise_for(answer: WeChatAnswer) -> None:
         """Raise for an error answer: 429 and 5xx are transient, other 4xx are final."""
         if answer.status < 300:
             return

@@ -18,17 +18,12 @@ The SDK is synchronous (requests): every call runs in a worker thread so the eve
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-from collections.abc import Callable
 from typing import Any
-
-import requests
-from wechatpayv3 import WeChatPay, WeChatPayType
 
 from swapflow.payments.payouts import PayoutMethod, PayoutRequest, PayoutStatus, ProviderPayout
 from swapflow.payments.provider import ProviderDeclined, ProviderTimeout, ProviderUnavailable
+from swapflow.payments.wechat import WeChatAnswer, wechat_call, wechat_sdk
 from swapflow.settings import Settings
 
 USER_NAME_FROM_MINOR = 200_000  # WeChat wants the payee's real name on a transfer of 2,000 yuan or more
@@ -51,58 +46,17 @@ def out_detail_no(key: str) -> str:
     return "sfd" + hashlib.sha256(key.encode()).hexdigest()[:29]
 
 
-class _Answer:
-    """One SDK answer: HTTP status and the JSON body."""
-
-    def __init__(self, status: int, body: str | bytes) -> None:
-        self.status = status
-        try:
-            parsed = json.loads(body) if body else {}
-        except ValueError:  # a proxy's error page, say: the status alone classifies it
-            parsed = {}
-        self.json: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
-
-    @property
-    def code(self) -> str:
-        return str(self.json.get("code", "")) if self.status >= 300 else ""
-
-
 class WeChatPayoutProvider:
     """`PayoutProvider` for WeChat Pay v3 merchant transfers to a partner's openid."""
 
     method = PayoutMethod.WECHAT
 
     def __init__(self, settings: Settings) -> None:
-        wechat = settings.wechat
-        missing = [
-            name
-            for name in ("mchid", "appid", "cert_serial_no", "public_key", "public_key_id")
-            if not getattr(wechat, name)
-        ]
-        private_key = wechat.private_key or (wechat.private_key_path.read_text() if wechat.private_key_path else None)
-        if not private_key:
-            missing.append("private_key (or SWAPFLOW_WECHAT_PRIVATE_KEY_PATH)")
-        if missing:
-            needed = ", ".join(f"SWAPFLOW_WECHAT_{name.upper()}" for name in missing)
-            raise ValueError(f"WeChat Pay transfers need {needed}")
-        self._batch_name = wechat.transfer_batch_name[:_TEXT_LIMIT]
-        self._scene_id = wechat.transfer_scene_id
-        self._sdk = WeChatPay(
-            wechatpay_type=WeChatPayType.MINIPROG,
-            mchid=wechat.mchid,
-            private_key=private_key,
-            cert_serial_no=wechat.cert_serial_no,
-            appid=wechat.appid,
-            apiv3_key=wechat.apiv3_key,
-            notify_url=wechat.notify_url,
-            # Connect fast (a refused connection is safe to retry), read patiently (a lost answer is unknown).
-            timeout=(min(3.0, wechat.timeout_s), wechat.timeout_s),
-            public_key=wechat.public_key,
-            public_key_id=wechat.public_key_id,
+        self._sdk = wechat_sdk(
+            settings, ("mchid", "appid", "cert_serial_no", "public_key", "public_key_id"), "WeChat Pay transfers"
         )
-        if wechat.gateway_url:
-            # The SDK keeps its gateway in a private attribute (as the payment provider overrides it).
-            self._sdk._core._gate_way = wechat.gateway_url.rstrip("/")
+        self._batch_name = settings.wechat.transfer_batch_name[:_TEXT_LIMIT]
+        self._scene_id = settings.wechat.transfer_scene_id
 
     async def pay(self, request: PayoutRequest) -> ProviderPayout:
         """Submit the batch under `request.key` (PROCESSING); a batch already made under it is the answer."""
@@ -125,7 +79,7 @@ class WeChatPayoutProvider:
         }
         if holder:
             detail["user_name"] = holder  # the SDK encrypts it with WeChat Pay's public key
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.transfer_batch,
             out_batch_no=out_batch_no(request.key),
             batch_name=self._batch_name,
@@ -153,7 +107,7 @@ class WeChatPayoutProvider:
 
     async def find_payout(self, key: str) -> ProviderPayout | None:
         """The batch made under `key` as WeChat sees it now; None if there is none."""
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.transfer_query_out_batch_no, out_batch_no=out_batch_no(key), need_query_detail=True
         )
         if answer.status == 404 or answer.code in _NOT_FOUND_CODES:
@@ -181,29 +135,14 @@ class WeChatPayoutProvider:
 
     async def _fail_reason(self, key: str) -> str:
         """Why the detail failed (only the detail query carries it)."""
-        answer = await self._call(
+        answer = await wechat_call(
             self._sdk.transfer_query_out_detail_no, out_detail_no=out_detail_no(key), out_batch_no=out_batch_no(key)
         )
         self._raise_for(answer)
         return str(answer.json.get("fail_reason") or "no reason given")
 
     @staticmethod
-    async def _call(fn: Callable[..., tuple[int, str | bytes]], **kwargs: Any) -> _Answer:
-        """Run one SDK call in a thread, classifying transport failures."""
-        try:
-            status, body = await asyncio.to_thread(fn, **kwargs)
-        except requests.exceptions.ConnectTimeout as exc:  # nothing was sent
-            raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
-        except requests.exceptions.Timeout as exc:  # sent, answer lost: the outcome is unknown
-            raise ProviderTimeout(f"WeChat Pay did not answer in time: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProviderUnavailable(f"WeChat Pay unreachable: {exc}") from exc
-        except Exception as exc:  # the SDK raises bare Exception for an answer whose signature fails
-            raise ProviderUnavailable(f"WeChat Pay answer rejected: {exc}") from exc
-        return _Answer(status, body)
-
-    @staticmethod
-    def _raise_for(answer: _Answer) -> None:
+    def _raise_for(answer: WeChatAnswer) -> None:
         """Raise for an error answer: transient ones are retried, known refusals are final, and any other
         is taken as an unknown outcome (WeChat: never give up a number on an error it does not document)."""
         if answer.status < 300:
