@@ -159,6 +159,18 @@ async def test_a_runs_page_shows_its_plan_total_decisions_payouts_and_lines(
     assert "Retry the payout" in page and ">Approve<" not in page
 
 
+async def test_a_runs_page_renders_without_its_workflow_history(
+    console: TestClient, db: Database, finance_sh: str
+) -> None:
+    [run_id] = await insert(db, Run(HOST_SH, 3))
+    sign_in(console, finance_sh)
+    page = console.get(f"/console/finance/settlements/{run_id}")
+
+    # No workflow runs for it here (no Temporal, or none under its id): the rest of the page stands.
+    assert page.status_code == 200 and "Workflow history unavailable" in page.text
+    assert "123.45 CNY" in page.text
+
+
 async def test_a_runs_statement_downloads_as_csv(console: TestClient, db: Database, finance_sh: str) -> None:
     [run_id] = await insert(db, Run(HOST_SH, 3))
     sign_in(console, finance_sh)
@@ -446,6 +458,15 @@ async def test_finance_approves_a_run_through_its_form(live: Live) -> None:
     assert answer.status_code == 200 and "Approved: the run is approved" in answer.text
     assert 'id="run"' in answer.text and "<html" not in answer.text  # the part that changes
     assert await live.status() in (RunStatus.APPROVED, RunStatus.PAYING)
+
+
+async def test_a_runs_page_shows_its_workflow_history(live: Live) -> None:
+    await live.sign_in(APPROVER)
+    page = (await live.client.get(f"/console/finance/settlements/{live.run_id}")).text
+
+    workflow_id = settlement_workflow_id(live.host, LAST.label)
+    assert f'aria-label="Workflow history of {workflow_id}"' in page and "open in the Temporal UI" in page
+    assert "Workflow history unavailable" not in page
 
 
 async def test_who_prepared_a_run_is_told_four_eyes_forbid_approving_it(live: Live) -> None:

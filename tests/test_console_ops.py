@@ -1,6 +1,7 @@
 """Ops in the console, over HTTP with a signed-in session: alerts listed with filters, acknowledged and
-resolved through their forms; work orders listed with their timeline, and cancelled through the form as
-the API does it (a workflow update, on the time-skipping server with the real worker); MTTA, MTTR and
+resolved through their forms; work orders listed with their timeline and workflow history, cancelled
+through the form as the API does it (a workflow update, on the time-skipping server with the real
+worker), accepted and resolved by their technician (who sees the work orders only); MTTA, MTTR and
 uptime per city and day for the charts. Another city's alert or work order does not exist (404)."""
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.api.app import create_app
 from swapflow.db.engine import Database
+from swapflow.db.network import Cabinet, Station
 from swapflow.db.ops import Alert, WorkOrder, WorkOrderEvent
 from swapflow.device_adapter.presence import record_transition
 from swapflow.domain.clock import utcnow
@@ -205,6 +209,18 @@ async def test_a_work_orders_page_shows_its_timeline(console: TestClient, db: Da
     assert "Cancel the work order" in page
 
 
+async def test_a_work_orders_page_renders_without_its_workflow_history(
+    console: TestClient, db: Database, ops_sh: str
+) -> None:
+    order_id = await a_work_order(db, SH_CABINET, [("opened", None, "door jams")])
+    sign_in(console, ops_sh)
+    page = console.get(f"/console/work-orders/{order_id}")
+
+    # No workflow runs for it here (no Temporal, or none under its id): the rest of the page stands.
+    assert page.status_code == 200 and "Workflow history unavailable" in page.text
+    assert re.findall(r"<li><strong>([a-z ]+)</strong>", page.text) == ["opened"]
+
+
 async def test_work_orders_are_listed_by_status(console: TestClient, db: Database, ops_sh: str) -> None:
     open_order = await a_work_order(db, SH_CABINET)
     async with db.transaction() as session:
@@ -300,6 +316,172 @@ async def test_an_operator_cancels_a_work_order_through_its_form(
             )
         )
     assert steps[-1] == "cancelled"
+
+
+class Field:
+    """A work order dispatched by its running workflow (real worker, time-skipping server) to tech-near,
+    and the console over HTTP in the same loop."""
+
+    def __init__(self, order_id: str, handle: WorkflowHandle[WorkOrderWorkflow, object], client: httpx.AsyncClient):
+        self.order_id, self.handle, self.client = order_id, handle, client
+
+    async def sign_in(self, token: str) -> str:
+        """Signs in; the CSRF token of the work order's page."""
+        self.client.cookies.clear()
+        form = await self.client.get("/console/sign-in")
+        answer = await self.client.post("/console/sign-in", data={"token": token, "csrf_token": csrf_of(form.text)})
+        assert answer.status_code == 303, answer.text
+        return csrf_of((await self.client.get(f"/console/work-orders/{self.order_id}")).text)
+
+    async def act(self, action: str, csrf: str, **form: str) -> httpx.Response:
+        return await self.client.post(
+            f"/console/work-orders/{self.order_id}/{action}",
+            data={"csrf_token": csrf, **form},
+            headers={"HX-Request": "true"},
+        )
+
+    async def status(self) -> str:
+        state = await self.handle.query(WorkOrderWorkflow.state)
+        return state.status
+
+
+@pytest.fixture
+async def technicians(db: Database) -> dict[str, str]:
+    """Shanghai's technicians on duty: one near the cabinet (who gets its orders), one far away; and
+    one of Shenzhen."""
+    async with db.sessions() as session:
+        station = await session.scalar(select(Station).join(Cabinet).where(Cabinet.id == SH_CABINET))
+    assert station is not None
+    near, far = (station.lat + 0.01, station.lon), (station.lat + 0.3, station.lon)
+    return {
+        "tech-near": await operator_token(db, "tech-near", OperatorRole.TECHNICIAN, ["SH"], location=near),
+        "tech-far": await operator_token(db, "tech-far", OperatorRole.TECHNICIAN, ["SH"], location=far),
+        "tech-sz": await operator_token(db, "tech-sz", OperatorRole.TECHNICIAN, ["SZ"], location=near),
+    }
+
+
+@asynccontextmanager
+async def in_the_field(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Field]:
+    """A door fault's work order at a cabinet that only obeys commands: a fix is verified by its
+    recorded state alone (no test command to answer)."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(Cabinet).where(Cabinet.id == SH_CABINET).values(capability=CabinetCapability.COMMAND_ONLY)
+        )
+    order_id = await a_work_order(db, SH_CABINET)
+    async with db.sessions() as session:
+        order = await session.get(WorkOrder, order_id)
+        assert order is not None
+        request = work_order_input(settings, order, CabinetCapability.COMMAND_ONLY)
+    app = create_app(settings.updated(temporal={"address": temporal_env.client.service_client.config.target_host}))
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://console") as client,
+    ):
+        with temporal_env.auto_time_skipping_disabled():
+            handle = await temporal_env.client.start_workflow(
+                WorkOrderWorkflow.run,
+                request,
+                id=work_order_workflow_id(order_id),
+                task_queue=settings.temporal.task_queue,
+            )
+            for _ in range(200):
+                async with db.sessions() as session:
+                    row = await session.get(WorkOrder, order_id)
+                if row is not None and row.status != WorkOrderStatus.NEW:
+                    break
+                await asyncio.sleep(0.05)
+            try:
+                yield Field(order_id, handle, client)
+            finally:
+                if (await handle.describe()).close_time is None:
+                    await handle.terminate("test over")
+
+
+async def test_a_technician_accepts_and_resolves_its_work_order_through_the_forms(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, technicians: dict[str, str]
+) -> None:
+    async with in_the_field(temporal_env, settings, db) as field:
+        csrf = await field.sign_in(technicians["tech-near"])
+        page = (await field.client.get(f"/console/work-orders/{field.order_id}")).text
+        assert "Accept the work order" in page and "Cancel the work order" not in page  # staff's own
+
+        accepted = await field.act("accept", csrf)
+        assert accepted.status_code == 200 and "Work order accepted." in accepted.text
+        assert "<html" not in accepted.text and "Report the fix" in accepted.text
+        resolved = await field.act("resolve", csrf, note="new latch")
+        assert resolved.status_code == 200 and "Fix reported" in resolved.text
+        state = await field.handle.result()
+        page = (await field.client.get(f"/console/work-orders/{field.order_id}")).text
+
+    assert state.status == WorkOrderStatus.CLOSED
+    async with db.sessions() as session:
+        steps = list(
+            await session.scalars(
+                select(WorkOrderEvent.kind)
+                .where(WorkOrderEvent.work_order_id == field.order_id)
+                .order_by(WorkOrderEvent.seq)
+            )
+        )
+    assert steps == ["opened", "dispatched", "accepted", "resolved", "closed"]
+    # Its workflow's history, read from Temporal, with the way to it in the Temporal UI.
+    assert f'aria-label="Workflow history of {work_order_workflow_id(field.order_id)}"' in page
+    assert "open in the Temporal UI" in page and "close_work_order" in page
+
+
+async def test_another_technician_is_refused_with_a_message(
+    temporal_env: WorkflowEnvironment, settings: Settings, db: Database, technicians: dict[str, str]
+) -> None:
+    async with in_the_field(temporal_env, settings, db) as field:
+        csrf = await field.sign_in(technicians["tech-far"])
+        page = (await field.client.get(f"/console/work-orders/{field.order_id}")).text
+        answer = await field.act("accept", csrf)
+        status = await field.status()
+
+    assert "Accept the work order" not in page and "Assigned to tech-near" in page
+    assert answer.status_code == 200 and 'role="alert"' in answer.text
+    assert "assigned to tech-near, not tech-far" in answer.text
+    assert status == WorkOrderStatus.DISPATCHED
+
+
+def sign_in_technician(client: TestClient, token: str) -> str:
+    """Signs in a technician, who lands on the work orders; the session's CSRF token."""
+    form = client.get("/console/sign-in")
+    answer = client.post("/console/sign-in", data={"token": token, "csrf_token": csrf_of(form.text), "next": ""})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/work-orders", answer.text
+    return csrf_of(client.get("/console/work-orders").text)
+
+
+async def test_another_citys_technician_does_not_find_the_work_order(
+    console: TestClient, db: Database, technicians: dict[str, str]
+) -> None:
+    order_id = await a_work_order(db, SH_CABINET)
+    csrf = sign_in_technician(console, technicians["tech-sz"])
+    assert console.get(f"/console/work-orders/{order_id}").status_code == 404
+    assert console.post(f"/console/work-orders/{order_id}/accept", data={"csrf_token": csrf}).status_code == 404
+    assert order_id not in console.get("/console/work-orders", params={"status": "all"}).text
+
+
+async def test_a_technician_opens_the_work_orders_only(
+    console: TestClient, db: Database, technicians: dict[str, str]
+) -> None:
+    order_id = await a_work_order(db, SH_CABINET)
+    csrf = sign_in_technician(console, technicians["tech-near"])
+    listing = console.get("/console/work-orders").text
+
+    assert f'href="/console/work-orders/{order_id}"' in listing
+    assert 'href="/console/finance"' not in listing and 'href="/console/alerts"' not in listing
+    for path in ("/console/finance", "/console/finance/settlements", "/console/alerts", "/console/network"):
+        assert console.get(path).status_code == 403, path
+    cancel = console.post(f"/console/work-orders/{order_id}/cancel", data={"csrf_token": csrf, "reason": "x"})
+    assert cancel.status_code == 403
+
+
+async def test_staff_may_not_accept_a_work_order(console: TestClient, db: Database, ops_sh: str) -> None:
+    order_id = await a_work_order(db, SH_CABINET)
+    csrf = sign_in(console, ops_sh)
+    assert console.post(f"/console/work-orders/{order_id}/accept", data={"csrf_token": csrf}).status_code == 403
 
 
 # ---------------------------------------------------------------------------------- figures

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from swapflow.api.auth import Principal
 from swapflow.console.session import read_session
+from swapflow.domain.ops import OperatorRole
 
 PREFIX = "/console"
 HERE = Path(__file__).parent
@@ -28,6 +29,15 @@ NAV = (
 )
 """The layout's navigation: (area, label, address); a page names its area as `section`."""
 
+TECHNICIAN_AREAS = frozenset({"work-orders"})
+"""The areas a technician may open (and sees in the navigation)."""
+
+
+def _nav(user: Principal | None) -> tuple[tuple[str, str, str], ...]:
+    if user is not None and user.role == OperatorRole.TECHNICIAN:
+        return tuple(entry for entry in NAV if entry[0] in TECHNICIAN_AREAS)
+    return NAV
+
 
 def render(
     request: Request,
@@ -42,7 +52,7 @@ def render(
     full = {
         "user": user,
         "csrf_token": session.csrf if session else "",
-        "nav": NAV,
+        "nav": _nav(user),
         "prefix": PREFIX,
         **(context or {}),
     }

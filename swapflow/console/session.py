@@ -36,8 +36,11 @@ SECRET_FILE = "console-session-secret"
 ANONYMOUS_S = 3600
 """How long the session of a visitor not yet signed in (just its CSRF token) lasts."""
 
-CONSOLE_ROLES = MONEY_STAFF
-"""Who may sign in: operators, city leads, finance and admins (not riders, partners or technicians)."""
+CONSOLE_ROLES = (*MONEY_STAFF, OperatorRole.TECHNICIAN)
+"""Who may sign in: operators, city leads, finance, admins and technicians (not riders or partners)."""
+
+PAGE_ROLES = MONEY_STAFF
+"""Who may open a page taking `ConsoleUser`: a technician's pages name it with `console_require`."""
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -135,7 +138,7 @@ async def check_csrf(request: Request) -> None:
         raise Forbidden("missing or wrong CSRF token: reload the page and try again")
 
 
-async def console_user(request: Request, db: DatabaseDep) -> Principal:
+async def signed_in(request: Request, db: DatabaseDep) -> Principal:
     """The signed-in account (the API's Principal), or 401 (which sends a browser to the sign-in page)."""
     session = read_session(request)
     if session is None or session.token_hash is None:
@@ -145,10 +148,15 @@ async def console_user(request: Request, db: DatabaseDep) -> Principal:
     return admit(principal, *CONSOLE_ROLES)
 
 
+async def console_user(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
+    """The signed-in account, if it may open the console's staff pages (a technician may not: 403)."""
+    return admit(principal, *PAGE_ROLES)
+
+
 def console_require(*roles: OperatorRole) -> Callable[..., Awaitable[Principal]]:
     """A page dependency admitting signed-in operators of `roles` (an admin always); others get 403."""
 
-    async def dependency(principal: Annotated[Principal, Depends(console_user)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
         return admit(principal, *roles)
 
     return dependency

@@ -1,6 +1,6 @@
 """Ops and finance in chromium against the whole stack: an operator acknowledges and resolves an alert and
-cancels a work order through its page; finance approves a settlement run and downloads its statement.
-Screenshots go to docs/screenshots/."""
+cancels a work order through its page; the technician a work order is dispatched to accepts and resolves
+it; finance approves a settlement run and downloads its statement. Screenshots go to docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -72,13 +72,45 @@ async def test_an_operator_cancels_a_work_order_from_its_page(
     await sign_in(page, tokens.operators["ops-sh"], "/console/work-orders")
     await page.get_by_role("link", name=order_id).click()
     await expect(page.get_by_role("heading", name=f"Work order {order_id}")).to_be_visible()
-    await expect(page.locator(".timeline")).to_contain_text("opened")
+    await expect(page.locator("ol.timeline")).to_contain_text("opened")
 
     await page.get_by_label("Reason for cancelling").fill("the slot is being replaced")
     await page.get_by_role("button", name="Cancel the work order").click()
     await expect(page.get_by_role("status")).to_have_text("Work order cancelled.")
-    await expect(page.locator(".timeline")).to_contain_text("cancelled")
+    await expect(page.locator("ol.timeline")).to_contain_text("cancelled")
     await page.screenshot(path=screenshot_path("work-order"), full_page=True)
+
+
+async def test_a_technician_accepts_and_resolves_its_work_order(
+    page: Page, tokens: DemoTokens, console_stack: Settings
+) -> None:
+    staff = {"Authorization": f"Bearer {tokens.operators['ops-sh']}"}
+    async with httpx.AsyncClient(base_url=console_stack.api.effective_url) as api:
+        opened = await api.post(
+            "/v1/ops/work-orders",
+            json={"cabinet_id": SH_CABINET, "slot_no": 5, "severity": "warning", "description": "browser test"},
+            headers=staff,
+        )
+        assert opened.status_code in (200, 201), opened.text
+        order_id = opened.json()["id"]
+        for _ in range(100):  # its workflow dispatches it to the nearest technician on duty
+            order = (await api.get(f"/v1/ops/work-orders/{order_id}", headers=staff)).json()
+            if order["status"] == "dispatched":
+                break
+            await asyncio.sleep(0.1)
+    technician = order["technician_id"]
+    assert technician, order
+    await sign_in(page, tokens.operators[technician], f"/console/work-orders/{order_id}")
+    await expect(page.get_by_role("button", name="Cancel the work order")).to_have_count(0)  # staff's
+
+    await page.get_by_role("button", name="Accept the work order").click()
+    await expect(page.get_by_role("status")).to_have_text("Work order accepted.")
+    await page.get_by_label("What you did").fill("new latch fitted")
+    await page.get_by_role("button", name="Report the fix").click()
+    await expect(page.get_by_role("status")).to_contain_text("Fix reported")
+    await expect(page.locator("ol.timeline")).to_contain_text("resolved")
+    await expect(page.get_by_role("link", name="open in the Temporal UI")).to_be_visible()
+    await page.screenshot(path=screenshot_path("work-order-technician"), full_page=True)
 
 
 async def test_finance_approves_a_settlement_run_and_downloads_its_statement(

@@ -1,9 +1,9 @@
-"""Finance's pages: settlement runs (a page at a time with filters; a run with its lines, decisions and
-payouts; approve, reject with a reason, recompute, retry a payout, a bank transfer's result; its
-statement as CSV), the refunds that need finance with their resolutions, reconciliation differences with
-their resolution, and revenue and refunds per day as a chart. Finance accounts and admins, of their
-cities. Actions call the services the API calls; what a service refuses (four eyes, a run not waiting
-for it) is shown on the page beside the form."""
+"""Finance's pages: settlement runs (a page at a time with filters; a run with its lines, decisions,
+payouts and its workflow's history; approve, reject with a reason, recompute, retry a payout, a bank
+transfer's result; its statement as CSV), the refunds that need finance with their resolutions,
+reconciliation differences with their resolution, and revenue and refunds per day as a chart. Finance
+accounts and admins, of their cities. Actions call the services the API calls; what a service refuses
+(four eyes, a run not waiting for it) is shown on the page beside the form."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import DomainError, Forbidden, Invalid, NotFound
 from swapflow.domain.ops import OperatorRole
 from swapflow.payments.bank_payouts import major_units
-from swapflow.services import console_finance, refunds, settlements
+from swapflow.services import console_finance, console_swaps, refunds, settlements
 from swapflow.services import settlement_statements as statements
 from swapflow.services.reconciliation import resolve_exception
 from swapflow.services.temporal import connect
+from swapflow.settings import Settings
 from swapflow.workflows.settlement_contract import BankResult, RunStatus, SettlementActor, SettlementDecision
 
 router = APIRouter(prefix="/finance")
@@ -175,6 +176,8 @@ async def _visible_run(session: AsyncSession, user: Principal, run_id: str) -> S
 async def _run_page(
     request: Request,
     db: DatabaseDep,
+    settings: Settings,
+    temporal: TemporalDep,
     user: Principal,
     run_id: str,
     *,
@@ -188,6 +191,7 @@ async def _run_page(
     context = _context(
         detail=detail,
         run=detail.run,
+        history=await console_swaps.workflow_history(temporal, settings.temporal, detail.run.workflow_id),
         message=message,
         error=error,
         awaiting=detail.run.status == RunStatus.AWAITING_APPROVAL,
@@ -203,9 +207,12 @@ async def _run_page(
 
 
 @router.get("/settlements/{run_id}", response_class=HTMLResponse)
-async def settlement_run(request: Request, run_id: str, db: DatabaseDep, user: FinanceUser) -> HTMLResponse:
-    """A run: partner, period, status, totals, plan version, its lines, decisions and payouts."""
-    return await _run_page(request, db, user, run_id)
+async def settlement_run(
+    request: Request, run_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, user: FinanceUser
+) -> HTMLResponse:
+    """A run: partner, period, status, totals, plan version, its lines, decisions, payouts and its
+    workflow's history."""
+    return await _run_page(request, db, settings, temporal, user, run_id)
 
 
 @router.get("/settlements/{run_id}/statement.csv")
@@ -220,7 +227,14 @@ async def settlement_statement(run_id: str, session: SessionDep, user: FinanceUs
 
 
 async def _act(
-    request: Request, db: DatabaseDep, temporal: TemporalDep, user: Principal, run_id: str, action: Any, done: str
+    request: Request,
+    db: DatabaseDep,
+    settings: Settings,
+    temporal: TemporalDep,
+    user: Principal,
+    run_id: str,
+    action: Any,
+    done: str,
 ) -> HTMLResponse:
     """Run `action(client, workflow_id)` on the run's workflow and show the run with what it said."""
     async with db.sessions() as session:
@@ -231,17 +245,21 @@ async def _act(
     except DomainError as exc:
         if isinstance(exc, NotFound):
             raise
-        return await _run_page(request, db, user, run_id, error=exc)
-    return await _run_page(request, db, user, run_id, message=f"{done}: the run is {state.status.value}.")
+        return await _run_page(request, db, settings, temporal, user, run_id, error=exc)
+    return await _run_page(
+        request, db, settings, temporal, user, run_id, message=f"{done}: the run is {state.status.value}."
+    )
 
 
 @router.post("/settlements/{run_id}/approve", response_class=HTMLResponse)
 async def approve(
-    request: Request, run_id: str, db: DatabaseDep, temporal: TemporalDep, user: FinanceUser
+    request: Request, run_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, user: FinanceUser
 ) -> HTMLResponse:
     """Approve a run awaiting approval (four eyes: not whoever prepared it or a plan version it uses)."""
     decision = SettlementDecision(by=user.id, approve=True)
-    return await _act(request, db, temporal, user, run_id, lambda c, w: settlements.decide(c, w, decision), "Approved")
+    return await _act(
+        request, db, settings, temporal, user, run_id, lambda c, w: settlements.decide(c, w, decision), "Approved"
+    )
 
 
 @router.post("/settlements/{run_id}/reject", response_class=HTMLResponse)
@@ -249,36 +267,48 @@ async def reject(
     request: Request,
     run_id: str,
     db: DatabaseDep,
+    settings: SettingsDep,
     temporal: TemporalDep,
     user: FinanceUser,
     reason: Text = "",
 ) -> HTMLResponse:
     """Reject a run awaiting approval, saying why."""
     if not reason.strip():
-        return await _run_page(request, db, user, run_id, error=Invalid("a rejection says why: write a reason"))
+        return await _run_page(
+            request, db, settings, temporal, user, run_id, error=Invalid("a rejection says why: write a reason")
+        )
     decision = SettlementDecision(by=user.id, approve=False, reason=reason.strip())
-    return await _act(request, db, temporal, user, run_id, lambda c, w: settlements.decide(c, w, decision), "Rejected")
+    return await _act(
+        request, db, settings, temporal, user, run_id, lambda c, w: settlements.decide(c, w, decision), "Rejected"
+    )
 
 
 @router.post("/settlements/{run_id}/recompute", response_class=HTMLResponse)
 async def recompute(
-    request: Request, run_id: str, db: DatabaseDep, temporal: TemporalDep, user: FinanceUser
+    request: Request, run_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, user: FinanceUser
 ) -> HTMLResponse:
     """Compute a rejected run again, as its next revision."""
     actor = SettlementActor(by=user.id)
     return await _act(
-        request, db, temporal, user, run_id, lambda c, w: settlements.recompute(c, w, actor), "Recomputed"
+        request, db, settings, temporal, user, run_id, lambda c, w: settlements.recompute(c, w, actor), "Recomputed"
     )
 
 
 @router.post("/settlements/{run_id}/retry-payout", response_class=HTMLResponse)
 async def retry_payout(
-    request: Request, run_id: str, db: DatabaseDep, temporal: TemporalDep, user: FinanceUser
+    request: Request, run_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, user: FinanceUser
 ) -> HTMLResponse:
     """Pay a run whose payout failed or came back again."""
     actor = SettlementActor(by=user.id)
     return await _act(
-        request, db, temporal, user, run_id, lambda c, w: settlements.retry_payout(c, w, actor), "Payout retried"
+        request,
+        db,
+        settings,
+        temporal,
+        user,
+        run_id,
+        lambda c, w: settlements.retry_payout(c, w, actor),
+        "Payout retried",
     )
 
 
@@ -287,6 +317,7 @@ async def bank_result(
     request: Request,
     run_id: str,
     db: DatabaseDep,
+    settings: SettingsDep,
     temporal: TemporalDep,
     user: FinanceUser,
     outcome: Annotated[str, Form(pattern="^(paid|returned)$")],
@@ -295,10 +326,17 @@ async def bank_result(
     """How a bank transfer ended: paid (the bank's reference) or returned (why)."""
     if not reference.strip():
         what = "the bank's reference" if outcome == "paid" else "why it came back"
-        return await _run_page(request, db, user, run_id, error=Invalid(f"say {what}"))
+        return await _run_page(request, db, settings, temporal, user, run_id, error=Invalid(f"say {what}"))
     result = BankResult(by=user.id, paid=outcome == "paid", reference=reference.strip())
     return await _act(
-        request, db, temporal, user, run_id, lambda c, w: settlements.bank_result(c, w, result), "Bank result recorded"
+        request,
+        db,
+        settings,
+        temporal,
+        user,
+        run_id,
+        lambda c, w: settlements.bank_result(c, w, result),
+        "Bank result recorded",
     )
 
 

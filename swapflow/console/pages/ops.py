@@ -1,8 +1,9 @@
 """Ops pages: alerts (a page at a time with filters; acknowledge, resolve), work orders (a page at a
-time with filters; one with its timeline; staff's actions on it, as the API's: reassign and cancel;
-accepting and resolving are the assigned technician's, in the field) and the incident figures (MTTA,
-MTTR and uptime per city, day by day) as charts. Operators, city leads and admins, of their cities:
-another city's alert or work order does not exist for them (404)."""
+time with filters; one with its timeline and its workflow's history; staff's actions on it, as the
+API's: reassign and cancel; the assigned technician's: accept and resolve) and the incident figures
+(MTTA, MTTR and uptime per city, day by day) as charts. Operators, city leads and admins, of their
+cities; technicians of their cities see the work orders only. Another city's alert or work order does
+not exist for them (404)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,24 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.auth import STAFF, Principal
-from swapflow.api.deps import DatabaseDep, SessionDep, TemporalDep
+from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.console.rendering import render
 from swapflow.console.session import console_require
 from swapflow.db.ops import Alert, WorkOrder
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import DomainError, NotFound
-from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES
-from swapflow.services import alerts, console_ops, work_orders
+from swapflow.domain.ops import OPEN_WORK_ORDER_STATUSES, OperatorRole, WorkOrderStatus
+from swapflow.services import alerts, console_ops, console_swaps, work_orders
 from swapflow.services.audit import audit_trail
+from swapflow.settings import Settings
 from swapflow.workflows.work_order import WorkOrderWorkflow
-from swapflow.workflows.work_order_contract import Cancel, Reassign, work_order_workflow_id
+from swapflow.workflows.work_order_contract import Accept, Cancel, Reassign, Resolve, work_order_workflow_id
 
 router = APIRouter()
 
 Staff = Annotated[Principal, Depends(console_require(*STAFF))]
+StaffOrTechnician = Annotated[Principal, Depends(console_require(*STAFF, OperatorRole.TECHNICIAN))]
+Technician = Annotated[Principal, Depends(console_require(OperatorRole.TECHNICIAN))]
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Note = Annotated[str, Form(max_length=2000)]
 PAGE = 50
@@ -189,7 +193,7 @@ async def _visible_order(session: AsyncSession, user: Principal, work_order_id: 
 async def work_order_list(
     request: Request,
     session: SessionDep,
-    user: Staff,
+    user: StaffOrTechnician,
     status: Annotated[console_ops.WorkOrderFilter, Query()] = console_ops.WorkOrderFilter.OPEN,
     city: Annotated[str | None, Query(max_length=16)] = None,
     technician: Annotated[str | None, Query(max_length=40)] = None,
@@ -237,6 +241,8 @@ async def work_order_list(
 async def _order_answer(
     request: Request,
     db: DatabaseDep,
+    settings: Settings,
+    temporal: TemporalDep,
     user: Principal,
     work_order_id: str,
     *,
@@ -246,31 +252,47 @@ async def _order_answer(
     """The work order's page, or (to an htmx form) its part that changes, with what the last action said."""
     async with db.sessions() as session:
         order = await _visible_order(session, user, work_order_id)
+        is_open = order.status in OPEN_WORK_ORDER_STATUSES
+        assignee = user.role == OperatorRole.TECHNICIAN and order.technician_id == user.id
         context = {
             "section": "work-orders",
             "order": order,
             "timeline": await work_orders.timeline(session, order),
             "technicians": await console_ops.technicians_of(session, order.city_code),
             "workflow_id": work_order_workflow_id(order.id),
-            "is_open": order.status in OPEN_WORK_ORDER_STATUSES,
+            "is_open": is_open,
+            "staff": user.role in STAFF,
+            "may_accept": assignee and order.status == WorkOrderStatus.DISPATCHED,
+            "may_resolve": assignee and order.status == WorkOrderStatus.ACCEPTED,
             "age": _age,
             "message": message,
             "error": error,
         }
+    context["history"] = await console_swaps.workflow_history(
+        temporal, settings.temporal, work_order_workflow_id(work_order_id)
+    )
     status_code = 409 if error is not None and not _htmx(request) else 200
     template = "ops/_work_order.html" if _htmx(request) else "ops/work_order.html"
     return render(request, template, context, user=user, status_code=status_code)
 
 
 @router.get("/work-orders/{work_order_id}", response_class=HTMLResponse)
-async def work_order_page(request: Request, work_order_id: str, db: DatabaseDep, user: Staff) -> HTMLResponse:
-    """A work order: its facts and its timeline (each recorded step)."""
-    return await _order_answer(request, db, user, work_order_id)
+async def work_order_page(
+    request: Request,
+    work_order_id: str,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: StaffOrTechnician,
+) -> HTMLResponse:
+    """A work order: its facts, its timeline (each recorded step) and its workflow's history."""
+    return await _order_answer(request, db, settings, temporal, user, work_order_id)
 
 
 async def _update(
     request: Request,
     db: DatabaseDep,
+    settings: Settings,
     temporal: TemporalDep,
     user: Principal,
     work_order_id: str,
@@ -278,24 +300,63 @@ async def _update(
     argument: Any,
     done: str,
 ) -> HTMLResponse:
-    """Pass the user's action to the work order's workflow, as the API does, and show the order."""
+    """Pass the user's action to the work order's workflow, as the API does, and show the order (with
+    what the workflow refused, if it did: not the assigned technician, not possible now)."""
     async with db.sessions() as session:
         await _visible_order(session, user, work_order_id)
     try:
         await work_orders.update_work_order(temporal, work_order_id, update, argument)
     except DomainError as exc:
-        return await _order_answer(request, db, user, work_order_id, error=exc)
-    return await _order_answer(request, db, user, work_order_id, message=done)
+        return await _order_answer(request, db, settings, temporal, user, work_order_id, error=exc)
+    return await _order_answer(request, db, settings, temporal, user, work_order_id, message=done)
+
+
+@router.post("/work-orders/{work_order_id}/accept", response_class=HTMLResponse)
+async def accept(
+    request: Request,
+    work_order_id: str,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: Technician,
+) -> HTMLResponse:
+    """The assigned technician accepts the order."""
+    accept = Accept(actor=user.id)
+    return await _update(
+        request, db, settings, temporal, user, work_order_id, WorkOrderWorkflow.accept, accept, "Work order accepted."
+    )
+
+
+@router.post("/work-orders/{work_order_id}/resolve", response_class=HTMLResponse)
+async def resolve_order(
+    request: Request,
+    work_order_id: str,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: Technician,
+    note: Note = "",
+) -> HTMLResponse:
+    """The assigned technician reports the fix; the workflow verifies it, then closes or reopens the order."""
+    resolve = Resolve(actor=user.id, note=note.strip())
+    done = "Fix reported: the device is being verified."
+    return await _update(request, db, settings, temporal, user, work_order_id, WorkOrderWorkflow.resolve, resolve, done)
 
 
 @router.post("/work-orders/{work_order_id}/cancel", response_class=HTMLResponse)
 async def cancel(
-    request: Request, work_order_id: str, db: DatabaseDep, temporal: TemporalDep, user: Staff, reason: Note = ""
+    request: Request,
+    work_order_id: str,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: Staff,
+    reason: Note = "",
 ) -> HTMLResponse:
     """Cancel the order (nothing is verified; the slot stays as it is)."""
     cancel = Cancel(actor=user.id, reason=reason.strip())
     return await _update(
-        request, db, temporal, user, work_order_id, WorkOrderWorkflow.cancel, cancel, "Work order cancelled."
+        request, db, settings, temporal, user, work_order_id, WorkOrderWorkflow.cancel, cancel, "Work order cancelled."
     )
 
 
@@ -304,6 +365,7 @@ async def reassign(
     request: Request,
     work_order_id: str,
     db: DatabaseDep,
+    settings: SettingsDep,
     temporal: TemporalDep,
     user: Staff,
     technician_id: Annotated[str, Form(max_length=40)] = "",
@@ -318,10 +380,18 @@ async def reassign(
         except DomainError as exc:
             if isinstance(exc, NotFound):
                 raise
-            return await _order_answer(request, db, user, work_order_id, error=exc)
+            return await _order_answer(request, db, settings, temporal, user, work_order_id, error=exc)
     reassign = Reassign(actor=user.id, technician_id=technician)
     return await _update(
-        request, db, temporal, user, work_order_id, WorkOrderWorkflow.reassign, reassign, "Work order reassigned."
+        request,
+        db,
+        settings,
+        temporal,
+        user,
+        work_order_id,
+        WorkOrderWorkflow.reassign,
+        reassign,
+        "Work order reassigned.",
     )
 
 

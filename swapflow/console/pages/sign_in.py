@@ -13,18 +13,21 @@ from swapflow.api.problems import Problem
 from swapflow.console.rendering import PREFIX, render
 from swapflow.console.session import ANONYMOUS_S, CONSOLE_ROLES, ConsoleSession, read_session, write_session
 from swapflow.domain.errors import Forbidden
+from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import hash_token
 
 router = APIRouter()
 
 HOME = f"{PREFIX}/network"
+TECHNICIAN_HOME = f"{PREFIX}/work-orders"
+"""A technician's only pages are the work orders'."""
 
 
-def _safe_next(target: str | None) -> str:
+def _safe_next(target: str | None, home: str = HOME) -> str:
     """Only a console page: a sign-in link must not send the browser elsewhere."""
     if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
         return target
-    return HOME
+    return home
 
 
 @router.get("/")
@@ -39,7 +42,8 @@ def _form(request: Request, next_: str | None, error: str | None = None, status_
     if session is None:
         session = ConsoleSession.new(None, ANONYMOUS_S)
         request.scope["console_session"] = session
-    context = {"next": _safe_next(next_), "error": error, "section": None}
+    # No page asked for: the account's home, known once signed in.
+    context = {"next": _safe_next(next_, ""), "error": error, "section": None}
     response = render(request, "sign_in.html", context, status_code=status_code)
     if fresh:
         write_session(request, response, session)
@@ -62,12 +66,13 @@ async def sign_in(
     token_hash = hash_token(token.strip())
     try:
         async with db.sessions() as session:
-            admit(await principal_of(session, token_hash), *CONSOLE_ROLES)
+            principal = admit(await principal_of(session, token_hash), *CONSOLE_ROLES)
     except Problem:
         return _form(request, next, "That token is unknown, revoked, or its account is not active.", 401)
     except Forbidden:
-        return _form(request, next, "The console is for operators, city leads, finance and admins.", 403)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+        return _form(request, next, "The console is for operators, city leads, finance, admins and technicians.", 403)
+    home = TECHNICIAN_HOME if principal.role == OperatorRole.TECHNICIAN else HOME
+    response = RedirectResponse(_safe_next(next, home), status_code=303)
     # A fresh CSRF token with each sign-in: one learnt before it is of no use after.
     write_session(request, response, ConsoleSession.new(token_hash, settings.console.session_hours * 3600))
     return response
