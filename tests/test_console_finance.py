@@ -277,6 +277,29 @@ async def test_another_citys_refund_cannot_be_resolved(console: TestClient, db: 
     assert answer.status_code == 404
 
 
+async def test_a_refunds_page_shows_how_finance_resolved_it_and_its_workflow_history(
+    console: TestClient, db: Database, finance_sh: str
+) -> None:
+    await escalated_refund(db, "rider-sh-0001", "r-sh")
+    csrf = sign_in(console, finance_sh)
+    console.post(
+        "/console/finance/refunds/r-sh/paid-by-transfer",
+        data={"csrf_token": csrf, "method": "bank", "reference": "BK-7", "note": "rider's account"},
+    )
+    page = console.get("/console/finance/refunds/r-sh")
+
+    assert page.status_code == 200
+    assert "reference BK-7, by finance-sh" in page.text
+    # Its workflow `refund/r-sh` never ran here: the history says so and the rest of the page stands.
+    assert "Workflow history unavailable" in page.text
+
+
+async def test_another_citys_refund_page_does_not_exist(console: TestClient, db: Database, finance_sh: str) -> None:
+    await escalated_refund(db, "rider-sz-0001", "r-sz")
+    sign_in(console, finance_sh)
+    assert console.get("/console/finance/refunds/r-sz").status_code == 404
+
+
 # ---------------------------------------------------------------------------------- reconciliation
 
 

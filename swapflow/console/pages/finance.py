@@ -31,6 +31,7 @@ from swapflow.services import settlement_statements as statements
 from swapflow.services.reconciliation import resolve_exception
 from swapflow.services.temporal import connect
 from swapflow.settings import Settings
+from swapflow.workflows.refund_contract import refund_workflow_id
 from swapflow.workflows.settlement_contract import BankResult, RunStatus, SettlementActor, SettlementDecision
 
 router = APIRouter(prefix="/finance")
@@ -363,6 +364,19 @@ async def _refunds_page(
 async def refunds_page(request: Request, db: DatabaseDep, user: FinanceUser) -> HTMLResponse:
     """Refunds escalated to finance, and those stuck past their expected arrival."""
     return await _refunds_page(request, db, user)
+
+
+@router.get("/refunds/{refund_id}", response_class=HTMLResponse)
+async def refund_page(
+    request: Request, refund_id: str, db: DatabaseDep, settings: SettingsDep, temporal: TemporalDep, user: FinanceUser
+) -> HTMLResponse:
+    """A refund: amount, method, status at the provider, how finance resolved it, and its workflow's
+    history."""
+    async with db.sessions() as session:
+        refund = await refunds.find_refund(session, refund_id)
+        await check_rider_access(session, user, refund.rider_id, "refund", refund_id)
+    history = await console_swaps.workflow_history(temporal, settings.temporal, refund_workflow_id(refund.id))
+    return render(request, "finance/refund.html", _context(refund=refund, history=history), user=user)
 
 
 async def _check_refund(db: DatabaseDep, user: Principal, refund_id: str) -> None:
