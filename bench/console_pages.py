@@ -96,10 +96,10 @@ def seed(url: str, cabinets: int, swaps_per_cabinet: int) -> None:
     print(f"seeded {len(ids)} cabinets, {len(rows)} swaps in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def token(url: str) -> str:
+def token(url: str, account: str = "bench-ops", role: OperatorRole = OperatorRole.OPERATOR) -> str:
     engine = create_sync_engine(url)
     with Session(engine) as session, session.begin():
-        value = create_operator(session, "bench-ops", "Bench", OperatorRole.OPERATOR, ["SH"])
+        value = create_operator(session, account, "Bench", role, ["SH"])
     engine.dispose()
     return value
 
@@ -121,30 +121,44 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         seed(url, args.cabinets, args.swaps_per_cabinet)
-        value = token(url)
+        accounts = {"ops": token(url), "finance": token(url, "bench-finance", OperatorRole.FINANCE)}
         settings = Settings().updated(data_dir=Path(tmp) / "data", database_url=url)
+        # A swap's, a run's and a work order's pages also read their workflow's history from Temporal,
+        # which this bench does not run: their database part is what the lists below time.
         pages = {
-            "network map (SH)": "/console/network?city=SH",
-            "cabinet table (SH, page 1)": "/console/network/cabinets?city=SH",
-            "cabinet table (SH, offline)": "/console/network/cabinets?city=SH&state=offline",
-            "cabinet table (SH, page 20)": "/console/network/cabinets?city=SH&page=20",
-            "cabinet page": "/console/cabinets/cab-sh-001-1",
+            "network map (SH)": ("ops", "/console/network?city=SH"),
+            "cabinet table (SH, page 1)": ("ops", "/console/network/cabinets?city=SH"),
+            "cabinet table (SH, offline)": ("ops", "/console/network/cabinets?city=SH&state=offline"),
+            "cabinet table (SH, page 20)": ("ops", "/console/network/cabinets?city=SH&page=20"),
+            "cabinet page": ("ops", "/console/cabinets/cab-sh-001-1"),
+            "battery page": ("ops", "/console/batteries/BAT0000001"),
+            "swap search (SH)": ("ops", "/console/swaps"),
+            "swap search (a cabinet)": ("ops", "/console/swaps?cabinet_id=cab-sh-001-1"),
+            "alerts (open)": ("ops", "/console/alerts"),
+            "work orders": ("ops", "/console/work-orders"),
+            "incident figures": ("ops", "/console/figures"),
+            "finance overview": ("finance", "/console/finance"),
+            "settlement runs": ("finance", "/console/finance/settlements"),
+            "refunds needing finance": ("finance", "/console/finance/refunds"),
         }
         worst = 0.0
-        with TestClient(create_app(settings), base_url="https://bench", follow_redirects=False) as client:
-            sign_in(client, value)
-            print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
-            for name, path in pages.items():
-                client.get(path)  # warm: templates compiled, connections open
-                times = []
-                for _ in range(args.requests):
-                    started = time.perf_counter()
-                    answer = client.get(path)
-                    times.append((time.perf_counter() - started) * 1000)
-                    assert answer.status_code == 200, (path, answer.status_code)
-                p95 = statistics.quantiles(times, n=20)[-1]
-                worst = max(worst, p95)
-                print(f"{name:32} {statistics.median(times):8.1f} {p95:8.1f} {len(answer.content):9}", flush=True)
+        print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
+        for account, value in accounts.items():
+            with TestClient(create_app(settings), base_url="https://bench", follow_redirects=False) as client:
+                sign_in(client, value)
+                for name, (who, path) in pages.items():
+                    if who != account:
+                        continue
+                    client.get(path)  # warm: templates compiled, connections open
+                    times = []
+                    for _ in range(args.requests):
+                        started = time.perf_counter()
+                        answer = client.get(path)
+                        times.append((time.perf_counter() - started) * 1000)
+                        assert answer.status_code == 200, (path, answer.status_code)
+                    p95 = statistics.quantiles(times, n=20)[-1]
+                    worst = max(worst, p95)
+                    print(f"{name:32} {statistics.median(times):8.1f} {p95:8.1f} {len(answer.content):9}", flush=True)
         verdict = "met" if worst < TARGET_P95_MS else "MISSED"
         print(f"worst p95 {worst:.1f} ms; target < {TARGET_P95_MS:.0f} ms: {verdict}")
 
