@@ -21,7 +21,11 @@ from tests.conftest import CONFIGURED_DATABASE_URL, create_postgres_database, dr
 from tests.test_end_to_end import whole_stack
 
 CHROMIUM = os.environ.get("SWAPFLOW_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(
+    os.environ.get("SWAPFLOW_SCREENSHOTS") or Path(__file__).resolve().parents[2] / ".swapflow" / "screenshots"
+)
+"""Where the browser tests save their screenshots; `SWAPFLOW_SCREENSHOTS=docs/screenshots` renews the
+README's (a test run leaves the committed ones alone)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
