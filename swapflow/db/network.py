@@ -119,6 +119,13 @@ class Rider(Base):
     name: Mapped[str] = mapped_column(String(100))
     city_code: Mapped[str] = mapped_column(ForeignKey("cities.code"))
     status: Mapped[RiderStatus] = mapped_column(String(16), default=RiderStatus.ACTIVE)
+    phone: Mapped[str | None] = mapped_column(
+        String(20), unique=True, nullable=True, doc="E.164; the rider signs in with a code sent to it."
+    )
+    wechat_openid: Mapped[str | None] = mapped_column(
+        String(64), unique=True, nullable=True, doc="From WeChat mini-program sign-in; WeChat Pay's payer."
+    )
+    created_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When they signed up (None: seeded).")
 
 
 class CabinetPresence(Base):
