@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from swapflow.api.app import create_app
 from swapflow.console import live
 from swapflow.console.live import changes
 from swapflow.console.session import COOKIE
@@ -19,6 +18,7 @@ from swapflow.db.engine import Database
 from swapflow.db.network import Cabinet
 from swapflow.domain.ops import OperatorRole
 from swapflow.settings import Settings
+from tests.console_harness import console_client, csrf_of, sign_in
 from tests.ops_harness import operator_token, rider_token
 
 SH_CABINET = "cab-sh-001-1"
@@ -27,26 +27,13 @@ SZ_CABINET = "cab-sz-001-1"
 
 @pytest.fixture
 def console(settings: Settings) -> Iterator[TestClient]:
-    # https: the cookie is Secure, and the test client sends it back only over https.
-    with TestClient(create_app(settings), base_url="https://testserver", follow_redirects=False) as client:
+    with console_client(settings) as client:
         yield client
 
 
 @pytest.fixture
 async def ops_sh(db: Database) -> str:
     return await operator_token(db, "ops-sh", OperatorRole.OPERATOR, ["SH"])
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> None:
-    form = client.get("/console/sign-in")
-    answer = client.post("/console/sign-in", data={"token": token, "csrf_token": csrf_of(form.text)})
-    assert answer.status_code == 303, answer.text
 
 
 def test_a_page_without_a_session_sends_the_browser_to_sign_in(console: TestClient) -> None:
@@ -230,8 +217,7 @@ def test_the_vendored_libraries_are_served_from_the_console(console: TestClient)
 
 def test_the_map_uses_the_tile_server_set(settings: Settings, ops_sh: str) -> None:
     tiles = "https://tiles.internal/{z}/{x}/{y}.png"
-    app = create_app(settings.updated(console={"tile_url": tiles}))
-    with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
+    with console_client(settings.updated(console={"tile_url": tiles})) as client:
         sign_in(client, ops_sh)
         assert tiles in client.get("/console/network").text
 

@@ -46,6 +46,7 @@ from swapflow.settings import Settings
 from swapflow.workflows.settlement import SettlementWorkflow
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
 from tests.conftest import test_server_path as time_skipping_server_path
+from tests.console_harness import console_client, csrf_of, sign_in
 from tests.ops_harness import operator_token
 from tests.test_settlement_api import (  # the runs as a run records them, and the demo-free partners
     AGENT_SH,
@@ -62,24 +63,9 @@ from tests.test_settlement_api import (  # the runs as a run records them, and t
 __all__ = ["partners"]  # a fixture
 
 
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> str:
-    """Signs in; the session's CSRF token."""
-    form = client.get("/console/sign-in")
-    answer = client.post("/console/sign-in", data={"token": token, "csrf_token": csrf_of(form.text)})
-    assert answer.status_code == 303, answer.text
-    return csrf_of(client.get("/console/network").text)
-
-
 @pytest.fixture
 def console(settings: Settings, partners: None) -> Iterator[TestClient]:
-    # https: the session cookie is Secure, and the client sends it back only over https.
-    with TestClient(create_app(settings), base_url="https://testserver", follow_redirects=False) as client:
+    with console_client(settings) as client:
         yield client
 
 

@@ -35,30 +35,16 @@ from swapflow.settings import Settings
 from swapflow.workflows.work_order import WorkOrderWorkflow
 from swapflow.workflows.work_order_contract import work_order_workflow_id
 from tests.conftest import test_server_path as time_skipping_server_path
+from tests.console_harness import console_client, csrf_of, sign_in
 from tests.ops_harness import operator_token
 from tests.swap_harness import running_worker
 
 SH_CABINET, SZ_CABINET = "cab-sh-001-1", "cab-sz-001-1"
 
 
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> str:
-    """Signs in; the session's CSRF token."""
-    form = client.get("/console/sign-in")
-    answer = client.post("/console/sign-in", data={"token": token, "csrf_token": csrf_of(form.text)})
-    assert answer.status_code == 303, answer.text
-    return csrf_of(client.get("/console/network").text)
-
-
 @pytest.fixture
 def console(settings: Settings) -> Iterator[TestClient]:
-    # https: the session cookie is Secure, and the client sends it back only over https.
-    with TestClient(create_app(settings), base_url="https://testserver", follow_redirects=False) as client:
+    with console_client(settings) as client:
         yield client
 
 
