@@ -141,7 +141,7 @@ def test_the_network_page_counts_a_citys_cabinets_by_state(console: TestClient, 
     assert page.status_code == 200
     assert re.search(r'data-state="total">(\d+)<', page.text)
     assert "no charged pack" in page.text and 'id="map"' in page.text
-    assert SH_CABINET in page.text and SZ_CABINET not in page.text
+    assert '"id": "st-sh-001"' in page.text and "st-sz-" not in page.text
 
 
 def test_the_network_page_of_a_city_not_granted_is_refused(console: TestClient, ops_sh: str) -> None:
@@ -157,6 +157,13 @@ async def test_the_cabinet_table_filters_by_state(console: TestClient, ops_sh: s
     assert offline.status_code == 200 and SH_CABINET in offline.text
     online = console.get("/console/network/cabinets?city=SH&state=online")
     assert SH_CABINET not in online.text
+
+
+def test_the_cabinet_table_lists_one_stations_cabinets(console: TestClient, ops_sh: str) -> None:
+    sign_in(console, ops_sh)
+    page = console.get("/console/network/cabinets?city=SH&station=st-sh-001")
+    assert page.status_code == 200
+    assert set(re.findall(r'href="/console/cabinets/([^"]+)"', page.text)) == {SH_CABINET}
 
 
 def test_the_table_filter_form_sent_with_any_city_and_any_state_lists_all(console: TestClient, ops_sh: str) -> None:

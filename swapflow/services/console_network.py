@@ -4,8 +4,6 @@ letters, alerts, work orders). Reads only; every listing bounded."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -44,15 +42,19 @@ STATE_ORDER = tuple(CabinetState)
 
 
 @dataclass(frozen=True)
-class MapCabinet:
-    """A cabinet on the map: its place and state."""
+class MapStation:
+    """A station on the map: its place and how many of its cabinets are in each state."""
 
     id: str
-    station_id: str
-    station_name: str
+    name: str
     lat: float
     lon: float
-    state: CabinetState
+    counts: dict[CabinetState, int]
+
+    @property
+    def state(self) -> CabinetState:
+        """Its worst cabinet's state."""
+        return next(state for state in STATE_ORDER if self.counts[state])
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,6 @@ async def cities(session: AsyncSession, visible: list[str] | None) -> list[City]
     return list(await session.scalars(query))
 
 
-def count_states(states: Iterable[CabinetState]) -> dict[CabinetState, int]:
-    """How many of each state (every state named, zeros included)."""
-    found = Counter(states)
-    return {state: found.get(state, 0) for state in STATE_ORDER}
-
-
 async def state_counts(session: AsyncSession, settings: Settings, city: str) -> dict[CabinetState, int]:
     """How many of a city's cabinets are in each state."""
     states = _in_cities(select(_state(settings).label("state")).select_from(Cabinet), None, city).subquery()
@@ -147,18 +143,25 @@ async def state_counts(session: AsyncSession, settings: Settings, city: str) -> 
     return {state: found.get(state, 0) for state in STATE_ORDER}
 
 
-async def map_cabinets(session: AsyncSession, settings: Settings, city: str) -> list[MapCabinet]:
-    """Every cabinet of a city with its state and place (for the map)."""
-    query = _in_cities(
-        select(Cabinet.id, Cabinet.station_id, Station.name, Station.lat, Station.lon, _state(settings)).select_from(
-            Cabinet
-        ),
-        None,
-        city,
-    ).order_by(Cabinet.id)
+async def map_stations(session: AsyncSession, settings: Settings, city: str) -> list[MapStation]:
+    """Every station of a city with its cabinets counted by state (for the map): summed in the database,
+    so a city of thousands of cabinets sends one row per station."""
+    # Materialized: inlined, each count below would work out every cabinet's state again.
+    cabinets = (
+        _in_cities(select(Cabinet.station_id, _state(settings).label("state")).select_from(Cabinet), None, city)
+        .cte("cabinet_states")
+        .prefix_with("MATERIALIZED")
+    )
+    per_state = [func.sum(case((cabinets.c.state == state.value, 1), else_=0)) for state in STATE_ORDER]
+    query = (
+        select(Station.id, Station.name, Station.lat, Station.lon, *per_state)
+        .join(cabinets, cabinets.c.station_id == Station.id)
+        .group_by(Station.id, Station.name, Station.lat, Station.lon)
+        .order_by(Station.id)
+    )
     return [
-        MapCabinet(cabinet, station, name, lat, lon, CabinetState(state))
-        for cabinet, station, name, lat, lon, state in await session.execute(query)
+        MapStation(station, name, lat, lon, dict(zip(STATE_ORDER, counts, strict=True)))
+        for station, name, lat, lon, *counts in await session.execute(query)
     ]
 
 
@@ -171,10 +174,13 @@ async def cabinet_page(
     state: CabinetState | None,
     page: int,
     per_page: int,
+    station: str | None = None,
 ) -> Page:
-    """One page of cabinets, by id, of `city` (or every visible city) and in `state` if named: the page's
+    """One page of cabinets, by id, of `city` (or every visible city), of `station` and in `state` if named: the page's
     ids first (a state probed only as far as the page reaches), then what the table shows of those."""
     ids_query = _in_cities(select(Cabinet.id).select_from(Cabinet), cities, city)
+    if station is not None:
+        ids_query = ids_query.where(Cabinet.station_id == station)
     if state is not None:
         ids_query = ids_query.where(_state(settings) == state.value)
     ids = list(await session.scalars(ids_query.order_by(Cabinet.id).offset((page - 1) * per_page).limit(per_page + 1)))

@@ -15,7 +15,7 @@ from swapflow.console.rendering import render
 from swapflow.console.session import ConsoleUser
 from swapflow.domain.errors import NotFound
 from swapflow.services import console_network
-from swapflow.services.console_network import STATE_ORDER, CabinetState, MapCabinet, count_states
+from swapflow.services.console_network import STATE_ORDER, CabinetState, MapStation
 
 router = APIRouter()
 
@@ -41,19 +41,19 @@ async def _city(session: SessionDep, user: Principal, asked: str | None) -> tupl
     return visible[0], visible
 
 
-def _station_markers(cabinets: list[MapCabinet]) -> list[dict[str, object]]:
-    """One marker per station, in its worst cabinet's state, listing its cabinets."""
-    stations: dict[str, dict[str, object]] = {}
-    for row in cabinets:
-        marker = stations.setdefault(
-            row.station_id,
-            {"id": row.station_id, "name": row.station_name, "lat": row.lat, "lon": row.lon, "cabinets": []},
-        )
-        marker["cabinets"].append({"id": row.id, "state": row.state.value})  # type: ignore[attr-defined]
-    for marker in stations.values():
-        states = [CabinetState(c["state"]) for c in marker["cabinets"]]  # type: ignore[attr-defined]
-        marker["state"] = min(states, key=STATE_ORDER.index).value
-    return list(stations.values())
+def _station_markers(stations: list[MapStation]) -> list[dict[str, object]]:
+    """One marker per station, in its worst cabinet's state, with its cabinets counted by state."""
+    return [
+        {
+            "id": station.id,
+            "name": station.name,
+            "lat": station.lat,
+            "lon": station.lon,
+            "state": station.state.value,
+            "counts": {state.value: count for state, count in station.counts.items() if count},
+        }
+        for station in stations
+    ]
 
 
 def counts_context(city: str, counts: dict[CabinetState, int]) -> dict[str, object]:
@@ -70,16 +70,17 @@ async def network(
     city: Annotated[str | None, Query(max_length=16)] = None,
 ) -> HTMLResponse:
     shown, visible = await _city(session, user, city)
-    cabinets = await console_network.map_cabinets(session, settings, shown)
+    stations = await console_network.map_stations(session, settings, shown)
+    counts = {state: sum(station.counts[state] for station in stations) for state in STATE_ORDER}
     context = {
         "section": "network",
         "cities": visible,
-        "markers": _station_markers(cabinets),
+        "markers": _station_markers(stations),
         "tile_url": settings.console.tile_url,
         "tile_attribution": settings.console.tile_attribution,
         "states": STATE_ORDER,
         "labels_json": {state.value: label for state, label in STATE_LABELS.items()},
-        **counts_context(shown, count_states(c.state for c in cabinets)),
+        **counts_context(shown, counts),
     }
     return render(request, "network/map.html", context, user=user)
 
@@ -92,20 +93,23 @@ async def cabinet_table(
     settings: SettingsDep,
     city: Annotated[str | None, Query(max_length=16)] = None,
     state: Annotated[CabinetState | Literal[""] | None, Query(description="Empty: any (the form's choice).")] = None,
+    station: Annotated[str | None, Query(max_length=40, description="A station's cabinets (the map's link).")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
-    city, state = city or None, state or None
+    city, state, station = city or None, state or None, station or None
     visible_cities = user.visible_cities(city)
     visible = [c.code for c in await console_network.cities(session, user.visible_cities())]
     listing = await console_network.cabinet_page(
-        session, settings, cities=visible_cities, city=city, state=state, page=page, per_page=PER_PAGE
+        session, settings, cities=visible_cities, city=city, state=state, station=station, page=page, per_page=PER_PAGE
     )
-    query = urlencode({k: v for k, v in (("city", city), ("state", state.value if state else None)) if v})
+    filters = (("city", city), ("state", state.value if state else None), ("station", station))
+    query = urlencode({k: v for k, v in filters if v})
     context = {
         "section": "network",
         "cities": visible,
         "city": city,
         "state": state,
+        "station": station,
         "states": STATE_ORDER,
         "labels": STATE_LABELS,
         "page": listing,

@@ -1,4 +1,5 @@
-// The network map: one marker per station, its class (shape and colour) and its name saying its state.
+// The network map: one marker per station, its class (shape and colour) and its name saying its state;
+// its popup counts the station's cabinets by state and links to them in the table.
 (function () {
   const esc = (s) => String(s).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
   const data = JSON.parse(document.getElementById("map-data").textContent);
@@ -11,9 +12,10 @@
     const label = `${m.name}: ${data.labels[m.state]}`;
     const icon = L.divIcon({ className: `map-marker ${m.state.replace(/_/g, "-")}`, iconSize: [18, 18] });
     const marker = L.marker([m.lat, m.lon], { icon, title: label, alt: label, keyboard: true }).addTo(map);
-    const list = m.cabinets.map((c) => `<li><a href="/console/cabinets/${encodeURIComponent(c.id)}">${esc(c.id)}</a>: ${esc(data.labels[c.state])}</li>`).join("");
+    const list = Object.entries(m.counts).map(([state, n]) => `<li>${n} ${esc(data.labels[state])}</li>`).join("");
+    const table = `${data.table}?city=${encodeURIComponent(data.city)}&station=${encodeURIComponent(m.id)}`;
     const popup = document.createElement("div");
-    popup.innerHTML = `<strong></strong><ul>${list}</ul>`;
+    popup.innerHTML = `<strong></strong><ul>${list}</ul><a href="${esc(table)}">Its cabinets</a>`;
     popup.querySelector("strong").textContent = label;
     marker.bindPopup(popup);
     marker.getElement()?.setAttribute("data-station", m.id);
