@@ -408,6 +408,33 @@ class ConsoleSettings(_Group):
     )
 
 
+class RiderAuthSettings(_Group):
+    """Riders signing themselves up and in: one-time codes by SMS, WeChat mini-program login, their tokens.
+    The mini-program's app id is `SWAPFLOW_WECHAT_APPID` (the one riders pay in)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_RIDER_AUTH_")
+
+    code_length: int = Field(6, ge=4, le=10, description="Digits of a sign-in code.")
+    code_ttl_s: float = Field(300.0, gt=0, description="A sign-in code is good for this long.")
+    code_attempts: int = Field(5, ge=1, description="Wrong tries a code takes before it is dead.")
+    code_interval_s: float = Field(30.0, ge=0, description="Least time between two codes sent to one phone.")
+    code_window_s: float = Field(3600.0, gt=0, description="The window the per-phone and per-address counts are over.")
+    codes_per_phone: int = Field(5, ge=1, description="Codes one phone may be sent within the window.")
+    codes_per_address: int = Field(20, ge=1, description="Codes one client address may ask for within the window.")
+    access_ttl_s: float = Field(3600.0, gt=0, description="A rider's access token lasts this long.")
+    refresh_ttl_s: float = Field(30 * 86400.0, gt=0, description="A refresh token lasts this long (each one issued).")
+    dev_inbox: bool | None = Field(
+        None,
+        description="Keep the codes' SMS in the database for GET /v1/dev/sms-inbox; unset: on for the embedded "
+        "stack (no SWAPFLOW_DATABASE_URL), off otherwise.",
+    )
+    wechat_secret: str | None = Field(None, description="AppSecret of the mini-program; unset: WeChat sign-in is off.")
+    wechat_api_base: str = Field(
+        "https://api.weixin.qq.com", description="Where code2session is asked (a fake in tests)."
+    )
+    wechat_timeout_s: float = Field(10.0, gt=0, description="Timeout of one code2session call.")
+
+
 class Settings(_Group):
     """All settings: the stack's own (data folder, database, worker processes, log level) and one field per
     group. Build changed copies with `updated`, which refuses names no group has."""
@@ -437,6 +464,7 @@ class Settings(_Group):
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    rider_auth: RiderAuthSettings = Field(default_factory=RiderAuthSettings)
 
     @classmethod
     def groups(cls) -> dict[str, type[_Group]]:

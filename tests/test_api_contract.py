@@ -52,6 +52,10 @@ EXAMPLES = 40
 
 CABINET = "cab-sh-001-1"
 
+ENDS_THE_SESSION = {"POST /v1/auth/sign-out"}
+"""Left out: it revokes the caller's token, and every operation after it would only meet 401s
+(tests/test_rider_sign_in.py covers it)."""
+
 
 async def _no_workflow_service() -> Any:
     raise RuntimeError("no workflow service in the contract test")
@@ -145,7 +149,8 @@ def contract_violations(app: FastAPI, headers: dict[str, str]) -> list[str]:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     found: list[str] = []
     for result in schema.get_all_operations():
-        found += _operation_violations(result.ok(), headers)
+        if result.ok().label not in ENDS_THE_SESSION:
+            found += _operation_violations(result.ok(), headers)
     return found
 
 

@@ -161,4 +161,6 @@ def test_each_kind_of_domain_error_answers_its_status() -> None:
         "Conflict": 409,
         "IdempotencyKeyReused": 409,
         "Unavailable": 503,
+        "Unauthenticated": 401,
+        "RateLimited": 429,
     }

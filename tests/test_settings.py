@@ -177,6 +177,24 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_CONSOLE_LIVE_POLL_S", "console.live_poll_s", "0.5", 0.5),
     ("SWAPFLOW_CONSOLE_LIVE_MAX_S", "console.live_max_s", "60", 60.0),
     ("SWAPFLOW_CONSOLE_LIVE_MAX_STREAMS", "console.live_max_streams", "4096", 4096),
+    ("SWAPFLOW_RIDER_AUTH_CODE_LENGTH", "rider_auth.code_length", "8", 8),
+    ("SWAPFLOW_RIDER_AUTH_CODE_TTL_S", "rider_auth.code_ttl_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_AUTH_CODE_ATTEMPTS", "rider_auth.code_attempts", "3", 3),
+    ("SWAPFLOW_RIDER_AUTH_CODE_INTERVAL_S", "rider_auth.code_interval_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_AUTH_CODE_WINDOW_S", "rider_auth.code_window_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_AUTH_CODES_PER_PHONE", "rider_auth.codes_per_phone", "4096", 4096),
+    ("SWAPFLOW_RIDER_AUTH_CODES_PER_ADDRESS", "rider_auth.codes_per_address", "4096", 4096),
+    ("SWAPFLOW_RIDER_AUTH_ACCESS_TTL_S", "rider_auth.access_ttl_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_AUTH_REFRESH_TTL_S", "rider_auth.refresh_ttl_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_AUTH_DEV_INBOX", "rider_auth.dev_inbox", "false", False),
+    ("SWAPFLOW_RIDER_AUTH_WECHAT_SECRET", "rider_auth.wechat_secret", "app-secret", "app-secret"),
+    (
+        "SWAPFLOW_RIDER_AUTH_WECHAT_API_BASE",
+        "rider_auth.wechat_api_base",
+        "http://127.0.0.1:9999",
+        "http://127.0.0.1:9999",
+    ),
+    ("SWAPFLOW_RIDER_AUTH_WECHAT_TIMEOUT_S", "rider_auth.wechat_timeout_s", "0.5", 0.5),
 ]
 
 

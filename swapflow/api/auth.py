@@ -3,7 +3,8 @@
 Every non-public endpoint takes one dependency: `Depends(require(...))` names the roles allowed (and
 whether riders are), and returns the `Principal`, whose `check_city` / `visible_cities` keep an
 operator inside the cities granted. A resource in a city the caller may not see answers 404, as if it
-did not exist; a role that may not act answers 403; no or an unknown token answers 401.
+did not exist; a role that may not act answers 403; no, an unknown, a revoked or an expired token
+answers 401.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from swapflow.db.cities import rider_city
 from swapflow.db.commissions import Partner
 from swapflow.db.identity import ApiToken, Operator
 from swapflow.db.network import Rider
+from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.errors import Forbidden, NotFound
 from swapflow.domain.ops import OperatorRole
 from swapflow.domain.swaps import RiderStatus
@@ -110,6 +112,8 @@ async def principal_of(session: AsyncSession, token_hash: str) -> Principal:
     row = await session.get(ApiToken, token_hash)
     if row is None or row.revoked_at is not None:
         raise unauthorized("unknown or revoked token", _INVALID_TOKEN)
+    if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
+        raise unauthorized("expired token; refresh it (POST /v1/auth/refresh) or sign in again", _INVALID_TOKEN)
     if row.principal_kind == RIDER:
         rider = await session.get(Rider, row.principal_id)
         if rider is None or rider.status != RiderStatus.ACTIVE:

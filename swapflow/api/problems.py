@@ -20,7 +20,9 @@ from swapflow.domain.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     Refused,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -36,6 +38,8 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Invalid: 422,
     Refused: 422,
     Unavailable: 503,
+    Unauthenticated: 401,
+    RateLimited: 429,
 }
 """The status each kind of domain error answers (a subclass answers its base's)."""
 
@@ -45,6 +49,15 @@ def domain_status(error: DomainError) -> int:
         if kind in DOMAIN_STATUS:
             return DOMAIN_STATUS[kind]
     raise RuntimeError(f"no status for {type(error).__name__}: add its kind to DOMAIN_STATUS")
+
+
+def domain_headers(error: DomainError) -> dict[str, str] | None:
+    """The headers a domain error's answer carries: a 401's challenge, a 429's Retry-After."""
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": error.challenge}
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(error.retry_after_s)}
+    return None
 
 
 class Problem(Exception):
@@ -121,7 +134,7 @@ def install_problem_handlers(app: FastAPI, pages: ErrorPages | None = None) -> N
     async def _domain(request: Request, exc: DomainError) -> Response:
         status = domain_status(exc)
         return page(request, status, exc.title, exc.detail) or problem_response(
-            status, exc.title, exc.detail, instance=request.url.path, **exc.members
+            status, exc.title, exc.detail, instance=request.url.path, headers=domain_headers(exc), **exc.members
         )
 
     @app.exception_handler(Problem)

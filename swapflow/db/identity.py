@@ -37,6 +37,9 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(
+        nullable=True, doc="None: never (operators' and seeded tokens); a rider's signed-in token expires."
+    )
 
 
 class CabinetCredential(Base):

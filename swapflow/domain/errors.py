@@ -57,3 +57,20 @@ class IdempotencyKeyReused(Conflict):
 
 class Unavailable(DomainError):
     """A service this needs is unreachable now; the same request may be sent again later."""
+
+
+class Unauthenticated(DomainError):
+    """What was sent to prove who the caller is (a sign-in code, a refresh token) does not; `reason`
+    names why. `challenge` is the WWW-Authenticate the answer carries."""
+
+    def __init__(self, detail: str, *, reason: str, challenge: str = "Bearer", **members: Any) -> None:
+        super().__init__("Unauthorized", detail, reason=reason, **members)
+        self.challenge = challenge
+
+
+class RateLimited(DomainError):
+    """Too many requests of this kind for now; the next is taken after `retry_after_s` seconds."""
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__("Too many requests", detail, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
