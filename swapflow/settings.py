@@ -435,6 +435,25 @@ class RiderAuthSettings(_Group):
     wechat_timeout_s: float = Field(10.0, gt=0, description="Timeout of one code2session call.")
 
 
+class RiderAppSettings(_Group):
+    """The riders' phone page under /app: its sign-in and its live swap page (its map uses the console's
+    tile settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_RIDER_APP_")
+
+    session_days: float = Field(30.0, gt=0, description="A rider's sign-in on the phone page lasts this long.")
+    nearby_km: float = Field(10.0, gt=0, le=500, description="How far around the rider the page lists cabinets.")
+    live_poll_s: float = Field(
+        0.25, gt=0, description="How often a live swap page reads its swap again (a stage shows within this)."
+    )
+    live_max_s: float = Field(
+        900.0, gt=0, description="A live swap page's event stream ends after this; the browser reconnects."
+    )
+    live_max_streams: int = Field(
+        1000, ge=1, description="Live swap pages one API process serves at once; more are refused (503) until one ends."
+    )
+
+
 class Settings(_Group):
     """All settings: the stack's own (data folder, database, worker processes, log level) and one field per
     group. Build changed copies with `updated`, which refuses names no group has."""
@@ -465,6 +484,7 @@ class Settings(_Group):
     ops: OpsSettings = Field(default_factory=OpsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     rider_auth: RiderAuthSettings = Field(default_factory=RiderAuthSettings)
+    rider_app: RiderAppSettings = Field(default_factory=RiderAppSettings)
 
     @classmethod
     def groups(cls) -> dict[str, type[_Group]]:

@@ -195,6 +195,11 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
         "http://127.0.0.1:9999",
     ),
     ("SWAPFLOW_RIDER_AUTH_WECHAT_TIMEOUT_S", "rider_auth.wechat_timeout_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_APP_SESSION_DAYS", "rider_app.session_days", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_APP_NEARBY_KM", "rider_app.nearby_km", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_APP_LIVE_POLL_S", "rider_app.live_poll_s", "0.5", 0.5),
+    ("SWAPFLOW_RIDER_APP_LIVE_MAX_S", "rider_app.live_max_s", "60", 60.0),
+    ("SWAPFLOW_RIDER_APP_LIVE_MAX_STREAMS", "rider_app.live_max_streams", "4096", 4096),
 ]
 
 

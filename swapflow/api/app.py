@@ -32,6 +32,8 @@ from swapflow.console import rendering
 from swapflow.console.app import install_console
 from swapflow.db.engine import Database
 from swapflow.infra.temporal import connect_temporal
+from swapflow.rider_app import rendering as rider_rendering
+from swapflow.rider_app.app import install_rider_app
 from swapflow.settings import Settings, get_settings
 
 
@@ -69,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(text_without_nul)],
     )
-    install_problem_handlers(app, ErrorPages(rendering.covers, rendering.error_page))
+    install_problem_handlers(
+        app,
+        ErrorPages(rendering.covers, rendering.error_page),
+        ErrorPages(rider_rendering.covers, rider_rendering.error_page),
+    )
     install_contract(app)
     for module in (
         swaps,
@@ -90,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     install_console(app)
+    install_rider_app(app)
     return app

@@ -117,18 +117,20 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class ErrorPages:
-    """Errors of the requests `covers` accepts (the console's) answered by `render` (a page) instead."""
+    """Errors of the requests `covers` accepts (a site's: the console's, the riders' page's) answered by
+    `render` (a page) instead."""
 
     def __init__(self, covers: Callable[[Request], bool], render: Callable[[Request, int, str, str], Response]) -> None:
         self.covers, self.render = covers, render
 
 
-def install_problem_handlers(app: FastAPI, pages: ErrorPages | None = None) -> None:
+def install_problem_handlers(app: FastAPI, *pages: ErrorPages) -> None:
     """Turn domain errors, Problem, HTTP errors and request validation errors into problem documents (or,
-    for the requests `pages` covers, into its pages)."""
+    for the requests one of `pages` covers, into its pages)."""
 
     def page(request: Request, status: int, title: str, detail: str) -> Response | None:
-        return pages.render(request, status, title, detail) if pages and pages.covers(request) else None
+        site = next((site for site in pages if site.covers(request)), None)
+        return site.render(request, status, title, detail) if site else None
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:

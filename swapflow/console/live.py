@@ -4,6 +4,7 @@ Each connected page gets its own stream. The server reads the values again every
 (a short database session each time, none held between), renders the fragment, and sends it when it
 changed (htmx's sse extension swaps it in). A stream ends when the browser goes, after
 `console.live_max_s` (the browser reconnects), and at most `console.live_max_streams` run at once.
+`event_stream` serves the riders' phone page's live swap too, from a pool and bounds of its own.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ router = APIRouter(prefix="/live")
 Render = Callable[[], Awaitable[str]]
 
 
-class _Streams:
-    """How many live streams run in this process."""
+class StreamPool:
+    """How many live streams of one site (the console's, the riders' pages) run in this process."""
 
-    running = 0
+    def __init__(self) -> None:
+        self.running = 0
+
+
+CONSOLE_STREAMS = StreamPool()
 
 
 def sse_event(event: str, html: str) -> str:
@@ -63,26 +68,50 @@ async def changes(
         await asyncio.sleep(poll_s)
 
 
-def _stream(request: Request, settings: Settings, event: str, render: Render) -> StreamingResponse:
-    if _Streams.running >= settings.console.live_max_streams:
+def event_stream(
+    request: Request,
+    event: str,
+    render: Render,
+    *,
+    pool: StreamPool,
+    max_streams: int,
+    poll_s: float,
+    max_s: float,
+    ended: Callable[[], bool] | None = None,
+) -> StreamingResponse:
+    """A live stream of `render`'s changes as `event`s (503 when `pool` already runs `max_streams`). With
+    `ended`, the stream stops once it says so after a render, closing with an `end` event (the page's
+    `sse-close="end"` stops listening)."""
+    if pool.running >= max_streams:
         raise Unavailable("Too many live pages", "too many live pages are open; this page will try again")
 
+    async def gone() -> bool:
+        return (ended is not None and ended()) or await request.is_disconnected()
+
     async def body() -> AsyncIterator[str]:
-        _Streams.running += 1
+        pool.running += 1
         try:
-            async for chunk in changes(
-                event,
-                render,
-                poll_s=settings.console.live_poll_s,
-                max_s=settings.console.live_max_s,
-                gone=request.is_disconnected,
-            ):
+            async for chunk in changes(event, render, poll_s=poll_s, max_s=max_s, gone=gone):
                 yield chunk
+            if ended is not None and ended():
+                yield sse_event("end", "")
         finally:
-            _Streams.running -= 1
+            pool.running -= 1
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+def _stream(request: Request, settings: Settings, event: str, render: Render) -> StreamingResponse:
+    return event_stream(
+        request,
+        event,
+        render,
+        pool=CONSOLE_STREAMS,
+        max_streams=settings.console.live_max_streams,
+        poll_s=settings.console.live_poll_s,
+        max_s=settings.console.live_max_s,
     )
 
 

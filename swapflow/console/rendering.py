@@ -64,21 +64,27 @@ def fragment(template: str, context: dict[str, Any]) -> str:
     return templates.get_template(template).render({"prefix": PREFIX, **context})
 
 
-def sign_in_address(request: Request) -> str:
-    """The sign-in page, coming back to this page after (an htmx request: the page it was made from)."""
+def sign_in_address(request: Request, prefix: str = PREFIX) -> str:
+    """The sign-in page of the site under `prefix`, coming back to this page after (an htmx request: the
+    page it was made from)."""
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.headers.get("HX-Request"):
         back = request.headers.get("HX-Current-URL", back)
-    return f"{PREFIX}/sign-in?next={quote(back, safe='')}"
+    return f"{prefix}/sign-in?next={quote(back, safe='')}"
+
+
+def sign_in_redirect(request: Request, prefix: str = PREFIX) -> Response:
+    """Where a 401 sends the browser: to the sign-in page (an htmx request: told so by `HX-Redirect`)."""
+    target = sign_in_address(request, prefix)
+    if request.headers.get("HX-Request"):
+        return Response(status_code=401, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> Response:
     """What a console page answers on an error: the sign-in page for a 401, else an error page."""
     if status == 401:
-        target = sign_in_address(request)
-        if request.headers.get("HX-Request"):
-            return Response(status_code=401, headers={"HX-Redirect": target})
-        return RedirectResponse(target, status_code=303)
+        return sign_in_redirect(request)
     return render(request, "error.html", {"status": status, "title": title, "detail": detail}, status_code=status)
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.network import Battery, Cabinet, Slot, Station
@@ -28,17 +28,26 @@ class CabinetStatus:
     distance_km: float | None = None
 
 
-def _status_query(settings: Settings) -> Select[Any]:
-    """Cabinets with their station and live counts of ready packs and free slots."""
-    usable = and_(
+def _usable() -> ColumnElement[bool]:
+    """A slot a swap may use: not reserved, locked, faulty or out of service."""
+    return and_(
         Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None)
     )
-    ready = and_(
-        usable,
+
+
+def _ready(settings: Settings) -> ColumnElement[bool]:
+    """A usable slot holding a pack ready to issue (in service, charged, healthy)."""
+    return and_(
+        _usable(),
         Battery.status == BatteryStatus.IN_SERVICE,
         Battery.soc >= settings.swap.ready_soc_threshold,
         Battery.soh >= settings.swap.min_soh,
     )
+
+
+def _status_query(settings: Settings) -> Select[Any]:
+    """Cabinets with their station and live counts of ready packs and free slots."""
+    usable, ready = _usable(), _ready(settings)
     return (
         select(
             Cabinet,
@@ -91,3 +100,14 @@ async def cabinet(session: AsyncSession, settings: Settings, cabinet_id: str) ->
     found, station, ready, free = row
     slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no))).all()
     return CabinetStatus(found, station, int(ready), int(free)), list(slots)
+
+
+async def ready_packs(session: AsyncSession, settings: Settings, cabinet_id: str) -> list[tuple[int, Battery]]:
+    """The packs of a cabinet ready to issue now, with their slots, fullest first."""
+    rows = await session.execute(
+        select(Slot.slot_no, Battery)
+        .join(Battery, Battery.serial == Slot.battery_serial)
+        .where(Slot.cabinet_id == cabinet_id, _ready(settings))
+        .order_by(Battery.soc.desc(), Slot.slot_no)
+    )
+    return [(slot_no, battery) for slot_no, battery in rows.tuples()]

@@ -11,7 +11,14 @@ from swapflow.api.auth import admit, principal_of
 from swapflow.api.deps import DatabaseDep, SettingsDep
 from swapflow.api.problems import Problem
 from swapflow.console.rendering import PREFIX, render
-from swapflow.console.session import ANONYMOUS_S, CONSOLE_ROLES, ConsoleSession, read_session, write_session
+from swapflow.console.session import (
+    ANONYMOUS_S,
+    CONSOLE_COOKIE,
+    CONSOLE_ROLES,
+    SignedSession,
+    read_session,
+    write_session,
+)
 from swapflow.domain.errors import Forbidden
 from swapflow.domain.ops import OperatorRole
 from swapflow.ops.accounts import hash_token
@@ -40,8 +47,8 @@ def _form(request: Request, next_: str | None, error: str | None = None, status_
     session = read_session(request)
     fresh = session is None
     if session is None:
-        session = ConsoleSession.new(None, ANONYMOUS_S)
-        request.scope["console_session"] = session
+        session = SignedSession.new(None, ANONYMOUS_S)
+        CONSOLE_COOKIE.adopt(request, session)
     # No page asked for: the account's home, known once signed in.
     context = {"next": _safe_next(next_, ""), "error": error, "section": None}
     response = render(request, "sign_in.html", context, status_code=status_code)
@@ -74,12 +81,12 @@ async def sign_in(
     home = TECHNICIAN_HOME if principal.role == OperatorRole.TECHNICIAN else HOME
     response = RedirectResponse(_safe_next(next, home), status_code=303)
     # A fresh CSRF token with each sign-in: one learnt before it is of no use after.
-    write_session(request, response, ConsoleSession.new(token_hash, settings.console.session_hours * 3600))
+    write_session(request, response, SignedSession.new(token_hash, settings.console.session_hours * 3600))
     return response
 
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> RedirectResponse:
     response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
-    write_session(request, response, ConsoleSession.new(None, ANONYMOUS_S))
+    write_session(request, response, SignedSession.new(None, ANONYMOUS_S))
     return response

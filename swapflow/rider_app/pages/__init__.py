@@ -1,0 +1,1 @@
+"""The phone page's areas, one router each."""

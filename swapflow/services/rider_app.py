@@ -1,0 +1,137 @@
+"""What the riders' phone page reads: a rider's own swaps (another rider's do not exist for them), a
+swap as the live page shows it (with the refund of a failed one and the charge of the pack handed
+over), where to look for cabinets without the phone's location, a cabinet by the code on its label,
+and the rider's wallet and plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from swapflow.db.money import Refund, Subscription, SubscriptionPlan, SubscriptionUse, Wallet, WalletTopUp
+from swapflow.db.network import Battery, Cabinet, City, Station
+from swapflow.db.swaps import SwapOrder
+from swapflow.domain.errors import NotFound
+from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.subscription import period_start
+from swapflow.services.network import find_rider
+
+
+@dataclass(frozen=True)
+class RiderSwap:
+    """A swap as its rider sees it: the order, the refund a failed one opened, the pack handed over."""
+
+    order: SwapOrder
+    refund: Refund | None
+    issued: Battery | None
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    """The rider's plan and how much of the current period is left."""
+
+    plan: SubscriptionPlan
+    used: int
+    period_ends: datetime
+
+    @property
+    def left(self) -> int:
+        return max(0, self.plan.swaps_per_period - self.used)
+
+
+async def city_centre(session: AsyncSession, city_code: str) -> tuple[float, float] | None:
+    """The middle of a city's stations (where to look without the phone's location); None: no stations."""
+    lat, lon = (
+        await session.execute(
+            select(func.avg(Station.lat), func.avg(Station.lon)).where(Station.city_code == city_code)
+        )
+    ).one()
+    return None if lat is None or lon is None else (float(lat), float(lon))
+
+
+async def cabinet_by_code(session: AsyncSession, code: str) -> str:
+    """The id of the cabinet whose label reads `code` (its id, in any case, spaces around ignored)."""
+    wanted = code.strip().lower()
+    found = await session.scalar(select(Cabinet.id).where(func.lower(Cabinet.id) == wanted)) if wanted else None
+    if found is None:
+        raise NotFound("cabinet", code.strip(), detail=f"no cabinet has the code {code.strip()!r}")
+    return found
+
+
+async def rider_swaps(session: AsyncSession, rider_id: str, limit: int) -> list[SwapOrder]:
+    """The rider's swaps, newest first."""
+    return list(
+        await session.scalars(
+            select(SwapOrder)
+            .where(SwapOrder.rider_id == rider_id)
+            .order_by(SwapOrder.created_at.desc(), SwapOrder.id)
+            .limit(limit)
+        )
+    )
+
+
+async def rider_swap(session: AsyncSession, rider_id: str, swap_id: str) -> RiderSwap:
+    """One of the rider's swaps with its refund and the pack handed over; NotFound for another rider's."""
+    order = await session.get(SwapOrder, swap_id, populate_existing=True)
+    if order is None or order.rider_id != rider_id:
+        raise NotFound("swap", swap_id)
+    refund = await session.get(Refund, order.refund_ref, populate_existing=True) if order.refund_ref else None
+    issued = (
+        await session.get(Battery, order.issued_battery_serial)
+        if order.issued_battery_serial and order.status == SwapStatus.COMPLETED
+        else None
+    )
+    return RiderSwap(order, refund, issued)
+
+
+TOP_UP_SWAPS = (5, 10, 20)
+"""The top-ups the page offers: so many swaps' worth at the rider's city's price."""
+
+
+async def top_up_choices(session: AsyncSession, rider_id: str) -> tuple[str, list[int]]:
+    """The currency of the rider's wallet and the amounts (minor units) the page offers to top up."""
+    rider = await find_rider(session, rider_id)
+    city = await session.get(City, rider.city_code)
+    if city is None:
+        raise NotFound("city", rider.city_code)
+    return city.currency, [city.swap_price_minor * swaps for swaps in TOP_UP_SWAPS]
+
+
+async def wallet_of(session: AsyncSession, rider_id: str) -> Wallet | None:
+    """The rider's wallet; None until their first top-up or credit."""
+    return await session.get(Wallet, rider_id)
+
+
+async def recent_top_ups(session: AsyncSession, rider_id: str, limit: int) -> list[WalletTopUp]:
+    return list(
+        await session.scalars(
+            select(WalletTopUp)
+            .where(WalletTopUp.rider_id == rider_id)
+            .order_by(WalletTopUp.created_at.desc(), WalletTopUp.id)
+            .limit(limit)
+        )
+    )
+
+
+async def rider_plan(session: AsyncSession, rider_id: str, now: datetime) -> PlanStatus | None:
+    """The rider's active plan with the swaps used in the period `now` falls in; None: no plan."""
+    subscription = await session.get(Subscription, rider_id)
+    if subscription is None or not subscription.active:
+        return None
+    plan = await session.get(SubscriptionPlan, subscription.plan_id)
+    if plan is None:
+        return None
+    start = period_start(subscription, plan, now)
+    used = await session.scalar(
+        select(func.count())
+        .select_from(SubscriptionUse)
+        .where(
+            SubscriptionUse.rider_id == rider_id,
+            SubscriptionUse.period_start == start,
+            SubscriptionUse.returned_at.is_(None),
+        )
+    )
+    return PlanStatus(plan, used or 0, start + timedelta(days=plan.period_days))
