@@ -145,6 +145,7 @@ def banner(settings: Settings) -> str:
         f"  API            {api}",
         f"  API docs       {api}/docs",
         f"  console        {api}/console  (sign in with a token of {(settings.data_dir / 'tokens.json').resolve()})",
+        f"  rider's phone  {api}/app  (sign in with a rider's token of the same file)",
         f"  Temporal       {settings.temporal.effective_address}"
         + ("  (dev server)" if settings.temporal.address is None else ""),
     ]

@@ -28,7 +28,8 @@
       bounds.push(data.centre);
       if (document.getElementById("nearby")?.dataset.fromPhone === "yes") {
         L.marker(data.centre, {
-          icon: L.divIcon({ className: "map-you", iconSize: [18, 18] }), title: "You are here", alt: "You are here",
+          icon: L.divIcon({ className: "map-you", iconSize: [14, 14] }), title: "You are here", alt: "You are here",
+          zIndexOffset: -1000, // under the cabinets' markers, which are what the rider taps
         }).addTo(map);
       }
     }
