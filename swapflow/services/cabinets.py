@@ -1,5 +1,5 @@
 """Finding a cabinet: each with its station and live counts of packs ready to issue and free slots,
-nearest first around a point."""
+nearest first around a point; and the packs a cabinet has ready."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the riders' phone page reads: a rider's own swaps (another rider's do not exist for them), a
-swap as the live page shows it (with the refund of a failed one and the charge of the pack handed
-over), where to look for cabinets without the phone's location, a cabinet by the code on its label,
+swap as the live page shows it (with the refund of a failed one, and the pack handed over with its
+state of charge), where to look for cabinets without the phone's location, a cabinet by the code on its label,
 and the rider's wallet and plan."""
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ async def city_centre(session: AsyncSession, city_code: str) -> tuple[float, flo
 
 async def cabinet_by_code(session: AsyncSession, code: str) -> str:
     """The id of the cabinet whose label reads `code` (its id, in any case, spaces around ignored)."""
-    wanted = code.strip().lower()
-    found = await session.scalar(select(Cabinet.id).where(func.lower(Cabinet.id) == wanted)) if wanted else None
+    typed = code.strip()
+    if typed and await session.get(Cabinet, typed) is not None:
+        return typed
+    found = await session.scalar(select(Cabinet.id).where(func.lower(Cabinet.id) == typed.lower())) if typed else None
     if found is None:
         raise NotFound("cabinet", code.strip(), detail=f"no cabinet has the code {code.strip()!r}")
     return found
@@ -75,10 +77,10 @@ async def rider_swaps(session: AsyncSession, rider_id: str, limit: int) -> list[
 
 async def rider_swap(session: AsyncSession, rider_id: str, swap_id: str) -> RiderSwap:
     """One of the rider's swaps with its refund and the pack handed over; NotFound for another rider's."""
-    order = await session.get(SwapOrder, swap_id, populate_existing=True)
+    order = await session.get(SwapOrder, swap_id)
     if order is None or order.rider_id != rider_id:
         raise NotFound("swap", swap_id)
-    refund = await session.get(Refund, order.refund_ref, populate_existing=True) if order.refund_ref else None
+    refund = await session.get(Refund, order.refund_ref) if order.refund_ref else None
     issued = (
         await session.get(Battery, order.issued_battery_serial)
         if order.issued_battery_serial and order.status == SwapStatus.COMPLETED
