@@ -35,6 +35,7 @@ from swapflow.rider_app.pages.swaps import SwapFollower
 from swapflow.rider_app.session import RIDER_COOKIE
 from swapflow.settings import Settings
 from swapflow.simulator.fleet import sim_battery
+from tests.console_harness import csrf_of
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker
 
@@ -67,12 +68,6 @@ async def app_client(
     # https: the cookie is Secure, and the client sends it back only over https.
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client:
         yield client
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
 
 
 def field(page: str, name: str) -> str:
