@@ -22,14 +22,16 @@ from swapflow.api.app import create_app
 from swapflow.console.live import changes
 from swapflow.console.session import COOKIE as CONSOLE_COOKIE
 from swapflow.db.engine import Database
+from swapflow.db.identity import ApiToken
 from swapflow.db.money import Refund, SubscriptionPlan, WalletTopUp
-from swapflow.db.network import City
+from swapflow.db.network import City, Rider
 from swapflow.db.pricing import Coupon as CouponRow
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.clock import utcnow
 from swapflow.domain.ops import OperatorRole
 from swapflow.domain.pricing import Coupon, CouponKind
 from swapflow.domain.swaps import SwapStage, SwapStatus
+from swapflow.identity.sms import inbox_messages
 from swapflow.payments.subscription import subscribe
 from swapflow.rider_app.pages.swaps import SwapFollower
 from swapflow.rider_app.session import RIDER_COOKIE
@@ -50,6 +52,7 @@ def settings(settings: Settings) -> Settings:
     return settings.updated(
         swap={"command_ack_timeout_s": 1.5, "return_insert_timeout_s": 20.0, "charged_take_timeout_s": 20.0},
         rider_app={"live_poll_s": 0.05},
+        rider_auth={"dev_inbox": True},
     )
 
 
@@ -450,3 +453,67 @@ async def test_a_double_tapped_top_up_opens_one_top_up(
         assert [t.amount_minor for t in top_ups] == [price * 10]
         shown = (await rider.get("/app/wallet")).text
         assert f'data-top-up="{top_ups[0].id}"' in shown
+
+
+# ---------------------------------------------------------------------------------- phone codes
+
+NEW_PHONE = "+8613900001111"
+
+
+async def texted_code(db: Database, phone: str) -> str:
+    async with db.sessions() as session:
+        latest = (await inbox_messages(session, phone))[0]
+    found = re.search(r"\b(\d{6})\b", latest.text)
+    assert found, latest.text
+    return found.group(1)
+
+
+async def test_a_new_phone_signs_up_with_the_texted_code_and_its_city(
+    app_client: httpx.AsyncClient, db: Database
+) -> None:
+    form = await app_client.get("/app/sign-in")
+    asked = await app_client.post("/app/sign-in/code", data={"phone": NEW_PHONE, "csrf_token": csrf_of(form.text)})
+    assert asked.status_code == 200 and "We texted a code" in asked.text
+    answer = await app_client.post(
+        "/app/sign-in/phone",
+        data={
+            "phone": NEW_PHONE,
+            "code": await texted_code(db, NEW_PHONE),
+            "name": "Wen",
+            "city_code": "SH",
+            "csrf_token": csrf_of(asked.text),
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    async with db.sessions() as session:
+        rider = await session.scalar(select(Rider).where(Rider.phone == NEW_PHONE))
+    assert rider is not None and rider.city_code == "SH" and rider.name == "Wen"
+    assert (await app_client.get("/app")).status_code == 200
+
+
+async def test_a_wrong_code_keeps_the_rider_on_the_code_form_saying_so(
+    app_client: httpx.AsyncClient, db: Database
+) -> None:
+    form = await app_client.get("/app/sign-in")
+    asked = await app_client.post("/app/sign-in/code", data={"phone": NEW_PHONE, "csrf_token": csrf_of(form.text)})
+    wrong = "000000" if await texted_code(db, NEW_PHONE) != "000000" else "111111"
+    answer = await app_client.post(
+        "/app/sign-in/phone",
+        data={"phone": NEW_PHONE, "code": wrong, "city_code": "SH", "csrf_token": csrf_of(asked.text)},
+    )
+    assert answer.status_code == 422 and "wrong code" in answer.text
+    assert (await app_client.get("/app")).status_code == 303
+
+
+async def test_signing_out_revokes_the_phone_codes_token(app_client: httpx.AsyncClient, db: Database) -> None:
+    form = await app_client.get("/app/sign-in")
+    asked = await app_client.post("/app/sign-in/code", data={"phone": NEW_PHONE, "csrf_token": csrf_of(form.text)})
+    code = await texted_code(db, NEW_PHONE)
+    data = {"phone": NEW_PHONE, "code": code, "city_code": "SH", "csrf_token": csrf_of(asked.text)}
+    assert (await app_client.post("/app/sign-in/phone", data=data)).status_code == 303
+    wallet = await app_client.get("/app/wallet")
+    await app_client.post("/app/sign-out", data={"csrf_token": csrf_of(wallet.text)})
+    async with db.sessions() as session:
+        rider_id = await session.scalar(select(Rider.id).where(Rider.phone == NEW_PHONE))
+        tokens = list(await session.scalars(select(ApiToken).where(ApiToken.principal_id == rider_id)))
+    assert tokens and all(token.revoked_at is not None for token in tokens)

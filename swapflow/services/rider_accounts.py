@@ -151,14 +151,19 @@ async def sign_in_with_code(
     name: str | None = None,
     city_code: str | None = None,
     referral_code: str | None = None,
+    access_ttl_s: float | None = None,
 ) -> TokenPair:
     """Sign in with the latest code sent to `phone`; a phone seen for the first time signs up (it needs
     `city_code`; `referral_code` attributes the new rider to a channel agent). Unauthenticated for a wrong,
     expired, used or exhausted code (a wrong one counts against the code's attempts); Refused, with the code
-    still good, for a sign-up without a city or with a city or referral code that does not hold."""
+    still good, for a sign-up without a city or with a city or referral code that does not hold.
+    `access_ttl_s` (default `rider_auth.access_ttl_s`): the phone page's session lasts as long as its token."""
     phone, now = e164(phone), utcnow()
+    config = settings.rider_auth
+    if access_ttl_s is not None:
+        config = config.model_copy(update={"access_ttl_s": access_ttl_s})
     async with db.transaction() as session:
-        outcome = await _sign_in_by_code(session, settings.rider_auth, phone, code, now, name, city_code, referral_code)
+        outcome = await _sign_in_by_code(session, config, phone, code, now, name, city_code, referral_code)
     if isinstance(outcome, Unauthenticated):
         raise outcome  # after the commit: a wrong code's attempt stays counted
     return outcome
@@ -443,7 +448,12 @@ async def _rotate(
 
 async def sign_out(db: Database, access_token: str) -> None:
     """Revoke the access token and, when it came from a sign-in, every token of that sign-in's family."""
-    token_hash, now = hash_token(access_token.strip()), utcnow()
+    await sign_out_token(db, hash_token(access_token.strip()))
+
+
+async def sign_out_token(db: Database, token_hash: str) -> None:
+    """`sign_out` for a token known by its hash (the phone page's session keeps only that)."""
+    now = utcnow()
     async with db.transaction() as session:
         await session.execute(
             update(ApiToken)

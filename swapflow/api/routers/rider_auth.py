@@ -49,7 +49,9 @@ def get_sms_sender(settings: SettingsDep, db: DatabaseDep) -> SmsSender:
     return rider_accounts.default_sms_sender(settings, db)
 
 
-def _client_address(request: Request) -> str:
+def client_address(request: Request) -> str:
+    """The caller's address, which code requests are limited by (behind a proxy: run uvicorn with its
+    proxy headers on, or every request is the proxy's)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -74,7 +76,7 @@ async def send_code(
     """Send a sign-in code to a phone by SMS (only its latest code signs in). Limited per phone (one per
     `SWAPFLOW_RIDER_AUTH_CODE_INTERVAL_S`, `_CODES_PER_PHONE` per `_CODE_WINDOW_S`) and per client address
     (`_CODES_PER_ADDRESS`): beyond that, 429 with Retry-After."""
-    sent = await rider_accounts.request_code(db, settings, body.phone, _client_address(request), sender)
+    sent = await rider_accounts.request_code(db, settings, body.phone, client_address(request), sender)
     return CodeSentView(phone=sent.phone, expires_in=sent.expires_in, retry_after=sent.retry_after)
 
 
