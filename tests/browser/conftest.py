@@ -8,14 +8,17 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from swapflow.db.engine import Database
+from swapflow.db.network import Cabinet
 from swapflow.demo.accounts import DemoTokens, load_demo_tokens
 from swapflow.settings import Settings
+from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import build_cabinets
 from tests.conftest import CONFIGURED_DATABASE_URL, create_postgres_database, drop_postgres_database, uses_postgres
 from tests.test_end_to_end import whole_stack
@@ -58,33 +61,60 @@ def stack_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         yield f"sqlite:///{tmp_path_factory.mktemp('console-db') / 'swapflow.db'}"
 
 
-@pytest.fixture(scope="module")
-async def console_stack(
-    stack_database_url: str, mqtt_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Settings]:
-    """The whole stack on the demo network, every cabinet simulated and online."""
+def stack_settings(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, mqtt_url: str, **groups: dict[str, object]
+) -> Settings:
+    """Settings for a module's stack: its own data folder, topic prefix and task queue; `groups` on top."""
     run = uuid.uuid4().hex[:10]
-    settings = Settings().updated(
-        data_dir=tmp_path_factory.mktemp("console-data"),
-        database_url=stack_database_url,
+    return Settings().updated(
+        data_dir=tmp_path_factory.mktemp("stack-data"),
+        database_url=database_url,
         mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{run}/v1"},
         temporal={"task_queue": f"swapflow-test-{run}"},
         adapter={"client_id": f"swapflow-test-adapter-{run}"},
-        console={"live_poll_s": 0.5},
+        **groups,
     )
+
+
+@asynccontextmanager
+async def simulated_stack(
+    settings: Settings, cabinet_ids: list[str] | None = None, telemetry_interval_s: float = 2.0
+) -> AsyncIterator[tuple[Settings, dict[str, SimulatedCabinet]]]:
+    """The whole stack on the demo network with the cabinets of `cabinet_ids` (None: all) simulated, each
+    ready and marked online by the adapter; its settings and the simulated cabinets."""
     async with whole_stack(settings) as running:
         db = Database(running.settings.effective_database_url)
-        cabinets = await build_cabinets(running.settings, db, telemetry_interval_s=2.0)
+        cabinets = await build_cabinets(
+            running.settings, db, cabinet_ids=cabinet_ids, telemetry_interval_s=telemetry_interval_s
+        )
         tasks = [asyncio.create_task(cabinet.run()) for cabinet in cabinets.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cabinets.values())), 60)
-            yield running.settings
+            for _ in range(100):  # the adapter marks a cabinet online from its birth message
+                async with db.sessions() as session:
+                    online = await session.scalar(
+                        select(func.count()).where(Cabinet.id.in_(list(cabinets)), Cabinet.online.is_(True))
+                    )
+                if online == len(cabinets):
+                    break
+                await asyncio.sleep(0.1)
+            yield running.settings, cabinets
         finally:
             for task in tasks:
                 task.cancel()
             with suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
             await db.dispose()
+
+
+@pytest.fixture(scope="module")
+async def console_stack(
+    stack_database_url: str, mqtt_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Settings]:
+    """The whole stack on the demo network, every cabinet simulated and online."""
+    settings = stack_settings(tmp_path_factory, stack_database_url, mqtt_url, console={"live_poll_s": 0.5})
+    async with simulated_stack(settings) as (running, _):
+        yield running
 
 
 @pytest.fixture(scope="module")

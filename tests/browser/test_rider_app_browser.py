@@ -15,7 +15,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +29,9 @@ from swapflow.demo.accounts import DemoTokens
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
-from swapflow.simulator.fleet import build_cabinets, sim_battery
-from tests.browser.conftest import screenshot_path
+from swapflow.simulator.fleet import sim_battery
+from tests.browser.conftest import screenshot_path, simulated_stack, stack_settings
 from tests.swap_harness import battery_of
-from tests.test_end_to_end import whole_stack
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -78,31 +76,10 @@ async def console_stack(
 ) -> AsyncIterator[Settings]:
     """The whole stack on the demo network (the phone page's defaults: its live poll included) with the
     rider's cabinet simulated and kept, so the test can act at its doors."""
-    run = uuid.uuid4().hex[:10]
-    settings = Settings().updated(
-        data_dir=tmp_path_factory.mktemp("rider-app-data"),
-        database_url=stack_database_url,
-        mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{run}/v1"},
-        temporal={"task_queue": f"swapflow-test-{run}"},
-        adapter={"client_id": f"swapflow-test-adapter-{run}"},
-    )
-    async with whole_stack(settings) as running:
-        db = Database(running.settings.effective_database_url)
-        cabinets.update(await build_cabinets(running.settings, db, cabinet_ids=[CABINET], telemetry_interval_s=1.0))
-        task = asyncio.create_task(cabinets[CABINET].run())
-        try:
-            await asyncio.wait_for(cabinets[CABINET].ready.wait(), 30)
-            for _ in range(100):  # the adapter marks the cabinet online from its birth message
-                async with db.sessions() as session:
-                    if await session.scalar(select(Cabinet.online).where(Cabinet.id == CABINET)):
-                        break
-                await asyncio.sleep(0.1)
-            yield running.settings
-        finally:
-            task.cancel()
-            with suppress(Exception):
-                await asyncio.gather(task, return_exceptions=True)
-            await db.dispose()
+    settings = stack_settings(tmp_path_factory, stack_database_url, mqtt_url)
+    async with simulated_stack(settings, [CABINET], telemetry_interval_s=1.0) as (running, simulated):
+        cabinets.update(simulated)
+        yield running
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import httpx
@@ -20,12 +18,11 @@ from swapflow.db.engine import Database
 from swapflow.demo.accounts import DemoTokens
 from swapflow.settings import Settings
 from swapflow.simulator.cabinet import SimulatedCabinet
-from swapflow.simulator.fleet import build_cabinets, sim_battery
+from swapflow.simulator.fleet import sim_battery
 from swapflow.simulator.riders import SimulatedRider
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import screenshot_path, simulated_stack, stack_settings
 from tests.browser.test_console_browser import sign_in
 from tests.swap_harness import battery_of
-from tests.test_end_to_end import whole_stack
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -45,27 +42,10 @@ async def console_stack(
 ) -> AsyncIterator[Settings]:
     """The whole stack on the demo network with the one cabinet the rider swaps at simulated (kept, so the
     rider can act at its doors)."""
-    run = uuid.uuid4().hex[:10]
-    settings = Settings().updated(
-        data_dir=tmp_path_factory.mktemp("console-data"),
-        database_url=stack_database_url,
-        mqtt={"url": mqtt_url, "topic_prefix": f"swapflow-test-{run}/v1"},
-        temporal={"task_queue": f"swapflow-test-{run}"},
-        adapter={"client_id": f"swapflow-test-adapter-{run}"},
-        console={"live_poll_s": 0.5},
-    )
-    async with whole_stack(settings) as running:
-        db = Database(running.settings.effective_database_url)
-        cabinets.update(await build_cabinets(running.settings, db, cabinet_ids=[CABINET], telemetry_interval_s=1.0))
-        task = asyncio.create_task(cabinets[CABINET].run())
-        try:
-            await asyncio.wait_for(cabinets[CABINET].ready.wait(), 30)
-            yield running.settings
-        finally:
-            task.cancel()
-            with suppress(Exception):
-                await asyncio.gather(task, return_exceptions=True)
-            await db.dispose()
+    settings = stack_settings(tmp_path_factory, stack_database_url, mqtt_url, console={"live_poll_s": 0.5})
+    async with simulated_stack(settings, [CABINET], telemetry_interval_s=1.0) as (running, simulated):
+        cabinets.update(simulated)
+        yield running
 
 
 async def rider_swaps(
