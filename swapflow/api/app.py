@@ -22,6 +22,7 @@ from swapflow.api.routers import (
     payments,
     pricing,
     refunds,
+    reservations,
     riders,
     settlements,
     swaps,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settlements,
         payments,
         partners,
+        reservations,
     ):
         app.include_router(module.router)
     install_console(app)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from swapflow.db import audit, commissions, devices, identity, money, network, ops, pricing, swaps
+from swapflow.db import audit, commissions, devices, identity, money, network, ops, pricing, reservations, swaps
 from swapflow.db.base import Base
 
-AREAS = (network, swaps, money, pricing, devices, identity, ops, commissions, audit)
+AREAS = (network, swaps, money, pricing, devices, identity, ops, commissions, audit, reservations)
 """Each module of tables; importing them all is what puts every table on the metadata."""
 
 metadata: MetaData = Base.metadata

@@ -1,5 +1,5 @@
-"""Finding a cabinet: each with its station and live counts of packs ready to issue and free slots,
-nearest first around a point."""
+"""Finding a cabinet: each with its station and live counts of packs ready to issue, packs held for
+riders' reservations and free slots, nearest first around a point."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.network import Battery, Cabinet, Slot, Station
@@ -19,32 +19,39 @@ from swapflow.settings import Settings
 
 @dataclass(frozen=True)
 class CabinetStatus:
-    """A cabinet with its station, packs ready to issue and free slots (and how far, from a point)."""
+    """A cabinet with its station, packs ready to issue (to anyone: not held for a reservation), packs held
+    for riders' reservations, and free slots (and how far, from a point)."""
 
     cabinet: Cabinet
     station: Station
     ready: int
     free: int
     distance_km: float | None = None
+    reserved: int = 0
 
 
-def _status_query(settings: Settings) -> Select[Any]:
-    """Cabinets with their station and live counts of ready packs and free slots."""
-    usable = and_(
-        Slot.reserved_order_id.is_(None), Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None)
-    )
-    ready = and_(
-        usable,
+def charged_pack(settings: Settings) -> ColumnElement[bool]:
+    """A slot's pack (Battery joined on the slot's serial) is charged and healthy enough to issue."""
+    return and_(
         Battery.status == BatteryStatus.IN_SERVICE,
         Battery.soc >= settings.swap.ready_soc_threshold,
         Battery.soh >= settings.swap.min_soh,
     )
+
+
+def _status_query(settings: Settings) -> Select[Any]:
+    """Cabinets with their station and live counts of ready packs, reserved packs and free slots."""
+    in_service = and_(Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None))
+    usable = and_(in_service, Slot.reserved_order_id.is_(None), Slot.reservation_id.is_(None))
+    ready = and_(usable, charged_pack(settings))
+    held = and_(in_service, Slot.reserved_order_id.is_(None), Slot.reservation_id.is_not(None))
     return (
         select(
             Cabinet,
             Station,
             func.coalesce(func.sum(case((ready, 1), else_=0)), 0).label("ready"),
             func.coalesce(func.sum(case((and_(usable, Slot.battery_serial.is_(None)), 1), else_=0)), 0).label("free"),
+            func.coalesce(func.sum(case((held, 1), else_=0)), 0).label("reserved"),
         )
         .join(Station, Station.id == Cabinet.station_id)
         .outerjoin(Slot, Slot.cabinet_id == Cabinet.id)
@@ -69,15 +76,15 @@ async def cabinets(
         query = query.where(Station.city_code == city)
     if near is None:
         rows = (await session.execute(query.order_by(Cabinet.id).limit(limit))).all()
-        return [CabinetStatus(c, s, int(r), int(f)) for c, s, r, f in rows]
+        return [CabinetStatus(c, s, int(r), int(f), reserved=int(h)) for c, s, r, f, h in rows]
     lat, lon = near
     # A bounding box the index can use, then the exact distance.
     dlat = radius_km / 111.0
     dlon = radius_km / max(1e-6, 111.0 * math.cos(math.radians(lat)))
     query = query.where(Station.lat.between(lat - dlat, lat + dlat), Station.lon.between(lon - dlon, lon + dlon))
     found = [
-        CabinetStatus(c, s, int(r), int(f), distance_km(lat, lon, s.lat, s.lon))
-        for c, s, r, f in (await session.execute(query)).all()
+        CabinetStatus(c, s, int(r), int(f), distance_km(lat, lon, s.lat, s.lon), int(h))
+        for c, s, r, f, h in (await session.execute(query)).all()
     ]
     within = [status for status in found if status.distance_km is not None and status.distance_km <= radius_km]
     return sorted(within, key=lambda status: status.distance_km or 0.0)[:limit]
@@ -88,6 +95,6 @@ async def cabinet(session: AsyncSession, settings: Settings, cabinet_id: str) ->
     row = (await session.execute(_status_query(settings).where(Cabinet.id == cabinet_id))).first()
     if row is None:
         raise NotFound("cabinet", cabinet_id)
-    found, station, ready, free = row
+    found, station, ready, free, reserved = row
     slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no))).all()
-    return CabinetStatus(found, station, int(ready), int(free)), list(slots)
+    return CabinetStatus(found, station, int(ready), int(free), reserved=int(reserved)), list(slots)
