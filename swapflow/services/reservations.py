@@ -70,8 +70,8 @@ async def reserve(
     already holds one, or is blocked for no-shows."""
     try:
         async with db.transaction() as session:
-            reservation, created = await _reservation_for_key(
-                session, settings, rider_id=rider_id, cabinet_id=cabinet_id, key=idempotency_key
+            reservation, created = await open_reservation(
+                session, settings, rider_id=rider_id, cabinet_id=cabinet_id, idempotency_key=idempotency_key
             )
     except IntegrityError:
         # Another request of the rider's won the race to the one active reservation a rider may hold.
@@ -85,9 +85,13 @@ async def reserve(
     return reservation, created
 
 
-async def _reservation_for_key(
-    session: AsyncSession, settings: Settings, *, rider_id: str, cabinet_id: str, key: str
+async def open_reservation(
+    session: AsyncSession, settings: Settings, *, rider_id: str, cabinet_id: str, idempotency_key: str
 ) -> tuple[Reservation, bool]:
+    """The rider's reservation under `idempotency_key`, its pack held now if new (without its workflow:
+    `reserve` starts that). Returns (reservation, created)."""
+    key = idempotency_key
+
     async def find() -> Reservation | None:
         return await session.scalar(
             select(Reservation).where(Reservation.rider_id == rider_id, Reservation.idempotency_key == key)
