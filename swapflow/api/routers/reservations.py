@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.api.auth import STAFF, Principal, check_rider_access, require
 from swapflow.api.deps import DatabaseDep, IdempotencyKey, SessionDep, SettingsDep, TemporalDep, answer_created
@@ -23,7 +24,7 @@ Rider = Annotated[Principal, Depends(require(riders=True))]
 RiderOrStaff = Annotated[Principal, Depends(require(*STAFF, riders=True))]
 
 
-async def _visible(session: SessionDep, principal: Principal, reservation_id: str) -> Reservation:
+async def _visible(session: AsyncSession, principal: Principal, reservation_id: str) -> Reservation:
     """The reservation if the caller may see it: its rider, or an operator of its cabinet's city (404 else)."""
     reservation = await reservations.find_reservation(session, reservation_id)
     if principal.is_rider and reservation.rider_id != principal.id:
@@ -39,7 +40,7 @@ async def _visible(session: SessionDep, principal: Principal, reservation_id: st
     response_model=ReservationView,
     responses={
         200: {"model": ReservationView, "description": "The reservation this Idempotency-Key already made"},
-        **problem_responses(409, 503),
+        **problem_responses(404, 409, 503),
     },
 )
 async def create_reservation(
