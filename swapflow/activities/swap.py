@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -74,6 +74,12 @@ async def transfer_custody(
     battery.custodian_ref = to_ref
 
 
+def _unheld_or(held_for: str | None) -> ColumnElement[bool]:
+    """A slot held for no reservation, or for `held_for` (the swapping rider's own)."""
+    unheld = Slot.reservation_id.is_(None)
+    return unheld if held_for is None else or_(unheld, Slot.reservation_id == held_for)
+
+
 def _append_step(order: SwapOrder, update: StageUpdate) -> None:
     # A new list, so SQLAlchemy sees the JSON column change.
     order.steps = [
@@ -105,7 +111,7 @@ class SwapRecords:
         usable = and_(
             Slot.cabinet_id == cabinet_id,
             Slot.reserved_order_id.is_(None),
-            or_(Slot.reservation_id.is_(None), Slot.reservation_id == held_for),
+            _unheld_or(held_for),
             Slot.locked.is_(False),
             Slot.fault.is_(None),
             Slot.out_of_service.is_(None),
@@ -144,7 +150,7 @@ class SwapRecords:
                 .where(
                     Slot.id == slot.id,
                     Slot.reserved_order_id.is_(None),
-                    or_(Slot.reservation_id.is_(None), Slot.reservation_id == held_for),
+                    _unheld_or(held_for),
                 )
                 .values(reserved_order_id=order_id, reservation_id=None)
             )
