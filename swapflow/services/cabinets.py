@@ -1,5 +1,5 @@
 """Finding a cabinet: each with its station and live counts of packs ready to issue, packs held for
-riders' reservations and free slots, nearest first around a point."""
+riders' reservations and free slots, nearest first around a point; and the packs a cabinet has ready."""
 
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ class CabinetStatus:
     reserved: int = 0
 
 
+def _in_service() -> ColumnElement[bool]:
+    """A slot not locked, faulty or out of service."""
+    return and_(Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None))
+
+
+def _usable() -> ColumnElement[bool]:
+    """A slot a swap may use: in service, not reserved by a swap nor held for a rider's reservation."""
+    return and_(_in_service(), Slot.reserved_order_id.is_(None), Slot.reservation_id.is_(None))
+
+
 def charged_pack(settings: Settings) -> ColumnElement[bool]:
     """A slot's pack (Battery joined on the slot's serial) is charged and healthy enough to issue."""
     return and_(
@@ -39,12 +49,15 @@ def charged_pack(settings: Settings) -> ColumnElement[bool]:
     )
 
 
+def _ready(settings: Settings) -> ColumnElement[bool]:
+    """A usable slot holding a pack ready to issue (in service, charged, healthy)."""
+    return and_(_usable(), charged_pack(settings))
+
+
 def _status_query(settings: Settings) -> Select[Any]:
     """Cabinets with their station and live counts of ready packs, reserved packs and free slots."""
-    in_service = and_(Slot.locked.is_(False), Slot.fault.is_(None), Slot.out_of_service.is_(None))
-    usable = and_(in_service, Slot.reserved_order_id.is_(None), Slot.reservation_id.is_(None))
-    ready = and_(usable, charged_pack(settings))
-    held = and_(in_service, Slot.reserved_order_id.is_(None), Slot.reservation_id.is_not(None))
+    usable, ready = _usable(), _ready(settings)
+    held = and_(_in_service(), Slot.reserved_order_id.is_(None), Slot.reservation_id.is_not(None))
     return (
         select(
             Cabinet,
@@ -98,3 +111,14 @@ async def cabinet(session: AsyncSession, settings: Settings, cabinet_id: str) ->
     found, station, ready, free, reserved = row
     slots = (await session.scalars(select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no))).all()
     return CabinetStatus(found, station, int(ready), int(free), reserved=int(reserved)), list(slots)
+
+
+async def ready_packs(session: AsyncSession, settings: Settings, cabinet_id: str) -> list[tuple[int, Battery]]:
+    """The packs of a cabinet ready to issue now (none held for a reservation), with their slots, fullest first."""
+    rows = await session.execute(
+        select(Slot.slot_no, Battery)
+        .join(Battery, Battery.serial == Slot.battery_serial)
+        .where(Slot.cabinet_id == cabinet_id, _ready(settings))
+        .order_by(Battery.soc.desc(), Slot.slot_no)
+    )
+    return [(slot_no, battery) for slot_no, battery in rows.tuples()]
