@@ -477,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--shift", default="00:00-24:00", help="HH:MM-HH:MM local time (technicians)")
     check = sub.add_parser("check", help="check the custody, money and swap invariants; exit 1 on any violation")
     check.add_argument(
-        "--stuck-after-minutes", type=float, default=None, help="report swaps in progress for longer than this as stuck"
+        "--stuck-after-minutes",
+        type=float,
+        default=None,
+        help="report swaps in progress for longer than this as stuck (and reservations held this long past expiry)",
     )
     reconcile = sub.add_parser("reconcile", help="reconcile a day with the payment providers; exit 1 on differences")
     reconcile.add_argument("--date", type=date.fromisoformat, required=True, help="YYYY-MM-DD (UTC)")

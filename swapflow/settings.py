@@ -454,6 +454,24 @@ class RiderAppSettings(_Group):
     )
 
 
+class ReservationSettings(_Group):
+    """Riders' reservations of a charged pack: how long one is held, and the no-show rule."""
+
+    model_config = SettingsConfigDict(env_prefix="SWAPFLOW_RESERVATION_")
+
+    hold_s: float = Field(timing.RESERVATION_HOLD_S, gt=0, description="How long a reserved pack is held.")
+    no_show_limit: int = Field(
+        3, ge=0, description="No-shows within the window that stop a rider reserving for a while (0: never)."
+    )
+    no_show_window_days: float = Field(30.0, gt=0, description="The window no-shows are counted in.")
+    no_show_block_s: float = Field(
+        7 * 86400.0, ge=0, description="How long a rider may not reserve after the no-show that reached the limit."
+    )
+    no_show_fee_minor: int = Field(
+        0, ge=0, description="Fee recorded against a no-show, in the rider's city's minor units (0: none)."
+    )
+
+
 class Settings(_Group):
     """All settings: the stack's own (data folder, database, worker processes, log level) and one field per
     group. Build changed copies with `updated`, which refuses names no group has."""
@@ -485,6 +503,7 @@ class Settings(_Group):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     rider_auth: RiderAuthSettings = Field(default_factory=RiderAuthSettings)
     rider_app: RiderAppSettings = Field(default_factory=RiderAppSettings)
+    reservation: ReservationSettings = Field(default_factory=ReservationSettings)
 
     @classmethod
     def groups(cls) -> dict[str, type[_Group]]:

@@ -17,6 +17,7 @@ from swapflow.activities.device_commands import DeviceCommands
 from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refund import RefundActivities
+from swapflow.activities.reservation import ReservationActivities
 from swapflow.activities.settlement import SettlementActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.activities.topup import TopUpActivities
@@ -32,6 +33,7 @@ from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
+from swapflow.workflows.reservation import ReservationWorkflow
 from swapflow.workflows.settlement import SettlementsDueWorkflow, SettlementWorkflow
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.topup import TopUpWorkflow
@@ -48,6 +50,7 @@ WORKFLOWS: Sequence[type] = (
     TopUpWorkflow,
     SettlementWorkflow,
     SettlementsDueWorkflow,
+    ReservationWorkflow,
 )
 
 
@@ -63,6 +66,7 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     alerting = AlertEvaluatorActivities(db, settings)
     work_orders = WorkOrderActivities(db, settings)
     settlements = SettlementActivities(db, settings, payout_providers_from_settings(settings, db))
+    reservations = ReservationActivities(db, settings)
     return [
         records.admit,
         records.record_stage,
@@ -89,6 +93,7 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
         top_ups.collect,
         top_ups.settle,
         *settlements.activities(),
+        reservations.end,
     ]
 
 

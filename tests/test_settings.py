@@ -16,6 +16,7 @@ from swapflow.ops.config import OpsSla, WebhookChannel
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator_contract import EvaluatorInput
 from swapflow.workflows.refund_contract import RefundStart
+from swapflow.workflows.reservation_contract import ReservationStart
 from swapflow.workflows.settlement_contract import SettlementStart
 from swapflow.workflows.swap_contract import SwapRequest
 from swapflow.workflows.topup_contract import TopUpStart
@@ -70,6 +71,11 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_OFFLINE_GRACE_S", "swap.offline_grace_s", "0.5", 0.5),
     ("SWAPFLOW_READY_SOC_THRESHOLD", "swap.ready_soc_threshold", "0.5", 0.5),
     ("SWAPFLOW_MIN_SOH", "swap.min_soh", "0.5", 0.5),
+    ("SWAPFLOW_RESERVATION_HOLD_S", "reservation.hold_s", "0.5", 0.5),
+    ("SWAPFLOW_RESERVATION_NO_SHOW_LIMIT", "reservation.no_show_limit", "4096", 4096),
+    ("SWAPFLOW_RESERVATION_NO_SHOW_WINDOW_DAYS", "reservation.no_show_window_days", "0.5", 0.5),
+    ("SWAPFLOW_RESERVATION_NO_SHOW_BLOCK_S", "reservation.no_show_block_s", "0.5", 0.5),
+    ("SWAPFLOW_RESERVATION_NO_SHOW_FEE_MINOR", "reservation.no_show_fee_minor", "4096", 4096),
     (
         "SWAPFLOW_BATTERY_LIMITS",
         "swap.battery_limits",
@@ -296,6 +302,7 @@ def test_the_workflow_inputs_and_the_settings_share_their_defaults(clean_env: py
     assert list(request.refund_poll_schedule_s) == settings.payments.refund_poll_schedule_s
     assert request.refund_expected_days == settings.payments.refund_expected_days
     assert TopUpStart(top_up_id="t").pending_timeout_s == settings.payments.payment_pending_timeout_s
+    assert ReservationStart(reservation_id="r").hold_s == settings.reservation.hold_s
     refund = RefundStart.model_fields
     assert list(refund["poll_schedule_s"].default) == settings.payments.refund_poll_schedule_s
     assert refund["expected_days"].default == settings.payments.refund_expected_days

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from swapflow.db.engine import Database
 from swapflow.db.money import Payment
 from swapflow.db.network import Battery, Cabinet, Rider, Slot
+from swapflow.db.reservations import Reservation
 from swapflow.db.swaps import CustodyEvent, SafetyEvent, SwapOrder
 from swapflow.domain.checks import present
 from swapflow.domain.clock import as_utc, utcnow
@@ -26,6 +27,7 @@ from swapflow.ops.alerts import raise_alert
 from swapflow.payments.commissions import accrue_swap
 from swapflow.payments.ledger import DEFERRED_REVENUE, SWAP_REVENUE, Posting, post_transaction
 from swapflow.services.pricing import live_redemption, price_swap, redeem_coupon, release_redemption
+from swapflow.services.reservations import release_hold, use_reservation
 from swapflow.settings import Settings
 from swapflow.workflows.swap_contract import (
     Admission,
@@ -72,6 +74,12 @@ async def transfer_custody(
     battery.custodian_ref = to_ref
 
 
+def _unheld_or(held_for: str | None) -> ColumnElement[bool]:
+    """A slot held for no reservation, or for `held_for` (the swapping rider's own)."""
+    unheld = Slot.reservation_id.is_(None)
+    return unheld if held_for is None else or_(unheld, Slot.reservation_id == held_for)
+
+
 def _append_step(order: SwapOrder, update: StageUpdate) -> None:
     # A new list, so SQLAlchemy sees the JSON column change.
     order.steps = [
@@ -94,12 +102,16 @@ class SwapRecords:
             raise ApplicationError(f"no swap order {order_id}", non_retryable=True)
         return order
 
-    async def _candidates(self, session: AsyncSession, cabinet_id: str, role: SlotRole) -> Sequence[Slot]:
-        """Slots that could take a role now: free, unlocked, fault-free, door shut; for the charged role
-        holding a ready pack (charged, healthy, in service), best first."""
+    async def _candidates(
+        self, session: AsyncSession, cabinet_id: str, role: SlotRole, held_for: str | None = None
+    ) -> Sequence[Slot]:
+        """Slots that could take a role now: free, unlocked, fault-free, door shut, held for no reservation
+        but `held_for` (the rider's own); for the charged role holding a ready pack (charged, healthy, in
+        service), the held one first, then the best."""
         usable = and_(
             Slot.cabinet_id == cabinet_id,
             Slot.reserved_order_id.is_(None),
+            _unheld_or(held_for),
             Slot.locked.is_(False),
             Slot.fault.is_(None),
             Slot.out_of_service.is_(None),
@@ -109,6 +121,7 @@ class SwapRecords:
             return (
                 await session.scalars(select(Slot).where(usable, Slot.battery_serial.is_(None)).order_by(Slot.slot_no))
             ).all()
+        held_first = [] if held_for is None else [case((Slot.reservation_id == held_for, 0), else_=1)]
         return (
             await session.scalars(
                 select(Slot)
@@ -119,20 +132,27 @@ class SwapRecords:
                     Battery.soc >= self.settings.swap.ready_soc_threshold,
                     Battery.soh >= self.settings.swap.min_soh,
                 )
-                .order_by(Battery.soc.desc(), Slot.slot_no)
+                .order_by(*held_first, Battery.soc.desc(), Slot.slot_no)
             )
         ).all()
 
-    async def _reserve_first(self, session: AsyncSession, order_id: str, candidates: Sequence[Slot]) -> Slot | None:
-        """Claim the first candidate slot nobody else claimed meanwhile. The conditional UPDATE is the
-        lock: of two concurrent swaps only one sees its row count at 1."""
+    async def _reserve_first(
+        self, session: AsyncSession, order_id: str, candidates: Sequence[Slot], held_for: str | None = None
+    ) -> Slot | None:
+        """Claim the first candidate slot nobody else claimed meanwhile (nor held for another rider's
+        reservation). The conditional UPDATE is the lock: of two concurrent swaps, or a swap and a
+        reservation, only one sees its row count at 1."""
         for slot in candidates:
             if slot.reserved_order_id == order_id:
                 return slot
             claimed = await session.execute(
                 update(Slot)
-                .where(Slot.id == slot.id, Slot.reserved_order_id.is_(None))
-                .values(reserved_order_id=order_id)
+                .where(
+                    Slot.id == slot.id,
+                    Slot.reserved_order_id.is_(None),
+                    _unheld_or(held_for),
+                )
+                .values(reserved_order_id=order_id, reservation_id=None)
             )
             if claimed.rowcount == 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
                 return slot
@@ -160,18 +180,23 @@ class SwapRecords:
             if cabinet.capability == CabinetCapability.REPORTING and not cabinet.online:
                 raise SwapRejectedError("cabinet_offline")
 
-            charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED)
+            # The rider's reservation here is used by this swap (a rejection below rolls that back too).
+            reservation = await use_reservation(session, rider_id=rider.id, cabinet_id=cabinet.id, order_id=order.id)
+            held_for = reservation.id if reservation is not None else None
+            charged = await self._candidates(session, cabinet.id, SlotRole.CHARGED, held_for)
             empty = await self._candidates(session, cabinet.id, SlotRole.RETURN)
             if not charged:
                 raise SwapRejectedError("no_charged_battery")
             if not empty:
                 raise SwapRejectedError("no_free_slot")
-            charged_slot = await self._reserve_first(session, order.id, charged)
+            charged_slot = await self._reserve_first(session, order.id, charged, held_for)
             return_slot = await self._reserve_first(session, order.id, empty)
             if charged_slot is None:
                 raise SwapRejectedError("no_charged_battery")
             if return_slot is None:
                 raise SwapRejectedError("no_free_slot")
+            if reservation is not None:  # a hold the pick passed over (its pack went bad meanwhile) goes free
+                await release_hold(session, reservation)
 
             order.return_slot_no = return_slot.slot_no
             order.charged_slot_no = charged_slot.slot_no
@@ -195,6 +220,7 @@ class SwapRecords:
                 currency=priced.currency,
                 capability=cabinet.capability,
                 coupon_code=priced.coupon_code,
+                reservation_id=held_for,
             )
 
     async def _price(self, session: AsyncSession, order: SwapOrder, request: SwapRequest) -> Quote:
@@ -261,6 +287,7 @@ class SwapRecords:
             currency=order.currency or "",
             capability=cabinet.capability,
             coupon_code=await live_redemption(session, order.id),
+            reservation_id=await session.scalar(select(Reservation.id).where(Reservation.used_by_order_id == order.id)),
         )
 
     @activity.defn(name="record_swap_stage")

@@ -22,6 +22,7 @@ from swapflow.api.routers import (
     payments,
     pricing,
     refunds,
+    reservations,
     rider_auth,
     riders,
     settlements,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payments,
         partners,
         rider_auth,
+        reservations,
     ):
         app.include_router(module.router)
     install_console(app)

@@ -70,7 +70,8 @@ class CabinetSummary(BaseModel):
     distance_km: float | None
     online: bool | None = Field(description="null for a command-only cabinet, which cannot report it")
     capability: CabinetCapability
-    ready_batteries: int
+    ready_batteries: int = Field(description="Charged packs any rider may swap for now (none held for a reservation)")
+    reserved_batteries: int = Field(0, description="Charged packs held for riders' reservations, apart from the above")
     free_slots: int
     slot_count: int
     last_seen_at: datetime | None
@@ -103,6 +104,7 @@ class SlotView(BaseModel):
     fault: str | None
     out_of_service: str | None
     reserved: bool
+    held_for_reservation: bool = Field(False, description="Its pack is held for a rider's reservation")
 
 
 class CabinetDetail(CabinetSummary):

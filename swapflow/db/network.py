@@ -80,6 +80,9 @@ class Slot(Base):
         String(100), nullable=True, doc="Why the platform took the slot out of swaps (door fault, quarantined pack)."
     )
     reserved_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    reservation_id: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, doc="The rider's reservation holding its pack (swapflow.db.reservations)."
+    )
     reported_serial: Mapped[str | None] = mapped_column(
         String(40), nullable=True, doc="The pack the cabinet last reported in the slot (an event or a birth)."
     )

@@ -36,3 +36,7 @@ OPS_EVALUATIONS_PER_RUN: Final = 200
 """Evaluations before the evaluator continues-as-new."""
 OPS_WEBHOOK_ATTEMPTS: Final = 5
 """Attempts per alert and channel, with backoff."""
+
+# A reservation's hold.
+RESERVATION_HOLD_S: Final = 600.0
+"""How long a reserved pack is held for its rider."""

@@ -234,6 +234,7 @@ async def empty_before_peak(session: AsyncSession, settings: Settings, now: date
         return []
     ready = and_(
         Slot.reserved_order_id.is_(None),
+        Slot.reservation_id.is_(None),
         Slot.locked.is_(False),
         Slot.fault.is_(None),
         Slot.out_of_service.is_(None),

@@ -48,10 +48,12 @@ from swapflow.db.money import (
     WalletTopUp,
 )
 from swapflow.db.network import Battery, Slot
+from swapflow.db.reservations import Reservation
 from swapflow.db.swaps import CustodyDiscrepancy, CustodyEvent, SwapOrder
 from swapflow.domain.clock import as_utc, utcnow
 from swapflow.domain.commissions import LineKind
 from swapflow.domain.network import CustodianKind
+from swapflow.domain.reservations import ReservationStatus
 from swapflow.domain.swaps import SwapStatus
 from swapflow.payments.ledger import DEFERRED_REVENUE, partner_payable
 from swapflow.payments.payouts import PayoutStatus
@@ -146,6 +148,15 @@ class Rule(StrEnum):
     # A slot is reserved by a swap that finished, or that does not exist.
     SWAP_STALE_RESERVATION = "swap.stale_reservation"
 
+    # A completed swap issued a pack that was held, when it was issued, by another rider's reservation.
+    RESERVATION_ISSUED_TO_ANOTHER = "reservation.issued_to_another"
+    # A reservation marked used names no swap, or a swap of another rider or at another cabinet.
+    RESERVATION_USED_BY_ANOTHER = "reservation.used_by_another"
+    # An active reservation's slot does not hold it, or a slot is held for a reservation that is not active.
+    RESERVATION_HOLD_MISMATCH = "reservation.hold_mismatch"
+    # A reservation is still active longer than `stuck_after` past its expiry (its workflow is not running).
+    RESERVATION_OVERDUE = "reservation.overdue"
+
 
 class Violation(BaseModel):
     """One broken rule: which rule, what it is about (a battery serial, slot ref, rider, swap order or
@@ -210,6 +221,7 @@ async def check_invariants(db: Database, *, stuck_after: timedelta | None = None
             *await _swaps(session, None if stuck_after is None else checked_at - stuck_after),
             *await _wallet_credits(session),
             *await _commissions(session),
+            *await _reservations(session, None if stuck_after is None else checked_at - stuck_after),
         ]
         counts = {
             name: await session.scalar(select(func.count()).select_from(model)) or 0
@@ -684,6 +696,99 @@ async def _swaps(session: AsyncSession, stuck_before: datetime | None) -> list[V
         )
         for slot, order, status in stale
     ]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ reservations
+
+
+async def _reservations(session: AsyncSession, overdue_before: datetime | None) -> list[Violation]:
+    """A reserved pack is never issued to another rider: no completed swap issued a pack while another
+    rider's reservation held it, a reservation is used only by its rider's swap at its cabinet, and a
+    slot is held exactly by the active reservation that names it."""
+    found: list[Violation] = []
+    active = Reservation.status == ReservationStatus.ACTIVE
+
+    issued = await session.execute(
+        select(Reservation.id, Reservation.rider_id, SwapOrder.id, SwapOrder.rider_id, Reservation.battery_serial)
+        .join(SwapOrder, SwapOrder.issued_battery_serial == Reservation.battery_serial)
+        .where(
+            SwapOrder.status == SwapStatus.COMPLETED,
+            SwapOrder.rider_id != Reservation.rider_id,
+            Reservation.created_at <= SwapOrder.finished_at,
+            or_(Reservation.ended_at.is_(None), Reservation.ended_at > SwapOrder.finished_at),
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.RESERVATION_ISSUED_TO_ANOTHER,
+            subject=reservation,
+            detail=f"pack {serial}, held for rider {holder}, was issued to rider {rider} by swap {order}",
+        )
+        for reservation, holder, order, rider, serial in issued
+    ]
+
+    used = await session.execute(
+        select(Reservation.id, Reservation.used_by_order_id, SwapOrder.id, SwapOrder.rider_id, SwapOrder.cabinet_id)
+        .outerjoin(SwapOrder, SwapOrder.id == Reservation.used_by_order_id)
+        .where(
+            Reservation.status == ReservationStatus.USED,
+            or_(
+                SwapOrder.id.is_(None),
+                SwapOrder.rider_id != Reservation.rider_id,
+                SwapOrder.cabinet_id != Reservation.cabinet_id,
+            ),
+        )
+    )
+    found += [
+        Violation(
+            rule=Rule.RESERVATION_USED_BY_ANOTHER,
+            subject=reservation,
+            detail=f"used by swap {named}, "
+            + ("which does not exist" if order is None else f"of rider {rider} at cabinet {cabinet}"),
+        )
+        for reservation, named, order, rider, cabinet in used
+    ]
+
+    unheld = await session.execute(
+        select(Reservation.id, SLOT_REF, Slot.reservation_id)
+        .outerjoin(Slot, and_(Slot.cabinet_id == Reservation.cabinet_id, Slot.slot_no == Reservation.slot_no))
+        .where(active, Slot.reservation_id.is_distinct_from(Reservation.id))
+    )
+    found += [
+        Violation(
+            rule=Rule.RESERVATION_HOLD_MISMATCH,
+            subject=reservation,
+            detail=f"active, but its slot {slot} is held for {holder or 'no reservation'}",
+        )
+        for reservation, slot, holder in unheld
+    ]
+    stale = await session.execute(
+        select(SLOT_REF, Slot.reservation_id, Reservation.status)
+        .outerjoin(Reservation, Reservation.id == Slot.reservation_id)
+        .where(Slot.reservation_id.is_not(None), or_(Reservation.id.is_(None), ~active))
+    )
+    found += [
+        Violation(
+            rule=Rule.RESERVATION_HOLD_MISMATCH,
+            subject=slot,
+            detail=f"held for {status or 'unknown'} reservation {reservation}",
+        )
+        for slot, reservation, status in stale
+    ]
+
+    if overdue_before is not None:
+        overdue = await session.execute(
+            select(Reservation.id, Reservation.expires_at).where(active, Reservation.expires_at < overdue_before)
+        )
+        found += [
+            Violation(
+                rule=Rule.RESERVATION_OVERDUE,
+                subject=reservation,
+                detail=f"still active, expired at {_iso(expires_at)}",
+            )
+            for reservation, expires_at in overdue
+        ]
     return found
 
 

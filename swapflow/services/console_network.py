@@ -94,6 +94,7 @@ def _ready_slots(settings: Settings, cabinet_id: CabinetIdColumn, *columns: Any)
         .where(
             Slot.cabinet_id == cabinet_id,
             Slot.reserved_order_id.is_(None),
+            Slot.reservation_id.is_(None),
             Slot.locked.is_(False),
             Slot.fault.is_(None),
             Slot.out_of_service.is_(None),

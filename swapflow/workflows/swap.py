@@ -24,7 +24,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from swapflow.domain.checks import present
@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from swapflow.workflows.refund import RefundWorkflow
     from swapflow.workflows.refund_contract import RefundStart, refund_workflow_id
+    from swapflow.workflows.reservation_contract import USED_SIGNAL, ReservationUsed, reservation_workflow_id
     from swapflow.workflows.swap_contract import (
         Admission,
         ChargeInput,
@@ -97,6 +98,8 @@ FREE_SWAP_NOTHING_TO_REFUND = "free-swap-nothing-to-refund"
 ADMITTED_STAGES = frozenset({SwapStage.CREATED, SwapStage.RESERVED, SwapStage.PAID})
 # A command-only cabinet's return and issue need a second fact beside the pack's report (docs/protocol.md).
 LEGACY_TWO_FACTS = "legacy-evidence-two-facts"
+# A swap that used its rider's reservation tells the reservation's workflow, which then ends at once.
+RESERVATION_USED = "reservation-used-signal"
 
 
 class SwapFailed(Exception):
@@ -212,6 +215,8 @@ class SwapWorkflow:
         self._step("admit", "ok", f"return slot {self._return_slot}, charged slot {self._charged_slot}")
         if admission.coupon_code is not None:
             compensations.append(self._release_coupon)
+        if admission.reservation_id is not None and workflow.patched(RESERVATION_USED):
+            await self._reservation_used(admission.reservation_id)
 
         # Registered before the charge: a charge whose outcome is unknown is still refunded if it landed.
         compensations.append(self._refund)
@@ -531,6 +536,18 @@ class SwapWorkflow:
         self._status = finish.status
         self._stage = SwapStage.COMPLETED if finish.status == SwapStatus.COMPLETED else SwapStage.FAILED
         self._step("finish", finish.status.value, finish.reason)
+
+    async def _reservation_used(self, reservation_id: str) -> None:
+        """Tell the reservation's workflow that this swap took its pack, so it ends now. The admission already
+        marked the reservation used: a workflow that ended meanwhile (its timer) found it so."""
+        try:
+            await workflow.get_external_workflow_handle(reservation_workflow_id(reservation_id)).signal(
+                USED_SIGNAL, ReservationUsed(order_id=self._request.order_id)
+            )
+        except FailureError as failed:
+            self._step("reservation_used", "not_signalled", failed.message)
+            return
+        self._step("reservation_used", "ok", reservation_id)
 
     # ---------------------------------------------------------------------------------- compensations
 

@@ -48,6 +48,7 @@ class Admission(Contract):
     currency: str
     capability: CabinetCapability = CabinetCapability.REPORTING
     coupon_code: str | None = None  # the coupon redeemed for this swap: released if the swap fails
+    reservation_id: str | None = None  # the rider's reservation at the cabinet this swap used (its pack held)
 
 
 class CouponRelease(Contract):

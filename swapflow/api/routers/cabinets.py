@@ -1,4 +1,4 @@
-"""Finding a cabinet: live status (online, ready batteries, free slots), nearest first."""
+"""Finding a cabinet: live status (online, ready batteries, reserved ones apart, free slots), nearest first."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def _summary(status: CabinetStatus) -> CabinetSummary:
         online=None if cabinet.capability == CabinetCapability.COMMAND_ONLY else cabinet.online,
         capability=cabinet.capability,
         ready_batteries=status.ready,
+        reserved_batteries=status.reserved,
         free_slots=status.free,
         slot_count=cabinet.slot_count,
         last_seen_at=cabinet.last_seen_at,
@@ -85,6 +86,7 @@ async def get_cabinet(cabinet_id: str, session: SessionDep, settings: SettingsDe
                 fault=s.fault,
                 out_of_service=s.out_of_service,
                 reserved=s.reserved_order_id is not None,
+                held_for_reservation=s.reservation_id is not None,
             )
             for s in slots
         ],
