@@ -107,6 +107,7 @@ async def phone(browser: Any, console_stack: Settings, stack_db: Database) -> As
 async def sign_in(page: Page, token: str) -> None:
     await page.goto("/app")
     await expect(page).to_have_url(re.compile(r"/app/sign-in\?next="))
+    await page.get_by_text("Sign in with an access token instead").tap()
     await page.get_by_label("Your access token").fill(token)
     await page.keyboard.press("Enter")
     await expect(page).to_have_url(re.compile(r"/app$"))
