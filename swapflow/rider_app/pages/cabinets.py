@@ -1,8 +1,10 @@
-"""Finding a cabinet and swapping at it. The home page lists the cabinets around the rider (around the
-phone when the browser shares its location, else around the middle of the rider's city) with their
-ready packs, on a list and a map. A cabinet's page, opened by the QR link on it (`/app/c/<id>`) or by
-typing its code, shows its ready packs and the price now (a coupon re-quotes it), and starts the swap
-through the same service as `POST /v1/swaps`, once per form: a double tap starts one swap."""
+"""Finding a cabinet, reserving a pack there and swapping at it. The home page lists the cabinets around
+the rider (around the phone when the browser shares its location, else around the middle of the rider's
+city) with their ready packs, on a list and a map. A cabinet's page, opened by the QR link on it
+(`/app/c/<id>`) or by typing its code, shows its ready packs and the price now (a coupon re-quotes it),
+holds a charged pack for the rider on their way (`services.reservations`, as `POST /v1/reservations`)
+and starts the swap through the same service as `POST /v1/swaps`; each once per form: a double tap
+starts one."""
 
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep
 from swapflow.api.routers.cabinets import NEAR_PATTERN, parse_near
 from swapflow.db.network import Battery
+from swapflow.db.reservations import Reservation
 from swapflow.domain.clock import utcnow
-from swapflow.domain.errors import NotFound, Refused
+from swapflow.domain.errors import Conflict, NotFound, Refused
 from swapflow.domain.network import CabinetCapability
 from swapflow.domain.pricing import Quote
 from swapflow.rider_app.rendering import PREFIX, render
 from swapflow.rider_app.session import RiderUser
-from swapflow.services import cabinets, rider_app
+from swapflow.services import cabinets, reservations, rider_app
 from swapflow.services.cabinets import CabinetStatus
 from swapflow.services.network import find_rider
 from swapflow.services.pricing import UnpricedCabinet, price_swap
@@ -89,7 +92,11 @@ class CabinetView:
 
     @property
     def usable(self) -> bool:
-        return self.online is not False and self.ready > 0 and self.free > 0
+        return self.swappable(held_here=False)
+
+    def swappable(self, held_here: bool) -> bool:
+        """Whether the rider may start a swap here now (with their own pack held here, others' ready or not)."""
+        return self.online is not False and (self.ready > 0 or held_here) and self.free > 0
 
 
 async def _nearby_context(session: SessionDep, settings: Settings, rider_id: str, near: str | None) -> dict[str, Any]:
@@ -173,12 +180,17 @@ async def _cabinet_page(
 ) -> HTMLResponse:
     status, _ = await cabinets.cabinet(session, settings, cabinet_id)
     ready: list[tuple[int, Battery]] = await cabinets.ready_packs(session, settings, cabinet_id)
+    held: Reservation | None = await reservations.active_for(session, rider.id)
     context = {
         "section": "cabinets",
         "cabinet": CabinetView.of(status),
         "ready": ready,
-        # The swap's Idempotency-Key: one per form shown, so a second tap of its button is the same swap.
+        "reservation": held,
+        "held_here": held is not None and held.cabinet_id == cabinet_id,
+        "hold_minutes": round(settings.reservation.hold_s / 60),
+        # The Idempotency-Keys: one per form shown, so a second tap of its button is the same swap (hold).
         "swap_token": secrets.token_urlsafe(18),
+        "reserve_token": secrets.token_urlsafe(18),
         "error": error,
         **_quote_context(await _quote(session, rider.id, cabinet_id, coupon_code), coupon_code),
     }
@@ -237,3 +249,52 @@ async def swap_here(
                 request, rider, session, settings, cabinet_id, coupon, error=error, status_code=422
             )
     return RedirectResponse(f"{PREFIX}/swaps/{order.id}", status_code=303)
+
+
+RESERVE_WORDS = {
+    "no_ready_battery": "this cabinet has no charged pack to hold right now",
+    "cabinet_offline": "this cabinet is offline",
+    "already_reserved": "you already hold a pack; cancel it first",
+    "no_show_blocked": "you did not come for too many held packs lately, so you cannot reserve for a while",
+}
+
+
+@router.post("/c/{cabinet_id}/reserve")
+async def reserve_here(
+    request: Request,
+    rider: RiderUser,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    cabinet_id: CabinetId,
+    reserve_token: Annotated[str, Form(min_length=16, max_length=60)],
+) -> Response:
+    """Hold a charged pack here for the rider on their way, then show the cabinet with it."""
+    try:
+        await reservations.reserve(
+            db, settings, temporal, rider_id=rider.id, cabinet_id=cabinet_id, idempotency_key=f"app:{reserve_token}"
+        )
+    except Conflict as refused:
+        error = f"No pack held: {RESERVE_WORDS.get(str(refused.members.get('reason')), refused.detail)}."
+        async with db.sessions() as session:
+            return await _cabinet_page(
+                request, rider, session, settings, cabinet_id, None, error=error, status_code=409
+            )
+    return RedirectResponse(f"{PREFIX}/c/{cabinet_id}", status_code=303)
+
+
+@router.post("/reservations/{reservation_id}/cancel")
+async def cancel_reservation(
+    rider: RiderUser,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    reservation_id: Annotated[str, Path(min_length=1, max_length=40)],
+) -> Response:
+    """Let the held pack go; back to its cabinet's page."""
+    async with db.sessions() as session:
+        held = await reservations.find_reservation(session, reservation_id)
+    if held.rider_id != rider.id:
+        raise NotFound("reservation", reservation_id)
+    await reservations.cancel(db, settings, temporal, reservation_id=reservation_id, by=rider.id)
+    return RedirectResponse(f"{PREFIX}/c/{held.cabinet_id}", status_code=303)
