@@ -16,13 +16,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database
-from swapflow.db.money import Payment, RiderPaymentMethod
+from swapflow.db.money import Payment
 from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.stripe import KEY
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.swap_contract import SwapProgress, swap_workflow_id
+from tests.money_harness import pays_by as rider_pays_by
 from tests.payment_fakes import (  # noqa: F401  (fixtures)
     api_client,
     localstripe_url,
@@ -71,8 +72,7 @@ def localstripe(localstripe_url: str) -> stripe.StripeClient:
 
 
 async def pays_by(scene: Scene, method: PaymentMethod, payer: str) -> None:
-    async with scene.db.transaction() as session:
-        await session.merge(RiderPaymentMethod(rider_id=RIDER, method=method, payer=payer))
+    await rider_pays_by(scene.db, RIDER, method, payer)
 
 
 def charge_key(order_id: str) -> str:

@@ -19,7 +19,9 @@ from swapflow.api.routers import (
     network,
     ops,
     partners,
+    payment_methods,
     payments,
+    plans,
     pricing,
     refunds,
     riders,
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settlements,
         payments,
         partners,
+        payment_methods,
+        plans,
     ):
         app.include_router(module.router)
     install_console(app)
