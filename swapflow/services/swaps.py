@@ -9,7 +9,13 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -156,15 +162,18 @@ async def _admitted(db: Database, client: Client, settings: Settings, order: Swa
     """Start the order's swap (or join it) and wait until its return door is open or it has failed; for a
     rider who pays in their app before any door opens, only until the payment waits for them (the answer
     then carries what the app confirms it with)."""
-    confirmed_by_rider = await _confirmed_by_rider(db, order.rider_id)
-    # The answer is read from the order row; the SDK types an async update's result as a coroutine.
-    admission = client.execute_update_with_start_workflow(
-        SwapWorkflow.admission, start_workflow_operation=swap_start(settings, order)
-    )
-    if not confirmed_by_rider:
-        _ = await admission
+    if not await _confirmed_by_rider(db, order.rider_id):
+        # The answer is read from the order row; the SDK types an async update's result as a coroutine.
+        _ = await client.execute_update_with_start_workflow(
+            SwapWorkflow.admission, start_workflow_operation=swap_start(settings, order)
+        )
         return
-    admitted, waiting = asyncio.ensure_future(admission), asyncio.ensure_future(_payment_pending(db, order.id))
+    update = await client.start_update_with_start_workflow(
+        SwapWorkflow.admission,
+        start_workflow_operation=swap_start(settings, order),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    admitted, waiting = asyncio.ensure_future(update.result()), asyncio.ensure_future(_payment_pending(db, order.id))
     try:
         await asyncio.wait((admitted, waiting), return_when=asyncio.FIRST_COMPLETED)
     finally:
