@@ -29,6 +29,7 @@ from swapflow.payments.provider import (
     PaymentProvider,
     PaymentStatus,
     ProviderDeclined,
+    ProviderError,
     ProviderPayment,
     ProviderTimeout,
 )
@@ -118,24 +119,29 @@ class PaymentActivities:
             # The rider's method is not configured on this worker: no money can be taken, so say no at once.
             raise await self._declined(record.key, f"payment_method_unavailable: {record.method}") from None
         key = record.key
+        request = ChargeRequest(
+            key=key,
+            amount_minor=record.amount_minor,
+            currency=record.currency,
+            rider_id=record.rider_id,
+            payer=record.payer,
+            description=description,
+        )
         payment = await provider.find_payment(key)
         if payment is None:
             try:
-                payment = await provider.charge(
-                    ChargeRequest(
-                        key=key,
-                        amount_minor=record.amount_minor,
-                        currency=record.currency,
-                        rider_id=record.rider_id,
-                        payer=record.payer,
-                        description=description,
-                    )
-                )
+                payment = await provider.charge(request)
             except ProviderDeclined as declined:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
                 # Unknown, not failed: the retry asks the provider what happened under the same key.
                 raise PaymentOutcomeUnknownError(f"payment outcome unknown: {lost}") from None
+        elif payment.status == PaymentStatus.PENDING and not record.client_params:
+            # The answer carrying the app's parameters was lost: the same key answers the same order with them.
+            try:
+                payment = await provider.charge(request)
+            except ProviderError:
+                pass  # the order stands, followed as it is (the app waits for its parameters in vain)
         payment = await self._until_settled(provider, record, payment)
         if payment.status == PaymentStatus.AUTHORIZED:
             payment = await provider.capture(key)
