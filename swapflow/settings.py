@@ -294,6 +294,9 @@ class StripeSettings(_Group):
         120, description="How far back refunds are listed to find one by our key (Stripe cannot search refunds)."
     )
     timeout_s: float = Field(20.0, description="Timeout of one Stripe call.")
+    publishable_key: str | None = Field(
+        None, description="Stripe publishable key, handed to the rider's page for Stripe.js (saving a card)."
+    )
 
 
 class DeviceSettings(_Group):

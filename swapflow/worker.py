@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from swapflow.activities.alert_evaluator import AlertEvaluatorActivities
 from swapflow.activities.device_commands import DeviceCommands
 from swapflow.activities.payments import PaymentActivities
+from swapflow.activities.plan_purchase import PlanPurchaseActivities
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.refund import RefundActivities
 from swapflow.activities.reservation import ReservationActivities
@@ -31,6 +32,7 @@ from swapflow.services.reconciliation import ensure_reconciliation_schedule
 from swapflow.services.settlements import ensure_settlement_schedules, minute_cadences_in_use
 from swapflow.settings import Settings
 from swapflow.workflows.alert_evaluator import AlertEvaluatorWorkflow
+from swapflow.workflows.plan_purchase import PlanPurchaseWorkflow
 from swapflow.workflows.reconciliation import ReconciliationWorkflow
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.reservation import ReservationWorkflow
@@ -51,6 +53,7 @@ WORKFLOWS: Sequence[type] = (
     SettlementWorkflow,
     SettlementsDueWorkflow,
     ReservationWorkflow,
+    PlanPurchaseWorkflow,
 )
 
 
@@ -61,6 +64,7 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
     payments = PaymentActivities(db, providers, settings)
     refunds = RefundActivities(db, providers)
     top_ups = TopUpActivities(db, payments)
+    plan_purchases = PlanPurchaseActivities(db, payments)
     reconciliation = ReconciliationActivities(db, providers)
     commands = DeviceCommands(db, commands_out)
     alerting = AlertEvaluatorActivities(db, settings)
@@ -94,6 +98,8 @@ def build_activities(settings: Settings, db: Database, commands_out: CommandQueu
         top_ups.settle,
         *settlements.activities(),
         reservations.end,
+        plan_purchases.collect,
+        plan_purchases.settle,
     ]
 
 

@@ -9,8 +9,9 @@ from swapflow.activities.payments import PaymentActivities
 from swapflow.activities.refund import RefundActivities
 from swapflow.activities.swap import SwapRecords
 from swapflow.db.engine import Database
-from swapflow.db.money import LedgerTransaction, Refund, RiderPaymentMethod, SubscriptionPlan, Wallet
+from swapflow.db.money import LedgerTransaction, Refund, SubscriptionPlan, Wallet
 from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.methods import add_method, lock_rider
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.sandbox import SandboxProvider
@@ -23,6 +24,25 @@ from tests.swap_harness import new_order, set_online
 CABINET = "cab-sh-001-1"
 RIDER, OTHER_RIDER, THIRD_RIDER = "rider-sh-0001", "rider-sh-0002", "rider-sh-0003"
 PRICE = 600  # of a swap in Shanghai, CNY minor units
+
+
+async def pays_by(db: Database, rider_id: str, method: PaymentMethod, payer: str | None = None) -> None:
+    """`rider_id`'s default payment method from now on (a Stripe payer: `pm_…` or `cus_…/pm_…`)."""
+    provider_ref = None
+    if method == PaymentMethod.STRIPE and payer:
+        customer, _, provider_ref = payer.rpartition("/")
+        payer = customer or None
+    async with db.transaction() as session:
+        await lock_rider(session, rider_id)
+        await add_method(
+            session,
+            rider_id=rider_id,
+            method=method,
+            label=str(method),
+            payer=payer,
+            provider_ref=provider_ref,
+            default=True,
+        )
 
 
 class Money:
@@ -44,12 +64,8 @@ class Money:
         return self
 
     async def pays_by(self, rider_id: str, method: PaymentMethod, payer: str | None = None) -> None:
-        async with self.db.transaction() as session:
-            row = await session.get(RiderPaymentMethod, rider_id)
-            if row is None:
-                session.add(RiderPaymentMethod(rider_id=rider_id, method=method, payer=payer))
-            else:
-                row.method, row.payer = method, payer
+        """`rider_id`'s default payment method from now on."""
+        await pays_by(self.db, rider_id, method, payer)
 
     async def wallet_rider(self, balance: int, rider_id: str = RIDER, key: str = "first") -> None:
         """`rider_id` pays by wallet, credited with `balance` (CNY minor units) by finance."""

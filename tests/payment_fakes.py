@@ -73,6 +73,7 @@ def stripe_settings_values(api_base: str) -> dict[str, Any]:
         "full_api": False,
         "webhook_secret": STRIPE_WEBHOOK_SECRET,
         "timeout_s": 5.0,
+        "publishable_key": "pk_test_swapflow",
     }
 
 

@@ -136,6 +136,12 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("SWAPFLOW_STRIPE_FULL_API", "stripe.full_api", "false", False),
     ("SWAPFLOW_STRIPE_REFUND_LOOKBACK_DAYS", "stripe.refund_lookback_days", "4096", 4096),
     ("SWAPFLOW_STRIPE_TIMEOUT_S", "stripe.timeout_s", "0.5", 0.5),
+    (
+        "SWAPFLOW_STRIPE_PUBLISHABLE_KEY",
+        "stripe.publishable_key",
+        "stripe_publishable_key-value",
+        "stripe_publishable_key-value",
+    ),
     ("SWAPFLOW_HEARTBEAT_INTERVAL_S", "devices.heartbeat_interval_s", "0.5", 0.5),
     ("SWAPFLOW_HEARTBEAT_MISSED_LIMIT", "devices.heartbeat_missed_limit", "4096", 4096),
     ("SWAPFLOW_TELEMETRY_HISTORY_QUEUE_ROWS", "devices.telemetry_history_queue_rows", "4096", 4096),

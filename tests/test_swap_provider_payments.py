@@ -16,13 +16,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from swapflow.db.devices import DeviceCommand
 from swapflow.db.engine import Database
-from swapflow.db.money import Payment, RiderPaymentMethod
+from swapflow.db.money import Payment
 from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.payments.provider import PaymentMethod
 from swapflow.payments.stripe import KEY
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.swap_contract import SwapProgress, swap_workflow_id
+from tests.money_harness import pays_by as rider_pays_by
+from tests.ops_harness import bearer, rider_token
 from tests.payment_fakes import (  # noqa: F401  (fixtures)
     api_client,
     localstripe_url,
@@ -71,8 +73,7 @@ def localstripe(localstripe_url: str) -> stripe.StripeClient:
 
 
 async def pays_by(scene: Scene, method: PaymentMethod, payer: str) -> None:
-    async with scene.db.transaction() as session:
-        await session.merge(RiderPaymentMethod(rider_id=RIDER, method=method, payer=payer))
+    await rider_pays_by(scene.db, RIDER, method, payer)
 
 
 def charge_key(order_id: str) -> str:
@@ -137,6 +138,43 @@ async def test_wechat_order_the_rider_never_confirms_is_closed_and_no_door_opens
     assert await count(scene.db, DeviceCommand) == 0
     assert await ledger_kinds(scene.db, order_id) == []
     await assert_invariants(scene.db)
+
+
+async def test_wechat_swap_answers_the_app_what_opens_the_pay_sheet_while_the_payment_waits_for_the_rider(
+    scene: Scene, wechat_fake: WeChatPayFake
+) -> None:
+    await pays_by(scene, PaymentMethod.WECHAT, OPENID)
+    async with api_client(scene.settings, scene.env.client) as (api, _):
+        api.headers.update(bearer(await rider_token(scene.db, RIDER)))
+        started = await api.post(
+            "/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET}, headers={"Idempotency-Key": "wx-swap"}
+        )
+        assert started.status_code == 201, started.json()
+        payment = started.json()["payment"]
+        assert payment["status"] == "pending"
+        order = wechat_fake.pay_sheet_opens(payment["client_params"])
+        assert (order.out_trade_no, order.amount) == (out_trade_no(charge_key(started.json()["id"])), 600)
+        seen = (await api.get(f"/v1/swaps/{started.json()['id']}")).json()
+    assert (seen["stage"], seen["payment"]) == (SwapStage.RESERVED, payment)  # no door opens before it is paid
+
+
+async def test_wechat_swap_paid_in_the_app_goes_on_and_shows_no_pay_sheet_any_more(
+    scene: Scene, wechat_fake: WeChatPayFake
+) -> None:
+    await pays_by(scene, PaymentMethod.WECHAT, OPENID)
+    async with api_client(scene.settings, scene.env.client) as (api, _):
+        api.headers.update(bearer(await rider_token(scene.db, RIDER)))
+        started = await api.post(
+            "/v1/swaps", json={"rider_id": RIDER, "cabinet_id": CABINET}, headers={"Idempotency-Key": "wx-swap"}
+        )
+        order_id = started.json()["id"]
+        wechat_fake.pay(wechat_fake.pay_sheet_opens(started.json()["payment"]["client_params"]).out_trade_no)
+        await swap_through(scene, order_id)
+        handle = scene.env.client.get_workflow_handle(swap_workflow_id(order_id), result_type=SwapProgress)
+        result = await handle.result()
+        seen = (await api.get(f"/v1/swaps/{order_id}")).json()
+    assert result.status == SwapStatus.COMPLETED, result
+    assert (seen["payment"]["status"], seen["payment"]["client_params"]) == ("captured", None)
 
 
 async def test_failed_wechat_swap_is_refunded_once_and_settled_when_wechat_notifies_the_refund(

@@ -4,6 +4,7 @@ statuses, the trade bill, lost answers, and the notify endpoint (verified, decry
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
@@ -13,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from swapflow.activities.payments import PaymentActivities
 from swapflow.db.engine import Database
-from swapflow.db.money import PaymentNotification
+from swapflow.db.money import Payment, PaymentNotification
 from swapflow.infra.temporal import connect_temporal
 from swapflow.payments.notifications import NotificationRejected
 from swapflow.payments.provider import (
@@ -34,9 +36,11 @@ from swapflow.payments.provider import (
     RefundStatus,
     refund_key,
 )
+from swapflow.payments.registry import providers_from_settings
 from swapflow.payments.wechat import WeChatPayProvider, out_refund_no, out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.refund_contract import refund_workflow_id
+from swapflow.workflows.swap_contract import PaymentOutcomeUnknownError
 from tests.conftest import free_port
 from tests.payment_fakes import (
     RefundNotificationRecorder,
@@ -217,6 +221,46 @@ async def test_lost_answer_after_the_order_was_created_is_a_timeout_and_the_retr
     assert found is not None and found.status is PaymentStatus.PENDING
     wechat_fake.pay(out_trade_no(request.key))
     assert (await provider.charge(request)).status is PaymentStatus.CAPTURED
+    assert wechat_fake.created_orders == 1
+
+
+async def test_lost_answer_to_an_order_then_the_retry_keeps_the_app_parameters_of_the_same_order(
+    wechat_settings: Settings, db: Database, wechat_fake: WeChatPayFake
+) -> None:
+    settings = wechat_settings.updated(payments={"payment_poll_interval_s": 0.05, "payment_pending_timeout_s": 8.0})
+    payments = PaymentActivities(db, providers_from_settings(settings, db), settings)
+    key = f"topup:{uuid.uuid4().hex[:20]}:charge"
+    async with db.transaction() as session:
+        session.add(
+            Payment(
+                key=key,
+                rider_id="rider-sh-0001",
+                method="wechat",
+                amount_minor=600,
+                currency="CNY",
+                status="initiated",
+                payer="o-rider-openid-0001",
+            )
+        )
+
+    async def record() -> Payment:
+        async with db.sessions() as session:
+            found = await session.scalar(select(Payment).where(Payment.key == key))
+        assert found is not None
+        return found
+
+    wechat_fake.delay_next_answer(3.0, request="POST /v3/pay/transactions/jsapi")  # the order is made, its answer lost
+    with pytest.raises(PaymentOutcomeUnknownError):
+        await ActivityEnvironment().run(payments.collect, await record())
+    retry = asyncio.create_task(ActivityEnvironment().run(payments.collect, await record()))
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (await record()).client_params:
+        assert asyncio.get_running_loop().time() < deadline, "the retry kept no app parameters"
+        await asyncio.sleep(0.05)
+    params = (await record()).client_params or {}
+    assert wechat_fake.pay_sheet_opens(params).out_trade_no == out_trade_no(key)
+    wechat_fake.pay(out_trade_no(key))
+    assert (await retry).status is PaymentStatus.CAPTURED
     assert wechat_fake.created_orders == 1
 
 

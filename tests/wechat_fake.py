@@ -213,6 +213,21 @@ class WeChatPayFake:
             order.transaction_id = f"4200{secrets.randbelow(10**24):024d}"
             return order
 
+    def pay_sheet_opens(self, params: dict[str, str]) -> FakeOrder:
+        """What WeChat's pay sheet checks of `wx.requestPayment`'s parameters: our app id, a `paySign` the
+        merchant's key made over `appId, timeStamp, nonceStr, package`, and a prepay id of an unpaid order.
+        Returns that order; raises if any of it does not hold."""
+        assert params["appId"] == self.appid and params["signType"] == "RSA"
+        message = "".join(f"{params[name]}\n" for name in ("appId", "timeStamp", "nonceStr", "package"))
+        self.merchant_key.public_key().verify(
+            base64.b64decode(params["paySign"]), message.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        prepay_id = params["package"].removeprefix("prepay_id=")
+        with self._lock:
+            [order] = [order for order in self.orders.values() if order.prepay_id == prepay_id]
+            assert order.state == "NOTPAY", f"order {order.out_trade_no} is {order.state}"
+            return order
+
     def settle_refund(self, out_refund_no: str, status: str) -> FakeRefund:
         """Move a refund on: SUCCESS, CLOSED or ABNORMAL."""
         with self._lock:

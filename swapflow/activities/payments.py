@@ -3,8 +3,9 @@
 The charge's key (`swap:<id>:charge`) and method are written to our `payments` table before the provider
 is first asked, so every retry uses the same key and provider and asks the provider what happened before
 it charges: a lost answer (timeout) is "unknown", never "failed". A pending charge (the rider confirms
-in the app) is polled with heartbeats until captured or its deadline, then closed. Refusals are final
-(non-retryable); network faults are retried by Temporal.
+in the app, with the parameters the charge answered, which our record keeps for the app) is polled with
+heartbeats until captured or its deadline, then closed. Refusals are final (non-retryable); network
+faults are retried by Temporal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from swapflow.payments.provider import (
     PaymentProvider,
     PaymentStatus,
     ProviderDeclined,
+    ProviderError,
     ProviderPayment,
     ProviderTimeout,
 )
@@ -77,12 +79,16 @@ class PaymentActivities:
                 session.add(payment)
         return payment
 
-    async def _mark(self, key: str, status: str, provider_ref: str | None = None) -> None:
+    async def _mark(
+        self, key: str, status: str, provider_ref: str | None = None, client_params: dict[str, str] | None = None
+    ) -> None:
         async with self.db.transaction() as session:
             payment = present(await session.scalar(select(Payment).where(Payment.key == key)), f"payment {key}")
             payment.status = status
             if provider_ref:
                 payment.provider_ref = provider_ref
+            if client_params:  # only the charge's first answer carries them: a retry's lookup keeps them
+                payment.client_params = client_params
 
     async def _declined(self, key: str, reason: str) -> PaymentDeclinedError:
         await self._mark(key, PaymentStatus.DECLINED)
@@ -113,30 +119,50 @@ class PaymentActivities:
             # The rider's method is not configured on this worker: no money can be taken, so say no at once.
             raise await self._declined(record.key, f"payment_method_unavailable: {record.method}") from None
         key = record.key
+        request = ChargeRequest(
+            key=key,
+            amount_minor=record.amount_minor,
+            currency=record.currency,
+            rider_id=record.rider_id,
+            payer=record.payer,
+            description=description,
+        )
         payment = await provider.find_payment(key)
         if payment is None:
             try:
-                payment = await provider.charge(
-                    ChargeRequest(
-                        key=key,
-                        amount_minor=record.amount_minor,
-                        currency=record.currency,
-                        rider_id=record.rider_id,
-                        payer=record.payer,
-                        description=description,
-                    )
-                )
+                payment = await provider.charge(request)
             except ProviderDeclined as declined:
                 raise await self._declined(key, str(declined)) from None
             except ProviderTimeout as lost:
                 # Unknown, not failed: the retry asks the provider what happened under the same key.
                 raise PaymentOutcomeUnknownError(f"payment outcome unknown: {lost}") from None
+        elif payment.status == PaymentStatus.PENDING and not record.client_params:
+            # The answer carrying the app's parameters was lost: the same key answers the same order with them.
+            try:
+                payment = await provider.charge(request)
+            except ProviderError:
+                pass  # the order stands, followed as it is (the app waits for its parameters in vain)
         payment = await self._until_settled(provider, record, payment)
         if payment.status == PaymentStatus.AUTHORIZED:
             payment = await provider.capture(key)
         if payment.status != PaymentStatus.CAPTURED:
             raise await self._declined(key, payment.status)
         return payment
+
+    async def closed_unless_captured(self, record: Payment) -> ProviderPayment | None:
+        """Our payment `record` as its provider has it now, after closing it there if it was left open
+        (pending, authorized): what a top-up or a plan purchase settles on. None: the provider never had it."""
+        try:
+            provider = provider_for(self.providers, record.method)
+        except UnknownProvider:
+            return None
+        found = await provider.find_payment(record.key)
+        if found is not None and found.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
+            try:
+                found = await provider.close(record.key)
+            except ProviderDeclined:
+                found = await provider.find_payment(record.key)  # captured meanwhile: it is the rider's money
+        return found
 
     async def _until_settled(
         self, provider: PaymentProvider, record: Payment, payment: ProviderPayment
@@ -145,7 +171,8 @@ class PaymentActivities:
         our record, so retries do not extend it)."""
         deadline = as_utc(record.created_at) + self.pending_timeout
         if payment.status == PaymentStatus.PENDING:
-            await self._mark(record.key, PaymentStatus.PENDING, payment.payment_id)
+            # The rider's app reads what it confirms the payment with from our record (GET of the swap).
+            await self._mark(record.key, PaymentStatus.PENDING, payment.payment_id, payment.client_params)
         while payment.status == PaymentStatus.PENDING:
             if utcnow() >= deadline:
                 payment = await provider.close(record.key)

@@ -14,8 +14,7 @@ from swapflow.db.engine import Database
 from swapflow.db.money import Payment, WalletTopUp
 from swapflow.domain.checks import present
 from swapflow.domain.clock import utcnow
-from swapflow.payments.provider import PaymentStatus, ProviderDeclined, ProviderPayment
-from swapflow.payments.registry import UnknownProvider, provider_for
+from swapflow.payments.provider import PaymentStatus, ProviderDeclined
 from swapflow.payments.topups import TopUpState, credit_top_up
 from swapflow.workflows.topup_contract import TopUpOutcome, TopUpStart
 
@@ -49,7 +48,7 @@ class TopUpActivities:
         top_up, payment = await self._payment(start.top_up_id)
         if top_up.status != TopUpState.PENDING:
             return _outcome(top_up)
-        found = await self._at_provider(payment)
+        found = await self.payments.closed_unless_captured(payment)
         async with self.db.transaction() as session:
             locked = await session.get(WalletTopUp, start.top_up_id, with_for_update=True)
             row = await session.scalar(select(Payment).where(Payment.key == payment.key))
@@ -70,20 +69,6 @@ class TopUpActivities:
                 top_up.status, top_up.settled_at = TopUpState.FAILED, utcnow()
                 top_up.failure_reason = f"payment {row.status}"
             return _outcome(top_up)
-
-    async def _at_provider(self, payment: Payment) -> ProviderPayment | None:
-        """The payment as the provider has it now; one left open (pending, authorized) is closed first."""
-        try:
-            provider = provider_for(self.payments.providers, payment.method)
-        except UnknownProvider:
-            return None
-        found = await provider.find_payment(payment.key)
-        if found is not None and found.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
-            try:
-                found = await provider.close(payment.key)
-            except ProviderDeclined:
-                found = await provider.find_payment(payment.key)  # captured meanwhile: it is the rider's money
-        return found
 
 
 def _outcome(top_up: WalletTopUp) -> TopUpOutcome:

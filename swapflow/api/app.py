@@ -19,7 +19,9 @@ from swapflow.api.routers import (
     network,
     ops,
     partners,
+    payment_methods,
     payments,
+    plans,
     pricing,
     refunds,
     reservations,
@@ -95,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         partners,
         rider_auth,
         reservations,
+        payment_methods,
+        plans,
     ):
         app.include_router(module.router)
     install_console(app)

@@ -160,3 +160,19 @@ RiderOrMoneyStaff = Annotated[Principal, Depends(require(*MONEY_STAFF, riders=Tr
 Finance = Annotated[Principal, Depends(require(OperatorRole.FINANCE))]
 Admin = Annotated[Principal, Depends(require())]
 """Endpoint parameters for the money routers: who may call them."""
+
+
+async def _rider_only(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if not principal.is_rider:
+        raise Forbidden("only the rider does this, for themselves")
+    return principal
+
+
+RiderOnly = Annotated[Principal, Depends(_rider_only)]
+"""A rider acting on their own account (their payment methods, buying a plan); no operator does it for them."""
+
+
+def check_own(principal: Principal, rider_id: str) -> None:
+    """404 unless `rider_id` is the calling rider: another rider does not exist for them."""
+    if principal.id != rider_id:
+        raise NotFound("rider", rider_id)

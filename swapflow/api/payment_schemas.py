@@ -1,4 +1,5 @@
-"""Request and response models of the money endpoints: wallet top-ups, refunds, complaints, finance."""
+"""Request and response models of the money endpoints: wallet top-ups, refunds, complaints, finance,
+payment methods, plans."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapflow.db.money import Refund, WalletTopUp
+from swapflow.db.money import PlanPurchase, Refund, WalletTopUp
+from swapflow.workflows.plan_purchase_contract import plan_purchase_workflow_id
 from swapflow.workflows.refund_contract import refund_workflow_id
 from swapflow.workflows.topup_contract import top_up_workflow_id
 
@@ -39,13 +41,18 @@ class TopUpView(BaseModel):
     created_at: datetime
     settled_at: datetime | None
     workflow_id: str
+    client_params: dict[str, str] | None = Field(
+        None, description="While pending: what the app confirms the payment with (WeChat Pay: wx.requestPayment's)."
+    )
 
     @classmethod
-    def of(cls, top_up: WalletTopUp) -> TopUpView:
+    def of(cls, top_up: WalletTopUp, client_params: dict[str, str] | None = None) -> TopUpView:
+        own = ("workflow_id", "client_params")
         return cls.model_validate(
             {
-                **{name: getattr(top_up, name) for name in cls.model_fields if name != "workflow_id"},
+                **{name: getattr(top_up, name) for name in cls.model_fields if name not in own},
                 "workflow_id": top_up_workflow_id(top_up.id),
+                "client_params": client_params,
             }
         )
 
@@ -207,3 +214,118 @@ class RefundOffline(BaseModel):
 
     reference: str = Field(min_length=1, max_length=120, description="The provider's reference")
     note: str = Field("", max_length=2000)
+
+
+class PaymentMethodView(BaseModel):
+    """One way a rider pays; swaps, top-ups and plans are charged through the default one."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    method: str = Field(description="wechat | stripe | wallet | subscription | sandbox")
+    label: str = Field(description="What the rider sees: 'Visa ·· 4242', 'WeChat Pay'.")
+    is_default: bool
+    created_at: datetime
+
+
+class CardSetupView(BaseModel):
+    """What the rider's page confirms a new card with: Stripe.js `confirmCardSetup(client_secret)` with
+    `publishable_key`, then `POST …/payment-methods/stripe` with `setup_intent_id`."""
+
+    setup_intent_id: str
+    client_secret: str
+    publishable_key: str
+
+
+class CardSave(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    setup_intent_id: str = Field(min_length=1, max_length=80, description="The SetupIntent the page confirmed.")
+
+
+class PlanView(BaseModel):
+    """A plan on sale: N swaps a period for a price."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    city_code: str | None = Field(description="Sold in this city; null: in every city of its currency.")
+    swaps_per_period: int
+    period_days: int
+    price_minor: int
+    currency: str
+
+
+class PlanPurchaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: str = Field(min_length=1, max_length=40)
+
+
+class PlanPurchaseView(BaseModel):
+    """A rider buying a period of a plan: a payment through the rider's provider; the plan runs once it is
+    captured."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    rider_id: str
+    plan_id: str
+    method: str = Field(description="The provider the money is collected through.")
+    amount_minor: int
+    currency: str
+    status: str = Field(description="pending (no plan yet) | succeeded (the plan runs) | failed (nothing taken)")
+    failure_reason: str | None
+    created_at: datetime
+    settled_at: datetime | None
+    workflow_id: str
+    client_params: dict[str, str] | None = Field(
+        None, description="While pending: what the app confirms the payment with (WeChat Pay: wx.requestPayment's)."
+    )
+
+    @classmethod
+    def of(cls, purchase: PlanPurchase, client_params: dict[str, str] | None = None) -> PlanPurchaseView:
+        own = ("workflow_id", "client_params")
+        return cls.model_validate(
+            {
+                **{name: getattr(purchase, name) for name in cls.model_fields if name not in own},
+                "workflow_id": plan_purchase_workflow_id(purchase.id),
+                "client_params": client_params,
+            }
+        )
+
+
+class SubscriptionView(BaseModel):
+    """Where a rider's plan stands: its current period (the last, once ended) and the swaps used and left."""
+
+    plan: PlanView
+    status: str = Field(description="active | expired (its paid periods are over) | inactive")
+    started_at: datetime
+    paid_until: datetime | None = Field(description="The end of the last period paid for; null: no end.")
+    period_start: datetime
+    period_end: datetime
+    swaps_used: int
+    swaps_left: int
+
+
+class WalletEntryView(BaseModel):
+    """One movement of a wallet: positive into it (top-up, goodwill, refund), negative out (a swap's charge)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str = Field(description="topup | goodwill | charge | refund")
+    amount_minor: int
+    currency: str
+    at: datetime
+
+
+class WalletEntryPage(BaseModel):
+    items: list[WalletEntryView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: this was the last.")
+
+
+class RefundPage(BaseModel):
+    items: list[RefundView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: this was the last.")

@@ -8,10 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swapflow.api.payment_schemas import RefundView
+from swapflow.db.money import Payment
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.network import CabinetCapability
 from swapflow.domain.pricing import Quote
 from swapflow.domain.swaps import SwapStage, SwapStatus
+from swapflow.payments.confirmation import params_while_pending
 from swapflow.workflows.swap_contract import swap_workflow_id
 
 
@@ -21,6 +23,32 @@ class SwapCreate(BaseModel):
     rider_id: str = Field(min_length=1, max_length=40)
     cabinet_id: str = Field(min_length=1, max_length=40)
     coupon_code: str | None = Field(None, min_length=1, max_length=40, description="Checked before the swap starts")
+
+
+class SwapPaymentView(BaseModel):
+    """The swap's charge as our record has it."""
+
+    method: str
+    status: str = Field(
+        description="initiated | pending (waits for the rider) | authorized | captured | declined | closed"
+    )
+    amount_minor: int
+    currency: str
+    client_params: dict[str, str] | None = Field(
+        None,
+        description="While pending: what the app confirms the payment with (WeChat Pay: wx.requestPayment's "
+        "appId, timeStamp, nonceStr, package, signType, paySign).",
+    )
+
+    @classmethod
+    def of(cls, payment: Payment) -> SwapPaymentView:
+        return cls(
+            method=payment.method,
+            status=payment.status,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            client_params=params_while_pending(payment),
+        )
 
 
 class SwapView(BaseModel):
@@ -51,13 +79,19 @@ class SwapView(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     refund: RefundView | None = Field(None, description="The refund of a failed swap: status, expected arrival.")
+    payment: SwapPaymentView | None = Field(None, description="The swap's charge, once it was made.")
 
     @classmethod
-    def of(cls, order: SwapOrder) -> SwapView:
-        """An order as its row records it."""
-        own = ("workflow_id", "source", "refund")
+    def of(cls, order: SwapOrder, payment: Payment | None = None) -> SwapView:
+        """An order as its row records it, with our record of its charge."""
+        own = ("workflow_id", "source", "refund", "payment")
         fields = {name: getattr(order, name) for name in cls.model_fields if name not in own}
-        return cls(**fields, workflow_id=swap_workflow_id(order.id), source="database")
+        return cls(
+            **fields,
+            workflow_id=swap_workflow_id(order.id),
+            source="database",
+            payment=SwapPaymentView.of(payment) if payment is not None else None,
+        )
 
 
 class CabinetSummary(BaseModel):

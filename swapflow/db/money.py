@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from swapflow.db.base import Base
@@ -14,15 +14,45 @@ from swapflow.domain.clock import utcnow
 
 
 class RiderPaymentMethod(Base):
-    """How a rider pays: one method (a `swapflow.payments.provider.PaymentMethod`) and the provider's
-    handle for them (WeChat openid, Stripe customer, ...). A rider without a row pays by the sandbox."""
+    """One way a rider pays (a `swapflow.payments.provider.PaymentMethod`) and the provider's handle for
+    them. A rider may keep several; swaps, top-ups and plans are charged through the default one. A rider
+    without a default pays by the sandbox. Removed methods are kept, with `removed_at`, never default."""
 
     __tablename__ = "rider_payment_methods"
+    __table_args__ = (
+        # At most one default per rider: the charge never has to choose.
+        Index(
+            "uq_rider_payment_methods_default",
+            "rider_id",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16), doc="wechat | stripe | wallet | subscription | sandbox")
+    payer: Mapped[str | None] = mapped_column(
+        String(120), nullable=True, doc="The provider's handle for the rider: WeChat openid, Stripe customer id."
+    )
+    provider_ref: Mapped[str | None] = mapped_column(
+        String(80), nullable=True, doc="The provider's id of the instrument: a Stripe PaymentMethod id."
+    )
+    label: Mapped[str] = mapped_column(String(80), doc="What the rider sees: 'Visa ·· 4242', 'WeChat Pay'.")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class StripeCustomer(Base):
+    """The Stripe Customer a rider's cards are saved to, made once per rider."""
+
+    __tablename__ = "stripe_customers"
 
     rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), primary_key=True)
-    method: Mapped[str] = mapped_column(String(16))
-    payer: Mapped[str | None] = mapped_column(String(120), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    customer_id: Mapped[str] = mapped_column(String(80), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Payment(Base):
@@ -46,6 +76,9 @@ class Payment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     captured_at: Mapped[datetime | None] = mapped_column(nullable=True, doc="When we learnt it was captured.")
+    client_params: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="What the rider's app confirms a pending payment with (WeChat's JSAPI parameters)."
+    )
 
 
 class Refund(Base):
@@ -220,6 +253,10 @@ class SubscriptionPlan(Base):
     period_days: Mapped[int] = mapped_column(Integer)
     price_minor: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
+    city_code: Mapped[str | None] = mapped_column(
+        ForeignKey("cities.code"), nullable=True, index=True, doc="Sold to riders of this city; None: of any city."
+    )
+    for_sale: Mapped[bool] = mapped_column(Boolean, default=True, doc="Riders may buy it.")
 
 
 class Subscription(Base):
@@ -231,6 +268,40 @@ class Subscription(Base):
     plan_id: Mapped[str] = mapped_column(ForeignKey("subscription_plans.id"))
     started_at: Mapped[datetime]
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    paid_until: Mapped[datetime | None] = mapped_column(
+        nullable=True, doc="The end of the last period paid for; None: open-ended (sold without a payment)."
+    )
+
+
+class PlanPurchase(Base):
+    """A rider buying a period of a plan: a payment collected through the rider's provider by workflow
+    `plan_purchase/<id>` (our payment record is `payments` row `plan_purchase:<id>:charge`); the
+    subscription starts or extends only once the provider confirms it. One pending per rider."""
+
+    __tablename__ = "plan_purchases"
+    __table_args__ = (
+        UniqueConstraint("rider_id", "idempotency_key"),
+        Index(
+            "uq_plan_purchases_pending",
+            "rider_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(ForeignKey("riders.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(100))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("subscription_plans.id"))
+    method: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_key: Mapped[str] = mapped_column(String(120), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, doc="pending | succeeded | failed")
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class SubscriptionUse(Base):

@@ -189,13 +189,21 @@ def _seed_payment_methods(session: Session) -> None:
             period_days=30,
             price_minor=city.swap_price_minor * 50,
             currency=city.currency,
+            city_code=city.code,
+            for_sale=True,
         )
         session.add(plan)
         plans[city.code] = plan
     session.flush()
     for rider in session.scalars(select(Rider).order_by(Rider.id)):
         method = demo_payment_method(int(rider.id.rsplit("-", 1)[-1]))
-        session.add(RiderPaymentMethod(rider_id=rider.id, method=method, payer=f"demo-{rider.id}"))
+        if method != "sandbox":  # a rider without a default method pays by the sandbox
+            label = plans[rider.city_code].name if method == "subscription" else "Wallet"
+            session.add(
+                RiderPaymentMethod(
+                    id=f"rpm_seed_{rider.id}"[:40], rider_id=rider.id, method=method, label=label, is_default=True
+                )
+            )
         home = present(session.get(City, rider.city_code), f"city {rider.city_code} of rider {rider.id}")
         if method == "wallet":
             # A demo balance is a goodwill credit: money into a wallet is a payment or finance's gift.

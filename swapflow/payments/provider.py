@@ -32,6 +32,10 @@ class PaymentMethod(StrEnum):
     SANDBOX = "sandbox"
 
 
+CONFIRMED_BY_RIDER = frozenset({PaymentMethod.WECHAT})
+"""Methods whose charge waits (PENDING) for the rider to confirm it in their app (WeChat Pay's JSAPI)."""
+
+
 class PaymentStatus(StrEnum):
     PENDING = "pending"  # created, not yet paid (e.g. a WeChat JSAPI order waiting for the rider)
     AUTHORIZED = "authorized"  # held, not yet taken (Stripe manual capture): `capture` or `close` next

@@ -1,17 +1,19 @@
 """Which provider takes a rider's money: the providers this process has, built from the settings, and
-the rider's payment method (`rider_payment_methods`; a rider without one pays by the sandbox). And the
-payout providers that pay partners."""
+the rider's default payment method (`rider_payment_methods`; a rider without one pays by the sandbox).
+And the payout providers that pay partners."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.money import RiderPaymentMethod
 from swapflow.payments.bank_payouts import provider_from_settings as bank_payouts_from_settings
+from swapflow.payments.methods import default_method
 from swapflow.payments.payouts import PayoutMethod, PayoutProvider
 from swapflow.payments.provider import PaymentMethod, PaymentProvider
 from swapflow.payments.sandbox import SandboxProvider
@@ -79,11 +81,40 @@ class PayerMethod:
 
 
 async def payer_method(session: AsyncSession, rider_id: str) -> PayerMethod:
-    """The rider's payment method and the provider's handle for them."""
-    row = await session.get(RiderPaymentMethod, rider_id)
-    if row is None:
-        return PayerMethod(DEFAULT_METHOD, None)
+    """The rider's default payment method and the provider's handle for them (a Stripe card is
+    `cus_…/pm_…`, its customer and the card, as the Stripe provider charges it)."""
+    row = await default_method(session, rider_id)
+    return PayerMethod(DEFAULT_METHOD, None) if row is None else _payer_of(row)
+
+
+def _payer_of(row: RiderPaymentMethod) -> PayerMethod:
+    if row.method == PaymentMethod.STRIPE:  # the card with its customer: `cus_…/pm_…`
+        card = "/".join(part for part in (row.payer, row.provider_ref) if part)
+        return PayerMethod(PaymentMethod.STRIPE, card or None)
     return PayerMethod(PaymentMethod(row.method), row.payer)
+
+
+OUTSIDE_METHODS = frozenset({PaymentMethod.SANDBOX, PaymentMethod.WECHAT, PaymentMethod.STRIPE})
+"""Where money from outside comes from: what a top-up or a plan is paid with (not a wallet or a plan)."""
+
+
+async def paying_in_method(session: AsyncSession, rider_id: str) -> PayerMethod:
+    """What a rider's top-up or plan is paid through: their default method if it brings money from
+    outside, else their newest WeChat Pay or Stripe method, else the sandbox."""
+    how = await payer_method(session, rider_id)
+    if how.method in OUTSIDE_METHODS:
+        return how
+    newest = await session.scalar(
+        select(RiderPaymentMethod)
+        .where(
+            RiderPaymentMethod.rider_id == rider_id,
+            RiderPaymentMethod.removed_at.is_(None),
+            RiderPaymentMethod.method.in_((PaymentMethod.WECHAT, PaymentMethod.STRIPE)),
+        )
+        .order_by(RiderPaymentMethod.created_at.desc(), RiderPaymentMethod.id)
+        .limit(1)
+    )
+    return PayerMethod(DEFAULT_METHOD, None) if newest is None else _payer_of(newest)
 
 
 class UnknownProvider(LookupError):

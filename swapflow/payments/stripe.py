@@ -364,12 +364,13 @@ def metadata_of(obj: Any) -> dict[str, Any]:
     return metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata or {})
 
 
-def stripe_client(settings: Settings) -> stripe.StripeClient:
-    """The SDK's client for our account, as every Stripe module here uses it."""
+def stripe_client(settings: Settings, http_client: stripe.HTTPXClient | None = None) -> stripe.StripeClient:
+    """The SDK's client for our account, as every Stripe module here uses it (over `http_client`, for a
+    caller that closes it after use)."""
     return stripe.StripeClient(
         cast(str, settings.stripe.api_key),
         base_addresses={"api": settings.stripe.api_base} if settings.stripe.api_base else None,
-        http_client=stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
+        http_client=http_client or stripe.HTTPXClient(timeout=settings.stripe.timeout_s),
         # No retries inside the SDK: a retry is the caller's, after it looked the key up.
         max_network_retries=0,
     )

@@ -49,6 +49,20 @@ def period_start(subscription: Subscription, plan: SubscriptionPlan, now: dateti
     return started + length * max(0, (now - started) // length)
 
 
+async def swaps_used(session: AsyncSession, rider_id: str, start: datetime) -> int:
+    """The swaps the rider has used (and not been given back) in the period starting at `start`."""
+    used = await session.scalar(
+        select(func.count())
+        .select_from(SubscriptionUse)
+        .where(
+            SubscriptionUse.rider_id == rider_id,
+            SubscriptionUse.period_start == start,
+            SubscriptionUse.returned_at.is_(None),
+        )
+    )
+    return int(used or 0)
+
+
 async def subscribe(
     session: AsyncSession, *, rider_id: str, plan: SubscriptionPlan, started_at: datetime | None = None
 ) -> Subscription:
@@ -114,21 +128,12 @@ class SubscriptionProvider:
             subscription = await session.get(Subscription, request.rider_id, with_for_update=True)
             if subscription is None or not subscription.active:
                 raise ProviderDeclined("no_subscription")
+            now = utcnow()
+            if subscription.paid_until is not None and now >= as_utc(subscription.paid_until):
+                raise ProviderDeclined("subscription_expired")
             plan = present(await session.get(SubscriptionPlan, subscription.plan_id), f"plan {subscription.plan_id}")
-            start = period_start(subscription, plan, utcnow())
-            used = (
-                await session.scalar(
-                    select(func.count())
-                    .select_from(SubscriptionUse)
-                    .where(
-                        SubscriptionUse.rider_id == request.rider_id,
-                        SubscriptionUse.period_start == start,
-                        SubscriptionUse.returned_at.is_(None),
-                    )
-                )
-                or 0
-            )
-            if used >= plan.swaps_per_period:
+            start = period_start(subscription, plan, now)
+            if await swaps_used(session, request.rider_id, start) >= plan.swaps_per_period:
                 raise ProviderDeclined("subscription_allowance_used")
             use = SubscriptionUse(
                 id=f"sub_{uuid.uuid4().hex[:20]}",

@@ -15,12 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from swapflow.db.money import GoodwillCredit, Payment, Wallet, WalletEntry, WalletTopUp
 from swapflow.domain.clock import utcnow
 from swapflow.payments.ledger import GOODWILL, provider_clearing
-from swapflow.payments.provider import PaymentMethod, PaymentStatus
-from swapflow.payments.registry import DEFAULT_METHOD, payer_method
+from swapflow.payments.provider import PaymentStatus
+from swapflow.payments.registry import paying_in_method
 from swapflow.payments.wallet import credit_wallet
-
-# A top-up is paid from outside the wallet: a rider paying swaps by wallet or plan tops up by the sandbox.
-TOPUP_METHODS = frozenset({PaymentMethod.SANDBOX, PaymentMethod.WECHAT, PaymentMethod.STRIPE})
 
 
 class TopUpState:
@@ -55,8 +52,9 @@ async def open_top_up(
     """A new top-up under the rider's `idempotency_key` (unique), pending, nothing credited, with our
     payment record for the provider."""
     await _check_currency(session, rider_id, currency)
-    how = await payer_method(session, rider_id)
-    method, payer = (how.method, how.payer) if how.method in TOPUP_METHODS else (DEFAULT_METHOD, None)
+    # Paid from outside the wallet: a rider paying swaps by wallet or plan tops up by another method.
+    how = await paying_in_method(session, rider_id)
+    method, payer = how.method, how.payer
     top_up_id = f"top_{uuid.uuid4().hex[:20]}"
     top_up = WalletTopUp(
         id=top_up_id,

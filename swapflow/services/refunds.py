@@ -1,10 +1,12 @@
 """Refunds of a swap's capture: an operator's (one per Idempotency-Key) or an approved complaint's,
 opened here and followed by the refund workflow, which `start_refund` starts (the one place that says
-how); finance's list of stuck refunds, and finance's resolution of a refund escalated to it."""
+how); a rider's refunds; finance's list of stuck refunds, and finance's resolution of a refund escalated
+to it."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
 from swapflow.db.money import Payment, Refund
+from swapflow.db.network import Rider
 from swapflow.db.ops import Alert
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.clock import utcnow
@@ -148,6 +151,32 @@ async def find_refund(session: AsyncSession, refund_id: str) -> Refund:
     if refund is None:
         raise NotFound("refund", refund_id)
     return refund
+
+
+@dataclass(frozen=True)
+class RefundPage:
+    """A page of refunds, newest first, and the cursor of the next page (None: this was the last)."""
+
+    refunds: list[Refund]
+    next_cursor: str | None
+
+
+async def rider_refunds(session: AsyncSession, rider_id: str, *, cursor: str | None = None, limit: int) -> RefundPage:
+    """The rider's refunds, newest first, at most `limit`; `cursor` is the previous page's `next_cursor`
+    (the last refund it showed): NotFound unless it names a refund of the rider's."""
+    if await session.get(Rider, rider_id) is None:
+        raise NotFound("rider", rider_id)
+    query = select(Refund).where(Refund.rider_id == rider_id)
+    if cursor is not None:
+        last = await session.get(Refund, cursor)
+        if last is None or last.rider_id != rider_id:
+            raise NotFound("refund", cursor, detail=f"cursor {cursor!r} names no refund of this rider's")
+        query = query.where(
+            or_(Refund.created_at < last.created_at, and_(Refund.created_at == last.created_at, Refund.id < last.id))
+        )
+    found = list(await session.scalars(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1)))
+    refunds = found[:limit]
+    return RefundPage(refunds=refunds, next_cursor=refunds[-1].id if len(found) > limit else None)
 
 
 async def order_rider(session: AsyncSession, order_id: str) -> str | None:

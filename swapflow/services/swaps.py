@@ -3,30 +3,44 @@ says how a swap's workflow starts), and following it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from swapflow.db.engine import Database
-from swapflow.db.money import Refund
+from swapflow.db.money import Payment, Refund
 from swapflow.db.network import Cabinet, Rider
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.clock import utcnow
 from swapflow.domain.errors import NotFound
 from swapflow.domain.pricing import normalise_code
 from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.confirmation import confirmation_params, payment_record
+from swapflow.payments.provider import CONFIRMED_BY_RIDER
+from swapflow.payments.refunds import charge_key
+from swapflow.payments.registry import payer_method
 from swapflow.services.idempotency import create_once
 from swapflow.services.pricing import check_coupon
 from swapflow.services.temporal import TemporalConnector, connect
 from swapflow.settings import Settings
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.swap_contract import SwapProgress, SwapRequest, swap_workflow_id
+
+PENDING_POLL_S = 0.25
+"""How often a swap's start looks whether its payment waits for the rider."""
 
 
 def swap_request(
@@ -125,7 +139,8 @@ async def create_swap(
     idempotency_key: str,
 ) -> tuple[SwapOrder, bool]:
     """Open the rider's swap under `idempotency_key` (the same key answers the same swap) and start it;
-    return once its return door is open, or it has failed. Returns (the order as it is now, created)."""
+    return once its return door is open, or it has failed (or its payment waits for the rider to confirm
+    it in their app). Returns (the order as it is now, created)."""
     order, created = await _order_for_key(
         db, rider_id=rider_id, cabinet_id=cabinet_id, coupon_code=coupon_code, key=idempotency_key
     )
@@ -133,10 +148,7 @@ async def create_swap(
         # The order is kept if Temporal is unreachable: the same Idempotency-Key starts it once it is back.
         client = await connect(temporal, "Swaps unavailable")
         try:
-            # The answer is read from the order row below; the SDK types an async update's result as a coroutine.
-            _ = await client.execute_update_with_start_workflow(
-                SwapWorkflow.admission, start_workflow_operation=swap_start(settings, order)
-            )
+            await _admitted(db, client, settings, order)
         except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError):
             pass  # already finished: the order row says how
     async with db.sessions() as session:
@@ -146,12 +158,58 @@ async def create_swap(
     return fresh, created
 
 
+async def _admitted(db: Database, client: Client, settings: Settings, order: SwapOrder) -> None:
+    """Start the order's swap (or join it) and wait until its return door is open or it has failed; for a
+    rider who pays in their app before any door opens, only until the payment waits for them (the answer
+    then carries what the app confirms it with)."""
+    if not await _confirmed_by_rider(db, order.rider_id):
+        # The answer is read from the order row; the SDK types an async update's result as a coroutine.
+        _ = await client.execute_update_with_start_workflow(
+            SwapWorkflow.admission, start_workflow_operation=swap_start(settings, order)
+        )
+        return
+    update = await client.start_update_with_start_workflow(
+        SwapWorkflow.admission,
+        start_workflow_operation=swap_start(settings, order),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    admitted, waiting = asyncio.ensure_future(update.result()), asyncio.ensure_future(_payment_pending(db, order.id))
+    try:
+        await asyncio.wait((admitted, waiting), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (admitted, waiting):
+            task.cancel()  # only this answer's wait: the swap goes on waiting for the payment
+    if admitted.done() and not admitted.cancelled():
+        _ = admitted.result()
+
+
+async def _confirmed_by_rider(db: Database, rider_id: str) -> bool:
+    """Whether the rider's swaps are paid by a charge that waits for them to confirm it in their app."""
+    async with db.sessions() as session:
+        return (await payer_method(session, rider_id)).method in CONFIRMED_BY_RIDER
+
+
+async def _payment_pending(db: Database, order_id: str) -> None:
+    """Returns once the swap's charge waits for the rider (polled: it takes the rider's time, not ours)."""
+    key = charge_key(order_id)
+    while True:
+        await asyncio.sleep(PENDING_POLL_S)
+        async with db.sessions() as session:
+            if await confirmation_params(session, key) is not None:
+                return
+
+
 async def find_swap(session: AsyncSession, swap_id: str) -> SwapOrder:
     """The order, or NotFound."""
     order = await session.get(SwapOrder, swap_id)
     if order is None:
         raise NotFound("swap", swap_id)
     return order
+
+
+async def swap_payment(session: AsyncSession, order: SwapOrder) -> Payment | None:
+    """Our record of the swap's charge, once it was made."""
+    return await payment_record(session, charge_key(order.id))
 
 
 async def swap_refund(session: AsyncSession, order: SwapOrder) -> Refund | None:

@@ -1,15 +1,20 @@
-"""Riders' wallets: the balance; top-ups, opened once per Idempotency-Key and collected by workflow
-`topup/<id>`, which `start_top_up` starts (the one place that says how); finance's goodwill credits."""
+"""Riders' wallets: the balance and its movements; top-ups, opened once per Idempotency-Key and collected
+by workflow `topup/<id>`, which `start_top_up` starts (the one place that says how); finance's goodwill
+credits."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swapflow.db.engine import Database
-from swapflow.db.money import GoodwillCredit, Wallet, WalletTopUp
+from swapflow.db.money import GoodwillCredit, Wallet, WalletEntry, WalletTopUp
 from swapflow.db.network import City, Rider
 from swapflow.domain.errors import Conflict, NotFound
+from swapflow.payments.confirmation import confirmation_params
 from swapflow.payments.topups import TopUpRefused, grant_goodwill, open_top_up
 from swapflow.services.idempotency import create_once
 from swapflow.services.temporal import TemporalConnector, connect, start_once
@@ -110,6 +115,11 @@ async def find_top_up(session: AsyncSession, rider_id: str, top_up_id: str) -> W
     return found
 
 
+async def top_up_confirmation(session: AsyncSession, top_up: WalletTopUp) -> dict[str, Any] | None:
+    """While the top-up's payment waits for the rider: what their app confirms it with."""
+    return await confirmation_params(session, top_up.payment_key)
+
+
 async def credit_goodwill(
     session: AsyncSession, *, rider_id: str, amount_minor: int, reason: str, approved_by: str, idempotency_key: str
 ) -> tuple[GoodwillCredit, bool]:
@@ -143,3 +153,27 @@ async def credit_goodwill(
             raise Conflict("Credit refused", str(refused)) from None
 
     return await create_once(session, find=find, differs=differs, create=create, reused_title="Credit refused")
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """A page of wallet movements, newest first, and the cursor of the next page (None: this was the last)."""
+
+    entries: list[WalletEntry]
+    next_cursor: str | None
+
+
+async def wallet_entries(session: AsyncSession, rider_id: str, *, cursor: str | None = None, limit: int) -> EntryPage:
+    """The rider's wallet movements, newest first, at most `limit`; `cursor` is the previous page's
+    `next_cursor` (the last entry it showed): NotFound unless it names an entry of the rider's."""
+    if await session.get(Rider, rider_id) is None:
+        raise NotFound("rider", rider_id)
+    query = select(WalletEntry).where(WalletEntry.rider_id == rider_id)
+    if cursor is not None:
+        last = await session.get(WalletEntry, cursor)
+        if last is None or last.rider_id != rider_id:
+            raise NotFound("wallet entry", cursor, detail=f"cursor {cursor!r} names no entry of this wallet")
+        query = query.where(or_(WalletEntry.at < last.at, and_(WalletEntry.at == last.at, WalletEntry.id < last.id)))
+    found = list(await session.scalars(query.order_by(WalletEntry.at.desc(), WalletEntry.id.desc()).limit(limit + 1)))
+    entries = found[:limit]
+    return EntryPage(entries=entries, next_cursor=entries[-1].id if len(found) > limit else None)

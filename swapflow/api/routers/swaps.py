@@ -14,7 +14,7 @@ from swapflow.api.schemas import SwapCreate, SwapView
 from swapflow.db.cities import cabinet_city
 from swapflow.domain.errors import Forbidden, NotFound
 from swapflow.domain.swaps import SwapStatus
-from swapflow.services.swaps import create_swap, find_swap, swap_progress, swap_refund
+from swapflow.services.swaps import create_swap, find_swap, swap_payment, swap_progress, swap_refund
 
 router = APIRouter(prefix="/v1/swaps", tags=["swaps"])
 
@@ -40,8 +40,10 @@ async def start_swap(
     idempotency_key: IdempotencyKey,
     principal: RiderOrAdmin,
 ) -> SwapView:
-    """Start a swap and return once its return door is open (or it has failed). The same
-    Idempotency-Key returns the same swap. A rider starts their own swaps only."""
+    """Start a swap and return once its return door is open (or it has failed). A rider who pays in the
+    app (WeChat Pay) gets the answer once the payment waits for them, with what the app confirms it with
+    (`payment.client_params`). The same Idempotency-Key returns the same swap. A rider starts their own
+    swaps only."""
     if principal.is_rider and body.rider_id != principal.id:
         raise Forbidden("a rider starts swaps for themselves only")
     order, created = await create_swap(
@@ -54,20 +56,22 @@ async def start_swap(
         idempotency_key=idempotency_key,
     )
     answer_created(response, created)
-    return SwapView.of(order)
+    async with db.sessions() as session:
+        return SwapView.of(order, await swap_payment(session, order))
 
 
 @router.get("/{swap_id}", response_model=SwapView)
 async def get_swap(swap_id: str, session: SessionDep, temporal: TemporalDep, principal: RiderOrStaff) -> SwapView:
     """A swap's stage, each step's outcome and the reason for any rollback. While the swap runs they
     come from its workflow (a query); a finished swap's come from what its workflow recorded at the end.
+    `payment` is our record of its charge; while it waits for the rider, with what the app confirms it with.
     A rider sees their own swaps only; an operator those at cabinets of their cities."""
     order = await find_swap(session, swap_id)
     if principal.is_rider and order.rider_id != principal.id:
         raise NotFound("swap", swap_id)
     if not principal.is_rider:
         principal.check_city(await cabinet_city(session, order.cabinet_id) or "", "swap", swap_id)
-    view = SwapView.of(order)
+    view = SwapView.of(order, await swap_payment(session, order))
     if order.status != SwapStatus.IN_PROGRESS:
         refund = await swap_refund(session, order)
         return view.model_copy(update={"refund": RefundView.of(refund) if refund else None})

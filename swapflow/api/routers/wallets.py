@@ -6,17 +6,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from swapflow.api.auth import Finance, RiderOrMoneyStaff, check_rider_access
 from swapflow.api.deps import DatabaseDep, SessionDep, SettingsDep, TemporalDep, answer_created
-from swapflow.api.payment_schemas import GoodwillCreate, GoodwillView, TopUpCreate, TopUpView, WalletView
+from swapflow.api.payment_schemas import (
+    GoodwillCreate,
+    GoodwillView,
+    TopUpCreate,
+    TopUpView,
+    WalletEntryPage,
+    WalletEntryView,
+    WalletView,
+)
 from swapflow.api.problems import problem_responses
 from swapflow.services import wallets
 
 router = APIRouter(prefix="/v1/riders", tags=["wallets"])
 
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=60)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=40, description="The previous page's `next_cursor`.")]
 
 
 @router.get("/{rider_id}/wallet", response_model=WalletView)
@@ -25,6 +35,19 @@ async def get_wallet(rider_id: str, session: SessionDep, principal: RiderOrMoney
     await check_rider_access(session, principal, rider_id, "rider", rider_id)
     wallet = await wallets.find_wallet(session, rider_id)
     return WalletView(rider_id=rider_id, currency=wallet.currency, balance_minor=wallet.balance_minor)
+
+
+@router.get("/{rider_id}/wallet/entries", response_model=WalletEntryPage)
+async def list_wallet_entries(
+    rider_id: str, session: SessionDep, principal: RiderOrMoneyStaff, cursor: Cursor = None, limit: Limit = 50
+) -> WalletEntryPage:
+    """The wallet's movements, newest first, a page at a time (the rider's own, or money staff's for
+    riders of their cities)."""
+    await check_rider_access(session, principal, rider_id, "rider", rider_id)
+    page = await wallets.wallet_entries(session, rider_id, cursor=cursor, limit=limit)
+    return WalletEntryPage(
+        items=[WalletEntryView.model_validate(entry) for entry in page.entries], next_cursor=page.next_cursor
+    )
 
 
 @router.post(
@@ -61,9 +84,11 @@ async def create_top_up(
 
 @router.get("/{rider_id}/wallet/top-ups/{top_up_id}", response_model=TopUpView)
 async def get_top_up(rider_id: str, top_up_id: str, session: SessionDep, principal: RiderOrMoneyStaff) -> TopUpView:
-    """A top-up and where it is: pending until the provider confirms, then succeeded (credited) or failed."""
+    """A top-up and where it is: pending until the provider confirms, then succeeded (credited) or failed;
+    while a WeChat Pay payment waits for the rider, what the app confirms it with (`client_params`)."""
     await check_rider_access(session, principal, rider_id, "top-up", top_up_id)
-    return TopUpView.of(await wallets.find_top_up(session, rider_id, top_up_id))
+    top_up = await wallets.find_top_up(session, rider_id, top_up_id)
+    return TopUpView.of(top_up, await wallets.top_up_confirmation(session, top_up))
 
 
 @router.post(
