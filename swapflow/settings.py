@@ -297,6 +297,11 @@ class StripeSettings(_Group):
     publishable_key: str | None = Field(
         None, description="Stripe publishable key, handed to the rider's page for Stripe.js (saving a card)."
     )
+    js_url: str = Field(
+        "https://js.stripe.com/v3/",
+        description="Where the rider's card page loads Stripe.js from (Stripe's own: cards never touch our "
+        "servers; localstripe's in tests).",
+    )
 
 
 class DeviceSettings(_Group):

@@ -74,6 +74,7 @@ def stripe_settings_values(api_base: str) -> dict[str, Any]:
         "webhook_secret": STRIPE_WEBHOOK_SECRET,
         "timeout_s": 5.0,
         "publishable_key": "pk_test_swapflow",
+        "js_url": f"{api_base}/js.stripe.com/v3/",  # localstripe's stand-in for Stripe.js
     }
 
 

@@ -142,6 +142,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
         "stripe_publishable_key-value",
         "stripe_publishable_key-value",
     ),
+    ("SWAPFLOW_STRIPE_JS_URL", "stripe.js_url", "https://js.example/v3/", "https://js.example/v3/"),
     ("SWAPFLOW_HEARTBEAT_INTERVAL_S", "devices.heartbeat_interval_s", "0.5", 0.5),
     ("SWAPFLOW_HEARTBEAT_MISSED_LIMIT", "devices.heartbeat_missed_limit", "4096", 4096),
     ("SWAPFLOW_TELEMETRY_HISTORY_QUEUE_ROWS", "devices.telemetry_history_queue_rows", "4096", 4096),

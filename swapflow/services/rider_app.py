@@ -6,17 +6,15 @@ and the rider's wallet and plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from swapflow.db.money import Refund, Subscription, SubscriptionPlan, SubscriptionUse, Wallet, WalletTopUp
+from swapflow.db.money import Refund, Wallet, WalletTopUp
 from swapflow.db.network import Battery, Cabinet, City, Station
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.errors import NotFound
 from swapflow.domain.swaps import SwapStatus
-from swapflow.payments.subscription import period_start
 from swapflow.services.network import find_rider
 
 
@@ -27,19 +25,6 @@ class RiderSwap:
     order: SwapOrder
     refund: Refund | None
     issued: Battery | None
-
-
-@dataclass(frozen=True)
-class PlanStatus:
-    """The rider's plan and how much of the current period is left."""
-
-    plan: SubscriptionPlan
-    used: int
-    period_ends: datetime
-
-    @property
-    def left(self) -> int:
-        return max(0, self.plan.swaps_per_period - self.used)
 
 
 async def city_centre(session: AsyncSession, city_code: str) -> tuple[float, float] | None:
@@ -116,24 +101,3 @@ async def recent_top_ups(session: AsyncSession, rider_id: str, limit: int) -> li
             .limit(limit)
         )
     )
-
-
-async def rider_plan(session: AsyncSession, rider_id: str, now: datetime) -> PlanStatus | None:
-    """The rider's active plan with the swaps used in the period `now` falls in; None: no plan."""
-    subscription = await session.get(Subscription, rider_id)
-    if subscription is None or not subscription.active:
-        return None
-    plan = await session.get(SubscriptionPlan, subscription.plan_id)
-    if plan is None:
-        return None
-    start = period_start(subscription, plan, now)
-    used = await session.scalar(
-        select(func.count())
-        .select_from(SubscriptionUse)
-        .where(
-            SubscriptionUse.rider_id == rider_id,
-            SubscriptionUse.period_start == start,
-            SubscriptionUse.returned_at.is_(None),
-        )
-    )
-    return PlanStatus(plan, used or 0, start + timedelta(days=plan.period_days))
