@@ -23,14 +23,18 @@ from playwright.async_api import BrowserContext, Page, expect
 from sqlalchemy import select
 
 from swapflow.db.engine import Database
-from swapflow.db.network import Cabinet, Station
-from swapflow.db.swaps import SwapOrder
+from swapflow.db.money import Payment
+from swapflow.db.network import Battery, Cabinet, Rider, Station
+from swapflow.db.swaps import CustodyEvent, SwapOrder
 from swapflow.demo.accounts import DemoTokens
+from swapflow.domain.network import BatteryStatus, CustodianKind
+from swapflow.identity.sms import inbox_messages
 from swapflow.settings import Settings
 from swapflow.simulator.battery import SimBattery
 from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import sim_battery
 from tests.browser.conftest import screenshot_path, simulated_stack, stack_settings
+from tests.payment_fakes import localstripe_url, stripe_settings_values  # noqa: F401  (a fixture)
 from tests.swap_harness import battery_of
 
 CABINET = "cab-sh-001-1"
@@ -71,12 +75,20 @@ async def cabinets() -> dict[str, SimulatedCabinet]:
 async def console_stack(
     stack_database_url: str,
     mqtt_url: str,
+    localstripe_url: str,
     tmp_path_factory: pytest.TempPathFactory,
     cabinets: dict[str, SimulatedCabinet],
 ) -> AsyncIterator[Settings]:
     """The whole stack on the demo network (the phone page's defaults: its live poll included) with the
-    rider's cabinet simulated and kept, so the test can act at its doors."""
-    settings = stack_settings(tmp_path_factory, stack_database_url, mqtt_url)
+    rider's cabinet simulated and kept, so the test can act at its doors; cards through localstripe, and
+    sign-in codes kept in the development inbox."""
+    settings = stack_settings(
+        tmp_path_factory,
+        stack_database_url,
+        mqtt_url,
+        stripe=stripe_settings_values(localstripe_url),
+        rider_auth={"dev_inbox": True},
+    )
     async with simulated_stack(settings, [CABINET], telemetry_interval_s=1.0) as (running, simulated):
         cabinets.update(simulated)
         yield running
@@ -254,3 +266,103 @@ async def test_a_swap_with_a_pack_that_is_not_ours_fails_and_shows_the_refund(
     detail = phone.locator(".stage-detail")
     await expect(detail).to_contain_text(re.compile(r"Refund of \d+\.\d{2} CNY to how you paid: "), timeout=30_000)
     await phone.screenshot(path=screenshot_path("rider-app-refund"), full_page=True)
+
+
+NEW_PHONE = "+8613700002222"
+
+
+async def texted_code(db: Database, phone: str) -> str:
+    for _ in range(50):
+        async with db.sessions() as session:
+            sent = await inbox_messages(session, phone)
+        if sent:
+            return re.search(r"\b(\d{6})\b", sent[0].text).group(1)  # type: ignore[union-attr]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no code texted to {phone}")
+
+
+async def hand_over_a_pack(db: Database, rider_id: str) -> SimBattery:
+    """The rider's first pack, handed over at the service point: commissioned into their custody."""
+    serial = f"NEW-{uuid.uuid4().hex[:8]}"
+    async with db.transaction() as session:
+        model = await session.scalar(select(Battery).limit(1))
+        assert model is not None
+        session.add(
+            Battery(
+                serial=serial,
+                model=model.model,
+                chemistry=model.chemistry,
+                rated_capacity_mah=model.rated_capacity_mah,
+                soc=21.0,
+                soh=96.0,
+                voltage_v=56.7,
+                temperature_c=25.0,
+                cycle_count=3,
+                status=BatteryStatus.IN_SERVICE,
+                custodian_kind=CustodianKind.RIDER,
+                custodian_ref=rider_id,
+            )
+        )
+        session.add(
+            CustodyEvent(
+                key=f"commission:{serial}",
+                battery_serial=serial,
+                from_kind=CustodianKind.OPS,
+                from_ref="warehouse",
+                to_kind=CustodianKind.RIDER,
+                to_ref=rider_id,
+                reason="commissioned",
+            )
+        )
+    return SimBattery(serial, soc=21.0, soh=96.0, cycle_count=3)
+
+
+async def test_a_new_rider_signs_up_adds_a_card_holds_a_pack_and_swaps_on_it(
+    phone: Page, stack_db: Database, cabinets: dict[str, SimulatedCabinet]
+) -> None:
+    cabinet = cabinets[CABINET]
+    # Sign up with a code texted to the phone (the stack keeps texts in its development inbox).
+    await phone.goto(f"/app/c/{CABINET}")  # the QR link, before signing in
+    await phone.get_by_label("Your phone number").fill(NEW_PHONE)
+    await phone.get_by_role("button", name="Text me a code").tap()
+    await phone.get_by_label("Code", exact=True).fill(await texted_code(stack_db, NEW_PHONE))
+    await phone.get_by_label("Your name").fill("Wen")
+    await phone.get_by_label("Your city").select_option("SH")
+    await phone.get_by_role("button", name="Sign in").tap()
+    await expect(phone).to_have_url(re.compile(rf"/app/c/{CABINET}$"))
+    async with stack_db.sessions() as session:
+        rider_id = await session.scalar(select(Rider.id).where(Rider.phone == NEW_PHONE))
+    assert rider_id is not None
+    pack = await hand_over_a_pack(stack_db, rider_id)
+
+    # A card, typed into Stripe's field (localstripe's stand-in) and saved once Stripe says it succeeded.
+    await phone.goto("/app/wallet")
+    await phone.get_by_role("link", name="Add a card").tap()
+    field = phone.locator("#card-element")
+    for placeholder, value in (("number", "4242424242424242"), ("exp_month", "12"), ("exp_year", "30")):
+        await field.get_by_placeholder(placeholder, exact=True).fill(value)
+    await field.get_by_placeholder("cvc", exact=True).fill("123")
+    await field.get_by_placeholder("postal_code", exact=True).fill("20000")
+    await phone.get_by_role("button", name="Save the card").tap()
+    await expect(phone).to_have_url(re.compile(r"/app/wallet$"))
+    await expect(phone.locator("#methods")).to_contain_text("Visa ·· 4242 (default)")
+
+    # Hold a charged pack at the cabinet, then swap there on it.
+    await phone.goto(f"/app/c/{CABINET}")
+    await phone.get_by_role("button", name=re.compile(r"Hold a charged pack")).tap()
+    held = phone.locator("#held")
+    await expect(held).to_contain_text(re.compile(r"Door \d+'s pack is held for you"))
+    held_door = int(re.search(r"Door (\d+)", await held.inner_text()).group(1))  # type: ignore[union-attr]
+    await phone.screenshot(path=screenshot_path("rider-app-held"), full_page=True)
+    await phone.get_by_role("button", name="Swap here").tap()
+    words = phone.locator(".stage-words")
+    await expect(words).to_contain_text(re.compile(r"Door \d+ is open — put your pack in"))
+    return_slot = int(re.search(r"Door (\d+)", await words.inner_text()).group(1))  # type: ignore[union-attr]
+    await cabinet.insert_battery(return_slot, pack, door_close_delay_s=0.3)
+    await expect(words).to_contain_text(f"Take your charged pack from door {held_door}")
+    taken = await cabinet.take_battery(held_door, door_close_delay_s=0.3)
+    await expect(words).to_have_text(re.compile(rf"Done — {taken.soc:.0f}% charged"))
+    await expect(phone.locator(".stage-detail")).to_contain_text(re.compile(r"Paid \d+\.\d{2} CNY"))
+    async with stack_db.sessions() as session:
+        paid = await session.scalar(select(Payment.method).where(Payment.rider_id == rider_id))
+    assert paid == "stripe"
