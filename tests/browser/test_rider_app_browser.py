@@ -35,7 +35,7 @@ from swapflow.simulator.cabinet import SimulatedCabinet
 from swapflow.simulator.fleet import sim_battery
 from tests.browser.conftest import screenshot_path, simulated_stack, stack_settings
 from tests.payment_fakes import localstripe_url, stripe_settings_values  # noqa: F401  (a fixture)
-from tests.swap_harness import battery_of
+from tests.swap_harness import battery_of, new_order
 
 CABINET = "cab-sh-001-1"
 RIDER = "rider-sh-0001"
@@ -366,3 +366,7 @@ async def test_a_new_rider_signs_up_adds_a_card_holds_a_pack_and_swaps_on_it(
     async with stack_db.sessions() as session:
         paid = await session.scalar(select(Payment.method).where(Payment.rider_id == rider_id))
     assert paid == "stripe"
+
+    # Another rider's swap does not exist for them.
+    answer = await phone.goto(f"/app/swaps/{await new_order(stack_db, RIDER, CABINET)}")
+    assert answer is not None and answer.status == 404
