@@ -16,13 +16,11 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from swapflow.activities.settlement import SettlementActivities
-from swapflow.api.app import create_app
 from swapflow.db.commissions import SettlementRun
 from swapflow.db.engine import Database
 from swapflow.db.money import ReconciliationException, Refund
@@ -45,6 +43,7 @@ from swapflow.services.console_finance import revenue_and_refunds
 from swapflow.settings import Settings
 from swapflow.workflows.settlement import SettlementWorkflow
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
+from tests.api_harness import app_sharing
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.console_harness import console_client, csrf_of, sign_in
 from tests.ops_harness import operator_token
@@ -426,13 +425,7 @@ class Live:
 async def live(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[Live]:
     settings = settings.updated(settlement={"sandbox_payout_delay_s": 86_400.0, "payout_poll_schedule_s": [60.0]})
     host = f"host-{uuid.uuid4().hex[:8]}"
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     await host_with_last_months_swaps(db, host, "sandbox")
     providers = {**payout_providers_from_settings(settings, db), PayoutMethod.BANK: BankPayoutProvider(db)}
     async with (

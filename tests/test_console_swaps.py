@@ -13,10 +13,8 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select, update
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.api.app import create_app
 from swapflow.db.devices import BatteryReadingRecord
 from swapflow.db.engine import Database
 from swapflow.db.network import Battery
@@ -29,6 +27,7 @@ from swapflow.services.swaps import swap_request
 from swapflow.settings import Settings
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.swap_contract import swap_workflow_id
+from tests.api_harness import app_sharing
 from tests.ops_harness import operator_token
 from tests.swap_harness import new_order, running_cabinet, running_worker, swap_refund_outcome
 
@@ -51,13 +50,7 @@ async def console(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app in the test's event loop (sharing its Temporal client), signed in as an operator of SH."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     token = await operator_token(db, "ops-sh", OperatorRole.OPERATOR, ["SH"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client:
         form = await client.get("/console/sign-in")

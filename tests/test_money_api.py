@@ -11,10 +11,8 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import update
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.money import Refund, SandboxRefund
 from swapflow.domain.clock import utcnow
@@ -24,6 +22,7 @@ from swapflow.payments.refunds import RefundOrigin, charge_key, swap_refund_id
 from swapflow.settings import Settings
 from swapflow.workflows.refund import RefundWorkflow
 from swapflow.workflows.refund_contract import RefundOutcome, RefundStart, refund_workflow_id
+from tests.api_harness import app_sharing
 from tests.money_harness import OTHER_RIDER, PRICE, RIDER, Money
 from tests.ops_harness import admin_headers, bearer, operator_token, rider_token
 from tests.swap_harness import running_worker
@@ -37,13 +36,7 @@ async def money(db: Database, settings: Settings) -> Money:
 @pytest.fixture
 async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this test's event loop (so it can share the test's Temporal client), with a worker."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     async with (
         running_worker(temporal_env.client, settings, db),
         httpx.AsyncClient(

@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlalchemy import delete, select
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.money import LedgerPosting, SandboxPayment
 from swapflow.db.ops import Alert
@@ -24,6 +22,7 @@ from swapflow.payments.provider import REFUND_NOTIFICATION_SIGNAL, RefundStatus,
 from swapflow.payments.refunds import charge_key
 from swapflow.settings import Settings
 from swapflow.workflows.refund_contract import RefundOutcome, refund_workflow_id
+from tests.api_harness import app_sharing
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.money_harness import PRICE, Money
 from tests.ops_harness import bearer, operator_token
@@ -56,13 +55,7 @@ async def finance(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database, money: Money
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API as a finance account of Shanghai (the test riders' city), sharing the test's Temporal client."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     headers = bearer(await operator_token(db, "finance-1", OperatorRole.FINANCE, ["SH"]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=headers) as api:
         yield api

@@ -18,7 +18,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.activities.swap import SwapRecords
-from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.network import Battery, Slot
 from swapflow.db.reservations import Reservation
@@ -36,6 +35,7 @@ from swapflow.simulator.fleet import sim_battery
 from swapflow.workflows.reservation_contract import ReservationOutcome
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.swap_contract import SwapRejectedError, SwapRequest, swap_workflow_id
+from tests.api_harness import app_sharing
 from tests.history_recording import RecordHistory
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker, set_online
@@ -99,13 +99,7 @@ async def hold_runs_out(env: WorkflowEnvironment, settings: Settings, reservatio
 @pytest.fixture
 async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this test's event loop, with a worker, called with the rider's own token."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     async with (
         running_worker(temporal_env.client, settings, db),
         httpx.AsyncClient(

@@ -15,10 +15,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import func, select, update
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from swapflow.api.app import create_app
 from swapflow.console.live import changes
 from swapflow.console.session import COOKIE as CONSOLE_COOKIE
 from swapflow.db.engine import Database
@@ -37,6 +35,7 @@ from swapflow.rider_app.pages.swaps import SwapFollower
 from swapflow.rider_app.session import RIDER_COOKIE
 from swapflow.settings import Settings
 from swapflow.simulator.fleet import sim_battery
+from tests.api_harness import app_sharing
 from tests.console_harness import csrf_of
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker
@@ -61,13 +60,7 @@ async def app_client(
     temporal_env: WorkflowEnvironment, settings: Settings, db: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app in the test's event loop (sharing its Temporal client), not signed in."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     # https: the cookie is Secure, and the client sends it back only over https.
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client:
         yield client

@@ -13,11 +13,9 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select, update
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.activities.reconciliation import ReconciliationActivities
-from swapflow.api.app import create_app
 from swapflow.db.engine import Database
 from swapflow.db.money import LedgerPosting, LedgerTransaction, Payment, Subscription, SubscriptionPlan
 from swapflow.domain.clock import as_utc, utcnow
@@ -33,6 +31,7 @@ from swapflow.workflows.plan_purchase_contract import PlanPurchaseOutcome
 from swapflow.workflows.reconciliation_contract import ReconcileProvider
 from swapflow.workflows.refund_contract import RefundStart
 from swapflow.workflows.swap_contract import PaymentDeclinedError
+from tests.api_harness import app_sharing
 from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token
@@ -66,13 +65,7 @@ async def money(db: Database, settings: Settings) -> Money:
 @pytest.fixture
 async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this test's event loop, with a worker, called with the rider's own token."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     async with (
         running_worker(temporal_env.client, settings, db),
         httpx.AsyncClient(

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -52,6 +51,7 @@ from swapflow.services.settlement_statements import STATEMENT_COLUMNS
 from swapflow.settings import Settings
 from swapflow.workflows.settlement import SettlementWorkflow
 from swapflow.workflows.settlement_contract import RunStatus, settlement_run_id, settlement_workflow_id
+from tests.api_harness import app_sharing
 from tests.conftest import test_server_path as time_skipping_server_path
 from tests.ops_harness import bearer, operator_token, rider_token
 
@@ -646,13 +646,7 @@ async def live(
     """A new host's run of last month awaiting approval, the API in this test's event loop and a worker
     of the settlement workflows with their real activities, paying through the sandbox and the bank file."""
     host = f"host-{uuid.uuid4().hex[:8]}"
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     await host_with_last_months_swaps(db, host, payout_method)
     providers = {**payout_providers_from_settings(settings, db), PayoutMethod.BANK: BankPayoutProvider(db)}
     async with (

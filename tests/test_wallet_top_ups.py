@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlalchemy import select, update
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.activities.reconciliation import ReconciliationActivities
 from swapflow.activities.topup import TopUpOutcome
-from swapflow.api.app import create_app
 from swapflow.db.engine import Database, create_sync_engine
 from swapflow.db.migrate import upgrade
 from swapflow.db.money import LedgerPosting, LedgerTransaction, Wallet
@@ -31,6 +29,7 @@ from swapflow.payments.wallet import credit_wallet
 from swapflow.payments.wechat import out_trade_no
 from swapflow.settings import Settings
 from swapflow.workflows.reconciliation_contract import ReconcileProvider
+from tests.api_harness import app_sharing
 from tests.history_recording import RecordHistory
 from tests.money_harness import OTHER_RIDER, RIDER, Money
 from tests.ops_harness import bearer, operator_token, rider_token
@@ -63,13 +62,7 @@ async def money(db: Database, settings: Settings) -> Money:
 @pytest.fixture
 async def api(temporal_env: WorkflowEnvironment, settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this test's event loop, with a worker, called with the rider's own token."""
-    app = create_app(settings)
-    app.state.settings, app.state.db = settings, db
-
-    async def temporal() -> Client:
-        return temporal_env.client
-
-    app.state.temporal = temporal
+    app = app_sharing(settings, db, temporal_env.client)
     async with (
         running_worker(temporal_env.client, settings, db),
         httpx.AsyncClient(
