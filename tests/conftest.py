@@ -43,11 +43,13 @@ def _admin_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_postgres_database(url: str) -> str:
-    """A new, empty database on the server `url` names; returns its URL."""
+def create_postgres_database(url: str, template: str | None = None) -> str:
+    """A new database on the server `url` names, empty or a copy of the database `template` (a URL);
+    returns its URL."""
     name = f"swapflow_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
     with psycopg.connect(_admin_conninfo(url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -69,15 +71,38 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'swapflow.db'}"
 
 
-@pytest.fixture
-def database_url(empty_database_url: str) -> str:
-    """A migrated database holding the demo network."""
-    upgrade(empty_database_url)
-    engine = create_sync_engine(empty_database_url)
+@pytest.fixture(scope="session")
+def seeded_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database holding the demo network, made once per test process: each test's database is
+    a copy of it (migrating and seeding a database costs seconds, copying one a fraction of that)."""
+    if uses_postgres():
+        assert CONFIGURED_DATABASE_URL is not None
+        url = create_postgres_database(CONFIGURED_DATABASE_URL)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('seeded') / 'swapflow.db'}"
+    upgrade(url)
+    engine = create_sync_engine(url)
     # Without the demo peak and night rules: a swap costs its city's flat price whatever the hour tests run.
     seed_demo_network(engine, stations_per_city=2, riders_per_city=6, command_only_share=0.0, demo_pricing=False)
-    engine.dispose()
-    return empty_database_url
+    engine.dispose()  # a template must have no connections
+    yield url
+    if uses_postgres():
+        assert CONFIGURED_DATABASE_URL is not None
+        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+
+
+@pytest.fixture
+def database_url(seeded_database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated database holding the demo network, the test's own."""
+    if uses_postgres():
+        assert CONFIGURED_DATABASE_URL is not None
+        url = create_postgres_database(CONFIGURED_DATABASE_URL, template=seeded_database_url)
+        yield url
+        drop_postgres_database(CONFIGURED_DATABASE_URL, url)
+    else:
+        copy = tmp_path / "swapflow.db"
+        shutil.copyfile(str(make_url(seeded_database_url).database), copy)
+        yield f"sqlite:///{copy}"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ does not exist, on the page as over the API."""
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +23,7 @@ from swapflow.console.live import changes
 from swapflow.console.session import COOKIE as CONSOLE_COOKIE
 from swapflow.db.engine import Database
 from swapflow.db.identity import ApiToken
-from swapflow.db.money import Refund, SubscriptionPlan, WalletTopUp
+from swapflow.db.money import Payment, Refund, SubscriptionPlan, WalletTopUp
 from swapflow.db.network import City, Rider
 from swapflow.db.pricing import Coupon as CouponRow
 from swapflow.db.swaps import SwapOrder
@@ -30,6 +32,7 @@ from swapflow.domain.ops import OperatorRole
 from swapflow.domain.pricing import Coupon, CouponKind
 from swapflow.domain.swaps import SwapStage, SwapStatus
 from swapflow.identity.sms import inbox_messages
+from swapflow.payments.refunds import charge_key
 from swapflow.payments.subscription import subscribe
 from swapflow.rider_app.pages.swaps import SwapFollower
 from swapflow.rider_app.session import RIDER_COOKIE
@@ -510,3 +513,26 @@ async def test_signing_out_revokes_the_phone_codes_token(app_client: httpx.Async
         rider_id = await session.scalar(select(Rider.id).where(Rider.phone == NEW_PHONE))
         tokens = list(await session.scalars(select(ApiToken).where(ApiToken.principal_id == rider_id)))
     assert tokens and all(token.revoked_at is not None for token in tokens)
+
+
+async def test_a_swap_waiting_for_wechat_pay_offers_its_pay_sheet(rider: httpx.AsyncClient, db: Database) -> None:
+    order_id = await new_order(db, RIDER, CABINET)
+    params = {"appId": "wx-app", "timeStamp": "1", "nonceStr": "n", "package": "prepay_id=wx1", "signType": "RSA"}
+    async with db.transaction() as session:
+        await session.execute(update(SwapOrder).where(SwapOrder.id == order_id).values(price_minor=600, currency="CNY"))
+        session.add(
+            Payment(
+                key=charge_key(order_id),
+                order_id=order_id,
+                rider_id=RIDER,
+                method="wechat",
+                amount_minor=600,
+                currency="CNY",
+                status="pending",
+                client_params=params,
+            )
+        )
+    page = await rider.get(f"/app/swaps/{order_id}")
+    assert "Pay 6.00 CNY with WeChat Pay" in page.text
+    sheet = re.search(r'data-pay-sheet="([^"]+)"', page.text)
+    assert sheet and json.loads(html.unescape(sheet.group(1))) == params

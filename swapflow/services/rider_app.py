@@ -6,6 +6,7 @@ and the rider's wallet and plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +16,8 @@ from swapflow.db.network import Battery, Cabinet, City, Station
 from swapflow.db.swaps import SwapOrder
 from swapflow.domain.errors import NotFound
 from swapflow.domain.swaps import SwapStatus
+from swapflow.payments.confirmation import confirmation_params
+from swapflow.payments.refunds import charge_key
 from swapflow.services.network import find_rider
 
 
@@ -25,6 +28,8 @@ class RiderSwap:
     order: SwapOrder
     refund: Refund | None
     issued: Battery | None
+    pay_sheet: dict[str, Any] | None = None
+    """While the swap's payment waits for the rider (WeChat Pay): what WeChat's pay sheet is opened with."""
 
 
 async def city_centre(session: AsyncSession, city_code: str) -> tuple[float, float] | None:
@@ -71,7 +76,10 @@ async def rider_swap(session: AsyncSession, rider_id: str, swap_id: str) -> Ride
         if order.issued_battery_serial and order.status == SwapStatus.COMPLETED
         else None
     )
-    return RiderSwap(order, refund, issued)
+    pay_sheet = (
+        await confirmation_params(session, charge_key(order.id)) if order.status == SwapStatus.IN_PROGRESS else None
+    )
+    return RiderSwap(order, refund, issued, pay_sheet)
 
 
 TOP_UP_SWAPS = (5, 10, 20)

@@ -121,6 +121,12 @@ def stage_view(swap: RiderSwap) -> StageView:
         return StageView("Finishing", "Close the door, and your swap is done.", 3)
     if stage == SwapStage.COMPENSATING:
         return StageView("Something went wrong — undoing the swap", "Any money taken is given back.", 0, True)
+    if swap.pay_sheet is not None:
+        return StageView(
+            f"Pay {money(order.price_minor, order.currency)} with WeChat Pay",
+            "The door for your flat pack opens once you have paid.",
+            0,
+        )
     return StageView("Getting your swap ready", "Reserving your charged pack and paying.", 0)
 
 
@@ -150,7 +156,13 @@ def following(swap: RiderSwap) -> bool:
 
 
 def _stage_context(swap: RiderSwap) -> dict[str, object]:
-    return {"o": swap.order, "refund": swap.refund, "view": stage_view(swap), "steps": STEPS}
+    return {
+        "o": swap.order,
+        "refund": swap.refund,
+        "view": stage_view(swap),
+        "steps": STEPS,
+        "pay_sheet": swap.pay_sheet,
+    }
 
 
 @router.get("/swaps", response_class=HTMLResponse)

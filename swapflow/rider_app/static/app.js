@@ -1,5 +1,6 @@
 // The phone page's few behaviours: the cabinets' map, the list around the phone's location when the
-// browser shares it, and forms that must be sent once (the button is disabled after the first tap).
+// browser shares it, forms that must be sent once (the button is disabled after the first tap), and
+// WeChat's pay sheet for a swap paid by WeChat Pay (the swap goes on once WeChat tells the server).
 (function () {
   "use strict";
   const prefix = "/app";
@@ -66,6 +67,18 @@
         if (button.dataset.busy) button.textContent = button.dataset.busy;
       });
     }
+  });
+
+  document.addEventListener("click", (event) => {
+    const button = event.target instanceof Element ? event.target.closest("[data-pay-sheet]") : null;
+    if (!button) return;
+    if (typeof WeixinJSBridge === "undefined") {
+      button.parentElement.querySelector("[data-pay-sheet-hint]")?.removeAttribute("hidden");
+      return;
+    }
+    // The signed parameters our server got from WeChat Pay for this payment; the outcome reaches the
+    // server from WeChat itself, and the page follows the swap as it goes on.
+    WeixinJSBridge.invoke("getBrandWCPayRequest", JSON.parse(button.dataset.paySheet), () => {});
   });
 
   // Each time the list arrives (the page, or the list around the phone), its map is drawn.
