@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from swapflow.activities.swap import SwapRecords
@@ -36,6 +37,7 @@ from swapflow.workflows.reservation_contract import ReservationOutcome
 from swapflow.workflows.swap import SwapWorkflow
 from swapflow.workflows.swap_contract import SwapRejectedError, SwapRequest, swap_workflow_id
 from tests.api_harness import app_sharing
+from tests.conftest import test_server_path as time_skipping_server_path
 from tests.history_recording import RecordHistory
 from tests.ops_harness import bearer, operator_token, rider_token
 from tests.swap_harness import battery_of, new_order, running_cabinet, running_worker, set_online
@@ -44,6 +46,17 @@ CABINET = "cab-sh-001-1"  # slots 1-9 hold packs, 10-12 are empty
 OTHER_CABINET = "cab-sh-002-1"
 RIDER, OTHER_RIDER = "rider-sh-0001", "rider-sh-0002"
 RESERVATIONS = "/v1/reservations"
+
+
+@pytest.fixture(scope="module")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: its holds' timers are skipped to, which a workflow
+    another module left running on a shared server would hold back."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=time_skipping_server_path(), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
 
 
 @pytest.fixture
